@@ -1,0 +1,146 @@
+"""PostgreSQL's command-line tools: initdb, pg_ctl, pg_basebackup, pg_rewind, pg_verifybackup.
+
+PostgreSQL refuses to run as root, so when this process is root and an OS user is
+given, every tool runs as that user (``runuser``).  Failures become project errors that
+carry the tool's own last lines of output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+from regionops.errors import ConfigurationError, ExternalSystemError, TransientError
+
+log = logging.getLogger(__name__)
+
+TOOLS = ("initdb", "pg_ctl", "postgres", "pg_basebackup", "pg_rewind", "pg_verifybackup", "pg_controldata", "pgbench")
+
+
+@lru_cache(maxsize=1)
+def bindir() -> Path:
+    """Directory of the PostgreSQL server binaries.
+
+    ``$REGIONOPS_PG_BINDIR`` wins; else the directory pg_ctl on PATH really lives in
+    (Debian links only some tools onto PATH); else the newest /usr/lib/postgresql/*/bin.
+    """
+    override = os.environ.get("REGIONOPS_PG_BINDIR")
+    candidates: list[Path] = [Path(override)] if override else []
+    found = shutil.which("pg_ctl")
+    if found:
+        candidates.append(Path(os.path.realpath(found)).parent)
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for cand in candidates:
+        if (cand / "pg_ctl").exists() and (cand / "pg_rewind").exists():
+            return cand
+    raise ConfigurationError(
+        "PostgreSQL server binaries not found (looked for pg_ctl and pg_rewind); "
+        "install PostgreSQL 15 or set REGIONOPS_PG_BINDIR"
+    )
+
+
+def tool(name: str) -> str:
+    """Absolute path of one PostgreSQL tool."""
+    path = bindir() / name
+    if not path.exists():
+        raise ConfigurationError(f"PostgreSQL tool {name} not found in {bindir()}")
+    return str(path)
+
+
+def as_user(argv: Sequence[str], os_user: str | None) -> list[str]:
+    """Prefix ``argv`` so it runs as ``os_user`` when we are root (and leave it alone otherwise)."""
+    if os_user and os.geteuid() == 0:
+        return ["runuser", "-u", os_user, "--", *argv]
+    return list(argv)
+
+
+def run_tool(
+    argv: Sequence[str],
+    *,
+    os_user: str | None = None,
+    timeout: float = 120,
+    input_bytes: bytes | None = None,
+    env: dict[str, str] | None = None,
+    transient: bool = False,
+) -> str:
+    """Run a tool to completion and return its combined output.
+
+    Raises ExternalSystemError (TransientError when ``transient``) with the tool's last
+    lines when it exits non-zero, and TransientError when it runs past ``timeout``.
+    """
+    full = as_user(argv, os_user)
+    log.debug("running %s", " ".join(full))
+    try:
+        proc = subprocess.run(
+            full,
+            input=input_bytes,
+            capture_output=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+            cwd="/",  # the tool's user may not be able to read our working directory
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise TransientError(f"{Path(argv[0]).name} did not finish within {timeout:g}s") from exc
+    output = (proc.stdout + proc.stderr).decode(errors="replace")
+    if proc.returncode != 0:
+        tail = " | ".join(output.strip().splitlines()[-3:])
+        cls = TransientError if transient else ExternalSystemError
+        raise cls(f"{Path(argv[0]).name} exited {proc.returncode}: {tail}")
+    return output
+
+
+def chown_to(path: Path, os_user: str | None) -> None:
+    """Give ``path`` (recursively) to ``os_user`` when we are root."""
+    if os_user and os.geteuid() == 0:
+        shutil.chown(path, os_user, os_user)
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                try:
+                    shutil.chown(os.path.join(root, name), os_user, os_user)
+                except FileNotFoundError:
+                    pass  # a server may remove temp files while we walk
+
+
+class PgCtl:
+    """pg_ctl for one data directory."""
+
+    def __init__(self, data_dir: str | Path, os_user: str | None = None, log_file: str | Path | None = None):
+        self.data_dir = str(data_dir)
+        self.os_user = os_user
+        self.log_file = str(log_file) if log_file else None
+
+    def is_running(self) -> bool:
+        """pg_ctl status: True when a postmaster runs on this data directory."""
+        try:
+            run_tool([tool("pg_ctl"), "status", "-D", self.data_dir], os_user=self.os_user, timeout=10)
+            return True
+        except ExternalSystemError:
+            return False
+
+    def start(self, timeout: int = 60) -> str:
+        """Start the server and wait until it accepts connections."""
+        argv = [tool("pg_ctl"), "start", "-w", "-t", str(timeout), "-D", self.data_dir]
+        if self.log_file:
+            argv += ["-l", self.log_file]
+        return run_tool(argv, os_user=self.os_user, timeout=timeout + 10)
+
+    def stop(self, mode: str = "fast", timeout: int = 60) -> str:
+        """Stop the server: ``fast`` (clean), ``smart`` or ``immediate`` (crash-like)."""
+        if mode not in {"smart", "fast", "immediate"}:
+            raise ValueError(f"unknown pg_ctl stop mode {mode!r}")
+        argv = [tool("pg_ctl"), "stop", "-w", "-t", str(timeout), "-m", mode, "-D", self.data_dir]
+        return run_tool(argv, os_user=self.os_user, timeout=timeout + 10)
+
+    def promote(self, timeout: int = 60) -> str:
+        """pg_ctl promote -w."""
+        argv = [tool("pg_ctl"), "promote", "-w", "-t", str(timeout), "-D", self.data_dir]
+        return run_tool(argv, os_user=self.os_user, timeout=timeout + 10)
+
+    def reload(self) -> str:
+        """Reload the configuration files."""
+        return run_tool([tool("pg_ctl"), "reload", "-D", self.data_dir], os_user=self.os_user, timeout=30)

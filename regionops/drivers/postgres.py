@@ -1,0 +1,391 @@
+"""The one psycopg seam: connecting, observing and acting on PostgreSQL servers over SQL.
+
+Every connection has a connect timeout and a statement timeout; every identifier goes
+through :mod:`psycopg.sql`; psycopg's errors become project errors here and nowhere
+else.  Binaries (pg_ctl, pg_basebackup, ...) live in :mod:`regionops.drivers.pgtools`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal, Protocol
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from pydantic import BaseModel
+
+from regionops.errors import ExternalSystemError, TransientError
+from regionops.lsn import Lsn
+from regionops.topology import Cluster, Node
+
+log = logging.getLogger(__name__)
+
+Role = Literal["primary", "replica", "unknown"]
+
+
+class NodeUnreachable(TransientError):
+    """The server did not accept a connection (down, fenced, network)."""
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """How to reach one server.  ``password`` is never logged (see ``__repr__``)."""
+
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        return f"ConnInfo({self.user}@{self.host}:{self.port}/{self.dbname})"
+
+    def libpq(self, **extra: Any) -> str:
+        """A libpq connection string (for primary_conninfo and pg tools)."""
+        parts = {"host": self.host, "port": self.port, "dbname": self.dbname, "user": self.user}
+        if self.password:
+            parts["password"] = self.password
+        parts.update(extra)
+        return " ".join(f"{k}={_quote_libpq(str(v))}" for k, v in parts.items())
+
+
+def _quote_libpq(value: str) -> str:
+    if value and all(c.isalnum() or c in "._-/:" for c in value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def conninfo_for(cluster: Cluster, node: Node, dbname: str | None = None) -> ConnInfo:
+    """Connection details of ``node``, resolving the cluster's password reference."""
+    password = cluster.password.resolve() if cluster.password else None
+    return ConnInfo(node.host, node.port, dbname or cluster.database, cluster.user, password)
+
+
+@contextmanager
+def connect(
+    info: ConnInfo,
+    *,
+    connect_timeout: float = 3,
+    statement_timeout_ms: int = 15_000,
+    autocommit: bool = True,
+    application_name: str = "regionops",
+) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """Open a connection with timeouts; translate psycopg errors into project errors."""
+    try:
+        conn = psycopg.connect(
+            host=info.host,
+            port=info.port,
+            dbname=info.dbname,
+            user=info.user,
+            password=info.password,
+            connect_timeout=max(1, int(connect_timeout)),
+            autocommit=autocommit,
+            application_name=application_name,
+            options=f"-c statement_timeout={int(statement_timeout_ms)}",
+            row_factory=dict_row,
+        )
+    except psycopg.OperationalError as exc:
+        raise NodeUnreachable(f"cannot connect to {info.host}:{info.port}: {_first_line(exc)}") from exc
+    try:
+        with conn:
+            yield conn
+    except psycopg.OperationalError as exc:
+        raise TransientError(f"{info.host}:{info.port}: {_first_line(exc)}") from exc
+    except psycopg.Error as exc:
+        raise ExternalSystemError(f"{info.host}:{info.port}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# --- observation ---------------------------------------------------------------------
+
+
+class WalReceiver(BaseModel):
+    """A replica's WAL receiver, as pg_stat_wal_receiver shows it."""
+
+    status: str
+    sender_host: str | None = None
+    sender_port: int | None = None
+    received_tli: int | None = None
+    flushed_lsn: Lsn | None = None
+    slot_name: str | None = None
+    last_msg_age_seconds: float | None = None
+
+
+class ReplicationConnection(BaseModel):
+    """One replica connected to a primary, as pg_stat_replication shows it."""
+
+    application_name: str
+    state: str
+    client_addr: str | None = None
+    sent_lsn: Lsn | None = None
+    flush_lsn: Lsn | None = None
+    replay_lsn: Lsn | None = None
+    replay_lag_seconds: float | None = None
+    sync_state: str | None = None
+
+
+class Slot(BaseModel):
+    """A physical replication slot."""
+
+    slot_name: str
+    active: bool
+    restart_lsn: Lsn | None = None
+    wal_status: str | None = None
+
+
+class NodeState(BaseModel):
+    """Everything observed about one node at one moment.  ``reachable=False`` carries ``error``."""
+
+    node: str
+    reachable: bool
+    error: str | None = None
+    role: Role = "unknown"
+    system_identifier: str | None = None
+    server_version: int | None = None
+    timeline: int | None = None
+    current_lsn: Lsn | None = None
+    receive_lsn: Lsn | None = None
+    replay_lsn: Lsn | None = None
+    replay_paused: bool | None = None
+    replay_lag_seconds: float | None = None
+    read_only: bool | None = None
+    wal_receiver: WalReceiver | None = None
+    replication: list[ReplicationConnection] = []
+    slots: list[Slot] = []
+    observed_at: datetime
+
+    @property
+    def position(self) -> Lsn | None:
+        """The newest WAL this node has applied: current LSN on a primary, replayed on a replica."""
+        return self.current_lsn if self.role == "primary" else self.replay_lsn
+
+    def sentence(self) -> str:
+        """One line for logs and reports."""
+        if not self.reachable:
+            return f"{self.node} is unreachable ({self.error})"
+        if self.role == "primary":
+            return (
+                f"{self.node} is primary on timeline {self.timeline} at {self.current_lsn} "
+                f"with {len(self.replication)} replica(s) connected"
+            )
+        recv = self.wal_receiver.status if self.wal_receiver else "no WAL receiver"
+        return (
+            f"{self.node} is a replica on timeline {self.timeline}, replayed {self.replay_lsn} "
+            f"({recv})"
+        )
+
+
+class DatabaseObserver(Protocol):
+    """Reads a node's state.  The real one speaks SQL; tests may inject another."""
+
+    def observe(self, node_name: str, info: ConnInfo) -> NodeState: ...
+
+
+_COMMON_SQL = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       (SELECT system_identifier::text FROM pg_control_system()) AS system_identifier,
+       current_setting('server_version_num')::int AS server_version,
+       current_setting('default_transaction_read_only') = 'on' AS read_only,
+       (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_timeline
+"""
+_PRIMARY_SQL = """
+SELECT pg_current_wal_lsn()::text AS current_lsn,
+       ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline
+"""
+_REPLICA_SQL = """
+SELECT pg_last_wal_receive_lsn()::text AS receive_lsn,
+       pg_last_wal_replay_lsn()::text AS replay_lsn,
+       pg_is_wal_replay_paused() AS replay_paused,
+       CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
+            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END
+         AS replay_lag_seconds
+"""
+_RECEIVER_SQL = """
+SELECT status, sender_host, sender_port, received_tli, flushed_lsn::text AS flushed_lsn, slot_name,
+       extract(epoch FROM now() - last_msg_receipt_time)::float8 AS last_msg_age_seconds
+FROM pg_stat_wal_receiver
+"""
+_REPLICATION_SQL = """
+SELECT application_name, state, client_addr::text AS client_addr, sent_lsn::text AS sent_lsn,
+       flush_lsn::text AS flush_lsn, replay_lsn::text AS replay_lsn,
+       extract(epoch FROM replay_lag)::float8 AS replay_lag_seconds, sync_state
+FROM pg_stat_replication ORDER BY application_name
+"""
+_SLOTS_SQL = """
+SELECT slot_name, active, restart_lsn::text AS restart_lsn, wal_status
+FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY slot_name
+"""
+
+
+class SqlObserver:
+    """Observes nodes over SQL; never raises for an unreachable node, reports it instead."""
+
+    def __init__(self, connect_timeout: float = 3):
+        self.connect_timeout = connect_timeout
+
+    def observe(self, node_name: str, info: ConnInfo) -> NodeState:
+        """Read role, timeline, LSNs, lag, WAL receiver, replication and slots of one node."""
+        now = datetime.now(timezone.utc)
+        try:
+            with connect(info, connect_timeout=self.connect_timeout, statement_timeout_ms=5000) as conn:
+                common = conn.execute(_COMMON_SQL).fetchone()
+                state: dict[str, Any] = {
+                    "node": node_name,
+                    "reachable": True,
+                    "system_identifier": common["system_identifier"],
+                    "server_version": common["server_version"],
+                    "read_only": common["read_only"],
+                    "observed_at": now,
+                    "slots": conn.execute(_SLOTS_SQL).fetchall(),
+                }
+                if common["in_recovery"]:
+                    state["role"] = "replica"
+                    state.update(conn.execute(_REPLICA_SQL).fetchone())
+                    receiver = conn.execute(_RECEIVER_SQL).fetchone()
+                    if receiver:
+                        state["wal_receiver"] = receiver
+                    state["timeline"] = (receiver or {}).get("received_tli") or common["checkpoint_timeline"]
+                else:
+                    state["role"] = "primary"
+                    state.update(conn.execute(_PRIMARY_SQL).fetchone())
+                    state["replication"] = conn.execute(_REPLICATION_SQL).fetchall()
+                return NodeState.model_validate(state)
+        except (TransientError, ExternalSystemError) as exc:
+            log.info("observing %s failed: %s", node_name, exc)
+            return NodeState(node=node_name, reachable=False, error=str(exc), observed_at=now)
+
+
+# --- actions over SQL ------------------------------------------------------------------
+
+
+class SqlNode:
+    """SQL-level actions on one server.  Each method is one step a runbook can take."""
+
+    def __init__(self, info: ConnInfo, connect_timeout: float = 3):
+        self.info = info
+        self.connect_timeout = connect_timeout
+
+    @contextmanager
+    def _conn(self, dbname: str | None = None, statement_timeout_ms: int = 15_000):
+        info = self.info if dbname is None else ConnInfo(
+            self.info.host, self.info.port, dbname, self.info.user, self.info.password
+        )
+        with connect(info, connect_timeout=self.connect_timeout, statement_timeout_ms=statement_timeout_ms) as c:
+            yield c
+
+    def ping(self) -> bool:
+        """True when the server accepts a connection and answers a query."""
+        try:
+            with self._conn() as c:
+                c.execute("SELECT 1")
+            return True
+        except (TransientError, ExternalSystemError):
+            return False
+
+    def query(self, statement: str | sql.Composable, params: Any = None) -> list[dict[str, Any]]:
+        """Run a statement and return its rows (empty for statements without a result)."""
+        with self._conn() as c:
+            cur = c.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+
+    def current_lsn(self) -> Lsn:
+        """The primary's current WAL insert position."""
+        return Lsn.parse(self.query("SELECT pg_current_wal_lsn()::text AS lsn")[0]["lsn"])
+
+    def replay_lsn(self) -> Lsn | None:
+        """The replica's last replayed position (None on a primary)."""
+        value = self.query("SELECT pg_last_wal_replay_lsn()::text AS lsn")[0]["lsn"]
+        return Lsn.parse(value) if value else None
+
+    def ensure_database(self, name: str) -> bool:
+        """Create database ``name`` unless it exists.  True when it was created."""
+        with self._conn("postgres") as c:
+            if c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                return False
+            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            return True
+
+    def ensure_slot(self, slot: str) -> bool:
+        """Create physical replication slot ``slot`` unless it exists.  True when created."""
+        with self._conn() as c:
+            if c.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone():
+                return False
+            c.execute("SELECT pg_create_physical_replication_slot(%s, true)", (slot,))
+            return True
+
+    def drop_slot(self, slot: str) -> bool:
+        """Drop a slot if present and inactive.  True when dropped."""
+        with self._conn() as c:
+            row = c.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            if not row or row["active"]:
+                return False
+            c.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            return True
+
+    def set_config(self, name: str, value: str | None) -> None:
+        """ALTER SYSTEM SET (or RESET when ``value`` is None) and reload the configuration."""
+        with self._conn() as c:
+            if value is None:
+                c.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
+            else:
+                c.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+            c.execute("SELECT pg_reload_conf()")
+
+    def pause_replay(self) -> None:
+        """Pause WAL replay on a replica (fault injection for lag)."""
+        self.query("SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self) -> None:
+        """Resume WAL replay on a replica."""
+        self.query("SELECT pg_wal_replay_resume()")
+
+    def promote(self, wait_seconds: int = 30) -> bool:
+        """Promote a replica with pg_promote; True when it finished within ``wait_seconds``."""
+        with self._conn(statement_timeout_ms=(wait_seconds + 5) * 1000) as c:
+            return bool(c.execute("SELECT pg_promote(true, %s) AS ok", (wait_seconds,)).fetchone()["ok"])
+
+    def terminate_client_sessions(self) -> int:
+        """Terminate every client backend except ours and WAL senders.  Returns how many."""
+        rows = self.query(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+        return int(rows[0]["n"])
+
+    def checkpoint(self) -> None:
+        """Force a checkpoint (makes a later clean stop and pg_rewind quicker)."""
+        self.query("CHECKPOINT")
+
+    def switch_wal(self) -> Lsn:
+        """Close the current WAL segment; returns the switch position."""
+        return Lsn.parse(self.query("SELECT pg_switch_wal()::text AS lsn")[0]["lsn"])
+
+    def table_fingerprint(self, table: str) -> dict[str, Any]:
+        """Row count and an order-independent checksum of a table's rows.
+
+        ``table`` is ``schema.name`` or ``name``; quoted with sql.Identifier.
+        """
+        parts = table.split(".", 1)
+        ident = sql.Identifier(*parts)
+        stmt = sql.SQL(
+            "SELECT count(*) AS rows, coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)::text "
+            "AS checksum FROM {} AS t"
+        ).format(ident)
+        with self._conn(statement_timeout_ms=300_000) as c:
+            row = c.execute(stmt).fetchone()
+        return {"rows": int(row["rows"]), "checksum": row["checksum"]}
+
+    def list_user_tables(self) -> list[str]:
+        """Every ordinary table outside the system schemas, as schema.name."""
+        rows = self.query(
+            "SELECT schemaname || '.' || relname AS name FROM pg_stat_user_tables ORDER BY 1"
+        )
+        return [r["name"] for r in rows]

@@ -1,0 +1,362 @@
+"""The environment as data: regions, clusters, nodes, buckets, DNS, objectives, residency.
+
+One YAML file describes an environment (the lab writes its own; production has its
+own file).  :func:`load_topology` validates the whole file and reports *every*
+problem at once, each naming the field: ``clusters.core.nodes.us-1.region: unknown
+region 'usa'``.  Residency is checked here (a node or a backup copy target outside
+the cluster's residency is rejected) and again by the runbooks before moving data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from regionops.errors import ConfigurationError, TopologyError
+
+GLOBAL_RESIDENCY = "global"
+NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class Strict(BaseModel):
+    """Base for topology models: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(Strict):
+    """Where a secret lives.  Exactly one of the sources; the value never enters the file."""
+
+    env: str | None = Field(None, description="environment variable holding the secret")
+    prefect_secret: str | None = Field(None, description="name of a Prefect Secret block")
+    file: str | None = Field(None, description="file holding the secret (mounted secret)")
+
+    def model_post_init(self, __context: Any) -> None:
+        given = [k for k in ("env", "prefect_secret", "file") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("a secret reference needs exactly one of env, prefect_secret, file")
+
+    def describe(self) -> str:
+        """Where the secret is read from, safe to log."""
+        if self.env:
+            return f"env:{self.env}"
+        if self.prefect_secret:
+            return f"prefect-secret:{self.prefect_secret}"
+        return f"file:{self.file}"
+
+    def resolve(self) -> str:
+        """Read the secret's value.  Raises ConfigurationError naming the source if missing."""
+        if self.env:
+            value = os.environ.get(self.env)
+            if not value:
+                raise ConfigurationError(f"secret {self.describe()} is not set")
+            return value
+        if self.file:
+            try:
+                return Path(self.file).read_text().strip()
+            except OSError as exc:
+                raise ConfigurationError(f"secret {self.describe()} cannot be read: {exc.strerror}") from exc
+        from prefect.blocks.system import Secret  # only here: Prefect is optional below flows
+
+        try:
+            return Secret.load(self.prefect_secret).get()
+        except Exception as exc:  # noqa: BLE001 - any failure to load is a config problem
+            raise ConfigurationError(f"secret {self.describe()} cannot be loaded: {exc}") from exc
+
+
+class Region(Strict):
+    """One application region: where it is, which zone its data may live in, its services."""
+
+    aws_region: str = Field(description="AWS region name, e.g. eu-west-1")
+    residency: Name = Field(description="data-residency zone this region belongs to, e.g. eu")
+    app_url: str = Field(description="base URL of this region's application")
+    bucket: str = Field(description="S3 bucket of this region (backups)")
+    work_pool: str = Field(description="Prefect work pool whose worker runs in this region")
+
+
+class Node(Strict):
+    """One PostgreSQL server of a cluster."""
+
+    region: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    data_dir: str = Field(description="data directory on the node's machine")
+    priority: int = Field(100, description="higher wins among equally advanced promotion candidates")
+    dns_name: str | None = Field(None, description="the node's DNS name; default <node>.<cluster>.<zone>")
+
+
+class Objectives(Strict):
+    """Recovery objectives the drills and reports measure against."""
+
+    rto_seconds: float = Field(60, gt=0)
+    rpo_seconds: float = Field(5, ge=0)
+
+
+class HealthThresholds(Strict):
+    """When region health calls a replica lagging."""
+
+    max_lag_bytes: int = Field(16 * 1024 * 1024, ge=0)
+    max_lag_seconds: float = Field(30, ge=0)
+
+
+class Retention(Strict):
+    """Backup retention: keep the last N and/or everything younger than D days."""
+
+    keep_last: int | None = Field(7, ge=1)
+    max_age_days: float | None = Field(14, gt=0)
+
+
+class BackupPolicy(Strict):
+    """How a cluster is backed up."""
+
+    retention: Retention = Retention()
+    copy_to: list[str] = Field(default_factory=list, description="regions whose bucket gets a copy")
+    fingerprint_tables: list[str] = Field(
+        default_factory=list, description="tables whose row count and checksum prove a restore"
+    )
+
+
+class Cluster(Strict):
+    """A PostgreSQL cluster: one primary, streaming replicas, possibly across regions."""
+
+    residency: list[Name] = Field(
+        default_factory=lambda: [GLOBAL_RESIDENCY],
+        description="zones its data may live in; 'global' allows every zone",
+    )
+    database: str = "app"
+    user: str = "postgres"
+    password: SecretRef | None = None
+    replication_user: str = "postgres"
+    os_user: str | None = Field(None, description="OS user that owns data directories and runs pg tools")
+    nodes: dict[Name, Node]
+    writer_record: str = Field(description="DNS name that points at the primary")
+    objectives: Objectives = Objectives()
+    health: HealthThresholds = HealthThresholds()
+    backup: BackupPolicy = BackupPolicy()
+
+    @field_validator("residency", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("nodes")
+    @classmethod
+    def _at_least_one(cls, value: dict[str, Node]) -> dict[str, Node]:
+        if not value:
+            raise ValueError("a cluster needs at least one node")
+        return value
+
+    def allows_zone(self, zone: str) -> bool:
+        """Whether data of this cluster may live in residency zone ``zone``."""
+        return GLOBAL_RESIDENCY in self.residency or zone in self.residency
+
+
+class Traffic(Strict):
+    """DNS: the Route53 hosted zone holding the writer records."""
+
+    route53_zone: str = Field(description="hosted zone name, e.g. db.example.com.")
+    record_ttl: int = Field(30, ge=0)
+
+
+class SlackSettings(Strict):
+    """Where run reports go in Slack."""
+
+    channel: str
+    token: SecretRef
+    base_url: str | None = Field(None, description="Web API base URL; default Slack's own")
+
+
+class Notifications(Strict):
+    slack: SlackSettings | None = None
+
+
+class AwsSettings(Strict):
+    """How to reach AWS.  ``endpoint_url`` is for S3/Route53 compatible servers (the lab)."""
+
+    endpoint_url: str | None = None
+    access_key_id: SecretRef | None = None
+    secret_access_key: SecretRef | None = None
+
+
+class PrefectSettings(Strict):
+    ui_url: str | None = Field(None, description="base URL of the Prefect UI, for links in reports")
+
+
+class Topology(Strict):
+    """A whole environment."""
+
+    name: Name
+    regions: dict[Name, Region]
+    clusters: dict[Name, Cluster]
+    traffic: Traffic
+    notifications: Notifications = Notifications()
+    aws: AwsSettings = AwsSettings()
+    prefect: PrefectSettings = PrefectSettings()
+    state_dir: str | None = Field(None, description="where runbooks keep local state (locks, scratch)")
+
+    # -- look-ups used everywhere -------------------------------------------------
+    def cluster(self, name: str | None = None) -> tuple[str, Cluster]:
+        """The named cluster, or the only one when ``name`` is None."""
+        if name is None:
+            if len(self.clusters) == 1:
+                return next(iter(self.clusters.items()))
+            raise ConfigurationError(
+                f"topology {self.name} has {len(self.clusters)} clusters; name one of: "
+                + ", ".join(sorted(self.clusters))
+            )
+        if name not in self.clusters:
+            raise ConfigurationError(
+                f"unknown cluster {name!r}; topology {self.name} has: {', '.join(sorted(self.clusters))}"
+            )
+        return name, self.clusters[name]
+
+    def node(self, cluster: str, node: str) -> Node:
+        """A node of a cluster, with an error naming both when absent."""
+        _, c = self.cluster(cluster)
+        if node not in c.nodes:
+            raise ConfigurationError(
+                f"cluster {cluster} has no node {node!r}; it has: {', '.join(sorted(c.nodes))}"
+            )
+        return c.nodes[node]
+
+    def node_dns_name(self, cluster: str, node: str) -> str:
+        """The DNS name the writer record points at when ``node`` is primary."""
+        n = self.node(cluster, node)
+        return fqdn(n.dns_name or f"{node}.{cluster}.{self.traffic.route53_zone}")
+
+    def node_for_dns_name(self, cluster: str, name: str) -> str | None:
+        """Which node a DNS name (a writer record's target) designates, if any."""
+        target = fqdn(name)
+        for node_name in self.clusters[cluster].nodes:
+            if self.node_dns_name(cluster, node_name) == target:
+                return node_name
+        return None
+
+    def writer_record(self, cluster: str) -> str:
+        """The cluster's writer record as a fully qualified name."""
+        return fqdn(self.clusters[cluster].writer_record)
+
+
+def fqdn(name: str) -> str:
+    """``name`` with exactly one trailing dot, lower-cased (Route53's form)."""
+    return name.rstrip(".").lower() + "."
+
+
+def _check_references(topo: Topology) -> list[str]:
+    """Cross-field rules pydantic cannot express per field.  Returns every problem."""
+    problems: list[str] = []
+    zones = {r.residency for r in topo.regions.values()}
+    buckets = Counter(r.bucket for r in topo.regions.values())
+    for bucket, count in buckets.items():
+        if count > 1:
+            problems.append(f"regions: bucket {bucket!r} is used by {count} regions")
+
+    endpoints: Counter[tuple[str, int]] = Counter()
+    for cname, cluster in topo.clusters.items():
+        for zone in cluster.residency:
+            if zone != GLOBAL_RESIDENCY and zone not in zones:
+                problems.append(
+                    f"clusters.{cname}.residency: unknown residency zone {zone!r} "
+                    f"(regions define: {', '.join(sorted(zones))})"
+                )
+        for nname, node in cluster.nodes.items():
+            where = f"clusters.{cname}.nodes.{nname}"
+            endpoints[(node.host, node.port)] += 1
+            region = topo.regions.get(node.region)
+            if region is None:
+                problems.append(f"{where}.region: unknown region {node.region!r}")
+            elif not cluster.allows_zone(region.residency):
+                problems.append(
+                    f"{where}.region: region {node.region!r} is in residency zone "
+                    f"{region.residency!r}, which cluster {cname} (residency "
+                    f"{', '.join(cluster.residency)}) forbids"
+                )
+        for i, target in enumerate(cluster.backup.copy_to):
+            where = f"clusters.{cname}.backup.copy_to[{i}]"
+            region = topo.regions.get(target)
+            if region is None:
+                problems.append(f"{where}: unknown region {target!r}")
+            elif not cluster.allows_zone(region.residency):
+                problems.append(
+                    f"{where}: copying backups to region {target!r} (residency zone "
+                    f"{region.residency!r}) would break cluster {cname}'s residency "
+                    f"({', '.join(cluster.residency)})"
+                )
+        if not fqdn(cluster.writer_record).endswith("." + fqdn(topo.traffic.route53_zone)):
+            problems.append(
+                f"clusters.{cname}.writer_record: {cluster.writer_record!r} is not inside "
+                f"zone {topo.traffic.route53_zone!r}"
+            )
+    for (host, port), count in endpoints.items():
+        if count > 1:
+            users = [
+                f"{c}.{n}"
+                for c, cl in topo.clusters.items()
+                for n, node in cl.nodes.items()
+                if (node.host, node.port) == (host, port)
+            ]
+            problems.append(
+                f"clusters: duplicate port {port} on host {host} (nodes {', '.join(users)})"
+            )
+    return problems
+
+
+def _describe_pydantic_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        kind = err["type"]
+        if kind == "missing":
+            problems.append(f"{where}: required field is missing")
+        elif kind == "extra_forbidden":
+            problems.append(f"{where}: unknown field")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {msg} (got {err.get('input')!r})")
+    return problems
+
+
+def parse_topology(data: Any, source: str = "<data>") -> Topology:
+    """Validate a topology already parsed from YAML/JSON.  Raises TopologyError."""
+    if not isinstance(data, dict):
+        raise TopologyError(source, ["(top level): expected a mapping"])
+    try:
+        topo = Topology.model_validate(data)
+    except ValidationError as exc:
+        raise TopologyError(source, _describe_pydantic_errors(exc)) from None
+    problems = _check_references(topo)
+    if problems:
+        raise TopologyError(source, problems)
+    return topo
+
+
+def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
+    """Load and validate a topology file: ``path``, else ``$REGIONOPS_TOPOLOGY``, else the lab's."""
+    resolved = Path(path or os.environ.get("REGIONOPS_TOPOLOGY") or default_lab_topology_path())
+    try:
+        text = resolved.read_text()
+    except FileNotFoundError:
+        hint = " (start the lab with `regionops lab up`, or pass --topology)" if path is None else ""
+        raise ConfigurationError(f"topology file {resolved} does not exist{hint}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TopologyError(str(resolved), [f"(file): not valid YAML: {exc}"]) from None
+    return parse_topology(data, str(resolved))
+
+
+def default_lab_dir() -> Path:
+    """The lab's state directory: ``$REGIONOPS_LAB_DIR`` or ``.lab`` in the working directory."""
+    return Path(os.environ.get("REGIONOPS_LAB_DIR") or ".lab").absolute()
+
+
+def default_lab_topology_path() -> Path:
+    """Where the lab writes its topology file."""
+    return default_lab_dir() / "topology.yaml"
+
