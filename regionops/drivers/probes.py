@@ -1,0 +1,72 @@
+"""HTTP probes of the regional applications (httpx, with an injectable transport)."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import httpx
+from pydantic import BaseModel
+
+
+class AppProbe(BaseModel):
+    """What one probe of an app's /health endpoint saw."""
+
+    region: str
+    url: str
+    reachable: bool
+    status_code: int | None = None
+    status: str | None = None
+    version: str | None = None
+    database: str | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.reachable and self.status_code == 200 and self.status == "ok"
+
+    def sentence(self) -> str:
+        """One line for logs and reports."""
+        if not self.reachable:
+            return f"app {self.region} is unreachable at {self.url} ({self.error})"
+        if self.status_code != 200:
+            return f"app {self.region} answered HTTP {self.status_code} ({self.error or self.status})"
+        return f"app {self.region} is {self.status}, version {self.version}, database {self.database}"
+
+
+class AppProber(Protocol):
+    def probe(self, region: str, base_url: str) -> AppProbe: ...
+
+
+class HttpAppProber:
+    """Probes ``GET {base_url}/health``.  Never raises: failures are part of the result."""
+
+    def __init__(self, client: httpx.Client | None = None, timeout: float = 3.0):
+        self.client = client or httpx.Client(timeout=timeout)
+
+    def probe(self, region: str, base_url: str) -> AppProbe:
+        """Probe one app's health endpoint."""
+        url = base_url.rstrip("/") + "/health"
+        started = time.perf_counter()
+        try:
+            resp = self.client.get(url)
+        except httpx.HTTPError as exc:
+            return AppProbe(region=region, url=url, reachable=False, error=f"{type(exc).__name__}: {exc}")
+        latency = (time.perf_counter() - started) * 1000
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        return AppProbe(
+            region=region,
+            url=url,
+            reachable=True,
+            status_code=resp.status_code,
+            status=body.get("status"),
+            version=body.get("version"),
+            database=body.get("database"),
+            error=body.get("error") if resp.status_code != 200 else None,
+            latency_ms=round(latency, 1),
+        )

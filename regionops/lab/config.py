@@ -1,0 +1,112 @@
+"""Where the lab lives and which ports it uses.  Persisted as ``lab.json`` in the lab directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+# The lab's fixed shape: three regions, cluster core with one node per region.
+LAB_REGIONS: dict[str, str] = {"eu": "eu-west-1", "us": "us-east-1", "apac": "ap-southeast-1"}
+LAB_NODES: dict[str, str] = {"eu-1": "eu", "us-1": "us", "apac-1": "apac"}
+LAB_PRIMARY = "eu-1"
+LAB_CLUSTER = "core"
+LAB_ZONE = "lab.regionops.internal."
+LAB_DATABASE = "app"
+DEFAULT_BASE_PORT = 15400
+
+
+class LabPorts(BaseModel):
+    """Every port the lab listens on (all on 127.0.0.1)."""
+
+    postgres: dict[str, int]
+    apps: dict[str, int]
+    moto: int
+    slack: int
+    prefect: int
+
+    def all(self) -> dict[str, int]:
+        """component name -> port, for status and for checking nothing is left after down."""
+        ports = {f"postgres {n}": p for n, p in self.postgres.items()}
+        ports |= {f"app {r}": p for r, p in self.apps.items()}
+        return ports | {"moto": self.moto, "slack sink": self.slack, "prefect": self.prefect}
+
+    @classmethod
+    def from_base(cls, base: int) -> LabPorts:
+        """Consecutive ports from ``base``: postgres, apps, moto, slack, prefect."""
+        return cls(
+            postgres={n: base + 32 + i for i, n in enumerate(LAB_NODES)},
+            apps={r: base + 81 + i for i, r in enumerate(LAB_REGIONS)},
+            moto=base + 90,
+            slack=base + 91,
+            prefect=base + 92,
+        )
+
+    @classmethod
+    def free(cls) -> LabPorts:
+        """Ports the kernel says are free right now (tests use these so they never collide)."""
+        socks = []
+        try:
+            for _ in range(len(LAB_NODES) + len(LAB_REGIONS) + 3):
+                s = socket.socket()
+                s.bind(("127.0.0.1", 0))
+                socks.append(s)
+            ports = [s.getsockname()[1] for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+        it = iter(ports)
+        return cls(
+            postgres={n: next(it) for n in LAB_NODES},
+            apps={r: next(it) for r in LAB_REGIONS},
+            moto=next(it),
+            slack=next(it),
+            prefect=next(it),
+        )
+
+
+class LabConfig(BaseModel):
+    """The lab's directory, ports and the OS user that runs PostgreSQL."""
+
+    lab_dir: Path
+    ports: LabPorts
+    os_user: str | None = Field(None, description="runs PostgreSQL when the lab is started as root")
+    app_version: str = "1.0.0"
+
+    @property
+    def topology_path(self) -> Path:
+        return self.lab_dir / "topology.yaml"
+
+    @property
+    def config_path(self) -> Path:
+        return self.lab_dir / "lab.json"
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the lab directory."""
+        return self.lab_dir.joinpath(*parts)
+
+    def data_dir(self, node: str) -> Path:
+        return self.lab_dir / "pg" / node
+
+    def save(self) -> None:
+        """Write lab.json (so status and down find the same ports later)."""
+        self.lab_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.model_dump_json(indent=2))
+
+    @classmethod
+    def load(cls, lab_dir: Path) -> LabConfig | None:
+        """The saved config of the lab in ``lab_dir``, or None if no lab was set up there."""
+        path = lab_dir / "lab.json"
+        if not path.exists():
+            return None
+        return cls.model_validate(json.loads(path.read_text()))
+
+    @classmethod
+    def create(cls, lab_dir: Path, base_port: int | None = None, free_ports: bool = False) -> LabConfig:
+        """A new config: free ports, consecutive ports from ``base_port``, or the defaults."""
+        ports = LabPorts.free() if free_ports else LabPorts.from_base(base_port or DEFAULT_BASE_PORT)
+        os_user = "postgres" if os.geteuid() == 0 else None
+        return cls(lab_dir=lab_dir.absolute(), ports=ports, os_user=os_user)

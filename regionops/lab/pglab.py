@@ -1,0 +1,149 @@
+"""The lab's PostgreSQL cluster ``core``: a primary in eu, streaming replicas in us and apac."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from regionops.drivers.pgconf import configure_standby, slot_name, write_hba, write_node_settings
+from regionops.drivers.pgtools import PgCtl, chown_to, run_tool, tool
+from regionops.drivers.postgres import ConnInfo, SqlNode
+from regionops.errors import ConfigurationError
+from regionops.lab.config import LAB_DATABASE, LAB_NODES, LAB_PRIMARY, LabConfig
+
+HOST = "127.0.0.1"
+SUPERUSER = "postgres"
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS app_events (
+    id         bigserial PRIMARY KEY,
+    region     text NOT NULL,
+    payload    text,
+    created_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+HBA_LINES = [
+    "local all all trust",
+    f"host all all {HOST}/32 trust",
+    f"host replication all {HOST}/32 trust",
+]
+
+
+def conninfo(cfg: LabConfig, node: str, dbname: str = LAB_DATABASE) -> ConnInfo:
+    """How to reach a lab node."""
+    return ConnInfo(HOST, cfg.ports.postgres[node], dbname, SUPERUSER)
+
+
+def pgctl(cfg: LabConfig, node: str) -> PgCtl:
+    """pg_ctl for a lab node, logging beside its data directory (which its OS user can write)."""
+    return PgCtl(cfg.data_dir(node), cfg.os_user, cfg.path("pg", f"{node}.log"))
+
+
+def _check_reachable_by_os_user(cfg: LabConfig, path: Path) -> None:
+    """PostgreSQL runs as another user when we are root: every parent must be traversable."""
+    if not cfg.os_user:
+        return
+    result = subprocess.run(["runuser", "-u", cfg.os_user, "--", "test", "-x", str(path)], capture_output=True)
+    if result.returncode != 0:
+        raise ConfigurationError(
+            f"the lab directory {cfg.lab_dir} is not reachable by OS user {cfg.os_user!r}, who runs "
+            "PostgreSQL (a parent directory is private); set REGIONOPS_LAB_DIR to a directory it can "
+            "reach, e.g. under /tmp or /srv"
+        )
+
+
+def _prepare_pg_root(cfg: LabConfig) -> Path:
+    root = cfg.path("pg")
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(cfg.lab_dir, 0o755)
+    chown_to(root, cfg.os_user)
+    _check_reachable_by_os_user(cfg, root)
+    return root
+
+
+def _init_primary(cfg: LabConfig) -> None:
+    data = cfg.data_dir(LAB_PRIMARY)
+    run_tool(
+        [tool("initdb"), "-D", str(data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"],
+        os_user=cfg.os_user,
+        timeout=120,
+    )
+    write_node_settings(data, node=LAB_PRIMARY, host=HOST, port=cfg.ports.postgres[LAB_PRIMARY], os_user=cfg.os_user)
+    write_hba(data, HBA_LINES, cfg.os_user)
+
+
+def _clone_replica(cfg: LabConfig, node: str) -> None:
+    data = cfg.data_dir(node)
+    primary_port = cfg.ports.postgres[LAB_PRIMARY]
+    run_tool(
+        [
+            tool("pg_basebackup"), "-h", HOST, "-p", str(primary_port), "-U", SUPERUSER,
+            "-D", str(data), "-X", "stream", "-c", "fast", "-S", slot_name(node),
+        ],
+        os_user=cfg.os_user,
+        timeout=300,
+    )
+    write_node_settings(data, node=node, host=HOST, port=cfg.ports.postgres[node], os_user=cfg.os_user)
+    primary = conninfo(cfg, LAB_PRIMARY, dbname="postgres")
+    configure_standby(
+        data,
+        primary_conninfo=primary.libpq(application_name=node),
+        slot=slot_name(node),
+        os_user=cfg.os_user,
+    )
+
+
+def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None]) -> None:
+    """Create (first time) and start the three nodes.  Idempotent: existing nodes are only started."""
+    _prepare_pg_root(cfg)
+    primary = LAB_PRIMARY
+    if not (cfg.data_dir(primary) / "PG_VERSION").exists():
+        progress(f"initialising {primary} (primary, eu) in {cfg.data_dir(primary)}")
+        _init_primary(cfg)
+    _ensure_running(cfg, primary, progress)
+
+    sql = SqlNode(conninfo(cfg, primary, dbname="postgres"))
+    # A slot per replica keeps WAL on the primary for a replica that is briefly away.
+    for node in LAB_NODES:
+        if node != primary:
+            sql.ensure_slot(slot_name(node))
+    if sql.ensure_database(LAB_DATABASE):
+        progress(f"created database {LAB_DATABASE}")
+    SqlNode(conninfo(cfg, primary)).query(SCHEMA_SQL)
+
+    for node in LAB_NODES:
+        if node == primary:
+            continue
+        if not (cfg.data_dir(node) / "PG_VERSION").exists():
+            progress(f"cloning {node} ({LAB_NODES[node]}) from {primary} with pg_basebackup")
+            shutil.rmtree(cfg.data_dir(node), ignore_errors=True)
+            _clone_replica(cfg, node)
+        _ensure_running(cfg, node, progress)
+
+
+def _ensure_running(cfg: LabConfig, node: str, progress: Callable[[str], None]) -> None:
+    ctl = pgctl(cfg, node)
+    if ctl.is_running():
+        progress(f"{node} already running on port {cfg.ports.postgres[node]}")
+        return
+    ctl.start()
+    progress(f"started {node} on port {cfg.ports.postgres[node]}")
+
+
+def stop_cluster(cfg: LabConfig, progress: Callable[[str], None]) -> None:
+    """Stop every node that runs (fast, then immediate if fast does not finish)."""
+    for node in LAB_NODES:
+        if not cfg.data_dir(node).exists():
+            continue
+        ctl = pgctl(cfg, node)
+        if not ctl.is_running():
+            continue
+        try:
+            ctl.stop("fast", timeout=20)
+        except Exception:  # noqa: BLE001 - fall back to an immediate stop, the lab is going away
+            ctl.stop("immediate", timeout=20)
+        progress(f"stopped {node}")
