@@ -184,12 +184,13 @@ def _assess_buckets(topo: Topology, buckets: list[BucketStatus]) -> list[HealthP
 
 
 def _assess_writer(
-    topo: Topology, cluster: str, record: DnsRecord | None, primary: str | None
+    topo: Topology, cluster: str, record: DnsRecord | None, primary: str | None, error: str | None
 ) -> tuple[WriterStatus, list[HealthProblem]]:
     name = topo.writer_record(cluster)
     if record is None or not record.values:
+        why = f"cannot be read: {error}" if error else "does not exist"
         return WriterStatus(record=name, target=None, node=None), [
-            HealthProblem(kind="writer_record_missing", subject=name, message=f"writer record {name} does not exist")
+            HealthProblem(kind="writer_record_missing", subject=name, message=f"writer record {name} {why}")
         ]
     target = record.values[0]
     node = topo.node_for_dns_name(cluster, target)
@@ -212,13 +213,14 @@ def assess_health(
     writer_record: DnsRecord | None,
     limits: HealthThresholds | None = None,
     now: datetime | None = None,
+    writer_error: str | None = None,
 ) -> RegionHealthReport:
     """Turn observations into a health report with every problem named."""
     limits = limits or topo.clusters[cluster].health
     primary, nodes, problems = _assess_nodes(topo, cluster, states, limits)
     problems += _assess_apps(apps)
     problems += _assess_buckets(topo, buckets)
-    writer, writer_problems = _assess_writer(topo, cluster, writer_record, primary)
+    writer, writer_problems = _assess_writer(topo, cluster, writer_record, primary, writer_error)
     problems += writer_problems
     return RegionHealthReport(
         topology=topo.name, cluster=cluster, checked_at=now or datetime.now(timezone.utc),

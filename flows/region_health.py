@@ -1,0 +1,74 @@
+"""Runbook: region health.
+
+Probe every node, app, bucket and the writer record of a cluster; report each problem
+as what it is.  Runs every few minutes; speaks up in Slack only when something is wrong.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from flows.reporting import RunReporter, report_failure
+from regionops.errors import RunbookError
+from regionops.health import RegionHealthReport, assess_health
+from regionops.topology import HealthThresholds, load_topology
+from tasks.observe import check_bucket, observe_node, probe_app, read_writer_record
+
+
+class RegionHealthParams(BaseModel):
+    """Parameters of the region-health runbook (rendered as a form in the Prefect UI)."""
+
+    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
+    cluster: str | None = Field(None, description="Cluster to check; default the topology's only cluster")
+    max_lag_bytes: int | None = Field(None, ge=0, description="Lag limit in bytes; default from the topology")
+    max_lag_seconds: float | None = Field(None, ge=0, description="Lag limit in seconds; default from the topology")
+    notify: bool = Field(True, description="Post to Slack when a problem is found")
+
+
+@flow(name="region-health", on_failure=[report_failure], on_crashed=[report_failure])
+def region_health(params: RegionHealthParams = RegionHealthParams()) -> RegionHealthReport:
+    """Probe every region of a cluster and report role, lag, apps, buckets and the writer record."""
+    topology = load_topology(params.topology)
+    cluster_name, cluster = topology.cluster(params.cluster)
+    limits = HealthThresholds(
+        max_lag_bytes=cluster.health.max_lag_bytes if params.max_lag_bytes is None else params.max_lag_bytes,
+        max_lag_seconds=cluster.health.max_lag_seconds if params.max_lag_seconds is None else params.max_lag_seconds,
+    )
+    reporter = RunReporter(topology, "region-health", f"Region health of {cluster_name}", slack=params.notify)
+
+    # 1. Observe everything at once: probes are independent and read-only.
+    nodes = {name: observe_node.submit(topology, cluster_name, name) for name in cluster.nodes}
+    apps = [probe_app.submit(topology, region) for region in topology.regions]
+    buckets = [check_bucket.submit(topology, region) for region in topology.regions]
+    writer_error = None
+    try:
+        writer = read_writer_record(topology, cluster_name)
+    except RunbookError as exc:
+        writer, writer_error = None, str(exc)
+
+    # 2. Decide what is wrong (pure) and report it.
+    report = assess_health(
+        topology, cluster_name,
+        {name: fut.result() for name, fut in nodes.items()},
+        [fut.result() for fut in apps],
+        [fut.result() for fut in buckets],
+        writer, limits, writer_error=writer_error,
+    )
+    for problem in report.problems:
+        reporter.step(problem.message, slack=False)
+    if not report.healthy:
+        reporter.alert(f"Region health: {len(report.problems)} problem(s) in {cluster_name}",
+                       [p.message for p in report.problems])
+    reporter.finish(
+        "healthy" if report.healthy else "problems found",
+        [report.sentence()],
+        tables={
+            "nodes": [row.model_dump(exclude={"detail"}) for row in report.nodes],
+            "apps": [a.model_dump(include={"region", "reachable", "status_code", "status", "version", "database"})
+                     for a in report.apps],
+            "buckets": [b.model_dump() for b in report.buckets],
+            "writer record": [report.writer.model_dump()],
+        },
+    )
+    return report

@@ -1,0 +1,41 @@
+"""Runbook names (kebab-case, as the CLI and docs use them) -> flow and parameter model."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from regionops.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Runbook:
+    """Where a runbook's flow and its parameter model live (imported only when used)."""
+
+    name: str
+    module: str
+    flow: str
+    params: str
+    summary: str
+
+    def load(self) -> tuple[Any, type]:
+        """The flow object and its parameter model class."""
+        mod = importlib.import_module(self.module)
+        return getattr(mod, self.flow), getattr(mod, self.params)
+
+
+RUNBOOKS: dict[str, Runbook] = {
+    rb.name: rb
+    for rb in [
+        Runbook("region-health", "flows.region_health", "region_health", "RegionHealthParams",
+                "probe every region: roles, lag, apps, buckets, writer record"),
+    ]
+}
+
+
+def runbook(name: str) -> Runbook:
+    """The runbook called ``name``, or an error listing the known ones."""
+    if name not in RUNBOOKS:
+        raise ConfigurationError(f"unknown runbook {name!r}; known: {', '.join(sorted(RUNBOOKS))}")
+    return RUNBOOKS[name]

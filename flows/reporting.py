@@ -1,0 +1,173 @@
+"""How every runbook reports: a Slack thread per run, Prefect artifacts, and failure hooks.
+
+A :class:`RunReporter` collects each step's sentence.  It posts the start, key steps
+and a final summary into one Slack thread, and writes a markdown report (plus tables)
+as Prefect artifacts.  Slack trouble never fails a run: the notifier swallows it, and
+the report says that Slack delivery failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run as current_run
+
+from regionops.drivers.notify import NullNotifier, ThreadRef, notifier_for
+from regionops.topology import Topology, load_topology
+
+# Flow runs whose failure the flow body already reported; the failure hook skips them.
+_REPORTED_RUNS: set[str] = set()
+
+
+def run_url(topology: Topology | None) -> str | None:
+    """Link to the current flow run in the Prefect UI (None outside a flow run)."""
+    run_id = current_run.get_id()
+    if not run_id:
+        return None
+    if topology is not None and topology.prefect.ui_url:
+        return f"{topology.prefect.ui_url.rstrip('/')}/runs/flow-run/{run_id}"
+    return current_run.get_ui_url()
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a run context, fall back to module logging
+        return logging.getLogger(__name__)
+
+
+def artifact_key(text: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Render rows (dicts with the same keys) as a markdown table."""
+    if not rows:
+        return "_none_\n"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        lines.append("| " + " | ".join("" if row.get(c) is None else str(row.get(c)) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+class RunReporter:
+    """Collects a run's steps and reports them to Slack and the Prefect UI."""
+
+    def __init__(self, topology: Topology, runbook: str, title: str, *, slack: bool = True):
+        self.topology = topology
+        self.runbook = runbook
+        self.title = title
+        self.notifier = notifier_for(topology) if slack else NullNotifier("Slack reporting off for this run")
+        self.thread: ThreadRef | None = None
+        self.steps: list[tuple[datetime, str]] = []
+        self.started_at = datetime.now(timezone.utc)
+        self.url = run_url(topology)
+        self.log = _logger()
+
+    def start(self, lines: list[str] | None = None) -> None:
+        """Open the run's Slack thread."""
+        self.thread = self.notifier.start_thread(self.title, (lines or []) + self._link_lines(), "running")
+
+    def _link_lines(self) -> list[str]:
+        return [f"<{self.url}|Prefect run>"] if self.url else []
+
+    def step(self, sentence: str, *, slack: bool = True) -> None:
+        """Record one step's result; log it and, when the thread is open, reply in it."""
+        self.steps.append((datetime.now(timezone.utc), sentence))
+        self.log.info(sentence)
+        if slack and self.thread is not None:
+            self.notifier.post(self.thread, sentence)
+
+    def alert(self, title: str, lines: list[str]) -> None:
+        """A standalone Slack message (for runs that only speak up when something is wrong)."""
+        self.notifier.alert(title, lines, self.url)
+
+    def finish(
+        self,
+        status: str,
+        summary: list[str],
+        *,
+        details: str = "",
+        tables: dict[str, list[dict[str, Any]]] | None = None,
+    ) -> str:
+        """Write the markdown report and tables; post the summary to Slack.  Returns the markdown."""
+        if self.thread is not None:
+            self.notifier.finish(self.thread, self.title, status, summary, self.url)
+        markdown = self.markdown(status, summary, details, tables or {})
+        self._artifacts(markdown, tables or {})
+        run_id = current_run.get_id()
+        if run_id:
+            _REPORTED_RUNS.add(str(run_id))
+        return markdown
+
+    def fail(self, exc: BaseException) -> None:
+        """Report a failed run (the flow re-raises afterwards)."""
+        self.finish("failed", [f"{type(exc).__name__}: {exc}"])
+
+    def markdown(self, status: str, summary: list[str], details: str, tables: dict[str, list[dict[str, Any]]]) -> str:
+        """The run's report as markdown."""
+        finished = datetime.now(timezone.utc)
+        out = [
+            f"# {self.title}: {status}",
+            "",
+            f"Started {self.started_at:%Y-%m-%d %H:%M:%S} UTC, took {(finished - self.started_at).total_seconds():.1f} s"
+            f" (topology `{self.topology.name}`).",
+            "",
+            "## Summary",
+            *[f"- {line}" for line in summary],
+            "",
+        ]
+        if self.steps:
+            out += ["## Steps", *[f"- `{t:%H:%M:%S}` {s}" for t, s in self.steps], ""]
+        for name, rows in tables.items():
+            out += [f"## {name}", markdown_table(rows)]
+        if details:
+            out += [details, ""]
+        failures = getattr(self.notifier, "failures", [])
+        if failures:
+            out += ["## Slack delivery", *[f"- failed: {f}" for f in failures], ""]
+        return "\n".join(out)
+
+    def _artifacts(self, markdown: str, tables: dict[str, list[dict[str, Any]]]) -> None:
+        if not current_run.get_id():
+            return
+        try:
+            create_markdown_artifact(key=artifact_key(f"{self.runbook}-report"), markdown=markdown,
+                                     description=f"{self.title} report")
+            for name, rows in tables.items():
+                if rows:
+                    create_table_artifact(key=artifact_key(f"{self.runbook}-{name}"), table=rows,
+                                          description=name)
+        except Exception as exc:  # noqa: BLE001 - a UI artifact must not fail the runbook
+            self.log.warning("could not create report artifacts: %s", exc)
+
+
+def _topology_from_parameters(parameters: dict[str, Any]) -> Topology | None:
+    params = parameters.get("params") or {}
+    path = params.get("topology") if isinstance(params, dict) else getattr(params, "topology", None)
+    try:
+        return load_topology(path)
+    except Exception:  # noqa: BLE001 - the hook reports what it can
+        return None
+
+
+def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow state hook (on_failure, on_crashed): tell Slack unless the flow already did."""
+    if str(flow_run.id) in _REPORTED_RUNS and state.name != "Crashed":
+        return
+    topology = _topology_from_parameters(flow_run.parameters or {})
+    if topology is None:
+        logging.getLogger(__name__).warning("cannot report %s of %s: topology not loadable", state.name, flow.name)
+        return
+    url = None
+    if topology.prefect.ui_url:
+        url = f"{topology.prefect.ui_url.rstrip('/')}/runs/flow-run/{flow_run.id}"
+    notifier_for(topology).alert(
+        f"{flow.name} {state.name.lower()}", [state.message or "no message", f"run {flow_run.name}"], url
+    )

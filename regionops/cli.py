@@ -1,0 +1,186 @@
+"""The ``regionops`` command: the lab (up, status, down) and running a runbook locally.
+
+Exit codes of ``regionops run``: 0 the runbook succeeded; 1 it failed (or bad input);
+3 it completed but reports problems (region health found something wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from regionops.errors import RunbookError
+from regionops.topology import default_lab_dir
+
+EXIT_OK, EXIT_FAILED, EXIT_PROBLEMS = 0, 1, 3
+
+
+def _lab(args: argparse.Namespace):
+    from regionops.lab.lab import Lab
+
+    lab_dir = Path(args.lab_dir) if args.lab_dir else default_lab_dir()
+    return Lab.open(lab_dir, base_port=getattr(args, "base_port", None), free_ports=getattr(args, "free_ports", False))
+
+
+def _print_status(status: Any, as_json: bool) -> None:
+    if as_json:
+        print(status.model_dump_json(indent=2))
+        return
+    print(f"lab {status.lab_dir}: {'healthy' if status.healthy else 'NOT healthy'}")
+    width = max(len(c.name) for c in status.components)
+    for c in status.components:
+        mark = "ok " if c.healthy else ("!! " if c.running else "-- ")
+        print(f"  {mark}{c.name:<{width}}  {c.endpoint:<28} {c.detail}")
+    if status.prefect_ui:
+        print(f"  Prefect UI: {status.prefect_ui}")
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    """lab up | status | down."""
+    lab = _lab(args)
+    if args.lab_command == "up":
+        status = lab.up(progress=print, with_prefect=not args.no_prefect)
+        _print_status(status, args.json)
+        print(f"topology: {lab.cfg.topology_path}")
+        return EXIT_OK if status.healthy or args.no_prefect else EXIT_FAILED
+    if args.lab_command == "status":
+        status = lab.status()
+        _print_status(status, args.json)
+        return EXIT_OK if status.healthy else EXIT_FAILED
+    held = lab.down(progress=print, purge=args.purge)
+    if held:
+        print("ports still held: " + ", ".join(held), file=sys.stderr)
+        return EXIT_FAILED
+    print("lab stopped; no lab port is held")
+    return EXIT_OK
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are JSON when they parse as JSON, else strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise RunbookError(f"--set {pair!r}: expected key=value")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def build_params(model: type, values: dict[str, Any], runbook_name: str) -> Any:
+    """Validate ``values`` against the runbook's parameter model with errors naming each key."""
+    from pydantic import ValidationError
+
+    unknown = sorted(set(values) - set(model.model_fields))
+    if unknown:
+        raise RunbookError(
+            f"{runbook_name} has no parameter {', '.join(unknown)}; it takes: {', '.join(model.model_fields)}"
+        )
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise RunbookError(f"bad parameters for {runbook_name}: {problems}") from None
+
+
+def _use_lab_prefect_server() -> None:
+    """Point Prefect at the lab's server when one runs and nothing else was configured."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from regionops.lab.config import LabConfig
+    from regionops.lab.processes import port_open
+
+    cfg = LabConfig.load(default_lab_dir())
+    if cfg and port_open(cfg.ports.prefect):
+        os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{cfg.ports.prefect}/api"
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one runbook in this process and print its typed result."""
+    from flows.registry import runbook
+
+    rb = runbook(args.name)
+    values = parse_sets(args.set or [])
+    if args.topology:
+        values["topology"] = str(Path(args.topology).absolute())
+    _use_lab_prefect_server()
+    flow, model = rb.load()
+    params = build_params(model, values, rb.name)
+    state = flow(params, return_state=True)
+    if not state.is_completed():
+        try:
+            state.result()
+        except Exception as exc:  # noqa: BLE001 - report the runbook's own error and exit non-zero
+            message = f"{type(exc).__name__}: {exc}"
+        else:
+            message = state.message or state.name
+        print(json.dumps({"runbook": rb.name, "state": state.name, "error": message}) if args.json
+              else f"{rb.name} {state.name.lower()}: {message}", file=sys.stdout if args.json else sys.stderr)
+        return EXIT_FAILED
+    result = state.result()
+    if args.json:
+        print(result.model_dump_json(indent=2) if hasattr(result, "model_dump_json") else json.dumps(result))
+    else:
+        print(result.sentence() if hasattr(result, "sentence") else result)
+    ok = getattr(result, "ok", getattr(result, "healthy", True))
+    return EXIT_OK if ok else EXIT_PROBLEMS
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="regionops", description="Runbooks as code for a three-region PostgreSQL app.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    lab = sub.add_parser("lab", help="the local three-region lab")
+    lab_sub = lab.add_subparsers(dest="lab_command", required=True)
+    for name, helptext in (("up", "start the lab (idempotent)"), ("status", "show every component"),
+                           ("down", "stop every lab process")):
+        p = lab_sub.add_parser(name, help=helptext)
+        p.add_argument("--lab-dir", help="lab state directory (default $REGIONOPS_LAB_DIR or ./.lab)")
+        p.add_argument("--json", action="store_true", help="print status as JSON")
+        if name == "up":
+            p.add_argument("--base-port", type=int, help="first port of the lab's range (first up only)")
+            p.add_argument("--free-ports", action="store_true", help="pick free ports (first up only)")
+            p.add_argument("--no-prefect", action="store_true", help="skip the Prefect server")
+        if name == "down":
+            p.add_argument("--purge", action="store_true", help="also remove the lab directory")
+
+    run = sub.add_parser("run", help="run a runbook locally against a topology")
+    run.add_argument("name", help="runbook name, e.g. region-health")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="a runbook parameter (repeatable)")
+    run.add_argument("--topology", help="topology file (default $REGIONOPS_TOPOLOGY or the lab's)")
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    sub.add_parser("runbooks", help="list the runbooks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``regionops`` command."""
+    args = make_parser().parse_args(argv)
+    try:
+        if args.command == "lab":
+            return cmd_lab(args)
+        if args.command == "run":
+            return cmd_run(args)
+        from flows.registry import RUNBOOKS
+
+        for rb in RUNBOOKS.values():
+            print(f"{rb.name:<16} {rb.summary}")
+        return EXIT_OK
+    except RunbookError as exc:
+        print(f"regionops: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

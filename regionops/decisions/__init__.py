@@ -1,0 +1,25 @@
+"""Pure failover and repair decisions: observed state in, a decision with a reason out.
+
+Modelled on Patroni's ha.py: deciding is separated from acting.  Nothing here performs
+I/O, reads the clock or imports Prefect; flows observe, call these, and act on the result.
+Each decision is a frozen pydantic model whose ``reason`` is a sentence for the human on call.
+"""
+
+from regionops.decisions.dataloss import DataLossEstimate, estimate_data_loss
+from regionops.decisions.failure import PrimaryDownDecision, ProbeOutcome, decide_primary_down
+from regionops.decisions.promotion import CandidateRank, PromotionDecision, choose_promotion_candidate
+from regionops.decisions.repair import RepairAction, RepairDecision, decide_repair
+
+__all__ = [
+    "CandidateRank",
+    "DataLossEstimate",
+    "PrimaryDownDecision",
+    "ProbeOutcome",
+    "PromotionDecision",
+    "RepairAction",
+    "RepairDecision",
+    "choose_promotion_candidate",
+    "decide_primary_down",
+    "decide_repair",
+    "estimate_data_loss",
+]

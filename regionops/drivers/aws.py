@@ -1,0 +1,132 @@
+"""The one boto3 seam: building S3 and Route53 clients from the topology, translating errors.
+
+Clients get short connect timeouts and a small retry budget: a runbook would rather
+fail fast with a :class:`TransientError` (which its own retry policy handles) than
+hang inside botocore.  ``Topology.aws.endpoint_url`` points every client at an
+S3/Route53-compatible server such as moto in the lab.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from regionops.errors import ConfigurationError, ExternalSystemError, RunbookError, TransientError
+from regionops.topology import Topology
+
+log = logging.getLogger(__name__)
+
+# Route53 is global and S3 needs *some* signing region when none is configured.
+DEFAULT_REGION = "us-east-1"
+DUMMY_CREDENTIAL = "regionops"
+
+# Codes that name a condition which passes on its own; botocore already retried them.
+_TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "PriorRequestNotComplete",
+        "RequestLimitExceeded",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequestsException",
+    }
+)
+
+
+def _config(**extra: Any) -> Config:
+    return Config(
+        connect_timeout=5,
+        read_timeout=60,
+        retries={"mode": "standard", "total_max_attempts": 3},
+        **extra,
+    )
+
+
+def _credentials(topology: Topology) -> dict[str, str]:
+    """Explicit credentials for the client, or {} to let boto3's default chain decide."""
+    aws = topology.aws
+    if bool(aws.access_key_id) != bool(aws.secret_access_key):
+        raise ConfigurationError("aws.access_key_id and aws.secret_access_key must be given together")
+    if aws.access_key_id and aws.secret_access_key:
+        return {
+            "aws_access_key_id": aws.access_key_id.resolve(),
+            "aws_secret_access_key": aws.secret_access_key.resolve(),
+        }
+    if aws.endpoint_url:
+        # moto (the lab) accepts any credentials, but botocore refuses to sign without some.
+        return {"aws_access_key_id": DUMMY_CREDENTIAL, "aws_secret_access_key": DUMMY_CREDENTIAL}
+    return {}
+
+
+def _session() -> boto3.session.Session:
+    # A fresh Session per client: boto3's default session is not safe to share across
+    # the threads Prefect runs tasks in.
+    return boto3.session.Session()
+
+
+def s3_client(topology: Topology, aws_region: str | None = None) -> Any:
+    """An S3 client for ``aws_region`` (or the configured default region)."""
+    session = _session()
+    extra: dict[str, Any] = {}
+    if topology.aws.endpoint_url:
+        # Custom endpoints rarely have wildcard DNS for virtual-hosted buckets, and some
+        # S3-compatible servers reject the newer default request checksums.
+        extra = {
+            "s3": {"addressing_style": "path"},
+            "request_checksum_calculation": "when_required",
+            "response_checksum_validation": "when_required",
+        }
+    return session.client(
+        "s3",
+        region_name=aws_region or session.region_name or DEFAULT_REGION,
+        endpoint_url=topology.aws.endpoint_url,
+        config=_config(**extra),
+        **_credentials(topology),
+    )
+
+
+def route53_client(topology: Topology) -> Any:
+    """A Route53 client (Route53 is a global service; its API lives in us-east-1)."""
+    return _session().client(
+        "route53",
+        region_name=DEFAULT_REGION,
+        endpoint_url=topology.aws.endpoint_url,
+        config=_config(),
+        **_credentials(topology),
+    )
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ClientError ('' for anything else)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def translate_error(exc: BaseException, what: str) -> RunbookError:
+    """The project error for a botocore error, its message starting with ``what``.
+
+    Connection problems, timeouts, throttling and 5xx answers become TransientError;
+    everything else ExternalSystemError.  Use as ``raise translate_error(exc, what) from exc``.
+    """
+    if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError)):
+        return TransientError(f"{what}: {exc}")
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        message = f"{what}: {error.get('Code', 'error')}: {error.get('Message') or 'HTTP ' + str(status)}"
+        if error.get("Code") in _TRANSIENT_CODES or status >= 500:
+            return TransientError(message)
+        return ExternalSystemError(message)
+    if isinstance(exc, BotoCoreError):
+        return ExternalSystemError(f"{what}: {exc}")
+    return ExternalSystemError(f"{what}: {type(exc).__name__}: {exc}")

@@ -1,0 +1,38 @@
+"""Observation tasks: read state, change nothing.  Never cached: state is always fresh."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from regionops.drivers.objectstore import BucketStatus, objectstore_for
+from regionops.drivers.postgres import NodeState, SqlObserver, conninfo_for
+from regionops.drivers.probes import AppProbe, HttpAppProber
+from regionops.drivers.traffic import DnsRecord, traffic_for
+from regionops.topology import Topology
+from tasks.common import TRANSIENT_RETRIES
+
+
+@task(name="observe node", cache_policy=NO_CACHE)
+def observe_node(topology: Topology, cluster: str, node: str) -> NodeState:
+    """Role, timeline, LSNs, lag and replication of one node (unreachable is a result, not an error)."""
+    c = topology.clusters[cluster]
+    return SqlObserver().observe(node, conninfo_for(c, c.nodes[node]))
+
+
+@task(name="probe app", cache_policy=NO_CACHE)
+def probe_app(topology: Topology, region: str) -> AppProbe:
+    """GET the region's app /health."""
+    return HttpAppProber().probe(region, topology.regions[region].app_url)
+
+
+@task(name="check bucket", cache_policy=NO_CACHE)
+def check_bucket(topology: Topology, region: str) -> BucketStatus:
+    """Whether the region's bucket answers, and which AWS region it reports."""
+    return objectstore_for(topology).bucket_status(topology.regions[region].bucket)
+
+
+@task(name="read writer record", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def read_writer_record(topology: Topology, cluster: str) -> DnsRecord | None:
+    """The cluster's writer DNS record as Route53 has it."""
+    return traffic_for(topology).get_record(topology.traffic.route53_zone, topology.writer_record(cluster))
