@@ -259,6 +259,16 @@ class Lab:
     def _prefect_healthy(self) -> bool:
         return _http_ok(f"http://127.0.0.1:{self.cfg.ports.prefect}/api/health")
 
+    def stop_process(self, name: str) -> bool:
+        """Stop one lab process (``moto``, ``slack-sink``, ``app-eu``, ...): fault injection."""
+        return stop(self.cfg.lab_dir, name)
+
+    def ensure_processes(self) -> None:
+        """Start again whatever non-PostgreSQL process is not running (after fault injection)."""
+        self._start_moto()
+        self._start_slack_sink()
+        self._start_apps()
+
     # -- status -------------------------------------------------------------------
     def status(self) -> LabStatus:
         """Every component: running, healthy, and a detail line."""

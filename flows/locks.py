@@ -1,0 +1,55 @@
+"""One runbook at a time changes a cluster: a Prefect global concurrency limit of 1 per cluster.
+
+The lock is a lease on the Prefect server, so it holds across processes and machines,
+and a crashed holder's lease expires on its own (``LEASE_SECONDS``) instead of wedging
+the cluster forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists
+
+from regionops.errors import PreconditionFailed
+
+LEASE_SECONDS = 300
+
+
+def lock_name(cluster: str) -> str:
+    """The concurrency limit guarding changes to ``cluster``."""
+    return f"regionops-cluster-{cluster}"
+
+
+def ensure_cluster_lock(cluster: str) -> str:
+    """Create the cluster's limit (limit 1) on the Prefect server if it does not exist."""
+    name = lock_name(cluster)
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        except ObjectAlreadyExists:
+            pass
+    return name
+
+
+@contextmanager
+def cluster_lock(cluster: str, runbook: str, wait_seconds: float = 0) -> Iterator[None]:
+    """Hold ``cluster``'s change lock for the block.
+
+    Raises PreconditionFailed (nothing changed) when another runbook holds it for longer
+    than ``wait_seconds``.
+    """
+    name = ensure_cluster_lock(cluster)
+    try:
+        with concurrency(name, occupy=1, timeout_seconds=max(wait_seconds, 0.5), strict=True,
+                         lease_duration=LEASE_SECONDS):
+            yield
+    except TimeoutError as exc:
+        raise PreconditionFailed(
+            f"{runbook} refused: another runbook is changing cluster {cluster} (lock {name} is held); "
+            "nothing was changed"
+        ) from exc

@@ -1,0 +1,66 @@
+"""Shared fixtures.  The `lab` fixture is the real three-region lab on free ports.
+
+One lab per test session: PostgreSQL 15 x3, moto's server, the Slack sink, three apps
+and a Prefect server.  Flows run against that Prefect server (a real one), so runs,
+artifacts and triggers behave as in production.  Tests that break the lab on purpose
+restore it in their own teardown (see `tests/labtools.py`); tests that change which
+node is primary use a lab of their own (`started_lab`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@contextmanager
+def started_lab(with_prefect: bool = True) -> Iterator["Lab"]:  # noqa: F821
+    """A running lab in a fresh directory on free ports; stopped and removed afterwards.
+
+    While it runs, Prefect clients in this process (and the environment of child
+    processes) point at the lab's Prefect server.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from regionops.lab.lab import Lab, lab_env
+
+    lab_dir = Path(tempfile.mkdtemp(prefix="regionops-test-lab-"))
+    os.chmod(lab_dir, 0o755)  # PostgreSQL runs as another user when tests run as root
+    lab = Lab.open(lab_dir, free_ports=True)
+    env = lab_env(lab.cfg)
+    old = {k: os.environ.get(k) for k in env}
+    try:
+        status = lab.up(progress=lambda m: None, with_prefect=with_prefect)
+        unhealthy = [c for c in status.components if not c.healthy and (with_prefect or c.name != "prefect server")]
+        assert not unhealthy, unhealthy
+        os.environ.update(env)
+        with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            yield lab
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        lab.down(progress=lambda m: None, purge=True)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator["Lab"]:  # noqa: F821
+    """The session's shared lab (eu-1 primary); tests must leave it as they found it."""
+    with started_lab() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def topology(lab):
+    """The lab's topology, as written by the lab."""
+    return lab.topology()
