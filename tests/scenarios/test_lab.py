@@ -1,0 +1,109 @@
+"""The lab is a real three-region environment: replication, buckets, DNS, UI, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from regionops.drivers.objectstore import objectstore_for
+from regionops.drivers.traffic import traffic_for
+from regionops.lab.processes import pid_alive, port_open
+from regionops.waiting import poll_until
+from tests import labtools
+
+pytestmark = pytest.mark.lab
+
+
+def test_replicas_stream_from_the_primary(lab):
+    rows = labtools.sql(lab, "eu-1").query("SELECT application_name, state FROM pg_stat_replication")
+    assert {(r["application_name"], r["state"]) for r in rows} == {("us-1", "streaming"), ("apac-1", "streaming")}
+
+
+def test_a_row_written_on_the_primary_is_on_both_replicas_within_a_second(lab):
+    row = labtools.sql(lab, "eu-1").query(
+        "INSERT INTO app_events (region, payload) VALUES ('eu', 'scenario') RETURNING id")[0]
+    for node in ("us-1", "apac-1"):
+        replica = labtools.sql(lab, node)
+        poll_until(lambda r=replica: r.query("SELECT 1 FROM app_events WHERE id = %s", (row["id"],)),
+                   timeout=1.0, interval=0.02, what=f"row {row['id']} on {node}")
+
+
+def test_each_bucket_reports_its_region_and_the_writer_points_at_the_primary(topology):
+    store = objectstore_for(topology)
+    for region in topology.regions.values():
+        status = store.bucket_status(region.bucket)
+        assert status.reachable and status.region == region.aws_region
+    record = traffic_for(topology).get_record(topology.traffic.route53_zone, topology.writer_record("core"))
+    assert topology.node_for_dns_name("core", record.values[0]) == "eu-1"
+
+
+def test_app_writes_through_the_writer_and_reads_locally(lab):
+    ports = lab.cfg.ports.apps
+    req = urllib.request.Request(f"http://127.0.0.1:{ports['us']}/write", data=b'{"payload": "via app"}',
+                                 method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        written = json.load(resp)
+    assert resp.status == 201 and written["node"] == "eu-1"
+
+    def read_in_apac():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports['apac']}/read?id={written['id']}", timeout=2) as r:
+                return json.load(r)
+        except OSError:
+            return None
+
+    row = poll_until(read_in_apac, timeout=2, what="row readable through the apac app")
+    assert row["payload"] == "via app" and row["node"] == "apac-1"
+
+
+def test_prefect_ui_answers(lab):
+    with urllib.request.urlopen(f"http://127.0.0.1:{lab.cfg.ports.prefect}/", timeout=10) as resp:
+        assert resp.status == 200 and b"<html" in resp.read(2000).lower()
+
+
+def test_up_again_is_idempotent(lab):
+    pids = {p.name: p.read_text() for p in (lab.cfg.lab_dir / "run").glob("*.pid")}
+    status = lab.up(progress=lambda m: None)
+    assert status.healthy
+    assert {p.name: p.read_text() for p in (lab.cfg.lab_dir / "run").glob("*.pid")} == pids
+
+
+def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "regionops.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_cli_up_status_down_leaves_no_process_and_no_port():
+    lab_dir = Path(tempfile.mkdtemp(prefix="regionops-cli-lab-"))
+    os.chmod(lab_dir, 0o755)
+    env = {**os.environ, "REGIONOPS_LAB_DIR": str(lab_dir)}
+    env.pop("PREFECT_API_URL", None)
+    try:
+        up = _cli("lab", "up", "--free-ports", env=env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "[1/7]" in up.stdout  # progress is reported
+
+        status = _cli("lab", "status", "--json", env=env)
+        assert status.returncode == 0, status.stderr
+        doc = json.loads(status.stdout)
+        assert doc["healthy"] and len(doc["components"]) == 9
+
+        cfg = json.loads((lab_dir / "lab.json").read_text())
+        pids = [int(p.read_text()) for p in (lab_dir / "run").glob("*.pid")]
+        postmasters = [int((lab_dir / "pg" / n / "postmaster.pid").read_text().split()[0])
+                       for n in ("eu-1", "us-1", "apac-1")]
+        ports = [*cfg["ports"]["postgres"].values(), *cfg["ports"]["apps"].values(),
+                 cfg["ports"]["moto"], cfg["ports"]["slack"], cfg["ports"]["prefect"]]
+    finally:
+        down = _cli("lab", "down", "--purge", env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert [p for p in pids + postmasters if pid_alive(p)] == []
+    assert [p for p in ports if port_open(p)] == []
+    assert not lab_dir.exists()
