@@ -133,6 +133,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_PROBLEMS
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start the lab, run region health on it, and say where to look."""
+    lab = _lab(args)
+    status = lab.up(progress=print)
+    _print_status(status, as_json=False)
+    if not status.healthy:
+        print("regionops: the lab is not healthy; see `regionops lab status` and the logs in "
+              f"{lab.cfg.lab_dir / 'logs'}", file=sys.stderr)
+        return EXIT_FAILED
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{lab.cfg.ports.prefect}/api"
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.region_health import RegionHealthParams, region_health
+
+    print("\nrunning the region-health runbook on the lab ...")
+    state = region_health(RegionHealthParams(topology=str(lab.cfg.topology_path)), return_state=True)
+    ui = f"http://127.0.0.1:{lab.cfg.ports.prefect}"
+    if state.is_completed():
+        print(f"\nresult: {state.result().sentence()}")
+    else:
+        print(f"\nregion-health {state.name.lower()}: {state.message}", file=sys.stderr)
+    print(
+        "\nwhere to look:\n"
+        f"  Prefect UI:           {ui}\n"
+        f"  this run and report:  {ui}/runs/flow-run/{state.state_details.flow_run_id}  (Artifacts tab)\n"
+        f"  all reports:          {ui}/artifacts\n"
+        f"  Slack messages:       http://127.0.0.1:{lab.cfg.ports.slack}/messages\n"
+        f"  topology file:        {lab.cfg.topology_path}\n"
+        "  run a runbook:        .venv/bin/regionops run region-health\n"
+        "  stop the lab:         .venv/bin/regionops lab down   (add --purge to remove its state)"
+    )
+    return EXIT_OK if state.is_completed() else EXIT_FAILED
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="regionops", description="Runbooks as code for a three-region PostgreSQL app.")
@@ -159,6 +192,8 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the result as JSON")
 
     sub.add_parser("runbooks", help="list the runbooks")
+    demo = sub.add_parser("demo", help="start the lab, run region health, print where to look")
+    demo.add_argument("--lab-dir", help="lab state directory (default $REGIONOPS_LAB_DIR or ./.lab)")
     return parser
 
 
@@ -170,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_lab(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "demo":
+            return cmd_demo(args)
         from flows.registry import RUNBOOKS
 
         for rb in RUNBOOKS.values():

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -74,6 +77,7 @@ class LabConfig(BaseModel):
     lab_dir: Path
     ports: LabPorts
     os_user: str | None = Field(None, description="runs PostgreSQL when the lab is started as root")
+    pg_root: Path | None = Field(None, description="where data directories live; default <lab_dir>/pg")
     app_version: str = "1.0.0"
 
     @property
@@ -88,8 +92,13 @@ class LabConfig(BaseModel):
         """A path inside the lab directory."""
         return self.lab_dir.joinpath(*parts)
 
+    @property
+    def pg_dir(self) -> Path:
+        """Parent of the data directories (outside the lab dir when its OS user cannot reach it)."""
+        return self.pg_root or self.lab_dir / "pg"
+
     def data_dir(self, node: str) -> Path:
-        return self.lab_dir / "pg" / node
+        return self.pg_dir / node
 
     def save(self) -> None:
         """Write lab.json (so status and down find the same ports later)."""
@@ -109,4 +118,20 @@ class LabConfig(BaseModel):
         """A new config: free ports, consecutive ports from ``base_port``, or the defaults."""
         ports = LabPorts.free() if free_ports else LabPorts.from_base(base_port or DEFAULT_BASE_PORT)
         os_user = "postgres" if os.geteuid() == 0 else None
-        return cls(lab_dir=lab_dir.absolute(), ports=ports, os_user=os_user)
+        lab_dir = lab_dir.absolute()
+        pg_root = None
+        if os_user and not _reachable_by(os_user, lab_dir):
+            # e.g. a checkout under /root: PostgreSQL's user cannot traverse it, so the data
+            # directories live in a per-lab directory under the system temp dir instead.
+            digest = hashlib.sha1(str(lab_dir).encode()).hexdigest()[:10]
+            pg_root = Path(tempfile.gettempdir()) / f"regionops-lab-pg-{digest}"
+        return cls(lab_dir=lab_dir, ports=ports, os_user=os_user, pg_root=pg_root)
+
+
+def _reachable_by(os_user: str, path: Path) -> bool:
+    """Whether ``os_user`` can traverse every existing ancestor of ``path``."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    result = subprocess.run(["runuser", "-u", os_user, "--", "test", "-x", str(probe)], capture_output=True)
+    return result.returncode == 0

@@ -33,6 +33,7 @@ from regionops.lab.config import (
     LabConfig,
 )
 from regionops.lab.processes import port_open, running_pid, spawn, stop, wait_for_port, wait_port_free
+from regionops.errors import ExternalSystemError
 from regionops.topology import Topology, load_topology
 
 Progress = Callable[[str], None]
@@ -165,6 +166,7 @@ class Lab:
         ]
         if with_prefect:
             steps.append(("Prefect server and UI", self._start_prefect))
+            steps.append(("runbook deployments served to the UI", self._start_serve))
         for i, (title, step) in enumerate(steps, 1):
             progress(f"[{i}/{len(steps)}] {title}")
             step()
@@ -256,6 +258,36 @@ class Lab:
 
         poll_until(self._prefect_healthy, timeout=120, interval=0.5, what="Prefect server health")
 
+    def _start_serve(self) -> None:
+        name = "prefect-serve"
+        if running_pid(self.cfg.lab_dir, name):
+            return
+        env = lab_env(self.cfg) | {"PREFECT_LOGGING_LEVEL": "WARNING"}
+        pid = spawn(self.cfg.lab_dir, name,
+                    [self.python, "-m", "deployments.serve", "--topology", str(self.cfg.topology_path)], env=env)
+        from regionops.waiting import poll_until
+
+        poll_until(lambda: self._serve_ready(pid), timeout=90, interval=0.5, what="runbook deployments")
+
+    def _serve_ready(self, pid: int) -> bool:
+        from regionops.lab.processes import pid_alive
+
+        if not pid_alive(pid):
+            log = self.cfg.path("logs", "prefect-serve.log").read_text(errors="replace").splitlines()[-5:]
+            raise ExternalSystemError("prefect-serve exited during start-up: " + " | ".join(log))
+        return self._deployment_count() > 0
+
+    def _deployment_count(self) -> int:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.cfg.ports.prefect}/api/deployments/count", data=b"{}", method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=3) as resp:  # noqa: S310 - loopback URL we built
+                return int(resp.read())
+        except (OSError, ValueError):
+            return 0
+
     def _prefect_healthy(self) -> bool:
         return _http_ok(f"http://127.0.0.1:{self.cfg.ports.prefect}/api/health")
 
@@ -305,6 +337,11 @@ class Lab:
         comps.append(ComponentStatus(name="prefect server", endpoint=f"http://127.0.0.1:{cfg.ports.prefect}",
                                      running=port_open(cfg.ports.prefect), healthy=prefect_ok,
                                      detail="UI and API answer" if prefect_ok else "not answering"))
+        serving = running_pid(cfg.lab_dir, "prefect-serve") is not None
+        count = self._deployment_count() if prefect_ok else 0
+        comps.append(ComponentStatus(name="runbook deployments", endpoint="prefect serve", running=serving,
+                                     healthy=serving and count > 0,
+                                     detail=f"{count} deployments served" if serving else "not serving"))
         return LabStatus(
             lab_dir=str(cfg.lab_dir), exists=exists, healthy=exists and all(c.healthy for c in comps),
             components=comps, prefect_ui=f"http://127.0.0.1:{cfg.ports.prefect}",
@@ -334,12 +371,14 @@ class Lab:
         for name in ["prefect-serve", "prefect-server", *(f"app-{r}" for r in cfg.ports.apps), "slack-sink", "moto"]:
             if stop(cfg.lab_dir, name):
                 progress(f"stopped {name}")
-        if cfg.path("pg").exists():
+        if cfg.pg_dir.exists():
             pglab.stop_cluster(cfg, progress)
         held = [f"{what} ({port})" for what, port in cfg.ports.all().items() if not wait_port_free(port, 10)]
-        if purge and cfg.lab_dir.exists():
-            shutil.rmtree(cfg.lab_dir)
-            progress(f"removed {cfg.lab_dir}")
+        if purge:
+            for path in {cfg.pg_dir, cfg.lab_dir}:
+                if path.exists():
+                    shutil.rmtree(path)
+                    progress(f"removed {path}")
         return held
 
 

@@ -40,7 +40,7 @@ def conninfo(cfg: LabConfig, node: str, dbname: str = LAB_DATABASE) -> ConnInfo:
 
 def pgctl(cfg: LabConfig, node: str) -> PgCtl:
     """pg_ctl for a lab node, logging beside its data directory (which its OS user can write)."""
-    return PgCtl(cfg.data_dir(node), cfg.os_user, cfg.path("pg", f"{node}.log"))
+    return PgCtl(cfg.data_dir(node), cfg.os_user, cfg.pg_dir / f"{node}.log")
 
 
 def _check_reachable_by_os_user(cfg: LabConfig, path: Path) -> None:
@@ -57,9 +57,10 @@ def _check_reachable_by_os_user(cfg: LabConfig, path: Path) -> None:
 
 
 def _prepare_pg_root(cfg: LabConfig) -> Path:
-    root = cfg.path("pg")
+    root = cfg.pg_dir
     root.mkdir(parents=True, exist_ok=True)
-    os.chmod(cfg.lab_dir, 0o755)
+    if cfg.pg_root is None:
+        os.chmod(cfg.lab_dir, 0o755)
     chown_to(root, cfg.os_user)
     _check_reachable_by_os_user(cfg, root)
     return root

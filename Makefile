@@ -1,0 +1,41 @@
+# The two commands that matter: `make demo` (the lab + the region-health runbook) and
+# `make test` (the whole suite against real services).  Both set everything up first.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-unit bench lab-up lab-status lab-down clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/regionops demo
+
+test: setup
+	$(PY) -m pytest
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+bench: setup
+	$(PY) bench/backup.py
+	$(PY) bench/failover.py
+
+lab-up: setup
+	$(VENV)/bin/regionops lab up
+
+lab-status: setup
+	$(VENV)/bin/regionops lab status
+
+lab-down: setup
+	$(VENV)/bin/regionops lab down
+
+clean: lab-down
+	rm -rf $(VENV) .lab
