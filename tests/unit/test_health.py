@@ -1,0 +1,115 @@
+"""assess_health is pure: observed state in, named problems out."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from regionops.drivers.objectstore import BucketStatus
+from regionops.drivers.postgres import NodeState, WalReceiver
+from regionops.drivers.probes import AppProbe
+from regionops.drivers.traffic import DnsRecord
+from regionops.health import assess_health
+from regionops.lsn import Lsn
+from regionops.topology import parse_topology
+
+NOW = datetime(2026, 11, 24, 3, 0, tzinfo=timezone.utc)
+TOPO = parse_topology({
+    "name": "t",
+    "regions": {
+        r: {"aws_region": a, "residency": r, "app_url": f"http://{r}", "bucket": f"b-{r}", "work_pool": r}
+        for r, a in {"eu": "eu-west-1", "us": "us-east-1"}.items()
+    },
+    "clusters": {"core": {
+        "nodes": {"eu-1": {"region": "eu", "host": "h1", "port": 1, "data_dir": "/d"},
+                  "us-1": {"region": "us", "host": "h2", "port": 1, "data_dir": "/d"}},
+        "writer_record": "writer.core.z.",
+        "health": {"max_lag_bytes": 1000, "max_lag_seconds": 10},
+    }},
+    "traffic": {"route53_zone": "z."},
+})
+
+
+def primary(name="eu-1", lsn="0/5000000", tl=1) -> NodeState:
+    return NodeState(node=name, reachable=True, role="primary", timeline=tl, current_lsn=Lsn.parse(lsn),
+                     observed_at=NOW)
+
+
+def replica(name="us-1", lsn="0/5000000", tl=1, status="streaming", lag_s=0.0) -> NodeState:
+    return NodeState(node=name, reachable=True, role="replica", timeline=tl, replay_lsn=Lsn.parse(lsn),
+                     receive_lsn=Lsn.parse(lsn), replay_lag_seconds=lag_s,
+                     wal_receiver=WalReceiver(status=status) if status else None, observed_at=NOW)
+
+
+APPS = [AppProbe(region=r, url=f"http://{r}/health", reachable=True, status_code=200, status="ok", version="1",
+                 database="ok") for r in ("eu", "us")]
+BUCKETS = [BucketStatus(bucket="b-eu", reachable=True, region="eu-west-1"),
+           BucketStatus(bucket="b-us", reachable=True, region="us-east-1")]
+WRITER = DnsRecord(name="writer.core.z.", type="CNAME", ttl=5, values=["eu-1.core.z."])
+
+
+def assess(states, apps=APPS, buckets=BUCKETS, writer=WRITER, **kw):
+    return assess_health(TOPO, "core", {s.node: s for s in states}, apps, buckets, writer, now=NOW, **kw)
+
+
+def kinds(report):
+    return sorted(p.kind for p in report.problems)
+
+
+def test_healthy():
+    report = assess([primary(), replica()])
+    assert report.healthy and report.primary == "eu-1"
+    assert report.sentence().startswith("cluster core is healthy: eu-1 is primary")
+
+
+def test_two_primaries_is_split_brain_and_writer_check_is_skipped():
+    report = assess([primary(), primary("us-1")])
+    assert kinds(report) == ["multiple_primaries"]
+    assert "eu-1, us-1" in report.problems[0].message and "split brain" in report.problems[0].message
+    assert report.primary is None
+
+
+def test_no_primary():
+    down = NodeState(node="eu-1", reachable=False, error="connection refused", observed_at=NOW)
+    report = assess([down, replica(status=None)])
+    assert kinds(report) == ["no_primary", "node_unreachable", "replica_not_streaming"]
+
+
+def test_lag_in_bytes_and_in_seconds():
+    assert kinds(assess([primary(lsn="0/5000800"), replica(lsn="0/5000000")])) == ["replica_lagging"]
+    assert kinds(assess([primary(), replica(lag_s=11)])) == ["replica_lagging"]
+    assert assess([primary(lsn="0/5000100"), replica()]).healthy  # 256 bytes: under the limit
+
+
+def test_thresholds_can_be_overridden():
+    from regionops.topology import HealthThresholds
+
+    report = assess([primary(lsn="0/5000800"), replica()], limits=HealthThresholds(max_lag_bytes=4096))
+    assert report.healthy
+
+
+def test_wrong_timeline():
+    report = assess([primary(tl=2), replica(tl=1)])
+    assert kinds(report) == ["replica_wrong_timeline"]
+    assert "timeline 1, the primary on 2" in report.problems[0].message
+
+
+def test_bucket_in_wrong_region_and_unreachable():
+    buckets = [BucketStatus(bucket="b-eu", reachable=True, region="us-west-2"),
+               BucketStatus(bucket="b-us", reachable=False, error="AccessDenied")]
+    report = assess([primary(), replica()], buckets=buckets)
+    assert kinds(report) == ["bucket_unreachable", "bucket_wrong_region"]
+
+
+def test_writer_missing_unreadable_or_elsewhere():
+    assert kinds(assess([primary(), replica()], writer=None)) == ["writer_record_missing"]
+    report = assess([primary(), replica()], writer=None, writer_error="Route53 timed out")
+    assert "cannot be read: Route53 timed out" in report.problems[0].message
+    stray = DnsRecord(name="writer.core.z.", type="CNAME", ttl=5, values=["old-db.example.com."])
+    report = assess([primary(), replica()], writer=stray)
+    assert "old-db.example.com., which is no node of core" in report.problems[0].message
+
+
+def test_app_down_and_degraded():
+    apps = [AppProbe(region="eu", url="u", reachable=False, error="ConnectError"),
+            AppProbe(region="us", url="u", reachable=True, status_code=200, status="degraded", database="unreachable")]
+    assert kinds(assess([primary(), replica()], apps=apps)) == ["app_degraded", "app_down"]
