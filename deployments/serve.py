@@ -30,7 +30,7 @@ def lab_deployments(topology_path: str) -> list[Any]:
     for rb in RUNBOOKS.values():
         flow, _ = rb.load()
         extra: dict[str, Any] = dict(LAB_SCHEDULES.get(rb.name, {}))
-        triggers = _triggers_for(rb.name)
+        triggers = _triggers_for(rb.name, topology_path)
         if triggers:
             extra["triggers"] = triggers
         deployments.append(
@@ -45,13 +45,15 @@ def lab_deployments(topology_path: str) -> list[Any]:
     return deployments
 
 
-def _triggers_for(runbook: str) -> list[Any]:
-    """Alert triggers for a runbook, when the alert receiver defines any."""
-    try:
-        from deployments.triggers import triggers_for  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    return list(triggers_for(runbook))
+def _triggers_for(runbook: str, topology_path: str) -> list[Any]:
+    """Alert triggers for a runbook (most have none).
+
+    The topology is repeated in the trigger's parameters because Prefect merges a
+    triggered run's parameters with the deployment's at the top level only.
+    """
+    from deployments.triggers import triggers_for
+
+    return list(triggers_for(runbook, {"topology": topology_path}))
 
 
 def main() -> None:

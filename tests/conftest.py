@@ -40,7 +40,7 @@ def started_lab(with_prefect: bool = True) -> Iterator["Lab"]:  # noqa: F821
     try:
         status = lab.up(progress=lambda m: None, with_prefect=with_prefect)
         unhealthy = [c for c in status.components
-                     if not c.healthy and (with_prefect or c.name not in ("prefect server", "runbook deployments"))]
+                     if not c.healthy and (with_prefect or c.name not in ("prefect server", "runbook deployments", "alert receiver"))]
         assert not unhealthy, unhealthy
         os.environ.update(env)
         with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):

@@ -30,12 +30,14 @@ class LabPorts(BaseModel):
     moto: int
     slack: int
     prefect: int
+    alerts: int | None = None  # absent in labs created before the alert receiver joined
 
     def all(self) -> dict[str, int]:
         """component name -> port, for status and for checking nothing is left after down."""
         ports = {f"postgres {n}": p for n, p in self.postgres.items()}
         ports |= {f"app {r}": p for r, p in self.apps.items()}
-        return ports | {"moto": self.moto, "slack sink": self.slack, "prefect": self.prefect}
+        ports |= {"moto": self.moto, "slack sink": self.slack, "prefect": self.prefect}
+        return ports | ({"alert receiver": self.alerts} if self.alerts else {})
 
     @classmethod
     def from_base(cls, base: int) -> LabPorts:
@@ -46,6 +48,7 @@ class LabPorts(BaseModel):
             moto=base + 90,
             slack=base + 91,
             prefect=base + 92,
+            alerts=base + 93,
         )
 
     @classmethod
@@ -53,7 +56,7 @@ class LabPorts(BaseModel):
         """Ports the kernel says are free right now (tests use these so they never collide)."""
         socks = []
         try:
-            for _ in range(len(LAB_NODES) + len(LAB_REGIONS) + 3):
+            for _ in range(len(LAB_NODES) + len(LAB_REGIONS) + 4):
                 s = socket.socket()
                 s.bind(("127.0.0.1", 0))
                 socks.append(s)
@@ -68,6 +71,7 @@ class LabPorts(BaseModel):
             moto=next(it),
             slack=next(it),
             prefect=next(it),
+            alerts=next(it),
         )
 
 

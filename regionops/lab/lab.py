@@ -167,6 +167,8 @@ class Lab:
         if with_prefect:
             steps.append(("Prefect server and UI", self._start_prefect))
             steps.append(("runbook deployments served to the UI", self._start_serve))
+            if cfg.ports.alerts:
+                steps.append(("alert receiver (Alertmanager webhooks)", self._start_alert_receiver))
         for i, (title, step) in enumerate(steps, 1):
             progress(f"[{i}/{len(steps)}] {title}")
             step()
@@ -269,6 +271,24 @@ class Lab:
 
         poll_until(lambda: self._serve_ready(pid), timeout=90, interval=0.5, what="runbook deployments")
 
+    def _start_alert_receiver(self) -> None:
+        cfg = self.cfg
+        token_file = cfg.path("secrets", "alert-token")
+        if not token_file.exists():
+            token_file.write_text(secrets.token_hex(16))
+            token_file.chmod(0o600)
+        self._start_process(
+            "alert-receiver",
+            [
+                self.python, "-m", "deployments.alert_receiver", "--host", "127.0.0.1", "--port", str(cfg.ports.alerts),
+                "--token-file", str(token_file), "--state-dir", str(cfg.path("state")),
+                "--topology", str(cfg.topology_path),
+                "--prefect-api-url", f"http://127.0.0.1:{cfg.ports.prefect}/api",
+            ],
+            cfg.ports.alerts,
+            timeout=60,
+        )
+
     def _serve_ready(self, pid: int) -> bool:
         from regionops.lab.processes import pid_alive
 
@@ -337,11 +357,16 @@ class Lab:
         comps.append(ComponentStatus(name="prefect server", endpoint=f"http://127.0.0.1:{cfg.ports.prefect}",
                                      running=port_open(cfg.ports.prefect), healthy=prefect_ok,
                                      detail="UI and API answer" if prefect_ok else "not answering"))
+        if cfg.ports.alerts:
+            alerts_ok = _http_ok(f"http://127.0.0.1:{cfg.ports.alerts}/healthz")
+            comps.append(ComponentStatus(name="alert receiver", endpoint=f"http://127.0.0.1:{cfg.ports.alerts}/alerts",
+                                         running=port_open(cfg.ports.alerts), healthy=alerts_ok,
+                                         detail="accepting Alertmanager webhooks" if alerts_ok else "not answering"))
         serving = running_pid(cfg.lab_dir, "prefect-serve") is not None
         count = self._deployment_count() if prefect_ok else 0
         comps.append(ComponentStatus(name="runbook deployments", endpoint="prefect serve", running=serving,
                                      healthy=serving and count > 0,
-                                     detail=f"{count} deployments served" if serving else "not serving"))
+                                     detail=f"{count} deployment(s) served" if serving else "not serving"))
         return LabStatus(
             lab_dir=str(cfg.lab_dir), exists=exists, healthy=exists and all(c.healthy for c in comps),
             components=comps, prefect_ui=f"http://127.0.0.1:{cfg.ports.prefect}",
@@ -368,7 +393,9 @@ class Lab:
         Returns the ports still held afterwards (empty when all is well).
         """
         cfg = self.cfg
-        for name in ["prefect-serve", "prefect-server", *(f"app-{r}" for r in cfg.ports.apps), "slack-sink", "moto"]:
+        names = ["alert-receiver", "prefect-serve", "prefect-server", *(f"app-{r}" for r in cfg.ports.apps),
+                 "slack-sink", "moto"]
+        for name in names:
             if stop(cfg.lab_dir, name):
                 progress(f"stopped {name}")
         if cfg.pg_dir.exists():

@@ -88,18 +88,18 @@ def test_cli_up_status_down_leaves_no_process_and_no_port():
     try:
         up = _cli("lab", "up", "--free-ports", env=env)
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "[1/8]" in up.stdout  # progress is reported
+        assert "[1/9]" in up.stdout  # progress is reported
 
         status = _cli("lab", "status", "--json", env=env)
         assert status.returncode == 0, status.stderr
         doc = json.loads(status.stdout)
-        assert doc["healthy"] and len(doc["components"]) == 10
+        assert doc["healthy"] and len(doc["components"]) == 11
 
         cfg = json.loads((lab_dir / "lab.json").read_text())
         pids = [int(p.read_text()) for p in (lab_dir / "run").glob("*.pid")]
         postmasters = [int((lab_dir / "pg" / n / "postmaster.pid").read_text().split()[0])
                        for n in ("eu-1", "us-1", "apac-1")]
-        ports = [*cfg["ports"]["postgres"].values(), *cfg["ports"]["apps"].values(),
+        ports = [*cfg["ports"]["postgres"].values(), *cfg["ports"]["apps"].values(), cfg["ports"]["alerts"],
                  cfg["ports"]["moto"], cfg["ports"]["slack"], cfg["ports"]["prefect"]]
     finally:
         down = _cli("lab", "down", "--purge", env=env)
