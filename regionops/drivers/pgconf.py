@@ -96,3 +96,41 @@ def clear_standby(data_dir: Path) -> None:
 def slot_name(node: str) -> str:
     """The replication slot a node streams from: node names with '-' are not valid slot names."""
     return re.sub(r"[^a-z0-9_]", "_", node.lower())
+
+
+def set_auto_conf(data_dir: Path, settings: dict[str, str | None], os_user: str | None) -> None:
+    """Set (or remove, for None) settings in a stopped server's postgresql.auto.conf.
+
+    postgresql.auto.conf is read last, so these win over postgresql.conf and its includes.
+    """
+    _set_auto_conf(data_dir, settings)
+    chown_to(data_dir / AUTO_CONF, os_user)
+
+
+RECOVERY_SETTINGS = (
+    "restore_command", "recovery_target", "recovery_target_name", "recovery_target_lsn",
+    "recovery_target_action", "recovery_target_timeline", "recovery_target_inclusive",
+)
+
+
+def configure_recovery_target(data_dir: Path, target: dict[str, str], os_user: str | None) -> None:
+    """Make a restored data directory recover to ``target`` and pause there, not as a standby.
+
+    There is no WAL archive to restore from (the backup carries its WAL), but archive
+    recovery insists on a restore_command: one that always fails makes it read pg_wal.
+    """
+    (data_dir / "standby.signal").unlink(missing_ok=True)
+    settings: dict[str, str | None] = {k: None for k in RECOVERY_SETTINGS}
+    settings |= {"restore_command": "false", "recovery_target_action": "pause",
+                 "recovery_target_timeline": "current", **target}
+    _set_auto_conf(data_dir, settings)
+    (data_dir / "recovery.signal").touch()
+    for name in (AUTO_CONF, "recovery.signal"):
+        chown_to(data_dir / name, os_user)
+
+
+def clear_recovery_target(data_dir: Path, os_user: str | None) -> None:
+    """Remove the recovery target settings and recovery.signal (after the restore is done)."""
+    _set_auto_conf(data_dir, {k: None for k in RECOVERY_SETTINGS})
+    (data_dir / "recovery.signal").unlink(missing_ok=True)
+    chown_to(data_dir / AUTO_CONF, os_user)
