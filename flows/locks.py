@@ -18,6 +18,7 @@ from prefect.exceptions import ObjectAlreadyExists
 from regionops.errors import PreconditionFailed
 
 LEASE_SECONDS = 300
+MIN_LOCK_WAIT_SECONDS = 5
 
 
 def lock_name(cluster: str) -> str:
@@ -45,8 +46,12 @@ def cluster_lock(cluster: str, runbook: str, wait_seconds: float = 0) -> Iterato
     """
     name = ensure_cluster_lock(cluster)
     try:
-        with concurrency(name, occupy=1, timeout_seconds=max(wait_seconds, 0.5), strict=True,
-                         lease_duration=LEASE_SECONDS):
+        # A failed lease renewal must not kill a runbook half-way (fenced, not yet promoted):
+        # finishing the change is safer than stopping it; the lease outlives a short blip.
+        # Even "no wait" allows a few seconds: taking a free lock is an HTTP round trip to
+        # the Prefect server, and a busy server must not read as "another runbook holds it".
+        with concurrency(name, occupy=1, timeout_seconds=max(wait_seconds, MIN_LOCK_WAIT_SECONDS), strict=True,
+                         lease_duration=LEASE_SECONDS, raise_on_lease_renewal_failure=False):
             yield
     except TimeoutError as exc:
         raise PreconditionFailed(

@@ -30,6 +30,18 @@ RUNBOOKS: dict[str, Runbook] = {
     for rb in [
         Runbook("region-health", "flows.region_health", "region_health", "RegionHealthParams",
                 "probe every region: roles, lag, apps, buckets, writer record"),
+        Runbook("switchover", "flows.switchover", "switchover", "SwitchoverParams",
+                "planned primary move with zero data loss"),
+        Runbook("failover", "flows.failover", "failover", "FailoverParams",
+                "promote the best replica when the primary is down; fence, DNS, data-loss estimate"),
+        Runbook("replica-resync", "flows.replica_resync", "replica_resync", "ResyncParams",
+                "repair lagging, broken or diverged replicas: wait, repoint, pg_rewind or re-clone"),
+        Runbook("backup", "flows.backup", "backup", "BackupParams",
+                "base backup streamed to the home bucket; copies where residency allows; retention"),
+        Runbook("restore-verify", "flows.restore_verify", "restore_verify", "RestoreVerifyParams",
+                "restore a backup into a scratch instance, prove it, measure the restore time"),
+        Runbook("restore", "flows.restore", "restore", "RestoreParams",
+                "restore a backup onto a node: beside its data, verified, then swapped in"),
     ]
 }
 

@@ -7,19 +7,25 @@ Each decision is a frozen pydantic model whose ``reason`` is a sentence for the 
 
 from regionops.decisions.dataloss import DataLossEstimate, estimate_data_loss
 from regionops.decisions.failure import PrimaryDownDecision, ProbeOutcome, decide_primary_down
+from regionops.decisions.primary import PrimaryView, find_primary
 from regionops.decisions.promotion import CandidateRank, PromotionDecision, choose_promotion_candidate
 from regionops.decisions.repair import RepairAction, RepairDecision, decide_repair
+from regionops.decisions.switchover import SwitchoverCheck, check_switchover
 
 __all__ = [
     "CandidateRank",
     "DataLossEstimate",
     "PrimaryDownDecision",
+    "PrimaryView",
     "ProbeOutcome",
     "PromotionDecision",
     "RepairAction",
     "RepairDecision",
+    "SwitchoverCheck",
+    "check_switchover",
     "choose_promotion_candidate",
     "decide_primary_down",
     "decide_repair",
     "estimate_data_loss",
+    "find_primary",
 ]

@@ -19,13 +19,17 @@ def estimate_data_loss(
     promoted_lsn: Lsn,
     *,
     wal_bytes_per_second: float | None = None,
+    lost_commit_seconds: float | None = None,
 ) -> DataLossEstimate:
     """Estimate the data a failover lost.
 
     ``bytes = max(0, old_primary_last_lsn - promoted_lsn)``.  The old primary's LSN is
     the last one *observed*, so the figure is a lower bound: it may have written more
     before it died.  ``seconds`` converts bytes with ``wal_bytes_per_second`` when given
-    and positive.  Unknown when the old primary's last LSN is unknown.
+    and positive, or is ``lost_commit_seconds`` when given: the time between the last
+    commit the promoted node replayed and the old primary's last commit (read from its
+    WAL), which measures the lost span directly.  Unknown when the old primary's last
+    LSN is unknown.
     """
     if old_primary_last_lsn is None:
         return DataLossEstimate(
@@ -40,6 +44,8 @@ def estimate_data_loss(
     lost = max(0, diff)
     if lost == 0:
         seconds: float | None = 0.0  # nothing lost is nothing lost, whatever the rate
+    elif lost_commit_seconds is not None:
+        seconds = max(0.0, lost_commit_seconds)
     elif wal_bytes_per_second and wal_bytes_per_second > 0:
         seconds = lost / wal_bytes_per_second
     else:
@@ -59,7 +65,9 @@ def estimate_data_loss(
             f"at least {fmt_bytes(lost)} of WAL lost: the old primary was last seen at "
             f"{old_primary_last_lsn}, the new primary was promoted at {promoted_lsn}"
         )
-    if lost and seconds is not None:
+    if lost and seconds is not None and lost_commit_seconds is not None:
+        reason += f", commits spanning about {fmt_seconds(seconds)} (from commit timestamps)"
+    elif lost and seconds is not None:
         reason += f", about {fmt_seconds(seconds)} of writes at {wal_bytes_per_second:g} bytes/s"
     elif lost:
         reason += "; its duration is unknown without a WAL rate"

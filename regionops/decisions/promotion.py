@@ -88,14 +88,16 @@ def choose_promotion_candidate(
     old_primary: str | None,
     exclude_regions: Set[str] = frozenset(),
     allowed_zones: Set[str] | None = None,
+    fenced: Set[str] = frozenset(),
 ) -> PromotionDecision:
     """Pick the replica to promote in ``cluster_name`` from observed ``states`` (keyed by node name).
 
     Eligible: a node of the cluster, reachable, in role replica, not ``old_primary``, not in
     ``exclude_regions``, in a residency zone the cluster allows (and inside ``allowed_zones``
-    when given), with the cluster's system identifier and a known WAL position.  Ranked by
-    replay LSN (receive LSN when replay is unknown), then topology priority, then name, so
-    the same inputs always give the same answer.
+    when given), not ``fenced`` (marked by an earlier failover), with the cluster's system
+    identifier and a known WAL position.  Ranked by replay LSN (receive LSN when replay is
+    unknown), then topology priority, then name, so the same inputs always give the same
+    answer.
     """
     _, cluster = topology.cluster(cluster_name)
     members = set(cluster.nodes)
@@ -113,6 +115,10 @@ def choose_promotion_candidate(
             problems.append(f"it is not a node of cluster {cluster_name} in the topology")
         if old_primary is not None and name == old_primary:
             problems.append("it is the old primary")
+        if name in fenced:
+            # A fenced node was an old primary that may hold writes nobody else has:
+            # promoting it would resurrect a history the cluster has moved past.
+            problems.append("it is fenced (an earlier failover took it out of service)")
         if region is not None and region in exclude_regions:
             problems.append(f"its region {region} is excluded")
         if region is not None:

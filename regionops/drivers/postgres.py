@@ -339,6 +339,36 @@ class SqlNode:
                 c.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
             c.execute("SELECT pg_reload_conf()")
 
+    def set_configs(self, settings: dict[str, str | None]) -> None:
+        """Several ALTER SYSTEM SET/RESET (None resets) followed by one reload.
+
+        One reload matters when the settings belong together: a replica given a new
+        primary_conninfo but the old primary_slot_name would start streaming with the
+        wrong slot in between two reloads.
+        """
+        with self._conn() as c:
+            for name, value in settings.items():
+                if value is None:
+                    c.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
+                else:
+                    c.execute(
+                        sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
+                    )
+            c.execute("SELECT pg_reload_conf()")
+
+    def show(self, name: str) -> str:
+        """A setting's value as a new session sees it (so after a reload, the reloaded value)."""
+        return str(self.query("SELECT current_setting(%s) AS v", (name,))[0]["v"])
+
+    def last_replay_timestamp(self) -> datetime | None:
+        """Commit time of the last transaction replayed (kept after promotion; None if none was)."""
+        return self.query("SELECT pg_last_xact_replay_timestamp() AS ts")[0]["ts"]
+
+    def slot_names(self) -> list[str]:
+        """Names of the node's physical replication slots."""
+        rows = self.query("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY 1")
+        return [r["slot_name"] for r in rows]
+
     def pause_replay(self) -> None:
         """Pause WAL replay on a replica (fault injection for lag)."""
         self.query("SELECT pg_wal_replay_pause()")

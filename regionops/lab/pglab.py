@@ -108,13 +108,16 @@ def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None]) -> None:
     _ensure_running(cfg, primary, progress)
 
     sql = SqlNode(conninfo(cfg, primary, dbname="postgres"))
-    # A slot per replica keeps WAL on the primary for a replica that is briefly away.
-    for node in LAB_NODES:
-        if node != primary:
-            sql.ensure_slot(slot_name(node))
-    if sql.ensure_database(LAB_DATABASE):
-        progress(f"created database {LAB_DATABASE}")
-    SqlNode(conninfo(cfg, primary)).query(SCHEMA_SQL)
+    # After a switchover or failover eu-1 may be a (read-only) replica: the cluster was set
+    # up long ago and its current primary has all of this; only start the nodes then.
+    if not sql.query("SELECT pg_is_in_recovery() AS r")[0]["r"]:
+        # A slot per replica keeps WAL on the primary for a replica that is briefly away.
+        for node in LAB_NODES:
+            if node != primary:
+                sql.ensure_slot(slot_name(node))
+        if sql.ensure_database(LAB_DATABASE):
+            progress(f"created database {LAB_DATABASE}")
+        SqlNode(conninfo(cfg, primary)).query(SCHEMA_SQL)
 
     for node in LAB_NODES:
         if node == primary:

@@ -1,0 +1,313 @@
+"""Runbook: failover, the unplanned promotion of the best replica when the primary is gone.
+
+1. Take the cluster's lock (a second failover of the same cluster is refused, visibly).
+2. Find the primary and confirm it is down: several failed probes over a grace period,
+   and no replica's WAL receiver still hearing it.  Otherwise refuse, changing nothing.
+3. Let replicas replay what they received; choose the most advanced healthy replica.
+   None eligible: refuse, changing nothing.
+4. (Dry run: show the plan and stop.)  Optional typed approval.
+5. Fence the old primary: stop it if it still runs, make its data directory start
+   read-only, and record a fence marker so no runbook or DNS points at it again.
+6. Promote the candidate; slots for the others on it; move the writer record.
+7. Point the other replicas at it (they follow the new timeline).
+8. Verify a write through the writer endpoint lands there and reaches every replica.
+9. Estimate the data lost (old primary's last WAL vs the promoted position) and report.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.runtime import flow_run as current_run
+from pydantic import BaseModel, Field, field_validator
+
+from flows.approval import request_approval
+from flows.ha_common import Progress, change_lock, observe_cluster, plan_table, refuse, report_error
+from flows.reporting import RunReporter, report_failure
+from regionops.decisions import (
+    DataLossEstimate,
+    PromotionDecision,
+    choose_promotion_candidate,
+    decide_primary_down,
+    estimate_data_loss,
+    find_primary,
+)
+from regionops.drivers.postgres import NodeState
+from regionops.errors import RunbookError, VerificationFailed
+from regionops.ha.fencing import FenceMarker, OldPrimaryFence
+from regionops.ha.sqlsteps import Promotion
+from regionops.lsn import Lsn
+from regionops.topology import Topology, load_topology
+from tasks.nodeops import block_primary_start, data_dir_exists, node_running, read_wal_end, stop_node
+from tasks.replication import (
+    ensure_slots,
+    fenced_nodes,
+    mark_fenced,
+    probe_primary,
+    promote,
+    repoint_replica,
+    switch_writer,
+    verify_write,
+    wait_replayed,
+    writer_node,
+)
+
+
+class FailoverParams(BaseModel):
+    """Parameters of the failover runbook (rendered as a form in the Prefect UI; an alert fills `cluster`)."""
+
+    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
+    cluster: str | None = Field(None, description="Cluster whose primary is down; default the topology's only cluster")
+    node: str | None = Field(None, description="The node an alert says is down; refused if it is not the primary")
+    reason: str | None = Field(None, description="What started this run (alert, human note); quoted in the report")
+    exclude_regions: list[str] = Field(default_factory=list, description="Regions whose replicas must not be promoted")
+    probes: int = Field(3, ge=2, description="Failed connection attempts needed to call the primary down")
+    grace_seconds: float = Field(10, ge=0, description="The probes must fail over at least this long")
+    probe_timeout_seconds: float = Field(2, gt=0, description="Connect timeout of one probe")
+    replay_wait_seconds: float = Field(
+        5, ge=0, description="How long replicas may take to replay WAL they received before one is chosen")
+    verify_timeout_seconds: float = Field(60, gt=0, description="How long the write verification may take")
+    dry_run: bool = Field(False, description="Confirm and choose, show the plan; change nothing")
+    require_approval: bool = Field(False, description="Pause for a typed approval in the UI before the first change")
+    approval_timeout_seconds: int = Field(900, gt=0, description="How long to wait for the approval")
+    lock_wait_seconds: float = Field(0, ge=0, description="How long to wait for another runbook to release the cluster")
+    notify: bool = Field(True, description="Report the run in a Slack thread")
+
+    @field_validator("node", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        # An alert template renders a missing label as "": treat it as not given.
+        return None if value == "" else value
+
+
+class FailoverResult(BaseModel):
+    """What the failover did (or would do, in a dry run)."""
+
+    cluster: str
+    ok: bool
+    dry_run: bool
+    old_primary: str
+    new_primary: str
+    down_reason: str
+    choice_reason: str
+    plan: list[str]
+    steps: list[str] = []
+    fence: OldPrimaryFence | None = None
+    promoted_lsn: Lsn | None = None
+    timeline: int | None = None
+    followers: list[str] = []
+    writes_accepted_after_seconds: float | None = None  # from the run's start
+    data_loss: DataLossEstimate | None = None
+    data_loss_source: str | None = None
+
+    def sentence(self) -> str:
+        if self.dry_run:
+            return (f"dry run: would fail {self.cluster} over from {self.old_primary} to {self.new_primary}; "
+                    f"nothing was changed")
+        loss = self.data_loss.reason if self.data_loss else "data loss unknown"
+        return (f"failed {self.cluster} over from {self.old_primary} to {self.new_primary} (timeline "
+                f"{self.timeline}); writes accepted {self.writes_accepted_after_seconds:.1f} s after the run "
+                f"started; {loss}")
+
+
+def failover_plan(old: str, new: str, followers: list[str], writer_record: str) -> list[str]:
+    """The steps, in order, as the report and the approval form show them."""
+    return [
+        f"fence {old}: stop it if it still runs, make its data directory start read-only, record a fence marker",
+        f"promote {new}; create replication slots for the other nodes on it",
+        f"point {writer_record} at {new}",
+        f"point {', '.join(followers) or 'no other replica'} at {new} (they follow its new timeline)",
+        f"verify a write through the writer endpoint lands on {new} and reaches every replica",
+        f"estimate the data lost: {old}'s last WAL vs the position {new} was promoted at",
+    ]
+
+
+@flow(name="failover", on_failure=[report_failure], on_crashed=[report_failure])
+def failover(params: FailoverParams = FailoverParams()) -> FailoverResult:
+    """Promote the best replica of a cluster whose primary is down, fencing the old one."""
+    topology = load_topology(params.topology)
+    cluster_name, _ = topology.cluster(params.cluster)
+    reporter = RunReporter(topology, "failover", f"Failover of {cluster_name}", slack=params.notify)
+    reporter.start([f"started by: {params.reason or 'a human'}",
+                    "dry run: nothing will be changed" if params.dry_run else "this run changes the cluster"])
+    progress = Progress()
+    try:
+        with change_lock(cluster_name, "failover", dry_run=params.dry_run, wait_seconds=params.lock_wait_seconds):
+            return _failover(topology, cluster_name, params, reporter, progress)
+    except Exception as exc:
+        report_error(reporter, exc, changed=progress.changed)
+        raise
+
+
+def _failover(topology: Topology, cluster_name: str, params: FailoverParams, reporter: RunReporter,
+              progress: Progress) -> FailoverResult:
+    cluster = topology.clusters[cluster_name]
+
+    # 2. Which node was the primary, and is it really down?
+    states = observe_cluster(topology, cluster_name)
+    fenced = fenced_nodes(topology, cluster_name)
+    view = find_primary(topology, cluster_name, states, writer_node(topology, cluster_name))
+    if view.primary is None:
+        raise refuse(reporter, f"cannot tell which node is the primary: {view.reason}")
+    old = view.primary
+    if params.node and params.node != old:
+        raise refuse(reporter, f"the alert names {params.node}, but the primary is {old} ({view.reason})")
+    replicas = [n for n in cluster.nodes if n != old]
+    probes = probe_primary(topology, cluster_name, old, params.probes, params.grace_seconds,
+                           params.probe_timeout_seconds)
+    states = {**states, **observe_cluster(topology, cluster_name, replicas)}
+    down = decide_primary_down(old, probes, {n: states[n] for n in replicas}, grace_seconds=params.grace_seconds,
+                               min_failed_probes=params.probes)
+    if not down.down:
+        raise refuse(reporter, f"failover refused: {down.reason}")
+    reporter.step(down.reason)
+
+    # 3. Choose the replica that holds the most WAL.
+    states = {**states, **_replay_received(topology, cluster_name, states, replicas, params.replay_wait_seconds)}
+    choice = choose_promotion_candidate(topology, cluster_name, states, old_primary=old,
+                                        exclude_regions=set(params.exclude_regions), fenced=set(fenced))
+    if choice.candidate is None:
+        raise refuse(reporter, f"failover refused: {choice.reason}")
+    reporter.step(choice.reason)
+    new = choice.candidate
+    followers = [n for n in replicas if n != new and states[n].reachable and states[n].role == "replica"]
+    plan = failover_plan(old, new, followers, topology.writer_record(cluster_name))
+
+    # 4. Dry run or approval.
+    if params.dry_run:
+        reporter.finish("dry run", [f"would fail over from {old} to {new}; nothing was changed"],
+                        tables={"plan": plan_table(plan), "candidates": _ranking(choice)})
+        return FailoverResult(cluster=cluster_name, ok=True, dry_run=True, old_primary=old, new_primary=new,
+                              down_reason=down.reason, choice_reason=choice.reason, plan=plan,
+                              steps=[s for _, s in reporter.steps])
+    if params.require_approval:
+        request_approval(reporter, plan, f"promote {new}", params.approval_timeout_seconds)
+
+    # 5. Fence the old primary before anything else can take writes.
+    progress.changed = True
+    fence = _fence(topology, cluster_name, old, states, reporter)
+
+    # 6. Promote, slots, writer record.
+    promotion = promote(topology, cluster_name, new)
+    reporter.step(promotion.sentence())
+    reporter.step(ensure_slots(topology, cluster_name, new, [n for n in cluster.nodes if n != new]).sentence(),
+                  slack=False)
+    reporter.step(switch_writer(topology, cluster_name, new).sentence())
+
+    # 7. The other replicas follow the new timeline.
+    for node in replicas:
+        if node in followers:
+            reporter.step(repoint_replica(topology, cluster_name, node, new).sentence())
+        elif node != new:
+            reporter.step(f"{node} is not a reachable replica ({states[node].sentence()}): left for replica-resync")
+
+    # 8. Writes work, and reach every follower.
+    written = verify_write(topology, cluster_name, new, followers, params.verify_timeout_seconds, "failover")
+    reporter.step(written.sentence())
+    accepted_after = (
+        (written.accepted_at - reporter.started_at).total_seconds() if written.accepted_at else None
+    )
+
+    # 9. What did it cost?
+    loss, source = _data_loss(topology, cluster_name, old, replicas, states, promotion)
+    reporter.step(f"data loss: {loss.reason} (old primary's last LSN from {source})")
+
+    result = FailoverResult(
+        cluster=cluster_name, ok=written.ok, dry_run=False, old_primary=old, new_primary=new,
+        down_reason=down.reason, choice_reason=choice.reason, plan=plan, steps=[s for _, s in reporter.steps],
+        fence=fence, promoted_lsn=promotion.promoted_lsn, timeline=promotion.timeline, followers=followers,
+        writes_accepted_after_seconds=round(accepted_after, 2) if accepted_after is not None else None,
+        data_loss=loss, data_loss_source=source,
+    )
+    tables = {"candidates": _ranking(choice)}
+    if not written.ok:
+        reporter.finish("failed", [f"{new} is primary but writes are not verified: {written.sentence()}",
+                                   fence.sentence(), loss.reason], tables=tables)
+        raise VerificationFailed(written.sentence())
+    reporter.finish("succeeded",
+                    [result.sentence(), fence.sentence(), f"run replica-resync to bring {old} back as a replica"],
+                    tables=tables)
+    return result
+
+
+def _replay_received(topology: Topology, cluster_name: str, states: dict[str, NodeState], replicas: list[str],
+                     timeout: float) -> dict[str, NodeState]:
+    """Give replicas a moment to replay WAL they already hold, then observe them again.
+
+    The candidate is ranked by replayed WAL; WAL received but not yet replayed would be
+    replayed at promotion anyway, so waiting briefly makes the ranking reflect what each
+    replica really holds.
+    """
+    behind = [n for n in replicas if states[n].reachable and states[n].receive_lsn and states[n].replay_lsn
+              and states[n].replay_lsn < states[n].receive_lsn]
+    if not behind:
+        return {}
+    for node in behind:
+        wait_replayed(topology, cluster_name, node, states[node].receive_lsn, timeout)
+    return observe_cluster(topology, cluster_name, behind)
+
+
+def _fence(topology: Topology, cluster_name: str, old: str, states: dict[str, NodeState],
+           reporter: RunReporter) -> OldPrimaryFence:
+    """Make sure the old primary can never take writes again.
+
+    Stop it if it still runs (a hung server answers no probe but may still hold
+    clients); write standby.signal into its data directory so any restart is read-only;
+    and always record a fence marker, the one fence that needs no access to its machine.
+    """
+    notes: list[str] = []
+    stopped = False
+    try:
+        if not data_dir_exists(topology, cluster_name, old):
+            notes.append(f"{old}'s data directory is not reachable from here, so it could not be stopped")
+        elif node_running(topology, cluster_name, old):
+            notes.append(stop_node(topology, cluster_name, old, "immediate").sentence())
+            stopped = True
+        else:
+            notes.append(f"{old} is not running")
+            stopped = True
+        if stopped:
+            notes.append(block_primary_start(topology, cluster_name, old).sentence())
+    except RunbookError as exc:
+        notes.append(f"{old} could not be stopped or fenced on disk: {exc}")
+    last = states[old]
+    marker = FenceMarker(
+        cluster=cluster_name, node=old, stopped=stopped,
+        reason=f"failed over to another node by run {current_run.get_name() or 'outside Prefect'}",
+        last_lsn=last.current_lsn, timeline=last.timeline, by=str(current_run.get_id() or ""),
+    )
+    fence = OldPrimaryFence(node=old, stopped=stopped, notes=notes, marker_path=mark_fenced(topology, marker))
+    reporter.step(fence.sentence())
+    return fence
+
+
+def _data_loss(topology: Topology, cluster_name: str, old: str, replicas: list[str], states: dict[str, NodeState],
+               promotion: Promotion) -> tuple[DataLossEstimate, str]:
+    """Estimate the loss: the old primary's WAL end on disk when readable, else what replicas received."""
+    wal_end = None
+    try:
+        wal_end = read_wal_end(topology, cluster_name, old)
+    except RunbookError:
+        wal_end = None
+    promoted = promotion.promoted_lsn or Lsn(0)
+    if wal_end is not None:
+        lost_seconds = None
+        if wal_end.last_commit_at and promotion.last_replayed_commit_at:
+            lost_seconds = (wal_end.last_commit_at - promotion.last_replayed_commit_at).total_seconds()
+        return (estimate_data_loss(wal_end.lsn, promoted, lost_commit_seconds=lost_seconds),
+                f"its own WAL on disk ({wal_end.sentence()})")
+    seen = [lsn for n in replicas for lsn in (states[n].receive_lsn, states[n].replay_lsn) if lsn is not None]
+    if states[old].current_lsn is not None:
+        seen.append(states[old].current_lsn)
+    last = max(seen) if seen else None
+    return (estimate_data_loss(last, promoted),
+            "the replicas' received WAL (a lower bound: it may have written more that nobody received)")
+
+
+def _ranking(choice: PromotionDecision) -> list[dict[str, object]]:
+    return [
+        {"rank": r.rank, "node": r.node, "region": r.region, "lsn": str(r.lsn) if r.lsn else None,
+         "priority": r.priority, "eligible": r.eligible, "why": r.why}
+        for r in choice.ranking
+    ]
+
+

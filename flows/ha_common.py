@@ -1,0 +1,65 @@
+"""Pieces shared by the primary-moving runbooks (switchover, failover, replica resync).
+
+Observing a cluster in parallel, holding the cluster lock only for runs that change
+something, and ending a run with the right words: a refusal ("nothing was changed") is
+not the same news as a failure half-way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+
+from flows.locks import cluster_lock
+from flows.reporting import RunReporter
+from regionops.drivers.postgres import NodeState
+from regionops.errors import ApprovalRejected, PreconditionFailed
+from regionops.topology import Topology
+from tasks.observe import observe_node
+
+
+class Progress:
+    """Whether a run has changed anything yet: decides whether a failure reads "refused" or "failed"."""
+
+    def __init__(self) -> None:
+        self.changed = False
+
+
+def observe_cluster(topology: Topology, cluster: str, nodes: list[str] | None = None) -> dict[str, NodeState]:
+    """Every node's state, observed in parallel (unreachable nodes are states too)."""
+    names = nodes if nodes is not None else list(topology.clusters[cluster].nodes)
+    futures = {name: observe_node.submit(topology, cluster, name) for name in names}
+    return {name: fut.result() for name, fut in futures.items()}
+
+
+@contextmanager
+def change_lock(cluster: str, runbook: str, *, dry_run: bool, wait_seconds: float) -> Iterator[None]:
+    """The cluster's change lock for a real run; nothing for a dry run, which changes nothing."""
+    with nullcontext() if dry_run else cluster_lock(cluster, runbook, wait_seconds):
+        yield
+
+
+def refuse(reporter: RunReporter, reason: str) -> PreconditionFailed:
+    """Record a refusal as a step and return the error to raise (the caller raises it)."""
+    message = reason if "nothing was changed" in reason else f"{reason}; nothing was changed"
+    reporter.step(f"refused: {message}")
+    return PreconditionFailed(message)
+
+
+def report_error(reporter: RunReporter, exc: BaseException, changed: bool, tables: dict | None = None) -> None:
+    """Finish the run's report for an error: refused / rejected (nothing changed) or failed."""
+    if isinstance(exc, ApprovalRejected):
+        status = "rejected"
+    elif isinstance(exc, PreconditionFailed) and not changed:
+        status = "refused"
+    else:
+        status = "failed"
+    summary = [f"{type(exc).__name__}: {exc}"]
+    if status == "failed" and changed:
+        summary.append("the cluster WAS changed before the failure: read the steps below before acting")
+    reporter.finish(status, summary, tables=tables)
+
+
+def plan_table(plan: list[str]) -> list[dict[str, object]]:
+    """The plan as table rows for the report."""
+    return [{"step": i, "action": line} for i, line in enumerate(plan, start=1)]

@@ -1,0 +1,223 @@
+"""Runbook: switchover, a planned move of the primary with zero data loss.
+
+1. Look at the cluster; pre-check: one reachable primary, the target replica streaming
+   from it within the lag bound, nothing fenced.  A failed check changes nothing.
+2. (Dry run: show the plan and stop.)  Optional typed approval.
+3. Stop writes on the old primary: read-only for new transactions, terminate sessions,
+   then stop it cleanly.  Its shutdown checkpoint is the last WAL it will ever write.
+4. Wait until the target has replayed that checkpoint (else roll back: restart the old
+   primary and give it its writes back).
+5. Promote the target; slots for everyone else on it; move the writer record.
+6. Point the other replicas at the new primary; start the old primary as its replica.
+7. Verify: a write through the writer endpoint lands on the new primary and reaches
+   every replica, and every replica streams from it.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from pydantic import BaseModel, Field, field_validator
+
+from flows.approval import request_approval
+from flows.ha_common import Progress, change_lock, observe_cluster, plan_table, refuse, report_error
+from flows.reporting import RunReporter, report_failure
+from regionops.decisions import check_switchover, find_primary
+from regionops.errors import VerificationFailed
+from regionops.lsn import Lsn
+from regionops.topology import Topology, load_topology
+from tasks.nodeops import configure_standby, read_control_data, start_node, stop_node
+from tasks.replication import (
+    clear_write_fence,
+    drop_stale_slots,
+    ensure_slots,
+    fence_writes,
+    fenced_nodes,
+    promote,
+    repoint_replica,
+    switch_writer,
+    unfence_writes,
+    verify_write,
+    wait_replayed,
+    wait_streaming,
+    writer_node,
+)
+
+
+class SwitchoverParams(BaseModel):
+    """Parameters of the switchover runbook (rendered as a form in the Prefect UI)."""
+
+    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
+    cluster: str | None = Field(None, description="Cluster whose primary moves; default the topology's only cluster")
+    target: str | None = Field(None, description="Replica to promote, e.g. us-1; default the most advanced healthy one")
+    max_lag_bytes: int | None = Field(
+        None, ge=0, description="Refuse when the target lags more; default the topology's bound")
+    catch_up_timeout_seconds: float = Field(
+        30, gt=0, description="How long the target may take to replay the old primary's last WAL before rolling back")
+    verify_timeout_seconds: float = Field(
+        60, gt=0, description="How long the final write and streaming checks may take")
+    dry_run: bool = Field(False, description="Check and show the plan; change nothing")
+    require_approval: bool = Field(False, description="Pause for a typed approval in the UI before the first change")
+    approval_timeout_seconds: int = Field(1800, gt=0, description="How long to wait for the approval")
+    lock_wait_seconds: float = Field(0, ge=0, description="How long to wait for another runbook to release the cluster")
+    notify: bool = Field(True, description="Report the run in a Slack thread")
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        # An alert template renders a missing label as "": treat it as not given.
+        return None if value == "" else value
+
+
+class SwitchoverResult(BaseModel):
+    """What the switchover did (or would do, in a dry run)."""
+
+    cluster: str
+    ok: bool
+    dry_run: bool
+    old_primary: str
+    new_primary: str
+    plan: list[str]
+    steps: list[str] = []
+    final_lsn: Lsn | None = None  # the old primary's shutdown checkpoint, replayed by the target
+    timeline: int | None = None
+
+    def sentence(self) -> str:
+        if self.dry_run:
+            return f"dry run: switchover of {self.cluster} from {self.old_primary} to {self.new_primary} would " \
+                   f"take {len(self.plan)} steps; nothing was changed"
+        return (f"switched {self.cluster} over from {self.old_primary} to {self.new_primary} (timeline "
+                f"{self.timeline}) with no data loss: the target replayed the old primary's final WAL "
+                f"{self.final_lsn}; writes verified on the new primary and every replica")
+
+
+def switchover_plan(old: str, new: str, others: list[str], writer_record: str) -> list[str]:
+    """The steps, in order, as the report and the approval form show them."""
+    follow = ", ".join(others) if others else "no other replica"
+    return [
+        f"make {old} read-only and terminate its client sessions (writes stop here)",
+        f"stop {old} cleanly; its shutdown checkpoint is its final WAL",
+        f"wait until {new} has replayed that final WAL (else roll back: restart {old} with writes)",
+        f"promote {new}; create replication slots for the other nodes on it",
+        f"point {writer_record} at {new} (writes resume here)",
+        f"point {follow} at {new}",
+        f"start {old} as a replica of {new}",
+        f"verify a write through the writer endpoint lands on {new} and reaches every replica",
+    ]
+
+
+@flow(name="switchover", on_failure=[report_failure], on_crashed=[report_failure])
+def switchover(params: SwitchoverParams = SwitchoverParams()) -> SwitchoverResult:
+    """Move the primary of a cluster to a healthy replica with zero data loss."""
+    topology = load_topology(params.topology)
+    cluster_name, _ = topology.cluster(params.cluster)
+    reporter = RunReporter(topology, "switchover", f"Switchover of {cluster_name}", slack=params.notify)
+    reporter.start([f"target: {params.target or 'the most advanced healthy replica'}",
+                    "dry run: nothing will be changed" if params.dry_run else "this run changes the cluster"])
+    progress = Progress()
+    try:
+        with change_lock(cluster_name, "switchover", dry_run=params.dry_run, wait_seconds=params.lock_wait_seconds):
+            return _switchover(topology, cluster_name, params, reporter, progress)
+    except Exception as exc:
+        report_error(reporter, exc, changed=progress.changed)
+        raise
+
+
+def _switchover(topology: Topology, cluster_name: str, params: SwitchoverParams, reporter: RunReporter,
+                progress: Progress) -> SwitchoverResult:
+    cluster = topology.clusters[cluster_name]
+    bound = cluster.health.max_lag_bytes if params.max_lag_bytes is None else params.max_lag_bytes
+
+    # 1. Look, then pre-check.  Nothing changes before the checks pass.
+    states = observe_cluster(topology, cluster_name)
+    view = find_primary(topology, cluster_name, states, writer_node(topology, cluster_name))
+    fenced = fenced_nodes(topology, cluster_name)
+    check = check_switchover(topology, cluster_name, states, view, target=params.target, max_lag_bytes=bound,
+                             fenced=set(fenced))
+    if not check.ok:
+        raise refuse(reporter, check.reason)
+    reporter.step(check.reason)
+    old, new = check.primary, check.target
+    assert old is not None and new is not None
+    others = [n for n in cluster.nodes if n not in (old, new)]
+    reachable_others = [n for n in others if states[n].reachable and states[n].role == "replica"]
+    plan = switchover_plan(old, new, reachable_others, topology.writer_record(cluster_name))
+
+    # 2. Dry run or approval.
+    if params.dry_run:
+        reporter.finish("dry run", [f"would switch {cluster_name} over from {old} to {new}; nothing was changed"],
+                        tables={"plan": plan_table(plan)})
+        return SwitchoverResult(cluster=cluster_name, ok=True, dry_run=True, old_primary=old, new_primary=new,
+                                plan=plan, steps=[s for _, s in reporter.steps])
+    if params.require_approval:
+        request_approval(reporter, plan, f"switchover to {new}", params.approval_timeout_seconds)
+
+    # 3-4. Stop writes on the old primary and let the target catch up to its very last WAL.
+    progress.changed = True
+    reporter.step(fence_writes(topology, cluster_name, old).sentence())
+    final_lsn = _stop_and_catch_up(topology, cluster_name, old, new, params, reporter)
+
+    # 5. Promote, give everyone a slot on the new primary, move writes there.
+    promotion = promote(topology, cluster_name, new)
+    reporter.step(promotion.sentence())
+    reporter.step(ensure_slots(topology, cluster_name, new, [old, *others]).sentence(), slack=False)
+    reporter.step(switch_writer(topology, cluster_name, new).sentence())
+
+    # 6. Everyone else follows; the old primary becomes a replica of the new one.
+    for node in others:
+        if node in reachable_others:
+            reporter.step(repoint_replica(topology, cluster_name, node, new).sentence())
+        else:
+            reporter.step(f"{node} was not a reachable replica ({states[node].sentence()}): left for replica-resync")
+    reporter.step(configure_standby(topology, cluster_name, old, new).sentence(), slack=False)
+    reporter.step(start_node(topology, cluster_name, old).sentence())
+    reporter.step(drop_stale_slots(topology, cluster_name, old).sentence(), slack=False)
+    reporter.step(clear_write_fence(topology, cluster_name, old).sentence(), slack=False)
+
+    # 7. Verify from the user's side, then replication itself.
+    replicas = [old, *reachable_others]
+    written = verify_write(topology, cluster_name, new, replicas, params.verify_timeout_seconds, "switchover")
+    reporter.step(written.sentence())
+    streams = [wait_streaming(topology, cluster_name, n, new, bound, params.verify_timeout_seconds) for n in replicas]
+    for check_ in streams:
+        reporter.step(check_.sentence(), slack=False)
+    if not written.ok or not all(s.ok for s in streams):
+        problems = [c.sentence() for c in streams if not c.ok] + ([] if written.ok else [written.sentence()])
+        raise VerificationFailed(f"{new} is primary but verification failed: " + "; ".join(problems))
+
+    result = SwitchoverResult(cluster=cluster_name, ok=True, dry_run=False, old_primary=old, new_primary=new,
+                              plan=plan, steps=[s for _, s in reporter.steps], final_lsn=final_lsn,
+                              timeline=promotion.timeline)
+    reporter.finish("succeeded", [result.sentence()], tables={
+        "replicas": [{"node": s.node, "streams from": s.primary, "timeline": s.timeline, "lag bytes": s.lag_bytes}
+                     for s in streams],
+    })
+    return result
+
+
+def _stop_and_catch_up(topology: Topology, cluster_name: str, old: str, new: str, params: SwitchoverParams,
+                       reporter: RunReporter) -> Lsn:
+    """Stop the fenced old primary cleanly and wait for the target to replay its final WAL.
+
+    If that does not happen in time, roll back: the old primary is started again and
+    given its writes back, so the failed switchover costs a short write outage, not data.
+    """
+    stopped = False
+    try:
+        reporter.step(stop_node(topology, cluster_name, old, "fast").sentence())
+        stopped = True
+        control = read_control_data(topology, cluster_name, old)
+        if control is None:
+            raise VerificationFailed(f"{old}'s control file cannot be read after stopping it")
+        # The shutdown checkpoint record starts at checkpoint_lsn: replay must be past it.
+        caught = wait_replayed(topology, cluster_name, new, control.checkpoint_lsn,
+                               params.catch_up_timeout_seconds, past=True)
+        reporter.step(caught.sentence())
+        if not caught.reached:
+            raise VerificationFailed(caught.sentence())
+        return control.checkpoint_lsn
+    except Exception:
+        reporter.step(f"rolling back: {old} stays primary")
+        if stopped:
+            reporter.step(start_node(topology, cluster_name, old).sentence())
+        reporter.step(unfence_writes(topology, cluster_name, old).sentence())
+        raise

@@ -1,0 +1,124 @@
+"""Cluster-level tasks of the primary-moving runbooks: SQL steps and the writer record.
+
+Thin: each calls one function of :mod:`regionops.ha`.  Steps that change the cluster
+do not retry (a promotion must happen once); waits carry their own deadlines.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from regionops.decisions import ProbeOutcome
+from regionops.ha import sqlsteps, writer
+from regionops.ha.fencing import FenceMarker, FenceRegistry
+from regionops.lsn import Lsn
+from regionops.topology import Topology
+from tasks.common import TRANSIENT_RETRIES
+
+
+@task(name="probe primary", cache_policy=NO_CACHE)
+def probe_primary(topology: Topology, cluster: str, node: str, probes: int, grace_seconds: float,
+                  connect_timeout: float) -> list[ProbeOutcome]:
+    """Several connection attempts to the primary, spread over the grace period."""
+    return sqlsteps.probe_primary(topology.clusters[cluster], node, probes=probes, grace_seconds=grace_seconds,
+                                  connect_timeout=connect_timeout)
+
+
+@task(name="writer record target", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def writer_node(topology: Topology, cluster: str) -> str | None:
+    """The node the writer record points at."""
+    return writer.writer_node(topology, cluster)
+
+
+@task(name="fence writes", cache_policy=NO_CACHE)
+def fence_writes(topology: Topology, cluster: str, node: str) -> sqlsteps.WriteFence:
+    """Read-only for new transactions, then terminate every client session."""
+    return sqlsteps.fence_writes(topology.clusters[cluster], node)
+
+
+@task(name="unfence writes", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def unfence_writes(topology: Topology, cluster: str, node: str) -> sqlsteps.WriteUnfence:
+    """Give writes back to a node whose switchover was rolled back."""
+    return sqlsteps.unfence_writes(topology.clusters[cluster], node)
+
+
+@task(name="clear write fence", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def clear_write_fence(topology: Topology, cluster: str, node: str) -> sqlsteps.WriteFenceCleared:
+    """Drop the switchover's read-only setting from a demoted primary that now runs as a replica."""
+    return sqlsteps.clear_write_fence(topology.clusters[cluster], node)
+
+
+@task(name="wait for replay", cache_policy=NO_CACHE)
+def wait_replayed(topology: Topology, cluster: str, node: str, target: Lsn, timeout: float,
+                  past: bool = False) -> sqlsteps.CatchUp:
+    """Wait (with a deadline) until the node has replayed ``target``."""
+    return sqlsteps.wait_replayed(topology.clusters[cluster], node, target, timeout, past=past)
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote(topology: Topology, cluster: str, node: str, timeout: int = 60) -> sqlsteps.Promotion:
+    """Promote the replica (pg_promote, waiting) and clear its replica settings."""
+    return sqlsteps.promote(topology.clusters[cluster], node, timeout)
+
+
+@task(name="checkpoint", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def checkpoint(topology: Topology, cluster: str, node: str) -> sqlsteps.Checkpoint:
+    """Force a checkpoint (pg_rewind needs a freshly promoted source's timeline in its pg_control)."""
+    return sqlsteps.checkpoint(topology.clusters[cluster], node)
+
+
+@task(name="ensure slots", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def ensure_slots(topology: Topology, cluster: str, primary: str, nodes: list[str]) -> sqlsteps.SlotsEnsured:
+    """A replication slot on the primary for each of ``nodes`` (idempotent)."""
+    return sqlsteps.ensure_slots(topology.clusters[cluster], primary, nodes)
+
+
+@task(name="drop stale slots", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def drop_stale_slots(topology: Topology, cluster: str, node: str) -> sqlsteps.SlotsDropped:
+    """Drop the slots a demoted primary still holds."""
+    return sqlsteps.drop_stale_slots(topology.clusters[cluster], node)
+
+
+@task(name="re-point replica", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def repoint_replica(topology: Topology, cluster: str, node: str, primary: str) -> sqlsteps.Repoint:
+    """primary_conninfo and slot of a running replica -> ``primary``, one reload (idempotent)."""
+    return sqlsteps.repoint_replica(topology.clusters[cluster], node, primary)
+
+
+@task(name="switch writer record", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def switch_writer(topology: Topology, cluster: str, node: str) -> writer.WriterSwitch:
+    """Point the writer DNS record at ``node`` (refused when it is fenced)."""
+    return writer.switch_writer(topology, cluster, node, fences=FenceRegistry.for_topology(topology))
+
+
+@task(name="verify a write", cache_policy=NO_CACHE)
+def verify_write(topology: Topology, cluster: str, primary: str, replicas: list[str], timeout: float,
+                 label: str) -> writer.WriteCheck:
+    """A write through the writer endpoint lands on ``primary`` and reaches ``replicas``."""
+    return writer.verify_write(topology, cluster, primary, replicas, timeout=timeout, label=label)
+
+
+@task(name="verify streaming", cache_policy=NO_CACHE)
+def wait_streaming(topology: Topology, cluster: str, node: str, primary: str, max_lag_bytes: int,
+                   timeout: float) -> sqlsteps.StreamingCheck:
+    """Wait (with a deadline) until the replica streams from ``primary`` within the lag bound."""
+    return sqlsteps.wait_streaming(topology.clusters[cluster], node, primary, max_lag_bytes, timeout)
+
+
+@task(name="fenced nodes", cache_policy=NO_CACHE)
+def fenced_nodes(topology: Topology, cluster: str) -> dict[str, FenceMarker]:
+    """Every node of the cluster an earlier failover fenced."""
+    return FenceRegistry.for_topology(topology).fenced(cluster)
+
+
+@task(name="mark fenced", cache_policy=NO_CACHE)
+def mark_fenced(topology: Topology, marker: FenceMarker) -> str:
+    """Persist a fence marker; returns where it lives."""
+    return str(FenceRegistry.for_topology(topology).mark(marker))
+
+
+@task(name="clear fence", cache_policy=NO_CACHE)
+def clear_fence(topology: Topology, cluster: str, node: str) -> bool:
+    """Remove a node's fence marker (it streams from the primary again)."""
+    return FenceRegistry.for_topology(topology).clear(cluster, node)

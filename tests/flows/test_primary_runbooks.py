@@ -1,0 +1,278 @@
+"""Switchover, failover and replica resync as flows: refusals, dry runs, approval, repairs.
+
+Every refusal is asserted twice: the run fails saying why, and nothing changed (roles,
+replication, the writer record, fence markers, the old primary still writable).  One
+private lab for the module; each test leaves eu-1 primary with both replicas streaming.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from prefect.flow_runs import resume_flow_run
+
+from flows.failover import FailoverParams, failover
+from flows.replica_resync import ResyncParams, replica_resync
+from flows.switchover import SwitchoverParams, switchover
+from regionops import cli
+from regionops.lab import pglab
+from regionops.lab.config import LAB_NODES
+from regionops.waiting import poll_until
+from tests import ha_tools as ha
+from tests import labtools
+
+pytestmark = pytest.mark.lab
+
+# Small confirmation window so refusals are quick; the decision logic is unit-tested.
+FAST = {"grace_seconds": 1.0, "probes": 2, "probe_timeout_seconds": 1}
+
+
+@pytest.fixture(scope="module")
+def ha_lab(lab):
+    """This module's own cluster; runs go to the session lab's Prefect server (see private_cluster)."""
+    with ha.private_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster(ha_lab):
+    """The module's cluster in its steady state, checked before and after each test."""
+    ha.expect_layout(ha_lab, "eu-1", timeout=20)
+    yield ha_lab
+    ha.expect_layout(ha_lab, "eu-1", timeout=30)
+
+
+def _params(lab, **kw):
+    # The cluster lock lives on the session's Prefect server, shared with other modules'
+    # runs: wait a little for a stray one instead of flaking (the lock test sets 0).
+    return {"topology": str(lab.cfg.topology_path), "lock_wait_seconds": 15, **kw}
+
+
+def unchanged(lab, *, down: tuple[str, ...] = ()) -> None:
+    """Nothing a failover or switchover would change has changed."""
+    shape = ha.layout(lab)
+    for node in LAB_NODES:
+        if node in down:
+            assert shape[node] == "down", shape
+        elif node == "eu-1":
+            assert shape[node] == "primary", shape
+        else:
+            assert shape[node] in ("replica of eu-1", "replica (not streaming)"), shape
+    assert ha.writer(lab) == "eu-1"
+    assert ha.fences(lab) == {}
+    assert not (lab.cfg.data_dir("eu-1") / "standby.signal").exists()
+
+
+@contextmanager
+def primary_crashed(lab) -> Iterator[None]:
+    """eu-1 crashed (immediate stop); restarted afterwards, when it recovers as the primary."""
+    ha.crash(lab, "eu-1")
+    try:
+        yield
+    finally:
+        ha.start(lab, "eu-1")
+
+
+def in_thread(fn) -> threading.Thread:
+    """Start ``fn`` in a thread that sees this test's Prefect settings (context variables)."""
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(fn,), daemon=True)
+    thread.start()
+    return thread
+
+
+def _refusal(state) -> str:
+    assert state.is_failed(), state
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - the refusal is the point
+        return f"{type(exc).__name__}: {exc}"
+    raise AssertionError("a failed state must carry the error")
+
+
+# --- failover refuses, changing nothing ----------------------------------------------------
+
+
+def test_failover_refuses_when_the_primary_is_up(cluster):
+    lab = cluster
+    labtools.clear_slack(lab)
+    state = failover(FailoverParams(**_params(lab, **FAST)), return_state=True)
+    error = _refusal(state)
+    assert "PreconditionFailed" in error and "eu-1 is not down: a probe reached it" in error
+    assert "nothing was changed" in error
+    unchanged(lab)
+    assert ha.write_rows(lab, 1)  # eu-1 still takes writes
+    assert "refused" in ha.slack_texts(lab)
+
+
+def test_failover_dry_run_shows_the_plan_and_changes_nothing(cluster):
+    lab = cluster
+    with primary_crashed(lab):
+        state = failover(FailoverParams(**_params(lab, dry_run=True, **FAST)), return_state=True)
+        result = state.result()
+        assert result.dry_run and result.old_primary == "eu-1" and result.new_primary == "us-1"
+        assert any("promote us-1" in step for step in result.plan)
+        assert "eu-1 is down" in result.down_reason
+        unchanged(lab, down=("eu-1",))
+        assert ha.state(lab, "us-1").role == "replica"
+    assert "dry run" in ha.report_markdown(ha.run_id(state))
+
+
+def test_failover_refuses_when_no_replica_is_healthy(cluster):
+    lab = cluster
+    with primary_crashed(lab):
+        for node in ("us-1", "apac-1"):
+            pglab.pgctl(lab.cfg, node).stop("fast")
+        try:
+            error = _refusal(failover(FailoverParams(**_params(lab, **FAST)), return_state=True))
+            assert "no replica of core can be promoted" in error
+            assert "us-1: it is unreachable" in error and "apac-1: it is unreachable" in error
+            unchanged(lab, down=("eu-1", "us-1", "apac-1"))
+        finally:
+            for node in ("us-1", "apac-1"):
+                ha.start(lab, node)
+
+
+def test_a_second_failover_is_refused_while_the_first_holds_the_cluster_lock(cluster):
+    lab = cluster
+    with primary_crashed(lab):
+        box: dict = {}
+        first = in_thread(lambda: box.update(state=failover(
+            FailoverParams(**_params(lab, require_approval=True, **FAST)), return_state=True)))
+        try:
+            # The first failover confirmed the outage and waits for approval, holding the lock
+            paused = ha.paused_run(lab, "failover")
+            error = _refusal(failover(FailoverParams(**_params(lab, lock_wait_seconds=0, **FAST)),
+                                      return_state=True))
+            assert "another runbook is changing cluster core" in error and "nothing was changed" in error
+            unchanged(lab, down=("eu-1",))
+            # A wrong confirmation rejects the first one: it changes nothing either
+            resume_flow_run(paused.id, run_input={"confirm": "yes", "comment": "test"})
+        finally:
+            first.join(60)
+        assert "ApprovalRejected" in _refusal(box["state"])
+        unchanged(lab, down=("eu-1",))
+
+
+def test_cli_runs_failover_by_name_and_exits_1_on_refusal(cluster, capsys):
+    lab = cluster
+    code = cli.main(["run", "failover", "--topology", str(lab.cfg.topology_path),
+                     "--set", "grace_seconds=1", "--set", "probes=2"])
+    assert code == cli.EXIT_FAILED
+    assert "eu-1 is not down" in capsys.readouterr().err
+    unchanged(lab)
+
+
+# --- switchover pre-checks and approval ------------------------------------------------------
+
+
+def test_switchover_refuses_a_lagging_target_and_changes_nothing(cluster):
+    lab = cluster
+    with labtools.replay_paused(lab, "apac-1"):
+        error = _refusal(switchover(SwitchoverParams(**_params(lab, target="apac-1", max_lag_bytes=1000)),
+                                    return_state=True))
+        assert "the target apac-1 lags" in error and "WAL replay is paused on the target apac-1" in error
+        unchanged(lab)
+        assert labtools.sql(lab, "eu-1").show("default_transaction_read_only") == "off"
+
+
+def test_switchover_dry_run_changes_nothing(cluster):
+    lab = cluster
+    result = switchover(SwitchoverParams(**_params(lab, dry_run=True)))
+    assert result.dry_run and result.old_primary == "eu-1" and result.new_primary == "us-1"
+    assert result.plan[0].startswith("make eu-1 read-only")
+    unchanged(lab)
+
+
+def test_switchover_waits_for_typed_approval_and_a_wrong_answer_changes_nothing(cluster):
+    lab = cluster
+    box: dict = {}
+    run = in_thread(lambda: box.update(state=switchover(
+        SwitchoverParams(**_params(lab, target="us-1", require_approval=True)), return_state=True)))
+    try:
+        paused = ha.paused_run(lab, "switchover")
+        unchanged(lab)  # paused before the first change
+        resume_flow_run(paused.id, run_input={"confirm": "switchover to apac-1"})
+    finally:
+        run.join(60)
+    error = _refusal(box["state"])
+    assert "approval rejected: expected 'switchover to us-1'" in error
+    unchanged(lab)
+    assert ha.write_rows(lab, 1)
+
+
+# --- replica resync ---------------------------------------------------------------------------
+
+
+def test_resync_repoints_a_replica_that_follows_nobody(cluster):
+    lab = cluster
+    replica = labtools.sql(lab, "apac-1", "postgres")
+    replica.set_config("primary_conninfo", "host=127.0.0.1 port=1 user=postgres application_name=apac-1")
+    poll_until(lambda: not ha.streams_from(lab, "apac-1", "eu-1"), timeout=15, what="apac-1 cut off")
+
+    plan = replica_resync(ResyncParams(**_params(lab, node="apac-1", dry_run=True)))
+    assert plan.dry_run and plan.repairs[0].action == "repoint"
+    assert not ha.streams_from(lab, "apac-1", "eu-1")  # the dry run changed nothing
+
+    result = replica_resync(ResyncParams(**_params(lab, node="apac-1")))
+    assert result.ok and result.repairs[0].action == "repoint"
+    assert ha.streams_from(lab, "apac-1", "eu-1")
+
+
+def test_resync_reclones_a_replica_whose_data_directory_is_gone(cluster):
+    lab = cluster
+    data = lab.cfg.data_dir("apac-1")
+    pglab.pgctl(lab.cfg, "apac-1").stop("fast")
+    lost = data.with_name("apac-1.lost-by-test")
+    data.rename(lost)
+    try:
+        result = replica_resync(ResyncParams(**_params(lab, node="apac-1")))
+        repair = result.repairs[0]
+        assert result.ok and repair.action == "reclone", repair
+        assert any("re-cloned apac-1 from eu-1 with pg_basebackup" in a for a in repair.actions)
+        assert ha.streams_from(lab, "apac-1", "eu-1")
+        rows = ha.write_rows(lab, 2)
+        poll_until(lambda: set(rows) <= ha.row_ids(lab, "apac-1"), timeout=10, what="new rows on apac-1")
+    finally:
+        shutil.rmtree(lost, ignore_errors=True)
+
+
+def test_resync_refuses_without_a_reachable_primary(cluster):
+    lab = cluster
+    with primary_crashed(lab):
+        error = _refusal(replica_resync(ResyncParams(**_params(lab)), return_state=True))
+        assert "no reachable primary to follow" in error
+        unchanged(lab, down=("eu-1",))
+
+
+# --- fencing when the old primary's machine cannot be reached ----------------------------------
+
+
+def test_an_unreachable_old_primary_is_fenced_by_marker_and_resync_brings_it_back(cluster):
+    lab = cluster
+    data = lab.cfg.data_dir("eu-1")
+    hidden = data.with_name("eu-1.unreachable-by-test")
+    ha.crash(lab, "eu-1")
+    data.rename(hidden)  # its machine is gone: neither its server nor its disk can be reached
+    try:
+        result = failover(FailoverParams(**_params(lab, **FAST)))
+        assert result.new_primary == "us-1" and result.fence is not None
+        assert not result.fence.stopped
+        assert "NOT stopped (unreachable): fenced by marker only" in result.fence.sentence()
+        marker = ha.fences(lab)["eu-1"]
+        assert not marker.stopped and "failed over" in marker.reason
+        assert "lower bound" in (result.data_loss_source or "")  # its WAL could not be read
+        assert ha.writer(lab) == "us-1"
+    finally:
+        hidden.rename(data)
+    # The machine is back: its data directory still says "primary, timeline 1" -> rewind
+    resync = replica_resync(ResyncParams(**_params(lab, node="eu-1")))
+    assert resync.ok and [d.action for d in resync.repairs[0].decisions] == ["rewind"]
+    assert any("servers diverged" in a for a in resync.repairs[0].actions)
+    assert "eu-1" not in ha.fences(lab)
+    back = switchover(SwitchoverParams(**_params(lab, target="eu-1")))
+    assert back.ok
