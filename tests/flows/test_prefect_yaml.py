@@ -33,6 +33,15 @@ def test_schedules_have_a_slug_and_a_timezone():
             assert schedule.get("slug") and schedule.get("timezone"), (dep["name"], schedule)
 
 
+def test_alert_triggers_in_prefect_yaml_match_the_generated_definitions():
+    from deployments.triggers import TRIGGERS_YAML
+
+    in_prefect_yaml = yaml.safe_load((ROOT / "prefect.yaml").read_text())["definitions"]["alert_triggers"]
+    assert in_prefect_yaml == yaml.safe_load(TRIGGERS_YAML.read_text())["definitions"]["alert_triggers"]
+    carriers = [d["entrypoint"] for d in declared() if d.get("triggers")]
+    assert sorted(carriers) == ["flows/failover.py:failover", "flows/replica_resync.py:replica_resync"]
+
+
 def test_prefect_deploy_all_creates_every_deployment(lab):
     env = {**os.environ, "REGIONOPS_HOME": str(ROOT)}
     prefect = str(Path(sys.executable).parent / "prefect")
@@ -45,9 +54,22 @@ def test_prefect_deploy_all_creates_every_deployment(lab):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     with get_client(sync_client=True) as client:
-        for dep in declared():
-            flow_name = dep["entrypoint"].split(":")[1].replace("_", "-")
-            deployment = client.read_deployment_by_name(f"{flow_name}/{dep['name']}")
-            assert deployment.work_pool_name == dep["work_pool"]["name"]
-            slugs = {s.slug for s in deployment.schedules}
-            assert slugs == {s["slug"] for s in dep.get("schedules") or []}
+        try:
+            created = []
+            for dep in declared():
+                flow_name = dep["entrypoint"].split(":")[1].replace("_", "-")
+                deployment = client.read_deployment_by_name(f"{flow_name}/{dep['name']}")
+                created.append(deployment)
+                assert deployment.work_pool_name == dep["work_pool"]["name"]
+                slugs = {s.slug for s in deployment.schedules}
+                assert slugs == {s["slug"] for s in dep.get("schedules") or []}
+                # A deployment's triggers become automations owned by it.
+                owned = [a for a in client.read_automations()
+                         if any(getattr(act, "deployment_id", None) == deployment.id for act in a.actions)]
+                assert len(owned) == len(dep.get("triggers") or []), (dep["entrypoint"], owned)
+        finally:
+            # The lab's served deployments carry the same triggers: leave only those, or
+            # one alert would start two runs in later tests.
+            for deployment in created:
+                client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
+                client.delete_deployment(deployment.id)
