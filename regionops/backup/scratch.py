@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from regionops.drivers.backupsql import BackupSql, RecoveryState
 from regionops.drivers.basebackup import ExtractFailed, TarExtract
 from regionops.drivers.objectstore import ObjectNotFound, ObjectStore
 from regionops.drivers.pgconf import configure_recovery_target, set_auto_conf, write_hba
-from regionops.drivers.pgtools import PgCtl, chown_to, run_tool, tool
+from regionops.drivers.pgtools import PgCtl, chown_to, reachable_by, run_tool, tool
 from regionops.drivers.postgres import ConnInfo
 from regionops.errors import (
     ConfigurationError,
@@ -77,12 +76,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _reachable_by(os_user: str | None, path: Path) -> bool:
-    if not os_user or os.geteuid() != 0:
-        return True
-    return subprocess.run(["runuser", "-u", os_user, "--", "test", "-x", str(path)], capture_output=True).returncode == 0
-
-
 def prepare_empty_dir(path: Path, os_user: str | None) -> Phase:
     """Create ``path`` as an empty 0700 directory owned by ``os_user``; refuse a non-empty one."""
     started = time.monotonic()
@@ -91,7 +84,7 @@ def prepare_empty_dir(path: Path, os_user: str | None) -> Phase:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     chown_to(path, os_user)
-    if not _reachable_by(os_user, path):
+    if not reachable_by(os_user, path):
         raise ConfigurationError(
             f"{path} is not reachable by OS user {os_user!r}, who runs PostgreSQL (a parent directory is "
             "private); choose a scratch directory it can reach, e.g. under /tmp or /srv"

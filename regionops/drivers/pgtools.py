@@ -94,6 +94,19 @@ def run_tool(
     return output
 
 
+def reachable_by(os_user: str | None, path: Path) -> bool:
+    """Whether ``os_user`` can traverse ``path`` (its nearest existing ancestor when absent).
+
+    Always True when no user switch happens (not root, or no OS user).
+    """
+    if not os_user or os.geteuid() != 0:
+        return True
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    return subprocess.run(["runuser", "-u", os_user, "--", "test", "-x", str(probe)], capture_output=True).returncode == 0
+
+
 def chown_to(path: Path, os_user: str | None) -> None:
     """Give ``path`` (recursively) to ``os_user`` when we are root."""
     if os_user and os.geteuid() == 0:

@@ -6,11 +6,12 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
 import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+
+from regionops.drivers.pgtools import reachable_by
 
 # The lab's fixed shape: three regions, cluster core with one node per region.
 LAB_REGIONS: dict[str, str] = {"eu": "eu-west-1", "us": "us-east-1", "apac": "ap-southeast-1"}
@@ -124,18 +125,10 @@ class LabConfig(BaseModel):
         os_user = "postgres" if os.geteuid() == 0 else None
         lab_dir = lab_dir.absolute()
         pg_root = None
-        if os_user and not _reachable_by(os_user, lab_dir):
+        if not reachable_by(os_user, lab_dir):
             # e.g. a checkout under /root: PostgreSQL's user cannot traverse it, so the data
             # directories live in a per-lab directory under the system temp dir instead.
             digest = hashlib.sha1(str(lab_dir).encode()).hexdigest()[:10]
             pg_root = Path(tempfile.gettempdir()) / f"regionops-lab-pg-{digest}"
         return cls(lab_dir=lab_dir, ports=ports, os_user=os_user, pg_root=pg_root)
 
-
-def _reachable_by(os_user: str, path: Path) -> bool:
-    """Whether ``os_user`` can traverse every existing ancestor of ``path``."""
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    result = subprocess.run(["runuser", "-u", os_user, "--", "test", "-x", str(probe)], capture_output=True)
-    return result.returncode == 0

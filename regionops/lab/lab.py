@@ -32,9 +32,18 @@ from regionops.lab.config import (
     LAB_ZONE,
     LabConfig,
 )
-from regionops.lab.processes import port_open, running_pid, spawn, stop, wait_for_port, wait_port_free
 from regionops.errors import ExternalSystemError
-from regionops.topology import Topology, load_topology
+from regionops.lab.processes import (
+    pid_alive,
+    port_open,
+    running_pid,
+    spawn,
+    stop,
+    wait_for_port,
+    wait_port_free,
+)
+from regionops.topology import Topology, default_lab_dir, load_topology
+from regionops.waiting import poll_until
 
 Progress = Callable[[str], None]
 PRIORITIES = {"eu-1": 100, "us-1": 90, "apac-1": 80}
@@ -256,8 +265,6 @@ class Lab:
             timeout=120,
             env=env,
         )
-        from regionops.waiting import poll_until
-
         poll_until(self._prefect_healthy, timeout=120, interval=0.5, what="Prefect server health")
 
     def _start_serve(self) -> None:
@@ -267,8 +274,6 @@ class Lab:
         env = lab_env(self.cfg) | {"PREFECT_LOGGING_LEVEL": "WARNING"}
         pid = spawn(self.cfg.lab_dir, name,
                     [self.python, "-m", "deployments.serve", "--topology", str(self.cfg.topology_path)], env=env)
-        from regionops.waiting import poll_until
-
         poll_until(lambda: self._serve_ready(pid), timeout=90, interval=0.5, what="runbook deployments")
 
     def _start_alert_receiver(self) -> None:
@@ -290,8 +295,6 @@ class Lab:
         )
 
     def _serve_ready(self, pid: int) -> bool:
-        from regionops.lab.processes import pid_alive
-
         if not pid_alive(pid):
             log = self.cfg.path("logs", "prefect-serve.log").read_text(errors="replace").splitlines()[-5:]
             raise ExternalSystemError("prefect-serve exited during start-up: " + " | ".join(log))
@@ -419,8 +422,6 @@ def _http_ok(url: str) -> bool:
 
 def default_lab() -> Lab:
     """The lab in ``$REGIONOPS_LAB_DIR`` or ``./.lab``."""
-    from regionops.topology import default_lab_dir
-
     return Lab.open(default_lab_dir())
 
 

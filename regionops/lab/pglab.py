@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from regionops.drivers.pgconf import configure_standby, slot_name, write_hba, write_node_settings
-from regionops.drivers.pgtools import PgCtl, chown_to, run_tool, tool
+from regionops.drivers.pgtools import PgCtl, chown_to, reachable_by, run_tool, tool
 from regionops.drivers.postgres import ConnInfo, SqlNode
 from regionops.errors import ConfigurationError
 from regionops.lab.config import LAB_DATABASE, LAB_NODES, LAB_PRIMARY, LabConfig
@@ -45,10 +44,7 @@ def pgctl(cfg: LabConfig, node: str) -> PgCtl:
 
 def _check_reachable_by_os_user(cfg: LabConfig, path: Path) -> None:
     """PostgreSQL runs as another user when we are root: every parent must be traversable."""
-    if not cfg.os_user:
-        return
-    result = subprocess.run(["runuser", "-u", cfg.os_user, "--", "test", "-x", str(path)], capture_output=True)
-    if result.returncode != 0:
+    if not reachable_by(cfg.os_user, path):
         raise ConfigurationError(
             f"the lab directory {cfg.lab_dir} is not reachable by OS user {cfg.os_user!r}, who runs "
             "PostgreSQL (a parent directory is private); set REGIONOPS_LAB_DIR to a directory it can "
