@@ -1,4 +1,4 @@
-"""The regional web application of the lab: health, version, one write and one read endpoint.
+"""The regional web application of the lab: health, version, metrics, one write and one read endpoint.
 
 Writes go to whichever node the cluster's writer DNS record points at (read from
 Route53, as a real app would resolve DNS), so a failover's DNS switch moves writes.
@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlparse
 from regionops.drivers.postgres import SqlNode, conninfo_for
 from regionops.drivers.traffic import traffic_for
 from regionops.errors import RunbookError
+from regionops.lab.app_metrics import AppMetrics
 from regionops.topology import Topology, load_topology
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class RegionalApp:
         self.traffic = traffic_for(topology)
         self._writer: tuple[float, str | None] = (0.0, None)
         self._lock = threading.Lock()
+        self.metrics = AppMetrics(region)
 
     def version(self) -> str:
         try:
@@ -105,17 +107,30 @@ def make_handler(app: RegionalApp) -> type[BaseHTTPRequestHandler]:
     """An HTTP handler class bound to ``app``."""
 
     class Handler(BaseHTTPRequestHandler):
+        _started = 0.0
+
         def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body, default=str).encode()
+            self._send_bytes(status, json.dumps(body, default=str).encode(), "application/json")
+
+        def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+            app.metrics.observe(self.command, urlparse(self.path).path, status,
+                                time.perf_counter() - self._started)
+
+        def handle_one_request(self) -> None:
+            self._started = time.perf_counter()
+            super().handle_one_request()
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             url = urlparse(self.path)
-            if url.path == "/health":
+            if url.path == "/metrics":
+                app.metrics.set_version(app.version())
+                self._send_bytes(200, app.metrics.render(), app.metrics.content_type)
+            elif url.path == "/health":
                 self._send(*app.health())
             elif url.path == "/version":
                 self._send(200, {"version": app.version(), "region": app.region})

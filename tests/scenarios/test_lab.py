@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.traffic import traffic_for
@@ -42,6 +44,26 @@ def test_each_bucket_reports_its_region_and_the_writer_points_at_the_primary(top
         assert status.reachable and status.region == region.aws_region
     record = traffic_for(topology).get_record(topology.traffic.route53_zone, topology.writer_record("core"))
     assert topology.node_for_dns_name("core", record.values[0]) == "eu-1"
+
+
+def test_app_metrics_count_requests_and_name_the_version(lab):
+    base = f"http://127.0.0.1:{lab.cfg.ports.apps['eu']}"
+    for _ in range(3):
+        urllib.request.urlopen(f"{base}/health", timeout=5).close()
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(f"{base}/no-such-page", timeout=5)
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    samples = {(s.name, frozenset(s.labels.items())): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, frozenset(labels.items())), 0.0)
+
+    assert value("regionops_app_requests_total", region="eu", method="GET", endpoint="/health", code="200") >= 3
+    assert value("regionops_app_requests_total", region="eu", method="GET", endpoint="other", code="404") >= 1
+    assert value("regionops_app_request_duration_seconds_count", region="eu", endpoint="/health") >= 3
+    assert value("regionops_app_version_info", region="eu", version=lab.cfg.app_version) == 1
 
 
 def test_app_writes_through_the_writer_and_reads_locally(lab):
