@@ -380,7 +380,7 @@ def _measure(topology: Topology, cluster: str, params: DrillParams, canary: Cana
         skipped = {n: states[n].sentence() for n in c.nodes if n != result.new_primary and n not in caught}
         result.consistency = _consistency(topology, cluster, result.new_primary, caught, skipped)
         reporter.step(result.consistency.sentence())
-    except RunbookError as exc:
+    except Exception as exc:  # noqa: BLE001 - a failed measurement must never skip the rollback
         reporter.step(f"measurement incomplete: {type(exc).__name__}: {exc}")
 
 

@@ -169,7 +169,13 @@ def test_restore_verify_passes_reports_restore_time_and_has_the_rows_of_backup_t
         "configure", "start", "recover", "fingerprint", "teardown",
     ]
     assert "backup successfully verified" in verdict.phases[3].detail
-    (table,) = verdict.tables
+    tables = {t.table: t for t in verdict.tables}
+    # The seeded application tables are proven too, with their real rows.
+    assert set(tables) == {TABLE, "public.customers", "public.products", "public.orders"}
+    assert tables["public.orders"].restored_rows == 5 * tables["public.customers"].restored_rows > 0
+    assert all((t.restored_rows, t.restored_checksum) == (t.expected_rows, t.expected_checksum)
+               for t in tables.values())
+    table = tables[TABLE]
     # Exactly the primary's rows at backup time: not the 500 inserted after it.
     assert (table.restored_rows, table.restored_checksum) == (expected["rows"], expected["checksum"])
     assert primary_fingerprint(lab)["rows"] == expected["rows"] + 500

@@ -157,3 +157,22 @@ def test_cancelling_a_drill_mid_action_leaves_one_writable_primary_and_resync_re
                                            lock_wait_seconds=30)).ok
     ha.expect_layout(lab, "eu-1", timeout=30)
     assert dr_drill(_params(lab, scenario="planned-switchover", dry_run=True)).ok
+
+
+def test_a_drill_whose_steady_state_fails_does_not_start_and_names_the_repair(lab):
+    from regionops.errors import PreconditionFailed
+    from tests import labtools
+
+    ha.expect_layout(lab, "eu-1")
+    with labtools.replication_broken(lab, "apac-1"):
+        state = dr_drill(_params(lab, scenario="primary-crash"), return_state=True)
+        with pytest.raises(PreconditionFailed, match="steady state does not hold.*apac-1.*repair: replica-resync"):
+            state.result()
+        assert pglab_running(lab, "eu-1")  # nothing was injected
+    ha.expect_layout(lab, "eu-1")
+
+
+def pglab_running(lab, node: str) -> bool:
+    from regionops.lab import pglab
+
+    return pglab.pgctl(lab.cfg, node).is_running()

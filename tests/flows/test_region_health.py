@@ -26,7 +26,7 @@ def test_healthy_lab_is_reported_healthy(lab):
     roles = {n.node: n.role for n in report.nodes}
     assert roles == {"eu-1": "primary", "us-1": "replica", "apac-1": "replica"}
     assert all(n.streaming for n in report.nodes if n.role == "replica")
-    assert {n.timeline for n in report.nodes} == {1}
+    assert len({n.timeline for n in report.nodes}) == 1  # drills move the primary and back: any one timeline
     assert {a.region: a.version for a in report.apps} == {"eu": "1.0.0", "us": "1.0.0", "apac": "1.0.0"}
     assert {b.bucket: b.region for b in report.buckets} == {
         "regionops-lab-eu": "eu-west-1", "regionops-lab-us": "us-east-1", "regionops-lab-apac": "ap-southeast-1",
