@@ -400,7 +400,7 @@ class Lab:
             ok = probe is not None and probe.healthy and not problems
             comps.append(ComponentStatus(name=f"app {region}", endpoint=f"http://127.0.0.1:{port}",
                                          running=port_open(port), healthy=ok,
-                                         detail="; ".join(problems) or (probe.sentence() if probe else "not answering")))
+                                         detail="; ".join(problems) or (probe.sentence() if probe else "not probed")))
         prefect_ok = self._prefect_healthy()
         comps.append(ComponentStatus(name="prefect server", endpoint=f"http://127.0.0.1:{cfg.ports.prefect}",
                                      running=port_open(cfg.ports.prefect), healthy=prefect_ok,
