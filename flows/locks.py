@@ -2,7 +2,8 @@
 
 The lock is a lease on the Prefect server, so it holds across processes and machines,
 and a crashed holder's lease expires on its own (``LEASE_SECONDS``) instead of wedging
-the cluster forever.
+the cluster forever; a cancelled run's locks are released at once by its cancellation
+hook (:func:`release_run_leases`).
 """
 
 from __future__ import annotations
@@ -10,12 +11,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import logging
+import threading
+
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, PrefectHTTPStatusError
+from prefect.runtime import flow_run
+from prefect.variables import Variable
 
-from regionops.errors import PreconditionFailed
+from regionops.errors import DeadlineExceeded, PreconditionFailed
+from regionops.waiting import poll_until
+
+log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 300
 MIN_LOCK_WAIT_SECONDS = 5
@@ -28,7 +36,11 @@ def lock_name(cluster: str) -> str:
 
 def ensure_cluster_lock(cluster: str) -> str:
     """Create the cluster's limit (limit 1) on the Prefect server if it does not exist."""
-    name = lock_name(cluster)
+    return ensure_limit(lock_name(cluster))
+
+
+def ensure_limit(name: str) -> str:
+    """Create global concurrency limit ``name`` (limit 1) on the Prefect server if it does not exist."""
     with get_client(sync_client=True) as client:
         try:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
@@ -44,17 +56,116 @@ def cluster_lock(cluster: str, runbook: str, wait_seconds: float = 0) -> Iterato
     Raises PreconditionFailed (nothing changed) when another runbook holds it for longer
     than ``wait_seconds``.
     """
-    name = ensure_cluster_lock(cluster)
+    with held_lock(ensure_cluster_lock(cluster), wait_seconds, what=f"{runbook} refused: another runbook is "
+                   f"changing cluster {cluster}"):
+        yield
+
+
+@contextmanager
+def drill_lock(cluster: str, wait_seconds: float = 0) -> Iterator[None]:
+    """One DR drill per cluster at a time (the runbooks it starts take the cluster lock themselves)."""
+    with held_lock(ensure_limit(f"regionops-drill-{cluster}"), wait_seconds,
+                   what=f"dr-drill refused: another drill of cluster {cluster} is running"):
+        yield
+
+
+@contextmanager
+def held_lock(name: str, wait_seconds: float, what: str) -> Iterator[None]:
+    """Hold limit ``name`` for the block; PreconditionFailed starting with ``what`` when it stays taken.
+
+    The slot is a lease on the Prefect server, renewed in the background.  Its id is
+    recorded in a Prefect variable under the run's root flow run, so that when a run is
+    cancelled (its process killed), :func:`release_run_leases` frees the locks it held
+    at once instead of leaving the cluster locked until the lease expires.
+    """
+    # Even "no wait" allows a few seconds: taking a free lock is an HTTP round trip to the
+    # Prefect server, and a busy server must not read as "another runbook holds it".
     try:
-        # A failed lease renewal must not kill a runbook half-way (fenced, not yet promoted):
-        # finishing the change is safer than stopping it; the lease outlives a short blip.
-        # Even "no wait" allows a few seconds: taking a free lock is an HTTP round trip to
-        # the Prefect server, and a busy server must not read as "another runbook holds it".
-        with concurrency(name, occupy=1, timeout_seconds=max(wait_seconds, MIN_LOCK_WAIT_SECONDS), strict=True,
-                         lease_duration=LEASE_SECONDS, raise_on_lease_renewal_failure=False):
-            yield
-    except TimeoutError as exc:
-        raise PreconditionFailed(
-            f"{runbook} refused: another runbook is changing cluster {cluster} (lock {name} is held); "
-            "nothing was changed"
-        ) from exc
+        lease_id = poll_until(lambda: _try_acquire(name), timeout=max(wait_seconds, MIN_LOCK_WAIT_SECONDS),
+                              interval=0.5, what=f"lock {name}")
+    except DeadlineExceeded as exc:
+        raise PreconditionFailed(f"{what} (lock {name} is held); nothing was changed") from exc
+    _remember_lease(lease_id)
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew_until, args=(lease_id, stop), name=f"lease-{name}", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join(5)
+        _release(lease_id)
+        _forget_lease(lease_id)
+
+
+def _try_acquire(name: str) -> str | None:
+    with get_client(sync_client=True) as client:
+        try:
+            resp = client.increment_concurrency_slots_with_lease(names=[name], slots=1, mode="concurrency",
+                                                                  lease_duration=LEASE_SECONDS)
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code == 423:  # Locked: every slot is taken
+                return None
+            raise
+    return str(resp.json()["lease_id"])
+
+
+def _renew_until(lease_id: str, stop: threading.Event) -> None:
+    # A failed renewal must not kill a runbook half-way (fenced, not yet promoted): finishing
+    # the change is safer than stopping it, and the lease outlives a short blip.
+    while not stop.wait(LEASE_SECONDS / 4):
+        try:
+            with get_client(sync_client=True) as client:
+                client.renew_concurrency_lease(lease_id, LEASE_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - logged, retried at the next interval
+            log.warning("could not renew lease %s: %s", lease_id, exc)
+
+
+def _release(lease_id: str) -> None:
+    try:
+        with get_client(sync_client=True) as client:
+            client.release_concurrency_slots_with_lease(lease_id)
+    except Exception as exc:  # noqa: BLE001 - the lease expires on its own
+        log.warning("could not release lease %s (it expires within %s s): %s", lease_id, LEASE_SECONDS, exc)
+
+
+def _variable_name(root_run_id: str) -> str:
+    return f"regionops-leases-{root_run_id}"
+
+
+def _root_run_id() -> str | None:
+    if not flow_run.get_id():
+        return None
+    return str(flow_run.get_root_flow_run_id())
+
+
+def _remember_lease(lease_id: str) -> None:
+    root = _root_run_id()
+    if root is None:
+        return
+    name = _variable_name(root)
+    held = Variable.get(name, default=[]) or []
+    Variable.set(name, [*held, lease_id], overwrite=True)
+
+
+def _forget_lease(lease_id: str) -> None:
+    root = _root_run_id()
+    if root is None:
+        return
+    name = _variable_name(root)
+    held = [x for x in (Variable.get(name, default=[]) or []) if x != lease_id]
+    if held:
+        Variable.set(name, held, overwrite=True)
+    else:
+        Variable.unset(name)
+
+
+def release_run_leases(root_run_id: str) -> int:
+    """Release every lock a run (and its subflows) still held; for a cancelled or crashed run.  Returns how many."""
+    name = _variable_name(root_run_id)
+    held = Variable.get(name, default=[]) or []
+    for lease_id in held:
+        _release(lease_id)
+    if held:
+        Variable.unset(name)
+    return len(held)

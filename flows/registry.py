@@ -42,6 +42,8 @@ RUNBOOKS: dict[str, Runbook] = {
                 "restore a backup into a scratch instance, prove it, measure the restore time"),
         Runbook("restore", "flows.restore", "restore", "RestoreParams",
                 "restore a backup onto a node: beside its data, verified, then swapped in"),
+        Runbook("dr-drill", "flows.dr_drill", "dr_drill", "DrillParams",
+                "inject a fault, recover, measure RTO/RPO from real writes, check consistency, roll back"),
     ]
 }
 

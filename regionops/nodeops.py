@@ -14,7 +14,9 @@ them as plain parameters; each returns a :class:`NodeOpResult` that reads as a s
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,11 +26,12 @@ from pydantic import BaseModel
 
 from regionops.drivers.pgconf import configure_standby, slot_name, write_node_settings
 from regionops.drivers.pgdata import pg_basebackup, pg_rewind, read_control_data, read_wal_end
-from regionops.drivers.pgtools import PgCtl, chown_to
+from regionops.drivers.pgtools import PgCtl, chown_to, process_state
 from regionops.drivers.postgres import NodeState, conninfo_for
 from regionops.errors import ExternalSystemError, PreconditionFailed, TransientError
 from regionops.lsn import Lsn
 from regionops.topology import Cluster, Topology
+from regionops.waiting import poll_until
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +256,12 @@ class LocalNodeOperator:
         ctl = self._pgctl(node)
         if not ctl.is_running():
             return NodeOpResult(node=node, operation="stop", changed=False, detail=f"{node} was not running")
+        if mode == "immediate" and ctl.is_frozen():
+            # A stopped (hung) postmaster never acts on pg_ctl's SIGQUIT: kill the instance.
+            killed = kill_instance(ctl)
+            return NodeOpResult(node=node, operation="stop", changed=True, seconds=self._timed(started),
+                                detail=f"killed {node} (SIGKILL to {killed} frozen process(es)): a hung server "
+                                       f"cannot honour an immediate stop")
         ctl.stop(mode, timeout=60)
         return NodeOpResult(node=node, operation="stop", changed=True, seconds=self._timed(started),
                             detail=f"stopped {node} ({mode}) in {self._timed(started):.1f} s")
@@ -346,6 +355,23 @@ class LocalNodeOperator:
         return NodeOpResult(node=node, operation="remove-replaced", changed=bool(old),
                             detail=f"removed {len(old)} set-aside data director{'y' if len(old) == 1 else 'ies'} "
                                    f"of {node}")
+
+
+def kill_instance(ctl: PgCtl, timeout: float = 10) -> int:
+    """SIGKILL a server's postmaster and every process it started; wait until they are gone.
+
+    Returns how many processes were signalled.  Killing the children too matters: a
+    stopped child would hold the shared memory and block the next start.
+    """
+    pids = ctl.instance_pids()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    poll_until(lambda: all(process_state(p) in (None, "Z") for p in pids), timeout=timeout, interval=0.05,
+               what="the killed server's processes to exit")
+    return len(pids)
 
 
 def replication_conninfo(cluster: Cluster, primary: str, for_node: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -184,6 +184,46 @@ class AwsSettings(Strict):
     secret_access_key: SecretRef | None = None
 
 
+FAULT_NAMES = ("primary-crash", "region-outage", "primary-freeze", "replica-loss", "planned-switchover")
+
+
+class FaultSettings(Strict):
+    """How a DR drill injects faults into this environment.
+
+    ``lab`` acts on the local lab's processes and data directories.  ``command`` runs
+    a templated command per fault (an SSM document, ``systemctl stop``, an FIS
+    experiment start); placeholders: ``{cluster} {node} {region} {host} {port} {data_dir}``.
+    """
+
+    driver: Literal["lab", "command"] = "command"
+    lab_dir: str | None = Field(None, description="the lab's state directory (driver lab)")
+    commands: dict[str, str] = Field(default_factory=dict, description="fault name -> command template")
+    heal_commands: dict[str, str] = Field(
+        default_factory=dict, description="fault name -> command that undoes it (resume, restart an app)")
+    timeout_seconds: float = Field(60, gt=0, description="how long one fault command may run")
+
+    @field_validator("commands", "heal_commands")
+    @classmethod
+    def _known_faults(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(FAULT_NAMES))
+        if unknown:
+            raise ValueError(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(FAULT_NAMES)}")
+        return value
+
+
+class DrillSettings(Strict):
+    """Disaster-recovery drills of this environment."""
+
+    faults: FaultSettings = FaultSettings()
+
+
+class AlertingSettings(Strict):
+    """Where Alertmanager's webhooks go: the alert receiver (the DR drill's alert path posts there too)."""
+
+    receiver_url: str = Field(description="base URL of the alert receiver, e.g. https://alerts.example.com")
+    token: SecretRef = Field(description="bearer token the receiver expects")
+
+
 class PrefectSettings(Strict):
     ui_url: str | None = Field(None, description="base URL of the Prefect UI, for links in reports")
 
@@ -198,6 +238,8 @@ class Topology(Strict):
     notifications: Notifications = Notifications()
     aws: AwsSettings = AwsSettings()
     prefect: PrefectSettings = PrefectSettings()
+    drills: DrillSettings = DrillSettings()
+    alerting: AlertingSettings | None = None
     state_dir: str | None = Field(None, description="where runbooks keep local state (locks, scratch)")
 
     # -- look-ups used everywhere -------------------------------------------------

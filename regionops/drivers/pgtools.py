@@ -119,6 +119,30 @@ def chown_to(path: Path, os_user: str | None) -> None:
                     pass  # a server may remove temp files while we walk
 
 
+def process_state(pid: int) -> str | None:
+    """The one-letter state of a process (R, S, T stopped, Z zombie ...), None when it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def child_pids(parent: int) -> list[int]:
+    """Direct children of ``parent`` (a postmaster's children are the whole instance)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent:
+            children.append(int(entry.name))
+    return children
+
+
 class PgCtl:
     """pg_ctl for one data directory."""
 
@@ -153,6 +177,24 @@ class PgCtl:
         """pg_ctl promote -w."""
         argv = [tool("pg_ctl"), "promote", "-w", "-t", str(timeout), "-D", self.data_dir]
         return run_tool(argv, os_user=self.os_user, timeout=timeout + 10)
+
+    def postmaster_pid(self) -> int | None:
+        """The postmaster's pid from postmaster.pid, or None when the server is not running."""
+        try:
+            pid = int((Path(self.data_dir) / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+        return pid if process_state(pid) not in (None, "Z") else None
+
+    def instance_pids(self) -> list[int]:
+        """The postmaster and every process it started (backends, WAL sender, checkpointer ...)."""
+        pid = self.postmaster_pid()
+        return [] if pid is None else [pid, *child_pids(pid)]
+
+    def is_frozen(self) -> bool:
+        """True when the postmaster is stopped (SIGSTOP): it cannot honour any pg_ctl request."""
+        pid = self.postmaster_pid()
+        return pid is not None and process_state(pid) == "T"
 
     def reload(self) -> str:
         """Reload the configuration files."""

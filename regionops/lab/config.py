@@ -84,6 +84,7 @@ class LabConfig(BaseModel):
     os_user: str | None = Field(None, description="runs PostgreSQL when the lab is started as root")
     pg_root: Path | None = Field(None, description="where data directories live; default <lab_dir>/pg")
     app_version: str = "1.0.0"
+    seed_rows: int = Field(1000, ge=0, description="customers seeded into the application database (5x orders)")
 
     @property
     def topology_path(self) -> Path:

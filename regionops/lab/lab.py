@@ -111,7 +111,7 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
                 "backup": {
                     "retention": {"keep_last": 3, "max_age_days": 7},
                     "copy_to": ["us"],
-                    "fingerprint_tables": ["public.app_events"],
+                    "fingerprint_tables": ["public.app_events", *pglab.SEED_TABLES],
                 },
             }
         },
@@ -125,6 +125,9 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
         },
         "aws": {"endpoint_url": f"http://127.0.0.1:{cfg.ports.moto}"},
         "prefect": {"ui_url": f"http://127.0.0.1:{cfg.ports.prefect}"},
+        "drills": {"faults": {"driver": "lab", "lab_dir": str(cfg.lab_dir)}},
+        **({"alerting": {"receiver_url": f"http://127.0.0.1:{cfg.ports.alerts}",
+                         "token": {"file": str(cfg.path("secrets", "alert-token"))}}} if cfg.ports.alerts else {}),
         "state_dir": str(cfg.path("state")),
     }
 

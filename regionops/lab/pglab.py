@@ -28,6 +28,54 @@ CREATE TABLE IF NOT EXISTS app_events (
 )
 """
 
+# Realistic application data, so restore verification and the DR drill's consistency
+# check compare real rows.  Deterministic (no random()): every lab seeds the same data.
+SEED_TABLES = ("public.customers", "public.products", "public.orders")
+SEED_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS customers (
+    id         bigint PRIMARY KEY,
+    name       text NOT NULL,
+    email      text NOT NULL UNIQUE,
+    region     text NOT NULL,
+    created_at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS products (
+    id          bigint PRIMARY KEY,
+    sku         text NOT NULL UNIQUE,
+    title       text NOT NULL,
+    price_cents integer NOT NULL
+);
+CREATE TABLE IF NOT EXISTS orders (
+    id          bigint PRIMARY KEY,
+    customer_id bigint NOT NULL REFERENCES customers (id),
+    product_id  bigint NOT NULL REFERENCES products (id),
+    quantity    integer NOT NULL,
+    status      text NOT NULL,
+    ordered_at  timestamptz NOT NULL
+)
+"""
+SEED_DATA_SQL = (
+    """
+INSERT INTO customers
+SELECT g, 'Customer ' || g, 'customer' || g || '@example.com',
+       (ARRAY['eu', 'us', 'apac'])[1 + g %% 3],
+       timestamptz '2024-01-01 00:00+00' + g * interval '17 minutes'
+FROM generate_series(1, %(customers)s) g
+ON CONFLICT DO NOTHING""",
+    """
+INSERT INTO products
+SELECT g, 'SKU-' || lpad(g::text, 6, '0'), 'Product ' || g, 199 + (g * 7919) %% 20000
+FROM generate_series(1, %(products)s) g
+ON CONFLICT DO NOTHING""",
+    """
+INSERT INTO orders
+SELECT g, 1 + (g * 7) %% %(customers)s, 1 + (g * 13) %% %(products)s, 1 + g %% 5,
+       (ARRAY['placed', 'paid', 'shipped', 'delivered', 'returned'])[1 + g %% 5],
+       timestamptz '2024-02-01 00:00+00' + g * interval '3 minutes'
+FROM generate_series(1, %(orders)s) g
+ON CONFLICT DO NOTHING""",
+)
+
 HBA_LINES = [
     "local all all trust",
     f"host all all {HOST}/32 trust",
@@ -135,7 +183,11 @@ def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None], keep_stopped
                 sql.ensure_slot(slot_name(node))
         if sql.ensure_database(LAB_DATABASE):
             progress(f"created database {LAB_DATABASE}")
-        SqlNode(conninfo(cfg, primary)).query(SCHEMA_SQL)
+        app = SqlNode(conninfo(cfg, primary))
+        app.query(SCHEMA_SQL)
+        seeded = seed_application_data(app, cfg.seed_rows)
+        if seeded:
+            progress(seeded)
 
     for node in LAB_NODES:
         if _has_data(cfg, node) or node in keep_stopped:
@@ -148,6 +200,19 @@ def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None], keep_stopped
         _clone_replica(cfg, node, primary)
         _ensure_running(cfg, node, progress)
     return primary
+
+
+def seed_application_data(app: SqlNode, customers: int) -> str | None:
+    """Create the application tables and fill them once (``customers`` rows, 5x orders).  None if present."""
+    app.query(SEED_SCHEMA_SQL)
+    # Orders go in last: a seeding interrupted half-way is completed by the next `lab up`.
+    if app.query("SELECT EXISTS (SELECT 1 FROM orders) AS seeded")[0]["seeded"] or customers <= 0:
+        return None
+    counts = {"customers": customers, "products": max(10, customers // 10), "orders": customers * 5}
+    for statement in SEED_DATA_SQL:
+        app.query(statement, counts)
+    return (f"seeded the application data: {counts['customers']} customers, {counts['products']} products, "
+            f"{counts['orders']} orders")
 
 
 def _ensure_running(cfg: LabConfig, node: str, progress: Callable[[str], None]) -> None:

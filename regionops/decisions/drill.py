@@ -1,0 +1,199 @@
+"""DR drill decisions, pure: what the canary's journal says about RTO and RPO, objectives, consistency,
+and what to do when a drill is cancelled half-way.
+
+No I/O here.  The drill flow gathers the canary journal, the rows present on the new
+primary and the table fingerprints of every node; these functions turn them into
+figures and verdicts that read as sentences.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from regionops.drivers.postgres import NodeState
+from regionops.model import CanaryWrite
+from regionops.topology import Objectives
+
+
+class DrillMeasurement(BaseModel):
+    """RTO, RPO and the write outage, measured from the application's own writes."""
+
+    writes_sent: int
+    writes_acknowledged: int
+    injected_at: datetime
+    first_ack_after_fault_at: datetime | None
+    rto_seconds: float | None  # fault injected -> first acknowledged write sent after it
+    unavailable_seconds: float  # the longest time without any acknowledged write
+    rpo_rows: int  # acknowledged writes missing on the new primary
+    rpo_seconds: float  # the span of time those lost writes cover
+    lost_seqs: list[int]
+    late_acks: list[int]  # committed after the client had given up on them
+
+    def sentence(self) -> str:
+        rto = f"RTO {self.rto_seconds:.2f} s" if self.rto_seconds is not None else "RTO not reached (no write acknowledged after the fault)"
+        return (f"{rto}; RPO {self.rpo_rows} acknowledged write(s) lost ({self.rpo_seconds:.2f} s of writes); "
+                f"writes unavailable for {self.unavailable_seconds:.2f} s; {self.writes_acknowledged} of "
+                f"{self.writes_sent} canary writes acknowledged")
+
+
+def measure(journal: list[CanaryWrite], injected_at: datetime, present_on_primary: set[int]) -> DrillMeasurement:
+    """Compute RTO, RPO and the outage from the canary journal and the rows really on the new primary.
+
+    RTO runs from the injection to the acknowledgement of the first write *sent* after
+    it (a write sent before the fault proves nothing about recovery).  RPO counts the
+    acknowledged writes absent from the new primary; its seconds are the time from the
+    first lost write being sent to the last one being acknowledged.
+    """
+    acked = [w for w in journal if w.acked and w.acked_at is not None]
+    after = [w for w in acked if w.sent_at >= injected_at]
+    first = min(after, key=lambda w: w.acked_at) if after else None  # type: ignore[arg-type, return-value]
+    lost = sorted((w for w in acked if w.seq not in present_on_primary), key=lambda w: w.seq)
+    rpo_seconds = (max(w.acked_at for w in lost) - min(w.sent_at for w in lost)).total_seconds() if lost else 0.0  # type: ignore[type-var, operator]
+    ack_times = sorted(w.acked_at for w in acked)  # type: ignore[type-var]
+    gaps = [(b - a).total_seconds() for a, b in zip(ack_times, ack_times[1:])]
+    return DrillMeasurement(
+        writes_sent=len(journal),
+        writes_acknowledged=len(acked),
+        injected_at=injected_at,
+        first_ack_after_fault_at=first.acked_at if first else None,
+        rto_seconds=round((first.acked_at - injected_at).total_seconds(), 3) if first and first.acked_at else None,
+        unavailable_seconds=round(max(gaps, default=0.0), 3),
+        rpo_rows=len(lost),
+        rpo_seconds=round(rpo_seconds, 3),
+        lost_seqs=[w.seq for w in lost],
+        late_acks=[w.seq for w in journal if w.late_ack_at is not None],
+    )
+
+
+class ObjectiveVerdict(BaseModel):
+    """One measured figure against the cluster's objective."""
+
+    name: Literal["RTO", "RPO"]
+    measured: float | None
+    objective: float
+    passed: bool
+
+    def sentence(self) -> str:
+        shown = "not reached" if self.measured is None else f"{self.measured:.2f} s"
+        return f"{self.name} {shown} vs objective {self.objective:g} s: {'pass' if self.passed else 'FAIL'}"
+
+
+def judge(measurement: DrillMeasurement, objectives: Objectives) -> list[ObjectiveVerdict]:
+    """RTO and RPO (seconds of writes lost) against the topology's objectives."""
+    rto = measurement.rto_seconds
+    return [
+        ObjectiveVerdict(name="RTO", measured=rto, objective=objectives.rto_seconds,
+                         passed=rto is not None and rto <= objectives.rto_seconds),
+        ObjectiveVerdict(name="RPO", measured=measurement.rpo_seconds, objective=objectives.rpo_seconds,
+                         passed=measurement.rpo_seconds <= objectives.rpo_seconds),
+    ]
+
+
+class Fingerprint(BaseModel):
+    """Row count and order-independent checksum of one table on one node."""
+
+    rows: int
+    checksum: str
+
+
+class ConsistencyCheck(BaseModel):
+    """Whether every compared node holds the same data as the primary."""
+
+    primary: str
+    nodes: list[str]  # replicas compared
+    tables: list[str]
+    not_compared: dict[str, str] = {}  # node -> why
+    mismatches: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def sentence(self) -> str:
+        skipped = "".join(f"; {n} not compared ({why})" for n, why in self.not_compared.items())
+        if self.ok:
+            return (f"consistent: {', '.join(self.nodes) or 'no replica'} hold the same rows and checksums as "
+                    f"{self.primary} in {len(self.tables)} table(s){skipped}")
+        return f"INCONSISTENT: {'; '.join(self.mismatches)}{skipped}"
+
+
+def compare_fingerprints(primary: str, fingerprints: dict[str, dict[str, Fingerprint]],
+                         not_compared: dict[str, str] | None = None) -> ConsistencyCheck:
+    """Compare every node's table fingerprints with the primary's."""
+    reference = fingerprints[primary]
+    mismatches = []
+    replicas = sorted(n for n in fingerprints if n != primary)
+    for node in replicas:
+        for table, want in reference.items():
+            got = fingerprints[node].get(table)
+            if got is None:
+                mismatches.append(f"{node} has no table {table}")
+            elif got != want:
+                mismatches.append(f"{table} on {node}: {got.rows} rows (checksum {got.checksum}) vs "
+                                  f"{want.rows} rows (checksum {want.checksum}) on {primary}")
+    return ConsistencyCheck(primary=primary, nodes=replicas, tables=sorted(reference), mismatches=mismatches,
+                            not_compared=not_compared or {})
+
+
+RescueKind = Literal["resume", "kill", "start", "point-writer", "fence-writes", "start-app", "escalate"]
+
+
+class RescueAction(BaseModel):
+    """One step that brings a cancelled drill's cluster back to exactly one writable primary."""
+
+    kind: RescueKind
+    node: str | None = None
+    why: str
+
+    def sentence(self) -> str:
+        return f"{self.kind} {self.node or ''}: {self.why}".replace("  ", " ")
+
+
+def decide_rescue(fault: str, target: str | None, states: dict[str, NodeState], writer: str | None, *,
+                  target_frozen: bool, target_fenced_on_disk: bool) -> list[RescueAction]:
+    """What a cancelled drill must do so that exactly one writable primary remains, named by the writer record.
+
+    Never makes a second primary: a frozen target is resumed only when nobody else took
+    writes (else it is killed), a crashed target is started only when no other node is
+    writable and its data directory is not fenced.  What needs a runbook is named, not done.
+    """
+    writable = [n for n, s in states.items()
+                if s.reachable and s.role == "primary" and not s.read_only and n != target]
+    actions: list[RescueAction] = []
+    if fault == "region-outage" and target:
+        actions.append(RescueAction(kind="start-app", node=target, why="the region's app was stopped by the drill"))
+    if target and target_frozen:
+        if writable:
+            actions.append(RescueAction(kind="kill", node=target,
+                                        why=f"{', '.join(writable)} took writes: the frozen old primary must not resume"))
+        else:
+            actions.append(RescueAction(kind="resume", node=target, why="no other node took writes: it is the primary"))
+            writable = [target]
+    elif target and states.get(target) is not None and not states[target].reachable and fault in (
+            "primary-crash", "region-outage"):
+        if writable:
+            pass  # left down: replica-resync rewinds it later
+        elif target_fenced_on_disk:
+            actions.append(RescueAction(kind="escalate", node=target,
+                                        why="no node is writable and the old primary is fenced: run the failover runbook"))
+        else:
+            actions.append(RescueAction(kind="start", node=target,
+                                        why="no other node took writes: restarting the crashed primary keeps one primary"))
+            writable = [target]
+    elif target and states.get(target) is not None and states[target].reachable and states[target].role == "primary" \
+            and not states[target].read_only:
+        writable = [target, *writable]
+    if len(writable) > 1:
+        keep = writer if writer in writable else writable[0]
+        for node in writable:
+            if node != keep:
+                actions.append(RescueAction(kind="fence-writes", node=node,
+                                            why=f"two writable primaries: the writer record names {keep}"))
+        writable = [keep]
+    if len(writable) == 1 and writer != writable[0]:
+        actions.append(RescueAction(kind="point-writer", node=writable[0],
+                                    why=f"the writer record names {writer or 'no node'}, the primary is {writable[0]}"))
+    return actions

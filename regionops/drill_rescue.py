@@ -1,0 +1,71 @@
+"""Making a cluster safe after a DR drill was cancelled half-way.
+
+The drill's process is gone (the runner killed it); its fault may still be in place and
+its recovery may have stopped at any step.  :func:`rescue_cluster` observes the
+cluster, asks the pure :func:`regionops.decisions.drill.decide_rescue` what leaves
+exactly one writable primary named by the writer record, and does only that: what needs
+a runbook (rewinding the old primary, re-cloning a lost replica) is left to
+replica-resync and named.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from regionops.decisions.drill import RescueAction, decide_rescue
+from regionops.drivers.faults import fault_injector_for
+from regionops.drivers.postgres import SqlObserver, conninfo_for
+from regionops.errors import RunbookError
+from regionops.ha import sqlsteps
+from regionops.ha.fencing import FenceRegistry
+from regionops.ha.writer import switch_writer, writer_node
+from regionops.nodeops import LocalNodeOperator
+from regionops.topology import Topology
+
+log = logging.getLogger(__name__)
+
+
+def rescue_cluster(topology: Topology, cluster: str, fault: str | None, target: str | None) -> list[str]:
+    """Leave exactly one writable primary that the writer record names.  Returns what was done, as sentences."""
+    c = topology.clusters[cluster]
+    observer = SqlObserver(connect_timeout=2)
+    states = {n: observer.observe(n, conninfo_for(c, spec)) for n, spec in c.nodes.items()}
+    ops = LocalNodeOperator(topology, cluster)
+    frozen = bool(target) and _frozen(ops, target)
+    fenced_on_disk = bool(target) and (Path(c.nodes[target].data_dir) / "standby.signal").exists()
+    actions = decide_rescue(fault or "", target, states, writer_node(topology, cluster),
+                            target_frozen=frozen, target_fenced_on_disk=fenced_on_disk)
+    if not actions:
+        return ["the cluster has exactly one writable primary and the writer record names it: nothing to do"
+                + (f"; run replica-resync to bring {target} back" if target and not states[target].reachable else "")]
+    return [_apply(topology, cluster, ops, action, fault) for action in actions]
+
+
+def _frozen(ops: LocalNodeOperator, node: str) -> bool:
+    try:
+        return ops._pgctl(node).is_frozen()  # noqa: SLF001 - the operator owns how a node's pg_ctl is built
+    except RunbookError:
+        return False
+
+
+def _apply(topology: Topology, cluster: str, ops: LocalNodeOperator, action: RescueAction, fault: str | None) -> str:
+    node = action.node
+    try:
+        if action.kind == "resume" and node:
+            return fault_injector_for(topology).resume("primary-freeze", cluster, node).sentence()
+        if action.kind == "start-app" and node:
+            return fault_injector_for(topology).resume("region-outage", cluster, node).sentence()
+        if action.kind == "kill" and node:
+            stopped = ops.stop(node, "immediate").sentence()
+            return f"{stopped}; {ops.block_primary_start(node).sentence()}"
+        if action.kind == "start" and node:
+            return ops.start(node).sentence()
+        if action.kind == "fence-writes" and node:
+            return sqlsteps.fence_writes(topology.clusters[cluster], node).sentence()
+        if action.kind == "point-writer" and node:
+            return switch_writer(topology, cluster, node, fences=FenceRegistry.for_topology(topology)).sentence()
+        return f"needs a human: {action.sentence()}"
+    except RunbookError as exc:
+        log.warning("rescue step %s failed: %s", action.kind, exc)
+        return f"could not {action.kind} {node}: {exc}"

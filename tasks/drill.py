@@ -1,0 +1,91 @@
+"""DR drill tasks: faults, the canary's measurements, table fingerprints, the alert post.
+
+Thin: each calls one driver function.  Injection does not retry (a fault happens once);
+reads retry when the failure is transient.  The waits are tasks too, so the drill's
+time spent waiting shows in the Prefect UI (and bench/drill.py can tell it from
+orchestration).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from regionops.decisions.drill import Fingerprint
+from regionops.drivers.alerts import AlertPosted, alert_client_for
+from regionops.drivers.canary import CanaryWriter, canary_rows
+from regionops.drivers.faults import FaultInjection, FaultName, fault_injector_for
+from regionops.drivers.postgres import SqlNode, conninfo_for
+from regionops.errors import DeadlineExceeded
+from regionops.lsn import Lsn
+from regionops.topology import Topology
+from regionops.waiting import poll_until
+from tasks.common import TRANSIENT_RETRIES
+
+
+@task(name="check fault", cache_policy=NO_CACHE)
+def check_fault(topology: Topology, fault: FaultName, cluster: str, node: str | None) -> str:
+    """How the fault would be injected; raises FaultInjectionFailed when it cannot be."""
+    return fault_injector_for(topology).check(fault, cluster, node)
+
+
+@task(name="inject fault", cache_policy=NO_CACHE)
+def inject_fault(topology: Topology, fault: FaultName, cluster: str, node: str | None) -> FaultInjection:
+    """Inject the drill's fault (once: never retried)."""
+    return fault_injector_for(topology).inject(fault, cluster, node)
+
+
+@task(name="resume after fault", cache_policy=NO_CACHE)
+def resume_fault(topology: Topology, fault: FaultName, cluster: str, node: str | None) -> FaultInjection:
+    """Undo what needs no runbook: resume frozen processes, restart stopped apps."""
+    return fault_injector_for(topology).resume(fault, cluster, node)
+
+
+@task(name="canary baseline", cache_policy=NO_CACHE)
+def wait_for_acks(canary: CanaryWriter, count: int, timeout: float) -> int:
+    """Wait until the canary has ``count`` acknowledged writes (its steady state).  Returns how many."""
+    return poll_until(lambda: sum(w.acked for w in canary.journal()) >= count and
+                      sum(w.acked for w in canary.journal()), timeout=timeout, interval=0.05,
+                      what=f"{count} acknowledged canary writes")
+
+
+@task(name="wait for writes after the fault", cache_policy=NO_CACHE)
+def wait_first_ack_after(canary: CanaryWriter, after: datetime, timeout: float) -> datetime | None:
+    """When the first write sent after ``after`` was acknowledged (None if none within ``timeout``)."""
+    def first() -> datetime | None:
+        acks = [w.acked_at for w in canary.journal() if w.acked and w.acked_at and w.sent_at >= after]
+        return min(acks) if acks else None
+
+    try:
+        return poll_until(first, timeout=timeout, interval=0.05, what="an acknowledged canary write after the fault")
+    except DeadlineExceeded:
+        return None
+
+
+@task(name="canary rows on a node", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def rows_on(topology: Topology, cluster: str, node: str, run_id: str) -> set[int]:
+    """Sequence numbers of this drill's canary rows present on ``node``."""
+    return canary_rows(topology, cluster, node, run_id)
+
+
+@task(name="fingerprint tables", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def fingerprint_tables(topology: Topology, cluster: str, node: str, tables: list[str]) -> dict[str, Fingerprint]:
+    """Row count and checksum of each table on ``node``."""
+    c = topology.clusters[cluster]
+    db = SqlNode(conninfo_for(c, c.nodes[node]))
+    return {t: Fingerprint.model_validate(db.table_fingerprint(t)) for t in tables}
+
+
+@task(name="post alert", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def post_alert(topology: Topology, payload: dict) -> AlertPosted:
+    """POST an Alertmanager notification to the topology's alert receiver."""
+    return alert_client_for(topology).post(payload)
+
+
+@task(name="current WAL position", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def current_lsn(topology: Topology, cluster: str, node: str) -> Lsn:
+    """The primary's WAL insert position now (what replicas must replay to have caught up)."""
+    c = topology.clusters[cluster]
+    return SqlNode(conninfo_for(c, c.nodes[node])).current_lsn()

@@ -1,0 +1,157 @@
+"""DR drill pieces without a lab: RTO/RPO from a journal, verdicts, consistency, rescue, parameters, commands."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from regionops.decisions.drill import Fingerprint, compare_fingerprints, decide_rescue, judge, measure
+from regionops.drivers.faults import CommandFaultInjector, FaultInjectionFailed
+from regionops.drivers.postgres import NodeState
+from regionops.model import CanaryWrite
+from regionops.topology import Objectives, parse_topology
+
+T0 = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
+
+
+def w(seq: int, sent: float, acked: float | None, node: str = "eu-1") -> CanaryWrite:
+    return CanaryWrite(seq=seq, sent_at=T0 + timedelta(seconds=sent), acked=acked is not None,
+                       acked_at=T0 + timedelta(seconds=acked) if acked is not None else None,
+                       node=node, error=None if acked is not None else "connection refused")
+
+
+JOURNAL = [
+    w(1, -0.20, -0.19), w(2, -0.15, -0.14), w(3, -0.10, -0.09), w(4, -0.05, -0.04),  # acked by eu-1
+    w(5, 0.00, None), w(6, 1.0, None), w(7, 2.0, None),                          # outage
+    w(8, 3.0, 3.02, "us-1"), w(9, 3.05, 3.07, "us-1"),
+]
+
+
+def test_rto_runs_from_the_fault_to_the_first_acknowledged_write_sent_after_it():
+    m = measure(JOURNAL, T0, present_on_primary={1, 2, 3, 4, 8, 9})
+    assert m.rto_seconds == pytest.approx(3.02)
+    assert m.rpo_rows == 0 and m.rpo_seconds == 0 and m.lost_seqs == []
+    assert m.unavailable_seconds == pytest.approx(3.06)  # from ack 4 (-0.04) to ack 8 (3.02)
+    assert (m.writes_sent, m.writes_acknowledged) == (9, 6)
+
+
+def test_rpo_counts_acknowledged_writes_missing_on_the_new_primary_and_the_time_they_span():
+    m = measure(JOURNAL, T0, present_on_primary={1, 2, 8, 9})
+    assert m.rpo_rows == 2 and m.lost_seqs == [3, 4]
+    assert m.rpo_seconds == pytest.approx(0.06)  # seq 3 sent at -0.10, seq 4 acked at -0.04
+    assert "RPO 2 acknowledged write(s) lost" in m.sentence()
+
+
+def test_no_write_after_the_fault_means_rto_not_reached_and_the_objective_fails():
+    m = measure(JOURNAL[:7], T0, present_on_primary={1, 2, 3, 4})
+    assert m.rto_seconds is None
+    rto, rpo = judge(m, Objectives(rto_seconds=30, rpo_seconds=5))
+    assert not rto.passed and "not reached" in rto.sentence() and rpo.passed
+
+
+def test_verdicts_compare_with_the_objectives():
+    m = measure(JOURNAL, T0, present_on_primary={1, 2, 8, 9})
+    assert [v.passed for v in judge(m, Objectives(rto_seconds=3, rpo_seconds=0.05))] == [False, False]
+    assert [v.passed for v in judge(m, Objectives(rto_seconds=4, rpo_seconds=1))] == [True, True]
+
+
+def test_a_late_acknowledgement_is_reported_not_counted():
+    late = w(5, 0.0, None)
+    late.late_ack_at = T0 + timedelta(seconds=9)
+    m = measure([*JOURNAL[:4], late, *JOURNAL[5:]], T0, present_on_primary={1, 2, 3, 4, 5, 8, 9})
+    assert m.late_acks == [5] and m.writes_acknowledged == 6
+
+
+def test_consistency_names_each_table_that_differs():
+    same = {"public.orders": Fingerprint(rows=5, checksum="9")}
+    check = compare_fingerprints("us-1", {"us-1": same, "apac-1": same, "eu-1": {
+        "public.orders": Fingerprint(rows=4, checksum="7")}}, not_compared={})
+    assert not check.ok
+    assert check.mismatches == ["public.orders on eu-1: 4 rows (checksum 7) vs 5 rows (checksum 9) on us-1"]
+    assert compare_fingerprints("us-1", {"us-1": same, "apac-1": same}).ok
+
+
+def state(node: str, role: str = "replica", reachable: bool = True, read_only: bool = False) -> NodeState:
+    return NodeState(node=node, reachable=reachable, role=role if reachable else "unknown", read_only=read_only,
+                     observed_at=T0)
+
+
+@pytest.mark.parametrize("case, states, writer, frozen, fenced, expected", [
+    ("crash before promotion: restart the old primary",
+     {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1")}, "eu-1", False, False,
+     [("start", "eu-1")]),
+    ("crash after promotion, writer already moved: nothing to do",
+     {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1", "primary")}, "us-1", False, True, []),
+    ("promoted but the writer record not moved yet",
+     {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1", "primary")}, "eu-1", False, True,
+     [("point-writer", "us-1")]),
+    ("fenced and nobody promoted: a human runs failover",
+     {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1")}, "eu-1", False, True,
+     [("escalate", "eu-1")]),
+    ("frozen, nobody took writes: resume it",
+     {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1")}, "eu-1", True, False, [("resume", "eu-1")]),
+    ("frozen while another took writes: kill it, never resume",
+     {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1", "primary")}, "us-1", True, False,
+     [("kill", "eu-1")]),
+])
+def test_rescue_after_a_cancelled_drill_leaves_exactly_one_writable_primary(case, states, writer, frozen, fenced,
+                                                                             expected):
+    fault = "primary-freeze" if frozen else "primary-crash"
+    actions = decide_rescue(fault, "eu-1", states, writer, target_frozen=frozen, target_fenced_on_disk=fenced)
+    assert [(a.kind, a.node) for a in actions] == expected, case
+
+
+def test_rescue_fences_a_second_writable_primary_the_writer_does_not_name():
+    states = {"eu-1": state("eu-1", "primary"), "us-1": state("us-1", "primary")}
+    actions = decide_rescue("primary-crash", "eu-1", states, "us-1", target_frozen=False, target_fenced_on_disk=False)
+    assert [(a.kind, a.node) for a in actions] == [("fence-writes", "eu-1")]
+
+
+def test_a_bad_scenario_or_an_alert_started_switchover_is_a_named_parameter_error():
+    from flows.dr_drill import DrillParams
+
+    with pytest.raises(ValidationError, match="scenario"):
+        DrillParams(scenario="meteor-strike")
+    with pytest.raises(ValidationError, match="recovery_path alert does not apply to planned-switchover"):
+        DrillParams(scenario="planned-switchover", recovery_path="alert")
+
+
+def topology(commands: dict[str, str], timeout: float = 5):
+    return parse_topology({
+        "name": "t",
+        "regions": {"eu": {"aws_region": "eu-west-1", "residency": "eu", "app_url": "http://eu", "bucket": "b-eu",
+                           "work_pool": "p-eu"}},
+        "clusters": {"core": {"nodes": {"eu-1": {"region": "eu", "host": "db1", "port": 5432, "data_dir": "/d"}},
+                              "writer_record": "writer.core.example.com"}},
+        "traffic": {"route53_zone": "example.com"},
+        "drills": {"faults": {"driver": "command", "commands": commands, "timeout_seconds": timeout}},
+    })
+
+
+def test_command_faults_run_the_templated_command_for_the_node():
+    py = sys.executable
+    injector = CommandFaultInjector(topology({"primary-crash": f"{py} -c \"print('kill {{node}} on {{host}}:{{port}}')\""}))
+    done = injector.inject("primary-crash", "core", "eu-1")
+    assert done.changed and "kill eu-1 on db1:5432" in done.sentence()
+
+
+def test_a_failing_or_hanging_fault_command_is_a_named_refusal():
+    py = sys.executable
+    failing = CommandFaultInjector(topology({"primary-crash": f"{py} -c \"import sys; sys.exit(3)\""}))
+    with pytest.raises(FaultInjectionFailed, match="exited 3"):
+        failing.inject("primary-crash", "core", "eu-1")
+    hanging = CommandFaultInjector(topology({"primary-crash": f"{py} -c \"import time; time.sleep(5)\""}, timeout=0.3))
+    with pytest.raises(FaultInjectionFailed, match="did not finish within 0.3 s"):
+        hanging.inject("primary-crash", "core", "eu-1")
+    with pytest.raises(FaultInjectionFailed, match="no command for it"):
+        hanging.check("region-outage", "core", "eu-1")
+
+
+def test_an_unknown_fault_in_the_topology_is_named():
+    from regionops.errors import TopologyError
+
+    with pytest.raises(TopologyError, match="unknown fault"):
+        topology({"meteor": "true"})
