@@ -113,8 +113,9 @@ def test_restart_after_failover_keeps_primary_fence_and_backups(ha_lab):
     assert taken.backup_id in {b.backup_id for b in complete_backups(store, home, "core")}
     verdict = restore_verify(RestoreVerifyParams(topology=topo, backup_id=taken.backup_id, notify=False))
     assert verdict.passed, verdict.sentence()
-    (table,) = verdict.tables
-    assert (table.restored_rows, table.restored_checksum) == (expected.rows, expected.checksum)
+    restored = {t.table: (t.restored_rows, t.restored_checksum) for t in verdict.tables}
+    assert restored[TABLE] == (expected.rows, expected.checksum)
+    assert restored == {name: (f.rows, f.checksum) for name, f in taken.fingerprint.items()}
     now = BackupSql(labtools.sql(lab, "us-1").info).fingerprints([TABLE])[TABLE]
     assert now["rows"] > expected.rows  # the rows written after the backup are not in the restore
 
