@@ -419,7 +419,9 @@ class Lab:
                                      healthy=serving and count > 0,
                                      detail=f"{count} deployment(s) served" if serving else "not serving"))
         cluster_ok = report is not None and report.healthy
-        advice = advice_for(report, reconcile_writer(states, report.writer.node, fenced), fenced) if report else []
+        stopped = [n for n in LAB_NODES if n not in fenced and not port_open(cfg.ports.postgres[n])]
+        advice = (advice_for(report, reconcile_writer(states, report.writer.node, fenced), fenced, stopped)
+                  if report else [])
         return LabStatus(
             lab_dir=str(cfg.lab_dir), exists=exists,
             healthy=exists and cluster_ok and all(c.healthy for c in comps),

@@ -93,10 +93,20 @@ def reconcile_writer(states: Mapping[str, NodeState], writer_before: str | None,
     )
 
 
-def advice_for(report: RegionHealthReport, writer: WriterReconcile, fenced: Collection[str] = ()) -> list[str]:
-    """What to run about each kind of problem region health found in the lab (empty when healthy)."""
+def advice_for(report: RegionHealthReport, writer: WriterReconcile, fenced: Collection[str] = (),
+               stopped: Collection[str] = ()) -> list[str]:
+    """What to run about each kind of problem region health found in the lab (empty when healthy).
+
+    ``stopped``: nodes whose server is not running at all (and not fenced): ``lab up``
+    starts them, which is all a lab that is simply down needs.
+    """
     kinds = report.problem_kinds()
+    if stopped and len(stopped) == len(report.nodes):
+        return ["`regionops lab up` starts the lab (every node is stopped)"]
     advice: list[str] = []
+    if stopped:
+        advice.append(f"`regionops lab up` starts the stopped node(s) {', '.join(sorted(stopped))} "
+                      "as they last ran")
     if kinds & {"no_primary", "multiple_primaries"} and writer.advice:
         advice.append(f"{writer.reason}: run {writer.advice}")
     elif kinds & {"writer_not_primary", "writer_record_missing"}:

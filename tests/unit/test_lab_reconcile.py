@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from regionops.lab.reconcile import advice_for, reconcile_writer
-from tests.unit.test_health import APPS, BUCKETS, NOW, assess, primary, replica
 from regionops.drivers.postgres import NodeState
 from regionops.drivers.traffic import DnsRecord
+from regionops.lab.reconcile import advice_for, reconcile_writer
+from tests.unit.test_health import APPS, BUCKETS, NOW, assess, primary, replica
 
 
 def down(name: str) -> NodeState:
@@ -75,3 +75,18 @@ def test_advice_for_split_brain_and_a_dead_app():
     advice = advice_for(report, reconcile_writer(observed, "eu-1"))
     assert advice[0].startswith("2 nodes are primary at once") and "rewind us-1 onto eu-1" in advice[0]
     assert advice[1] == "`regionops lab up` starts every lab process that is not running"
+
+
+def test_advice_for_a_stopped_lab_is_lab_up_only():
+    observed = states(down("eu-1"), down("us-1"))
+    report = assess(list(observed.values()))
+    assert advice_for(report, reconcile_writer(observed, "eu-1"), stopped=["eu-1", "us-1"]) == [
+        "`regionops lab up` starts the lab (every node is stopped)"]
+
+
+def test_advice_for_a_crashed_primary_offers_lab_up_and_failover():
+    observed = states(down("eu-1"), replica("us-1", status="connecting"))
+    report = assess(list(observed.values()))
+    advice = advice_for(report, reconcile_writer(observed, "eu-1"), stopped=["eu-1"])
+    assert advice[0] == "`regionops lab up` starts the stopped node(s) eu-1 as they last ran"
+    assert "`regionops run failover`" in advice[1]
