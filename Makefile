@@ -27,6 +27,7 @@ test-unit: setup
 bench: setup
 	$(PY) bench/backup.py
 	$(PY) bench/failover.py
+	$(PY) bench/drill.py
 
 lab-up: setup
 	$(VENV)/bin/regionops lab up

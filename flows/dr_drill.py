@@ -249,7 +249,7 @@ def _drill(topology: Topology, cluster: str, params: DrillParams, reporter: RunR
     original = steady.primary
     assert original is not None  # a healthy steady state has one primary
     target = _choose_target(topology, cluster, params, original)
-    reporter.step(check_fault(topology, params.scenario, cluster, target))
+    reporter.step(f"the fault can be injected: {check_fault(topology, params.scenario, cluster, target)}")
     if params.recovery_path == "alert" and topology.alerting is None:
         raise refuse(reporter, f"recovery_path alert needs the topology's alerting section (the alert receiver)")
     canary_id = f"{current_run.get_name() or 'drill'}-{uuid.uuid4().hex[:8]}"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from regionops.errors import RunbookError
-from regionops.topology import default_lab_dir
+from regionops.topology import FAULT_NAMES, default_lab_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_PROBLEMS = 0, 1, 3
 
@@ -23,7 +23,10 @@ def _lab(args: argparse.Namespace):
     from regionops.lab.lab import Lab
 
     lab_dir = Path(args.lab_dir) if args.lab_dir else default_lab_dir()
-    return Lab.open(lab_dir, base_port=getattr(args, "base_port", None), free_ports=getattr(args, "free_ports", False))
+    lab = Lab.open(lab_dir, base_port=getattr(args, "base_port", None), free_ports=getattr(args, "free_ports", False))
+    if getattr(args, "seed_rows", None) is not None:
+        lab.cfg.seed_rows = args.seed_rows
+    return lab
 
 
 def _print_status(status: Any, as_json: bool) -> None:
@@ -56,11 +59,45 @@ def cmd_lab(args: argparse.Namespace) -> int:
         status = lab.status()
         _print_status(status, args.json)
         return EXIT_OK if status.healthy else EXIT_FAILED
+    if args.lab_command in ("fault", "heal"):
+        return _lab_fault(lab, args)
     held = lab.down(progress=print, purge=args.purge)
     if held:
         print("ports still held: " + ", ".join(held), file=sys.stderr)
         return EXIT_FAILED
     print("lab stopped; no lab port is held")
+    return EXIT_OK
+
+
+def _lab_fault(lab: Any, args: argparse.Namespace) -> int:
+    """lab fault NAME [--node N] | lab heal: the DR drill's faults, by hand."""
+    from regionops.decisions import find_primary
+    from regionops.drivers.postgres import SqlObserver, conninfo_for
+    from regionops.ha.writer import writer_node
+    from regionops.lab.config import LAB_CLUSTER
+    from regionops.lab.faults import LabFaultInjector
+
+    topology = lab.topology()
+    injector = LabFaultInjector(topology, lab.cfg.lab_dir)
+    if args.lab_command == "heal":
+        for line in injector.heal(LAB_CLUSTER):
+            print(line)
+        return EXIT_OK
+    if args.name == "planned-switchover":
+        print("planned-switchover injects no fault: run `regionops run switchover`")
+        return EXIT_OK
+    node = args.node
+    if node is None:
+        cluster = topology.clusters[LAB_CLUSTER]
+        states = {n: SqlObserver(connect_timeout=2).observe(n, conninfo_for(cluster, spec))
+                  for n, spec in cluster.nodes.items()}
+        view = find_primary(topology, LAB_CLUSTER, states, writer_node(topology, LAB_CLUSTER))
+        if view.primary is None:
+            raise RunbookError(f"cannot tell which node is the primary ({view.reason}); name one with --node")
+        node = view.primary if args.name != "replica-loss" else min(
+            (n for n in cluster.nodes if n != view.primary), key=lambda n: cluster.nodes[n].priority)
+    print(injector.inject(args.name, LAB_CLUSTER, node).sentence())
+    print("undo with `regionops lab heal`, or let the runbooks repair it (failover, replica-resync)")
     return EXIT_OK
 
 
@@ -139,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Start the lab, run region health on it, and say where to look."""
+    """Start the lab, run region health and a primary-crash DR drill on it, and say where to look."""
     lab = _lab(args)
     status = lab.up(progress=print)
     _print_status(status, as_json=False)
@@ -158,17 +195,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"\nresult: {state.result().sentence()}")
     else:
         print(f"\nregion-health {state.name.lower()}: {state.message}", file=sys.stderr)
+        return EXIT_FAILED
+    drill_state = _demo_drill(lab)
+    drill_ok = drill_state.is_completed() and drill_state.result().ok
     print(
         "\nwhere to look:\n"
         f"  Prefect UI:           {ui}\n"
-        f"  this run and report:  {ui}/runs/flow-run/{state.state_details.flow_run_id}  (Artifacts tab)\n"
-        f"  all reports:          {ui}/artifacts\n"
+        f"  region-health run:    {ui}/runs/flow-run/{state.state_details.flow_run_id}  (Artifacts tab)\n"
+        f"  DR drill run/report:  {ui}/runs/flow-run/{drill_state.state_details.flow_run_id}  (Artifacts tab)\n"
+        f"  all reports, trend:   {ui}/artifacts\n"
         f"  Slack messages:       http://127.0.0.1:{lab.cfg.ports.slack}/messages\n"
         f"  topology file:        {lab.cfg.topology_path}\n"
-        "  run a runbook:        .venv/bin/regionops run region-health\n"
+        "  run a runbook:        .venv/bin/regionops run region-health   (or dr-drill --set scenario=primary-freeze)\n"
         "  stop the lab:         .venv/bin/regionops lab down   (add --purge to remove its state)"
     )
-    return EXIT_OK if state.is_completed() else EXIT_FAILED
+    return EXIT_OK if drill_ok else EXIT_FAILED
+
+
+def _demo_drill(lab: Any) -> Any:
+    """A primary-crash DR drill on the lab, its RTO and RPO printed."""
+    from flows.dr_drill import DrillParams, dr_drill
+
+    print("\nrunning a primary-crash DR drill (eu-1 is killed, failover, measured, rolled back) ...")
+    state = dr_drill(DrillParams(topology=str(lab.cfg.topology_path), scenario="primary-crash",
+                                 confirmation_seconds=2), return_state=True)
+    if not state.is_completed():
+        print(f"dr-drill {state.name.lower()}: {state.message}", file=sys.stderr)
+        return state
+    result = state.result()
+    m = result.measurement
+    print(f"\nresult: {result.sentence()}")
+    if m is not None:
+        print(f"  RTO {m.rto_seconds} s (fault -> first acknowledged write), RPO {m.rpo_rows} rows "
+              f"({m.rpo_seconds} s of writes); objectives: " + ", ".join(v.sentence() for v in result.verdicts))
+    return state
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -187,8 +247,16 @@ def make_parser() -> argparse.ArgumentParser:
             p.add_argument("--base-port", type=int, help="first port of the lab's range (first up only)")
             p.add_argument("--free-ports", action="store_true", help="pick free ports (first up only)")
             p.add_argument("--no-prefect", action="store_true", help="skip the Prefect server")
+            p.add_argument("--seed-rows", type=int,
+                           help="customers seeded into the application database on the first up (default 1000)")
         if name == "down":
             p.add_argument("--purge", action="store_true", help="also remove the lab directory")
+    fault = lab_sub.add_parser("fault", help="inject a DR drill fault by hand")
+    fault.add_argument("name", choices=FAULT_NAMES, help="the fault")
+    fault.add_argument("--node", help="the node (default: the primary; for replica-loss the lowest-priority replica)")
+    heal = lab_sub.add_parser("heal", help="undo what faults left: resume, restart apps, start nodes that are safe to")
+    for p in (fault, heal):
+        p.add_argument("--lab-dir", help="lab state directory (default $REGIONOPS_LAB_DIR or ./.lab)")
 
     run = sub.add_parser("run", help="run a runbook locally against a topology")
     run.add_argument("name", help="runbook name, e.g. region-health")

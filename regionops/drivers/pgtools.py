@@ -152,7 +152,17 @@ class PgCtl:
         self.log_file = str(log_file) if log_file else None
 
     def is_running(self) -> bool:
-        """pg_ctl status: True when a postmaster runs on this data directory."""
+        """pg_ctl status: True when a postmaster runs on this data directory.
+
+        A killed postmaster whose parent has not reaped it yet (a zombie) counts as not
+        running: pg_ctl would call it alive and wait for it forever.
+        """
+        try:
+            pid = int((Path(self.data_dir) / "postmaster.pid").read_text().split("\n", 1)[0])
+            if process_state(pid) in (None, "Z"):
+                return False
+        except (OSError, ValueError):
+            pass  # no pid file, or not ours to read: pg_ctl decides
         try:
             run_tool([tool("pg_ctl"), "status", "-D", self.data_dir], os_user=self.os_user, timeout=10)
             return True
@@ -161,6 +171,7 @@ class PgCtl:
 
     def start(self, timeout: int = 60) -> str:
         """Start the server and wait until it accepts connections."""
+        self._clear_dead_pid_file()
         argv = [tool("pg_ctl"), "start", "-w", "-t", str(timeout), "-D", self.data_dir]
         if self.log_file:
             argv += ["-l", self.log_file]
@@ -177,6 +188,17 @@ class PgCtl:
         """pg_ctl promote -w."""
         argv = [tool("pg_ctl"), "promote", "-w", "-t", str(timeout), "-D", self.data_dir]
         return run_tool(argv, os_user=self.os_user, timeout=timeout + 10)
+
+    def _clear_dead_pid_file(self) -> None:
+        # A killed postmaster that nobody has reaped yet is a zombie: PostgreSQL's lock-file
+        # check calls it alive and refuses to start.  Its pid file names a dead process.
+        pid_file = Path(self.data_dir) / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return
+        if process_state(pid) == "Z":
+            pid_file.unlink(missing_ok=True)
 
     def postmaster_pid(self) -> int | None:
         """The postmaster's pid from postmaster.pid, or None when the server is not running."""
