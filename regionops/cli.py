@@ -40,6 +40,10 @@ def _print_status(status: Any, as_json: bool) -> None:
         print(f"  {mark}{c.name:<{width}}  {c.endpoint:<28} {c.detail}")
     if status.prefect_ui:
         print(f"  Prefect UI: {status.prefect_ui}")
+    if status.cluster and not status.cluster_healthy:
+        print(f"cluster: {status.cluster}")
+        for advice in status.advice:
+            print(f"  to repair: {advice}")
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -49,7 +53,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
         status = lab.up(progress=print, with_prefect=not args.no_prefect)
         _print_status(status, args.json)
         print(f"topology: {lab.cfg.topology_path}")
-        return EXIT_OK if status.healthy or args.no_prefect else EXIT_FAILED
+        # Without Prefect only its components may be down; the cluster must be healthy either way.
+        return EXIT_OK if status.healthy or (args.no_prefect and status.cluster_healthy) else EXIT_FAILED
     if args.lab_command == "status":
         status = lab.status()
         _print_status(status, args.json)

@@ -1,9 +1,15 @@
 """The local three-region environment: ``up`` (idempotent), ``status`` and ``down``.
 
-Real services on loopback: PostgreSQL 15 (cluster core, primary eu-1, replicas us-1 and
-apac-1), moto's server for S3 and Route53, a Slack-compatible sink, one web app per
-region and a Prefect server with its UI.  The lab writes its own topology file; every
-runbook reads the environment from that file, as it would a production one.
+Real services on loopback: PostgreSQL 15 (cluster core, created with primary eu-1 and
+replicas us-1 and apac-1), moto's server for S3 and Route53 (its state kept on disk, see
+:mod:`regionops.lab.awsserver`), a Slack-compatible sink, one web app per region and a
+Prefect server with its UI.  The lab writes its own topology file; every runbook reads
+the environment from that file, as it would a production one.
+
+``up`` on an existing lab reconciles rather than re-initialises: the nodes keep their
+roles, fenced nodes stay stopped, the writer record follows the node that really is
+primary (:mod:`regionops.lab.reconcile`), and ``status`` judges the cluster with the same
+assessment as the region-health runbook.
 """
 
 from __future__ import annotations
@@ -20,19 +26,23 @@ import yaml
 from pydantic import BaseModel
 
 from regionops.drivers.objectstore import objectstore_for
-from regionops.drivers.postgres import SqlObserver
+from regionops.drivers.postgres import NodeState, SqlObserver
+from regionops.drivers.probes import HttpAppProber
 from regionops.drivers.traffic import traffic_for
 from regionops.lab import pglab
 from regionops.lab.config import (
     LAB_CLUSTER,
     LAB_DATABASE,
     LAB_NODES,
-    LAB_PRIMARY,
     LAB_REGIONS,
     LAB_ZONE,
     LabConfig,
 )
-from regionops.errors import ExternalSystemError
+from regionops.errors import ExternalSystemError, RunbookError
+from regionops.ha.fencing import FenceRegistry
+from regionops.ha.writer import writer_node
+from regionops.health import RegionHealthReport, assess_health
+from regionops.lab.reconcile import WriterReconcile, advice_for, reconcile_writer
 from regionops.lab.processes import (
     pid_alive,
     port_open,
@@ -140,6 +150,10 @@ class LabStatus(BaseModel):
     healthy: bool
     components: list[ComponentStatus]
     prefect_ui: str | None = None
+    cluster_healthy: bool = False  # region health's verdict on cluster core (roles, streaming, writer record)
+    cluster: str | None = None  # that verdict as a sentence
+    problems: list[str] = []  # every problem region health finds, named
+    advice: list[str] = []  # what to run about them
 
 
 class Lab:
@@ -170,9 +184,10 @@ class Lab:
             cfg.path(sub).mkdir(parents=True, exist_ok=True)
         steps: list[tuple[str, Callable[[], None]]] = [
             ("topology file", self._write_topology),
-            ("PostgreSQL cluster core", lambda: pglab.ensure_cluster(cfg, lambda m: progress(f"      {m}"))),
+            ("PostgreSQL cluster core", lambda: pglab.ensure_cluster(
+                cfg, lambda m: progress(f"      {m}"), keep_stopped=self.fenced_nodes())),
             ("moto server (S3, Route53)", self._start_moto),
-            ("buckets and writer record", self._ensure_aws_resources),
+            ("buckets and writer record", lambda: self._ensure_aws_resources(lambda m: progress(f"      {m}"))),
             ("Slack sink", self._start_slack_sink),
             ("regional apps", self._start_apps),
         ]
@@ -203,26 +218,44 @@ class Lab:
         pid = spawn(self.cfg.lab_dir, name, argv, env=env)
         wait_for_port(port, timeout=timeout, what=name, pid=pid, log=self.cfg.path("logs", f"{name}.log"))
 
+    @property
+    def aws_state_file(self) -> Path:
+        """Where the S3/Route53 server keeps its state between runs (removed only by ``down --purge``)."""
+        return self.cfg.path("aws", "s3-route53.state")
+
     def _start_moto(self) -> None:
         self._start_process(
-            "moto", [self.python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.cfg.ports.moto)],
+            "moto",
+            [self.python, "-m", "regionops.lab.awsserver", "--host", "127.0.0.1", "--port", str(self.cfg.ports.moto),
+             "--state-file", str(self.aws_state_file)],
             self.cfg.ports.moto,
         )
 
-    def _ensure_aws_resources(self) -> None:
+    def fenced_nodes(self) -> set[str]:
+        """Nodes of cluster core with a fence marker in the lab's state directory (``up`` leaves them stopped)."""
+        return set(FenceRegistry(self.cfg.path("state")).fenced(LAB_CLUSTER))
+
+    def observe_nodes(self) -> dict[str, NodeState]:
+        """Every node's state now (a stopped node is an unreachable state, not an error)."""
+        observer = SqlObserver(connect_timeout=2)
+        return {node: observer.observe(node, pglab.conninfo(self.cfg, node)) for node in LAB_NODES}
+
+    def _ensure_aws_resources(self, progress: Progress = print) -> WriterReconcile:
         topo = self.topology()
         store = objectstore_for(topo)
         for region in topo.regions.values():
             store.ensure_bucket(region.bucket, region.aws_region)
         traffic = traffic_for(topo)
         traffic.ensure_zone(topo.traffic.route53_zone)
-        record = topo.writer_record(LAB_CLUSTER)
-        # Only the first `up` points the writer at eu-1: after a failover it stays where it is.
-        if traffic.get_record(topo.traffic.route53_zone, record) is None:
-            traffic.set_record(
-                topo.traffic.route53_zone, record, topo.node_dns_name(LAB_CLUSTER, LAB_PRIMARY),
-                ttl=topo.traffic.record_ttl,
-            )
+        # The nodes say which one is primary; the record follows them (and is left alone when
+        # they disagree: the runbooks read it to tell which history is the right one).
+        decision = reconcile_writer(self.observe_nodes(), writer_node(topo, LAB_CLUSTER, traffic),
+                                    self.fenced_nodes())
+        if decision.action == "point" and decision.primary:
+            traffic.set_record(topo.traffic.route53_zone, topo.writer_record(LAB_CLUSTER),
+                               topo.node_dns_name(LAB_CLUSTER, decision.primary), ttl=topo.traffic.record_ttl)
+        progress(decision.sentence())
+        return decision
 
     def _start_slack_sink(self) -> None:
         cfg = self.cfg
@@ -329,36 +362,48 @@ class Lab:
 
     # -- status -------------------------------------------------------------------
     def status(self) -> LabStatus:
-        """Every component: running, healthy, and a detail line."""
+        """Every component: running, healthy, and a detail line.
+
+        The cluster, the apps, the buckets and the writer record are judged by region
+        health's own assessment (:func:`regionops.health.assess_health`), so the lab calls
+        itself healthy only when the runbooks would find it healthy.
+        """
         cfg = self.cfg
         exists = cfg.config_path.exists()
         comps: list[ComponentStatus] = []
         topo = self.topology() if cfg.topology_path.exists() else None
-        observer = SqlObserver(connect_timeout=2)
-        for node in LAB_NODES:
+        states = self.observe_nodes()
+        report = self._assess(topo, states) if topo is not None else None
+        about = _problems_by_subject(report)
+        split = report is not None and bool(report.problem_kinds() & {"no_primary", "multiple_primaries"})
+        fenced = self.fenced_nodes()
+        for node, state in states.items():
             port = cfg.ports.postgres[node]
-            up = port_open(port)
-            detail = "not running"
-            healthy = False
-            if up:
-                state = observer.observe(node, pglab.conninfo(cfg, node))
-                detail = state.sentence()
-                healthy = state.reachable and (
-                    state.role == "primary"
-                    or bool(state.wal_receiver and state.wal_receiver.status == "streaming")
-                )
-            comps.append(ComponentStatus(name=f"postgres {node}", endpoint=f"127.0.0.1:{port}", running=up,
-                                         healthy=healthy, detail=detail))
-        comps.append(self._moto_status(topo))
+            problems = about.get(node, [])
+            if split and state.role == "primary":
+                problems = [*problems, f"{node} is one of several primaries"]
+            running = port_open(port)
+            detail = state.sentence() if state.reachable or running else "not running"
+            if node in fenced:
+                detail += "; fenced (left stopped until replica-resync)"
+            comps.append(ComponentStatus(
+                name=f"postgres {node}", endpoint=f"127.0.0.1:{port}", running=running,
+                healthy=report is not None and state.reachable and not problems,
+                detail="; ".join([detail, *(p for p in problems if not p.startswith(f"node {node} ("))]),
+            ))
+        comps.append(self._moto_status(topo, report, about))
         slack_ok = _http_ok(f"http://127.0.0.1:{cfg.ports.slack}/messages")
         comps.append(ComponentStatus(name="slack sink", endpoint=f"http://127.0.0.1:{cfg.ports.slack}/api/",
                                      running=port_open(cfg.ports.slack), healthy=slack_ok,
                                      detail="accepting messages" if slack_ok else "not answering"))
+        probes = {a.region: a for a in report.apps} if report else {}
         for region, port in cfg.ports.apps.items():
-            ok = _http_ok(f"http://127.0.0.1:{port}/health")
+            problems = about.get(f"app {region}", [])
+            probe = probes.get(region)
+            ok = probe is not None and probe.healthy and not problems
             comps.append(ComponentStatus(name=f"app {region}", endpoint=f"http://127.0.0.1:{port}",
                                          running=port_open(port), healthy=ok,
-                                         detail="health endpoint answers" if ok else "not answering"))
+                                         detail="; ".join(problems) or (probe.sentence() if probe else "not probed")))
         prefect_ok = self._prefect_healthy()
         comps.append(ComponentStatus(name="prefect server", endpoint=f"http://127.0.0.1:{cfg.ports.prefect}",
                                      running=port_open(cfg.ports.prefect), healthy=prefect_ok,
@@ -373,24 +418,50 @@ class Lab:
         comps.append(ComponentStatus(name="runbook deployments", endpoint="prefect serve", running=serving,
                                      healthy=serving and count > 0,
                                      detail=f"{count} deployment(s) served" if serving else "not serving"))
+        cluster_ok = report is not None and report.healthy
+        stopped = [n for n in LAB_NODES if n not in fenced and not port_open(cfg.ports.postgres[n])]
+        advice = (advice_for(report, reconcile_writer(states, report.writer.node, fenced), fenced, stopped)
+                  if report else [])
         return LabStatus(
-            lab_dir=str(cfg.lab_dir), exists=exists, healthy=exists and all(c.healthy for c in comps),
+            lab_dir=str(cfg.lab_dir), exists=exists,
+            healthy=exists and cluster_ok and all(c.healthy for c in comps),
             components=comps, prefect_ui=f"http://127.0.0.1:{cfg.ports.prefect}",
+            cluster_healthy=cluster_ok, cluster=report.sentence() if report else "no topology file",
+            problems=[p.message for p in report.problems] if report else [], advice=advice,
         )
 
-    def _moto_status(self, topo: Topology | None) -> ComponentStatus:
+    def _assess(self, topo: Topology, states: dict[str, NodeState]) -> RegionHealthReport:
+        """Region health's assessment of the lab as it is now (the same checks, not a copy of them)."""
+        prober = HttpAppProber(timeout=2)
+        apps = [prober.probe(region, r.app_url) for region, r in topo.regions.items()]
+        buckets, record, error = [], None, None
+        if port_open(self.cfg.ports.moto):
+            store = objectstore_for(topo)
+            buckets = [store.bucket_status(r.bucket) for r in topo.regions.values()]
+            try:
+                record = traffic_for(topo).get_record(topo.traffic.route53_zone, topo.writer_record(LAB_CLUSTER))
+            except RunbookError as exc:
+                error = str(exc)
+        else:
+            error = "moto (S3, Route53) is not running"
+        return assess_health(topo, LAB_CLUSTER, states, apps, buckets, record, writer_error=error)
+
+    def _moto_status(self, topo: Topology | None, report: RegionHealthReport | None,
+                     about: dict[str, list[str]]) -> ComponentStatus:
         endpoint = f"http://127.0.0.1:{self.cfg.ports.moto}"
         running = port_open(self.cfg.ports.moto)
-        if not running or topo is None:
+        if not running or topo is None or report is None:
             return ComponentStatus(name="moto (S3, Route53)", endpoint=endpoint, running=running, healthy=False,
                                    detail="not running" if not running else "no topology file")
-        store = objectstore_for(topo)
-        bad = [s.sentence() for s in (store.bucket_status(r.bucket) for r in topo.regions.values()) if not s.reachable]
-        record = traffic_for(topo).get_record(topo.traffic.route53_zone, topo.writer_record(LAB_CLUSTER))
+        subjects = [r.bucket for r in topo.regions.values()] + [topo.writer_record(LAB_CLUSTER)]
+        bad = [p for s in subjects for p in about.get(s, [])]
+        writer = report.writer
         detail = "; ".join(bad) if bad else f"{len(topo.regions)} buckets reachable"
-        detail += f"; writer -> {record.values[0] if record else 'missing'}"
+        detail += f"; writer -> {writer.node or writer.target or 'missing'}"
+        if self.aws_state_file.exists():
+            detail += "; state kept on disk"
         return ComponentStatus(name="moto (S3, Route53)", endpoint=endpoint, running=True,
-                               healthy=not bad and record is not None, detail=detail)
+                               healthy=not bad and len(report.buckets) == len(topo.regions), detail=detail)
 
     # -- down ---------------------------------------------------------------------
     def down(self, progress: Progress = print, purge: bool = False) -> list[str]:
@@ -413,6 +484,13 @@ class Lab:
                     shutil.rmtree(path)
                     progress(f"removed {path}")
         return held
+
+
+def _problems_by_subject(report: RegionHealthReport | None) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for p in report.problems if report else []:
+        out.setdefault(p.subject, []).append(p.message)
+    return out
 
 
 def _http_ok(url: str) -> bool:

@@ -1,15 +1,18 @@
-"""The lab's PostgreSQL cluster ``core``: a primary in eu, streaming replicas in us and apac."""
+"""The lab's PostgreSQL cluster ``core``: created with a primary in eu and streaming replicas in us and apac.
+
+After switchovers and failovers another node may be primary; starting the cluster again
+keeps whatever layout it has (see :func:`ensure_cluster`)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from regionops.drivers.pgconf import configure_standby, slot_name, write_hba, write_node_settings
 from regionops.drivers.pgtools import PgCtl, chown_to, reachable_by, run_tool, tool
-from regionops.drivers.postgres import ConnInfo, SqlNode
+from regionops.drivers.postgres import ConnInfo, SqlNode, SqlObserver
 from regionops.errors import ConfigurationError
 from regionops.lab.config import LAB_DATABASE, LAB_NODES, LAB_PRIMARY, LabConfig
 
@@ -121,19 +124,18 @@ def _init_primary(cfg: LabConfig) -> None:
     write_hba(data, HBA_LINES, cfg.os_user)
 
 
-def _clone_replica(cfg: LabConfig, node: str) -> None:
+def _clone_replica(cfg: LabConfig, node: str, source: str) -> None:
     data = cfg.data_dir(node)
-    primary_port = cfg.ports.postgres[LAB_PRIMARY]
     run_tool(
         [
-            tool("pg_basebackup"), "-h", HOST, "-p", str(primary_port), "-U", SUPERUSER,
+            tool("pg_basebackup"), "-h", HOST, "-p", str(cfg.ports.postgres[source]), "-U", SUPERUSER,
             "-D", str(data), "-X", "stream", "-c", "fast", "-S", slot_name(node),
         ],
         os_user=cfg.os_user,
         timeout=300,
     )
     write_node_settings(data, node=node, host=HOST, port=cfg.ports.postgres[node], os_user=cfg.os_user)
-    primary = conninfo(cfg, LAB_PRIMARY, dbname="postgres")
+    primary = conninfo(cfg, source, dbname="postgres")
     configure_standby(
         data,
         primary_conninfo=primary.libpq(application_name=node),
@@ -142,19 +144,39 @@ def _clone_replica(cfg: LabConfig, node: str) -> None:
     )
 
 
-def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None]) -> None:
-    """Create (first time) and start the three nodes.  Idempotent: existing nodes are only started."""
-    _prepare_pg_root(cfg)
-    primary = LAB_PRIMARY
-    if not (cfg.data_dir(primary) / "PG_VERSION").exists():
-        progress(f"initialising {primary} (primary, eu) in {cfg.data_dir(primary)}")
-        _init_primary(cfg)
-    _ensure_running(cfg, primary, progress)
+def _has_data(cfg: LabConfig, node: str) -> bool:
+    return (cfg.data_dir(node) / "PG_VERSION").exists()
 
-    sql = SqlNode(conninfo(cfg, primary, dbname="postgres"))
-    # After a switchover or failover eu-1 may be a (read-only) replica: the cluster was set
-    # up long ago and its current primary has all of this; only start the nodes then.
-    if not sql.query("SELECT pg_is_in_recovery() AS r")[0]["r"]:
+
+def writable_nodes(cfg: LabConfig, nodes: Collection[str] = tuple(LAB_NODES)) -> list[str]:
+    """The running nodes among ``nodes`` that are not in recovery (normally exactly one)."""
+    observer = SqlObserver(connect_timeout=2)
+    return [n for n in nodes if pgctl(cfg, n).is_running()
+            and observer.observe(n, conninfo(cfg, n, dbname="postgres")).role == "primary"]
+
+
+def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None], keep_stopped: Collection[str] = ()) -> str | None:
+    """Create (first time) and start the three nodes; returns the primary, or None when not exactly one.
+
+    Idempotent: existing nodes are only started, whichever of them is primary now (a
+    switchover or failover may have moved it away from eu-1).  Nodes in ``keep_stopped``
+    (fenced ones) are not started.  On the one primary, the replication slots, database
+    and schema are ensured; a node without a data directory is cloned from it.
+    """
+    _prepare_pg_root(cfg)
+    if not any(_has_data(cfg, n) for n in LAB_NODES):
+        progress(f"initialising {LAB_PRIMARY} (primary, {LAB_NODES[LAB_PRIMARY]}) in {cfg.data_dir(LAB_PRIMARY)}")
+        _init_primary(cfg)
+    for node in LAB_NODES:
+        if _has_data(cfg, node) and node not in keep_stopped:
+            _ensure_running(cfg, node, progress)
+
+    writable = writable_nodes(cfg)
+    primary = writable[0] if len(writable) == 1 else None
+    if primary is None:
+        progress(f"not exactly one primary ({', '.join(writable) or 'none'}): slots and schema left as they are")
+    else:
+        sql = SqlNode(conninfo(cfg, primary, dbname="postgres"))
         # A slot per replica keeps WAL on the primary for a replica that is briefly away.
         for node in LAB_NODES:
             if node != primary:
@@ -168,13 +190,16 @@ def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None]) -> None:
             progress(seeded)
 
     for node in LAB_NODES:
-        if node == primary:
+        if _has_data(cfg, node) or node in keep_stopped:
             continue
-        if not (cfg.data_dir(node) / "PG_VERSION").exists():
-            progress(f"cloning {node} ({LAB_NODES[node]}) from {primary} with pg_basebackup")
-            shutil.rmtree(cfg.data_dir(node), ignore_errors=True)
-            _clone_replica(cfg, node)
+        if primary is None:
+            progress(f"{node} has no data directory and there is no single primary to clone it from")
+            continue
+        progress(f"cloning {node} ({LAB_NODES[node]}) from {primary} with pg_basebackup")
+        shutil.rmtree(cfg.data_dir(node), ignore_errors=True)
+        _clone_replica(cfg, node, primary)
         _ensure_running(cfg, node, progress)
+    return primary
 
 
 def seed_application_data(app: SqlNode, customers: int) -> str | None:
