@@ -7,7 +7,7 @@ the cluster forever.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from prefect import get_client
@@ -58,3 +58,43 @@ def cluster_lock(cluster: str, runbook: str, wait_seconds: float = 0) -> Iterato
             f"{runbook} refused: another runbook is changing cluster {cluster} (lock {name} is held); "
             "nothing was changed"
         ) from exc
+
+
+def release_lock_name(application: str) -> str:
+    """The concurrency limit allowing one release of ``application`` at a time."""
+    return f"regionops-release-{application}"
+
+
+def _held(name: str) -> bool:
+    with get_client(sync_client=True) as client:
+        return client.read_global_concurrency_limit_by_name(name).active_slots > 0
+
+
+@contextmanager
+def release_lock(application: str, wait_seconds: float = 0,
+                 on_queue: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold ``application``'s release lock for the block (one release at a time).
+
+    A second release is refused at once (``wait_seconds`` 0) or queued behind the running
+    one for up to ``wait_seconds``, and ``on_queue`` is told so the queueing is visible.
+    Raises PreconditionFailed (nothing changed) when the lock is not obtained.
+    """
+    name = release_lock_name(application)
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        except ObjectAlreadyExists:
+            pass
+    busy = _held(name)
+    refusal = (f"release refused: another release of {application} is running (lock {name} is held); "
+               "nothing was changed")
+    if busy and wait_seconds <= 0:
+        raise PreconditionFailed(refusal)
+    if busy and on_queue:
+        on_queue(f"queued: another release of {application} is running; waiting up to {wait_seconds:g} s for it")
+    try:
+        with concurrency(name, occupy=1, timeout_seconds=max(wait_seconds, MIN_LOCK_WAIT_SECONDS), strict=True,
+                         lease_duration=LEASE_SECONDS, raise_on_lease_renewal_failure=False):
+            yield
+    except TimeoutError as exc:
+        raise PreconditionFailed(refusal) from exc
