@@ -42,6 +42,10 @@ RUNBOOKS: dict[str, Runbook] = {
                 "restore a backup into a scratch instance, prove it, measure the restore time"),
         Runbook("restore", "flows.restore", "restore", "RestoreParams",
                 "restore a backup onto a node: beside its data, verified, then swapped in"),
+        Runbook("release", "flows.release", "release", "ReleaseParams",
+                "release an app version region by region: health gates, bake, approval, automatic rollback"),
+        Runbook("region-traffic", "flows.region_traffic", "region_traffic", "RegionTrafficParams",
+                "drain a region's app traffic (after checking the others can take it) or restore it"),
     ]
 }
 
