@@ -84,10 +84,11 @@ class ReleaseParams(BaseModel):
     reason: str | None = Field(None, description="Why (change ticket, CI pipeline); quoted in the report")
     notify: bool = Field(True, description="Report the run in a Slack thread")
 
-    @field_validator("version")
+    @field_validator("version", mode="before")
     @classmethod
-    def _version_named(cls, value: str) -> str:
-        value = value.strip()
+    def _version_named(cls, value: object) -> str:
+        # `--set version=2` arrives as a number: a version is a name, whatever it looks like.
+        value = str(value if value is not None else "").strip()
         if not value:
             raise ValueError("version must not be empty")
         if not re.match(VERSION_PATTERN, value):
