@@ -26,14 +26,16 @@ class Approval(RunInput):
     comment: str = Field("", description="Optional: who approves and why (goes into the report)")
 
 
-def request_approval(reporter: RunReporter, plan: list[str], phrase: str, timeout_seconds: int) -> str:
+def request_approval(reporter: RunReporter, plan: list[str], phrase: str, timeout_seconds: int,
+                     *, on_reject: str = "nothing was changed") -> str:
     """Pause until someone types ``phrase``; return their comment.  Raises ApprovalRejected otherwise.
 
     A pause that times out fails the run (Prefect's behaviour), which is a rejection too.
+    ``on_reject`` says what a rejection does (a release between waves rolls back).
     """
     description = "\n".join(
         ["### The runbook will do this", *[f"1. {step}" for step in plan], "",
-         f"Type **`{phrase}`** into *confirm* to approve. Anything else rejects; nothing has changed yet."]
+         f"Type **`{phrase}`** into *confirm* to approve. Anything else rejects: {on_reject}."]
     )
     reporter.step(f"waiting for approval: type '{phrase}' in the paused run's form in the Prefect UI")
     answer = pause_flow_run(
@@ -43,7 +45,7 @@ def request_approval(reporter: RunReporter, plan: list[str], phrase: str, timeou
     )
     if answer.confirm.strip() != phrase:
         raise ApprovalRejected(
-            f"approval rejected: expected '{phrase}', got '{answer.confirm.strip()}'; nothing was changed"
+            f"approval rejected: expected '{phrase}', got '{answer.confirm.strip()}'; {on_reject}"
         )
     who = f" ({answer.comment})" if answer.comment else ""
     reporter.step(f"approved{who}")

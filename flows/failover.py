@@ -36,6 +36,7 @@ from regionops.errors import RunbookError, VerificationFailed
 from regionops.ha.fencing import FenceMarker, OldPrimaryFence
 from regionops.ha.sqlsteps import Promotion
 from regionops.lsn import Lsn
+from regionops.routing import drain_for_lost_database
 from regionops.topology import Topology, load_topology
 from tasks.nodeops import block_primary_start, data_dir_exists, node_running, read_wal_end, stop_node
 from tasks.replication import (
@@ -185,6 +186,10 @@ def _failover(topology: Topology, cluster_name: str, params: FailoverParams, rep
     # 5. Fence the old primary before anything else can take writes.
     progress.changed = True
     fence = _fence(topology, cluster_name, old, states, reporter)
+    # Only when the topology asks (application.traffic.drain_on_database_loss; off by default).
+    drained = drain_for_lost_database(topology, cluster.nodes[old].region, f"failover: database {old} is lost")
+    if drained is not None:
+        reporter.step(drained.sentence())
 
     # 6. Promote, slots, writer record.
     promotion = promote(topology, cluster_name, new)

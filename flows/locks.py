@@ -8,11 +8,10 @@ hook (:func:`release_run_leases`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import logging
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -169,3 +168,33 @@ def release_run_leases(root_run_id: str) -> int:
     if held:
         Variable.unset(name)
     return len(held)
+
+
+def release_lock_name(application: str) -> str:
+    """The concurrency limit allowing one release of ``application`` at a time."""
+    return f"regionops-release-{application}"
+
+
+def _held(name: str) -> bool:
+    with get_client(sync_client=True) as client:
+        return client.read_global_concurrency_limit_by_name(name).active_slots > 0
+
+
+@contextmanager
+def release_lock(application: str, wait_seconds: float = 0,
+                 on_queue: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold ``application``'s release lock for the block (one release at a time).
+
+    A second release is refused at once (``wait_seconds`` 0) or queued behind the running
+    one for up to ``wait_seconds``, and ``on_queue`` is told so the queueing is visible.
+    Raises PreconditionFailed (nothing changed) when the lock is not obtained.
+    """
+    name = ensure_limit(release_lock_name(application))
+    what = f"release refused: another release of {application} is running"
+    if _held(name):
+        if wait_seconds <= 0:
+            raise PreconditionFailed(f"{what} (lock {name} is held); nothing was changed")
+        if on_queue:
+            on_queue(f"queued: another release of {application} is running; waiting up to {wait_seconds:g} s for it")
+    with held_lock(name, wait_seconds, what):
+        yield

@@ -44,6 +44,10 @@ RUNBOOKS: dict[str, Runbook] = {
                 "restore a backup onto a node: beside its data, verified, then swapped in"),
         Runbook("dr-drill", "flows.dr_drill", "dr_drill", "DrillParams",
                 "inject a fault, recover, measure RTO/RPO from real writes, check consistency, roll back"),
+        Runbook("release", "flows.release", "release", "ReleaseParams",
+                "release an app version region by region: health gates, bake, approval, automatic rollback"),
+        Runbook("region-traffic", "flows.region_traffic", "region_traffic", "RegionTrafficParams",
+                "drain a region's app traffic (after checking the others can take it) or restore it"),
     ]
 }
 

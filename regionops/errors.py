@@ -54,6 +54,10 @@ class ApprovalRejected(RunbookError):
     """A human declined the approval the runbook asked for."""
 
 
+class RolledBack(RunbookError):
+    """A change failed (or was rejected) and was undone; the message says why and what was restored."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` is worth retrying (used by Prefect ``retry_condition_fn``)."""
     return isinstance(exc, TransientError)

@@ -228,6 +228,75 @@ class PrefectSettings(Strict):
     ui_url: str | None = Field(None, description="base URL of the Prefect UI, for links in reports")
 
 
+class CommandTargetSettings(Strict):
+    """Release by running a command per region (``kubectl set image``, ``helm upgrade``, a deploy script).
+
+    Placeholders, each shell-quoted when substituted: ``{region}``, ``{aws_region}``,
+    ``{version}``, ``{application}``.
+    """
+
+    deploy: str = Field(description="command that deploys {version} to {region}")
+    current_version: str | None = Field(
+        None, description="command that prints the version running in {region}; default: the app's /version")
+    timeout_seconds: float = Field(600, gt=0, description="a deploy command running longer is killed")
+
+
+class EcsTargetSettings(Strict):
+    """Release to an ECS service per region: a new task definition revision with the version's image."""
+
+    cluster: str = Field(description="ECS cluster name; may use {region}")
+    service: str = Field(description="ECS service name; may use {region}")
+    container: str = Field(description="container (in the task definition) whose image carries the version")
+    image: str = Field(description="image reference with {version}, e.g. registry/app:{version}")
+    stable_timeout_seconds: float = Field(900, gt=0, description="how long a service may take to become stable")
+
+
+class ReleaseSettings(Strict):
+    """How the application is released: which target, and its settings."""
+
+    target: Literal["lab", "command", "ecs"] = Field("lab", description="release target kind")
+    lab_dir: str | None = Field(None, description="lab target: the lab's directory")
+    command: CommandTargetSettings | None = None
+    ecs: EcsTargetSettings | None = None
+    canary_region: str | None = Field(None, description="first wave of a release; default the first region")
+    probe_paths: list[str] = Field(
+        default_factory=lambda: ["/health"],
+        description="paths each health probe requests (their answers feed the error-rate gate)")
+
+
+class AssetSettings(Strict):
+    """Static assets: published to every region's bucket, fronted by a CDN."""
+
+    source: str | None = Field(
+        None, description="directory holding a version's assets, with {version}; none: no static assets")
+    prefix: str = Field("static/", description="key prefix in each bucket")
+    buckets: dict[str, str] = Field(
+        default_factory=dict, description="region -> assets bucket; default the region's bucket")
+    cache_control: str = Field("public, max-age=300", description="Cache-Control of every published object")
+    cdn_distribution: str | None = Field(
+        None, description="CloudFront distribution id (or its comment) whose changed paths are invalidated")
+
+
+class AppTraffic(Strict):
+    """Geographic routing of the application: one latency-based record per region, each health-checked."""
+
+    record: str = Field(description="the application's DNS name (latency records, one per region)")
+    health_check_path: str = Field("/health", description="path Route53's health checks request")
+    capacity_rps: dict[str, float] = Field(
+        default_factory=dict, description="region -> requests/s it can serve (drain checks the others can)")
+    drain_on_database_loss: bool = Field(
+        False, description="failover and DR drill drain the app traffic of a region whose database is lost")
+
+
+class Application(Strict):
+    """The application the regions run: how it is released, its static assets, its traffic."""
+
+    name: Name = "app"
+    release: ReleaseSettings = ReleaseSettings()
+    assets: AssetSettings = AssetSettings()
+    traffic: AppTraffic | None = None
+
+
 class Topology(Strict):
     """A whole environment."""
 
@@ -241,6 +310,7 @@ class Topology(Strict):
     drills: DrillSettings = DrillSettings()
     alerting: AlertingSettings | None = None
     state_dir: str | None = Field(None, description="where runbooks keep local state (locks, scratch)")
+    application: Application | None = Field(None, description="the application: release, assets, traffic")
 
     # -- look-ups used everywhere -------------------------------------------------
     def cluster(self, name: str | None = None) -> tuple[str, Cluster]:
@@ -279,6 +349,16 @@ class Topology(Strict):
             if self.node_dns_name(cluster, node_name) == target:
                 return node_name
         return None
+
+    def app(self) -> Application:
+        """The application section, or a ConfigurationError saying the topology has none."""
+        if self.application is None:
+            raise ConfigurationError(f"topology {self.name} has no application section (release, assets, traffic)")
+        return self.application
+
+    def assets_bucket(self, region: str) -> str:
+        """The bucket a region's static assets go to (default: the region's bucket)."""
+        return self.app().assets.buckets.get(region) or self.regions[region].bucket
 
     def writer_record(self, cluster: str) -> str:
         """The cluster's writer record as a fully qualified name."""
@@ -335,6 +415,7 @@ def _check_references(topo: Topology) -> list[str]:
                 f"clusters.{cname}.writer_record: {cluster.writer_record!r} is not inside "
                 f"zone {topo.traffic.route53_zone!r}"
             )
+    problems += _check_application(topo)
     for (host, port), count in endpoints.items():
         if count > 1:
             users = [
@@ -346,6 +427,31 @@ def _check_references(topo: Topology) -> list[str]:
             problems.append(
                 f"clusters: duplicate port {port} on host {host} (nodes {', '.join(users)})"
             )
+    return problems
+
+
+def _check_application(topo: Topology) -> list[str]:
+    """The application section names only known regions, and each target has its settings."""
+    app = topo.application
+    if app is None:
+        return []
+    problems = []
+    rel = app.release
+    if rel.canary_region and rel.canary_region not in topo.regions:
+        problems.append(f"application.release.canary_region: unknown region {rel.canary_region!r}")
+    for kind in ("command", "ecs"):
+        if rel.target == kind and getattr(rel, kind) is None:
+            problems.append(f"application.release.{kind}: required when target is {kind!r}")
+    if rel.target == "lab" and not rel.lab_dir:
+        problems.append("application.release.lab_dir: required when target is 'lab'")
+    regional = [("application.assets.buckets", app.assets.buckets)]
+    if app.traffic:
+        regional.append(("application.traffic.capacity_rps", app.traffic.capacity_rps))
+        if not fqdn(app.traffic.record).endswith("." + fqdn(topo.traffic.route53_zone)):
+            problems.append(f"application.traffic.record: {app.traffic.record!r} is not inside zone "
+                            f"{topo.traffic.route53_zone!r}")
+    for where, mapping in regional:
+        problems += [f"{where}.{r}: unknown region {r!r}" for r in mapping if r not in topo.regions]
     return problems
 
 

@@ -105,6 +105,17 @@ def route53_client(topology: Topology) -> Any:
     )
 
 
+def service_client(topology: Topology, service: str, aws_region: str | None = None) -> Any:
+    """A boto3 client for ``service`` (ECS, CloudFront, ...) configured like the S3 and Route53 ones."""
+    return _session().client(
+        service,
+        region_name=aws_region or DEFAULT_REGION,
+        endpoint_url=topology.aws.endpoint_url,
+        config=_config(),
+        **_credentials(topology),
+    )
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a ClientError ('' for anything else)."""
     if isinstance(exc, ClientError):

@@ -89,7 +89,9 @@ class ObjectStore(Protocol):
 
     def bucket_status(self, bucket: str) -> BucketStatus: ...
     def ensure_bucket(self, bucket: str, aws_region: str) -> bool: ...
-    def put_bytes(self, bucket: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> ObjectInfo: ...
+    def put_bytes(self, bucket: str, key: str, data: bytes, metadata: dict[str, str] | None = None, *,
+                  content_type: str | None = None, cache_control: str | None = None) -> ObjectInfo: ...
+    def head_metadata(self, bucket: str, key: str) -> dict[str, str] | None: ...
     def get_bytes(self, bucket: str, key: str) -> bytes: ...
     def iter_object(self, bucket: str, key: str, chunk_size: int = MiB) -> Iterator[bytes]: ...
     def head(self, bucket: str, key: str) -> ObjectInfo | None: ...
@@ -214,11 +216,33 @@ class S3ObjectStore:
 
     # -- small objects ------------------------------------------------------------------
 
-    def put_bytes(self, bucket: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> ObjectInfo:
-        """Store ``data`` under ``key`` in one request (small objects: manifests, markers)."""
+    def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        metadata: dict[str, str] | None = None,
+        *,
+        content_type: str | None = None,
+        cache_control: str | None = None,
+    ) -> ObjectInfo:
+        """Store ``data`` under ``key`` in one request (small objects: manifests, markers, static assets)."""
+        extra = {k: v for k, v in (("ContentType", content_type), ("CacheControl", cache_control)) if v}
         with _s3_errors(bucket, key):
-            reply = self._client().put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata or {})
+            reply = self._client().put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata or {}, **extra)
         return ObjectInfo(key=key, size=len(data), etag=reply["ETag"].strip('"'), last_modified=None)
+
+    def head_metadata(self, bucket: str, key: str) -> dict[str, str] | None:
+        """The object's user metadata plus ``content-type`` and ``cache-control``; None when absent."""
+        try:
+            with _s3_errors(bucket, key):
+                reply = self._client().head_object(Bucket=bucket, Key=key)
+        except ObjectNotFound:
+            return None
+        meta = {k.lower(): v for k, v in (reply.get("Metadata") or {}).items()}
+        meta["content-type"] = reply.get("ContentType", "")
+        meta["cache-control"] = reply.get("CacheControl", "")
+        return meta
 
     def get_bytes(self, bucket: str, key: str) -> bytes:
         """The whole object in memory (small objects only; see :meth:`iter_object`)."""

@@ -70,3 +70,11 @@ class HttpAppProber:
             error=body.get("error") if resp.status_code != 200 else None,
             latency_ms=round(latency, 1),
         )
+
+
+def request_path(client: httpx.Client, base_url: str, path: str) -> int | None:
+    """GET ``base_url + path`` (traffic for the release gates); the status code, None when unreachable."""
+    try:
+        return client.get(base_url.rstrip("/") + path).status_code
+    except httpx.HTTPError:
+        return None

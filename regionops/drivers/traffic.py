@@ -2,14 +2,18 @@
 
 Every name is handled in Route53's own form (lower case, one trailing dot, see
 :func:`regionops.topology.fqdn`) so a record read back compares equal to the one set.
-Only simple-routing records are handled (no weighted/failover sets).
+Simple records (the writer record) and the application's latency-routed record sets
+(one per region, each with a Route53 health check on the region's app) are handled.
 """
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import logging
 import uuid
 from typing import Any, Protocol
+from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
@@ -32,6 +36,44 @@ class DnsRecord(BaseModel):
     def sentence(self) -> str:
         """One line for logs and reports."""
         return f"{self.name} {self.type} -> {', '.join(self.values)} (ttl {self.ttl})"
+
+
+class RecordSet(BaseModel):
+    """One record set, routing included (latency records carry a set identifier, a region, a health check)."""
+
+    name: str
+    type: str
+    ttl: int | None = None
+    values: list[str] = []
+    set_identifier: str | None = None
+    region: str | None = None
+    health_check_id: str | None = None
+
+    def sentence(self) -> str:
+        """One line for logs and reports."""
+        routing = f" [{self.set_identifier}, latency {self.region}]" if self.set_identifier else ""
+        check = f", health check {self.health_check_id}" if self.health_check_id else ""
+        return f"{self.name} {self.type}{routing} -> {', '.join(self.values)} (ttl {self.ttl}{check})"
+
+    def to_aws(self) -> dict[str, Any]:
+        """The ResourceRecordSet for a change batch."""
+        rrset: dict[str, Any] = {"Name": self.name, "Type": self.type, "TTL": self.ttl,
+                                 "ResourceRecords": [{"Value": v} for v in self.values]}
+        if self.set_identifier:
+            rrset["SetIdentifier"] = self.set_identifier
+        if self.region:
+            rrset["Region"] = self.region
+        if self.health_check_id:
+            rrset["HealthCheckId"] = self.health_check_id
+        return rrset
+
+    @classmethod
+    def from_aws(cls, rrset: dict[str, Any]) -> RecordSet:
+        """A record set as Route53 lists it."""
+        return cls(name=fqdn(rrset["Name"]), type=rrset["Type"], ttl=rrset.get("TTL"),
+                   values=[r["Value"] for r in rrset.get("ResourceRecords", [])],
+                   set_identifier=rrset.get("SetIdentifier"), region=rrset.get("Region"),
+                   health_check_id=rrset.get("HealthCheckId"))
 
 
 class TrafficDriver(Protocol):
@@ -135,6 +177,61 @@ class Route53Traffic:
         if record is None:
             raise ExternalSystemError(f"record {name} {type} in zone {fqdn(zone_name)} is missing right after UPSERT")
         return record
+
+
+    # -- record sets with routing (the application's latency records) -----------------
+
+    def list_record_sets(self, zone_name: str, name: str | None = None) -> list[RecordSet]:
+        """Every record set in the zone (only those named ``name`` when given)."""
+        zone_id = self.zone_id(zone_name)
+        found: list[RecordSet] = []
+        try:
+            for page in self._client.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id):
+                found += [RecordSet.from_aws(r) for r in page.get("ResourceRecordSets", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_error(exc, f"records of zone {fqdn(zone_name)}") from exc
+        return [r for r in found if name is None or r.name == fqdn(name)]
+
+    def change_record_set(self, zone_name: str, action: str, record: RecordSet) -> None:
+        """UPSERT or DELETE one record set (DELETE needs it exactly as it is)."""
+        zone_id = self.zone_id(zone_name)
+        try:
+            self._client.change_resource_record_sets(
+                HostedZoneId=zone_id,
+                ChangeBatch={"Comment": "regionops", "Changes": [{"Action": action, "ResourceRecordSet": record.to_aws()}]},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_error(exc, f"{action} {record.sentence()}") from exc
+        log.info("%s %s", action, record.sentence())
+
+    def ensure_health_check(self, url: str, path: str, label: str) -> str:
+        """The id of an HTTP(S) health check on ``url`` + ``path``, created once (found again by reference).
+
+        The caller reference is derived from the configuration, so the same check is found
+        on every call and a changed URL or path gets a new check.
+        """
+        parsed = urlparse(url)
+        https = parsed.scheme == "https"
+        config: dict[str, Any] = {"Type": "HTTPS" if https else "HTTP", "Port": parsed.port or (443 if https else 80),
+                                  "ResourcePath": path, "RequestInterval": 30, "FailureThreshold": 3}
+        host = parsed.hostname or ""
+        try:
+            ipaddress.ip_address(host)
+            config["IPAddress"] = host
+        except ValueError:
+            config["FullyQualifiedDomainName"] = host
+        digest = hashlib.sha1(repr(sorted(config.items())).encode()).hexdigest()[:12]
+        reference = f"regionops-{label}-{digest}"
+        try:
+            for page in self._client.get_paginator("list_health_checks").paginate():
+                for check in page.get("HealthChecks", []):
+                    if check.get("CallerReference") == reference:
+                        return check["Id"]
+            reply = self._client.create_health_check(CallerReference=reference, HealthCheckConfig=config)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_error(exc, f"health check {label}") from exc
+        log.info("created health check %s on %s%s", reply["HealthCheck"]["Id"], url, path)
+        return reply["HealthCheck"]["Id"]
 
 
 def traffic_for(topology: Topology) -> Route53Traffic:

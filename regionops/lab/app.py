@@ -3,7 +3,14 @@
 Writes go to whichever node the cluster's writer DNS record points at (read from
 Route53, as a real app would resolve DNS), so a failover's DNS switch moves writes.
 Reads go to the node in the app's own region.  The version comes from a file that the
-release runbook replaces.
+release runbook replaces, read once at start (a process runs one version until it is
+restarted, as a deployed binary does).
+
+A version whose name marks it broken misbehaves, so the release runbook's gates and
+rollback are exercised for real: ``bad`` in the name makes ``/read`` and ``/write``
+answer 500 while ``/health`` stays green (the classic release that passes its health
+check and fails its users); ``slow`` in the name makes every answer but ``/metrics``
+take ``SLOW_SECONDS``.
 
     python -m regionops.lab.app --topology T --region eu --port 15481 --version-file F
 """
@@ -28,6 +35,18 @@ from regionops.topology import Topology, load_topology
 
 log = logging.getLogger(__name__)
 WRITER_CACHE_SECONDS = 0.2
+SLOW_SECONDS = 0.3
+BROKEN_ENDPOINTS = frozenset({"/read", "/write"})
+
+
+def misbehaviour(version: str) -> str | None:
+    """How a version misbehaves in the lab: ``"errors"``, ``"slow"`` or None (a good version)."""
+    name = version.lower()
+    if "bad" in name:
+        return "errors"
+    if "slow" in name:
+        return "slow"
+    return None
 
 
 class RegionalApp:
@@ -43,12 +62,26 @@ class RegionalApp:
         self._writer: tuple[float, str | None] = (0.0, None)
         self._lock = threading.Lock()
         self.metrics = AppMetrics(region)
+        self._version = self._read_version()
+        self.misbehaviour = misbehaviour(self._version)
 
-    def version(self) -> str:
+    def _read_version(self) -> str:
         try:
             return self.version_file.read_text().strip() or "unknown"
         except OSError:
             return "unknown"
+
+    def version(self) -> str:
+        """The version this process was started with."""
+        return self._version
+
+    def broken(self, path: str) -> tuple[int, dict[str, Any]] | None:
+        """The answer a misbehaving version gives instead of the real one (None: serve normally)."""
+        if self.misbehaviour == "slow" and path != "/metrics":
+            time.sleep(SLOW_SECONDS)
+        if self.misbehaviour == "errors" and path in BROKEN_ENDPOINTS:
+            return 500, {"error": f"version {self._version} is broken (lab: 'bad' in the version name)"}
+        return None
 
     def writer_node(self) -> str | None:
         """The node the writer record points at (cached for a fraction of a second)."""
@@ -127,7 +160,10 @@ def make_handler(app: RegionalApp) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             url = urlparse(self.path)
-            if url.path == "/metrics":
+            failure = app.broken(url.path)
+            if failure is not None:
+                self._send(*failure)
+            elif url.path == "/metrics":
                 app.metrics.set_version(app.version())
                 self._send_bytes(200, app.metrics.render(), app.metrics.content_type)
             elif url.path == "/health":
@@ -144,6 +180,10 @@ def make_handler(app: RegionalApp) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"error": f"no such endpoint {url.path}"})
 
         def do_POST(self) -> None:  # noqa: N802
+            failure = app.broken(urlparse(self.path).path)
+            if failure is not None:
+                self._send(*failure)
+                return
             if urlparse(self.path).path != "/write":
                 self._send(404, {"error": f"no such endpoint {self.path}"})
                 return

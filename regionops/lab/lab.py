@@ -25,11 +25,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from regionops.drivers.cdn import cdn_for
 from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.postgres import NodeState, SqlObserver
 from regionops.drivers.probes import HttpAppProber
 from regionops.drivers.traffic import traffic_for
 from regionops.lab import pglab
+from regionops.lab.assets import assets_root, build_assets
 from regionops.lab.config import (
     LAB_CLUSTER,
     LAB_DATABASE,
@@ -52,11 +54,14 @@ from regionops.lab.processes import (
     wait_for_port,
     wait_port_free,
 )
+from regionops.routing import ensure_app_traffic
 from regionops.topology import Topology, default_lab_dir, load_topology
 from regionops.waiting import poll_until
 
 Progress = Callable[[str], None]
 PRIORITIES = {"eu-1": 100, "us-1": 90, "apac-1": 80}
+LAB_CDN = "regionops-lab-assets"  # the lab's CloudFront distribution, named by its comment
+DEMO_VERSIONS = ("1.1.0", "1.2.0", "2.0.0-bad", "2.0.0-slow")  # assets pre-built for releases from the UI
 
 
 def bucket_name(region: str) -> str:
@@ -129,6 +134,15 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
         **({"alerting": {"receiver_url": f"http://127.0.0.1:{cfg.ports.alerts}",
                          "token": {"file": str(cfg.path("secrets", "alert-token"))}}} if cfg.ports.alerts else {}),
         "state_dir": str(cfg.path("state")),
+        "application": {
+            "name": "app",
+            "release": {"target": "lab", "lab_dir": str(cfg.lab_dir), "canary_region": "eu",
+                        # /read feeds the error-rate gate: a 'bad' lab version fails it, not /health
+                        "probe_paths": ["/health", "/read?id=1"]},
+            "assets": {"source": str(assets_root(cfg.lab_dir)) + "/{version}", "prefix": "static/",
+                       "cache_control": "public, max-age=60", "cdn_distribution": LAB_CDN},
+            "traffic": {"record": f"app.{LAB_ZONE}", "capacity_rps": {r: 200 for r in LAB_REGIONS}},
+        },
     }
 
 
@@ -254,6 +268,9 @@ class Lab:
         if decision.action == "point" and decision.primary:
             traffic.set_record(topo.traffic.route53_zone, topo.writer_record(LAB_CLUSTER),
                                topo.node_dns_name(LAB_CLUSTER, decision.primary), ttl=topo.traffic.record_ttl)
+        home = topo.regions["eu"]
+        cdn_for(topo).ensure_distribution(LAB_CDN, f"{home.bucket}.s3.{home.aws_region}.amazonaws.com")
+        ensure_app_traffic(topo)  # latency records + health checks; drained regions stay drained
         progress(decision.sentence())
         return decision
 
@@ -271,19 +288,26 @@ class Lab:
 
     def _start_apps(self) -> None:
         cfg = self.cfg
-        for region, port in cfg.ports.apps.items():
-            version_file = cfg.path("apps", region, "VERSION")
-            if not version_file.exists():
-                version_file.parent.mkdir(parents=True, exist_ok=True)
-                version_file.write_text(cfg.app_version + "\n")
-            self._start_process(
-                f"app-{region}",
-                [
-                    self.python, "-m", "regionops.lab.app", "--topology", str(cfg.topology_path),
-                    "--region", region, "--port", str(port), "--version-file", str(version_file),
-                ],
-                port,
-            )
+        for version in (cfg.app_version, *DEMO_VERSIONS):
+            build_assets(cfg.lab_dir, version)
+        for region in cfg.ports.apps:
+            self._start_app(region)
+
+    def _start_app(self, region: str) -> None:
+        cfg = self.cfg
+        port = cfg.ports.apps[region]
+        version_file = cfg.path("apps", region, "VERSION")
+        if not version_file.exists():
+            version_file.parent.mkdir(parents=True, exist_ok=True)
+            version_file.write_text(cfg.app_version + "\n")
+        self._start_process(
+            f"app-{region}",
+            [
+                self.python, "-m", "regionops.lab.app", "--topology", str(cfg.topology_path),
+                "--region", region, "--port", str(port), "--version-file", str(version_file),
+            ],
+            port,
+        )
 
     def _start_prefect(self) -> None:
         cfg = self.cfg
@@ -353,6 +377,15 @@ class Lab:
     def stop_process(self, name: str) -> bool:
         """Stop one lab process (``moto``, ``slack-sink``, ``app-eu``, ...): fault injection."""
         return stop(self.cfg.lab_dir, name)
+
+    def set_app_version(self, region: str, version: str) -> None:
+        """The lab's release target: write the region's VERSION file and restart its app with it."""
+        self.cfg.path("apps", region, "VERSION").write_text(version + "\n")
+        stop(self.cfg.lab_dir, f"app-{region}")
+        if not wait_port_free(self.cfg.ports.apps[region], 10):
+            # Something else answers on the app's port: a restart would "succeed" against it.
+            raise ExternalSystemError(f"app-{region} stopped but port {self.cfg.ports.apps[region]} is still held")
+        self._start_app(region)  # this region only: regions of one wave restart in parallel
 
     def ensure_processes(self) -> None:
         """Start again whatever non-PostgreSQL process is not running (after fault injection)."""

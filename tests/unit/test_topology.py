@@ -145,3 +145,21 @@ def test_multiple_clusters_need_a_name():
     topo = load_topology(EXAMPLE)
     with pytest.raises(ConfigurationError, match="name one of: core, customers-eu"):
         topo.cluster(None)
+
+
+def test_the_application_section_is_optional_and_checked_when_given():
+    assert parse_topology(base()).application is None  # topology files without it still load
+    example = load_topology(EXAMPLE)
+    assert example.app().release.target == "ecs" and example.assets_bucket("us") == "example-web-assets-us-east-1"
+    data = base()
+    data["application"] = {
+        "release": {"target": "ecs", "canary_region": "mars"},
+        "assets": {"buckets": {"moon": "b"}},
+        "traffic": {"record": "app.elsewhere.com.", "capacity_rps": {"mars": 1}},
+    }
+    found = problems(data)
+    assert "application.release.canary_region: unknown region 'mars'" in found
+    assert "application.release.ecs: required when target is 'ecs'" in found
+    assert "application.assets.buckets.moon: unknown region 'moon'" in found
+    assert "application.traffic.capacity_rps.mars: unknown region 'mars'" in found
+    assert any("application.traffic.record" in p and "not inside zone" in p for p in found)

@@ -1,0 +1,1 @@
+"""The multi-region release: data (model), static asset publishing (assets)."""
