@@ -43,7 +43,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     """lab up | status | down."""
     lab = _lab(args)
     if args.lab_command == "up":
-        status = lab.up(progress=print, with_prefect=not args.no_prefect)
+        status = lab.up(progress=print, with_prefect=not args.no_prefect, with_monitoring=args.monitoring)
         _print_status(status, args.json)
         print(f"topology: {lab.cfg.topology_path}")
         return EXIT_OK if status.healthy or args.no_prefect else EXIT_FAILED
@@ -182,6 +182,8 @@ def make_parser() -> argparse.ArgumentParser:
             p.add_argument("--base-port", type=int, help="first port of the lab's range (first up only)")
             p.add_argument("--free-ports", action="store_true", help="pick free ports (first up only)")
             p.add_argument("--no-prefect", action="store_true", help="skip the Prefect server")
+            p.add_argument("--monitoring", action=argparse.BooleanOptionalAction, default=None,
+                           help="run Prometheus, Alertmanager and the exporters (default: as last time, initially on)")
         if name == "down":
             p.add_argument("--purge", action="store_true", help="also remove the lab directory")
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.postgres import SqlObserver
 from regionops.drivers.traffic import traffic_for
+from regionops.lab import monitoring as labmon
 from regionops.lab import pglab
 from regionops.lab.config import (
     LAB_CLUSTER,
@@ -92,6 +93,7 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
                         "port": cfg.ports.postgres[node],
                         "data_dir": str(cfg.data_dir(node)),
                         "priority": PRIORITIES[node],
+                        **({"exporter_port": labmon.exporter_port(cfg, node)} if labmon.enabled(cfg) else {}),
                     }
                     for node, region in LAB_NODES.items()
                 },
@@ -116,6 +118,7 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
         "aws": {"endpoint_url": f"http://127.0.0.1:{cfg.ports.moto}"},
         "prefect": {"ui_url": f"http://127.0.0.1:{cfg.ports.prefect}"},
         "state_dir": str(cfg.path("state")),
+        **({"monitoring": labmon.topology_section(cfg)} if labmon.enabled(cfg) else {}),
     }
 
 
@@ -127,6 +130,7 @@ class ComponentStatus(BaseModel):
     running: bool
     healthy: bool
     detail: str
+    required: bool = True  # False: reported, but the lab is healthy without it (monitoring not installed)
 
 
 class LabStatus(BaseModel):
@@ -159,9 +163,17 @@ class Lab:
         return load_topology(self.cfg.topology_path)
 
     # -- up -----------------------------------------------------------------------
-    def up(self, progress: Progress = print, with_prefect: bool = True) -> LabStatus:
-        """Start everything that is not running yet; create what does not exist yet."""
+    def up(self, progress: Progress = print, with_prefect: bool = True,
+           with_monitoring: bool | None = None) -> LabStatus:
+        """Start everything that is not running yet; create what does not exist yet.
+
+        ``with_monitoring`` (default: as last time, initially on) runs Prometheus,
+        Alertmanager, the Pushgateway and the exporters; they need the alert receiver,
+        so only with Prefect.
+        """
         cfg = self.cfg
+        if with_monitoring is not None:
+            cfg.monitoring = with_monitoring
         cfg.save()
         for sub in ("secrets", "state", "apps"):
             cfg.path(sub).mkdir(parents=True, exist_ok=True)
@@ -178,6 +190,10 @@ class Lab:
             steps.append(("runbook deployments served to the UI", self._start_serve))
             if cfg.ports.alerts:
                 steps.append(("alert receiver (Alertmanager webhooks)", self._start_alert_receiver))
+            if cfg.monitoring and cfg.ports.prometheus:
+                steps.append(("monitoring: postgres_exporter per node, Prometheus, Alertmanager, Pushgateway",
+                              lambda: labmon.LabMonitoring(cfg).start(self._start_process,
+                                                                      lambda m: progress(m))))
         for i, (title, step) in enumerate(steps, 1):
             progress(f"[{i}/{len(steps)}] {title}")
             step()
@@ -271,7 +287,8 @@ class Lab:
         name = "prefect-serve"
         if running_pid(self.cfg.lab_dir, name):
             return
-        env = lab_env(self.cfg) | {"PREFECT_LOGGING_LEVEL": "WARNING"}
+        # Poll for runs every second: an alert-started failover should not wait 10 s to begin.
+        env = lab_env(self.cfg) | {"PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
         pid = spawn(self.cfg.lab_dir, name,
                     [self.python, "-m", "deployments.serve", "--topology", str(self.cfg.topology_path)], env=env)
         poll_until(lambda: self._serve_ready(pid), timeout=90, interval=0.5, what="runbook deployments")
@@ -365,13 +382,14 @@ class Lab:
             comps.append(ComponentStatus(name="alert receiver", endpoint=f"http://127.0.0.1:{cfg.ports.alerts}/alerts",
                                          running=port_open(cfg.ports.alerts), healthy=alerts_ok,
                                          detail="accepting Alertmanager webhooks" if alerts_ok else "not answering"))
+        comps += [ComponentStatus(**vars(c)) for c in labmon.LabMonitoring(cfg).status()]
         serving = running_pid(cfg.lab_dir, "prefect-serve") is not None
         count = self._deployment_count() if prefect_ok else 0
         comps.append(ComponentStatus(name="runbook deployments", endpoint="prefect serve", running=serving,
                                      healthy=serving and count > 0,
                                      detail=f"{count} deployment(s) served" if serving else "not serving"))
         return LabStatus(
-            lab_dir=str(cfg.lab_dir), exists=exists, healthy=exists and all(c.healthy for c in comps),
+            lab_dir=str(cfg.lab_dir), exists=exists, healthy=exists and all(c.healthy for c in comps if c.required),
             components=comps, prefect_ui=f"http://127.0.0.1:{cfg.ports.prefect}",
         )
 
@@ -396,7 +414,7 @@ class Lab:
         Returns the ports still held afterwards (empty when all is well).
         """
         cfg = self.cfg
-        names = ["alert-receiver", "prefect-serve", "prefect-server", *(f"app-{r}" for r in cfg.ports.apps),
+        names = [*labmon.LabMonitoring(cfg).process_names(), "alert-receiver", "prefect-serve", "prefect-server", *(f"app-{r}" for r in cfg.ports.apps),
                  "slack-sink", "moto"]
         for name in names:
             if stop(cfg.lab_dir, name):
