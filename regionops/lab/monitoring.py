@@ -171,7 +171,7 @@ class LabMonitoring:
             _post(f"http://{HOST}:{p.prometheus}/-/reload")
         # `up` returns once Prometheus has scraped every target at least once, so a fault
         # injected right after it is seen against a known steady state.
-        poll_until(lambda: self._targets()[1] == 0, timeout=60, interval=0.5,
+        poll_until(lambda: self._targets()[0] > 0 and self._targets()[1] == 0, timeout=60, interval=0.5,
                    what="Prometheus to scrape every target once")
 
     def _targets(self) -> tuple[int, int, int]:
