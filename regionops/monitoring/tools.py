@@ -52,3 +52,35 @@ def missing_tools(tools: tuple[Tool, ...] = LAB_TOOLS) -> list[Tool]:
 def packages_for(tools: list[Tool]) -> list[str]:
     """The Debian packages that provide ``tools``, each once, in order."""
     return list(dict.fromkeys(t.package for t in tools))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m regionops.monitoring.tools [--install]``: report (and, as root, install) what is missing."""
+    import argparse
+    import os
+    import subprocess
+
+    parser = argparse.ArgumentParser(prog="python -m regionops.monitoring.tools", description=main.__doc__)
+    parser.add_argument("--install", action="store_true", help="apt-get install the missing packages when root")
+    args = parser.parse_args(argv)
+    missing = missing_tools(ALL_TOOLS)
+    if not missing:
+        return 0
+    packages = packages_for(missing)
+    if args.install and os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"installing the monitoring tools: {' '.join(packages)}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], check=True, env=env)
+        missing = missing_tools(ALL_TOOLS)
+        if not missing:
+            return 0
+    for tool in missing:
+        print(f"note: {tool.missing()}")
+    print("the lab runs without monitoring; the monitoring tests fail until these are installed "
+          f"(apt-get install {' '.join(packages_for(missing))})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
