@@ -9,7 +9,8 @@ row by alerts), a client writing through the apac app every 50 ms, then
     received   the alert receiver sent the failover event (Alertmanager group wait 0.5 s;
                read from the receiver's ledger)
     created    the deployment trigger created the failover run (Prefect's triggers service)
-    started    the run is Running (`prefect serve` polls every second, then starts a process)
+    picked     `prefect serve` picked the run up (Pending; it polls every second)
+    started    the run is Running (its own Python process has imported the runbook)
     writes     the first write acknowledged by the new primary
     completed  the failover run finished (verification and data-loss estimate included)
 
@@ -44,7 +45,7 @@ from regionops.lab.lab import Lab  # noqa: E402
 from regionops.monitoring.tools import LAB_TOOLS, missing_tools  # noqa: E402
 from regionops.waiting import poll_until  # noqa: E402
 
-STEPS = ("firing", "received", "created", "started", "writes", "completed")
+STEPS = ("firing", "received", "created", "picked", "started", "writes", "completed")
 GOAL_STARTED_SECONDS = 10.0
 
 
@@ -113,6 +114,8 @@ def one_run(index: int) -> dict[str, float]:
             if runs:
                 run = runs[0]
                 at.setdefault("created", _epoch(run["created"]) or now)
+                if run["state_type"] != "SCHEDULED":
+                    at.setdefault("picked", now)  # polled: within ~0.2 s
                 if run.get("start_time"):
                     at.setdefault("started", _epoch(run["start_time"]) or now)
                 if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED"):
@@ -154,14 +157,16 @@ def main() -> int:
         print(f"  {step:<10} {stats([r[step] for r in results])}")
     print("\nwhere the time goes (between steps, min / median / max):")
     previous = None
-    for step in STEPS[:4]:
+    for step in STEPS[:5]:
         base = [0.0] * len(results) if previous is None else [r[previous] for r in results]
         label = f"{previous or 'fault'} -> {step}"
         print(f"  {label:<22} {stats([r[step] - b for r, b in zip(results, base)])}")
         previous = step
-    started = statistics.median(r["started"] for r in results)
-    verdict = "meets" if started < GOAL_STARTED_SECONDS else "MISSES"
-    print(f"\nfault -> failover run started: median {started:.1f} s ({verdict} the {GOAL_STARTED_SECONDS:.0f} s goal)")
+    print()
+    for step, what in (("created", "created by the alert"), ("started", "running")):
+        median = statistics.median(r[step] for r in results)
+        verdict = "meets" if median < GOAL_STARTED_SECONDS else "MISSES"
+        print(f"fault -> failover run {what}: median {median:.1f} s ({verdict} the {GOAL_STARTED_SECONDS:.0f} s goal)")
     return 0
 
 

@@ -6,6 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from regionops.drivers.alertmanager import AlertmanagerClient
+from regionops.drivers.prometheus import PrometheusClient, PrometheusView
 from regionops.drivers.pushgateway import Gauge, Pushed, PushgatewayClient
 from regionops.monitoring import silences
 from regionops.topology import Topology
@@ -35,3 +36,10 @@ def publish_metrics(topology: Topology, job: str, cluster: str, gauges: list[Gau
     """Push a runbook's result gauges to the Pushgateway (group job + cluster)."""
     assert topology.monitoring.pushgateway_url
     return PushgatewayClient(topology.monitoring.pushgateway_url).push(job, cluster, gauges)
+
+
+@task(name="read Prometheus alerts", cache_policy=NO_CACHE)
+def read_prometheus_alerts(topology: Topology) -> PrometheusView:
+    """The alerts Prometheus holds now (unreachable is a result, not an error)."""
+    assert topology.monitoring.prometheus_url
+    return PrometheusClient(topology.monitoring.prometheus_url).alerts()

@@ -38,7 +38,8 @@ def monitored_lab() -> Iterator[Lab]:
         assert not unhealthy, unhealthy
         yield lab
     finally:
-        lab.down(progress=lambda m: None, purge=True)
+        held = lab.down(progress=lambda m: None, purge=True)
+        assert not held, f"lab down left ports held: {held}"
 
 
 class Http:

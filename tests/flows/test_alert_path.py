@@ -5,6 +5,7 @@ One lab of its own with the whole stack (tests/alert_path_tools.py); the tests r
 order and each leaves the cluster healthy for the next (the primary moves eu-1 -> us-1
 by switchover, then by failover to the best replica):
 
+0. region health shows what Prometheus has firing;
 1. a planned switchover silences the alerts it causes: no failover run;
 2. a stopped replica: exactly one resync run, which brings it back;
 3. the receiver is down when Alertmanager posts: Alertmanager retries, one resync run;
@@ -38,6 +39,21 @@ def stack() -> Iterator[tuple[Lab, Http]]:
 
 def run_counts(http: Http) -> dict[str, int]:
     return {name: len(http.runs(name)) for name in ("failover", "replica-resync")}
+
+
+def test_region_health_reports_what_prometheus_has_firing(stack):
+    lab, http = stack
+    shown = {c.name: c.detail for c in lab.status().components}
+    assert f"UI at {http.prometheus}" in shown["prometheus"] and "of 7 targets up" in shown["prometheus"]
+    assert f"UI at {http.alertmanager}" in shown["alertmanager"]
+    assert all(shown[f"postgres_exporter {n}"] == "pg_up 1" for n in ("eu-1", "us-1", "apac-1"))
+    run = http.wait_finished(http.start_run("region-health", {"topology": str(lab.cfg.topology_path)}))
+    assert run["state_type"] == "COMPLETED", run["state"]
+    artifacts = http.client.post(f"{http.prefect}/artifacts/filter",
+                                 json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
+    report = " ".join(str(a["data"]) for a in artifacts)
+    # A fresh lab has never been backed up: Prometheus says so, and the report shows it.
+    assert f"Prometheus at {http.prometheus} has" in report and "BackupTooOld" in report, report[:2000]
 
 
 def test_a_planned_switchover_silences_its_alerts_and_starts_no_failover(stack):

@@ -129,3 +129,23 @@ def test_pushgateway_puts_the_group_in_text_format():
                                  "http://pg:9091/metrics/job/regionops-backup/cluster/core")
     with pytest.raises(ValueError, match="not a Prometheus metric name"):
         exposition([Gauge(name="bad-name", help="h", value=1)])
+
+
+def test_prometheus_alerts_are_read_and_an_unreachable_prometheus_is_a_result():
+    from regionops.drivers.prometheus import PrometheusClient
+
+    body = {"status": "success", "data": {"alerts": [
+        {"labels": {"alertname": "BackupTooOld", "cluster": "core"}, "annotations": {"summary": "no backup"},
+         "state": "firing"},
+        {"labels": {"alertname": "PostgresPrimaryDown", "cluster": "core", "node": "eu-1"}, "state": "pending"}]}}
+    ok = PrometheusClient("http://prom", client=httpx.Client(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=body)))).alerts()
+    assert [a.alertname for a in ok.firing()] == ["BackupTooOld"]
+    assert ok.sentence() == ("Prometheus at http://prom has 1 alert(s) firing: BackupTooOld (cluster=core) "
+                             "firing: no backup")
+
+    def refuse(request):
+        raise httpx.ConnectError("refused")
+
+    down = PrometheusClient("http://prom", client=httpx.Client(transport=httpx.MockTransport(refuse))).alerts()
+    assert not down.reachable and "ConnectError" in down.sentence()
