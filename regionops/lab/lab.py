@@ -169,11 +169,13 @@ class Lab:
 
         ``with_monitoring`` (default: as last time, initially on) runs Prometheus,
         Alertmanager, the Pushgateway and the exporters; they need the alert receiver,
-        so only with Prefect.
+        so without Prefect they are off (and stay off until asked for again).
         """
         cfg = self.cfg
         if with_monitoring is not None:
             cfg.monitoring = with_monitoring
+        if not with_prefect:
+            cfg.monitoring = False
         cfg.save()
         for sub in ("secrets", "state", "apps"):
             cfg.path(sub).mkdir(parents=True, exist_ok=True)
