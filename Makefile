@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit bench lab-up lab-status lab-down clean
+.PHONY: setup monitoring-tools demo test test-unit bench lab-up lab-status lab-down clean
 
 setup: $(STAMP)
 
@@ -15,10 +15,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-demo: setup
+# Prometheus, Alertmanager, postgres_exporter, Pushgateway (Debian packages): installed
+# when missing and root, else named; the lab runs without them, their tests do not.
+monitoring-tools: setup
+	@$(PY) -m regionops.monitoring.tools --install
+
+demo: setup monitoring-tools
 	$(VENV)/bin/regionops demo
 
-test: setup
+test: setup monitoring-tools
 	$(PY) -m pytest
 
 test-unit: setup
@@ -28,6 +33,7 @@ bench: setup
 	$(PY) bench/backup.py
 	$(PY) bench/failover.py
 	$(PY) bench/drill.py
+	$(PY) bench/alert_path.py
 
 lab-up: setup
 	$(VENV)/bin/regionops lab up

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from flows.monitoring import BACKUP_JOB, backup_gauges, publish
 from flows.reporting import RunReporter, report_failure
 from regionops.backup.catalog import OrphanCleanup
 from regionops.backup.copy import CopyResult
@@ -125,6 +126,9 @@ def backup(params: BackupParams = BackupParams()) -> BackupRunResult:
         reporter.fail(exc)
         raise
     m = result.manifest
+    if m is not None and not params.dry_run:
+        publish(topology, BACKUP_JOB, cluster_name, backup_gauges(
+            m.finished_at, m.size_after, (m.finished_at - m.started_at).total_seconds()), reporter)
     reporter.finish(
         "dry run" if params.dry_run else "succeeded",
         [result.sentence()],

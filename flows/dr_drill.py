@@ -44,6 +44,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from flows.failover import FailoverParams, failover
 from flows.ha_common import Progress, observe_cluster, refuse, report_error
 from flows.locks import drill_lock, release_run_leases
+from flows.monitoring import PlannedWorkSilence
 from flows.region_health import RegionHealthParams, region_health
 from flows.replica_resync import ResyncParams, replica_resync
 from flows.reporting import RunReporter, artifact_key, report_failure
@@ -213,10 +214,15 @@ def dr_drill(params: DrillParams = DrillParams()) -> DrillResult:
         if fenced:
             raise refuse(reporter, "the drill did not start: " + "; ".join(
                 f"{node} is fenced ({m.sentence()}); run replica-resync to bring it back" for node, m in fenced.items()))
+        # A direct drill silences the alerts its fault causes (Alertmanager, when the topology
+        # has one): they would page and start a second, alert-driven failover.  The alert
+        # path must not be silenced: proving it is the point.
+        quiet = PlannedWorkSilence(topology, cluster_name, "dr-drill", reporter,
+                                   params.recovery_timeout_seconds + 900)
         if params.dry_run:
-            return _drill(topology, cluster_name, params, reporter, progress, steady)
-        with drill_lock(cluster_name):
-            return _drill(topology, cluster_name, params, reporter, progress, steady)
+            return _drill(topology, cluster_name, params, reporter, progress, steady, quiet)
+        with drill_lock(cluster_name), quiet:
+            return _drill(topology, cluster_name, params, reporter, progress, steady, quiet)
     except Exception as exc:
         report_error(reporter, exc, changed=progress.changed)
         raise
@@ -245,7 +251,7 @@ def _choose_target(topology: Topology, cluster: str, params: DrillParams, primar
 
 
 def _drill(topology: Topology, cluster: str, params: DrillParams, reporter: RunReporter, progress: Progress,
-           steady: RegionHealthReport) -> DrillResult:
+           steady: RegionHealthReport, quiet: PlannedWorkSilence) -> DrillResult:
     original = steady.primary
     assert original is not None  # a healthy steady state has one primary
     target = _choose_target(topology, cluster, params, original)
@@ -274,6 +280,8 @@ def _drill(topology: Topology, cluster: str, params: DrillParams, reporter: RunR
         reporter.step(f"canary {canary_id} writing: {acked} writes acknowledged before the fault")
         _remember(topology, cluster, {"run": str(current_run.get_id() or ""), "scenario": params.scenario,
                                       "target": target, "original_primary": original})
+        if params.recovery_path == "direct":
+            quiet.begin()
         progress.changed = True
         injection = inject_fault(topology, params.scenario, cluster, target)
         reporter.step(injection.sentence())

@@ -13,6 +13,7 @@ from flows.reporting import RunReporter, report_failure
 from regionops.errors import RunbookError
 from regionops.health import RegionHealthReport, assess_health
 from regionops.topology import HealthThresholds, load_topology
+from tasks.monitoring import read_prometheus_alerts
 from tasks.observe import check_bucket, observe_node, probe_app, read_writer_record
 
 
@@ -57,6 +58,10 @@ def region_health(params: RegionHealthParams = RegionHealthParams()) -> RegionHe
     )
     for problem in report.problems:
         reporter.step(problem.message, slack=False)
+    # The monitoring system's view beside the runbook's own probes (when the topology names it).
+    prometheus = read_prometheus_alerts(topology) if topology.monitoring.prometheus_url else None
+    if prometheus is not None:
+        reporter.step(prometheus.sentence(), slack=False)
     if not report.healthy:
         reporter.alert(f"Region health: {len(report.problems)} problem(s) in {cluster_name}",
                        [p.message for p in report.problems])
@@ -69,6 +74,8 @@ def region_health(params: RegionHealthParams = RegionHealthParams()) -> RegionHe
                      for a in report.apps],
             "buckets": [b.model_dump() for b in report.buckets],
             "writer record": [report.writer.model_dump()],
+            **({"prometheus alerts": [a.model_dump(exclude={"labels"}) | {"labels": str(a.labels)}
+                                      for a in prometheus.alerts]} if prometheus else {}),
         },
     )
     return report

@@ -20,6 +20,7 @@ from prefect import flow
 from prefect.runtime import flow_run as current_run
 from pydantic import BaseModel, Field
 
+from flows.monitoring import RESTORE_VERIFY_JOB, publish, restore_verification_gauges
 from flows.reporting import RunReporter, report_failure
 from regionops.backup.manifest import Verification, home_region
 from regionops.backup.restore import RestoreVerification
@@ -119,6 +120,8 @@ def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> Resto
         at=datetime.now(timezone.utc), restore_seconds=result.restore_seconds if result.passed else None,
         detail=result.sentence(), flow_run=str(current_run.get_id() or ""),
     ))
+    publish(topology, RESTORE_VERIFY_JOB, cluster_name,
+            restore_verification_gauges(datetime.now(timezone.utc), result.passed, result.restore_seconds), reporter)
     reporter.finish(
         "passed" if result.passed else "failed",
         [result.sentence()],

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from flows.approval import request_approval
 from flows.ha_common import Progress, change_lock, observe_cluster, plan_table, refuse, report_error
+from flows.monitoring import PlannedWorkSilence
 from flows.reporting import RunReporter, report_failure
 from regionops.decisions import check_switchover, find_primary
 from regionops.errors import VerificationFailed
@@ -115,15 +116,17 @@ def switchover(params: SwitchoverParams = SwitchoverParams()) -> SwitchoverResul
                     "dry run: nothing will be changed" if params.dry_run else "this run changes the cluster"])
     progress = Progress()
     try:
-        with change_lock(cluster_name, "switchover", dry_run=params.dry_run, wait_seconds=params.lock_wait_seconds):
-            return _switchover(topology, cluster_name, params, reporter, progress)
+        with change_lock(cluster_name, "switchover", dry_run=params.dry_run, wait_seconds=params.lock_wait_seconds), \
+                PlannedWorkSilence(topology, cluster_name, "switchover", reporter, 600 + params.catch_up_timeout_seconds
+                                   + params.verify_timeout_seconds) as quiet:
+            return _switchover(topology, cluster_name, params, reporter, progress, quiet)
     except Exception as exc:
         report_error(reporter, exc, changed=progress.changed)
         raise
 
 
 def _switchover(topology: Topology, cluster_name: str, params: SwitchoverParams, reporter: RunReporter,
-                progress: Progress) -> SwitchoverResult:
+                progress: Progress, quiet: PlannedWorkSilence) -> SwitchoverResult:
     cluster = topology.clusters[cluster_name]
     bound = cluster.health.max_lag_bytes if params.max_lag_bytes is None else params.max_lag_bytes
 
@@ -152,6 +155,7 @@ def _switchover(topology: Topology, cluster_name: str, params: SwitchoverParams,
         request_approval(reporter, plan, f"switchover to {new}", params.approval_timeout_seconds)
 
     # 3-4. Stop writes on the old primary and let the target catch up to its very last WAL.
+    quiet.begin()  # the primary is about to stop: its alerts must not start a failover
     progress.changed = True
     reporter.step(fence_writes(topology, cluster_name, old).sentence())
     final_lsn = _stop_and_catch_up(topology, cluster_name, old, new, params, reporter)

@@ -50,7 +50,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     """lab up | status | down."""
     lab = _lab(args)
     if args.lab_command == "up":
-        status = lab.up(progress=print, with_prefect=not args.no_prefect)
+        status = lab.up(progress=print, with_prefect=not args.no_prefect, with_monitoring=args.monitoring)
         _print_status(status, args.json)
         print(f"topology: {lab.cfg.topology_path}")
         # Without Prefect only its components may be down; the cluster must be healthy either way.
@@ -249,6 +249,8 @@ def make_parser() -> argparse.ArgumentParser:
             p.add_argument("--no-prefect", action="store_true", help="skip the Prefect server")
             p.add_argument("--seed-rows", type=int,
                            help="customers seeded into the application database on the first up (default 1000)")
+            p.add_argument("--monitoring", action=argparse.BooleanOptionalAction, default=None,
+                           help="run Prometheus, Alertmanager and the exporters (default: as last time, initially on)")
         if name == "down":
             p.add_argument("--purge", action="store_true", help="also remove the lab directory")
     fault = lab_sub.add_parser("fault", help="inject a DR drill fault by hand")

@@ -89,6 +89,8 @@ class Node(Strict):
     data_dir: str = Field(description="data directory on the node's machine")
     priority: int = Field(100, description="higher wins among equally advanced promotion candidates")
     dns_name: str | None = Field(None, description="the node's DNS name; default <node>.<cluster>.<zone>")
+    exporter_port: int | None = Field(
+        None, ge=1, le=65535, description="port of this node's postgres_exporter; default monitoring.exporter_port")
 
 
 class Objectives(Strict):
@@ -295,6 +297,32 @@ class Application(Strict):
     release: ReleaseSettings = ReleaseSettings()
     assets: AssetSettings = AssetSettings()
     traffic: AppTraffic | None = None
+class AlertThresholds(Strict):
+    """Thresholds of the alert rules that the topology (not the rules file) decides."""
+
+    app_error_ratio: float = Field(0.05, gt=0, le=1, description="5xx share of an app's requests over 5 min")
+    app_p95_seconds: float = Field(1.0, gt=0, description="p95 request latency of an app over 5 min")
+    backup_max_age_hours: float = Field(26, gt=0, description="age of a cluster's newest successful backup")
+    slot_retained_bytes: int = Field(1024**3, gt=0, description="WAL a replication slot may hold back on the primary")
+
+
+class Monitoring(Strict):
+    """Where Prometheus, Alertmanager and the Pushgateway of this environment live (all optional).
+
+    ``regionops.monitoring`` generates Prometheus' scrape config and the threshold rules
+    from this and the rest of the topology; runbooks use it to read Prometheus, publish
+    their results and silence the alerts planned work causes.
+    """
+
+    prometheus_url: str | None = Field(None, description="Prometheus base URL (region health reads it)")
+    alertmanager_url: str | None = Field(None, description="Alertmanager base URL (silences for planned work)")
+    pushgateway_url: str | None = Field(None, description="Pushgateway base URL (backup and restore results)")
+    alert_receiver_url: str | None = Field(None, description="the regionops alert receiver's POST /alerts URL")
+    exporter_port: int = Field(9187, ge=1, le=65535, description="postgres_exporter port on each node's host")
+    scrape_interval_seconds: float = Field(15, gt=0)
+    max_alert_for_seconds: float | None = Field(
+        None, gt=0, description="cap on every alert rule's `for` (the lab uses a few seconds)")
+    thresholds: AlertThresholds = AlertThresholds()
 
 
 class Topology(Strict):
@@ -309,6 +337,7 @@ class Topology(Strict):
     prefect: PrefectSettings = PrefectSettings()
     drills: DrillSettings = DrillSettings()
     alerting: AlertingSettings | None = None
+    monitoring: Monitoring = Monitoring()
     state_dir: str | None = Field(None, description="where runbooks keep local state (locks, scratch)")
     application: Application | None = Field(None, description="the application: release, assets, traffic")
 

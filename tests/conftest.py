@@ -22,8 +22,12 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 @contextmanager
-def started_lab(with_prefect: bool = True) -> Iterator["Lab"]:  # noqa: F821
+def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Iterator["Lab"]:  # noqa: F821
     """A running lab in a fresh directory on free ports; stopped and removed afterwards.
+
+    Without monitoring by default: the session lab's faults (stopped replicas, paused
+    replay) must not start alert-driven runbooks under other tests' feet.  The alert
+    path is tested on labs of its own (tests/flows/test_alert_path.py).
 
     While it runs, Prefect clients in this process (and the environment of child
     processes) point at the lab's Prefect server.
@@ -38,7 +42,7 @@ def started_lab(with_prefect: bool = True) -> Iterator["Lab"]:  # noqa: F821
     env = lab_env(lab.cfg)
     old = {k: os.environ.get(k) for k in env}
     try:
-        status = lab.up(progress=lambda m: None, with_prefect=with_prefect)
+        status = lab.up(progress=lambda m: None, with_prefect=with_prefect, with_monitoring=with_monitoring)
         unhealthy = [c for c in status.components
                      if not c.healthy and (with_prefect or c.name not in ("prefect server", "runbook deployments", "alert receiver"))]
         assert not unhealthy, unhealthy

@@ -32,12 +32,21 @@ class LabPorts(BaseModel):
     slack: int
     prefect: int
     alerts: int | None = None  # absent in labs created before the alert receiver joined
+    # Monitoring (absent in labs created before it joined): Prometheus, Alertmanager,
+    # the Pushgateway and one postgres_exporter per node.
+    prometheus: int | None = None
+    alertmanager: int | None = None
+    pushgateway: int | None = None
+    exporters: dict[str, int] | None = None
 
     def all(self) -> dict[str, int]:
         """component name -> port, for status and for checking nothing is left after down."""
         ports = {f"postgres {n}": p for n, p in self.postgres.items()}
         ports |= {f"app {r}": p for r, p in self.apps.items()}
         ports |= {"moto": self.moto, "slack sink": self.slack, "prefect": self.prefect}
+        ports |= {f"postgres_exporter {n}": p for n, p in (self.exporters or {}).items()}
+        ports |= {name: port for name, port in (("prometheus", self.prometheus), ("alertmanager", self.alertmanager),
+                                                ("pushgateway", self.pushgateway)) if port}
         return ports | ({"alert receiver": self.alerts} if self.alerts else {})
 
     @classmethod
@@ -50,6 +59,10 @@ class LabPorts(BaseModel):
             slack=base + 91,
             prefect=base + 92,
             alerts=base + 93,
+            prometheus=base + 70,
+            alertmanager=base + 71,
+            pushgateway=base + 72,
+            exporters={n: base + 75 + i for i, n in enumerate(LAB_NODES)},
         )
 
     @classmethod
@@ -57,7 +70,7 @@ class LabPorts(BaseModel):
         """Ports the kernel says are free right now (tests use these so they never collide)."""
         socks = []
         try:
-            for _ in range(len(LAB_NODES) + len(LAB_REGIONS) + 4):
+            for _ in range(2 * len(LAB_NODES) + len(LAB_REGIONS) + 7):
                 s = socket.socket()
                 s.bind(("127.0.0.1", 0))
                 socks.append(s)
@@ -73,6 +86,10 @@ class LabPorts(BaseModel):
             slack=next(it),
             prefect=next(it),
             alerts=next(it),
+            prometheus=next(it),
+            alertmanager=next(it),
+            pushgateway=next(it),
+            exporters={n: next(it) for n in LAB_NODES},
         )
 
 
@@ -85,6 +102,7 @@ class LabConfig(BaseModel):
     pg_root: Path | None = Field(None, description="where data directories live; default <lab_dir>/pg")
     app_version: str = "1.0.0"
     seed_rows: int = Field(1000, ge=0, description="customers seeded into the application database (5x orders)")
+    monitoring: bool = Field(True, description="run Prometheus, Alertmanager, exporters (`lab up --no-monitoring`)")
 
     @property
     def topology_path(self) -> Path:

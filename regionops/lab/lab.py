@@ -30,6 +30,7 @@ from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.postgres import NodeState, SqlObserver
 from regionops.drivers.probes import HttpAppProber
 from regionops.drivers.traffic import traffic_for
+from regionops.lab import monitoring as labmon
 from regionops.lab import pglab
 from regionops.lab.assets import assets_root, build_assets
 from regionops.lab.config import (
@@ -107,6 +108,7 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
                         "port": cfg.ports.postgres[node],
                         "data_dir": str(cfg.data_dir(node)),
                         "priority": PRIORITIES[node],
+                        **({"exporter_port": labmon.exporter_port(cfg, node)} if labmon.enabled(cfg) else {}),
                     }
                     for node, region in LAB_NODES.items()
                 },
@@ -143,6 +145,7 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
                        "cache_control": "public, max-age=60", "cdn_distribution": LAB_CDN},
             "traffic": {"record": f"app.{LAB_ZONE}", "capacity_rps": {r: 200 for r in LAB_REGIONS}},
         },
+        **({"monitoring": labmon.topology_section(cfg)} if labmon.enabled(cfg) else {}),
     }
 
 
@@ -154,6 +157,7 @@ class ComponentStatus(BaseModel):
     running: bool
     healthy: bool
     detail: str
+    required: bool = True  # False: reported, but the lab is healthy without it (monitoring not installed)
 
 
 class LabStatus(BaseModel):
@@ -190,9 +194,19 @@ class Lab:
         return load_topology(self.cfg.topology_path)
 
     # -- up -----------------------------------------------------------------------
-    def up(self, progress: Progress = print, with_prefect: bool = True) -> LabStatus:
-        """Start everything that is not running yet; create what does not exist yet."""
+    def up(self, progress: Progress = print, with_prefect: bool = True,
+           with_monitoring: bool | None = None) -> LabStatus:
+        """Start everything that is not running yet; create what does not exist yet.
+
+        ``with_monitoring`` (default: as last time, initially on) runs Prometheus,
+        Alertmanager, the Pushgateway and the exporters; they need the alert receiver,
+        so without Prefect they are off (and stay off until asked for again).
+        """
         cfg = self.cfg
+        if with_monitoring is not None:
+            cfg.monitoring = with_monitoring
+        if not with_prefect:
+            cfg.monitoring = False
         cfg.save()
         for sub in ("secrets", "state", "apps"):
             cfg.path(sub).mkdir(parents=True, exist_ok=True)
@@ -210,6 +224,10 @@ class Lab:
             steps.append(("runbook deployments served to the UI", self._start_serve))
             if cfg.ports.alerts:
                 steps.append(("alert receiver (Alertmanager webhooks)", self._start_alert_receiver))
+            if cfg.monitoring and cfg.ports.prometheus:
+                steps.append(("monitoring: postgres_exporter per node, Prometheus, Alertmanager, Pushgateway",
+                              lambda: labmon.LabMonitoring(cfg).start(self._start_process,
+                                                                      lambda m: progress(m))))
         for i, (title, step) in enumerate(steps, 1):
             progress(f"[{i}/{len(steps)}] {title}")
             step()
@@ -331,7 +349,8 @@ class Lab:
         name = "prefect-serve"
         if running_pid(self.cfg.lab_dir, name):
             return
-        env = lab_env(self.cfg) | {"PREFECT_LOGGING_LEVEL": "WARNING"}
+        # Poll for runs every second: an alert-started failover should not wait 10 s to begin.
+        env = lab_env(self.cfg) | {"PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
         pid = spawn(self.cfg.lab_dir, name,
                     [self.python, "-m", "deployments.serve", "--topology", str(self.cfg.topology_path)], env=env)
         poll_until(lambda: self._serve_ready(pid), timeout=90, interval=0.5, what="runbook deployments")
@@ -446,6 +465,7 @@ class Lab:
             comps.append(ComponentStatus(name="alert receiver", endpoint=f"http://127.0.0.1:{cfg.ports.alerts}/alerts",
                                          running=port_open(cfg.ports.alerts), healthy=alerts_ok,
                                          detail="accepting Alertmanager webhooks" if alerts_ok else "not answering"))
+        comps += [ComponentStatus(**vars(c)) for c in labmon.LabMonitoring(cfg).status()]
         serving = running_pid(cfg.lab_dir, "prefect-serve") is not None
         count = self._deployment_count() if prefect_ok else 0
         comps.append(ComponentStatus(name="runbook deployments", endpoint="prefect serve", running=serving,
@@ -457,7 +477,7 @@ class Lab:
                   if report else [])
         return LabStatus(
             lab_dir=str(cfg.lab_dir), exists=exists,
-            healthy=exists and cluster_ok and all(c.healthy for c in comps),
+            healthy=exists and cluster_ok and all(c.healthy for c in comps if c.required),
             components=comps, prefect_ui=f"http://127.0.0.1:{cfg.ports.prefect}",
             cluster_healthy=cluster_ok, cluster=report.sentence() if report else "no topology file",
             problems=[p.message for p in report.problems] if report else [], advice=advice,
@@ -503,7 +523,7 @@ class Lab:
         Returns the ports still held afterwards (empty when all is well).
         """
         cfg = self.cfg
-        names = ["alert-receiver", "prefect-serve", "prefect-server", *(f"app-{r}" for r in cfg.ports.apps),
+        names = [*labmon.LabMonitoring(cfg).process_names(), "alert-receiver", "prefect-serve", "prefect-server", *(f"app-{r}" for r in cfg.ports.apps),
                  "slack-sink", "moto"]
         for name in names:
             if stop(cfg.lab_dir, name):

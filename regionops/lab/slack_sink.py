@@ -6,7 +6,9 @@ with JSON or form-urlencoded bodies (WebClient sends JSON for chat.* and a form 
 the rest).  Like Slack it answers HTTP 200 with ``{"ok": false, "error": ...}`` on
 failure: ``invalid_auth`` (wrong or missing token when the sink has one),
 ``unknown_method``, ``channel_not_found``, ``message_not_found``, ``thread_not_found``,
-``no_text``.
+``no_text``.  ``chat.postMessage`` also takes ``attachments`` alone (what Alertmanager's
+``slack_configs`` send; the message's text is then their fallback), and
+``POST /services/...`` is an incoming webhook (JSON message in, ``ok`` out).
 
 Messages live in memory; with a store path every change is also appended to a
 JSON-lines file (``{"event": "post"|"update"|"clear", "at": ..., "message": {...}}``),
@@ -143,8 +145,20 @@ class SinkState:
         """chat.postMessage: store a message (a reply when ``thread_ts`` is given)."""
         channel = _require_channel(args)
         text, blocks = args.get("text"), args.get("blocks")
-        if not text and not blocks:
+        attachments = args.get("attachments")
+        if isinstance(attachments, str):  # form bodies carry attachments as a JSON string
+            try:
+                attachments = json.loads(attachments)
+            except ValueError:
+                raise SlackApiFailure("invalid_attachments") from None
+        if attachments is not None and not isinstance(attachments, list):
+            raise SlackApiFailure("invalid_attachments")
+        if not text and not blocks and not attachments:
             raise SlackApiFailure("no_text")
+        if not text and attachments:
+            # What Slack shows in notifications for attachment-only messages (Alertmanager's).
+            text = "\n".join(str(a.get("fallback") or " ".join(filter(None, (a.get("title"), a.get("text")))))
+                             for a in attachments if isinstance(a, dict))
         with self._lock:
             thread_ts = args.get("thread_ts") or None
             if thread_ts is not None:
@@ -161,6 +175,7 @@ class SinkState:
                 "bot_id": BOT_ID,
                 "text": text or "",
                 "blocks": blocks,
+                **({"attachments": attachments} if attachments else {}),
                 "edited": None,
                 "history": [],
             }
@@ -286,6 +301,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         if path.startswith("/api/"):
             self._api(path[len("/api/") :])
+        elif path.startswith("/services/"):
+            self._incoming_webhook()
         else:
             self._send_json({"ok": False, "error": "not_found"}, status=404)
 
@@ -295,6 +312,31 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json({"ok": True})
         else:
             self._send_json({"ok": False, "error": "not_found"}, status=404)
+
+    def _incoming_webhook(self) -> None:
+        """An incoming webhook (``POST /services/...``): JSON message, answered ``ok`` as text, like Slack.
+
+        No token: the webhook URL itself is the secret.  The channel is the payload's, else
+        ``#incoming-webhook``.
+        """
+        try:
+            args = self._read_args()
+            args.setdefault("channel", "#incoming-webhook")
+            self.server.state.post(args)
+        except SlackApiFailure as failure:
+            self._send_text(failure.error, 400)
+        except ValueError:
+            self._send_text("invalid_payload", 400)
+        else:
+            self._send_text("ok", 200)
+
+    def _send_text(self, body: str, status: int) -> None:
+        data = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _api(self, method: str) -> None:
         state = self.server.state

@@ -110,19 +110,22 @@ def test_cli_up_status_down_leaves_no_process_and_no_port():
     try:
         up = _cli("lab", "up", "--free-ports", env=env)
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "[1/9]" in up.stdout  # progress is reported
+        assert "[1/10]" in up.stdout  # progress is reported (monitoring is the 10th step)
 
         status = _cli("lab", "status", "--json", env=env)
         assert status.returncode == 0, status.stderr
         doc = json.loads(status.stdout)
-        assert doc["healthy"] and len(doc["components"]) == 11
+        # 11 components + 3 postgres_exporters, Prometheus, Alertmanager, Pushgateway.
+        assert doc["healthy"] and len(doc["components"]) == 17
 
         cfg = json.loads((lab_dir / "lab.json").read_text())
         pids = [int(p.read_text()) for p in (lab_dir / "run").glob("*.pid")]
         postmasters = [int((lab_dir / "pg" / n / "postmaster.pid").read_text().split()[0])
                        for n in ("eu-1", "us-1", "apac-1")]
         ports = [*cfg["ports"]["postgres"].values(), *cfg["ports"]["apps"].values(), cfg["ports"]["alerts"],
-                 cfg["ports"]["moto"], cfg["ports"]["slack"], cfg["ports"]["prefect"]]
+                 cfg["ports"]["moto"], cfg["ports"]["slack"], cfg["ports"]["prefect"],
+                 *cfg["ports"]["exporters"].values(), cfg["ports"]["prometheus"], cfg["ports"]["alertmanager"],
+                 cfg["ports"]["pushgateway"]]
     finally:
         down = _cli("lab", "down", "--purge", env=env)
     assert down.returncode == 0, down.stdout + down.stderr

@@ -1,0 +1,174 @@
+"""Benchmark: the real alert path, from a killed primary to writes accepted again.
+
+For each of ``--runs`` runs, a fresh lab with the whole monitoring stack (the failover
+trigger opens a 15 min window per cluster, so one lab cannot be failed over twice in a
+row by alerts), a client writing through the apac app every 50 ms, then
+``pg_ctl stop -m immediate`` on the primary.  Measured from the fault:
+
+    firing     PostgresPrimaryDown firing in Prometheus (scrape 1 s + evaluation 1 s + `for` 2 s)
+    received   the alert receiver sent the failover event (Alertmanager group wait 0.5 s;
+               read from the receiver's ledger)
+    created    the deployment trigger created the failover run (Prefect's triggers service)
+    picked     `prefect serve` picked the run up (Pending; it polls every second)
+    started    the run is Running (its own Python process has imported the runbook)
+    writes     the first write acknowledged by the new primary
+    completed  the failover run finished (verification and data-loss estimate included)
+
+Each step's time over the runs (min / median / max), and the time between steps, which
+names where the time goes.  Goal: fault -> failover run started under 10 s.
+
+    python bench/alert_path.py --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import httpx  # noqa: E402
+
+from deployments.alert_ledger import LEDGER_FILE  # noqa: E402
+from regionops.drivers.appwrite import HttpAppWriter  # noqa: E402
+from regionops.lab import pglab  # noqa: E402
+from regionops.lab.lab import Lab  # noqa: E402
+from regionops.monitoring.tools import LAB_TOOLS, missing_tools  # noqa: E402
+from regionops.waiting import poll_until  # noqa: E402
+
+STEPS = ("firing", "received", "created", "picked", "started", "writes", "completed")
+GOAL_STARTED_SECONDS = 10.0
+
+
+def _epoch(text: str | None) -> float | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+
+
+class Writer(threading.Thread):
+    """Writes through one app every 50 ms; remembers (time, node) of every acknowledged write."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url = url
+        self.acked: list[tuple[float, str]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        app = HttpAppWriter(timeout=1)
+        i = 0
+        while not self.stop.wait(0.05):
+            i += 1
+            w = app.write("apac", self.url, f"bench {i}")
+            if w.accepted and w.node:
+                self.acked.append((time.time(), w.node))
+
+
+def one_run(index: int) -> dict[str, float]:
+    """One fresh lab, one fault; seconds from the fault to each step."""
+    lab_dir = Path(tempfile.mkdtemp(prefix="regionops-bench-alerts-"))
+    os.chmod(lab_dir, 0o755)
+    lab = Lab.open(lab_dir, free_ports=True)
+    http = httpx.Client(timeout=5)
+    try:
+        status = lab.up(progress=lambda m: None, with_prefect=True, with_monitoring=True)
+        assert status.healthy, [c for c in status.components if not c.healthy]
+        p = lab.cfg.ports
+        prom, prefect = f"http://127.0.0.1:{p.prometheus}", f"http://127.0.0.1:{p.prefect}/api"
+        poll_until(lambda: len(http.get(f"{prom}/api/v1/query", params={"query": "regionops:pg_last_seen_in_recovery"})
+                               .json()["data"]["result"]) == 3, timeout=60, what="Prometheus to know every node")
+        writer = Writer(lab.topology().regions["apac"].app_url)
+        writer.start()
+        time.sleep(1)
+        ledger = lab.cfg.path("state", LEDGER_FILE)
+        t0 = time.time()
+        pglab.pgctl(lab.cfg, "eu-1").stop("immediate")
+        at: dict[str, float] = {}
+
+        def alerts() -> list[dict]:
+            return http.get(f"{prom}/api/v1/alerts").json()["data"]["alerts"]
+
+        def failover_runs() -> list[dict]:
+            runs = http.post(f"{prefect}/flow_runs/filter", json={}).json()
+            flows = {f["id"]: f["name"] for f in http.post(f"{prefect}/flows/filter", json={}).json()}
+            return [r for r in runs if flows.get(r["flow_id"]) == "failover"]
+
+        def look() -> bool:
+            now = time.time()
+            if "firing" not in at and any(a["labels"]["alertname"] == "PostgresPrimaryDown" and a["state"] == "firing"
+                                          for a in alerts()):
+                at["firing"] = now
+            if "received" not in at and ledger.exists():
+                req = json.loads(ledger.read_text()).get("requests", {}).get("failover:core")
+                if req and req["at"] >= t0:
+                    at["received"] = req["at"]
+            runs = failover_runs()
+            if runs:
+                run = runs[0]
+                at.setdefault("created", _epoch(run["created"]) or now)
+                if run["state_type"] != "SCHEDULED":
+                    at.setdefault("picked", now)  # polled: within ~0.2 s
+                if run.get("start_time"):
+                    at.setdefault("started", _epoch(run["start_time"]) or now)
+                if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED"):
+                    assert run["state_type"] == "COMPLETED", f"failover run {run['name']}: {run['state']}"
+                    at.setdefault("completed", _epoch(run["end_time"]) or now)
+            first = next((t for t, node in writer.acked if t > t0 and node != "eu-1"), None)
+            if first:
+                at.setdefault("writes", first)
+            return all(s in at for s in STEPS)
+
+        poll_until(look, timeout=120, interval=0.1, what="the whole alert path")
+        writer.stop.set()
+        runs = failover_runs()
+        assert len(runs) == 1, f"{len(runs)} failover runs"
+        result = {step: round(at[step] - t0, 2) for step in STEPS}
+        print(f"run {index + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.items()), flush=True)
+        return result
+    finally:
+        http.close()
+        lab.down(progress=lambda m: None, purge=True)
+
+
+def stats(values: list[float]) -> str:
+    return f"{min(values):6.1f} {statistics.median(values):7.1f} {max(values):6.1f}"
+
+
+def main() -> int:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    missing = missing_tools(LAB_TOOLS)
+    if missing:
+        print("; ".join(t.missing() for t in missing), file=sys.stderr)
+        return 2
+    results = [one_run(i) for i in range(args.runs)]
+    print(f"\nalert path over {args.runs} run(s), seconds from the killed primary (min / median / max):")
+    for step in STEPS:
+        print(f"  {step:<10} {stats([r[step] for r in results])}")
+    print("\nwhere the time goes (between steps, min / median / max):")
+    previous = None
+    for step in STEPS[:5]:
+        base = [0.0] * len(results) if previous is None else [r[previous] for r in results]
+        label = f"{previous or 'fault'} -> {step}"
+        print(f"  {label:<22} {stats([r[step] - b for r, b in zip(results, base)])}")
+        previous = step
+    print()
+    for step, what in (("created", "created by the alert"), ("started", "running")):
+        median = statistics.median(r[step] for r in results)
+        verdict = "meets" if median < GOAL_STARTED_SECONDS else "MISSES"
+        print(f"fault -> failover run {what}: median {median:.1f} s ({verdict} the {GOAL_STARTED_SECONDS:.0f} s goal)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
