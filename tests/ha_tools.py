@@ -213,3 +213,45 @@ def writing(lab, region: str = "us") -> Iterator[BackgroundWriter]:
         w._stop.set()
         w._thread.join(5)
 
+
+
+class WritablePrimaryWatch:
+    """Watches, in the background, how many nodes take writes at once (reachable, primary, not read-only).
+
+    ``most`` is the largest number seen in any one look; ``looks`` how many looks were made.
+    A frozen or dead node answers nobody and does not count: it cannot take a write.
+    """
+
+    def __init__(self, lab, interval: float = 0.1):
+        self.lab = lab
+        self.interval = interval
+        self.most = 0
+        self.looks = 0
+        self.seen_two: list[list[str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        observer = SqlObserver(connect_timeout=1)
+        while not self._stop.wait(self.interval):
+            writable = []
+            for node in LAB_NODES:
+                s = observer.observe(node, pglab.conninfo(self.lab.cfg, node))
+                if s.reachable and s.role == "primary" and not s.read_only:
+                    writable.append(node)
+            self.looks += 1
+            self.most = max(self.most, len(writable))
+            if len(writable) > 1:
+                self.seen_two.append(writable)
+
+
+@contextmanager
+def watching_primaries(lab) -> Iterator[WritablePrimaryWatch]:
+    """A :class:`WritablePrimaryWatch` for the block's duration."""
+    watch = WritablePrimaryWatch(lab)
+    watch._thread.start()
+    try:
+        yield watch
+    finally:
+        watch._stop.set()
+        watch._thread.join(10)

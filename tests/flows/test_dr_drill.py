@@ -35,8 +35,10 @@ def _trend_rows(cluster: str = "core") -> int:
 def test_planned_switchover_drill_loses_nothing_and_restores_the_layout(lab):
     ha.expect_layout(lab, "eu-1")
     rows_before = _trend_rows()
-    state = dr_drill(_params(lab, scenario="planned-switchover", node="us-1"), return_state=True)
-    result = state.result()
+    with ha.watching_primaries(lab) as watch:
+        state = dr_drill(_params(lab, scenario="planned-switchover", node="us-1"), return_state=True)
+        result = state.result()
+    assert watch.looks > 20 and not watch.seen_two, watch.seen_two  # never two writable primaries
     assert result.recovery_ok, result.recovery
     assert result.new_primary == "us-1"
     m = result.measurement
@@ -61,8 +63,10 @@ def test_primary_crash_drill_through_the_alert_path_measures_what_was_really_los
 
     ha.expect_layout(lab, "eu-1")
     started = datetime.now(timezone.utc)
-    state = dr_drill(_params(lab, scenario="primary-crash", recovery_path="alert"), return_state=True)
-    result = state.result()
+    with ha.watching_primaries(lab) as watch:
+        state = dr_drill(_params(lab, scenario="primary-crash", recovery_path="alert"), return_state=True)
+        result = state.result()
+    assert watch.looks > 20 and not watch.seen_two, watch.seen_two
     # the alert started exactly one failover run, which promoted a replica
     failovers = [r for r in runs_started_since("failover", started)
                  if (r.parameters.get("params") or {}).get("cluster") == "core"]
@@ -131,22 +135,24 @@ def test_cancelling_a_drill_mid_action_leaves_one_writable_primary_and_resync_re
     from regionops.waiting import poll_until
 
     ha.expect_layout(lab, "eu-1")
-    run = run_deployment("dr-drill/lab", parameters={"params": {
-        "topology": str(lab.cfg.topology_path), "scenario": "primary-crash", "confirmation_seconds": 3}},
-        timeout=0)
-    # When the fault is in (eu-1 killed), the run is cancelled from the UI/API
-    poll_until(lambda: not pglab.pgctl(lab.cfg, "eu-1").is_running(), timeout=90, interval=0.1,
-               what="the drill to kill eu-1")
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(run.id, Cancelling(), force=True)
-        poll_until(lambda: client.read_flow_run(run.id).state.is_cancelled(), timeout=60, interval=0.5,
-                   what="the drill run to be cancelled")
-    # Then exactly one node takes writes, and the writer record names it
-    layout = ha.layout(lab)
-    writable = [n for n in layout if layout[n] == "primary" and not ha.state(lab, n).read_only]
-    assert len(writable) == 1, layout
-    assert ha.writer(lab) == writable[0]
-    assert "DR drill cancelled" in ha.slack_texts(lab)
+    with ha.watching_primaries(lab) as watch:
+        run = run_deployment("dr-drill/lab", parameters={"params": {
+            "topology": str(lab.cfg.topology_path), "scenario": "primary-crash", "confirmation_seconds": 3}},
+            timeout=0)
+        # When the fault is in (eu-1 killed), the run is cancelled from the UI/API
+        poll_until(lambda: not pglab.pgctl(lab.cfg, "eu-1").is_running(), timeout=90, interval=0.1,
+                   what="the drill to kill eu-1")
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run.id, Cancelling(), force=True)
+            poll_until(lambda: client.read_flow_run(run.id).state.is_cancelled(), timeout=60, interval=0.5,
+                       what="the drill run to be cancelled")
+        # Then exactly one node takes writes, and the writer record names it
+        layout = ha.layout(lab)
+        writable = [n for n in layout if layout[n] == "primary" and not ha.state(lab, n).read_only]
+        assert len(writable) == 1, layout
+        assert ha.writer(lab) == writable[0]
+        assert "DR drill cancelled" in ha.slack_texts(lab)
+    assert watch.looks > 10 and not watch.seen_two, watch.seen_two  # not during the drill, nor its rescue
     # The next drill's steady state names what is left (if anything); resync repairs it
     nxt = dr_drill(_params(lab, scenario="planned-switchover", dry_run=True), return_state=True)
     if not nxt.is_completed():
