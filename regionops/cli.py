@@ -72,7 +72,6 @@ def cmd_lab(args: argparse.Namespace) -> int:
 def _lab_fault(lab: Any, args: argparse.Namespace) -> int:
     """lab fault NAME [--node N] | lab heal: the DR drill's faults, by hand."""
     from regionops.decisions import find_primary
-    from regionops.drivers.postgres import SqlObserver, conninfo_for
     from regionops.ha.writer import writer_node
     from regionops.lab.config import LAB_CLUSTER
     from regionops.lab.faults import LabFaultInjector
@@ -89,9 +88,7 @@ def _lab_fault(lab: Any, args: argparse.Namespace) -> int:
     node = args.node
     if node is None:
         cluster = topology.clusters[LAB_CLUSTER]
-        states = {n: SqlObserver(connect_timeout=2).observe(n, conninfo_for(cluster, spec))
-                  for n, spec in cluster.nodes.items()}
-        view = find_primary(topology, LAB_CLUSTER, states, writer_node(topology, LAB_CLUSTER))
+        view = find_primary(topology, LAB_CLUSTER, lab.observe_nodes(), writer_node(topology, LAB_CLUSTER))
         if view.primary is None:
             raise RunbookError(f"cannot tell which node is the primary ({view.reason}); name one with --node")
         node = view.primary if args.name != "replica-loss" else min(

@@ -32,7 +32,7 @@ def rescue_cluster(topology: Topology, cluster: str, fault: str | None, target: 
     observer = SqlObserver(connect_timeout=2)
     states = {n: observer.observe(n, conninfo_for(c, spec)) for n, spec in c.nodes.items()}
     ops = LocalNodeOperator(topology, cluster)
-    frozen = bool(target) and _frozen(ops, target)
+    frozen = bool(target) and ops.pgctl(target).is_frozen()
     fenced_on_disk = bool(target) and (Path(c.nodes[target].data_dir) / "standby.signal").exists()
     actions = decide_rescue(fault or "", target, states, writer_node(topology, cluster),
                             target_frozen=frozen, target_fenced_on_disk=fenced_on_disk)
@@ -40,13 +40,6 @@ def rescue_cluster(topology: Topology, cluster: str, fault: str | None, target: 
         return ["the cluster has exactly one writable primary and the writer record names it: nothing to do"
                 + (f"; run replica-resync to bring {target} back" if target and not states[target].reachable else "")]
     return [_apply(topology, cluster, ops, action, fault) for action in actions]
-
-
-def _frozen(ops: LocalNodeOperator, node: str) -> bool:
-    try:
-        return ops._pgctl(node).is_frozen()  # noqa: SLF001 - the operator owns how a node's pg_ctl is built
-    except RunbookError:
-        return False
 
 
 def _apply(topology: Topology, cluster: str, ops: LocalNodeOperator, action: RescueAction, fault: str | None) -> str:

@@ -182,6 +182,10 @@ class LocalNodeOperator:
     def data_dir(self, node: str) -> Path:
         return Path(self.topology.node(self.cluster_name, node).data_dir)
 
+    def pgctl(self, node: str) -> PgCtl:
+        """pg_ctl for the node's data directory (also for fault injection and rescue on this machine)."""
+        return self._pgctl(node)
+
     def _pgctl(self, node: str, data_dir: Path | None = None) -> PgCtl:
         data = data_dir or self.data_dir(node)
         # The server log lives beside the data directory, which the server's user can write.

@@ -46,9 +46,11 @@ def resume_fault(topology: Topology, fault: FaultName, cluster: str, node: str |
 @task(name="canary baseline", cache_policy=NO_CACHE)
 def wait_for_acks(canary: CanaryWriter, count: int, timeout: float) -> int:
     """Wait until the canary has ``count`` acknowledged writes (its steady state).  Returns how many."""
-    return poll_until(lambda: sum(w.acked for w in canary.journal()) >= count and
-                      sum(w.acked for w in canary.journal()), timeout=timeout, interval=0.05,
-                      what=f"{count} acknowledged canary writes")
+    def acked() -> int:
+        n = sum(w.acked for w in canary.journal())
+        return n if n >= count else 0
+
+    return poll_until(acked, timeout=timeout, interval=0.05, what=f"{count} acknowledged canary writes")
 
 
 @task(name="wait for writes after the fault", cache_policy=NO_CACHE)

@@ -19,7 +19,7 @@ from regionops.drivers.pgtools import PgCtl
 from regionops.drivers.postgres import SqlObserver, conninfo_for
 from regionops.errors import ConfigurationError
 from regionops.lab.processes import running_pid, stop
-from regionops.nodeops import kill_instance
+from regionops.nodeops import LocalNodeOperator, kill_instance
 from regionops.topology import Topology
 
 # A data directory "lost" by replica-loss is moved aside under this suffix, not deleted:
@@ -36,9 +36,7 @@ class LabFaultInjector:
 
     # -- helpers ----------------------------------------------------------------------
     def _pgctl(self, cluster: str, node: str) -> PgCtl:
-        c = self.topology.clusters[cluster]
-        data = Path(c.nodes[node].data_dir)
-        return PgCtl(data, c.os_user, data.parent / f"{node}.log")
+        return LocalNodeOperator(self.topology, cluster).pgctl(node)
 
     def _result(self, fault: FaultName, cluster: str, node: str | None, started: float, detail: str,
                 changed: bool = True, at: datetime | None = None) -> FaultInjection:

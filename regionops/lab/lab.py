@@ -47,6 +47,7 @@ from regionops.ha.writer import writer_node
 from regionops.health import RegionHealthReport, assess_health
 from regionops.lab.reconcile import WriterReconcile, advice_for, reconcile_writer
 from regionops.lab.processes import (
+    http_ok,
     pid_alive,
     port_open,
     running_pid,
@@ -391,7 +392,7 @@ class Lab:
             return 0
 
     def _prefect_healthy(self) -> bool:
-        return _http_ok(f"http://127.0.0.1:{self.cfg.ports.prefect}/api/health")
+        return http_ok(f"http://127.0.0.1:{self.cfg.ports.prefect}/api/health")
 
     def stop_process(self, name: str) -> bool:
         """Stop one lab process (``moto``, ``slack-sink``, ``app-eu``, ...): fault injection."""
@@ -444,7 +445,7 @@ class Lab:
                 detail="; ".join([detail, *(p for p in problems if not p.startswith(f"node {node} ("))]),
             ))
         comps.append(self._moto_status(topo, report, about))
-        slack_ok = _http_ok(f"http://127.0.0.1:{cfg.ports.slack}/messages")
+        slack_ok = http_ok(f"http://127.0.0.1:{cfg.ports.slack}/messages")
         comps.append(ComponentStatus(name="slack sink", endpoint=f"http://127.0.0.1:{cfg.ports.slack}/api/",
                                      running=port_open(cfg.ports.slack), healthy=slack_ok,
                                      detail="accepting messages" if slack_ok else "not answering"))
@@ -461,7 +462,7 @@ class Lab:
                                      running=port_open(cfg.ports.prefect), healthy=prefect_ok,
                                      detail="UI and API answer" if prefect_ok else "not answering"))
         if cfg.ports.alerts:
-            alerts_ok = _http_ok(f"http://127.0.0.1:{cfg.ports.alerts}/healthz")
+            alerts_ok = http_ok(f"http://127.0.0.1:{cfg.ports.alerts}/healthz")
             comps.append(ComponentStatus(name="alert receiver", endpoint=f"http://127.0.0.1:{cfg.ports.alerts}/alerts",
                                          running=port_open(cfg.ports.alerts), healthy=alerts_ok,
                                          detail="accepting Alertmanager webhooks" if alerts_ok else "not answering"))
@@ -545,13 +546,6 @@ def _problems_by_subject(report: RegionHealthReport | None) -> dict[str, list[st
         out.setdefault(p.subject, []).append(p.message)
     return out
 
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL we built
-            return 200 <= resp.status < 300
-    except OSError:
-        return False
 
 
 def default_lab() -> Lab:

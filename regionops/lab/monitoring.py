@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from regionops.lab.config import LAB_NODES, LabConfig
-from regionops.lab.processes import port_open
+from regionops.lab.processes import http_ok, port_open
 from regionops.monitoring import EXPORTER_QUERIES
 from regionops.monitoring.alertmanager import LAB_TIMINGS
 from regionops.monitoring.files import AlertmanagerInputs, render, write
@@ -80,13 +80,6 @@ class Component:
     detail: str
     required: bool = True
 
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL we built
-            return 200 <= resp.status < 300
-    except OSError:
-        return False
 
 
 def _post(url: str) -> None:
@@ -211,7 +204,7 @@ class LabMonitoring:
             ("prometheus", p.prometheus, "/-/ready", "UI"), ("alertmanager", p.alertmanager, "/-/ready", "UI"),
             ("pushgateway", p.pushgateway, "/-/ready", "UI"),
         ):
-            ok = _http_ok(f"http://{HOST}:{port}{health}")
+            ok = http_ok(f"http://{HOST}:{port}{health}")
             detail = f"ready; {ui} at http://{HOST}:{port}" if ok else "not answering"
             if ok and name == "prometheus":
                 total, unscraped, down = self._targets()

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -111,6 +112,15 @@ def wait_for_port(port: int, *, timeout: float, what: str, pid: int | None = Non
         return port_open(port)
 
     poll_until(ready, timeout=timeout, interval=0.2, what=f"{what} on port {port}")
+
+
+def http_ok(url: str) -> bool:
+    """True when GET ``url`` answers 2xx within 2 s (lab components' health endpoints)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL we built
+            return 200 <= resp.status < 300
+    except OSError:
+        return False
 
 
 def wait_port_free(port: int, timeout: float = 10) -> bool:
