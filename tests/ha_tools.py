@@ -231,6 +231,12 @@ class WritablePrimaryWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def wait_for_looks(self, count: int, timeout: float = 15.0) -> None:
+        """Wait until ``count`` looks have been completed (or ``timeout`` seconds have passed)."""
+        deadline = time.monotonic() + timeout
+        while self.looks < count and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.05)
+
     def _run(self) -> None:
         observer = SqlObserver(connect_timeout=1)
         while not self._stop.wait(self.interval):
@@ -250,8 +256,12 @@ def watching_primaries(lab) -> Iterator[WritablePrimaryWatch]:
     """A :class:`WritablePrimaryWatch` for the block's duration."""
     watch = WritablePrimaryWatch(lab)
     watch._thread.start()
+    # One whole look before the block and one after it, so the watch always covers both
+    # ends of the block, however long a look at a frozen node takes on a slow machine.
+    watch.wait_for_looks(1)
     try:
         yield watch
     finally:
+        watch.wait_for_looks(watch.looks + 1)
         watch._stop.set()
         watch._thread.join(10)
