@@ -25,7 +25,7 @@ from deployments.alert_emitter import EventEmitter
 from deployments.alert_intents import ALERT_INTENTS, INTENTS, AlertEvent, LabelProblem, alert_event, intent_for
 from deployments.alert_ledger import AlertLedger
 from deployments.alert_payload import AlertmanagerPayload, PayloadError
-from flows.locks import lock_name
+from regionops.runbook.locks import lock_name
 from regionops.topology import Topology
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,9 @@
 A physical base backup of a cluster streamed into its home-region bucket, copies to the
 regions the topology names (where residency allows: checked before anything moves),
 clean-up of interrupted backups, and retention.  Runs nightly; ``dry_run`` shows the
-plan, including what retention would delete, and changes nothing.
+plan, including what retention would delete, and changes nothing.  One backup of a
+cluster at a time: a second one waits ``lock_wait_seconds`` for the cluster's backup
+lock, then refuses.  (Not the change lock: a failover must never wait for a backup.)
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from datetime import datetime, timezone
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.monitoring import BACKUP_JOB, backup_gauges, publish
-from flows.reporting import RunReporter, report_failure
 from regionops.backup.catalog import OrphanCleanup
 from regionops.backup.copy import CopyResult
 from regionops.backup.manifest import BackupManifest, Compression, CompressOn, home_region, human_bytes
@@ -23,15 +23,18 @@ from regionops.backup.retention import RetentionCandidate, RetentionPlan, Retent
 from regionops.backup.source import SourceChoice, choose_source
 from regionops.backup.take import BackupOptions
 from regionops.drivers.objectstore import MAX_PARTS, MiB
-from regionops.topology import load_topology
+from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
+from regionops.runbook.monitoring import BACKUP_JOB, backup_gauges, publish
+from regionops.runbook.params import ClusterChangeParams
+from regionops.runbook.reporting import RunReporter
+from regionops.topology import Topology, load_topology
 from tasks import backup as bt
 from tasks.observe import observe_node
 
 
-class BackupParams(BaseModel):
+class BackupParams(ClusterChangeParams):
     """Parameters of the backup runbook (rendered as a form in the Prefect UI)."""
 
-    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
     cluster: str | None = Field(None, description="Cluster to back up; default the topology's only cluster")
     source: str | None = Field(None, description="Node to back up from; default a healthy replica, else the primary")
     region: str | None = Field(
@@ -52,12 +55,13 @@ class BackupParams(BaseModel):
     prune: bool = Field(True, description="Apply retention after the backup")
     take_backup: bool = Field(True, description="Take a new backup (false: only clean up and apply retention)")
     dry_run: bool = Field(False, description="Plan everything, change nothing (lists what retention would delete)")
+    lock_wait_seconds: float = Field(
+        60, ge=0, description="How long to wait for another backup of the cluster to finish before refusing")
     orphan_grace_seconds: float = Field(
         600, gt=0, description="An incomplete backup whose heartbeat is older than this was interrupted and is removed")
     part_size_mb: int = Field(16, ge=5, le=5120, description="S3 multipart part size (memory per part)")
     volume_size_gb: float = Field(
         64, gt=0, description="Largest object of the tar stream (at most 10,000 parts); longer streams get more volumes")
-    notify: bool = Field(True, description="Post the run to Slack")
 
 
 class RetentionOutcome(BaseModel):
@@ -110,21 +114,23 @@ def _policy(params: BackupParams, keep_last: int | None, max_age_days: float | N
     )
 
 
-@flow(name="backup", on_failure=[report_failure], on_crashed=[report_failure])
+@flow(name="backup", **CHANGE_HOOKS)
 def backup(params: BackupParams = BackupParams()) -> BackupRunResult:
     """Back up a cluster into its home bucket, copy it where residency allows, prune by policy."""
     topology = load_topology(params.topology)
     cluster_name, cluster = topology.cluster(params.cluster)
     region = params.region or home_region(topology, cluster)
     copy_to = [r for r in (params.copy_to if params.copy_to is not None else cluster.backup.copy_to) if r != region]
-    reporter = RunReporter(topology, "backup", f"Backup of {cluster_name}", slack=params.notify)
-    reporter.start([f"cluster {cluster_name} into {topology.regions[region].bucket}"
-                    + (" (dry run)" if params.dry_run else "")])
-    try:
-        result = _run(params, topology, cluster_name, cluster, region, copy_to, reporter)
-    except Exception as exc:
-        reporter.fail(exc)
-        raise
+    run = RunbookRun(topology, "backup", cluster_name, f"Backup of {cluster_name}", params, lock="backup",
+                     start_lines=[f"cluster {cluster_name} into {topology.regions[region].bucket}"
+                                  + (" (dry run)" if params.dry_run else "")])
+    with run:
+        return _report(params, topology, cluster_name, _run(params, topology, cluster_name, cluster, region,
+                                                            copy_to, run), run.reporter)
+
+
+def _report(params: BackupParams, topology: Topology, cluster_name: str, result: BackupRunResult,
+            reporter: RunReporter) -> BackupRunResult:
     m = result.manifest
     if m is not None and not params.dry_run:
         publish(topology, BACKUP_JOB, cluster_name, backup_gauges(
@@ -144,7 +150,8 @@ def backup(params: BackupParams = BackupParams()) -> BackupRunResult:
     return result
 
 
-def _run(params, topology, cluster_name, cluster, region, copy_to, reporter: RunReporter) -> BackupRunResult:
+def _run(params, topology, cluster_name, cluster, region, copy_to, run: RunbookRun) -> BackupRunResult:
+    reporter = run.reporter
     # 1. Residency first: a refused target stops the run before a byte is read or moved.
     check_all(topology, cluster_name, [region, *copy_to], "backup")
     result = BackupRunResult(cluster=cluster_name, region=region, dry_run=params.dry_run)
@@ -158,6 +165,12 @@ def _run(params, topology, cluster_name, cluster, region, copy_to, reporter: Run
         reporter.step(result.source.sentence())
 
     buckets = [region, *copy_to]
+    if params.require_approval and not params.dry_run:
+        run.approve([f"back up {cluster_name} from {result.source.node if result.source else 'no node'} into "
+                     f"{topology.regions[region].bucket}", f"copy it to {', '.join(copy_to) or 'no other region'}",
+                     "remove interrupted backups and apply retention in " + ", ".join(buckets)],
+                    f"backup {cluster_name}")
+    run.changed = not params.dry_run
     # 3. Interrupted backups (stale heartbeat) are removed while the new one is taken:
     #    their prefixes differ, and a running backup's fresh heartbeat keeps it safe.
     cleanups = [bt.cleanup_orphans.submit(topology, cluster_name, r, params.orphan_grace_seconds, params.dry_run)

@@ -39,17 +39,12 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import Artifact, create_table_artifact
 from prefect.runtime import flow_run as current_run
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from flows.failover import FailoverParams, failover
-from flows.ha_common import Progress, observe_cluster, refuse, report_error
-from flows.locks import drill_lock, release_run_leases
-from flows.monitoring import PlannedWorkSilence
 from flows.region_health import RegionHealthParams, region_health
 from flows.replica_resync import ResyncParams, replica_resync
-from flows.reporting import RunReporter, artifact_key, report_failure
 from flows.switchover import SwitchoverParams, switchover
-from flows.triggered_runs import wait_for_run_end, wait_for_started_run
 from regionops.decisions import find_primary
 from regionops.decisions.drill import (
     ConsistencyCheck,
@@ -66,6 +61,12 @@ from regionops.drivers.faults import PRIMARY_FAULTS, FaultInjection, FaultName
 from regionops.drivers.notify import notifier_for
 from regionops.errors import ConfigurationError, PreconditionFailed, RunbookError
 from regionops.health import RegionHealthReport
+from regionops.runbook.common import Progress, observe_cluster, refuse, report_error
+from regionops.runbook.locks import drill_lock, release_run_leases
+from regionops.runbook.monitoring import PlannedWorkSilence
+from regionops.runbook.params import RunbookParams
+from regionops.runbook.reporting import RunReporter, artifact_key, report_failure
+from regionops.runbook.triggered_runs import wait_for_run_end, wait_for_started_run
 from regionops.topology import Topology, load_topology
 from tasks.drill import (
     check_fault,
@@ -102,10 +103,9 @@ REPAIR_HINT: dict[str, str] = {
 TREND_ROWS = 200
 
 
-class DrillParams(BaseModel):
+class DrillParams(RunbookParams):
     """Parameters of the DR drill (rendered as a form in the Prefect UI)."""
 
-    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
     cluster: str | None = Field(None, description="Cluster to drill; default the topology's only cluster")
     scenario: FaultName = Field(
         "primary-crash", description="primary-crash, region-outage, primary-freeze, replica-loss or planned-switchover")
@@ -124,11 +124,6 @@ class DrillParams(BaseModel):
     rollback: bool = Field(True, description="Restore the original topology afterwards (resync, switchover back)")
     dry_run: bool = Field(False, description="Check every precondition and print the plan; inject nothing")
     notify: bool = Field(True, description="Report the drill in a Slack thread")
-
-    @field_validator("node", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        return None if value == "" else value
 
     @model_validator(mode="after")
     def _alert_path_fits(self) -> DrillParams:

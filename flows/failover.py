@@ -18,25 +18,27 @@ from __future__ import annotations
 
 from prefect import flow
 from prefect.runtime import flow_run as current_run
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-from flows.approval import request_approval
-from flows.ha_common import Progress, change_lock, observe_cluster, plan_table, refuse, report_error
-from flows.reporting import RunReporter, report_failure
 from regionops.decisions import (
     DataLossEstimate,
     PromotionDecision,
+    assess_failover_loss,
     choose_promotion_candidate,
     decide_primary_down,
     estimate_data_loss,
     find_primary,
 )
-from regionops.drivers.postgres import NodeState
 from regionops.errors import RunbookError, VerificationFailed
 from regionops.ha.fencing import FenceMarker, OldPrimaryFence
 from regionops.ha.sqlsteps import Promotion
 from regionops.lsn import Lsn
+from regionops.model import NodeState
 from regionops.routing import drain_for_lost_database
+from regionops.runbook.common import observe_cluster, plan_table
+from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
+from regionops.runbook.params import ClusterChangeParams
+from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
 from tasks.nodeops import block_primary_start, data_dir_exists, node_running, read_wal_end, stop_node
 from tasks.replication import (
@@ -53,10 +55,9 @@ from tasks.replication import (
 )
 
 
-class FailoverParams(BaseModel):
+class FailoverParams(ClusterChangeParams):
     """Parameters of the failover runbook (rendered as a form in the Prefect UI; an alert fills `cluster`)."""
 
-    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
     cluster: str | None = Field(None, description="Cluster whose primary is down; default the topology's only cluster")
     node: str | None = Field(None, description="The node an alert says is down; refused if it is not the primary")
     reason: str | None = Field(None, description="What started this run (alert, human note); quoted in the report")
@@ -67,17 +68,7 @@ class FailoverParams(BaseModel):
     replay_wait_seconds: float = Field(
         5, ge=0, description="How long replicas may take to replay WAL they received before one is chosen")
     verify_timeout_seconds: float = Field(60, gt=0, description="How long the write verification may take")
-    dry_run: bool = Field(False, description="Confirm and choose, show the plan; change nothing")
-    require_approval: bool = Field(False, description="Pause for a typed approval in the UI before the first change")
     approval_timeout_seconds: int = Field(900, gt=0, description="How long to wait for the approval")
-    lock_wait_seconds: float = Field(0, ge=0, description="How long to wait for another runbook to release the cluster")
-    notify: bool = Field(True, description="Report the run in a Slack thread")
-
-    @field_validator("node", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        # An alert template renders a missing label as "": treat it as not given.
-        return None if value == "" else value
 
 
 class FailoverResult(BaseModel):
@@ -122,36 +113,31 @@ def failover_plan(old: str, new: str, followers: list[str], writer_record: str) 
     ]
 
 
-@flow(name="failover", on_failure=[report_failure], on_crashed=[report_failure])
+@flow(name="failover", **CHANGE_HOOKS)
 def failover(params: FailoverParams = FailoverParams()) -> FailoverResult:
     """Promote the best replica of a cluster whose primary is down, fencing the old one."""
     topology = load_topology(params.topology)
     cluster_name, _ = topology.cluster(params.cluster)
-    reporter = RunReporter(topology, "failover", f"Failover of {cluster_name}", slack=params.notify)
-    reporter.start([f"started by: {params.reason or 'a human'}",
-                    "dry run: nothing will be changed" if params.dry_run else "this run changes the cluster"])
-    progress = Progress()
-    try:
-        with change_lock(cluster_name, "failover", dry_run=params.dry_run, wait_seconds=params.lock_wait_seconds):
-            return _failover(topology, cluster_name, params, reporter, progress)
-    except Exception as exc:
-        report_error(reporter, exc, changed=progress.changed)
-        raise
+    run = RunbookRun(topology, "failover", cluster_name, f"Failover of {cluster_name}", params, start_lines=[
+        f"started by: {params.reason or 'a human'}",
+        "dry run: nothing will be changed" if params.dry_run else "this run changes the cluster"])
+    with run:
+        return _failover(topology, cluster_name, params, run)
 
 
-def _failover(topology: Topology, cluster_name: str, params: FailoverParams, reporter: RunReporter,
-              progress: Progress) -> FailoverResult:
+def _failover(topology: Topology, cluster_name: str, params: FailoverParams, run: RunbookRun) -> FailoverResult:
     cluster = topology.clusters[cluster_name]
+    reporter = run.reporter
 
     # 2. Which node was the primary, and is it really down?
     states = observe_cluster(topology, cluster_name)
     fenced = fenced_nodes(topology, cluster_name)
     view = find_primary(topology, cluster_name, states, writer_node(topology, cluster_name))
     if view.primary is None:
-        raise refuse(reporter, f"cannot tell which node is the primary: {view.reason}")
+        raise run.refuse(f"cannot tell which node is the primary: {view.reason}")
     old = view.primary
     if params.node and params.node != old:
-        raise refuse(reporter, f"the alert names {params.node}, but the primary is {old} ({view.reason})")
+        raise run.refuse(f"the alert names {params.node}, but the primary is {old} ({view.reason})")
     replicas = [n for n in cluster.nodes if n != old]
     probes = probe_primary(topology, cluster_name, old, params.probes, params.grace_seconds,
                            params.probe_timeout_seconds)
@@ -159,7 +145,7 @@ def _failover(topology: Topology, cluster_name: str, params: FailoverParams, rep
     down = decide_primary_down(old, probes, {n: states[n] for n in replicas}, grace_seconds=params.grace_seconds,
                                min_failed_probes=params.probes)
     if not down.down:
-        raise refuse(reporter, f"failover refused: {down.reason}")
+        raise run.refuse(f"failover refused: {down.reason}")
     reporter.step(down.reason)
 
     # 3. Choose the replica that holds the most WAL.
@@ -167,7 +153,7 @@ def _failover(topology: Topology, cluster_name: str, params: FailoverParams, rep
     choice = choose_promotion_candidate(topology, cluster_name, states, old_primary=old,
                                         exclude_regions=set(params.exclude_regions), fenced=set(fenced))
     if choice.candidate is None:
-        raise refuse(reporter, f"failover refused: {choice.reason}")
+        raise run.refuse(f"failover refused: {choice.reason}")
     reporter.step(choice.reason)
     new = choice.candidate
     followers = [n for n in replicas if n != new and states[n].reachable and states[n].role == "replica"]
@@ -181,10 +167,10 @@ def _failover(topology: Topology, cluster_name: str, params: FailoverParams, rep
                               down_reason=down.reason, choice_reason=choice.reason, plan=plan,
                               steps=[s for _, s in reporter.steps])
     if params.require_approval:
-        request_approval(reporter, plan, f"promote {new}", params.approval_timeout_seconds)
+        run.approve(plan, f"promote {new}")
 
     # 5. Fence the old primary before anything else can take writes.
-    progress.changed = True
+    run.changed = True
     fence = _fence(topology, cluster_name, old, states, reporter)
     # Only when the topology asks (application.traffic.drain_on_database_loss; off by default).
     drained = drain_for_lost_database(topology, cluster.nodes[old].region, f"failover: database {old} is lost")
@@ -287,25 +273,17 @@ def _fence(topology: Topology, cluster_name: str, old: str, states: dict[str, No
 
 def _data_loss(topology: Topology, cluster_name: str, old: str, replicas: list[str], states: dict[str, NodeState],
                promotion: Promotion) -> tuple[DataLossEstimate, str]:
-    """Estimate the loss: the old primary's WAL end on disk when readable, else what replicas received."""
-    wal_end = None
+    """Estimate the loss (pure: :func:`assess_failover_loss`) from the old primary's WAL end when readable."""
     try:
         wal_end = read_wal_end(topology, cluster_name, old)
     except RunbookError:
-        wal_end = None
-    promoted = promotion.promoted_lsn or Lsn(0)
-    if wal_end is not None:
-        lost_seconds = None
-        if wal_end.last_commit_at and promotion.last_replayed_commit_at:
-            lost_seconds = (wal_end.last_commit_at - promotion.last_replayed_commit_at).total_seconds()
-        return (estimate_data_loss(wal_end.lsn, promoted, lost_commit_seconds=lost_seconds),
-                f"its own WAL on disk ({wal_end.sentence()})")
-    seen = [lsn for n in replicas for lsn in (states[n].receive_lsn, states[n].replay_lsn) if lsn is not None]
-    if states[old].current_lsn is not None:
-        seen.append(states[old].current_lsn)
-    last = max(seen) if seen else None
-    return (estimate_data_loss(last, promoted),
-            "the replicas' received WAL (a lower bound: it may have written more that nobody received)")
+        wal_end = None  # its disk is out of reach: the decision falls back to what the replicas hold
+    loss = assess_failover_loss(
+        promotion.promoted_lsn, old_primary=states[old], replicas=[states[n] for n in replicas],
+        wal_end_lsn=wal_end.lsn if wal_end else None, wal_end_note=wal_end.sentence() if wal_end else "",
+        old_last_commit_at=wal_end.last_commit_at if wal_end else None,
+        promoted_last_commit_at=promotion.last_replayed_commit_at)
+    return loss.estimate, loss.source
 
 
 def _ranking(choice: PromotionDecision) -> list[dict[str, object]]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.reporting import RunReporter, report_failure
 from regionops.errors import RunbookError
 from regionops.health import RegionHealthReport, assess_health
+from regionops.runbook.reporting import RunReporter, report_failure
 from regionops.topology import HealthThresholds, load_topology
 from tasks.monitoring import read_prometheus_alerts
 from tasks.observe import check_bucket, observe_node, probe_app, read_writer_record

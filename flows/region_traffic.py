@@ -19,10 +19,10 @@ from typing import Literal
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.reporting import RunReporter, report_failure
 from regionops.decisions.traffic import DrainDecision, decide_drain
 from regionops.errors import ConfigurationError, PreconditionFailed, VerificationFailed
 from regionops.routing import TrafficChange
+from regionops.runbook.reporting import RunReporter, report_failure
 from regionops.topology import load_topology
 from tasks.observe import probe_app
 from tasks.traffic import drain_region, measure_load, read_traffic, restore_region

@@ -34,9 +34,6 @@ from prefect.runtime import flow_run as current_run
 from prefect.states import Running
 from pydantic import BaseModel, Field, field_validator
 
-from flows.approval import request_approval
-from flows.locks import release_lock
-from flows.reporting import RunReporter, report_failure
 from regionops.decisions.release import plan_waves
 from regionops.drivers.cdn import Invalidation
 from regionops.drivers.deploy import RunningVersion
@@ -50,6 +47,9 @@ from regionops.errors import (
 )
 from regionops.release.assets import AssetFile, BucketPublish, changed_paths, scan, source_dir
 from regionops.release.model import GateMeasurement, GateThresholds
+from regionops.runbook.approval import request_approval
+from regionops.runbook.locks import release_lock
+from regionops.runbook.reporting import RunReporter, report_failure
 from regionops.topology import Topology, load_topology
 from tasks.release import bake_region, deploy_region, invalidate_cdn, publish_assets, running_version, wait_healthy
 

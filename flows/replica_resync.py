@@ -17,14 +17,15 @@
 from __future__ import annotations
 
 from prefect import flow
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-from flows.approval import request_approval
-from flows.ha_common import Progress, change_lock, observe_cluster, plan_table, refuse, report_error
-from flows.reporting import RunReporter, report_failure
-from regionops.decisions import RepairAction, RepairDecision, decide_repair, find_primary
-from regionops.drivers.postgres import NodeState
+from regionops.decisions import RepairAction, RepairDecision, decide_repair, escalate_repair, find_primary
 from regionops.errors import VerificationFailed
+from regionops.model import NodeState
+from regionops.runbook.common import observe_cluster, plan_table
+from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
+from regionops.runbook.params import ClusterChangeParams
+from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
 from tasks.nodeops import (
     configure_standby,
@@ -53,10 +54,9 @@ CHANGING: frozenset[RepairAction] = frozenset({"repoint", "rewind", "reclone"})
 MAX_ROUNDS = 3
 
 
-class ResyncParams(BaseModel):
+class ResyncParams(ClusterChangeParams):
     """Parameters of the replica-resync runbook (rendered as a form in the Prefect UI; an alert fills `node`)."""
 
-    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
     cluster: str | None = Field(None, description="Cluster to repair; default the topology's only cluster")
     node: str | None = Field(None, description="Only this replica, e.g. eu-1; default every replica")
     max_lag_bytes: int | None = Field(None, ge=0, description="Healthy lag bound; default the topology's")
@@ -64,17 +64,6 @@ class ResyncParams(BaseModel):
         120, gt=0, description="How long a repaired (or lagging) replica may take to stream within the bound")
     allow_reclone: bool = Field(True, description="Allow re-cloning a replica from scratch with pg_basebackup")
     keep_replaced_data_dir: bool = Field(False, description="Keep the data directory a reclone replaced")
-    dry_run: bool = Field(False, description="Decide and show the plan; change nothing")
-    require_approval: bool = Field(False, description="Pause for a typed approval in the UI before the first change")
-    approval_timeout_seconds: int = Field(1800, gt=0, description="How long to wait for the approval")
-    lock_wait_seconds: float = Field(0, ge=0, description="How long to wait for another runbook to release the cluster")
-    notify: bool = Field(True, description="Report the run in a Slack thread")
-
-    @field_validator("node", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        # An alert template renders a missing label as "": treat it as not given.
-        return None if value == "" else value
 
 
 class NodeRepair(BaseModel):
@@ -114,39 +103,33 @@ class ResyncResult(BaseModel):
             r.sentence() for r in self.repairs) + ")"
 
 
-@flow(name="replica-resync", on_failure=[report_failure], on_crashed=[report_failure])
+@flow(name="replica-resync", **CHANGE_HOOKS)
 def replica_resync(params: ResyncParams = ResyncParams()) -> ResyncResult:
     """Detect lagging, broken or diverged replicas and repair them (wait, repoint, pg_rewind or re-clone)."""
     topology = load_topology(params.topology)
     cluster_name, _ = topology.cluster(params.cluster)
-    reporter = RunReporter(topology, "replica-resync", f"Replica resync of {cluster_name}", slack=params.notify)
-    reporter.start([f"replicas: {params.node or 'all'}",
-                    "dry run: nothing will be changed" if params.dry_run else "this run may change replicas"])
-    progress = Progress()
-    try:
-        with change_lock(cluster_name, "replica-resync", dry_run=params.dry_run,
-                         wait_seconds=params.lock_wait_seconds):
-            return _resync(topology, cluster_name, params, reporter, progress)
-    except Exception as exc:
-        report_error(reporter, exc, changed=progress.changed)
-        raise
+    run = RunbookRun(topology, "replica-resync", cluster_name, f"Replica resync of {cluster_name}", params,
+                     start_lines=[f"replicas: {params.node or 'all'}", "dry run: nothing will be changed"
+                                  if params.dry_run else "this run may change replicas"])
+    with run:
+        return _resync(topology, cluster_name, params, run)
 
 
-def _resync(topology: Topology, cluster_name: str, params: ResyncParams, reporter: RunReporter,
-            progress: Progress) -> ResyncResult:
+def _resync(topology: Topology, cluster_name: str, params: ResyncParams, run: RunbookRun) -> ResyncResult:
     cluster = topology.clusters[cluster_name]
+    reporter = run.reporter
     bound = cluster.health.max_lag_bytes if params.max_lag_bytes is None else params.max_lag_bytes
 
     # 1. The primary every replica must follow.
     states = observe_cluster(topology, cluster_name)
     view = find_primary(topology, cluster_name, states, writer_node(topology, cluster_name))
     if view.primary is None or not view.reachable:
-        raise refuse(reporter, f"resync refused: no reachable primary to follow ({view.reason})")
+        raise run.refuse(f"resync refused: no reachable primary to follow ({view.reason})")
     primary = view.primary
     if params.node is not None:
         topology.node(cluster_name, params.node)  # unknown node: a ConfigurationError naming the known ones
         if params.node == primary:
-            raise refuse(reporter, f"{params.node} is the primary; there is no replica to resync")
+            raise run.refuse(f"{params.node} is the primary; there is no replica to resync")
     targets = [params.node] if params.node else [n for n in cluster.nodes if n != primary]
 
     # 2. Decide per replica (pure), show the plan.
@@ -155,7 +138,7 @@ def _resync(topology: Topology, cluster_name: str, params: ResyncParams, reporte
         reporter.step(d.reason, slack=d.action != "nothing")
     blocked = [d for d in decisions.values() if d.action == "reclone" and not params.allow_reclone]
     if blocked:
-        raise refuse(reporter, "resync refused: " + "; ".join(
+        raise run.refuse("resync refused: " + "; ".join(
             f"{d.node} needs a reclone, which allow_reclone=false forbids" for d in blocked))
     plan = [f"{d.node}: {d.action}: {d.reason}" for d in decisions.values()]
 
@@ -167,11 +150,11 @@ def _resync(topology: Topology, cluster_name: str, params: ResyncParams, reporte
                                      for n, d in decisions.items()],
                             steps=[s for _, s in reporter.steps])
     if params.require_approval and any(d.action in CHANGING for d in decisions.values()):
-        request_approval(reporter, plan, f"resync {', '.join(sorted(decisions))}", params.approval_timeout_seconds)
+        run.approve(plan, f"resync {', '.join(sorted(decisions))}")
 
     # 4-5. Repair and verify, node by node.
     if any(d.action in CHANGING for d in decisions.values()):
-        progress.changed = True
+        run.changed = True
         reporter.step(ensure_slots(topology, cluster_name, primary, targets).sentence(), slack=False)
     fenced = fenced_nodes(topology, cluster_name)
     repairs = [
@@ -248,11 +231,13 @@ def _repair(topology: Topology, cluster_name: str, node: str, decision: RepairDe
         # It did not stream after the change: look again, it may have diverged after all.
         states = observe_cluster(topology, cluster_name, [node, primary])
         again = _decide(topology, cluster_name, node, states, primary, bound)
-        reporter.step(f"{node} still does not stream; judged again: {again.reason}")
-        if again.action not in CHANGING or (again.action == "reclone" and not params.allow_reclone):
+        escalation = escalate_repair(repair.decisions, again, allow_reclone=params.allow_reclone,
+                                     max_rounds=MAX_ROUNDS)
+        reporter.step(escalation.reason)
+        if escalation.next is None:
             break
-        decision = again
-        repair.decisions.append(again)
+        decision = escalation.next
+        repair.decisions.append(decision)
     repair.ok = bool(repair.verified) and check.ok
     reporter.step(repair.verified, slack=repair.ok is False or decision.action != "nothing")
     if repair.ok and decision.action in CHANGING:

@@ -15,28 +15,27 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger
-from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
-from flows.locks import cluster_lock
-from flows.reporting import RunReporter, report_failure
 from regionops.backup.manifest import home_region
 from regionops.backup.restore import Activation, RestorePlan, plan_restore
 from regionops.backup.scratch import Phase, TableCheck, free_port
 from regionops.drivers.pgconf import slot_name
 from regionops.drivers.postgres import ConnInfo, conninfo_for
-from regionops.errors import ApprovalRejected
+from regionops.runbook.approval import request_approval
+from regionops.runbook.context import CHANGE_HOOKS
+from regionops.runbook.locks import cluster_lock
+from regionops.runbook.params import ClusterChangeParams
+from regionops.runbook.reporting import RunReporter
 from regionops.topology import load_topology
 from tasks import backup as bt
 from tasks import restore as rt
 from tasks.observe import observe_node
 
 
-class RestoreParams(BaseModel):
+class RestoreParams(ClusterChangeParams):
     """Parameters of the restore runbook (rendered as a form in the Prefect UI)."""
 
-    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
     cluster: str | None = Field(None, description="Cluster of the node; default the topology's only cluster")
     node: str = Field(description="Node to restore onto (its data directory is replaced only after verification)")
     backup_id: str | None = Field(None, description="Backup to restore; default the newest complete one")
@@ -45,21 +44,14 @@ class RestoreParams(BaseModel):
         "auto", description="replica: stream from the current primary; primary: a new primary (no other may run); "
                             "auto: replica when a primary runs, else primary")
     keep_old: bool = Field(False, description="Keep the old data directory after success (as <data_dir>.pre-restore-<id>)")
-    dry_run: bool = Field(False, description="Plan and check everything, change nothing")
-    require_approval: bool = Field(True, description="Pause for a typed approval in the UI before the first change")
+    require_approval: bool = Field(
+        True, description="Pause for a typed approval in the UI (approver, reason, confirmation phrase) "
+                          "before the first change")
     approval_timeout_seconds: int = Field(3600, gt=0, description="How long to wait for the approval")
     lock_wait_seconds: float = Field(
         30, ge=0, description="How long to wait for another runbook to release the cluster before refusing")
     start_timeout_seconds: int = Field(600, gt=0, description="How long PostgreSQL may take to start")
     recovery_timeout_seconds: float = Field(1800, gt=0, description="How long recovery may take to reach the target")
-    notify: bool = Field(True, description="Post the run to Slack")
-
-
-class RestoreApproval(RunInput):
-    """The approval form shown in the Prefect UI while the restore waits."""
-
-    approve: bool = Field(False, description="Restore as planned (see the run's logs for the plan)")
-    reason: str = Field("", description="Why (kept in the run's report)")
 
 
 class RestoreResult(BaseModel):
@@ -85,7 +77,7 @@ class RestoreResult(BaseModel):
         )
 
 
-@flow(name="restore", on_failure=[report_failure], on_crashed=[report_failure])
+@flow(name="restore", **CHANGE_HOOKS)
 def restore(params: RestoreParams) -> RestoreResult:
     """Restore a backup onto a node: beside its data, verified, then swapped in."""
     topology = load_topology(params.topology)
@@ -109,15 +101,6 @@ def restore(params: RestoreParams) -> RestoreResult:
     return result
 
 
-def _approve(plan: RestorePlan, reporter: RunReporter, timeout: int) -> None:
-    reporter.step(f"waiting for approval in the Prefect UI: {plan.sentence()}")
-    answer = pause_flow_run(wait_for_input=RestoreApproval, timeout=timeout, poll_interval=2)
-    if answer is None or not answer.approve:
-        reason = getattr(answer, "reason", "") or "no reason given"
-        raise ApprovalRejected(f"restore of {plan.node} was not approved ({reason}); nothing was changed")
-    reporter.step(f"approved: {answer.reason or 'no reason given'}")
-
-
 def _run(params, topology, cluster_name, cluster, region, bucket, reporter: RunReporter) -> RestoreResult:
     entry = bt.find_backup(topology, cluster_name, region, params.backup_id)
     manifest = entry.manifest
@@ -129,7 +112,7 @@ def _run(params, topology, cluster_name, cluster, region, bucket, reporter: RunR
     if params.dry_run:
         return result
     if params.require_approval:
-        _approve(plan, reporter, params.approval_timeout_seconds)
+        request_approval(reporter, [plan.sentence()], f"restore {plan.node}", params.approval_timeout_seconds)
 
     started = time.monotonic()
     os_user = cluster.os_user

@@ -20,13 +20,13 @@ from prefect import flow
 from prefect.runtime import flow_run as current_run
 from pydantic import BaseModel, Field
 
-from flows.monitoring import RESTORE_VERIFY_JOB, publish, restore_verification_gauges
-from flows.reporting import RunReporter, report_failure
 from regionops.backup.manifest import Verification, home_region
 from regionops.backup.restore import RestoreVerification
 from regionops.backup.scratch import Phase, TableCheck, free_port
 from regionops.drivers.postgres import ConnInfo
 from regionops.errors import RunbookError
+from regionops.runbook.monitoring import RESTORE_VERIFY_JOB, publish, restore_verification_gauges
+from regionops.runbook.reporting import RunReporter, report_failure
 from regionops.topology import load_topology
 from tasks import backup as bt
 from tasks import restore as rt

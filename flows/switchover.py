@@ -16,15 +16,16 @@
 from __future__ import annotations
 
 from prefect import flow
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-from flows.approval import request_approval
-from flows.ha_common import Progress, change_lock, observe_cluster, plan_table, refuse, report_error
-from flows.monitoring import PlannedWorkSilence
-from flows.reporting import RunReporter, report_failure
 from regionops.decisions import check_switchover, find_primary
 from regionops.errors import VerificationFailed
 from regionops.lsn import Lsn
+from regionops.runbook.common import observe_cluster, plan_table
+from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
+from regionops.runbook.monitoring import PlannedWorkSilence
+from regionops.runbook.params import ClusterChangeParams
+from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
 from tasks.nodeops import configure_standby, read_control_data, start_node, stop_node
 from tasks.replication import (
@@ -44,10 +45,9 @@ from tasks.replication import (
 )
 
 
-class SwitchoverParams(BaseModel):
+class SwitchoverParams(ClusterChangeParams):
     """Parameters of the switchover runbook (rendered as a form in the Prefect UI)."""
 
-    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
     cluster: str | None = Field(None, description="Cluster whose primary moves; default the topology's only cluster")
     target: str | None = Field(None, description="Replica to promote, e.g. us-1; default the most advanced healthy one")
     max_lag_bytes: int | None = Field(
@@ -56,17 +56,6 @@ class SwitchoverParams(BaseModel):
         30, gt=0, description="How long the target may take to replay the old primary's last WAL before rolling back")
     verify_timeout_seconds: float = Field(
         60, gt=0, description="How long the final write and streaming checks may take")
-    dry_run: bool = Field(False, description="Check and show the plan; change nothing")
-    require_approval: bool = Field(False, description="Pause for a typed approval in the UI before the first change")
-    approval_timeout_seconds: int = Field(1800, gt=0, description="How long to wait for the approval")
-    lock_wait_seconds: float = Field(0, ge=0, description="How long to wait for another runbook to release the cluster")
-    notify: bool = Field(True, description="Report the run in a Slack thread")
-
-    @field_validator("target", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        # An alert template renders a missing label as "": treat it as not given.
-        return None if value == "" else value
 
 
 class SwitchoverResult(BaseModel):
@@ -106,28 +95,24 @@ def switchover_plan(old: str, new: str, others: list[str], writer_record: str) -
     ]
 
 
-@flow(name="switchover", on_failure=[report_failure], on_crashed=[report_failure])
+@flow(name="switchover", **CHANGE_HOOKS)
 def switchover(params: SwitchoverParams = SwitchoverParams()) -> SwitchoverResult:
     """Move the primary of a cluster to a healthy replica with zero data loss."""
     topology = load_topology(params.topology)
     cluster_name, _ = topology.cluster(params.cluster)
-    reporter = RunReporter(topology, "switchover", f"Switchover of {cluster_name}", slack=params.notify)
-    reporter.start([f"target: {params.target or 'the most advanced healthy replica'}",
-                    "dry run: nothing will be changed" if params.dry_run else "this run changes the cluster"])
-    progress = Progress()
-    try:
-        with change_lock(cluster_name, "switchover", dry_run=params.dry_run, wait_seconds=params.lock_wait_seconds), \
-                PlannedWorkSilence(topology, cluster_name, "switchover", reporter, 600 + params.catch_up_timeout_seconds
-                                   + params.verify_timeout_seconds) as quiet:
-            return _switchover(topology, cluster_name, params, reporter, progress, quiet)
-    except Exception as exc:
-        report_error(reporter, exc, changed=progress.changed)
-        raise
+    run = RunbookRun(topology, "switchover", cluster_name, f"Switchover of {cluster_name}", params, start_lines=[
+        f"target: {params.target or 'the most advanced healthy replica'}",
+        "dry run: nothing will be changed" if params.dry_run else "this run changes the cluster"])
+    with run:
+        quiet = run.hold(PlannedWorkSilence(topology, cluster_name, "switchover", run.reporter,
+                                            600 + params.catch_up_timeout_seconds + params.verify_timeout_seconds))
+        return _switchover(topology, cluster_name, params, run, quiet)
 
 
-def _switchover(topology: Topology, cluster_name: str, params: SwitchoverParams, reporter: RunReporter,
-                progress: Progress, quiet: PlannedWorkSilence) -> SwitchoverResult:
+def _switchover(topology: Topology, cluster_name: str, params: SwitchoverParams, run: RunbookRun,
+                quiet: PlannedWorkSilence) -> SwitchoverResult:
     cluster = topology.clusters[cluster_name]
+    reporter = run.reporter
     bound = cluster.health.max_lag_bytes if params.max_lag_bytes is None else params.max_lag_bytes
 
     # 1. Look, then pre-check.  Nothing changes before the checks pass.
@@ -137,7 +122,7 @@ def _switchover(topology: Topology, cluster_name: str, params: SwitchoverParams,
     check = check_switchover(topology, cluster_name, states, view, target=params.target, max_lag_bytes=bound,
                              fenced=set(fenced))
     if not check.ok:
-        raise refuse(reporter, check.reason)
+        raise run.refuse(check.reason)
     reporter.step(check.reason)
     old, new = check.primary, check.target
     assert old is not None and new is not None
@@ -152,11 +137,11 @@ def _switchover(topology: Topology, cluster_name: str, params: SwitchoverParams,
         return SwitchoverResult(cluster=cluster_name, ok=True, dry_run=True, old_primary=old, new_primary=new,
                                 plan=plan, steps=[s for _, s in reporter.steps])
     if params.require_approval:
-        request_approval(reporter, plan, f"switchover to {new}", params.approval_timeout_seconds)
+        run.approve(plan, f"switchover to {new}")
 
     # 3-4. Stop writes on the old primary and let the target catch up to its very last WAL.
     quiet.begin()  # the primary is about to stop: its alerts must not start a failover
-    progress.changed = True
+    run.changed = True
     reporter.step(fence_writes(topology, cluster_name, old).sentence())
     final_lsn = _stop_and_catch_up(topology, cluster_name, old, new, params, reporter)
 

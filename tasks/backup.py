@@ -15,9 +15,9 @@ from regionops.backup.copy import CopyResult, copy_backup
 from regionops.backup.manifest import BackupManifest, Verification, human_bytes
 from regionops.backup.take import BackupOptions, BackupProgress, take_backup
 from regionops.drivers.objectstore import objectstore_for
+from regionops.runbook.progress import ProgressArtifact
 from regionops.topology import Topology
 from tasks.common import TRANSIENT_RETRIES
-from tasks.progress import ProgressArtifact
 
 
 @task(name="list backups", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)

@@ -5,16 +5,18 @@ I/O, reads the clock or imports Prefect; flows observe, call these, and act on t
 Each decision is a frozen pydantic model whose ``reason`` is a sentence for the human on call.
 """
 
-from regionops.decisions.dataloss import DataLossEstimate, estimate_data_loss
+from regionops.decisions.dataloss import DataLossEstimate, FailoverLoss, assess_failover_loss, estimate_data_loss
 from regionops.decisions.failure import PrimaryDownDecision, ProbeOutcome, decide_primary_down
 from regionops.decisions.primary import PrimaryView, find_primary
 from regionops.decisions.promotion import CandidateRank, PromotionDecision, choose_promotion_candidate
-from regionops.decisions.repair import RepairAction, RepairDecision, decide_repair
+from regionops.decisions.repair import Escalation, RepairAction, RepairDecision, decide_repair, escalate_repair
 from regionops.decisions.switchover import SwitchoverCheck, check_switchover
 
 __all__ = [
     "CandidateRank",
     "DataLossEstimate",
+    "Escalation",
+    "FailoverLoss",
     "PrimaryDownDecision",
     "PrimaryView",
     "ProbeOutcome",
@@ -22,10 +24,12 @@ __all__ = [
     "RepairAction",
     "RepairDecision",
     "SwitchoverCheck",
+    "assess_failover_loss",
     "check_switchover",
     "choose_promotion_candidate",
     "decide_primary_down",
     "decide_repair",
+    "escalate_repair",
     "estimate_data_loss",
     "find_primary",
 ]

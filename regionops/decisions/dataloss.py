@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from regionops.decisions._common import Decision, fmt_bytes, fmt_seconds
 from regionops.lsn import Lsn
+from regionops.model import NodeState
 
 
 class DataLossEstimate(Decision):
@@ -72,3 +75,51 @@ def estimate_data_loss(
     elif lost:
         reason += "; its duration is unknown without a WAL rate"
     return DataLossEstimate(bytes=lost, seconds=seconds, reason=reason)
+
+
+class FailoverLoss(Decision):
+    """A failover's data-loss estimate and where the old primary's last position came from."""
+
+    estimate: DataLossEstimate
+    source: str
+
+    def sentence(self) -> str:
+        """One line for the report."""
+        return f"data loss: {self.estimate.reason} (old primary's last LSN from {self.source})"
+
+
+def assess_failover_loss(
+    promoted_lsn: Lsn | None,
+    *,
+    old_primary: NodeState,
+    replicas: list[NodeState],
+    wal_end_lsn: Lsn | None = None,
+    wal_end_note: str = "",
+    old_last_commit_at: datetime | None = None,
+    promoted_last_commit_at: datetime | None = None,
+) -> FailoverLoss:
+    """Estimate what a failover lost, from the best evidence there is.
+
+    Best: the old primary's own WAL end, read from its disk (``wal_end_lsn``; commit
+    timestamps on both sides give the lost span in seconds).  When that cannot be read
+    (its host is gone, the directory is unreadable), fall back to the furthest WAL anyone
+    is known to hold: what the replicas received or replayed and the old primary's last
+    observed position.  That is a lower bound, and the source says so.  Without a
+    promoted position nothing can be said.
+    """
+    if promoted_lsn is None:
+        unknown = DataLossEstimate(bytes=None, seconds=None,
+                                   reason="data loss is unknown: the promoted node did not report its position")
+        return FailoverLoss(estimate=unknown, source="nowhere (no promoted position)")
+    if wal_end_lsn is not None:
+        lost_seconds = None
+        if old_last_commit_at and promoted_last_commit_at:
+            lost_seconds = (old_last_commit_at - promoted_last_commit_at).total_seconds()
+        return FailoverLoss(estimate=estimate_data_loss(wal_end_lsn, promoted_lsn, lost_commit_seconds=lost_seconds),
+                            source=f"its own WAL on disk ({wal_end_note or wal_end_lsn})")
+    seen = [lsn for s in replicas for lsn in (s.receive_lsn, s.replay_lsn) if lsn is not None]
+    if old_primary.current_lsn is not None:
+        seen.append(old_primary.current_lsn)
+    return FailoverLoss(
+        estimate=estimate_data_loss(max(seen) if seen else None, promoted_lsn),
+        source="the replicas' received WAL (a lower bound: it may have written more that nobody received)")

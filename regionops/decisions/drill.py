@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from regionops.drivers.postgres import NodeState
+from regionops.model import NodeState
 from regionops.model import CanaryWrite
 from regionops.topology import Objectives
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from regionops.decisions._common import Decision, fmt_seconds, join_clauses
-from regionops.drivers.postgres import NodeState
+from regionops.model import NodeState
 
 
 class ProbeOutcome(Decision):

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from regionops.decisions._common import Decision
-from regionops.drivers.postgres import NodeState
+from regionops.model import NodeState
 from regionops.topology import Topology
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Set
 from typing import Literal
 
 from regionops.decisions._common import Decision, fmt_bytes, join_clauses
-from regionops.drivers.postgres import NodeState
+from regionops.model import NodeState
 from regionops.lsn import Lsn
 from regionops.topology import Topology
 

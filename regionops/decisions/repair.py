@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Literal
 
 from regionops.decisions._common import Decision, fmt_bytes, fmt_endpoint
-from regionops.drivers.postgres import NodeState
+from regionops.model import NodeState
 from regionops.lsn import Lsn
 
 RepairAction = Literal["nothing", "wait", "repoint", "rewind", "reclone"]
@@ -244,3 +244,49 @@ def decide_repair(
         f"{fmt_bytes(lag)} behind {pname} ({bound})",
         lag_bytes=lag,
     )
+
+
+# The changing repairs, cheapest first: a repair that did not work is followed by a stronger one.
+LADDER: tuple[RepairAction, ...] = ("repoint", "rewind", "reclone")
+
+
+class Escalation(Decision):
+    """After a repair that did not make the replica stream: the next repair, or why to stop."""
+
+    node: str
+    next: RepairDecision | None  # None: stop here
+    reason: str
+
+
+def escalate_repair(tried: list[RepairDecision], again: RepairDecision, *, allow_reclone: bool,
+                    max_rounds: int) -> Escalation:
+    """What to do when the repairs in ``tried`` (oldest first) left the node not streaming.
+
+    ``again`` is the node judged anew after the last one.  Judged healthy or only behind
+    (``nothing`` / ``wait``): stop, there is nothing stronger to do.  Otherwise climb the
+    ladder repoint -> rewind -> reclone: the next repair is ``again``'s when it is stronger
+    than the last one tried, else the next rung (repeating what just failed would fail
+    again).  A reclone that ``allow_reclone`` forbids, or more than ``max_rounds`` repairs,
+    stops it.
+    """
+    node, last = again.node, tried[-1].action
+    if again.action not in LADDER:
+        return Escalation(node=node, next=None, reason=f"{node} judged again: {again.reason}; no stronger repair")
+    if len(tried) >= max_rounds:
+        return Escalation(node=node, next=None,
+                          reason=f"{node} still does not stream after {len(tried)} repairs "
+                                 f"({' then '.join(d.action for d in tried)}); giving up")
+    floor = LADDER.index(last) + 1 if last in LADDER else 0
+    if LADDER.index(again.action) >= floor:
+        step = again
+    elif floor < len(LADDER):
+        step = RepairDecision(node=node, action=LADDER[floor], lag_bytes=again.lag_bytes,
+                              reason=f"{node} did not stream after a {last} and was judged again ({again.reason}): "
+                                     f"escalating to a {LADDER[floor]}")
+    else:
+        return Escalation(node=node, next=None,
+                          reason=f"{node} still does not stream after a {last}, the strongest repair; giving up")
+    if step.action == "reclone" and not allow_reclone:
+        return Escalation(node=node, next=None,
+                          reason=f"{node} needs a reclone, which allow_reclone=false forbids")
+    return Escalation(node=node, next=step, reason=f"{node} still does not stream; next: {step.action}: {step.reason}")

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Set
 from regionops.decisions._common import Decision, fmt_bytes, join_clauses
 from regionops.decisions.primary import PrimaryView
 from regionops.decisions.promotion import choose_promotion_candidate
-from regionops.drivers.postgres import NodeState
+from regionops.model import NodeState
 from regionops.topology import Topology
 
 

@@ -12,20 +12,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
-from pydantic import BaseModel
 
 from regionops.errors import ExternalSystemError, TransientError
 from regionops.lsn import Lsn
+# Observed-state models live in the driver-free regionops.model; re-exported here for callers.
+from regionops.model import NodeState, ReplicationConnection, Role, Slot, WalReceiver  # noqa: F401
 from regionops.topology import Cluster, Node
 
 log = logging.getLogger(__name__)
 
-Role = Literal["primary", "replica", "unknown"]
 
 
 class NodeUnreachable(TransientError):
@@ -105,82 +105,6 @@ def _first_line(exc: BaseException) -> str:
 
 
 # --- observation ---------------------------------------------------------------------
-
-
-class WalReceiver(BaseModel):
-    """A replica's WAL receiver, as pg_stat_wal_receiver shows it."""
-
-    status: str
-    sender_host: str | None = None
-    sender_port: int | None = None
-    received_tli: int | None = None
-    flushed_lsn: Lsn | None = None
-    slot_name: str | None = None
-    last_msg_age_seconds: float | None = None
-
-
-class ReplicationConnection(BaseModel):
-    """One replica connected to a primary, as pg_stat_replication shows it."""
-
-    application_name: str
-    state: str
-    client_addr: str | None = None
-    sent_lsn: Lsn | None = None
-    flush_lsn: Lsn | None = None
-    replay_lsn: Lsn | None = None
-    replay_lag_seconds: float | None = None
-    sync_state: str | None = None
-
-
-class Slot(BaseModel):
-    """A physical replication slot."""
-
-    slot_name: str
-    active: bool
-    restart_lsn: Lsn | None = None
-    wal_status: str | None = None
-
-
-class NodeState(BaseModel):
-    """Everything observed about one node at one moment.  ``reachable=False`` carries ``error``."""
-
-    node: str
-    reachable: bool
-    error: str | None = None
-    role: Role = "unknown"
-    system_identifier: str | None = None
-    server_version: int | None = None
-    timeline: int | None = None
-    current_lsn: Lsn | None = None
-    receive_lsn: Lsn | None = None
-    replay_lsn: Lsn | None = None
-    replay_paused: bool | None = None
-    replay_lag_seconds: float | None = None
-    read_only: bool | None = None
-    wal_receiver: WalReceiver | None = None
-    replication: list[ReplicationConnection] = []
-    slots: list[Slot] = []
-    observed_at: datetime
-
-    @property
-    def position(self) -> Lsn | None:
-        """The newest WAL this node has applied: current LSN on a primary, replayed on a replica."""
-        return self.current_lsn if self.role == "primary" else self.replay_lsn
-
-    def sentence(self) -> str:
-        """One line for logs and reports."""
-        if not self.reachable:
-            return f"{self.node} is unreachable ({self.error})"
-        if self.role == "primary":
-            return (
-                f"{self.node} is primary on timeline {self.timeline} at {self.current_lsn} "
-                f"with {len(self.replication)} replica(s) connected"
-            )
-        recv = self.wal_receiver.status if self.wal_receiver else "no WAL receiver"
-        return (
-            f"{self.node} is a replica on timeline {self.timeline}, replayed {self.replay_lsn} "
-            f"({recv})"
-        )
 
 
 class DatabaseObserver(Protocol):

@@ -27,7 +27,6 @@ from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
 from flows.backup import BackupParams, backup
-from flows.locks import cluster_lock
 from flows.restore import RestoreParams, restore
 from flows.restore_verify import RestoreVerifyParams, restore_verify, scratch_root
 from regionops.backup import catalog
@@ -48,6 +47,7 @@ from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.pgtools import PgCtl
 from regionops.drivers.postgres import ConnInfo, SqlNode
 from regionops.errors import ApprovalRejected, PreconditionFailed, ResidencyViolation, VerificationFailed
+from regionops.runbook.locks import cluster_lock
 from regionops.topology import load_topology
 from regionops.waiting import poll_until
 from tests import labtools
@@ -438,11 +438,11 @@ def test_restore_dry_run_and_a_rejected_approval_change_nothing(lab, first_backu
             return next((r for r in runs if r.name and r.parameters.get("params", {}).get("node") == "eu-2"), None)
 
         run_ = poll_until(paused_run, timeout=60, interval=0.5, what="the restore to pause for approval")
-        resume_flow_run(run_.id, run_input={"approve": False, "reason": "not tonight"})
+        resume_flow_run(run_.id, run_input={"approver": "test", "reason": "not tonight", "confirm": "no"})
     thread.join(timeout=60)
     state = outcome["state"]
     assert state.is_failed()
-    with pytest.raises(ApprovalRejected, match="not tonight"):
+    with pytest.raises(ApprovalRejected, match="rejected by test \\(not tonight\\): expected 'restore eu-2'"):
         state.result()
     assert (data_dir / "OLD_DATA_MARKER").exists() and not Path(plan.plan.staging_dir).exists()
 

@@ -59,7 +59,7 @@ def test_planned_switchover_drill_loses_nothing_and_restores_the_layout(lab):
 def test_primary_crash_drill_through_the_alert_path_measures_what_was_really_lost(lab):
     from datetime import datetime, timezone
 
-    from flows.triggered_runs import runs_started_since
+    from regionops.runbook.triggered_runs import runs_started_since
 
     ha.expect_layout(lab, "eu-1")
     started = datetime.now(timezone.utc)

@@ -151,11 +151,38 @@ def test_a_second_failover_is_refused_while_the_first_holds_the_cluster_lock(clu
             assert "another runbook is changing cluster core" in error and "nothing was changed" in error
             unchanged(lab, down=("eu-1",))
             # A wrong confirmation rejects the first one: it changes nothing either
-            resume_flow_run(paused.id, run_input={"confirm": "yes", "comment": "test"})
+            resume_flow_run(paused.id, run_input={"approver": "test", "reason": "test", "confirm": "yes"})
         finally:
             first.join(60)
         assert "ApprovalRejected" in _refusal(box["state"])
         unchanged(lab, down=("eu-1",))
+
+
+def test_a_cancelled_switchover_releases_the_cluster_lock_at_once(cluster):
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelling
+
+    from regionops.runbook.locks import LEASE_SECONDS, lock_name
+
+    lab = cluster
+
+    def lock_holders() -> int:
+        with get_client(sync_client=True) as client:
+            return client.read_global_concurrency_limit_by_name(lock_name("core")).active_slots
+
+    # A served switchover paused for approval holds the lock; cancelling it kills its process
+    run = run_deployment("switchover/lab", parameters={"params": _params(lab, target="us-1", require_approval=True)},
+                         timeout=0)
+    paused = ha.paused_run(lab, "switchover")
+    assert paused.id == run.id and lock_holders() == 1
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, Cancelling(), force=True)
+        poll_until(lambda: client.read_flow_run(run.id).state.is_cancelled(), timeout=60, interval=0.5,
+                   what="the switchover run to be cancelled")
+    # Its on_cancellation hook frees the lock long before the lease would expire
+    poll_until(lambda: lock_holders() == 0, timeout=LEASE_SECONDS / 10, interval=0.5, what="the lock to be free")
+    unchanged(lab)
 
 
 def test_cli_runs_failover_by_name_and_exits_1_on_refusal(cluster, capsys):
@@ -196,11 +223,12 @@ def test_switchover_waits_for_typed_approval_and_a_wrong_answer_changes_nothing(
     try:
         paused = ha.paused_run(lab, "switchover")
         unchanged(lab)  # paused before the first change
-        resume_flow_run(paused.id, run_input={"confirm": "switchover to apac-1"})
+        resume_flow_run(paused.id, run_input={"approver": "test", "reason": "wrong target",
+                                              "confirm": "switchover to apac-1"})
     finally:
         run.join(60)
     error = _refusal(box["state"])
-    assert "approval rejected: expected 'switchover to us-1'" in error
+    assert "approval rejected by test (wrong target): expected 'switchover to us-1'" in error
     unchanged(lab)
     assert ha.write_rows(lab, 1)
 
@@ -208,7 +236,7 @@ def test_switchover_waits_for_typed_approval_and_a_wrong_answer_changes_nothing(
 # --- replica resync ---------------------------------------------------------------------------
 
 
-def test_resync_repoints_a_replica_that_follows_nobody(cluster):
+def test_resync_repoints_a_replica_that_follows_nobody_once_approved(cluster):
     lab = cluster
     replica = labtools.sql(lab, "apac-1", "postgres")
     replica.set_config("primary_conninfo", "host=127.0.0.1 port=1 user=postgres application_name=apac-1")
@@ -218,9 +246,23 @@ def test_resync_repoints_a_replica_that_follows_nobody(cluster):
     assert plan.dry_run and plan.repairs[0].action == "repoint"
     assert not ha.streams_from(lab, "apac-1", "eu-1")  # the dry run changed nothing
 
-    result = replica_resync(ResyncParams(**_params(lab, node="apac-1")))
+    # The approve path: the run pauses for the typed form and goes on once it is filled in right
+    box: dict = {}
+    run = in_thread(lambda: box.update(state=replica_resync(
+        ResyncParams(**_params(lab, node="apac-1", require_approval=True)), return_state=True)))
+    try:
+        paused = ha.paused_run(lab, "replica-resync")
+        assert not ha.streams_from(lab, "apac-1", "eu-1")  # nothing changed while paused
+        resume_flow_run(paused.id, run_input={"approver": "Ada Oncall", "reason": "apac-1 lost its primary",
+                                              "confirm": "resync apac-1"})
+    finally:
+        run.join(60)
+    result = box["state"].result()
     assert result.ok and result.repairs[0].action == "repoint"
     assert ha.streams_from(lab, "apac-1", "eu-1")
+    approval = "approved by Ada Oncall: apac-1 lost its primary (typed 'resync apac-1')"
+    assert approval in ha.report_markdown(paused.id).split("## Approval")[1]
+    assert approval in ha.slack_texts(lab)
 
 
 def test_resync_reclones_a_replica_whose_data_directory_is_gone(cluster):

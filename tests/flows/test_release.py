@@ -160,7 +160,7 @@ def test_a_rejected_approval_rolls_back_and_a_second_release_is_refused_meanwhil
             second = release(params(lab, version), return_state=True)
             refusal = error_of(second)
             assert "another release of app is running" in refusal and "nothing was changed" in refusal
-            resume_flow_run(paused.id, run_input={"confirm": "no", "comment": "test says no"})
+            resume_flow_run(paused.id, run_input={"approver": "test", "reason": "test says no", "confirm": "no"})
         finally:
             first.join(90)
     error = error_of(box["state"])

@@ -6,7 +6,7 @@ import pytest
 from prefect import flow, get_client
 
 from flows.region_health import RegionHealthParams, region_health
-from flows.reporting import RunReporter
+from regionops.runbook.reporting import RunReporter
 from regionops.topology import load_topology
 from tests import labtools
 

@@ -69,6 +69,8 @@ class RunReporter:
         self.started_at = datetime.now(timezone.utc)
         self.url = run_url(topology)
         self.log = _logger()
+        self.approval: str | None = None  # who approved and why, once someone did
+        self.status: str | None = None  # set by finish(): the report is written
 
     def start(self, lines: list[str] | None = None) -> None:
         """Open the run's Slack thread."""
@@ -97,6 +99,7 @@ class RunReporter:
         tables: dict[str, list[dict[str, Any]]] | None = None,
     ) -> str:
         """Write the markdown report and tables; post the summary to Slack.  Returns the markdown."""
+        self.status = status
         if self.thread is not None:
             self.notifier.finish(self.thread, self.title, status, summary, self.url)
         markdown = self.markdown(status, summary, details, tables or {})
@@ -123,6 +126,8 @@ class RunReporter:
             *[f"- {line}" for line in summary],
             "",
         ]
+        if self.approval:
+            out += ["## Approval", f"- {self.approval}", ""]
         if self.steps:
             out += ["## Steps", *[f"- `{t:%H:%M:%S}` {s}" for t, s in self.steps], ""]
         for name, rows in tables.items():

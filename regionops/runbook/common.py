@@ -1,8 +1,9 @@
-"""Pieces shared by the primary-moving runbooks (switchover, failover, replica resync).
+"""Pieces shared by the runbooks that change a cluster.
 
 Observing a cluster in parallel, holding the cluster lock only for runs that change
 something, and ending a run with the right words: a refusal ("nothing was changed") is
-not the same news as a failure half-way.
+not the same news as a failure half-way.  :mod:`regionops.runbook.context` puts these
+together for one run.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
-from flows.locks import cluster_lock
-from flows.reporting import RunReporter
-from regionops.drivers.postgres import NodeState
 from regionops.errors import ApprovalRejected, PreconditionFailed
+from regionops.model import NodeState
+from regionops.runbook.locks import cluster_lock
+from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology
 from tasks.observe import observe_node
 
@@ -47,7 +48,12 @@ def refuse(reporter: RunReporter, reason: str) -> PreconditionFailed:
 
 
 def report_error(reporter: RunReporter, exc: BaseException, changed: bool, tables: dict | None = None) -> None:
-    """Finish the run's report for an error: refused / rejected (nothing changed) or failed."""
+    """Finish the run's report for an error: refused / rejected (nothing changed) or failed.
+
+    A report the run already finished (e.g. "failed" with its tables) is not written twice.
+    """
+    if reporter.status is not None:
+        return
     if isinstance(exc, ApprovalRejected):
         status = "rejected"
     elif isinstance(exc, PreconditionFailed) and not changed:

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -65,6 +66,18 @@ def drill_lock(cluster: str, wait_seconds: float = 0) -> Iterator[None]:
     """One DR drill per cluster at a time (the runbooks it starts take the cluster lock themselves)."""
     with held_lock(ensure_limit(f"regionops-drill-{cluster}"), wait_seconds,
                    what=f"dr-drill refused: another drill of cluster {cluster} is running"):
+        yield
+
+
+@contextmanager
+def backup_lock(cluster: str, wait_seconds: float = 0) -> Iterator[None]:
+    """One backup of ``cluster`` at a time.
+
+    Not the change lock: a backup may run for hours, and a failover must never wait
+    for one (a backup whose source node goes away fails and is retried next time).
+    """
+    with held_lock(ensure_limit(f"regionops-backup-{cluster}"), wait_seconds,
+                   what=f"backup refused: another backup of cluster {cluster} is running"):
         yield
 
 
@@ -168,6 +181,21 @@ def release_run_leases(root_run_id: str) -> int:
     if held:
         Variable.unset(name)
     return len(held)
+
+
+def release_leases_hook(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow state hook (on_cancellation, on_crashed): free the locks the run held at once.
+
+    A cancelled run's process is killed, so its ``finally`` never releases its leases;
+    without this hook the cluster stays locked until they expire (``LEASE_SECONDS``).
+    """
+    try:
+        released = release_run_leases(str(flow_run.id))
+    except Exception as exc:  # noqa: BLE001 - the leases expire on their own
+        log.warning("could not release the locks of %s run %s: %s", flow.name, flow_run.name, exc)
+        return
+    if released:
+        log.warning("released %d lock(s) held by %s run %s (%s)", released, flow.name, flow_run.name, state.name)
 
 
 def release_lock_name(application: str) -> str:

@@ -13,9 +13,9 @@ from types import TracebackType
 
 from prefect.runtime import flow_run as current_run
 
-from flows.reporting import RunReporter
 from regionops.drivers.pushgateway import Gauge
 from regionops.monitoring.silences import PlannedSilence
+from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology
 from tasks.monitoring import lift_silence, publish_metrics, silence_alerts
 
