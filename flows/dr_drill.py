@@ -99,6 +99,8 @@ REPAIR_HINT: dict[str, str] = {
     "writer_record_missing": "switchover or failover", "app_down": "restart the app (`regionops lab heal` in the lab)",
     "app_degraded": "replica-resync for the app's local node",
     "bucket_unreachable": "fix the bucket", "bucket_wrong_region": "fix the bucket",
+    "slot_retaining_wal": "replica-resync (or drop the slot of a node that is gone)",
+    "slot_lost": "replica-resync (re-clone)", "slot_keep_unlimited": "set max_slot_wal_keep_size",
 }
 TREND_ROWS = 200
 

@@ -48,8 +48,9 @@ from regionops.errors import (
 from regionops.release.assets import AssetFile, BucketPublish, changed_paths, scan, source_dir
 from regionops.release.model import GateMeasurement, GateThresholds
 from regionops.runbook.approval import request_approval
+from regionops.runbook.context import CHANGE_HOOKS
 from regionops.runbook.locks import release_lock
-from regionops.runbook.reporting import RunReporter, report_failure
+from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
 from tasks.release import bake_region, deploy_region, invalidate_cdn, publish_assets, running_version, wait_healthy
 
@@ -142,7 +143,7 @@ class _Run:
         self.assets_changed = False
 
 
-@flow(name="release", on_failure=[report_failure], on_crashed=[report_failure])
+@flow(name="release", **CHANGE_HOOKS)
 def release(params: ReleaseParams) -> ReleaseResult:
     """Release a version of the application region by region, stopping and rolling back when one gets worse."""
     topology = load_topology(params.topology)

@@ -12,9 +12,9 @@ from typing import Literal
 from pydantic import BaseModel
 
 from regionops.drivers.objectstore import BucketStatus
-from regionops.drivers.postgres import NodeState
 from regionops.drivers.probes import AppProbe
 from regionops.drivers.traffic import DnsRecord
+from regionops.model import NodeState
 from regionops.topology import HealthThresholds, Topology
 
 ProblemKind = Literal[
@@ -30,6 +30,9 @@ ProblemKind = Literal[
     "bucket_wrong_region",
     "writer_record_missing",
     "writer_not_primary",
+    "slot_retaining_wal",
+    "slot_lost",
+    "slot_keep_unlimited",
 ]
 
 
@@ -156,6 +159,32 @@ def _assess_nodes(
     return primary, rows, problems
 
 
+def _assess_slots(states: dict[str, NodeState], max_retained_bytes: int) -> list[HealthProblem]:
+    """Slots that hold back too much WAL, slots whose WAL is gone, primaries with no cap on either."""
+    problems = []
+    for name, s in states.items():
+        if not s.reachable:
+            continue
+        for slot in s.slots:
+            if slot.wal_status == "lost":
+                problems.append(HealthProblem(
+                    kind="slot_lost", subject=f"{name}/{slot.slot_name}",
+                    message=f"replication slot {slot.slot_name} on {name} is lost (max_slot_wal_keep_size "
+                            f"removed the WAL it held): the node it serves needs a re-clone (replica-resync), "
+                            f"or drop the slot if that node is gone"))
+            elif slot.retained_bytes is not None and slot.retained_bytes > max_retained_bytes:
+                problems.append(HealthProblem(
+                    kind="slot_retaining_wal", subject=f"{name}/{slot.slot_name}",
+                    message=f"replication slot {slot.slot_name} on {name} retains {slot.retained_bytes} bytes "
+                            f"({_mib(slot.retained_bytes)}) of WAL, more than {_mib(max_retained_bytes)} "
+                            f"({'active' if slot.active else 'inactive: its node is away'})"))
+        if s.role == "primary" and s.max_slot_wal_keep_size_mb == -1:
+            problems.append(HealthProblem(
+                kind="slot_keep_unlimited", subject=name,
+                message=f"primary {name} has max_slot_wal_keep_size = -1: a dead node's slot can fill its disk"))
+    return problems
+
+
 def _assess_apps(apps: list[AppProbe]) -> list[HealthProblem]:
     problems = []
     for app in apps:
@@ -218,6 +247,7 @@ def assess_health(
     """Turn observations into a health report with every problem named."""
     limits = limits or topo.clusters[cluster].health
     primary, nodes, problems = _assess_nodes(topo, cluster, states, limits)
+    problems += _assess_slots(states, topo.monitoring.thresholds.slot_retained_bytes)
     problems += _assess_apps(apps)
     problems += _assess_buckets(topo, buckets)
     writer, writer_problems = _assess_writer(topo, cluster, writer_record, primary, writer_error)

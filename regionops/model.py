@@ -68,7 +68,8 @@ class Slot(BaseModel):
     slot_name: str
     active: bool
     restart_lsn: Lsn | None = None
-    wal_status: str | None = None
+    wal_status: str | None = None  # reserved, extended, unreserved or lost (its WAL is gone)
+    retained_bytes: int | None = None  # WAL the slot holds back on this node (from restart_lsn)
 
 
 class NodeState(BaseModel):
@@ -90,6 +91,7 @@ class NodeState(BaseModel):
     wal_receiver: WalReceiver | None = None
     replication: list[ReplicationConnection] = []
     slots: list[Slot] = []
+    max_slot_wal_keep_size_mb: int | None = None  # -1: slots may hold back WAL without limit
     observed_at: datetime
 
     @property

@@ -23,6 +23,10 @@ COMMON_SETTINGS: dict[str, str] = {
     "max_wal_senders": "10",
     "max_replication_slots": "10",
     "wal_keep_size": "'256MB'",
+    # A dead node's slot must not fill the primary's disk: past this the slot is lost
+    # (the node needs a re-clone) instead.  Above monitoring's slot_retained_bytes default
+    # (1 GiB), so the alert and region health speak up first.
+    "max_slot_wal_keep_size": "'2GB'",
     "wal_log_hints": "on",
     "hot_standby": "on",
     "hot_standby_feedback": "on",

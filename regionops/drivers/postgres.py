@@ -118,7 +118,8 @@ SELECT pg_is_in_recovery() AS in_recovery,
        (SELECT system_identifier::text FROM pg_control_system()) AS system_identifier,
        current_setting('server_version_num')::int AS server_version,
        current_setting('default_transaction_read_only') = 'on' AS read_only,
-       (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_timeline
+       (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_timeline,
+       (SELECT setting::bigint FROM pg_settings WHERE name = 'max_slot_wal_keep_size') AS max_slot_wal_keep_size_mb
 """
 _PRIMARY_SQL = """
 SELECT pg_current_wal_lsn()::text AS current_lsn,
@@ -144,7 +145,9 @@ SELECT application_name, state, client_addr::text AS client_addr, sent_lsn::text
 FROM pg_stat_replication ORDER BY application_name
 """
 _SLOTS_SQL = """
-SELECT slot_name, active, restart_lsn::text AS restart_lsn, wal_status
+SELECT slot_name, active, restart_lsn::text AS restart_lsn, wal_status,
+       pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
+                       restart_lsn)::bigint AS retained_bytes
 FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY slot_name
 """
 
@@ -167,6 +170,7 @@ class SqlObserver:
                     "system_identifier": common["system_identifier"],
                     "server_version": common["server_version"],
                     "read_only": common["read_only"],
+                    "max_slot_wal_keep_size_mb": common["max_slot_wal_keep_size_mb"],
                     "observed_at": now,
                     "slots": conn.execute(_SLOTS_SQL).fetchall(),
                 }

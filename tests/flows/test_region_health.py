@@ -87,3 +87,26 @@ def test_slack_down_does_not_fail_the_runbook(lab):
     assert state.is_completed(), state
     report = state.result()
     assert report.problem_kinds() == {"writer_not_primary"}
+
+
+def test_a_slot_that_retains_too_much_wal_is_reported_with_node_slot_and_bytes(lab, tmp_path):
+    import yaml
+
+    # A tiny threshold (24 MiB) in a copy of the lab's topology, and a slot nobody consumes.
+    doc = yaml.safe_load(lab.cfg.topology_path.read_text())
+    doc.setdefault("monitoring", {}).setdefault("thresholds", {})["slot_retained_bytes"] = 24 * 1024 * 1024
+    topo = tmp_path / "topology.yaml"
+    topo.write_text(yaml.safe_dump(doc))
+    primary = labtools.sql(lab, "eu-1", "postgres")
+    primary.query("SELECT pg_create_physical_replication_slot('health_test_slot', true)")
+    try:
+        for _ in range(3):  # three WAL segments (48 MiB) past the slot's restart_lsn
+            primary.query("SELECT pg_logical_emit_message(false, 'regionops-test', 'x'), pg_switch_wal()")
+        report = region_health(RegionHealthParams(topology=str(topo), notify=False))
+    finally:
+        primary.query("SELECT pg_drop_replication_slot('health_test_slot')")
+    assert subjects(report, "slot_retaining_wal") == {"eu-1/health_test_slot"}  # the streaming slots are fine
+    message = next(p.message for p in report.problems if p.kind == "slot_retaining_wal")
+    retained = int(message.split(" retains ")[1].split(" bytes")[0])
+    assert retained >= 32 * 1024 * 1024 and "inactive" in message and "more than 24.0 MiB" in message
+    assert "slot_keep_unlimited" not in {p.kind for p in report.problems}  # the lab caps slots

@@ -113,3 +113,22 @@ def test_app_down_and_degraded():
     apps = [AppProbe(region="eu", url="u", reachable=False, error="ConnectError"),
             AppProbe(region="us", url="u", reachable=True, status_code=200, status="degraded", database="unreachable")]
     assert kinds(assess([primary(), replica()], apps=apps)) == ["app_degraded", "app_down"]
+
+
+def test_slots_retaining_too_much_wal_lost_slots_and_an_uncapped_primary():
+    from regionops.model import Slot
+
+    gib = 1024**3
+    p = primary().model_copy(update={"max_slot_wal_keep_size_mb": -1, "slots": [
+        Slot(slot_name="us_1", active=True, retained_bytes=1024),
+        Slot(slot_name="gone_1", active=False, retained_bytes=2 * gib),
+        Slot(slot_name="apac_1", active=False, wal_status="lost"),
+    ]})
+    report = assess([p, replica()])
+    assert kinds(report) == ["slot_keep_unlimited", "slot_lost", "slot_retaining_wal"]
+    by_kind = {x.kind: x.message for x in report.problems}
+    assert "slot gone_1 on eu-1 retains 2147483648 bytes (2048.0 MiB)" in by_kind["slot_retaining_wal"]
+    assert "inactive" in by_kind["slot_retaining_wal"]
+    assert "apac_1 on eu-1 is lost" in by_kind["slot_lost"]
+    capped = p.model_copy(update={"max_slot_wal_keep_size_mb": 2048, "slots": p.slots[:1]})
+    assert assess([capped, replica()]).healthy
