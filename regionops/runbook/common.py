@@ -1,19 +1,14 @@
 """Pieces shared by the runbooks that change a cluster.
 
-Observing a cluster in parallel, holding the cluster lock only for runs that change
-something, and ending a run with the right words: a refusal ("nothing was changed") is
-not the same news as a failure half-way.  :mod:`regionops.runbook.context` puts these
-together for one run.
+Observing a cluster in parallel, and ending a run with the right words: a refusal
+("nothing was changed") is not the same news as a failure half-way.
+:mod:`regionops.runbook.context` puts these together with the lock for one run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-
 from regionops.errors import ApprovalRejected, PreconditionFailed
 from regionops.model import NodeState
-from regionops.runbook.locks import cluster_lock
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology
 from tasks.observe import observe_node
@@ -31,13 +26,6 @@ def observe_cluster(topology: Topology, cluster: str, nodes: list[str] | None = 
     names = nodes if nodes is not None else list(topology.clusters[cluster].nodes)
     futures = {name: observe_node.submit(topology, cluster, name) for name in names}
     return {name: fut.result() for name, fut in futures.items()}
-
-
-@contextmanager
-def change_lock(cluster: str, runbook: str, *, dry_run: bool, wait_seconds: float) -> Iterator[None]:
-    """The cluster's change lock for a real run; nothing for a dry run, which changes nothing."""
-    with nullcontext() if dry_run else cluster_lock(cluster, runbook, wait_seconds):
-        yield
 
 
 def refuse(reporter: RunReporter, reason: str) -> PreconditionFailed:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.pgtools import PgCtl
 from regionops.drivers.postgres import ConnInfo, SqlNode
 from regionops.errors import ApprovalRejected, PreconditionFailed, ResidencyViolation, VerificationFailed
-from regionops.runbook.locks import cluster_lock
+from regionops.runbook.locks import backup_lock, cluster_lock
 from regionops.topology import load_topology
 from regionops.waiting import poll_until
 from tests import labtools
@@ -318,6 +319,20 @@ def eu_resident(lab, tmp_path) -> str:
         cluster["backup"]["copy_to"] = []
 
     return variant(lab, tmp_path, "eu-resident", "eucore", change)
+
+
+def test_a_second_backup_of_a_cluster_waits_then_refuses_visibly(lab):
+    before = {e.backup_id for e in catalog.list_backups(store_of(lab), EU, "core")}
+    with backup_lock("core", wait_seconds=5):  # another backup of core is running
+        started = time.monotonic()
+        state = backup(BackupParams(topology=topo_path(lab), lock_wait_seconds=6), return_state=True)
+        waited = time.monotonic() - started
+    assert state.is_failed() and waited >= 6
+    with pytest.raises(PreconditionFailed, match="backup refused: another backup of cluster core is running"):
+        state.result()
+    assert {e.backup_id for e in catalog.list_backups(store_of(lab), EU, "core")} == before
+    assert "another backup of cluster core is running" in " ".join(m.get("text", "") for m in
+                                                                    labtools.slack_messages(lab))
 
 
 def test_eu_resident_copy_to_a_us_bucket_is_refused_before_anything_moves(lab, tmp_path):
