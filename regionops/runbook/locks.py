@@ -26,6 +26,10 @@ from regionops.waiting import poll_until
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 300
+# A backup killed without a hook (kill -9 of a CLI run) holds up the next one only until
+# its lease expires: the server's shortest lease (60 s), as two backups overlapping after
+# a long renewal blip only cost time, never data.
+BACKUP_LEASE_SECONDS = 60
 MIN_LOCK_WAIT_SECONDS = 5
 
 
@@ -77,12 +81,13 @@ def backup_lock(cluster: str, wait_seconds: float = 0) -> Iterator[None]:
     for one (a backup whose source node goes away fails and is retried next time).
     """
     with held_lock(ensure_limit(f"regionops-backup-{cluster}"), wait_seconds,
-                   what=f"backup refused: another backup of cluster {cluster} is running"):
+                   what=f"backup refused: another backup of cluster {cluster} is running",
+                   lease_seconds=BACKUP_LEASE_SECONDS):
         yield
 
 
 @contextmanager
-def held_lock(name: str, wait_seconds: float, what: str) -> Iterator[None]:
+def held_lock(name: str, wait_seconds: float, what: str, lease_seconds: float = LEASE_SECONDS) -> Iterator[None]:
     """Hold limit ``name`` for the block; PreconditionFailed starting with ``what`` when it stays taken.
 
     The slot is a lease on the Prefect server, renewed in the background.  Its id is
@@ -93,13 +98,14 @@ def held_lock(name: str, wait_seconds: float, what: str) -> Iterator[None]:
     # Even "no wait" allows a few seconds: taking a free lock is an HTTP round trip to the
     # Prefect server, and a busy server must not read as "another runbook holds it".
     try:
-        lease_id = poll_until(lambda: _try_acquire(name), timeout=max(wait_seconds, MIN_LOCK_WAIT_SECONDS),
-                              interval=0.5, what=f"lock {name}")
+        lease_id = poll_until(lambda: _try_acquire(name, lease_seconds),
+                              timeout=max(wait_seconds, MIN_LOCK_WAIT_SECONDS), interval=0.5, what=f"lock {name}")
     except DeadlineExceeded as exc:
         raise PreconditionFailed(f"{what} (lock {name} is held); nothing was changed") from exc
     _remember_lease(lease_id)
     stop = threading.Event()
-    renewer = threading.Thread(target=_renew_until, args=(lease_id, stop), name=f"lease-{name}", daemon=True)
+    renewer = threading.Thread(target=_renew_until, args=(lease_id, stop, lease_seconds), name=f"lease-{name}",
+                               daemon=True)
     renewer.start()
     try:
         yield
@@ -110,11 +116,11 @@ def held_lock(name: str, wait_seconds: float, what: str) -> Iterator[None]:
         _forget_lease(lease_id)
 
 
-def _try_acquire(name: str) -> str | None:
+def _try_acquire(name: str, lease_seconds: float) -> str | None:
     with get_client(sync_client=True) as client:
         try:
             resp = client.increment_concurrency_slots_with_lease(names=[name], slots=1, mode="concurrency",
-                                                                  lease_duration=LEASE_SECONDS)
+                                                                  lease_duration=lease_seconds)
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code == 423:  # Locked: every slot is taken
                 return None
@@ -122,13 +128,13 @@ def _try_acquire(name: str) -> str | None:
     return str(resp.json()["lease_id"])
 
 
-def _renew_until(lease_id: str, stop: threading.Event) -> None:
+def _renew_until(lease_id: str, stop: threading.Event, lease_seconds: float) -> None:
     # A failed renewal must not kill a runbook half-way (fenced, not yet promoted): finishing
     # the change is safer than stopping it, and the lease outlives a short blip.
-    while not stop.wait(LEASE_SECONDS / 4):
+    while not stop.wait(lease_seconds / 4):
         try:
             with get_client(sync_client=True) as client:
-                client.renew_concurrency_lease(lease_id, LEASE_SECONDS)
+                client.renew_concurrency_lease(lease_id, lease_seconds)
         except Exception as exc:  # noqa: BLE001 - logged, retried at the next interval
             log.warning("could not renew lease %s: %s", lease_id, exc)
 

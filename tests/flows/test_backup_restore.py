@@ -48,7 +48,7 @@ from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.pgtools import PgCtl
 from regionops.drivers.postgres import ConnInfo, SqlNode
 from regionops.errors import ApprovalRejected, PreconditionFailed, ResidencyViolation, VerificationFailed
-from regionops.runbook.locks import backup_lock, cluster_lock
+from regionops.runbook.locks import BACKUP_LEASE_SECONDS, backup_lock, cluster_lock
 from regionops.topology import load_topology
 from regionops.waiting import poll_until
 from tests import labtools
@@ -301,7 +301,9 @@ def test_killed_backup_leaves_no_manifest_and_the_next_run_removes_its_parts(lab
         timeout=30, interval=0.5, what="the killed backup's heartbeat to go stale",
     )
 
-    nxt = run_backup(lab, orphan_grace_seconds=3, copy_to=[], prune=False)
+    # The killed run could not release its backup lock: the next one waits for its lease to expire.
+    nxt = run_backup(lab, orphan_grace_seconds=3, copy_to=[], prune=False,
+                     lock_wait_seconds=BACKUP_LEASE_SECONDS + 60)
     assert killed.backup_id in nxt.cleanups[0].removed
     prefix = backup_prefix("core", killed.backup_id)
     assert store.list(EU, prefix) == [] and store.pending_uploads(EU, prefix) == []
