@@ -431,10 +431,11 @@ class Lab:
         comps: list[ComponentStatus] = []
         topo = self.topology() if cfg.topology_path.exists() else None
         states = self.observe_nodes()
-        report = self._assess(topo, states) if topo is not None else None
+        fenced = self.fenced_nodes() if topo is not None else set()
+        report = self._assess(topo, states, fenced) if topo is not None else None
         about = _problems_by_subject(report)
-        split = report is not None and bool(report.problem_kinds() & {"no_primary", "multiple_primaries"})
-        fenced = self.fenced_nodes()
+        split = report is not None and bool(report.problem_kinds() & {"no_primary", "multiple_primaries",
+                                                                     "split_brain"})
         for node, state in states.items():
             port = cfg.ports.postgres[node]
             problems = about.get(node, [])
@@ -489,7 +490,7 @@ class Lab:
             problems=[p.message for p in report.problems] if report else [], advice=advice,
         )
 
-    def _assess(self, topo: Topology, states: dict[str, NodeState]) -> RegionHealthReport:
+    def _assess(self, topo: Topology, states: dict[str, NodeState], fenced: set[str]) -> RegionHealthReport:
         """Region health's assessment of the lab as it is now (the same checks, not a copy of them)."""
         prober = HttpAppProber(timeout=2)
         apps = [prober.probe(region, r.app_url) for region, r in topo.regions.items()]
@@ -503,7 +504,7 @@ class Lab:
                 error = str(exc)
         else:
             error = "moto (S3, Route53) is not running"
-        return assess_health(topo, LAB_CLUSTER, states, apps, buckets, record, writer_error=error)
+        return assess_health(topo, LAB_CLUSTER, states, apps, buckets, record, writer_error=error, fenced=fenced)
 
     def _moto_status(self, topo: Topology | None, report: RegionHealthReport | None,
                      about: dict[str, list[str]]) -> ComponentStatus:
