@@ -73,9 +73,12 @@ def region_health(params: RegionHealthParams = RegionHealthParams()) -> RegionHe
 
     # 3. A fenced node that takes writes: fence it again, now, and say so loudly.
     for node in fenced_but_writable(states, fences):
-        report.actions += _fence_again(topology, cluster_name, node)
+        done = _fence_again(topology, cluster_name, node)
+        report.actions += done
+        for sentence in done:
+            reporter.step(sentence, slack=False)
         reporter.alert(f"SPLIT BRAIN in {cluster_name}: fenced {node} accepted writes; fenced it again",
-                       [fences[node].sentence(), *report.actions,
+                       [fences[node].sentence(), *done,
                         f"writes {node} took since it was fenced are not on the primary: see runbooks/region-health.md"])
     # The monitoring system's view beside the runbook's own probes (when the topology names it).
     prometheus = read_prometheus_alerts(topology) if topology.monitoring.prometheus_url else None
