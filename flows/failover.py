@@ -6,8 +6,10 @@
 3. Let replicas replay what they received; choose the most advanced healthy replica.
    None eligible: refuse, changing nothing.
 4. (Dry run: show the plan and stop.)  Optional typed approval.
-5. Fence the old primary: stop it if it still runs, make its data directory start
-   read-only, and record a fence marker so no runbook or DNS points at it again.
+5. Fence the old primary: if it answers again, make it refuse writes over SQL
+   (read-only default, sessions terminated); stop it through the node seam if it
+   still runs, make its data directory start read-only; record the fence in the
+   cluster's home bucket, so no runbook on any worker, nor DNS, points at it again.
 6. Promote the candidate; slots for the others on it; move the writer record.
 7. Point the other replicas at it (they follow the new timeline).
 8. Verify a write through the writer endpoint lands there and reaches every replica.
@@ -42,7 +44,9 @@ from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
 from tasks.nodeops import block_primary_start, data_dir_exists, node_running, read_wal_end, stop_node
 from tasks.replication import (
+    current_fencer,
     ensure_slots,
+    fence_writes,
     fenced_nodes,
     mark_fenced,
     probe_primary,
@@ -104,7 +108,8 @@ class FailoverResult(BaseModel):
 def failover_plan(old: str, new: str, followers: list[str], writer_record: str) -> list[str]:
     """The steps, in order, as the report and the approval form show them."""
     return [
-        f"fence {old}: stop it if it still runs, make its data directory start read-only, record a fence marker",
+        f"fence {old}: refuse writes over SQL if it answers, stop it if it still runs, make its data directory "
+        f"start read-only, record the fence in the cluster's home bucket",
         f"promote {new}; create replication slots for the other nodes on it",
         f"point {writer_record} at {new}",
         f"point {', '.join(followers) or 'no other replica'} at {new} (they follow its new timeline)",
@@ -239,14 +244,22 @@ def _replay_received(topology: Topology, cluster_name: str, states: dict[str, No
 
 def _fence(topology: Topology, cluster_name: str, old: str, states: dict[str, NodeState],
            reporter: RunReporter) -> OldPrimaryFence:
-    """Make sure the old primary can never take writes again.
+    """Make sure the old primary can never take writes again, before anything is promoted.
 
-    Stop it if it still runs (a hung server answers no probe but may still hold
-    clients); write standby.signal into its data directory so any restart is read-only;
-    and always record a fence marker, the one fence that needs no access to its machine.
+    An old primary that was only unreachable (a freeze that ended, a partition that
+    healed) may answer again and still be a primary.  So, in this order: make it refuse
+    writes over SQL when it answers (read-only default, client sessions terminated);
+    stop it through the node seam (a hung server is killed) and make any restart
+    read-only (standby.signal); and always record the fence in the shared store, the one
+    fence that needs no access to its machine and that every worker sees.
     """
     notes: list[str] = []
-    stopped = False
+    read_only = stopped = False
+    try:
+        notes.append(fence_writes(topology, cluster_name, old).sentence())
+        read_only = True
+    except RunbookError as exc:
+        notes.append(f"{old} did not answer over SQL, so it could not be made read-only ({exc})")
     try:
         if not data_dir_exists(topology, cluster_name, old):
             notes.append(f"{old}'s data directory is not reachable from here, so it could not be stopped")
@@ -262,11 +275,12 @@ def _fence(topology: Topology, cluster_name: str, old: str, states: dict[str, No
         notes.append(f"{old} could not be stopped or fenced on disk: {exc}")
     last = states[old]
     marker = FenceMarker(
-        cluster=cluster_name, node=old, stopped=stopped,
-        reason=f"failed over to another node by run {current_run.get_name() or 'outside Prefect'}",
-        last_lsn=last.current_lsn, timeline=last.timeline, by=str(current_run.get_id() or ""),
+        cluster=cluster_name, node=old, stopped=stopped, read_only=read_only,
+        reason="failed over: it was the primary and was found down",
+        last_lsn=last.current_lsn, timeline=last.timeline, by=current_fencer(topology, "failover"),
     )
-    fence = OldPrimaryFence(node=old, stopped=stopped, notes=notes, marker_path=mark_fenced(topology, marker))
+    fence = OldPrimaryFence(node=old, read_only=read_only, stopped=stopped, notes=notes,
+                            record=mark_fenced(topology, marker))
     reporter.step(fence.sentence())
     return fence
 

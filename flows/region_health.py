@@ -2,6 +2,11 @@
 
 Probe every node, app, bucket and the writer record of a cluster; report each problem
 as what it is.  Runs every few minutes; speaks up in Slack only when something is wrong.
+
+It changes one thing, at once and without asking: a fenced node (an old primary a
+failover took out of service) that accepts writes again is a split brain.  Region
+health makes it refuse writes over SQL (read-only default, sessions terminated), stops
+it through the node seam, makes any restart read-only, and reports SPLIT BRAIN loudly.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from regionops.errors import RunbookError
-from regionops.health import RegionHealthReport, assess_health
+from regionops.health import RegionHealthReport, assess_health, fenced_but_writable
 from regionops.runbook.reporting import RunReporter, report_failure
-from regionops.topology import HealthThresholds, load_topology
+from regionops.topology import HealthThresholds, Topology, load_topology
 from tasks.monitoring import read_prometheus_alerts
+from tasks.nodeops import block_primary_start, node_running, stop_node
 from tasks.observe import check_bucket, observe_node, probe_app, read_writer_record
+from tasks.replication import fence_writes, fenced_nodes
 
 
 class RegionHealthParams(BaseModel):
@@ -47,17 +54,32 @@ def region_health(params: RegionHealthParams = RegionHealthParams()) -> RegionHe
         writer = read_writer_record(topology, cluster_name)
     except RunbookError as exc:
         writer, writer_error = None, str(exc)
+    try:
+        fences = fenced_nodes(topology, cluster_name)
+    except RunbookError as exc:  # the home bucket's problem is reported with the buckets
+        fences = {}
+        reporter.step(f"could not read the fences of {cluster_name}: {exc}", slack=False)
 
     # 2. Decide what is wrong (pure) and report it.
+    states = {name: fut.result() for name, fut in nodes.items()}
     report = assess_health(
-        topology, cluster_name,
-        {name: fut.result() for name, fut in nodes.items()},
+        topology, cluster_name, states,
         [fut.result() for fut in apps],
         [fut.result() for fut in buckets],
-        writer, limits, writer_error=writer_error,
+        writer, limits, writer_error=writer_error, fenced=set(fences),
     )
     for problem in report.problems:
         reporter.step(problem.message, slack=False)
+
+    # 3. A fenced node that takes writes: fence it again, now, and say so loudly.
+    for node in fenced_but_writable(states, fences):
+        done = _fence_again(topology, cluster_name, node)
+        report.actions += done
+        for sentence in done:
+            reporter.step(sentence, slack=False)
+        reporter.alert(f"SPLIT BRAIN in {cluster_name}: fenced {node} accepted writes; fenced it again",
+                       [fences[node].sentence(), *done,
+                        f"writes {node} took since it was fenced are not on the primary: see runbooks/region-health.md"])
     # The monitoring system's view beside the runbook's own probes (when the topology names it).
     prometheus = read_prometheus_alerts(topology) if topology.monitoring.prometheus_url else None
     if prometheus is not None:
@@ -67,7 +89,7 @@ def region_health(params: RegionHealthParams = RegionHealthParams()) -> RegionHe
                        [p.message for p in report.problems])
     reporter.finish(
         "healthy" if report.healthy else "problems found",
-        [report.sentence()],
+        [report.sentence(), *report.actions],
         tables={
             "nodes": [row.model_dump(exclude={"detail"}) for row in report.nodes],
             "apps": [a.model_dump(include={"region", "reachable", "status_code", "status", "version", "database"})
@@ -79,3 +101,19 @@ def region_health(params: RegionHealthParams = RegionHealthParams()) -> RegionHe
         },
     )
     return report
+
+
+def _fence_again(topology: Topology, cluster: str, node: str) -> list[str]:
+    """Read-only over SQL, then stopped through the node seam, then a read-only restart: each step reported."""
+    done: list[str] = []
+    try:
+        done.append(fence_writes(topology, cluster, node).sentence())
+    except RunbookError as exc:
+        done.append(f"could not make {node} read-only over SQL: {exc}")
+    try:
+        if node_running(topology, cluster, node):
+            done.append(stop_node(topology, cluster, node, "fast").sentence())
+        done.append(block_primary_start(topology, cluster, node).sentence())
+    except RunbookError as exc:
+        done.append(f"could not stop {node} through the node seam: {exc}; stop it by hand NOW")
+    return done

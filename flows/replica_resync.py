@@ -11,7 +11,8 @@
    - reclone: pg_basebackup into a new directory beside the old, swap, start.
 5. Verify each repaired replica streams from the primary within the lag bound; a
    repoint that turns out not to stream is judged again (it may have diverged).
-   A verified node's fence marker is cleared.
+   A verified node's fence (the shared record in the home bucket) is cleared.
+   A fenced primary is never a source: resync refuses.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from tasks.nodeops import (
 from tasks.replication import (
     checkpoint,
     clear_fence,
+    current_fencer,
     drop_stale_slots,
     ensure_slots,
     fenced_nodes,
@@ -126,6 +128,11 @@ def _resync(topology: Topology, cluster_name: str, params: ResyncParams, run: Ru
     if view.primary is None or not view.reachable:
         raise run.refuse(f"resync refused: no reachable primary to follow ({view.reason})")
     primary = view.primary
+    fenced = fenced_nodes(topology, cluster_name)
+    if primary in fenced:
+        # A fenced node may hold a history nobody else has: never copy it onto the replicas.
+        raise refuse(reporter, f"resync refused: the primary {primary} is fenced, so it cannot be the source "
+                               f"({fenced[primary].sentence()})")
     if params.node is not None:
         topology.node(cluster_name, params.node)  # unknown node: a ConfigurationError naming the known ones
         if params.node == primary:
@@ -156,7 +163,6 @@ def _resync(topology: Topology, cluster_name: str, params: ResyncParams, run: Ru
     if any(d.action in CHANGING for d in decisions.values()):
         run.changed = True
         reporter.step(ensure_slots(topology, cluster_name, primary, targets).sentence(), slack=False)
-    fenced = fenced_nodes(topology, cluster_name)
     repairs = [
         _repair(topology, cluster_name, node, decision, primary, bound, params, reporter, node in fenced)
         for node, decision in decisions.items()
@@ -242,8 +248,11 @@ def _repair(topology: Topology, cluster_name: str, node: str, decision: RepairDe
     reporter.step(repair.verified, slack=repair.ok is False or decision.action != "nothing")
     if repair.ok and decision.action in CHANGING:
         reporter.step(drop_stale_slots(topology, cluster_name, node).sentence(), slack=False)
-    if repair.ok and fenced and clear_fence(topology, cluster_name, node):
-        reporter.step(f"cleared {node}'s fence marker: it streams from {primary} again")
+    if repair.ok and fenced:
+        cleared = clear_fence(topology, cluster_name, node, current_fencer(topology, "replica-resync"),
+                              f"verified: it streams from {primary} again")
+        if cleared is not None:
+            reporter.step(cleared.sentence())
     if repair.ok and "reclone" in {d.action for d in repair.decisions} and not params.keep_replaced_data_dir:
         reporter.step(remove_replaced(topology, cluster_name, node).sentence(), slack=False)
     return repair

@@ -228,6 +228,31 @@ def _demo_drill(lab: Any) -> Any:
     return state
 
 
+def cmd_fence(args: argparse.Namespace) -> int:
+    """fence list | clear: the shared fence records of a cluster (the cluster's home bucket)."""
+    import getpass
+    import socket
+
+    from regionops.ha.fencing import Fencer, FenceStore
+    from regionops.ha.unfence import unfence
+    from regionops.topology import load_topology
+
+    topology = load_topology(args.topology)
+    cluster, _ = topology.cluster(args.cluster)
+    if args.fence_command == "list":
+        fenced = FenceStore.for_topology(topology).fenced(cluster)
+        for marker in fenced.values():
+            print(marker.sentence())
+        if not fenced:
+            print(f"no node of {cluster} is fenced")
+        return EXIT_OK
+    by = Fencer(runbook=f"regionops fence clear (by {getpass.getuser()})", worker_host=socket.gethostname(),
+                worker_region=os.environ.get("REGIONOPS_REGION"))
+    cleared = unfence(topology, cluster, args.node, reason=args.reason, confirm=args.confirm, by=by)
+    print(cleared.sentence())
+    return EXIT_OK
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="regionops", description="Runbooks as code for a three-region PostgreSQL app.")
@@ -263,6 +288,17 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--topology", help="topology file (default $REGIONOPS_TOPOLOGY or the lab's)")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    fence = sub.add_parser("fence", help="the shared fences: list them, or clear one deliberately")
+    fence_sub = fence.add_subparsers(dest="fence_command", required=True)
+    fence_list = fence_sub.add_parser("list", help="every fenced node, who fenced it, when and why")
+    fence_clear = fence_sub.add_parser("clear", help="unfence a node by hand (recorded and posted to Slack)")
+    fence_clear.add_argument("--node", required=True, help="the fenced node")
+    fence_clear.add_argument("--reason", required=True, help="why it is safe now (kept with the record)")
+    fence_clear.add_argument("--confirm", required=True, metavar="NODE", help="the node's name again")
+    for p in (fence_list, fence_clear):
+        p.add_argument("--topology", help="topology file (default $REGIONOPS_TOPOLOGY or the lab's)")
+        p.add_argument("--cluster", help="cluster (default the topology's only cluster)")
+
     sub.add_parser("runbooks", help="list the runbooks")
     demo = sub.add_parser("demo", help="start the lab, run region health, print where to look")
     demo.add_argument("--lab-dir", help="lab state directory (default $REGIONOPS_LAB_DIR or ./.lab)")
@@ -279,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "fence":
+            return cmd_fence(args)
         from flows.registry import RUNBOOKS
 
         for rb in RUNBOOKS.values():

@@ -18,7 +18,7 @@ from regionops.drivers.faults import fault_injector_for
 from regionops.drivers.postgres import SqlObserver, conninfo_for
 from regionops.errors import RunbookError
 from regionops.ha import sqlsteps
-from regionops.ha.fencing import FenceRegistry
+from regionops.ha.fencing import FenceStore
 from regionops.ha.writer import switch_writer, writer_node
 from regionops.nodeops import LocalNodeOperator
 from regionops.topology import Topology
@@ -57,7 +57,7 @@ def _apply(topology: Topology, cluster: str, ops: LocalNodeOperator, action: Res
         if action.kind == "fence-writes" and node:
             return sqlsteps.fence_writes(topology.clusters[cluster], node).sentence()
         if action.kind == "point-writer" and node:
-            return switch_writer(topology, cluster, node, fences=FenceRegistry.for_topology(topology)).sentence()
+            return switch_writer(topology, cluster, node, fences=FenceStore.for_topology(topology)).sentence()
         return f"needs a human: {action.sentence()}"
     except RunbookError as exc:
         log.warning("rescue step %s failed: %s", action.kind, exc)

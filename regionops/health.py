@@ -6,6 +6,7 @@ a report whose problems each read as a sentence an engineer can act on.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -24,6 +25,7 @@ ProblemKind = Literal[
     "replica_wrong_timeline",
     "no_primary",
     "multiple_primaries",
+    "split_brain",
     "app_down",
     "app_degraded",
     "bucket_unreachable",
@@ -56,6 +58,7 @@ class NodeHealth(BaseModel):
     lag_bytes: int | None
     lag_seconds: float | None
     streaming: bool | None
+    fenced: bool = False
     detail: str
 
 
@@ -80,6 +83,7 @@ class RegionHealthReport(BaseModel):
     buckets: list[BucketStatus]
     writer: WriterStatus
     problems: list[HealthProblem]
+    actions: list[str] = []  # what the run did about a problem (a split brain is fenced at once)
 
     def sentence(self) -> str:
         """The one-line verdict."""
@@ -101,12 +105,31 @@ def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB" if n >= 1024 * 1024 else f"{n} bytes"
 
 
+def writable(state: NodeState) -> bool:
+    """The node takes writes: it answers, as a primary, and is not set read-only."""
+    return state.reachable and state.role == "primary" and not state.read_only
+
+
+def fenced_but_writable(states: Mapping[str, NodeState], fenced: Collection[str]) -> list[str]:
+    """Fenced nodes that take writes: an old primary that came back (split brain), to fence at once."""
+    return sorted(n for n in fenced if n in states and writable(states[n]))
+
+
 def _assess_nodes(
-    topo: Topology, cluster: str, states: dict[str, NodeState], limits: HealthThresholds
+    topo: Topology, cluster: str, states: dict[str, NodeState], limits: HealthThresholds,
+    fenced: Collection[str] = (),
 ) -> tuple[str | None, list[NodeHealth], list[HealthProblem]]:
     nodes = topo.clusters[cluster].nodes
     problems: list[HealthProblem] = []
-    primaries = [n for n, s in states.items() if s.reachable and s.role == "primary"]
+    # A fenced node is out of service whatever it answers: never the primary the others follow.
+    primaries = [n for n, s in states.items() if s.reachable and s.role == "primary" and n not in fenced]
+    for node in fenced_but_writable(states, fenced):
+        others = ", ".join(p for p in primaries if writable(states[p])) or "no other node"
+        problems.append(HealthProblem(
+            kind="split_brain", subject=node,
+            message=(f"SPLIT BRAIN: {node} is fenced but accepts writes (a primary, not read-only) while "
+                     f"{others} is the primary: writes to it are lost to the cluster"),
+        ))
     primary = primaries[0] if len(primaries) == 1 else None
     if not primaries:
         problems.append(HealthProblem(kind="no_primary", subject=cluster,
@@ -154,7 +177,7 @@ def _assess_nodes(
             node=name, region=node.region, reachable=s.reachable, role=s.role, timeline=s.timeline,
             position=str(s.position) if s.position else None, lag_bytes=lag_bytes,
             lag_seconds=round(lag_seconds, 1) if lag_seconds is not None else None,
-            streaming=streaming, detail=s.sentence(),
+            streaming=streaming, fenced=name in fenced, detail=s.sentence(),
         ))
     return primary, rows, problems
 
@@ -243,10 +266,11 @@ def assess_health(
     limits: HealthThresholds | None = None,
     now: datetime | None = None,
     writer_error: str | None = None,
+    fenced: Collection[str] = (),
 ) -> RegionHealthReport:
-    """Turn observations into a health report with every problem named."""
+    """Turn observations into a health report with every problem named (``fenced``: fenced nodes)."""
     limits = limits or topo.clusters[cluster].health
-    primary, nodes, problems = _assess_nodes(topo, cluster, states, limits)
+    primary, nodes, problems = _assess_nodes(topo, cluster, states, limits, fenced)
     problems += _assess_slots(states, topo.monitoring.thresholds.slot_retained_bytes)
     problems += _assess_apps(apps)
     problems += _assess_buckets(topo, buckets)

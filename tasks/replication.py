@@ -6,12 +6,16 @@ do not retry (a promotion must happen once); waits carry their own deadlines.
 
 from __future__ import annotations
 
+import os
+import socket
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run as current_run
 
 from regionops.decisions import ProbeOutcome
 from regionops.ha import sqlsteps, writer
-from regionops.ha.fencing import FenceMarker, FenceRegistry
+from regionops.ha.fencing import FenceCleared, FenceMarker, Fencer, FenceStore, FenceWrite
 from regionops.lsn import Lsn
 from regionops.topology import Topology
 from tasks.common import TRANSIENT_RETRIES
@@ -89,7 +93,7 @@ def repoint_replica(topology: Topology, cluster: str, node: str, primary: str) -
 @task(name="switch writer record", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
 def switch_writer(topology: Topology, cluster: str, node: str) -> writer.WriterSwitch:
     """Point the writer DNS record at ``node`` (refused when it is fenced)."""
-    return writer.switch_writer(topology, cluster, node, fences=FenceRegistry.for_topology(topology))
+    return writer.switch_writer(topology, cluster, node, fences=FenceStore.for_topology(topology))
 
 
 @task(name="verify a write", cache_policy=NO_CACHE)
@@ -106,19 +110,31 @@ def wait_streaming(topology: Topology, cluster: str, node: str, primary: str, ma
     return sqlsteps.wait_streaming(topology.clusters[cluster], node, primary, max_lag_bytes, timeout)
 
 
-@task(name="fenced nodes", cache_policy=NO_CACHE)
+def current_fencer(topology: Topology, runbook: str) -> Fencer:
+    """Who is acting: this runbook's run (name, id, link) and the worker it runs on (region, host)."""
+    run_id = current_run.get_id()
+    url = None
+    if run_id and topology.prefect.ui_url:
+        url = f"{topology.prefect.ui_url.rstrip('/')}/runs/flow-run/{run_id}"
+    elif run_id:
+        url = current_run.get_ui_url()
+    return Fencer(runbook=runbook, run_name=current_run.get_name(), run_id=str(run_id) if run_id else None,
+                  run_url=url, worker_region=os.environ.get("REGIONOPS_REGION"), worker_host=socket.gethostname())
+
+
+@task(name="fenced nodes", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
 def fenced_nodes(topology: Topology, cluster: str) -> dict[str, FenceMarker]:
-    """Every node of the cluster an earlier failover fenced."""
-    return FenceRegistry.for_topology(topology).fenced(cluster)
+    """Every fenced node of the cluster (the shared fence records in its home bucket)."""
+    return FenceStore.for_topology(topology).fenced(cluster)
 
 
-@task(name="mark fenced", cache_policy=NO_CACHE)
-def mark_fenced(topology: Topology, marker: FenceMarker) -> str:
-    """Persist a fence marker; returns where it lives."""
-    return str(FenceRegistry.for_topology(topology).mark(marker))
+@task(name="record fence", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def mark_fenced(topology: Topology, marker: FenceMarker) -> FenceWrite:
+    """Record a fence (create-only): returns our record, or the earlier one another run wrote first."""
+    return FenceStore.for_topology(topology).mark(marker)
 
 
 @task(name="clear fence", cache_policy=NO_CACHE)
-def clear_fence(topology: Topology, cluster: str, node: str) -> bool:
-    """Remove a node's fence marker (it streams from the primary again)."""
-    return FenceRegistry.for_topology(topology).clear(cluster, node)
+def clear_fence(topology: Topology, cluster: str, node: str, by: Fencer, reason: str) -> FenceCleared | None:
+    """Remove a node's fence (kept under cleared/ with who and why); None when it had none."""
+    return FenceStore.for_topology(topology).clear(cluster, node, by=by, reason=reason)

@@ -25,7 +25,7 @@ from prefect.client.schemas.objects import FlowRun
 
 from regionops.drivers.appwrite import HttpAppWriter
 from regionops.drivers.postgres import NodeState, SqlNode, SqlObserver
-from regionops.ha.fencing import FenceRegistry
+from regionops.ha.fencing import FenceStore
 from regionops.ha.writer import writer_node
 from regionops.lab import pglab
 from regionops.lab.config import LAB_CLUSTER, LAB_NODES
@@ -136,8 +136,8 @@ def start(lab, node: str) -> None:
 
 
 def fences(lab) -> dict:
-    """The lab's fence markers of cluster core."""
-    return FenceRegistry.for_topology(lab.topology()).fenced(LAB_CLUSTER)
+    """The fences of the lab's cluster core (the shared store in its home bucket)."""
+    return FenceStore.for_topology(lab.topology()).fenced(LAB_CLUSTER)
 
 
 def slack_texts(lab) -> str:

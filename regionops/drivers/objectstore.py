@@ -33,6 +33,8 @@ MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * 1024 * MiB
 MAX_PARTS = 10_000
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+# A create-only write lost: 412 when the key exists, 409 when a concurrent write to it is in flight.
+_EXISTS_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 
 
 class ObjectNotFound(ExternalSystemError):
@@ -42,6 +44,15 @@ class ObjectNotFound(ExternalSystemError):
         self.bucket = bucket
         self.key = key
         super().__init__(f"s3://{bucket}/{key} does not exist")
+
+
+class ObjectExists(ExternalSystemError):
+    """A create-only write (``If-None-Match: *``) found an object already under the key."""
+
+    def __init__(self, bucket: str, key: str):
+        self.bucket = bucket
+        self.key = key
+        super().__init__(f"s3://{bucket}/{key} already exists (conditional write refused)")
 
 
 class BucketStatus(BaseModel):
@@ -90,7 +101,8 @@ class ObjectStore(Protocol):
     def bucket_status(self, bucket: str) -> BucketStatus: ...
     def ensure_bucket(self, bucket: str, aws_region: str) -> bool: ...
     def put_bytes(self, bucket: str, key: str, data: bytes, metadata: dict[str, str] | None = None, *,
-                  content_type: str | None = None, cache_control: str | None = None) -> ObjectInfo: ...
+                  content_type: str | None = None, cache_control: str | None = None,
+                  if_absent: bool = False) -> ObjectInfo: ...
     def head_metadata(self, bucket: str, key: str) -> dict[str, str] | None: ...
     def get_bytes(self, bucket: str, key: str) -> bytes: ...
     def iter_object(self, bucket: str, key: str, chunk_size: int = MiB) -> Iterator[bytes]: ...
@@ -225,11 +237,23 @@ class S3ObjectStore:
         *,
         content_type: str | None = None,
         cache_control: str | None = None,
+        if_absent: bool = False,
     ) -> ObjectInfo:
-        """Store ``data`` under ``key`` in one request (small objects: manifests, markers, static assets)."""
-        extra = {k: v for k, v in (("ContentType", content_type), ("CacheControl", cache_control)) if v}
-        with _s3_errors(bucket, key):
-            reply = self._client().put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata or {}, **extra)
+        """Store ``data`` under ``key`` in one request (small objects: manifests, markers, static assets).
+
+        ``if_absent`` makes it a create-only write (S3 conditional write, ``If-None-Match: *``):
+        when an object is already there, nothing is written and :class:`ObjectExists` is raised.
+        """
+        extra = {k: v for k, v in (("ContentType", content_type), ("CacheControl", cache_control),
+                                   ("IfNoneMatch", "*" if if_absent else None)) if v}
+        try:
+            with _s3_errors(bucket, key):
+                reply = self._client().put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata or {},
+                                                  **extra)
+        except RunbookError as exc:
+            if if_absent and error_code(exc.__cause__) in _EXISTS_CODES:
+                raise ObjectExists(bucket, key) from exc.__cause__
+            raise
         return ObjectInfo(key=key, size=len(data), etag=reply["ETag"].strip('"'), last_modified=None)
 
     def head_metadata(self, bucket: str, key: str) -> dict[str, str] | None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from regionops.drivers.appwrite import AppWrite, HttpAppWriter
 from regionops.drivers.traffic import DnsRecord, TrafficDriver, traffic_for
 from regionops.errors import DeadlineExceeded, PreconditionFailed
-from regionops.ha.fencing import FenceRegistry
+from regionops.ha.fencing import FenceStore
 from regionops.ha.sqlsteps import CatchUp, wait_replayed
 from regionops.topology import Topology
 from regionops.waiting import poll_until
@@ -43,7 +43,7 @@ class WriterSwitch(BaseModel):
         return f"writer record {self.record} now points at {self.node} ({self.target}){was}"
 
 
-def switch_writer(topology: Topology, cluster: str, node: str, *, fences: FenceRegistry,
+def switch_writer(topology: Topology, cluster: str, node: str, *, fences: FenceStore,
                   traffic: TrafficDriver | None = None) -> WriterSwitch:
     """Point the cluster's writer record at ``node``; refuse when ``node`` is fenced."""
     marker = fences.get(cluster, node)

@@ -18,6 +18,7 @@ from regionops.drivers.faults import FaultInjection, FaultInjectionFailed, Fault
 from regionops.drivers.pgtools import PgCtl
 from regionops.drivers.postgres import SqlObserver, conninfo_for
 from regionops.errors import ConfigurationError
+from regionops.ha.fencing import FenceStore
 from regionops.lab.processes import running_pid, stop
 from regionops.nodeops import LocalNodeOperator, kill_instance
 from regionops.topology import Topology
@@ -139,9 +140,14 @@ class LabFaultInjector:
         """
         c = self.topology.clusters[cluster]
         notes: list[str] = []
+        fences = FenceStore.for_topology(self.topology).fenced(cluster)
         for node in c.nodes:
             ctl = self._pgctl(cluster, node)
-            if ctl.is_frozen():
+            if ctl.is_frozen() and node in fences:
+                # Resumed, a fenced old primary would take writes again beside the new one.
+                notes.append(f"killed frozen {node} (SIGKILL to {kill_instance(ctl)} process(es)) instead of "
+                             f"resuming it: it is fenced ({fences[node].sentence()})")
+            elif ctl.is_frozen():
                 n = self._signal(ctl, signal.SIGCONT)
                 notes.append(f"resumed frozen {node} (SIGCONT to {n} process(es))")
         notes.append(self._start_all_apps())
@@ -152,6 +158,9 @@ class LabFaultInjector:
             if state.reachable:
                 continue
             data = Path(c.nodes[node].data_dir)
+            if node in fences:
+                notes.append(f"{node} is fenced: left stopped; run `regionops run replica-resync` to rebuild it")
+                continue
             if not (data / "PG_VERSION").exists():
                 notes.append(f"{node} has no data directory: run `regionops run replica-resync` to re-clone it")
                 continue

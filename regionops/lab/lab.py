@@ -42,7 +42,7 @@ from regionops.lab.config import (
     LabConfig,
 )
 from regionops.errors import ExternalSystemError, RunbookError
-from regionops.ha.fencing import FenceRegistry
+from regionops.ha.fencing import FenceStore, home_bucket
 from regionops.ha.writer import writer_node
 from regionops.health import RegionHealthReport, assess_health
 from regionops.lab.reconcile import WriterReconcile, advice_for, reconcile_writer
@@ -213,9 +213,10 @@ class Lab:
             cfg.path(sub).mkdir(parents=True, exist_ok=True)
         steps: list[tuple[str, Callable[[], None]]] = [
             ("topology file", self._write_topology),
+            # moto first: the fences (in the home bucket) say which nodes must stay stopped.
+            ("moto server (S3, Route53)", self._start_moto),
             ("PostgreSQL cluster core", lambda: pglab.ensure_cluster(
                 cfg, lambda m: progress(f"      {m}"), keep_stopped=self.fenced_nodes())),
-            ("moto server (S3, Route53)", self._start_moto),
             ("buckets and writer record", lambda: self._ensure_aws_resources(lambda m: progress(f"      {m}"))),
             ("Slack sink", self._start_slack_sink),
             ("regional apps", self._start_apps),
@@ -265,8 +266,12 @@ class Lab:
         )
 
     def fenced_nodes(self) -> set[str]:
-        """Nodes of cluster core with a fence marker in the lab's state directory (``up`` leaves them stopped)."""
-        return set(FenceRegistry(self.cfg.path("state")).fenced(LAB_CLUSTER))
+        """Nodes of cluster core fenced in the shared fence store (``up`` leaves them stopped)."""
+        topo = self.topology()
+        fences = FenceStore.for_topology(topo)
+        if not fences.store.bucket_status(home_bucket(topo, LAB_CLUSTER)).reachable:
+            return set()  # the first `up`: no home bucket yet, so nothing was ever fenced
+        return set(fences.fenced(LAB_CLUSTER))
 
     def observe_nodes(self) -> dict[str, NodeState]:
         """Every node's state now (a stopped node is an unreachable state, not an error)."""
@@ -426,10 +431,11 @@ class Lab:
         comps: list[ComponentStatus] = []
         topo = self.topology() if cfg.topology_path.exists() else None
         states = self.observe_nodes()
-        report = self._assess(topo, states) if topo is not None else None
+        fenced = self.fenced_nodes() if topo is not None else set()
+        report = self._assess(topo, states, fenced) if topo is not None else None
         about = _problems_by_subject(report)
-        split = report is not None and bool(report.problem_kinds() & {"no_primary", "multiple_primaries"})
-        fenced = self.fenced_nodes()
+        split = report is not None and bool(report.problem_kinds() & {"no_primary", "multiple_primaries",
+                                                                     "split_brain"})
         for node, state in states.items():
             port = cfg.ports.postgres[node]
             problems = about.get(node, [])
@@ -484,7 +490,7 @@ class Lab:
             problems=[p.message for p in report.problems] if report else [], advice=advice,
         )
 
-    def _assess(self, topo: Topology, states: dict[str, NodeState]) -> RegionHealthReport:
+    def _assess(self, topo: Topology, states: dict[str, NodeState], fenced: set[str]) -> RegionHealthReport:
         """Region health's assessment of the lab as it is now (the same checks, not a copy of them)."""
         prober = HttpAppProber(timeout=2)
         apps = [prober.probe(region, r.app_url) for region, r in topo.regions.items()]
@@ -498,7 +504,7 @@ class Lab:
                 error = str(exc)
         else:
             error = "moto (S3, Route53) is not running"
-        return assess_health(topo, LAB_CLUSTER, states, apps, buckets, record, writer_error=error)
+        return assess_health(topo, LAB_CLUSTER, states, apps, buckets, record, writer_error=error, fenced=fenced)
 
     def _moto_status(self, topo: Topology | None, report: RegionHealthReport | None,
                      about: dict[str, list[str]]) -> ComponentStatus:

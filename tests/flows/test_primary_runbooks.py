@@ -304,7 +304,7 @@ def test_an_unreachable_old_primary_is_fenced_by_marker_and_resync_brings_it_bac
         result = failover(FailoverParams(**_params(lab, **FAST)))
         assert result.new_primary == "us-1" and result.fence is not None
         assert not result.fence.stopped
-        assert "NOT stopped (unreachable): fenced by marker only" in result.fence.sentence()
+        assert "NOT stopped (unreachable): fenced by record only" in result.fence.sentence()
         marker = ha.fences(lab)["eu-1"]
         assert not marker.stopped and "failed over" in marker.reason
         assert "lower bound" in (result.data_loss_source or "")  # its WAL could not be read

@@ -2,7 +2,7 @@
 
 Covers finding the primary, the switchover pre-checks, fenced nodes in the promotion
 choice, a down node judged by its control file, the commit-time data-loss estimate,
-fence markers, the writer switch refusing a fenced node, and parsing pg_waldump.
+and parsing pg_waldump (fences and the writer switch: test_fencing.py).
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from regionops.decisions import (
 )
 from regionops.drivers.pgdata import parse_waldump
 from regionops.drivers.traffic import DnsRecord
-from regionops.errors import PreconditionFailed
-from regionops.ha.fencing import FenceMarker, FenceRegistry
-from regionops.ha.writer import switch_writer
 from regionops.lsn import Lsn
 from regionops.nodeops import ControlData
 from tests.unit.test_decisions import EU_EP, NOW, TOPO, US_EP, assert_mentions, down, primary, replica, states
@@ -183,21 +180,7 @@ def test_no_loss_is_zero_seconds_whatever_the_commit_gap() -> None:
     assert (est.bytes, est.seconds) == (0, 0.0)
 
 
-# --- fence markers and the writer record ----------------------------------------------------------
-
-
-def test_fence_markers_round_trip(tmp_path) -> None:
-    fences = FenceRegistry(tmp_path)
-    assert fences.fenced("core") == {}
-    path = fences.mark(FenceMarker(cluster="core", node="eu-1", stopped=False, reason="failed over",
-                                   last_lsn=Lsn.parse("0/5000000"), timeline=1, fenced_at=NOW))
-    assert path.exists()
-    marker = fences.get("core", "eu-1")
-    assert marker is not None and marker.last_lsn == Lsn.parse("0/5000000") and not marker.stopped
-    assert "could not be stopped" in marker.sentence()
-    assert list(fences.fenced("core")) == ["eu-1"]
-    assert fences.clear("core", "eu-1") and not fences.clear("core", "eu-1")
-    assert fences.get("core", "eu-1") is None
+# --- the writer record (tests/unit/test_fencing.py uses this fake) ----------------------------------------------------------
 
 
 class FakeTraffic:
@@ -212,16 +195,6 @@ class FakeTraffic:
     def set_record(self, zone_name: str, name: str, value: str, type: str = "CNAME", ttl: int = 30) -> DnsRecord:
         self.records[name] = DnsRecord(name=name, type=type, ttl=ttl, values=[value])
         return self.records[name]
-
-
-def test_the_writer_record_never_points_at_a_fenced_node(tmp_path) -> None:
-    fences, traffic = FenceRegistry(tmp_path), FakeTraffic()
-    fences.mark(FenceMarker(cluster="core", node="eu-1", stopped=True, reason="failed over"))
-    with pytest.raises(PreconditionFailed, match="refusing to point the writer record at eu-1"):
-        switch_writer(TOPO, "core", "eu-1", fences=fences, traffic=traffic)
-    moved = switch_writer(TOPO, "core", "us-1", fences=fences, traffic=traffic)
-    assert moved.node == "us-1" and moved.target == TOPO.node_dns_name("core", "us-1")
-    assert "now points at us-1" in moved.sentence()
 
 
 # --- pg_waldump output ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from regionops.drivers.objectstore import BucketStatus
 from regionops.drivers.postgres import NodeState, WalReceiver
 from regionops.drivers.probes import AppProbe
 from regionops.drivers.traffic import DnsRecord
-from regionops.health import assess_health
+from regionops.health import assess_health, fenced_but_writable
 from regionops.lsn import Lsn
 from regionops.topology import parse_topology
 
@@ -132,3 +132,24 @@ def test_slots_retaining_too_much_wal_lost_slots_and_an_uncapped_primary():
     assert "apac_1 on eu-1 is lost" in by_kind["slot_lost"]
     capped = p.model_copy(update={"max_slot_wal_keep_size_mb": 2048, "slots": p.slots[:1]})
     assert assess([capped, replica()]).healthy
+
+
+def test_a_fenced_node_that_takes_writes_is_a_split_brain_and_not_the_primary():
+    # us-1 was promoted; eu-1, fenced by that failover, came back still a writable primary.
+    writer = DnsRecord(name="writer.core.z.", type="CNAME", ttl=5, values=["us-1.core.z."])
+    report = assess([primary("eu-1"), primary("us-1", tl=2)], writer=writer, fenced={"eu-1"})
+    assert kinds(report) == ["split_brain"]
+    assert report.primary == "us-1"
+    message = report.problems[0].message
+    assert message.startswith("SPLIT BRAIN: eu-1 is fenced but accepts writes") and "while us-1" in message
+    assert [row.fenced for row in report.nodes] == [True, False]
+
+
+def test_a_fenced_node_made_read_only_is_no_split_brain():
+    writer = DnsRecord(name="writer.core.z.", type="CNAME", ttl=5, values=["us-1.core.z."])
+    read_only = primary("eu-1").model_copy(update={"read_only": True})
+    assert fenced_but_writable({"eu-1": read_only}, {"eu-1"}) == []
+    report = assess([read_only, primary("us-1", tl=2)], writer=writer, fenced={"eu-1"})
+    assert "split_brain" not in kinds(report) and report.primary == "us-1"
+    # Not fenced, the same two writable primaries are the plain two-primaries problem.
+    assert kinds(assess([primary("eu-1"), primary("us-1", tl=2)], writer=writer)) == ["multiple_primaries"]
