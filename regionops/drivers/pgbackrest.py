@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 from regionops.backup.residency import check_all
 from regionops.errors import (
     ConfigurationError,
+    DeadlineExceeded,
     ExternalSystemError,
     PreconditionFailed,
     RunbookError,
@@ -39,6 +40,7 @@ from regionops.errors import (
     VerificationFailed,
 )
 from regionops.topology import Cluster, PgBackRestSettings, Topology
+from regionops.waiting import poll_until
 
 PACKAGE = "pgbackrest"  # the Debian package (2.45 tested)
 BINARY = "pgbackrest"
@@ -458,10 +460,30 @@ class PgBackRest:
         return CommandResult(command=command, stanza=self.plan.cluster, node=self.node, seconds=out.seconds,
                              detail=detail)
 
-    def stanza_create(self, timeout: float = 300) -> CommandResult:
-        """Create the stanza in every repository (idempotent: an existing, matching stanza is fine)."""
-        return self._result("stanza-create", self.run("stanza-create", timeout=timeout),
-                            f"{len(self.plan.repositories)} repositor{'y' if len(self.plan.repositories) == 1 else 'ies'}")
+    def stanza_create(self, timeout: float = 300, lock_wait: float = 60) -> CommandResult:
+        """Create the stanza in every repository (idempotent: an existing, matching stanza is fine).
+
+        Until the stanza exists, PostgreSQL's archiver keeps trying archive-push, whose
+        asynchronous process holds the archive lock for a moment: a lock conflict is
+        retried for up to ``lock_wait`` seconds.
+        """
+        last: list[TransientError] = []
+
+        def attempt() -> RunOutput | None:
+            try:
+                return self.run("stanza-create", timeout=timeout)
+            except TransientError as exc:
+                if "unable to acquire lock" not in str(exc):
+                    raise
+                last[:] = [exc]
+                return None
+
+        try:
+            out = poll_until(attempt, timeout=lock_wait, interval=0.5, what="the pgBackRest archive lock")
+        except DeadlineExceeded as exc:
+            raise (last[0] if last else exc) from exc
+        count = len(self.plan.repositories)
+        return self._result("stanza-create", out, f"{count} repositor{'y' if count == 1 else 'ies'}")
 
     def check(self, timeout: float = 300) -> CommandResult:
         """Check the configuration and that WAL reaches every repository (run on the primary)."""
