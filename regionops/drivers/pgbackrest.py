@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -506,7 +507,9 @@ class PgBackRest:
     def verify(self, repo: int = 1, timeout: float = 6 * 3600) -> VerifyResult:
         """Verify repository ``repo``; a corrupt or missing object is a VerificationFailed naming it."""
         self._repo(repo)
-        out = self.runner(self.argv("verify", f"--repo={repo}", "--verbose", "--output=text"), timeout=timeout)
+        # verify names each bad file only in its INFO log lines ("invalid result <file>: ...").
+        out = self.runner(self.argv("verify", f"--repo={repo}", "--verbose", "--output=text",
+                                    "--log-level-console=info"), timeout=timeout)
         problems = _verify_problems(out)
         if out.exit_code != 0 or problems:
             result = VerifyResult(repo=repo, ok=False, seconds=out.seconds,
@@ -555,9 +558,10 @@ class PgBackRest:
 
 
 def _verify_problems(out: RunOutput) -> list[str]:
-    """The lines of verify's output that name an invalid or missing file."""
+    """Each file verify found bad (``invalid result <file>: <why>``), or its error status when none is named."""
     text = out.stdout + "\n" + out.stderr
-    keys = ("invalid", "missing", "error", "checksum", "corrupt")
-    return [ln.strip() for ln in text.splitlines()
-            if ln.strip() and any(k in ln.lower() for k in keys)
-            and not any(ok in ln.lower() for ok in (": 0,", "missing: 0", "invalid: 0"))]
+    named = [m.group(1).strip() for m in re.finditer(r"INFO: (invalid \S+ .*?)(?:\n\s*\[|$)", text, re.M)]
+    if named:
+        return named
+    return ["status: error (" + " ".join(ln.strip() for ln in text.splitlines() if "invalid" in ln or "missing:" in ln)
+            + ")"] if re.search(r"^\s*status: error", text, re.M) else []
