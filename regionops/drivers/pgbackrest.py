@@ -508,8 +508,9 @@ class PgBackRest:
         """Verify repository ``repo``; a corrupt or missing object is a VerificationFailed naming it."""
         self._repo(repo)
         # verify names each bad file only in its INFO log lines ("invalid result <file>: ...").
+        # No job retries: a corrupt file fails the same way again, after a 15 s back-off each.
         out = self.runner(self.argv("verify", f"--repo={repo}", "--verbose", "--output=text",
-                                    "--log-level-console=info"), timeout=timeout)
+                                    "--log-level-console=info", "--job-retry=0"), timeout=timeout)
         problems = _verify_problems(out)
         if out.exit_code != 0 or problems:
             result = VerifyResult(repo=repo, ok=False, seconds=out.seconds,
