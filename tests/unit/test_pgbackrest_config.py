@@ -114,3 +114,11 @@ def test_info_json_becomes_typed_backups():
     info = parse_info(text, "core")
     assert info.newest().label == "20261124-120000F" and info.newest().lsn_stop == "0/6000050"
     assert "1 backup(s)" in info.sentence() and "full backup 20261124-120000F in repo1" in info.sentence()
+
+
+def test_a_missing_pgbackrest_is_named_with_its_package(monkeypatch):
+    from regionops.drivers import pgbackrest
+
+    monkeypatch.setattr(pgbackrest.shutil, "which", lambda name: None)
+    with pytest.raises(ConfigurationError, match="apt-get install pgbackrest"):
+        pgbackrest.binary()
