@@ -354,11 +354,12 @@ class BackupResult(BaseModel):
     node: str
     repo: int
     type: str
+    label: str | None = Field(None, description="pgBackRest's label, e.g. 20261124-225513F")
     seconds: float
-    backup: BackupInfo | None
+    backup: BackupInfo | None = Field(None, description="its info entry, when asked for (describe=True)")
 
     def sentence(self) -> str:
-        what = self.backup.sentence() if self.backup else f"{self.type} backup"
+        what = self.backup.sentence() if self.backup else f"{self.type} backup {self.label or ''} in repo{self.repo}"
         return f"{what}; taken from {self.node} in {self.seconds:.1f} s"
 
 
@@ -490,14 +491,25 @@ class PgBackRest:
         """Check the configuration and that WAL reaches every repository (run on the primary)."""
         return self._result("check", self.run("check", timeout=timeout), "WAL archiving reaches every repository")
 
-    def backup(self, backup_type: BackupType = "full", repo: int = 1, timeout: float = 6 * 3600) -> BackupResult:
-        """Take a ``full``, ``diff`` or ``incr`` backup into repository ``repo``."""
+    def backup(self, backup_type: BackupType = "full", repo: int = 1, *, describe: bool = False,
+               timeout: float = 6 * 3600) -> BackupResult:
+        """Take a ``full``, ``diff`` or ``incr`` backup into repository ``repo``.
+
+        The label comes from pgBackRest's own log line; ``describe`` also reads ``info``
+        for its sizes and WAL range (about a second against S3: a runbook asks once).
+        """
         if backup_type not in ("full", "diff", "incr"):
             raise ConfigurationError(f"backup type {backup_type!r}: use full, diff or incr")
         self._repo(repo)
-        out = self.run("backup", f"--type={backup_type}", f"--repo={repo}", timeout=timeout)
-        newest = self.info(repo=repo).newest(repo)
-        return BackupResult(node=self.node, repo=repo, type=backup_type, seconds=out.seconds, backup=newest)
+        out = self.run("backup", f"--type={backup_type}", f"--repo={repo}", "--log-level-console=info",
+                       timeout=timeout)
+        found = re.search(r"new backup label = (\S+)", out.stdout + out.stderr)
+        label = found.group(1) if found else None
+        info = None
+        if describe:
+            info = next((b for b in self.info(repo=repo).backups if b.label == label), None)
+        return BackupResult(node=self.node, repo=repo, type=backup_type, label=label, seconds=out.seconds,
+                            backup=info)
 
     def info(self, repo: int | None = None, timeout: float = 300) -> StanzaInfo:
         """The stanza's backups and WAL archive, typed."""

@@ -51,8 +51,9 @@ def test_point_in_time_restore_brings_back_every_row_before_the_drop_and_none_af
     primary.query(f"CREATE TABLE {TABLE} (id int PRIMARY KEY)")
     insert(primary, range(1, 51))
 
-    backup = driver.backup("full")
-    assert backup.backup is not None and backup.backup.type == "full", backup.sentence()
+    backup = driver.backup("full", describe=True)
+    assert backup.backup is not None and backup.backup.type == "full" and backup.backup.label == backup.label, \
+        backup.sentence()
 
     insert(primary, range(51, 101))
     target = primary.query("SELECT clock_timestamp()::text AS t")[0]["t"]  # after row 100 committed

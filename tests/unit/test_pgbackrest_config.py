@@ -96,7 +96,7 @@ def test_commands_go_through_the_runner_and_errors_carry_pgbackrests_message():
     with pytest.raises(TransientError, match="unable to acquire lock"):
         driver.backup("diff", repo=2)
     assert runner.calls == [["/usr/bin/pgbackrest", "--config=/etc/pgbackrest/core-eu-1.conf", "--stanza=core",
-                             "--type=diff", "--repo=2", "backup"]]
+                             "--type=diff", "--repo=2", "--log-level-console=info", "backup"]]
     with pytest.raises(ConfigurationError, match="no repo3"):
         driver.backup("full", repo=3)
     assert "exited 1" in str(pgbackrest_error(RunOutput(("pgbackrest", "check"), 1, "", "boom", 0.0)))
