@@ -570,12 +570,15 @@ class Lab:
         """
         cfg = self.cfg
         names = [*labmon.LabMonitoring(cfg).process_names(), "alert-receiver", "prefect-serve", "prefect-server", *(f"app-{r}" for r in cfg.ports.apps),
-                 "slack-sink", "moto"]
+                 "slack-sink"]
         for name in names:
             if stop(cfg.lab_dir, name):
                 progress(f"stopped {name}")
+        # PostgreSQL before moto: a node's last WAL segments are archived to S3 as it stops.
         if cfg.pg_dir.exists():
             pglab.stop_cluster(cfg, progress)
+        if stop(cfg.lab_dir, "moto"):
+            progress("stopped moto")
         held = [f"{what} ({port})" for what, port in cfg.ports.all().items() if not wait_port_free(port, 10)]
         if purge:
             for path in {cfg.pg_dir, cfg.lab_dir}:

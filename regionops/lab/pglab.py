@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from regionops.drivers.pgconf import (
 )
 from regionops.drivers.pgtools import PgCtl, chown_to, reachable_by, run_tool, tool
 from regionops.drivers.postgres import ConnInfo, SqlNode, SqlObserver
-from regionops.errors import ConfigurationError
+from regionops.errors import ConfigurationError, DeadlineExceeded
 from regionops.lab.config import LAB_DATABASE, LAB_NODES, LAB_PRIMARY, LabConfig
+from regionops.waiting import poll_until
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
@@ -263,8 +265,41 @@ def _ensure_running(cfg: LabConfig, node: str, progress: Callable[[str], None]) 
     progress(f"started {node} on port {cfg.ports.postgres[node]}")
 
 
+def archiver_pids(cfg: LabConfig) -> list[int]:
+    """pgBackRest processes of this lab (asynchronous archive-push outlives the server that started it)."""
+    marker = str(pgbackrest_dir(cfg)).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"pgbackrest") or b"/pgbackrest\0" in cmdline:
+            if marker in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def stop_archivers(cfg: LabConfig, timeout: float = 15) -> list[int]:
+    """Let this lab's pgBackRest processes finish (then SIGTERM them): nothing of the lab runs after down."""
+    pids = archiver_pids(cfg)
+    if not pids:
+        return []
+    try:
+        poll_until(lambda: not archiver_pids(cfg), timeout=timeout, interval=0.2, what="pgBackRest to finish")
+    except DeadlineExceeded:
+        for pid in archiver_pids(cfg):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    return pids
+
+
 def stop_cluster(cfg: LabConfig, progress: Callable[[str], None]) -> None:
-    """Stop every node that runs (fast, then immediate if fast does not finish)."""
+    """Stop every node that runs (fast, then immediate if fast does not finish), then this lab's pgBackRest."""
     for node in LAB_NODES:
         if not cfg.data_dir(node).exists():
             continue
@@ -276,3 +311,5 @@ def stop_cluster(cfg: LabConfig, progress: Callable[[str], None]) -> None:
         except Exception:  # noqa: BLE001 - fall back to an immediate stop, the lab is going away
             ctl.stop("immediate", timeout=20)
         progress(f"stopped {node}")
+    if stop_archivers(cfg):
+        progress("pgBackRest's asynchronous archiving finished")
