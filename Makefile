@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# Prometheus, Alertmanager, postgres_exporter, Pushgateway (Debian packages): installed
-# when missing and root, else named; the lab runs without them, their tests do not.
+# pgBackRest (the backup engine; the lab archives WAL through it), Prometheus, Alertmanager,
+# postgres_exporter, Pushgateway (Debian packages): installed when missing and root, else
+# named.  Without pgBackRest this fails; without monitoring the lab runs, its tests do not.
 monitoring-tools: setup
 	@$(PY) -m regionops.monitoring.tools --install
 

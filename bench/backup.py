@@ -1,6 +1,7 @@
 """Benchmark: the backup and restore-verify runbooks against the raw tools, in the same run.
 
     .venv/bin/python bench/backup.py --size-mb 1024 [--compression lz4] [--repeat 2]
+    .venv/bin/python bench/backup.py --engine pgbackrest --size-mb 256   # the pgBackRest driver vs bare pgbackrest
 
 Starts a private lab (PostgreSQL x3, moto, Prefect server) in a temporary directory,
 fills the primary with pgbench data of about ``--size-mb``, then, from the same replica:
@@ -184,7 +185,15 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=1024, help="database size to create with pgbench (default 1024)")
     parser.add_argument("--compression", choices=list(SUFFIX), default="lz4")
     parser.add_argument("--repeat", type=int, default=2, help="measure each side this many times; best counts")
+    parser.add_argument("--engine", choices=["regionops", "pgbackrest"], default="regionops",
+                        help="pgbackrest: the pgBackRest driver against bare pgbackrest (bench/pgbackrest_engine.py)")
     args = parser.parse_args()
+    if args.engine == "pgbackrest":
+        from pgbackrest_engine import run  # noqa: PLC0415 - only this engine needs it
+
+        with private_lab() as lab:
+            fill(lab, args.size_mb)
+            return run(lab, args.repeat)
 
     with private_lab() as lab:
         fill(lab, args.size_mb)

@@ -114,10 +114,37 @@ class Retention(Strict):
     max_age_days: float | None = Field(14, gt=0)
 
 
+class PgBackRestSettings(Strict):
+    """How pgBackRest backs a cluster up: one stanza (named after the cluster), one repository per allowed bucket.
+
+    Paths are on each node's machine; the lab puts them under its own directory.
+    Secrets are references (``{env: ...}``, ``{prefect_secret: ...}``, ``{file: ...}``):
+    their values go only into the node's 0600 configuration file.
+    """
+
+    repo_path: str = Field("/pgbackrest", description="path of the repository inside each bucket")
+    cipher_passphrase: SecretRef | None = Field(
+        None, description="repository encryption passphrase (aes-256-cbc); none: repositories are not encrypted")
+    retention_full: int = Field(2, ge=1, description="full backups kept in each repository")
+    retention_diff: int = Field(7, ge=1, description="differential backups kept in each repository")
+    copy_retention_full: int | None = Field(
+        None, ge=1, description="full backups kept in copy repositories; default retention_full")
+    compress_type: Literal["lz4", "zst", "gz", "bz2", "none"] = "lz4"
+    process_max: int = Field(2, ge=1, le=64, description="parallel processes for backup, restore, archive-push")
+    bundle: bool = Field(True, description="pack small files into few objects (repo-bundle)")
+    archive_async: bool = Field(True, description="asynchronous WAL archive-push (needs spool_dir)")
+    config_dir: str = Field("/etc/pgbackrest", description="directory of the per-node configuration files")
+    spool_dir: str = Field("/var/spool/pgbackrest", description="asynchronous archiving queue")
+    lock_dir: str = Field("/tmp/pgbackrest", description="pgBackRest's lock files")
+    log_dir: str = Field("/var/log/pgbackrest", description="pgBackRest's log files")
+    socket_dir: str = Field("/var/run/postgresql", description="unix socket directory of the nodes (pg1-socket-path)")
+
+
 class BackupPolicy(Strict):
     """How a cluster is backed up."""
 
     retention: Retention = Retention()
+    pgbackrest: PgBackRestSettings = PgBackRestSettings()
     copy_to: list[str] = Field(default_factory=list, description="regions whose bucket gets a copy")
     fingerprint_tables: list[str] = Field(
         default_factory=list, description="tables whose row count and checksum prove a restore"
@@ -184,6 +211,8 @@ class AwsSettings(Strict):
     endpoint_url: str | None = None
     access_key_id: SecretRef | None = None
     secret_access_key: SecretRef | None = None
+    ca_bundle: str | None = Field(
+        None, description="CA certificate file (PEM) that S3/Route53 clients and pgBackRest trust; default the system's")
 
 
 FAULT_NAMES = ("primary-crash", "region-outage", "primary-freeze", "replica-loss", "planned-switchover")

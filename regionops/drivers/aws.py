@@ -3,7 +3,8 @@
 Clients get short connect timeouts and a small retry budget: a runbook would rather
 fail fast with a :class:`TransientError` (which its own retry policy handles) than
 hang inside botocore.  ``Topology.aws.endpoint_url`` points every client at an
-S3/Route53-compatible server such as moto in the lab.
+S3/Route53-compatible server such as moto in the lab, and ``Topology.aws.ca_bundle``
+names the CA it trusts (the lab's own CA: the lab serves S3 over TLS).
 """
 
 from __future__ import annotations
@@ -67,6 +68,19 @@ def _credentials(topology: Topology) -> dict[str, str]:
     return {}
 
 
+def _client(topology: Topology, service: str, aws_region: str, config: Config) -> Any:
+    """One boto3 client, for the topology's endpoint, credentials and CA bundle."""
+    aws = topology.aws
+    return _session().client(
+        service,
+        region_name=aws_region,
+        endpoint_url=aws.endpoint_url,
+        config=config,
+        verify=aws.ca_bundle if aws.ca_bundle else None,
+        **_credentials(topology),
+    )
+
+
 def _session() -> boto3.session.Session:
     # A fresh Session per client: boto3's default session is not safe to share across
     # the threads Prefect runs tasks in.
@@ -75,7 +89,6 @@ def _session() -> boto3.session.Session:
 
 def s3_client(topology: Topology, aws_region: str | None = None) -> Any:
     """An S3 client for ``aws_region`` (or the configured default region)."""
-    session = _session()
     extra: dict[str, Any] = {}
     if topology.aws.endpoint_url:
         # Custom endpoints rarely have wildcard DNS for virtual-hosted buckets, and some
@@ -85,35 +98,17 @@ def s3_client(topology: Topology, aws_region: str | None = None) -> Any:
             "request_checksum_calculation": "when_required",
             "response_checksum_validation": "when_required",
         }
-    return session.client(
-        "s3",
-        region_name=aws_region or session.region_name or DEFAULT_REGION,
-        endpoint_url=topology.aws.endpoint_url,
-        config=_config(**extra),
-        **_credentials(topology),
-    )
+    return _client(topology, "s3", aws_region or _session().region_name or DEFAULT_REGION, _config(**extra))
 
 
 def route53_client(topology: Topology) -> Any:
     """A Route53 client (Route53 is a global service; its API lives in us-east-1)."""
-    return _session().client(
-        "route53",
-        region_name=DEFAULT_REGION,
-        endpoint_url=topology.aws.endpoint_url,
-        config=_config(),
-        **_credentials(topology),
-    )
+    return _client(topology, "route53", DEFAULT_REGION, _config())
 
 
 def service_client(topology: Topology, service: str, aws_region: str | None = None) -> Any:
     """A boto3 client for ``service`` (ECS, CloudFront, ...) configured like the S3 and Route53 ones."""
-    return _session().client(
-        service,
-        region_name=aws_region or DEFAULT_REGION,
-        endpoint_url=topology.aws.endpoint_url,
-        config=_config(),
-        **_credentials(topology),
-    )
+    return _client(topology, service, aws_region or DEFAULT_REGION, _config())
 
 
 def error_code(exc: BaseException) -> str:

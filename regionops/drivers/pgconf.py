@@ -61,6 +61,31 @@ def write_node_settings(
     chown_to(data_dir / NODE_CONF, os_user)
 
 
+ARCHIVE_CONF = "regionops-archive.conf"
+ARCHIVE_INCLUDE_LINE = f"include_if_exists = '{ARCHIVE_CONF}'"
+
+
+def write_archive_settings(data_dir: Path, settings: dict[str, str], os_user: str | None) -> bool:
+    """Write the node's WAL-archiving settings (its own include file, read after regionops.conf).
+
+    Kept apart from :func:`write_node_settings` so that a re-clone, which rewrites the
+    node's settings, keeps archiving.  Returns True when the file changed (a running
+    server needs a restart for archive_mode and the socket directory).
+    """
+    body = ("# written by regionops; WAL archiving through pgBackRest\n"
+            + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+    path = data_dir / ARCHIVE_CONF
+    changed = not path.exists() or path.read_text() != body
+    if changed:
+        path.write_text(body)
+    main_conf = data_dir / "postgresql.conf"
+    text = main_conf.read_text()
+    if ARCHIVE_INCLUDE_LINE not in text:
+        main_conf.write_text(text.rstrip("\n") + f"\n{ARCHIVE_INCLUDE_LINE}\n")
+    chown_to(path, os_user)
+    return changed
+
+
 def write_hba(data_dir: Path, lines: list[str], os_user: str | None) -> None:
     """Replace pg_hba.conf with ``lines``."""
     (data_dir / "pg_hba.conf").write_text("# written by regionops\n" + "\n".join(lines) + "\n")

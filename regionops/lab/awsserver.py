@@ -16,8 +16,10 @@ save leaves the previous state, never half a file.  The file is a pickle of moto
 objects: it is trusted like the rest of the lab directory, and it is tied to the moto
 version that wrote it (a different version refuses to load it and says so).
 
-The server is built by :func:`make_aws_server` so that a later change can serve it over
-TLS (werkzeug's ``ssl_context``) without touching the persistence.
+The server is built by :func:`make_aws_server`; with ``--cert``/``--key`` it serves HTTPS
+(pgBackRest speaks only HTTPS to S3).  Each connection ends with a TLS close
+(``close_notify``) before the socket closes: werkzeug's handler just closes it, which
+pgBackRest reports as "unexpected eof".
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import logging
 import os
 import pickle
 import signal
+import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -195,26 +199,52 @@ class _Persisting:
                 self._cond.notify_all()
 
 
+class TlsClosingRequestHandler(MotoRequestHandler):
+    """moto's request handler that shuts TLS down cleanly (``unwrap``) when a connection ends."""
+
+    def finish(self) -> None:
+        """Flush the response, then send close_notify (and wait briefly for the client's)."""
+        try:
+            super().finish()
+        finally:
+            conn = self.connection
+            if isinstance(conn, ssl.SSLSocket):
+                try:
+                    conn.settimeout(1.0)  # a client that never answers close_notify must not hold the thread
+                    conn.unwrap()
+                except (OSError, ValueError, socket.timeout):
+                    pass  # the client went first or is gone: nothing left to close cleanly
+
+
 def make_aws_server(host: str, port: int, state_file: Path, *, quiet_seconds: float = 2.0,
                     ssl_context: Any = None) -> tuple[BaseWSGIServer, _Persisting]:
     """moto's S3 + Route53 application behind the persistence middleware, bound but not yet serving."""
     load_state(state_file)
     app = _Persisting(DomainDispatcherApplication(create_backend_app), state_file, quiet_seconds)
-    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler,
-                         ssl_context=ssl_context)
+    handler = TlsClosingRequestHandler if ssl_context is not None else MotoRequestHandler
+    server = make_server(host, port, app, threaded=True, request_handler=handler, ssl_context=ssl_context)
     return server, app
 
 
-def serve(host: str, port: int, state_file: Path, quiet_seconds: float = 2.0) -> None:
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context for the certificate ``cert`` and its key ``key``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+def serve(host: str, port: int, state_file: Path, quiet_seconds: float = 2.0,
+          ssl_context: ssl.SSLContext | None = None) -> None:
     """Serve until SIGTERM/SIGINT, checkpointing after changes; save once more on the way out."""
     os.environ.setdefault("MOTO_PORT", str(port))  # moto builds some URLs from it
-    server, app = make_aws_server(host, port, state_file, quiet_seconds=quiet_seconds)
+    server, app = make_aws_server(host, port, state_file, quiet_seconds=quiet_seconds, ssl_context=ssl_context)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     thread = threading.Thread(target=server.serve_forever, name="aws-server", daemon=True)
     thread.start()
-    log.info("serving S3 and Route53 on %s:%d, state in %s", host, port, state_file)
+    log.info("serving S3 and Route53 on %s://%s:%d, state in %s", "https" if ssl_context else "http",
+             host, port, state_file)
     while not stopping.wait(min(1.0, quiet_seconds)):
         try:
             app.checkpoint()
@@ -234,11 +264,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-file", type=Path, required=True, help="where the state is saved and loaded")
     parser.add_argument("--quiet-seconds", type=float, default=2.0,
                         help="checkpoint after changes once no request came for this long")
+    parser.add_argument("--cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--key", type=Path, help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
+    if bool(args.cert) != bool(args.key):
+        parser.error("--cert and --key go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     try:
-        serve(args.host, args.port, args.state_file, args.quiet_seconds)
+        context = tls_context(args.cert, args.key) if args.cert else None
+        serve(args.host, args.port, args.state_file, args.quiet_seconds, ssl_context=context)
     except ConfigurationError as exc:
         print(f"awsserver: {exc}", file=sys.stderr)
         return 2

@@ -121,6 +121,11 @@ class LabConfig(BaseModel):
         """Parent of the data directories (outside the lab dir when its OS user cannot reach it)."""
         return self.pg_root or self.lab_dir / "pg"
 
+    @property
+    def tls_dir(self) -> Path:
+        """The lab CA and S3 server certificate (beside the data directories when PostgreSQL's user cannot reach the lab dir)."""
+        return (self.pg_root or self.lab_dir) / "tls"
+
     def data_dir(self, node: str) -> Path:
         return self.pg_dir / node
 

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from regionops.drivers import pgbackrest
 from regionops.drivers.cdn import cdn_for
 from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.postgres import NodeState, SqlObserver
@@ -33,6 +34,7 @@ from regionops.drivers.traffic import traffic_for
 from regionops.lab import monitoring as labmon
 from regionops.lab import pglab
 from regionops.lab.assets import assets_root, build_assets
+from regionops.lab.tls import LabTls, serves_tls
 from regionops.lab.config import (
     LAB_CLUSTER,
     LAB_DATABASE,
@@ -118,6 +120,7 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
                 "health": {"max_lag_bytes": 4 * 1024 * 1024, "max_lag_seconds": 30},
                 "backup": {
                     "retention": {"keep_last": 3, "max_age_days": 7},
+                    "pgbackrest": pgbackrest_section(cfg),
                     "copy_to": ["us"],
                     "fingerprint_tables": ["public.app_events", *pglab.SEED_TABLES],
                 },
@@ -131,7 +134,7 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
                 "base_url": f"http://127.0.0.1:{cfg.ports.slack}/api/",
             }
         },
-        "aws": {"endpoint_url": f"http://127.0.0.1:{cfg.ports.moto}"},
+        "aws": {"endpoint_url": f"https://127.0.0.1:{cfg.ports.moto}", "ca_bundle": str(LabTls(cfg.tls_dir).ca_file)},
         "prefect": {"ui_url": f"http://127.0.0.1:{cfg.ports.prefect}"},
         "drills": {"faults": {"driver": "lab", "lab_dir": str(cfg.lab_dir)}},
         **({"alerting": {"receiver_url": f"http://127.0.0.1:{cfg.ports.alerts}",
@@ -147,6 +150,18 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
             "traffic": {"record": f"app.{LAB_ZONE}", "capacity_rps": {r: 200 for r in LAB_REGIONS}},
         },
         **({"monitoring": labmon.topology_section(cfg)} if labmon.enabled(cfg) else {}),
+    }
+
+
+def pgbackrest_section(cfg: LabConfig) -> dict[str, Any]:
+    """The lab's pgBackRest settings: every path under the lab, small retention, an encrypted repository."""
+    root = pglab.pgbackrest_dir(cfg)
+    return {
+        "repo_path": "/pgbackrest",
+        "cipher_passphrase": {"file": str(cfg.path("secrets", "pgbackrest-cipher"))},
+        "retention_full": 2, "retention_diff": 3, "process_max": 2,
+        "config_dir": str(root / "conf"), "spool_dir": str(root / "spool"), "lock_dir": str(root / "lock"),
+        "log_dir": str(root / "log"), "socket_dir": str(pglab.socket_dir(cfg)),
     }
 
 
@@ -211,13 +226,16 @@ class Lab:
         cfg.save()
         for sub in ("secrets", "state", "apps"):
             cfg.path(sub).mkdir(parents=True, exist_ok=True)
+        pgbackrest.binary()  # a missing pgBackRest is named (with its package) before anything starts
         steps: list[tuple[str, Callable[[], None]]] = [
-            ("topology file", self._write_topology),
-            # moto first: the fences (in the home bucket) say which nodes must stay stopped.
-            ("moto server (S3, Route53)", self._start_moto),
-            ("PostgreSQL cluster core", lambda: pglab.ensure_cluster(
-                cfg, lambda m: progress(f"      {m}"), keep_stopped=self.fenced_nodes())),
+            ("topology file and TLS certificate", self._write_topology),
+            # moto first: the fences (in the home bucket) say which nodes must stay stopped,
+            # and the nodes archive their WAL into it as soon as they start.
+            ("moto server (S3, Route53) over TLS", self._start_moto),
+            ("PostgreSQL cluster core (WAL archived through pgBackRest)", lambda: pglab.ensure_cluster(
+                cfg, lambda m: progress(f"      {m}"), keep_stopped=self.fenced_nodes(), archive=self._archive_settings)),
             ("buckets and writer record", lambda: self._ensure_aws_resources(lambda m: progress(f"      {m}"))),
+            ("pgBackRest stanza core", lambda: self._ensure_stanza(lambda m: progress(f"      {m}"))),
             ("Slack sink", self._start_slack_sink),
             ("regional apps", self._start_apps),
         ]
@@ -236,10 +254,13 @@ class Lab:
         return self.status()
 
     def _write_topology(self) -> None:
-        token_file = self.cfg.path("secrets", "slack-token")
-        if not token_file.exists():
-            token_file.write_text("xoxb-lab-" + secrets.token_hex(12))
-            token_file.chmod(0o600)
+        for name, value in (("slack-token", "xoxb-lab-" + secrets.token_hex(12)),
+                            ("pgbackrest-cipher", secrets.token_urlsafe(32))):
+            secret_file = self.cfg.path("secrets", name)
+            if not secret_file.exists():
+                secret_file.write_text(value)
+                secret_file.chmod(0o600)
+        LabTls(self.cfg.tls_dir).ensure()
         self.cfg.topology_path.write_text(
             "# written by `regionops lab up`; production differs only by this file\n"
             + yaml.safe_dump(topology_document(self.cfg), sort_keys=False)
@@ -258,12 +279,37 @@ class Lab:
         return self.cfg.path("aws", "s3-route53.state")
 
     def _start_moto(self) -> None:
+        tls = LabTls(self.cfg.tls_dir)
+        port = self.cfg.ports.moto
+        if running_pid(self.cfg.lab_dir, "moto") and port_open(port) and not serves_tls(port, tls.ca_file):
+            # A lab made before S3 served TLS: restart it (it saves its state on the way down).
+            stop(self.cfg.lab_dir, "moto")
         self._start_process(
             "moto",
-            [self.python, "-m", "regionops.lab.awsserver", "--host", "127.0.0.1", "--port", str(self.cfg.ports.moto),
-             "--state-file", str(self.aws_state_file)],
-            self.cfg.ports.moto,
+            [self.python, "-m", "regionops.lab.awsserver", "--host", "127.0.0.1", "--port", str(port),
+             "--state-file", str(self.aws_state_file), "--cert", str(tls.cert_file), "--key", str(tls.key_file)],
+            port,
         )
+
+    def _archive_settings(self, node: str) -> dict[str, str]:
+        topo = self.topology()
+        plan = pgbackrest.plan_stanza(topo, LAB_CLUSTER)
+        pgbackrest.write_config(topo, plan, node)  # archive_command names it: present before the node starts
+        return pgbackrest.archive_settings(plan, node, pgbackrest.binary())
+
+    def _ensure_stanza(self, progress: Progress = print) -> None:
+        """Write every node's pgBackRest configuration and create the stanza from the primary."""
+        topo = self.topology()
+        plan = pgbackrest.plan_stanza(topo, LAB_CLUSTER)
+        for node in LAB_NODES:
+            pgbackrest.write_config(topo, plan, node)
+        writable = pglab.writable_nodes(self.cfg)
+        if len(writable) != 1:
+            progress(f"not exactly one primary ({', '.join(writable) or 'none'}): stanza left as it is")
+            return
+        driver = pgbackrest.PgBackRest(plan, writable[0], pgbackrest.LocalRunner(self.cfg.os_user))
+        progress(driver.stanza_create().sentence())
+        progress(plan.sentence())
 
     def fenced_nodes(self) -> set[str]:
         """Nodes of cluster core fenced in the shared fence store (``up`` leaves them stopped)."""
@@ -508,7 +554,7 @@ class Lab:
 
     def _moto_status(self, topo: Topology | None, report: RegionHealthReport | None,
                      about: dict[str, list[str]]) -> ComponentStatus:
-        endpoint = f"http://127.0.0.1:{self.cfg.ports.moto}"
+        endpoint = f"https://127.0.0.1:{self.cfg.ports.moto}"
         running = port_open(self.cfg.ports.moto)
         if not running or topo is None or report is None:
             return ComponentStatus(name="moto (S3, Route53)", endpoint=endpoint, running=running, healthy=False,
@@ -531,12 +577,15 @@ class Lab:
         """
         cfg = self.cfg
         names = [*labmon.LabMonitoring(cfg).process_names(), "alert-receiver", "prefect-serve", "prefect-server", *(f"app-{r}" for r in cfg.ports.apps),
-                 "slack-sink", "moto"]
+                 "slack-sink"]
         for name in names:
             if stop(cfg.lab_dir, name):
                 progress(f"stopped {name}")
+        # PostgreSQL before moto: a node's last WAL segments are archived to S3 as it stops.
         if cfg.pg_dir.exists():
             pglab.stop_cluster(cfg, progress)
+        if stop(cfg.lab_dir, "moto"):
+            progress("stopped moto")
         held = [f"{what} ({port})" for what, port in cfg.ports.all().items() if not wait_port_free(port, 10)]
         if purge:
             for path in {cfg.pg_dir, cfg.lab_dir}:

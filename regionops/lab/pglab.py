@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from regionops.drivers.pgconf import configure_standby, slot_name, write_hba, write_node_settings
+from regionops.drivers.pgconf import (
+    configure_standby,
+    slot_name,
+    write_archive_settings,
+    write_hba,
+    write_node_settings,
+)
 from regionops.drivers.pgtools import PgCtl, chown_to, reachable_by, run_tool, tool
 from regionops.drivers.postgres import ConnInfo, SqlNode, SqlObserver
-from regionops.errors import ConfigurationError
+from regionops.errors import ConfigurationError, DeadlineExceeded
 from regionops.lab.config import LAB_DATABASE, LAB_NODES, LAB_PRIMARY, LabConfig
+from regionops.waiting import poll_until
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
@@ -88,6 +96,16 @@ def conninfo(cfg: LabConfig, node: str, dbname: str = LAB_DATABASE) -> ConnInfo:
     return ConnInfo(HOST, cfg.ports.postgres[node], dbname, SUPERUSER)
 
 
+def socket_dir(cfg: LabConfig) -> Path:
+    """The nodes' unix socket directory (pgBackRest reaches PostgreSQL only through a socket)."""
+    return cfg.pg_dir / "run"
+
+
+def pgbackrest_dir(cfg: LabConfig) -> Path:
+    """pgBackRest's configuration, spool, lock and log directories live under this one."""
+    return cfg.pg_dir / "pgbackrest"
+
+
 def pgctl(cfg: LabConfig, node: str) -> PgCtl:
     """pg_ctl for a lab node, logging beside its data directory (which its OS user can write)."""
     return PgCtl(cfg.data_dir(node), cfg.os_user, cfg.pg_dir / f"{node}.log")
@@ -155,13 +173,19 @@ def writable_nodes(cfg: LabConfig, nodes: Collection[str] = tuple(LAB_NODES)) ->
             and observer.observe(n, conninfo(cfg, n, dbname="postgres")).role == "primary"]
 
 
-def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None], keep_stopped: Collection[str] = ()) -> str | None:
+ArchiveSettings = Callable[[str], dict[str, str]]
+
+
+def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None], keep_stopped: Collection[str] = (),
+                   archive: ArchiveSettings | None = None) -> str | None:
     """Create (first time) and start the three nodes; returns the primary, or None when not exactly one.
 
     Idempotent: existing nodes are only started, whichever of them is primary now (a
     switchover or failover may have moved it away from eu-1).  Nodes in ``keep_stopped``
     (fenced ones) are not started.  On the one primary, the replication slots, database
     and schema are ensured; a node without a data directory is cloned from it.
+    ``archive(node)`` gives each node's WAL-archiving settings, written before it starts
+    (a running node whose settings change is restarted: archive_mode needs it).
     """
     _prepare_pg_root(cfg)
     if not any(_has_data(cfg, n) for n in LAB_NODES):
@@ -169,6 +193,7 @@ def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None], keep_stopped
         _init_primary(cfg)
     for node in LAB_NODES:
         if _has_data(cfg, node) and node not in keep_stopped:
+            _write_archive(cfg, node, archive, progress)
             _ensure_running(cfg, node, progress)
 
     writable = writable_nodes(cfg)
@@ -198,6 +223,7 @@ def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None], keep_stopped
         progress(f"cloning {node} ({LAB_NODES[node]}) from {primary} with pg_basebackup")
         shutil.rmtree(cfg.data_dir(node), ignore_errors=True)
         _clone_replica(cfg, node, primary)
+        _write_archive(cfg, node, archive, progress)
         _ensure_running(cfg, node, progress)
     return primary
 
@@ -215,6 +241,21 @@ def seed_application_data(app: SqlNode, customers: int) -> str | None:
             f"{counts['orders']} orders")
 
 
+def _write_archive(cfg: LabConfig, node: str, archive: ArchiveSettings | None,
+                   progress: Callable[[str], None]) -> None:
+    if archive is None:
+        return
+    sockets = socket_dir(cfg)
+    sockets.mkdir(parents=True, exist_ok=True)
+    chown_to(sockets, cfg.os_user)
+    changed = write_archive_settings(cfg.data_dir(node), archive(node), cfg.os_user)
+    ctl = pgctl(cfg, node)
+    if changed and ctl.is_running() and not ctl.is_frozen():
+        # A lab made before WAL archiving: archive_mode and the socket directory need a restart.
+        ctl.stop("fast", timeout=30)
+        progress(f"restarting {node} to turn WAL archiving on")
+
+
 def _ensure_running(cfg: LabConfig, node: str, progress: Callable[[str], None]) -> None:
     ctl = pgctl(cfg, node)
     if ctl.is_running():
@@ -224,8 +265,41 @@ def _ensure_running(cfg: LabConfig, node: str, progress: Callable[[str], None]) 
     progress(f"started {node} on port {cfg.ports.postgres[node]}")
 
 
+def archiver_pids(cfg: LabConfig) -> list[int]:
+    """pgBackRest processes of this lab (asynchronous archive-push outlives the server that started it)."""
+    marker = str(pgbackrest_dir(cfg)).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"pgbackrest") or b"/pgbackrest\0" in cmdline:
+            if marker in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def stop_archivers(cfg: LabConfig, timeout: float = 15) -> list[int]:
+    """Let this lab's pgBackRest processes finish (then SIGTERM them): nothing of the lab runs after down."""
+    pids = archiver_pids(cfg)
+    if not pids:
+        return []
+    try:
+        poll_until(lambda: not archiver_pids(cfg), timeout=timeout, interval=0.2, what="pgBackRest to finish")
+    except DeadlineExceeded:
+        for pid in archiver_pids(cfg):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    return pids
+
+
 def stop_cluster(cfg: LabConfig, progress: Callable[[str], None]) -> None:
-    """Stop every node that runs (fast, then immediate if fast does not finish)."""
+    """Stop every node that runs (fast, then immediate if fast does not finish), then this lab's pgBackRest."""
     for node in LAB_NODES:
         if not cfg.data_dir(node).exists():
             continue
@@ -237,3 +311,5 @@ def stop_cluster(cfg: LabConfig, progress: Callable[[str], None]) -> None:
         except Exception:  # noqa: BLE001 - fall back to an immediate stop, the lab is going away
             ctl.stop("immediate", timeout=20)
         progress(f"stopped {node}")
+    if stop_archivers(cfg):
+        progress("pgBackRest's asynchronous archiving finished")

@@ -42,6 +42,10 @@ PUSHGATEWAY = Tool("pushgateway", ("pushgateway", "prometheus-pushgateway"), "pr
 
 LAB_TOOLS: tuple[Tool, ...] = (PROMETHEUS, ALERTMANAGER, POSTGRES_EXPORTER, PUSHGATEWAY)
 ALL_TOOLS: tuple[Tool, ...] = (*LAB_TOOLS, PROMTOOL, AMTOOL)
+# Not monitoring, but installed the same way: the backup engine.  The lab needs it (every
+# node archives WAL through it) and says so when it is missing.
+PGBACKREST = Tool("pgbackrest", ("pgbackrest",), "pgbackrest")
+REQUIRED_TOOLS: tuple[Tool, ...] = (PGBACKREST,)
 
 
 def missing_tools(tools: tuple[Tool, ...] = LAB_TOOLS) -> list[Tool]:
@@ -55,7 +59,11 @@ def packages_for(tools: list[Tool]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m regionops.monitoring.tools [--install]``: report (and, as root, install) what is missing."""
+    """``python -m regionops.monitoring.tools [--install]``: report (and, as root, install) what is missing.
+
+    Exits 1 when pgBackRest (required by the lab) is still missing; missing monitoring
+    tools are only named (the lab runs without monitoring).
+    """
     import argparse
     import os
     import subprocess
@@ -63,23 +71,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m regionops.monitoring.tools", description=main.__doc__)
     parser.add_argument("--install", action="store_true", help="apt-get install the missing packages when root")
     args = parser.parse_args(argv)
-    missing = missing_tools(ALL_TOOLS)
+    every = (*REQUIRED_TOOLS, *ALL_TOOLS)
+    missing = missing_tools(every)
     if not missing:
         return 0
     packages = packages_for(missing)
     if args.install and os.geteuid() == 0 and shutil.which("apt-get"):
-        print(f"installing the monitoring tools: {' '.join(packages)}")
+        print(f"installing the lab's tools: {' '.join(packages)}")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], check=True, env=env)
-        missing = missing_tools(ALL_TOOLS)
+        missing = missing_tools(every)
         if not missing:
             return 0
+    required = [t for t in missing if t in REQUIRED_TOOLS]
+    for tool in required:
+        print(f"error: {tool.missing()}; the lab cannot start without it")
+    missing = [t for t in missing if t not in REQUIRED_TOOLS]
+    if not missing:
+        return 1
     for tool in missing:
         print(f"note: {tool.missing()}")
     print("the lab runs without monitoring; the monitoring tests fail until these are installed "
           f"(apt-get install {' '.join(packages_for(missing))})")
-    return 0
+    return 1 if required else 0
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def test_cli_up_status_down_leaves_no_process_and_no_port():
     try:
         up = _cli("lab", "up", "--free-ports", env=env)
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "[1/10]" in up.stdout  # progress is reported (monitoring is the 10th step)
+        assert "[1/11]" in up.stdout  # progress is reported (monitoring is the 11th step)
 
         status = _cli("lab", "status", "--json", env=env)
         assert status.returncode == 0, status.stderr
