@@ -141,6 +141,12 @@ class Cluster(Strict):
     objectives: Objectives = Objectives()
     health: HealthThresholds = HealthThresholds()
     backup: BackupPolicy = BackupPolicy()
+    node_operator: Literal["local", "regional"] = Field(
+        "local",
+        description="where node steps (pg_ctl, data directory) run: 'local' on the machine running the runbook "
+                    "(every node's data directory is reachable there), 'regional' as runs of the "
+                    "node-operation deployment on the node's region's work pool",
+    )
 
     @field_validator("residency", mode="before")
     @classmethod
@@ -428,6 +434,11 @@ def _check_references(topo: Topology) -> list[str]:
                     f"{region.residency!r}, which cluster {cname} (residency "
                     f"{', '.join(cluster.residency)}) forbids"
                 )
+        # Two nodes on one host with one data directory would be one directory.
+        dirs = Counter((node.host, node.data_dir) for node in cluster.nodes.values())
+        for (host, path), count in dirs.items():
+            if count > 1:
+                problems.append(f"clusters.{cname}.nodes: {count} nodes on host {host} share data_dir {path!r}")
         for i, target in enumerate(cluster.backup.copy_to):
             where = f"clusters.{cname}.backup.copy_to[{i}]"
             region = topo.regions.get(target)

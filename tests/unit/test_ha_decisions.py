@@ -24,7 +24,7 @@ from regionops.errors import PreconditionFailed
 from regionops.ha.fencing import FenceMarker, FenceRegistry
 from regionops.ha.writer import switch_writer
 from regionops.lsn import Lsn
-from regionops.nodeops import ControlData
+from regionops.model import ControlData
 from tests.unit.test_decisions import EU_EP, NOW, TOPO, US_EP, assert_mentions, down, primary, replica, states
 
 # --- find_primary -------------------------------------------------------------------------
