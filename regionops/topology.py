@@ -234,6 +234,9 @@ class AlertingSettings(Strict):
 
 class PrefectSettings(Strict):
     ui_url: str | None = Field(None, description="base URL of the Prefect UI, for links in reports")
+    node_pickup_seconds: float = Field(
+        120, gt=0, description="how long a node step may wait for its region's worker to pick it up before the "
+                               "runbook stops (regional node operator): a gone worker is an error, not a hang")
 
 
 class CommandTargetSettings(Strict):
