@@ -58,6 +58,8 @@ def deploy_runbooks(source: Path = REPO) -> list[str]:
     doc: dict[str, Any] = yaml.safe_load((REPO / "prefect.yaml").read_text())
     names = []
     for spec in doc["deployments"]:
+        if spec["entrypoint"] == NODE_ENTRYPOINT:
+            continue  # deployed per region of the topology, by deploy_node_operations
         flow = Flow.from_source(source=str(source), entrypoint=spec["entrypoint"])
         flow.deploy(name=spec["name"], work_pool_name=spec["work_pool"]["name"], tags=list(spec.get("tags", [])),
                     description=spec.get("description"), parameters=spec.get("parameters") or {},

@@ -91,8 +91,7 @@ class LocalNodeOperator:
 
     def _pgctl(self, node: str, data_dir: Path | None = None) -> PgCtl:
         data = data_dir or self.data_dir(node)
-        # The server log lives beside the data directory, which the server's user can write.
-        return PgCtl(data, self.cluster.os_user, data.parent / f"{node}.log")
+        return PgCtl(data, self.cluster.os_user, server_log(data, node))
 
     def _source_conninfo(self, source: str, for_node: str) -> str:
         return replication_conninfo(self.cluster, source, for_node)
@@ -273,6 +272,14 @@ class LocalNodeOperator:
         return NodeOpResult(node=node, operation="remove-replaced", changed=bool(old),
                             detail=f"removed {len(old)} set-aside data director{'y' if len(old) == 1 else 'ies'} "
                                    f"of {node}")
+
+
+def server_log(data_dir: Path, node: str) -> Path:
+    """Where a node's server logs: beside its data directory, which the server's OS user can write.
+
+    The one definition for every start of a node (the seam's, restore's, a swap back's).
+    """
+    return data_dir.parent / f"{node}.log"
 
 
 def kill_instance(ctl: PgCtl, timeout: float = 10) -> int:

@@ -36,7 +36,7 @@ DEFAULT_TIMEOUT = 3600.0  # once picked up: a re-clone of a large node takes a w
 class RegionalNodeOperator:
     """Node steps run by the node's regional worker (``run_deployment``), same protocol as the local one."""
 
-    def __init__(self, topology: Topology, cluster: str, timeout: float = DEFAULT_TIMEOUT, poll_interval: float = 1):
+    def __init__(self, topology: Topology, cluster: str, timeout: float = DEFAULT_TIMEOUT, poll_interval: float = 0.5):
         self.topology = topology
         self.cluster_name, self.cluster = topology.cluster(cluster)
         self.timeout = timeout

@@ -26,6 +26,7 @@ from regionops.errors import NodeStepFailed
 from regionops.lab import pglab
 from regionops.node.messages import NodeOpParams
 from regionops.topology import load_topology
+from regionops.waiting import poll_until
 from tests import ha_tools as ha
 
 pytestmark = pytest.mark.lab
@@ -116,10 +117,11 @@ def test_a_gone_worker_stops_the_switchover_with_a_named_error_and_no_second_pri
     assert ha.writer(cluster) == "eu-1"
     assert ha.write_rows(cluster, 1)
     (child,) = node_runs(ha.run_id(state))
+    assert child.work_pool_name == "regionops-eu" and child.name == "stop eu-1"
     assert child.state.is_cancelled()  # it cannot stop eu-1 later, when a worker comes back
 
 
-def test_failover_on_the_us_pool_runs_eu_steps_on_the_eu_pool_then_reclone_and_switchover_back(regional):
+def test_failover_on_the_us_pool_runs_eu_steps_on_the_eu_pool_then_resync_reclones_on_the_eu_pool(regional):
     cluster, path = regional
     ha.crash(cluster, "eu-1")
     run = run_deployment("failover/core", as_subflow=False, timeout=240, poll_interval=1, parameters={
@@ -144,11 +146,7 @@ def test_failover_on_the_us_pool_runs_eu_steps_on_the_eu_pool_then_reclone_and_s
     assert [d.action for d in result.repairs[0].decisions][-1] == "reclone"
     steps = assert_on_pools(node_runs(ha.run_id(resync)), ha.run_id(resync))
     assert "reclone" in steps["eu-1"] and "start" in steps["eu-1"]
+    poll_until(lambda: ha.streams_from(cluster, "eu-1", "us-1"), timeout=30, what="eu-1 streaming from us-1")
 
-    # Back to eu-1: the old primary us-1's steps run on the US worker.
-    back = switchover(SwitchoverParams(**params(path, target="eu-1")), return_state=True)
-    assert back.is_completed(), back
-    steps = assert_on_pools(node_runs(ha.run_id(back)), ha.run_id(back))
-    assert {"stop", "configure-standby", "start"} <= set(steps["us-1"])
-    ha.expect_layout(cluster, "eu-1", timeout=30)
-    assert ha.writer(cluster) == "eu-1"
+    # The module's cluster is discarded afterwards: no switchover back (its node steps are
+    # dispatched the same way; the gone-worker test shows its first one on the EU pool).
