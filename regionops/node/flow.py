@@ -9,15 +9,12 @@ a run picked up by another region's worker refuses, changing nothing.
 
 from __future__ import annotations
 
-import logging
 import os
 
 from prefect import flow, get_run_logger
 
 from regionops.node.local import LocalNodeOperator
 from regionops.node.messages import FLOW_NAME, NodeOpParams, NodeOpReply
-
-log = logging.getLogger(__name__)
 
 REGION_ENV = "REGIONOPS_REGION"
 # Operations that act on the node with a second node as the peer (primary or source).

@@ -98,6 +98,20 @@ def test_a_node_step_on_the_wrong_regions_worker_refuses_and_changes_nothing(reg
     assert ha.layout(cluster)["eu-1"] == "primary"
 
 
+def test_a_failing_node_run_is_a_named_error_with_the_child_runs_link(regional):
+    from regionops.node import node_operator_for
+
+    cluster, path = regional
+    operator = node_operator_for(load_topology(path), "core")
+    with pytest.raises(NodeStepFailed) as err:
+        operator.rewind("eu-1", "us-1")  # refused on the EU worker: eu-1 runs
+    message = str(err.value)
+    assert message.startswith("node step rewind of eu-1 (region eu, pool regionops-eu) ended Failed")
+    assert "cannot rewind eu-1 while it runs" in message
+    assert err.value.run_url and err.value.run_url in message and "/runs/flow-run/" in err.value.run_url
+    assert ha.layout(cluster)["eu-1"] == "primary"
+
+
 def test_a_gone_worker_stops_the_switchover_with_a_named_error_and_no_second_primary(regional, workers):
     cluster, path = regional
     workers.stop_worker("eu")
