@@ -59,3 +59,13 @@ def test_no_reachable_member_is_said_out_loud_and_the_port_still_decides():
     verdict = judge_standing(facts(cluster_system_identifier=None, reported_by=None))
     assert verdict.ok and "system identifier was not compared" in verdict.sentence()
     assert not judge_standing(facts(cluster_system_identifier=None, dir_port=6000)).ok
+
+
+def test_the_standing_decision_and_the_observed_state_models_load_no_driver():
+    import subprocess
+    import sys
+
+    code = ("import sys, regionops.model, regionops.node.standing; "
+            "print(sorted(m for m in ('psycopg', 'boto3', 'httpx', 'prefect') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
