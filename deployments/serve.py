@@ -4,6 +4,9 @@
 
 Runs in the foreground (the lab starts it as a process).  Production uses prefect.yaml
 and one worker per region's work pool instead; the deployments are the same runbooks.
+The lab has both: these served ``<runbook>/lab`` deployments carry the lab's schedules and
+alert triggers and start quickly in-process; its regional workers run the node-operation
+deployments and prefect.yaml's runbook deployments on their pools (deployments/workers.py).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from regionops.backup.restore import Activation, RestorePlan, plan_restore
 from regionops.backup.scratch import Phase, TableCheck, free_port
 from regionops.drivers.pgconf import slot_name
 from regionops.drivers.postgres import ConnInfo, conninfo_for
+from regionops.errors import PreconditionFailed
 from regionops.runbook.approval import request_approval
 from regionops.runbook.context import CHANGE_HOOKS
 from regionops.runbook.locks import cluster_lock
@@ -83,6 +84,13 @@ def restore(params: RestoreParams) -> RestoreResult:
     topology = load_topology(params.topology)
     cluster_name, cluster = topology.cluster(params.cluster)
     topology.node(cluster_name, params.node)  # fail early, naming the node, when it is unknown
+    if cluster.node_operator == "regional":
+        # Unpack, verify and swap still run where this flow runs, not on the node's regional
+        # worker: on separate hosts that is another machine's disk.  Refuse before any change.
+        raise PreconditionFailed(
+            f"restore onto {params.node}: cluster {cluster_name} runs node steps on regional workers "
+            f"(node_operator: regional), and restore's disk steps do not go through them yet; run the restore "
+            f"on {params.node}'s own host with a topology that says node_operator: local. Nothing was changed")
     region = params.region or home_region(topology, cluster)
     bucket = topology.regions[region].bucket
     reporter = RunReporter(topology, "restore", f"Restore of {params.node} ({cluster_name})", slack=params.notify)
@@ -159,7 +167,7 @@ def _run(params, topology, cluster_name, cluster, region, bucket, reporter: RunR
             reporter.step(activation.sentence())
             if plan.role == "replica":
                 rt.ensure_slot(primary_info, slot_name(plan.node))
-            done(rt.configure_role(plan, topology, primary_info, original_hba))
+            done(rt.configure_role(plan, topology, original_hba))
             done(rt.start_node(plan, topology, params.start_timeout_seconds))
         except BaseException as exc:
             get_run_logger().error("restore of %s failed after the swap: %s", plan.node, exc)

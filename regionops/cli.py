@@ -50,7 +50,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     """lab up | status | down."""
     lab = _lab(args)
     if args.lab_command == "up":
-        status = lab.up(progress=print, with_prefect=not args.no_prefect, with_monitoring=args.monitoring)
+        status = lab.up(progress=print, with_prefect=not args.no_prefect, with_monitoring=args.monitoring,
+                        with_workers=not (args.no_prefect or args.no_workers))
         _print_status(status, args.json)
         print(f"topology: {lab.cfg.topology_path}")
         # Without Prefect only its components may be down; the cluster must be healthy either way.
@@ -269,6 +270,8 @@ def make_parser() -> argparse.ArgumentParser:
             p.add_argument("--base-port", type=int, help="first port of the lab's range (first up only)")
             p.add_argument("--free-ports", action="store_true", help="pick free ports (first up only)")
             p.add_argument("--no-prefect", action="store_true", help="skip the Prefect server")
+            p.add_argument("--no-workers", action="store_true",
+                           help="skip the work pools and the one process worker per region")
             p.add_argument("--seed-rows", type=int,
                            help="customers seeded into the application database on the first up (default 1000)")
             p.add_argument("--monitoring", action=argparse.BooleanOptionalAction, default=None,

@@ -20,7 +20,7 @@ from regionops.errors import RunbookError
 from regionops.ha import sqlsteps
 from regionops.ha.fencing import FenceStore
 from regionops.ha.writer import switch_writer, writer_node
-from regionops.nodeops import LocalNodeOperator
+from regionops.node import LocalNodeOperator
 from regionops.topology import Topology
 
 log = logging.getLogger(__name__)

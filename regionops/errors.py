@@ -61,3 +61,16 @@ class RolledBack(RunbookError):
 def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` is worth retrying (used by Prefect ``retry_condition_fn``)."""
     return isinstance(exc, TransientError)
+
+
+class NodeStepFailed(RunbookError):
+    """A node step run on the node's regional worker failed, crashed, was refused or did not finish.
+
+    ``run_url`` links the child run (its logs say what happened on the node's host).
+    """
+
+    def __init__(self, message: str, *, node: str, operation: str, run_url: str | None = None):
+        self.node = node
+        self.operation = operation
+        self.run_url = run_url
+        super().__init__(message + (f" (node run: {run_url})" if run_url else ""))

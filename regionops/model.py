@@ -6,7 +6,7 @@ importing a driver (and with it psycopg, boto3 or httpx).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Literal
 
 from pydantic import BaseModel, PrivateAttr
@@ -113,3 +113,65 @@ class NodeState(BaseModel):
             f"{self.node} is a replica on timeline {self.timeline}, replayed {self.replay_lsn} "
             f"({recv})"
         )
+class ControlData(BaseModel):
+    """What a data directory's control file says, readable while the server is down."""
+
+    node: str
+    cluster_state: str  # "in production", "shut down", "shut down in recovery", "in archive recovery", ...
+    system_identifier: str
+    timeline: int  # of the latest checkpoint
+    checkpoint_lsn: Lsn
+    min_recovery_lsn: Lsn | None = None
+    wal_log_hints: bool
+    data_checksums: bool
+    standby_signal: bool
+
+    @property
+    def rewindable(self) -> bool:
+        """pg_rewind needs hint bits WAL-logged: wal_log_hints or data checksums."""
+        return self.wal_log_hints or self.data_checksums
+
+    @property
+    def was_primary(self) -> bool:
+        """The server last ran as a primary (crashed or stopped), not in recovery."""
+        return self.cluster_state in {"in production", "shut down", "shutting down"} and not self.standby_signal
+
+    def sentence(self) -> str:
+        role = "primary" if self.was_primary else "replica"
+        return (
+            f"{self.node}'s control file: {self.cluster_state} as a {role} on timeline {self.timeline}, "
+            f"last checkpoint at {self.checkpoint_lsn}"
+        )
+
+    def last_known_state(self, error: str | None, observed_at: datetime | None = None) -> NodeState:
+        """A down node's last known state, for the repair decision.
+
+        A node that last ran as a primary is reported as one (so a crashed old primary
+        is recognised as diverged and rewound); a stopped replica by its timeline and
+        the position its control file guarantees.
+        """
+        common = {
+            "node": self.node,
+            "reachable": False,
+            "error": error,
+            "system_identifier": self.system_identifier,
+            "timeline": self.timeline,
+            "observed_at": observed_at or datetime.now(timezone.utc),
+        }
+        if self.was_primary:
+            return NodeState(role="primary", current_lsn=self.checkpoint_lsn, **common)
+        position = max(self.checkpoint_lsn, self.min_recovery_lsn or self.checkpoint_lsn)
+        return NodeState(role="replica", replay_lsn=position, **common)
+
+
+class WalEnd(BaseModel):
+    """Where a stopped node's WAL ends (read from its pg_wal), and its last commit time."""
+
+    node: str
+    lsn: Lsn
+    last_commit_at: datetime | None = None
+    segment: str
+
+    def sentence(self) -> str:
+        commit = f", last commit at {self.last_commit_at:%H:%M:%S.%f} UTC" if self.last_commit_at else ""
+        return f"{self.node}'s WAL on disk ends at {self.lsn} (segment {self.segment}{commit})"

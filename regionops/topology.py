@@ -168,6 +168,12 @@ class Cluster(Strict):
     objectives: Objectives = Objectives()
     health: HealthThresholds = HealthThresholds()
     backup: BackupPolicy = BackupPolicy()
+    node_operator: Literal["local", "regional"] = Field(
+        "local",
+        description="where node steps (pg_ctl, data directory) run: 'local' on the machine running the runbook "
+                    "(every node's data directory is reachable there), 'regional' as runs of the "
+                    "node-operation deployment on the node's region's work pool",
+    )
 
     @field_validator("residency", mode="before")
     @classmethod
@@ -257,6 +263,9 @@ class AlertingSettings(Strict):
 
 class PrefectSettings(Strict):
     ui_url: str | None = Field(None, description="base URL of the Prefect UI, for links in reports")
+    node_pickup_seconds: float = Field(
+        120, gt=0, description="how long a node step may wait for its region's worker to pick it up before the "
+                               "runbook stops (regional node operator): a gone worker is an error, not a hang")
 
 
 class CommandTargetSettings(Strict):
@@ -457,6 +466,11 @@ def _check_references(topo: Topology) -> list[str]:
                     f"{region.residency!r}, which cluster {cname} (residency "
                     f"{', '.join(cluster.residency)}) forbids"
                 )
+        # Two nodes on one host with one data directory would be one directory.
+        dirs = Counter((node.host, node.data_dir) for node in cluster.nodes.values())
+        for (host, path), count in dirs.items():
+            if count > 1:
+                problems.append(f"clusters.{cname}.nodes: {count} nodes on host {host} share data_dir {path!r}")
         for i, target in enumerate(cluster.backup.copy_to):
             where = f"clusters.{cname}.backup.copy_to[{i}]"
             region = topo.regions.get(target)

@@ -1,4 +1,4 @@
-"""Node-local tasks: each runs one operation of the node-operation seam (:mod:`regionops.nodeops`).
+"""Node-local tasks: each runs one operation of the node-operation seam (:mod:`regionops.node`).
 
 These change a node's machine, so none retries on its own: a half-done rewind or
 clone is looked at by the next observation, not repeated blindly.  Reads retry when
@@ -10,7 +10,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from regionops.nodeops import ControlData, NodeOpResult, StopMode, WalEnd, node_operator_for
+from regionops.model import ControlData, WalEnd
+from regionops.node import NodeOpResult, StopMode, node_operator_for
 from regionops.topology import Topology
 from tasks.common import TRANSIENT_RETRIES
 

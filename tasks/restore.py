@@ -98,11 +98,9 @@ def swap_in(plan: real.RestorePlan, os_user: str | None) -> real.Activation:
 
 
 @task(name="configure node role", cache_policy=NO_CACHE)
-def configure_role(
-    plan: real.RestorePlan, topology: Topology, primary_info: ConnInfo | None, original_hba: str | None
-) -> scratch.Phase:
-    """The node's own settings and its role."""
-    return real.configure_role(plan, topology, primary_info, original_hba)
+def configure_role(plan: real.RestorePlan, topology: Topology, original_hba: str | None) -> scratch.Phase:
+    """The node's own settings and its role (standby settings as the node seam writes them)."""
+    return real.configure_role(plan, topology, original_hba)
 
 
 @task(name="ensure replication slot", cache_policy=NO_CACHE)

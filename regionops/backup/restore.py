@@ -27,8 +27,9 @@ from regionops.drivers.pgconf import (
     write_node_settings,
 )
 from regionops.drivers.pgtools import PgCtl, chown_to
-from regionops.drivers.postgres import ConnInfo, NodeState, SqlObserver
+from regionops.drivers.postgres import NodeState, SqlObserver, conninfo_for
 from regionops.errors import PreconditionFailed, TransientError, VerificationFailed
+from regionops.node.local import replication_conninfo, server_log
 from regionops.topology import Topology
 from regionops.waiting import poll_until
 
@@ -175,10 +176,12 @@ def swap_in(plan: RestorePlan, os_user: str | None) -> Activation:
                       stopped_old=stopped, seconds=time.monotonic() - started)
 
 
-def configure_role(
-    plan: RestorePlan, topology: Topology, primary_info: ConnInfo | None, original_hba: str | None
-) -> Phase:
-    """Give the swapped-in directory the node's own settings and its role (stopped server)."""
+def configure_role(plan: RestorePlan, topology: Topology, original_hba: str | None) -> Phase:
+    """Give the swapped-in directory the node's own settings and its role (stopped server).
+
+    The standby settings are the node seam's (the same primary_conninfo and slot a
+    re-clone or rewind writes).
+    """
     started = time.monotonic()
     _, cluster = topology.cluster(plan.cluster)
     node = topology.node(plan.cluster, plan.node)
@@ -192,8 +195,8 @@ def configure_role(
     set_auto_conf(data_dir, {"port": None, "listen_addresses": None, "cluster_name": None,
                              "unix_socket_directories": None, "archive_mode": None, "hot_standby": None}, cluster.os_user)
     if plan.role == "replica":
-        assert primary_info is not None
-        configure_standby(data_dir, primary_conninfo=primary_info.libpq(application_name=plan.node),
+        assert plan.primary is not None
+        configure_standby(data_dir, primary_conninfo=replication_conninfo(cluster, plan.primary, plan.node),
                           slot=slot_name(plan.node), os_user=cluster.os_user)
     return Phase(phase="configure role", seconds=time.monotonic() - started,
                  detail=f"{plan.node} settings, port {node.port}, role {plan.role}")
@@ -213,7 +216,7 @@ def swap_back(plan: RestorePlan, activation: Activation | None, os_user: str | N
     if activation is not None and activation.old_dir and old.exists():
         os.rename(old, data_dir)
         if restart_old:
-            PgCtl(data_dir, os_user, Path(f"{plan.data_dir}.log")).start()
+            PgCtl(data_dir, os_user, node_log(plan)).start()
         return f"swapped back: the old data is in {data_dir} again; the failed restore is in {failed}"
     return f"the failed restore is in {failed}; there was no old data to put back"
 
@@ -228,8 +231,8 @@ def remove_old(plan: RestorePlan, activation: Activation) -> str:
 
 
 def node_log(plan: RestorePlan) -> Path:
-    """Where the node's server logs (beside its data directory, which its OS user can write)."""
-    return Path(f"{plan.data_dir}.log")
+    """Where the node's server logs: the node seam's place, so every start of the node logs to one file."""
+    return server_log(Path(plan.data_dir), plan.node)
 
 
 def start_node(plan: RestorePlan, topology: Topology, timeout: float = 120) -> Phase:
@@ -241,8 +244,7 @@ def start_node(plan: RestorePlan, topology: Topology, timeout: float = 120) -> P
     _, cluster = topology.cluster(plan.cluster)
     node = topology.node(plan.cluster, plan.node)
     PgCtl(plan.data_dir, cluster.os_user, node_log(plan)).start(timeout=int(timeout))
-    info = ConnInfo(node.host, node.port, cluster.database, cluster.user,
-                    cluster.password.resolve() if cluster.password else None)
+    info = conninfo_for(cluster, node)
     observer = SqlObserver(connect_timeout=2)
 
     def playing_role() -> NodeState | None:

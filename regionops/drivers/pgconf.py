@@ -163,3 +163,21 @@ def clear_recovery_target(data_dir: Path, os_user: str | None) -> None:
     _set_auto_conf(data_dir, {k: None for k in RECOVERY_SETTINGS})
     (data_dir / "recovery.signal").unlink(missing_ok=True)
     chown_to(data_dir / AUTO_CONF, os_user)
+
+
+def configured_port(data_dir: Path) -> int | None:
+    """The port a data directory's configuration sets (the last setting wins, as in PostgreSQL).
+
+    Reads postgresql.conf, the node's own settings file and postgresql.auto.conf in the
+    order PostgreSQL applies them; None when none sets a port.
+    """
+    port: int | None = None
+    for name in ("postgresql.conf", NODE_CONF, AUTO_CONF):
+        path = data_dir / name
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            found = re.match(r"\s*port\s*=?\s*'?(\d+)'?", line)
+            if found:
+                port = int(found.group(1))
+    return port

@@ -1,7 +1,7 @@
 """Tools that read or rebuild a data directory: pg_controldata, pg_waldump, pg_rewind, pg_basebackup.
 
 They touch a node's disk, so they run on the node's own machine (through the
-node-operation seam, :mod:`regionops.nodeops`).  Each wraps one binary and parses what
+node-operation seam, :mod:`regionops.node`).  Each wraps one binary and parses what
 the runbooks need from its output; failures carry the tool's last lines
 (:func:`regionops.drivers.pgtools.run_tool`).
 """

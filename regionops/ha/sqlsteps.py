@@ -19,7 +19,7 @@ from regionops.drivers.pgconf import slot_name
 from regionops.drivers.postgres import NodeState, SqlNode, SqlObserver, conninfo_for
 from regionops.errors import DeadlineExceeded, ExternalSystemError, VerificationFailed
 from regionops.lsn import Lsn
-from regionops.nodeops import replication_conninfo
+from regionops.node import replication_conninfo
 from regionops.topology import Cluster
 from regionops.waiting import poll_until
 

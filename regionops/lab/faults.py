@@ -20,7 +20,7 @@ from regionops.drivers.postgres import SqlObserver, conninfo_for
 from regionops.errors import ConfigurationError
 from regionops.ha.fencing import FenceStore
 from regionops.lab.processes import running_pid, stop
-from regionops.nodeops import LocalNodeOperator, kill_instance
+from regionops.node import LocalNodeOperator, kill_instance
 from regionops.topology import Topology
 
 # A data directory "lost" by replica-loss is moved aside under this suffix, not deleted:

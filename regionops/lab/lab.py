@@ -14,8 +14,11 @@ assessment as the region-health runbook.
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import shutil
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -211,12 +214,14 @@ class Lab:
 
     # -- up -----------------------------------------------------------------------
     def up(self, progress: Progress = print, with_prefect: bool = True,
-           with_monitoring: bool | None = None) -> LabStatus:
+           with_monitoring: bool | None = None, with_workers: bool = False) -> LabStatus:
         """Start everything that is not running yet; create what does not exist yet.
 
         ``with_monitoring`` (default: as last time, initially on) runs Prometheus,
         Alertmanager, the Pushgateway and the exporters; they need the alert receiver,
         so without Prefect they are off (and stay off until asked for again).
+        ``with_workers`` creates the regions' work pools and runs one process worker per
+        region (`regionops lab up` does; the test fixtures start them where a test needs them).
         """
         cfg = self.cfg
         if with_monitoring is not None:
@@ -242,6 +247,9 @@ class Lab:
         if with_prefect:
             steps.append(("Prefect server and UI", self._start_prefect))
             steps.append(("runbook deployments served to the UI", self._start_serve))
+            if with_workers:
+                steps.append(("work pools, node-operation and runbook deployments, one worker per region",
+                              self.start_workers))
             if cfg.ports.alerts:
                 steps.append(("alert receiver (Alertmanager webhooks)", self._start_alert_receiver))
             if cfg.monitoring and cfg.ports.prometheus:
@@ -407,6 +415,69 @@ class Lab:
                     [self.python, "-m", "deployments.serve", "--topology", str(self.cfg.topology_path)], env=env)
         poll_until(lambda: self._serve_ready(pid), timeout=90, interval=0.5, what="runbook deployments")
 
+    # -- regional workers ------------------------------------------------------------
+    def worker_env(self, region: str) -> dict[str, str]:
+        """A region's worker environment: its region, the topology, the API, the shared result storage."""
+        return {
+            "PREFECT_API_URL": f"http://127.0.0.1:{self.cfg.ports.prefect}/api",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "REGIONOPS_TOPOLOGY": str(self.cfg.topology_path),
+            "REGIONOPS_REGION": region,
+            # Poll every second: a node step should not wait 10 s for its worker.
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            # Node steps persist their typed results here; the runbooks read them back.
+            "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.cfg.path("results")),
+        }
+
+    def start_workers(self, regions: list[str] | None = None, deploy: bool = True) -> None:
+        """Pools and deployments (``deployments.workers``), then one process worker per region (idempotent)."""
+        topo = self.topology()
+        self.cfg.path("results").mkdir(parents=True, exist_ok=True)
+        if deploy:
+            out = subprocess.run(
+                [self.python, "-m", "deployments.workers", "--topology", str(self.cfg.topology_path), "--runbooks"],
+                env={**os.environ, **lab_env(self.cfg)}, capture_output=True, text=True, timeout=300,
+                cwd=str(Path(__file__).resolve().parents[2]))
+            if out.returncode != 0:
+                raise ExternalSystemError("deploying to the work pools failed: " + out.stderr.strip()[-800:])
+        prefect_bin = str(Path(self.python).parent / "prefect")
+        started = []
+        for region in regions or list(topo.regions):
+            name = f"worker-{region}"
+            if running_pid(self.cfg.lab_dir, name):
+                continue
+            pool = topo.regions[region].work_pool
+            spawn(self.cfg.lab_dir, name, [prefect_bin, "worker", "start", "--pool", pool, "--type", "process",
+                                           "--name", f"lab-{region}"], env=self.worker_env(region))
+            started.append(region)
+        for region in started:
+            poll_until(lambda r=region: self._worker_online(r), timeout=60, interval=0.5,
+                       what=f"the {region} worker to report to Prefect")
+
+    def stop_worker(self, region: str) -> bool:
+        """Stop one region's worker (a gone worker, for tests and drills)."""
+        return stop(self.cfg.lab_dir, f"worker-{region}")
+
+    def worker_names(self) -> list[str]:
+        """The lab's worker process names (whether running or not)."""
+        return [f"worker-{r}" for r in LAB_REGIONS]
+
+    def _worker_online(self, region: str) -> bool:
+        pid = running_pid(self.cfg.lab_dir, f"worker-{region}")
+        if pid is None:
+            tail = self.cfg.path("logs", f"worker-{region}.log").read_text(errors="replace").splitlines()[-5:]
+            raise ExternalSystemError(f"the {region} worker exited during start-up: " + " | ".join(tail))
+        pool = self.topology().regions[region].work_pool
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.cfg.ports.prefect}/api/work_pools/{pool}/workers/filter", data=b"{}",
+            method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=3) as resp:  # noqa: S310 - loopback URL we built
+                workers = json.loads(resp.read())
+        except (OSError, ValueError):
+            return False
+        return any(w.get("name") == f"lab-{region}" and w.get("status") == "ONLINE" for w in workers)
+
     def _start_alert_receiver(self) -> None:
         cfg = self.cfg
         token_file = cfg.path("secrets", "alert-token")
@@ -524,6 +595,16 @@ class Lab:
         comps.append(ComponentStatus(name="runbook deployments", endpoint="prefect serve", running=serving,
                                      healthy=serving and count > 0,
                                      detail=f"{count} deployment(s) served" if serving else "not serving"))
+        for name in self.worker_names():
+            pid = running_pid(cfg.lab_dir, name)
+            if pid is not None:
+                region = name.removeprefix("worker-")
+                online = prefect_ok and self._worker_online(region)
+                comps.append(ComponentStatus(
+                    name=f"worker {region}", endpoint=topo.regions[region].work_pool if topo else "", running=True,
+                    healthy=online, required=False,
+                    detail=f"process worker of pool {topo.regions[region].work_pool if topo else '?'} "
+                           f"(REGIONOPS_REGION={region}); " + ("online" if online else "not reporting")))
         cluster_ok = report is not None and report.healthy
         stopped = [n for n in LAB_NODES if n not in fenced and not port_open(cfg.ports.postgres[n])]
         advice = (advice_for(report, reconcile_writer(states, report.writer.node, fenced), fenced, stopped)
@@ -576,7 +657,7 @@ class Lab:
         Returns the ports still held afterwards (empty when all is well).
         """
         cfg = self.cfg
-        names = [*labmon.LabMonitoring(cfg).process_names(), "alert-receiver", "prefect-serve", "prefect-server", *(f"app-{r}" for r in cfg.ports.apps),
+        names = [*self.worker_names(), *labmon.LabMonitoring(cfg).process_names(), "alert-receiver", "prefect-serve", "prefect-server", *(f"app-{r}" for r in cfg.ports.apps),
                  "slack-sink"]
         for name in names:
             if stop(cfg.lab_dir, name):

@@ -25,7 +25,7 @@ import yaml
 from flows.failover import FailoverParams, _fence, failover
 from flows.region_health import RegionHealthParams, region_health
 from flows.replica_resync import ResyncParams, replica_resync
-from flows.reporting import RunReporter
+from regionops.runbook.reporting import RunReporter
 from flows.switchover import SwitchoverParams, switchover
 from regionops import cli
 from regionops.drivers.faults import fault_injector_for

@@ -110,13 +110,16 @@ def test_cli_up_status_down_leaves_no_process_and_no_port():
     try:
         up = _cli("lab", "up", "--free-ports", env=env)
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "[1/11]" in up.stdout  # progress is reported (monitoring is the 11th step)
+        assert "[1/12]" in up.stdout  # progress is reported (monitoring is the 12th step, after the workers)
 
         status = _cli("lab", "status", "--json", env=env)
         assert status.returncode == 0, status.stderr
         doc = json.loads(status.stdout)
-        # 11 components + 3 postgres_exporters, Prometheus, Alertmanager, Pushgateway.
-        assert doc["healthy"] and len(doc["components"]) == 17
+        # 11 components + 3 postgres_exporters, Prometheus, Alertmanager, Pushgateway + 3 regional workers.
+        assert doc["healthy"] and len(doc["components"]) == 20
+        workers = {c["name"]: c for c in doc["components"] if c["name"].startswith("worker ")}
+        assert sorted(workers) == ["worker apac", "worker eu", "worker us"]
+        assert all(w["healthy"] and "online" in w["detail"] for w in workers.values())
 
         cfg = json.loads((lab_dir / "lab.json").read_text())
         pids = [int(p.read_text()) for p in (lab_dir / "run").glob("*.pid")]

@@ -21,7 +21,7 @@ from flows.replica_resync import ResyncParams, replica_resync
 from flows.switchover import SwitchoverParams, switchover
 from regionops.decisions import estimate_data_loss
 from regionops.lab import pglab
-from regionops.nodeops import LocalNodeOperator
+from regionops.node import LocalNodeOperator
 from regionops.waiting import poll_until
 from tests import ha_tools as ha
 from tests import labtools

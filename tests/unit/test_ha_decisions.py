@@ -21,7 +21,7 @@ from regionops.decisions import (
 from regionops.drivers.pgdata import parse_waldump
 from regionops.drivers.traffic import DnsRecord
 from regionops.lsn import Lsn
-from regionops.nodeops import ControlData
+from regionops.model import ControlData
 from tests.unit.test_decisions import EU_EP, NOW, TOPO, US_EP, assert_mentions, down, primary, replica, states
 
 # --- find_primary -------------------------------------------------------------------------

@@ -71,6 +71,7 @@ def test_unknown_region_names_the_field():
 def test_duplicate_ports_on_one_host():
     data = base()
     data["clusters"]["core"]["nodes"]["us-1"]["host"] = "h1"
+    data["clusters"]["core"]["nodes"]["us-1"]["data_dir"] = "/d2"
     (problem,) = problems(data)
     assert "duplicate port 5432 on host h1" in problem and "core.eu-1" in problem and "core.us-1" in problem
 
@@ -106,6 +107,7 @@ def test_every_problem_is_reported_at_once():
     data = copy.deepcopy(base())
     data["clusters"]["core"]["nodes"]["us-1"]["region"] = "usa"
     data["clusters"]["core"]["nodes"]["us-1"]["host"] = "h1"
+    data["clusters"]["core"]["nodes"]["us-1"]["data_dir"] = "/d2"
     data["clusters"]["core"]["backup"]["copy_to"] = ["mars"]
     found = problems(data)
     assert len(found) == 3, found
@@ -163,3 +165,36 @@ def test_the_application_section_is_optional_and_checked_when_given():
     assert "application.assets.buckets.moon: unknown region 'moon'" in found
     assert "application.traffic.capacity_rps.mars: unknown region 'mars'" in found
     assert any("application.traffic.record" in p and "not inside zone" in p for p in found)
+
+
+def test_node_operator_defaults_to_local_and_accepts_regional():
+    from regionops.topology import parse_topology
+
+    assert parse_topology(base()).clusters["core"].node_operator == "local"
+    data = base()
+    data["clusters"]["core"]["node_operator"] = "regional"
+    assert parse_topology(data).clusters["core"].node_operator == "regional"
+
+
+def test_unknown_node_operator_is_named():
+    data = base()
+    data["clusters"]["core"]["node_operator"] = "ssh"
+    (problem,) = problems(data)
+    assert problem.startswith("clusters.core.node_operator") and "regional" in problem
+
+
+def test_two_nodes_on_one_host_cannot_share_a_data_directory():
+    data = base()
+    data["clusters"]["core"]["nodes"]["us-1"]["host"] = "h1"
+    data["clusters"]["core"]["nodes"]["us-1"]["port"] = 5433
+    (problem,) = problems(data)
+    assert problem == "clusters.core.nodes: 2 nodes on host h1 share data_dir '/d'"
+
+
+def test_example_topology_runs_node_steps_through_regional_pools():
+    from regionops.topology import load_topology
+
+    topo = load_topology(Path(__file__).parents[2] / "deployments" / "topologies" / "example-aws.yaml")
+    core = topo.clusters["core"]
+    assert core.node_operator == "regional"
+    assert len({n.host for n in core.nodes.values()}) == len(core.nodes)

@@ -1,14 +1,9 @@
-"""The node-operation seam: steps that touch a node's own machine (pg_ctl, data directory, WAL files).
+"""LocalNodeOperator: node steps performed on this machine (the lab, or the node's own worker).
 
-ARCHITECTURE.md section 7: cluster-level steps (SQL, DNS) can run anywhere, but
-starting, stopping, rewinding or re-cloning a node needs its disk, so those steps go
-through a :class:`NodeOperator`.  :class:`LocalNodeOperator` performs them inline on
-this machine, which is right for the lab and for a single-machine deployment.  On many
-machines, an operator backed by a small node-operation deployment per region would run
-the same calls on the node's own worker; the protocol is shaped for that.
-
-Operations take node *names*, never connection objects, so a remote operator can ship
-them as plain parameters; each returns a :class:`NodeOpResult` that reads as a sentence.
+Before every step it checks where it stands (:mod:`regionops.node.standing`): the data
+directory it would touch must belong to the node (system identifier, port) and, when it
+runs as a region's worker, the worker's region must be the node's.  Otherwise it
+refuses with :class:`PreconditionFailed`, having changed nothing.
 """
 
 from __future__ import annotations
@@ -20,163 +15,79 @@ import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal, Protocol
 
-from pydantic import BaseModel
-
-from regionops.drivers.pgconf import configure_standby, slot_name, write_node_settings
+from regionops.drivers import pgbackrest
+from regionops.drivers.pgconf import (
+    ARCHIVE_CONF,
+    configure_standby,
+    configured_port,
+    slot_name,
+    write_archive_settings,
+    write_node_settings,
+)
 from regionops.drivers.pgdata import pg_basebackup, pg_rewind, read_control_data, read_wal_end
 from regionops.drivers.pgtools import PgCtl, chown_to, process_state
-from regionops.drivers.postgres import NodeState, conninfo_for
-from regionops.errors import ExternalSystemError, PreconditionFailed, TransientError
+from regionops.drivers.postgres import SqlObserver, conninfo_for
+from regionops.errors import ExternalSystemError, PreconditionFailed, RunbookError, TransientError
 from regionops.lsn import Lsn
+from regionops.model import ControlData, WalEnd
+from regionops.node.operator import RECLONE_MARK, REPLACED_MARK, NodeOpResult, StopMode
+from regionops.node.standing import Standing, StandingFacts, judge_standing
 from regionops.topology import Cluster, Topology
 from regionops.waiting import poll_until
 
 log = logging.getLogger(__name__)
 
-StopMode = Literal["smart", "fast", "immediate"]
-Operation = Literal["start", "stop", "configure-standby", "block-primary-start", "rewind", "reclone",
-                    "remove-replaced"]
-
-# Suffix of a data directory set aside by a reclone (kept until the new one is verified).
-REPLACED_MARK = ".replaced-"
-RECLONE_MARK = ".reclone-"
-
-
-class NodeOpResult(BaseModel):
-    """One node-local step: what was done to which node, whether anything changed, how long it took."""
-
-    node: str
-    operation: Operation
-    changed: bool
-    detail: str
-    seconds: float = 0.0
-
-    def sentence(self) -> str:
-        """One line for logs and reports."""
-        return self.detail
-
-
-class ControlData(BaseModel):
-    """What a data directory's control file says, readable while the server is down."""
-
-    node: str
-    cluster_state: str  # "in production", "shut down", "shut down in recovery", "in archive recovery", ...
-    system_identifier: str
-    timeline: int  # of the latest checkpoint
-    checkpoint_lsn: Lsn
-    min_recovery_lsn: Lsn | None = None
-    wal_log_hints: bool
-    data_checksums: bool
-    standby_signal: bool
-
-    @property
-    def rewindable(self) -> bool:
-        """pg_rewind needs hint bits WAL-logged: wal_log_hints or data checksums."""
-        return self.wal_log_hints or self.data_checksums
-
-    @property
-    def was_primary(self) -> bool:
-        """The server last ran as a primary (crashed or stopped), not in recovery."""
-        return self.cluster_state in {"in production", "shut down", "shutting down"} and not self.standby_signal
-
-    def sentence(self) -> str:
-        role = "primary" if self.was_primary else "replica"
-        return (
-            f"{self.node}'s control file: {self.cluster_state} as a {role} on timeline {self.timeline}, "
-            f"last checkpoint at {self.checkpoint_lsn}"
-        )
-
-    def last_known_state(self, error: str | None, observed_at: datetime | None = None) -> NodeState:
-        """A down node's last known state, for the repair decision.
-
-        A node that last ran as a primary is reported as one (so a crashed old primary
-        is recognised as diverged and rewound); a stopped replica by its timeline and
-        the position its control file guarantees.
-        """
-        common = {
-            "node": self.node,
-            "reachable": False,
-            "error": error,
-            "system_identifier": self.system_identifier,
-            "timeline": self.timeline,
-            "observed_at": observed_at or datetime.now(timezone.utc),
-        }
-        if self.was_primary:
-            return NodeState(role="primary", current_lsn=self.checkpoint_lsn, **common)
-        position = max(self.checkpoint_lsn, self.min_recovery_lsn or self.checkpoint_lsn)
-        return NodeState(role="replica", replay_lsn=position, **common)
-
-
-class WalEnd(BaseModel):
-    """Where a stopped node's WAL ends (read from its pg_wal), and its last commit time."""
-
-    node: str
-    lsn: Lsn
-    last_commit_at: datetime | None = None
-    segment: str
-
-    def sentence(self) -> str:
-        commit = f", last commit at {self.last_commit_at:%H:%M:%S.%f} UTC" if self.last_commit_at else ""
-        return f"{self.node}'s WAL on disk ends at {self.lsn} (segment {self.segment}{commit})"
-
-
-class NodeOperator(Protocol):
-    """Node-local steps of the runbooks.  Reads never change anything; every change returns a result."""
-
-    def data_dir_exists(self, node: str) -> bool:
-        """Whether the node's data directory holds a cluster (PG_VERSION present)."""
-        ...
-
-    def is_running(self, node: str) -> bool:
-        """Whether a postmaster runs on the node's data directory."""
-        ...
-
-    def control_data(self, node: str) -> ControlData | None:
-        """The node's control file, or None without a data directory."""
-        ...
-
-    def wal_end(self, node: str) -> WalEnd | None:
-        """Where the node's WAL on disk ends (meaningful while it is stopped)."""
-        ...
-
-    def start(self, node: str) -> NodeOpResult:
-        """Start the server and wait until it accepts connections."""
-        ...
-
-    def stop(self, node: str, mode: StopMode = "fast") -> NodeOpResult:
-        """Stop the server (no change when it is not running)."""
-        ...
-
-    def configure_standby(self, node: str, primary: str) -> NodeOpResult:
-        """Make the (stopped) node start as a streaming replica of ``primary`` with its own slot."""
-        ...
-
-    def block_primary_start(self, node: str) -> NodeOpResult:
-        """Fence on disk: the node can only start in recovery (read-only), never as a primary."""
-        ...
-
-    def rewind(self, node: str, source: str) -> NodeOpResult:
-        """pg_rewind the stopped node from ``source`` and configure it as a replica of it."""
-        ...
-
-    def reclone(self, node: str, source: str) -> NodeOpResult:
-        """pg_basebackup from ``source`` into a new directory beside the old; swap only when it worked."""
-        ...
-
-    def remove_replaced(self, node: str) -> NodeOpResult:
-        """Delete data directories a reclone set aside."""
-        ...
-
 
 class LocalNodeOperator:
     """Performs node operations on this machine: the lab, or a node's own worker."""
 
-    def __init__(self, topology: Topology, cluster: str, start_timeout: int = 120):
+    def __init__(self, topology: Topology, cluster: str, start_timeout: int = 120, *,
+                 worker_region: str | None = None, check_region: bool = False):
+        """``check_region``: refuse unless ``worker_region`` is the node's (a regional worker's run)."""
         self.topology = topology
         self.cluster_name, self.cluster = topology.cluster(cluster)
         self.start_timeout = start_timeout
+        self.worker_region = worker_region
+        self.check_region = check_region
+        self._stood: dict[str, Standing] = {}
+
+    # -- where do I stand ---------------------------------------------------------------
+    def standing(self, node: str) -> Standing:
+        """Gather the facts about this worker and the node's data directory, and judge them."""
+        spec = self.topology.node(self.cluster_name, node)
+        data = self.data_dir(node)
+        exists = (data / "PG_VERSION").exists()
+        dir_sysid = dir_port = cluster_sysid = reported_by = None
+        if exists:
+            dir_port = configured_port(data)
+            try:
+                dir_sysid = read_control_data(data, self.cluster.os_user).get("Database system identifier")
+            except RunbookError as exc:
+                log.warning("pg_controldata of %s failed: %s", data, exc)
+            cluster_sysid, reported_by = self._cluster_system_identifier(node)
+        return judge_standing(StandingFacts(
+            node=node, node_region=spec.region, node_port=spec.port, worker_region=self.worker_region,
+            check_region=self.check_region, data_dir=str(data), data_dir_exists=exists,
+            dir_system_identifier=dir_sysid, dir_port=dir_port,
+            cluster_system_identifier=cluster_sysid, reported_by=reported_by))
+
+    def _cluster_system_identifier(self, node: str) -> tuple[str | None, str | None]:
+        """The system identifier a reachable member reports over SQL (the other members first)."""
+        for member in [*(n for n in self.cluster.nodes if n != node), node]:
+            state = SqlObserver(connect_timeout=2).observe(member, conninfo_for(self.cluster, self.cluster.nodes[member]))
+            if state.reachable and state.system_identifier:
+                return state.system_identifier, member
+        return None, None
+
+    def require_standing(self, node: str) -> Standing:
+        """Refuse (PreconditionFailed, nothing changed) unless this step stands where it should."""
+        if node not in self._stood:
+            verdict = self.standing(node)
+            if not verdict.ok:
+                raise PreconditionFailed(verdict.sentence())
+            self._stood[node] = verdict
+        return self._stood[node]
 
     # -- helpers ------------------------------------------------------------------------
     def data_dir(self, node: str) -> Path:
@@ -188,8 +99,7 @@ class LocalNodeOperator:
 
     def _pgctl(self, node: str, data_dir: Path | None = None) -> PgCtl:
         data = data_dir or self.data_dir(node)
-        # The server log lives beside the data directory, which the server's user can write.
-        return PgCtl(data, self.cluster.os_user, data.parent / f"{node}.log")
+        return PgCtl(data, self.cluster.os_user, server_log(data, node))
 
     def _source_conninfo(self, source: str, for_node: str) -> str:
         return replication_conninfo(self.cluster, source, for_node)
@@ -199,6 +109,12 @@ class LocalNodeOperator:
         # port and cluster_name: the node's own settings must be written back.
         spec = self.cluster.nodes[node]
         write_node_settings(data_dir, node=node, host=spec.host, port=spec.port, os_user=self.cluster.os_user)
+        if (data_dir / ARCHIVE_CONF).exists():
+            # The copied archive settings name the SOURCE's pgBackRest config (its data
+            # directory, its spool): once promoted, this node would archive through them.
+            plan = pgbackrest.plan_stanza(self.topology, self.cluster_name)
+            write_archive_settings(data_dir, pgbackrest.archive_settings(plan, node, pgbackrest.binary()),
+                                   self.cluster.os_user)
 
     @staticmethod
     def _timed(started: float) -> float:
@@ -206,12 +122,15 @@ class LocalNodeOperator:
 
     # -- reads --------------------------------------------------------------------------
     def data_dir_exists(self, node: str) -> bool:
+        self.require_standing(node)
         return (self.data_dir(node) / "PG_VERSION").exists()
 
     def is_running(self, node: str) -> bool:
+        self.require_standing(node)
         return self.data_dir_exists(node) and self._pgctl(node).is_running()
 
     def control_data(self, node: str) -> ControlData | None:
+        self.require_standing(node)
         data = self.data_dir(node)
         if not (data / "PG_VERSION").exists():
             return None
@@ -233,6 +152,7 @@ class LocalNodeOperator:
             raise ExternalSystemError(f"pg_controldata output for {node} is not understood: {exc}") from exc
 
     def wal_end(self, node: str) -> WalEnd | None:
+        self.require_standing(node)
         data = self.data_dir(node)
         if not (data / "pg_wal").is_dir():
             return None
@@ -244,6 +164,7 @@ class LocalNodeOperator:
 
     # -- changes ------------------------------------------------------------------------
     def start(self, node: str) -> NodeOpResult:
+        self.require_standing(node)
         started = time.monotonic()
         ctl = self._pgctl(node)
         if ctl.is_running():
@@ -253,6 +174,7 @@ class LocalNodeOperator:
                             detail=f"started {node} in {self._timed(started):.1f} s")
 
     def stop(self, node: str, mode: StopMode = "fast") -> NodeOpResult:
+        self.require_standing(node)
         started = time.monotonic()
         if not self.data_dir_exists(node):
             return NodeOpResult(node=node, operation="stop", changed=False,
@@ -271,6 +193,7 @@ class LocalNodeOperator:
                             detail=f"stopped {node} ({mode}) in {self._timed(started):.1f} s")
 
     def configure_standby(self, node: str, primary: str) -> NodeOpResult:
+        self.require_standing(node)
         data = self.data_dir(node)
         if self._pgctl(node).is_running():
             raise PreconditionFailed(f"cannot configure {node} as a standby on disk while it runs; stop it first")
@@ -280,6 +203,7 @@ class LocalNodeOperator:
                             detail=f"configured {node} as a standby of {primary} (slot {slot_name(node)})")
 
     def block_primary_start(self, node: str) -> NodeOpResult:
+        self.require_standing(node)
         data = self.data_dir(node)
         if not (data / "PG_VERSION").exists():
             return NodeOpResult(node=node, operation="block-primary-start", changed=False,
@@ -295,6 +219,7 @@ class LocalNodeOperator:
                                    f"it starts read-only, never as a second primary")
 
     def rewind(self, node: str, source: str) -> NodeOpResult:
+        self.require_standing(node)
         started = time.monotonic()
         data = self.data_dir(node)
         if self._pgctl(node).is_running():
@@ -319,6 +244,7 @@ class LocalNodeOperator:
                                    f"({summary}) and configured it as a standby of {source}")
 
     def reclone(self, node: str, source: str) -> NodeOpResult:
+        self.require_standing(node)
         started = time.monotonic()
         data = self.data_dir(node)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -352,6 +278,7 @@ class LocalNodeOperator:
                                    f"{self._timed(started):.1f} s{kept}")
 
     def remove_replaced(self, node: str) -> NodeOpResult:
+        self.require_standing(node)
         data = self.data_dir(node)
         old = sorted(data.parent.glob(f"{data.name}{REPLACED_MARK}*"))
         for path in old:
@@ -359,6 +286,14 @@ class LocalNodeOperator:
         return NodeOpResult(node=node, operation="remove-replaced", changed=bool(old),
                             detail=f"removed {len(old)} set-aside data director{'y' if len(old) == 1 else 'ies'} "
                                    f"of {node}")
+
+
+def server_log(data_dir: Path, node: str) -> Path:
+    """Where a node's server logs: beside its data directory, which the server's OS user can write.
+
+    The one definition for every start of a node (the seam's, restore's, a swap back's).
+    """
+    return data_dir.parent / f"{node}.log"
 
 
 def kill_instance(ctl: PgCtl, timeout: float = 10) -> int:
@@ -400,8 +335,3 @@ def _rewind_summary(output: str) -> str:
         if any(w in line for w in wanted)
     ]
     return "; ".join(picked) or "done"
-
-
-def node_operator_for(topology: Topology, cluster: str) -> NodeOperator:
-    """The node operator for a cluster: inline on this machine (single-process mode, the lab)."""
-    return LocalNodeOperator(topology, cluster)

@@ -1,0 +1,52 @@
+"""What a runbook sends to the node-operation flow and what it gets back (plain, importable models).
+
+They live here, not in the flow's module, because a worker loads the flow from its file:
+a result pickled from a class defined there could not be read back by the runbook.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from regionops.model import ControlData, WalEnd
+from regionops.node.operator import NodeOpResult, Operation, ReadOperation, StopMode
+from regionops.topology import Topology
+
+FLOW_NAME = "node-operation"
+
+
+def deployment_name(region: str) -> str:
+    """The node-operation deployment of a region, as ``run_deployment`` names it."""
+    return f"{FLOW_NAME}/{region}"
+
+
+class NodeOpParams(BaseModel):
+    """One node step: which node of which cluster, what to do, and with which peer."""
+
+    topology: Topology = Field(description="the environment's topology (secrets are references, resolved on the worker)")
+    cluster: str = Field(description="cluster the node belongs to")
+    node: str = Field(description="node to act on; its region's worker must run this")
+    operation: Operation | ReadOperation = Field(description="the one step to perform")
+    mode: StopMode = Field("fast", description="stop mode (stop only)")
+    peer: str | None = Field(None, description="primary (configure-standby) or source (rewind, reclone)")
+
+
+class NodeOpReply(BaseModel):
+    """What one node step returned, typed by the kind of step."""
+
+    node: str
+    operation: str
+    worker_region: str | None
+    standing: str
+    result: NodeOpResult | None = None  # a change
+    flag: bool | None = None  # data-dir-exists, is-running
+    control: ControlData | None = None  # control-data
+    wal_end: WalEnd | None = None  # wal-end
+
+    def sentence(self) -> str:
+        """One line for logs and reports."""
+        if self.result is not None:
+            return self.result.sentence()
+        shown = self.control or self.wal_end
+        value = shown.sentence() if shown is not None else self.flag
+        return f"{self.operation} of {self.node} on the {self.worker_region} worker: {value}"

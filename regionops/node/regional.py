@@ -1,0 +1,157 @@
+"""RegionalNodeOperator: every node step is a run of the node-operation deployment on the node's region pool.
+
+The runbook that calls it can run on any region's worker; the step itself runs on a
+worker of ``regions.<node's region>.work_pool`` (deployment ``node-operation/<region>``),
+as a child run of the calling task, so the Prefect UI shows it under the runbook.  The
+child's typed reply is read from its persisted result.  A child that fails, crashes, is
+refused (it stood in the wrong place) or does not finish in time raises
+:class:`NodeStepFailed` naming the step, the node and the child run's link; a child that
+did not finish is cancelled first, so it cannot act later behind the runbook's back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from uuid import UUID
+
+from prefect import get_client
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.client.schemas.objects import State
+from prefect.states import Cancelled
+
+from regionops.errors import DeadlineExceeded, NodeStepFailed
+from regionops.model import ControlData, WalEnd
+from regionops.node.messages import NodeOpParams, NodeOpReply, deployment_name
+from regionops.node.operator import NodeOpResult, StopMode
+from regionops.topology import Topology
+from regionops.waiting import poll_until
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 3600.0  # once picked up: a re-clone of a large node takes a while
+
+
+class RegionalNodeOperator:
+    """Node steps run by the node's regional worker (``run_deployment``), same protocol as the local one."""
+
+    def __init__(self, topology: Topology, cluster: str, timeout: float = DEFAULT_TIMEOUT, poll_interval: float = 0.5):
+        self.topology = topology
+        self.cluster_name, self.cluster = topology.cluster(cluster)
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+
+    # -- dispatch -----------------------------------------------------------------------
+    def pool(self, node: str) -> str:
+        """The work pool whose worker runs ``node``'s steps."""
+        return self.topology.regions[self.cluster.nodes[node].region].work_pool
+
+    def run_url(self, run_id: UUID) -> str:
+        """The child run's link in the Prefect UI (its id when the topology names no UI)."""
+        ui = self.topology.prefect.ui_url
+        return f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else f"flow run {run_id}"
+
+    def call(self, node: str, operation: str, *, mode: StopMode = "fast", peer: str | None = None) -> NodeOpReply:
+        """Run one node step on the node's regional worker and return its typed reply."""
+        region = self.cluster.nodes[node].region
+        params = NodeOpParams(topology=self.topology, cluster=self.cluster_name, node=node,
+                              operation=operation, mode=mode, peer=peer)
+        where = f"node step {operation} of {node} (region {region}, pool {self.pool(node)})"
+        try:
+            # timeout=0: only create the (child) run; the waits below have deadlines of their own.
+            run = run_deployment(
+                deployment_name(region), parameters={"params": params.model_dump(mode="json")},
+                timeout=0, flow_run_name=f"{operation} {node}",
+                tags=["regionops", "node-operation", f"node:{node}"])
+        except ObjectNotFound as exc:
+            raise NodeStepFailed(f"{where} could not start: there is no deployment {deployment_name(region)} "
+                                 f"(deploy the node-operation flow to that pool)", node=node,
+                                 operation=operation) from exc
+        url = self.run_url(run.id)
+        state = self._wait(run.id, where, node, operation, url)
+        if not state.is_completed():
+            raise NodeStepFailed(f"{where} ended {state.name}: {state.message or 'no message'}",
+                                 node=node, operation=operation, run_url=url)
+        reply = state.result()
+        if not isinstance(reply, NodeOpReply):
+            raise NodeStepFailed(f"{where} returned {type(reply).__name__}, not a node-operation reply",
+                                 node=node, operation=operation, run_url=url)
+        log.info("%s -> %s (%s)", where, reply.sentence(), url)
+        return reply
+
+    def _wait(self, run_id: UUID, where: str, node: str, operation: str, url: str) -> State:
+        """Wait for a worker to pick the run up (pickup deadline), then for it to end (step deadline)."""
+        seen: list[State | None] = [None]
+
+        def reached(done: Callable[[State], bool]) -> Callable[[], bool]:
+            def check() -> bool:
+                with get_client(sync_client=True) as client:
+                    seen[0] = client.read_flow_run(run_id).state
+                return seen[0] is not None and done(seen[0])
+            return check
+
+        pickup = self.topology.prefect.node_pickup_seconds
+        try:
+            poll_until(reached(lambda s: not s.is_scheduled()), timeout=pickup,
+                       interval=self.poll_interval, what=f"a worker of pool {self.pool(node)} to pick up {where}")
+        except DeadlineExceeded as exc:
+            self._cancel(run_id)
+            raise NodeStepFailed(f"{where}: no worker of pool {self.pool(node)} picked it up within {pickup:.0f} s "
+                                 f"(is the {self.cluster.nodes[node].region} worker running?); the run was "
+                                 f"cancelled so it cannot act later", node=node, operation=operation,
+                                 run_url=url) from exc
+        try:
+            poll_until(reached(lambda s: s.is_final()), timeout=self.timeout, interval=self.poll_interval,
+                       what=f"{where} to finish")
+        except DeadlineExceeded as exc:
+            self._cancel(run_id)
+            raise NodeStepFailed(f"{where} did not finish within {self.timeout:.0f} s (last state "
+                                 f"{seen[0].name if seen[0] else 'unknown'}); the run was cancelled", node=node,
+                                 operation=operation, run_url=url) from exc
+        assert seen[0] is not None
+        return seen[0]
+
+    @staticmethod
+    def _cancel(run_id: UUID) -> None:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run_id, Cancelled(message="the calling runbook stopped waiting"), force=True)
+
+    # -- the protocol ---------------------------------------------------------------------
+    def data_dir_exists(self, node: str) -> bool:
+        return bool(self.call(node, "data-dir-exists").flag)
+
+    def is_running(self, node: str) -> bool:
+        return bool(self.call(node, "is-running").flag)
+
+    def control_data(self, node: str) -> ControlData | None:
+        return self.call(node, "control-data").control
+
+    def wal_end(self, node: str) -> WalEnd | None:
+        return self.call(node, "wal-end").wal_end
+
+    def start(self, node: str) -> NodeOpResult:
+        return self._change(self.call(node, "start"))
+
+    def stop(self, node: str, mode: StopMode = "fast") -> NodeOpResult:
+        return self._change(self.call(node, "stop", mode=mode))
+
+    def configure_standby(self, node: str, primary: str) -> NodeOpResult:
+        return self._change(self.call(node, "configure-standby", peer=primary))
+
+    def block_primary_start(self, node: str) -> NodeOpResult:
+        return self._change(self.call(node, "block-primary-start"))
+
+    def rewind(self, node: str, source: str) -> NodeOpResult:
+        return self._change(self.call(node, "rewind", peer=source))
+
+    def reclone(self, node: str, source: str) -> NodeOpResult:
+        return self._change(self.call(node, "reclone", peer=source))
+
+    def remove_replaced(self, node: str) -> NodeOpResult:
+        return self._change(self.call(node, "remove-replaced"))
+
+    @staticmethod
+    def _change(reply: NodeOpReply) -> NodeOpResult:
+        assert reply.result is not None, f"{reply.operation} of {reply.node} returned no result"
+        return reply.result
