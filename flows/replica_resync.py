@@ -131,8 +131,8 @@ def _resync(topology: Topology, cluster_name: str, params: ResyncParams, run: Ru
     fenced = fenced_nodes(topology, cluster_name)
     if primary in fenced:
         # A fenced node may hold a history nobody else has: never copy it onto the replicas.
-        raise refuse(reporter, f"resync refused: the primary {primary} is fenced, so it cannot be the source "
-                               f"({fenced[primary].sentence()})")
+        raise run.refuse(f"resync refused: the primary {primary} is fenced, so it cannot be the source "
+                         f"({fenced[primary].sentence()})")
     if params.node is not None:
         topology.node(cluster_name, params.node)  # unknown node: a ConfigurationError naming the known ones
         if params.node == primary:
