@@ -192,13 +192,24 @@ class PgCtl:
     def _clear_dead_pid_file(self) -> None:
         # A killed postmaster that nobody has reaped yet is a zombie: PostgreSQL's lock-file
         # check calls it alive and refuses to start.  Its pid file names a dead process.
+        # The same holds for the lock file of its Unix socket (pid file lines 4 and 5: port
+        # and socket directory), which pgBackRest's socket directory makes us use.
         pid_file = Path(self.data_dir) / "postmaster.pid"
         try:
-            pid = int(pid_file.read_text().split("\n", 1)[0])
+            lines = pid_file.read_text().split("\n")
+            pid = int(lines[0])
         except (OSError, ValueError):
             return
-        if process_state(pid) == "Z":
-            pid_file.unlink(missing_ok=True)
+        if process_state(pid) != "Z":
+            return
+        if len(lines) > 4 and lines[3].strip() and lines[4].strip():
+            socket_lock = Path(lines[4].strip()) / f".s.PGSQL.{lines[3].strip()}.lock"
+            try:
+                if int(socket_lock.read_text().split("\n", 1)[0]) == pid:
+                    socket_lock.unlink(missing_ok=True)
+            except (OSError, ValueError):
+                pass  # no socket lock, or another server's: PostgreSQL decides
+        pid_file.unlink(missing_ok=True)
 
     def postmaster_pid(self) -> int | None:
         """The postmaster's pid from postmaster.pid, or None when the server is not running."""
