@@ -143,12 +143,12 @@ def _run(params, topology, cluster_name, cluster, region, bucket, reporter: RunR
         #    the step swaps back itself when any of that fails.
         if plan.role == "replica":
             rt.ensure_slot(primary_info, slot_name(plan.node))
-        swap_started = time.monotonic() - started
         activated = rt.activate(topology, cluster_name, ActivateRequest(
             plan=plan, original_hba=staged.original_hba, start_timeout_seconds=params.start_timeout_seconds,
             keep_old=params.keep_old))
     result.activation = activated.activation
-    result.swapped_at = swap_started + activated.activation.seconds
+    # The swap was done before the phases that followed it (role, start) on the node's host.
+    result.swapped_at = time.monotonic() - started - sum(p.seconds for p in activated.phases)
     reporter.step(activated.activation.sentence())
     done(activated.phases)
     result.cleanup = activated.cleanup

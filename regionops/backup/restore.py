@@ -24,7 +24,6 @@ from regionops.backup.restore_model import (
     ActivateRequest,
     RestoreDiskFacts,
     RestorePlan,
-    Role,
     StagedRestore,
     StageRequest,
 )

@@ -194,7 +194,9 @@ def test_failover_on_the_us_pool_runs_eu_steps_on_the_eu_pool_then_resync_reclon
 
 def test_restore_of_a_replica_runs_its_disk_steps_on_the_nodes_pool(regional):
     cluster, path = regional
-    # After the failover above: us-1 is the primary; apac-1 is restored from a fresh backup.
+    # Whoever is primary now (us-1 after the failover above); apac-1 is restored from a fresh backup.
+    primary = ha.writer(cluster)
+    assert primary in ("eu-1", "us-1") and ha.layout(cluster)[primary] == "primary"
     before = ha.write_rows(cluster, 5)
     taken = backup(BackupParams(topology=str(path), notify=False, lock_wait_seconds=15))
     after = ha.write_rows(cluster, 5)  # not in the backup: streamed once apac-1 runs again
@@ -202,11 +204,11 @@ def test_restore_of_a_replica_runs_its_disk_steps_on_the_nodes_pool(regional):
                                   notify=False, lock_wait_seconds=15), return_state=True)
     assert state.is_completed(), state
     result = state.result()
-    assert result.plan.backup_id == taken.manifest.backup_id and result.plan.primary == "us-1"
+    assert result.plan.backup_id == taken.manifest.backup_id and result.plan.primary == primary
     steps = assert_on_pools(node_runs(ha.run_id(state)), ha.run_id(state))
     assert steps == {"apac-1": ["restore-facts", "restore-stage", "restore-activate"]}
     assert result.verified_at is not None and result.swapped_at is not None and result.verified_at < result.swapped_at
-    poll_until(lambda: ha.streams_from(cluster, "apac-1", "us-1"), timeout=30, what="apac-1 streaming from us-1")
+    poll_until(lambda: ha.streams_from(cluster, "apac-1", primary), timeout=30, what=f"apac-1 streaming from {primary}")
     poll_until(lambda: set(before + after) <= ha.row_ids(cluster, "apac-1"), timeout=30,
                what="apac-1 to have the rows of the backup and those written after it")
     data = cluster.cfg.data_dir("apac-1")
