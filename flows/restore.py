@@ -6,23 +6,26 @@ proves it (checksums, pg_verifybackup, recovery to the fingerprint point, data
 fingerprint), and only then swapped in; the old directory is kept until the node
 runs from the new one, and a failure after the swap swaps back.  Takes the cluster's
 change lock; ``dry_run`` plans, ``require_approval`` pauses for a typed approval first.
+
+Every step that touches the node's disk goes through the node seam (three steps: read
+the disk facts the plan needs, stage and verify, swap in and start): inline on a single
+machine, or, for a cluster with ``node_operator: regional``, as child runs of the
+node-operation deployment on the node's region pool, where the node's disk is.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Literal
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from pydantic import BaseModel, Field
 
 from regionops.backup.manifest import home_region
-from regionops.backup.restore import Activation, RestorePlan, plan_restore
-from regionops.backup.scratch import Phase, TableCheck, free_port
+from regionops.backup.restore import plan_restore
+from regionops.backup.restore_model import Activation, ActivateRequest, Phase, RestorePlan, StageRequest, TableCheck
 from regionops.drivers.pgconf import slot_name
-from regionops.drivers.postgres import ConnInfo, conninfo_for
-from regionops.errors import PreconditionFailed
+from regionops.drivers.postgres import conninfo_for
 from regionops.runbook.approval import request_approval
 from regionops.runbook.context import CHANGE_HOOKS
 from regionops.runbook.locks import cluster_lock
@@ -84,13 +87,6 @@ def restore(params: RestoreParams) -> RestoreResult:
     topology = load_topology(params.topology)
     cluster_name, cluster = topology.cluster(params.cluster)
     topology.node(cluster_name, params.node)  # fail early, naming the node, when it is unknown
-    if cluster.node_operator == "regional":
-        # Unpack, verify and swap still run where this flow runs, not on the node's regional
-        # worker: on separate hosts that is another machine's disk.  Refuse before any change.
-        raise PreconditionFailed(
-            f"restore onto {params.node}: cluster {cluster_name} runs node steps on regional workers "
-            f"(node_operator: regional), and restore's disk steps do not go through them yet; run the restore "
-            f"on {params.node}'s own host with a topology that says node_operator: local. Nothing was changed")
     region = params.region or home_region(topology, cluster)
     bucket = topology.regions[region].bucket
     reporter = RunReporter(topology, "restore", f"Restore of {params.node} ({cluster_name})", slack=params.notify)
@@ -114,7 +110,9 @@ def _run(params, topology, cluster_name, cluster, region, bucket, reporter: RunR
     manifest = entry.manifest
     states = {n: f.result() for n, f in {n: observe_node.submit(topology, cluster_name, n)
                                          for n in cluster.nodes}.items()}
-    plan = plan_restore(topology, cluster_name, params.node, manifest, bucket, states, params.role)
+    # The node's disk (free space, running, holds data) is read on the node's host: a node step.
+    disk = rt.restore_facts(topology, cluster_name, params.node)
+    plan = plan_restore(topology, cluster_name, params.node, manifest, bucket, states, disk, params.role)
     reporter.step(plan.sentence())
     result = RestoreResult(plan=plan, dry_run=params.dry_run)
     if params.dry_run:
@@ -123,56 +121,36 @@ def _run(params, topology, cluster_name, cluster, region, bucket, reporter: RunR
         request_approval(reporter, [plan.sentence()], f"restore {plan.node}", params.approval_timeout_seconds)
 
     started = time.monotonic()
-    os_user = cluster.os_user
     primary_info = conninfo_for(cluster, cluster.nodes[plan.primary], dbname="postgres") if plan.primary else None
-    staging = Path(plan.staging_dir)
-    port = free_port()
-    info = ConnInfo("127.0.0.1", port, cluster.database, cluster.user,
-                    cluster.password.resolve() if cluster.password else None)
 
-    def done(phase: Phase) -> None:
-        result.phases.append(phase)
-        reporter.step(phase.sentence(), slack=False)
+    def done(phases: list[Phase]) -> None:
+        for phase in phases:
+            result.phases.append(phase)
+            reporter.step(phase.sentence(), slack=False)
 
     with cluster_lock(cluster_name, "restore", wait_seconds=params.lock_wait_seconds):
-        # 1. Restore beside the node's data and prove it; any failure removes only the staging copy.
-        try:
-            done(rt.prepare_dir(str(staging), os_user))
-            done(rt.fetch_and_unpack(topology, bucket, manifest, "base", str(staging), os_user))
-            done(rt.verify_pg_backup(str(staging), manifest, os_user))
-            original_hba = (staging / "pg_hba.conf").read_text()
-            done(rt.fetch_and_unpack(topology, bucket, manifest, "wal", str(staging), os_user))
-            done(rt.configure_instance(topology, cluster_name, str(staging), manifest, f"restore-{params.node}", port))
-            done(rt.start_instance(str(staging), f"{staging}.log", os_user, params.start_timeout_seconds))
-            phase, _ = rt.wait_at_target(info, manifest, params.recovery_timeout_seconds)
-            done(phase)
-            phase, result.tables = rt.check_fingerprint(info, manifest)
-            done(phase)
-            result.verified_at = time.monotonic() - started
-            reporter.step(f"verified the restored copy of backup {manifest.backup_id} beside {plan.data_dir}; "
-                          "the old directory is untouched so far")
-            if plan.role == "primary":
-                reporter.step(rt.promote(info))
-            rt.stop_instance(str(staging), os_user)
-        except BaseException:
-            rt.remove_dir(str(staging), os_user)
-            raise
+        # 1. On the node's host: restore beside its data and prove it; a failure removes only the staging copy.
+        staged = rt.stage(topology, cluster_name, StageRequest(
+            plan=plan, manifest=manifest, start_timeout_seconds=params.start_timeout_seconds,
+            recovery_timeout_seconds=params.recovery_timeout_seconds))
+        done(staged.phases)
+        result.tables = staged.tables
+        result.verified_at = time.monotonic() - started
+        reporter.step(f"verified the restored copy of backup {manifest.backup_id} beside {plan.data_dir}; "
+                      "the old directory is untouched so far")
 
-        # 2. Swap, give the node its role, start it; swap back if any of that fails.
-        activation: Activation | None = None
-        try:
-            activation = rt.swap_in(plan, os_user)
-            result.activation = activation
-            result.swapped_at = time.monotonic() - started
-            reporter.step(activation.sentence())
-            if plan.role == "replica":
-                rt.ensure_slot(primary_info, slot_name(plan.node))
-            done(rt.configure_role(plan, topology, original_hba))
-            done(rt.start_node(plan, topology, params.start_timeout_seconds))
-        except BaseException as exc:
-            get_run_logger().error("restore of %s failed after the swap: %s", plan.node, exc)
-            reporter.step(rt.swap_back(plan, activation, os_user, plan.node_running))
-            raise
-    result.cleanup = activation.sentence() if params.keep_old else rt.remove_old(plan, activation)
+        # 2. The replica's slot on the primary (SQL), then on the node's host: swap, role, start;
+        #    the step swaps back itself when any of that fails.
+        if plan.role == "replica":
+            rt.ensure_slot(primary_info, slot_name(plan.node))
+        activated = rt.activate(topology, cluster_name, ActivateRequest(
+            plan=plan, original_hba=staged.original_hba, start_timeout_seconds=params.start_timeout_seconds,
+            keep_old=params.keep_old))
+    result.activation = activated.activation
+    # The swap was done before the phases that followed it (role, start) on the node's host.
+    result.swapped_at = time.monotonic() - started - sum(p.seconds for p in activated.phases)
+    reporter.step(activated.activation.sentence())
+    done(activated.phases)
+    result.cleanup = activated.cleanup
     reporter.step(result.cleanup)
     return result

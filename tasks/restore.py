@@ -1,8 +1,10 @@
-"""Restore tasks: node-local steps of restore verification and of a real restore.
+"""Restore tasks: the steps of restore verification, and the node seam's steps of a real restore.
 
-Each touches a data directory, so in production it runs on the node's (or the
-verification host's) own worker; in the lab everything is local and runs inline.
-None is retried: a half-unpacked directory is torn down and the run reports why.
+Restore verification's steps touch a scratch directory on the host that runs the
+flow.  A real restore's disk steps touch the node's data directory, so they go through
+the node seam (:mod:`regionops.node`): inline on a single machine, a child run on the
+node's region pool otherwise.  None is retried: a half-unpacked directory is torn down
+and the run reports why.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from prefect.cache_policies import NO_CACHE
 from regionops.backup import restore as real
 from regionops.backup import scratch
 from regionops.backup.manifest import BackupManifest
-from regionops.drivers.backupsql import BackupSql, RecoveryState
+from regionops.drivers.backupsql import RecoveryState
 from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.postgres import ConnInfo, SqlNode
+from regionops.node import node_operator_for
 from regionops.topology import Topology
-from regionops.waiting import poll_until
 
 
 @task(name="prepare directory", cache_policy=NO_CACHE)
@@ -75,54 +77,31 @@ def remove_dir(path: str, os_user: str | None) -> scratch.Phase:
     return scratch.remove_dir(Path(path), os_user)
 
 
-@task(name="promote restored instance", cache_policy=NO_CACHE)
-def promote(info: ConnInfo, timeout: float = 60) -> str:
-    """End recovery at the target (a restored primary gets a new timeline)."""
-    sql = BackupSql(info)
-    sql.end_recovery()
-    poll_until(lambda: not sql.recovery_state().in_recovery, timeout=timeout, interval=0.2,
-               what="the restored instance to leave recovery")
-    return "ended recovery at the target: the restored instance is a primary on a new timeline"
+# -- restore onto a node: its disk steps go through the node seam -------------------------
+# (LocalNodeOperator inline on a single machine; RegionalNodeOperator as a child run on the
+# node's region pool, where the node's disk is.)  Not retried: a half-done step is undone
+# by the step itself, and the run reports why.
 
 
-@task(name="stop restored instance", cache_policy=NO_CACHE)
-def stop_instance(data_dir: str, os_user: str | None) -> bool:
-    """pg_ctl stop -m fast (a clean shutdown, so the swapped directory starts without crash recovery)."""
-    return scratch.stop_instance(Path(data_dir), os_user, mode="fast")
+@task(name="read restore facts", cache_policy=NO_CACHE)
+def restore_facts(topology: Topology, cluster: str, node: str) -> real.RestoreDiskFacts:
+    """Free space beside the node's data directory, whether it runs, whether it holds data."""
+    return node_operator_for(topology, cluster).restore_facts(node)
 
 
-@task(name="swap directories", cache_policy=NO_CACHE)
-def swap_in(plan: real.RestorePlan, os_user: str | None) -> real.Activation:
-    """Stop the node, move its old data aside, move the verified data in."""
-    return real.swap_in(plan, os_user)
+@task(name="restore beside the node and verify", cache_policy=NO_CACHE)
+def stage(topology: Topology, cluster: str, request: real.StageRequest) -> real.StagedRestore:
+    """Download, unpack, pg_verifybackup, start on a loopback port, recover to target, fingerprint."""
+    return node_operator_for(topology, cluster).restore_stage(request.plan.node, request)
 
 
-@task(name="configure node role", cache_policy=NO_CACHE)
-def configure_role(plan: real.RestorePlan, topology: Topology, original_hba: str | None) -> scratch.Phase:
-    """The node's own settings and its role (standby settings as the node seam writes them)."""
-    return real.configure_role(plan, topology, original_hba)
+@task(name="swap in and start", cache_policy=NO_CACHE)
+def activate(topology: Topology, cluster: str, request: real.ActivateRequest) -> real.ActivatedRestore:
+    """Swap the verified copy in, give the node its role, start it (swapped back on failure)."""
+    return node_operator_for(topology, cluster).restore_activate(request.plan.node, request)
 
 
 @task(name="ensure replication slot", cache_policy=NO_CACHE)
 def ensure_slot(primary_info: ConnInfo, slot: str) -> bool:
-    """The restored replica's slot on the primary (created when missing)."""
+    """The restored replica's slot on the primary (created when missing): SQL, no host access needed."""
     return SqlNode(primary_info).ensure_slot(slot)
-
-
-@task(name="start node", cache_policy=NO_CACHE)
-def start_node(plan: real.RestorePlan, topology: Topology, timeout: float) -> scratch.Phase:
-    """Start the node and wait until it plays its role."""
-    return real.start_node(plan, topology, timeout)
-
-
-@task(name="swap back", cache_policy=NO_CACHE)
-def swap_back(plan: real.RestorePlan, activation: real.Activation | None, os_user: str | None,
-              restart_old: bool) -> str:
-    """Undo the swap after a failure."""
-    return real.swap_back(plan, activation, os_user, restart_old)
-
-
-@task(name="remove old data", cache_policy=NO_CACHE)
-def remove_old(plan: real.RestorePlan, activation: real.Activation) -> str:
-    """Delete the old data directory once the node runs from the new one."""
-    return real.remove_old(plan, activation)

@@ -18,7 +18,19 @@ from typing import Literal
 from pydantic import BaseModel
 
 from regionops.backup.manifest import BackupManifest, human_bytes
+from regionops.backup.restore_model import (
+    Activation,
+    ActivatedRestore,
+    ActivateRequest,
+    RestoreDiskFacts,
+    RestorePlan,
+    StagedRestore,
+    StageRequest,
+)
+from regionops.backup import scratch
 from regionops.backup.scratch import Phase, TableCheck, stop_instance
+from regionops.drivers.backupsql import BackupSql
+from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.pgconf import (
     clear_recovery_target,
     configure_standby,
@@ -27,14 +39,11 @@ from regionops.drivers.pgconf import (
     write_node_settings,
 )
 from regionops.drivers.pgtools import PgCtl, chown_to
-from regionops.drivers.postgres import NodeState, SqlObserver, conninfo_for
+from regionops.drivers.postgres import ConnInfo, NodeState, SqlObserver, conninfo_for
 from regionops.errors import PreconditionFailed, TransientError, VerificationFailed
 from regionops.node.local import replication_conninfo, server_log
 from regionops.topology import Topology
 from regionops.waiting import poll_until
-
-Role = Literal["replica", "primary"]
-
 
 class RestoreVerification(BaseModel):
     """The outcome of a restore verification: phases, times and what the data looked like."""
@@ -60,35 +69,6 @@ class RestoreVerification(BaseModel):
         )
 
 
-class RestorePlan(BaseModel):
-    """What a restore onto a node will do, decided before anything changes."""
-
-    cluster: str
-    node: str
-    backup_id: str
-    bucket: str
-    role: Role
-    primary: str | None
-    data_dir: str
-    staging_dir: str
-    old_dir: str
-    node_running: bool
-    node_has_data: bool
-    needed_bytes: int
-    free_bytes: int
-
-    def sentence(self) -> str:
-        """One line for the report and the approval form."""
-        keep = f"keeping the old directory as {self.old_dir} until the node runs" if self.node_has_data \
-            else "no old data to keep"
-        upstream = f", streaming from {self.primary}" if self.role == "replica" else ""
-        return (
-            f"restore backup {self.backup_id} onto {self.node} as {self.role}{upstream}: unpack into "
-            f"{self.staging_dir}, verify, then swap into {self.data_dir} ({keep}); "
-            f"needs about {human_bytes(self.needed_bytes)}, {human_bytes(self.free_bytes)} free"
-        )
-
-
 def plan_restore(
     topology: Topology,
     cluster_name: str,
@@ -96,10 +76,14 @@ def plan_restore(
     manifest: BackupManifest,
     bucket: str,
     states: dict[str, NodeState],
+    disk: RestoreDiskFacts,
     role: Literal["auto", "replica", "primary"] = "auto",
-    free_bytes: int | None = None,
 ) -> RestorePlan:
-    """Decide role and paths, and refuse what would be unsafe.  Changes nothing."""
+    """Decide role and paths, and refuse what would be unsafe.  Changes nothing.
+
+    ``disk`` is what the node's host read from its disk (:func:`disk_facts`, run through
+    the node seam): free space beside the data directory, whether it runs, whether it holds data.
+    """
     _, cluster = topology.cluster(cluster_name)
     target = topology.node(cluster_name, node)
     state = states.get(node)
@@ -127,7 +111,7 @@ def plan_restore(
         )
     data_dir = Path(target.data_dir)
     parent = data_dir.parent
-    free = free_bytes if free_bytes is not None else shutil.disk_usage(parent if parent.exists() else "/").free
+    free = disk.free_bytes
     needed = int(manifest.size_before * 1.1)
     if needed > free:
         raise PreconditionFailed(
@@ -135,8 +119,7 @@ def plan_restore(
             f"{human_bytes(needed)}"
         )
     staging = Path(f"{data_dir}.restore-{manifest.backup_id}")
-    has_data = data_dir.exists() and any(data_dir.iterdir())
-    running = (data_dir / "postmaster.pid").exists() and PgCtl(data_dir, cluster.os_user).is_running()
+    has_data, running = disk.has_data, disk.running
     return RestorePlan(
         cluster=cluster_name, node=node, backup_id=manifest.backup_id, bucket=bucket, role=role, primary=primary,
         data_dir=str(data_dir), staging_dir=str(staging), old_dir=f"{data_dir}.pre-restore-{manifest.backup_id}",
@@ -144,20 +127,86 @@ def plan_restore(
     )
 
 
-class Activation(BaseModel):
-    """The swap: the verified directory became the node's, the old one moved aside."""
+def disk_facts(topology: Topology, cluster_name: str, node: str) -> RestoreDiskFacts:
+    """Read, on the node's host, what :func:`plan_restore` needs from the node's disk.  Changes nothing."""
+    _, cluster = topology.cluster(cluster_name)
+    data_dir = Path(topology.node(cluster_name, node).data_dir)
+    parent = data_dir.parent
+    free = shutil.disk_usage(parent if parent.exists() else "/").free
+    has_data = data_dir.exists() and any(data_dir.iterdir())
+    running = (data_dir / "postmaster.pid").exists() and PgCtl(data_dir, cluster.os_user).is_running()
+    return RestoreDiskFacts(node=node, data_dir=str(data_dir), free_bytes=free, running=running, has_data=has_data)
 
-    node: str
-    data_dir: str
-    old_dir: str | None
-    stopped_old: bool
-    seconds: float
 
-    def sentence(self) -> str:
-        """One line for the report."""
-        old = f"old data kept at {self.old_dir}" if self.old_dir else "there was no old data"
-        stopped = "stopped the old server, " if self.stopped_old else ""
-        return f"{stopped}swapped the verified data into {self.data_dir} for {self.node}; {old}"
+def stage(topology: Topology, request: StageRequest) -> StagedRestore:
+    """On the node's host: restore the backup beside the node's data, start it on a loopback port, prove it.
+
+    The staging directory must be new or empty (a restore never writes into a used
+    directory); any failure removes only the staging copy, so the node's own data
+    directory is never touched here.  A restore as primary ends recovery at the target.
+    """
+    plan, manifest = request.plan, request.manifest
+    _, cluster = topology.cluster(plan.cluster)
+    os_user = cluster.os_user
+    staging = Path(plan.staging_dir)
+    port = scratch.free_port()  # free on THIS host, where the staging instance runs
+    info = ConnInfo(scratch.LOOPBACK, port, cluster.database, cluster.user,
+                    cluster.password.resolve() if cluster.password else None)
+    store = objectstore_for(topology)
+    phases: list[Phase] = []
+    try:
+        phases.append(scratch.prepare_empty_dir(staging, os_user))
+        phases.append(scratch.fetch_and_unpack(store, plan.bucket, manifest, "base", staging, os_user))
+        phases.append(scratch.verify_pg_backup(staging, manifest, os_user))
+        original_hba = (staging / "pg_hba.conf").read_text()
+        phases.append(scratch.fetch_and_unpack(store, plan.bucket, manifest, "wal", staging, os_user))
+        phases.append(scratch.configure_instance(staging, manifest, name=f"restore-{plan.node}", port=port,
+                                                 cluster=cluster, os_user=os_user))
+        phases.append(scratch.start_instance(staging, Path(f"{staging}.log"), os_user,
+                                             request.start_timeout_seconds))
+        phase, _ = scratch.wait_at_target(info, manifest, request.recovery_timeout_seconds)
+        phases.append(phase)
+        phase, tables = scratch.check_fingerprint(info, manifest)
+        phases.append(phase)
+        if plan.role == "primary":
+            started = time.monotonic()
+            sql = BackupSql(info)
+            sql.end_recovery()
+            poll_until(lambda: not sql.recovery_state().in_recovery, timeout=60, interval=0.2,
+                       what="the restored instance to leave recovery")
+            phases.append(Phase(phase="promote", seconds=time.monotonic() - started,
+                                detail="ended recovery at the target: a primary on a new timeline"))
+        stop_instance(staging, os_user, mode="fast")  # clean, so the swapped directory needs no crash recovery
+    except BaseException:
+        scratch.remove_dir(staging, os_user)
+        raise
+    return StagedRestore(node=plan.node, staging_dir=str(staging), phases=phases, tables=tables,
+                         original_hba=original_hba, promoted=plan.role == "primary")
+
+
+def activate(topology: Topology, request: ActivateRequest) -> ActivatedRestore:
+    """On the node's host: swap the verified copy in, give it the node's role, start it; swap back on failure.
+
+    The old data directory is kept aside until the node runs from the new one, then
+    removed unless ``keep_old``.
+    """
+    plan = request.plan
+    _, cluster = topology.cluster(plan.cluster)
+    activation: Activation | None = None
+    phases: list[Phase] = []
+    try:
+        activation = swap_in(plan, cluster.os_user)
+        phases.append(configure_role(plan, topology, request.original_hba))
+        phases.append(start_node(plan, topology, request.start_timeout_seconds))
+    except Exception as exc:
+        # The message travels back from the node's worker: it must say what was undone.
+        undone = swap_back(plan, activation, cluster.os_user, plan.node_running)
+        raise VerificationFailed(f"restore of {plan.node} failed after the swap: {exc}; {undone}") from exc
+    except BaseException:
+        swap_back(plan, activation, cluster.os_user, plan.node_running)
+        raise
+    cleanup = activation.sentence() if request.keep_old else remove_old(plan, activation)
+    return ActivatedRestore(activation=activation, phases=phases, cleanup=cleanup)
 
 
 def swap_in(plan: RestorePlan, os_user: str | None) -> Activation:

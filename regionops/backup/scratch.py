@@ -18,9 +18,8 @@ import socket
 import time
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from regionops.backup.manifest import BackupManifest, StoredObject, human_bytes
+from regionops.backup.restore_model import Phase, TableCheck
 from regionops.drivers.backupsql import BackupSql, RecoveryState
 from regionops.drivers.basebackup import ExtractFailed, TarExtract
 from regionops.drivers.objectstore import ObjectNotFound, ObjectStore
@@ -40,33 +39,6 @@ from regionops.waiting import poll_until
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-
-
-class Phase(BaseModel):
-    """One timed step of a restore."""
-
-    phase: str
-    seconds: float
-    detail: str
-
-    def sentence(self) -> str:
-        """'download + unpack: 3 objects, 12.0 MiB (2.1 s)'."""
-        return f"{self.phase}: {self.detail} ({self.seconds:.1f} s)"
-
-
-class TableCheck(BaseModel):
-    """One fingerprinted table: what the manifest says and what the restored instance has."""
-
-    table: str
-    expected_rows: int
-    expected_checksum: str
-    restored_rows: int
-    restored_checksum: str
-
-    @property
-    def matches(self) -> bool:
-        """Rows and checksum both equal."""
-        return (self.expected_rows, self.expected_checksum) == (self.restored_rows, self.restored_checksum)
 
 
 def free_port() -> int:

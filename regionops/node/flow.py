@@ -30,6 +30,8 @@ def perform(params: NodeOpParams, worker_region: str | None) -> NodeOpReply:
     reply = NodeOpReply(node=node, operation=name, worker_region=worker_region, standing=standing)
     if name in NEEDS_PEER and not params.peer:
         raise ValueError(f"{name} of {node} needs a peer (the primary or source node)")
+    if (name == "restore-stage" and params.stage is None) or (name == "restore-activate" and params.activate is None):
+        raise ValueError(f"{name} of {node} needs its request (stage or activate)")
     if name == "data-dir-exists":
         reply.flag = op.data_dir_exists(node)
     elif name == "is-running":
@@ -52,6 +54,12 @@ def perform(params: NodeOpParams, worker_region: str | None) -> NodeOpReply:
         reply.result = op.reclone(node, params.peer)
     elif name == "remove-replaced":
         reply.result = op.remove_replaced(node)
+    elif name == "restore-facts":
+        reply.restore_facts = op.restore_facts(node)
+    elif name == "restore-stage":
+        reply.staged = op.restore_stage(node, params.stage)
+    elif name == "restore-activate":
+        reply.activated = op.restore_activate(node, params.activate)
     else:  # pragma: no cover - the Literal type admits nothing else
         raise ValueError(f"unknown node operation {name!r}")
     return reply

@@ -16,6 +16,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from regionops.backup.restore_model import (
+    ActivatedRestore,
+    ActivateRequest,
+    RestoreDiskFacts,
+    RestorePlan,
+    StagedRestore,
+    StageRequest,
+)
 from regionops.drivers import pgbackrest
 from regionops.drivers.pgconf import (
     ARCHIVE_CONF,
@@ -286,6 +294,37 @@ class LocalNodeOperator:
         return NodeOpResult(node=node, operation="remove-replaced", changed=bool(old),
                             detail=f"removed {len(old)} set-aside data director{'y' if len(old) == 1 else 'ies'} "
                                    f"of {node}")
+
+    # -- restore's disk steps (regionops.backup.restore does the work) ----------------
+    def restore_facts(self, node: str) -> RestoreDiskFacts:
+        from regionops.backup import restore
+
+        self.require_standing(node)
+        return restore.disk_facts(self.topology, self.cluster_name, node)
+
+    def restore_stage(self, node: str, request: StageRequest) -> StagedRestore:
+        from regionops.backup import restore
+
+        self.require_standing(node)
+        self._require_own_plan(node, request.plan)
+        return restore.stage(self.topology, request)
+
+    def restore_activate(self, node: str, request: ActivateRequest) -> ActivatedRestore:
+        from regionops.backup import restore
+
+        self.require_standing(node)
+        self._require_own_plan(node, request.plan)
+        return restore.activate(self.topology, request)
+
+    def _require_own_plan(self, node: str, plan: RestorePlan) -> None:
+        """A restore step touches only this node's data directory and the paths derived from it."""
+        data = str(self.data_dir(node))
+        expected = (self.cluster_name, node, data, f"{data}.restore-{plan.backup_id}",
+                    f"{data}.pre-restore-{plan.backup_id}")
+        if (plan.cluster, plan.node, plan.data_dir, plan.staging_dir, plan.old_dir) != expected:
+            raise PreconditionFailed(
+                f"refusing to restore onto {node}: the plan names {plan.node} of {plan.cluster} with data directory "
+                f"{plan.data_dir} (staging {plan.staging_dir}), not {node}'s {data}; nothing was changed")
 
 
 def server_log(data_dir: Path, node: str) -> Path:

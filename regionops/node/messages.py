@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from regionops.backup.restore_model import (
+    ActivatedRestore,
+    ActivateRequest,
+    RestoreDiskFacts,
+    StagedRestore,
+    StageRequest,
+)
 from regionops.model import ControlData, WalEnd
-from regionops.node.operator import NodeOpResult, Operation, ReadOperation, StopMode
+from regionops.node.operator import NodeOpResult, Operation, ReadOperation, RestoreOperation, StopMode
 from regionops.topology import Topology
 
 FLOW_NAME = "node-operation"
@@ -26,9 +33,11 @@ class NodeOpParams(BaseModel):
     topology: Topology = Field(description="the environment's topology (secrets are references, resolved on the worker)")
     cluster: str = Field(description="cluster the node belongs to")
     node: str = Field(description="node to act on; its region's worker must run this")
-    operation: Operation | ReadOperation = Field(description="the one step to perform")
+    operation: Operation | ReadOperation | RestoreOperation = Field(description="the one step to perform")
     mode: StopMode = Field("fast", description="stop mode (stop only)")
     peer: str | None = Field(None, description="primary (configure-standby) or source (rewind, reclone)")
+    stage: StageRequest | None = Field(None, description="what to restore beside the node (restore-stage only)")
+    activate: ActivateRequest | None = Field(None, description="the verified copy to swap in (restore-activate only)")
 
 
 class NodeOpReply(BaseModel):
@@ -42,11 +51,14 @@ class NodeOpReply(BaseModel):
     flag: bool | None = None  # data-dir-exists, is-running
     control: ControlData | None = None  # control-data
     wal_end: WalEnd | None = None  # wal-end
+    restore_facts: RestoreDiskFacts | None = None  # restore-facts
+    staged: StagedRestore | None = None  # restore-stage
+    activated: ActivatedRestore | None = None  # restore-activate
 
     def sentence(self) -> str:
         """One line for logs and reports."""
         if self.result is not None:
             return self.result.sentence()
-        shown = self.control or self.wal_end
+        shown = self.control or self.wal_end or self.restore_facts or self.staged or self.activated
         value = shown.sentence() if shown is not None else self.flag
         return f"{self.operation} of {self.node} on the {self.worker_region} worker: {value}"

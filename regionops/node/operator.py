@@ -13,12 +13,21 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
+from regionops.backup.restore_model import (
+    ActivatedRestore,
+    ActivateRequest,
+    RestoreDiskFacts,
+    StagedRestore,
+    StageRequest,
+)
 from regionops.model import ControlData, WalEnd
 
 StopMode = Literal["smart", "fast", "immediate"]
 Operation = Literal["start", "stop", "configure-standby", "block-primary-start", "rewind", "reclone",
                     "remove-replaced"]
 ReadOperation = Literal["data-dir-exists", "is-running", "control-data", "wal-end"]
+# Restore's disk steps: read what the plan needs, restore beside the data and prove it, swap in.
+RestoreOperation = Literal["restore-facts", "restore-stage", "restore-activate"]
 
 # Suffix of a data directory set aside by a reclone (kept until the new one is verified).
 REPLACED_MARK = ".replaced-"
@@ -84,4 +93,16 @@ class NodeOperator(Protocol):
 
     def remove_replaced(self, node: str) -> NodeOpResult:
         """Delete data directories a reclone set aside."""
+        ...
+
+    def restore_facts(self, node: str) -> RestoreDiskFacts:
+        """What a restore's plan needs from the node's disk: free space beside it, running, holds data."""
+        ...
+
+    def restore_stage(self, node: str, request: StageRequest) -> StagedRestore:
+        """Restore a backup beside the node's data directory and prove it (the data directory is untouched)."""
+        ...
+
+    def restore_activate(self, node: str, request: ActivateRequest) -> ActivatedRestore:
+        """Swap the verified copy in, give the node its role and start it; swap back on failure."""
         ...

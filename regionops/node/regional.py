@@ -21,6 +21,13 @@ from prefect.exceptions import ObjectNotFound
 from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 
+from regionops.backup.restore_model import (
+    ActivatedRestore,
+    ActivateRequest,
+    RestoreDiskFacts,
+    StagedRestore,
+    StageRequest,
+)
 from regionops.errors import DeadlineExceeded, NodeStepFailed
 from regionops.model import ControlData, WalEnd
 from regionops.node.messages import NodeOpParams, NodeOpReply, deployment_name
@@ -52,11 +59,12 @@ class RegionalNodeOperator:
         ui = self.topology.prefect.ui_url
         return f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else f"flow run {run_id}"
 
-    def call(self, node: str, operation: str, *, mode: StopMode = "fast", peer: str | None = None) -> NodeOpReply:
+    def call(self, node: str, operation: str, *, mode: StopMode = "fast", peer: str | None = None,
+             stage: StageRequest | None = None, activate: ActivateRequest | None = None) -> NodeOpReply:
         """Run one node step on the node's regional worker and return its typed reply."""
         region = self.cluster.nodes[node].region
         params = NodeOpParams(topology=self.topology, cluster=self.cluster_name, node=node,
-                              operation=operation, mode=mode, peer=peer)
+                              operation=operation, mode=mode, peer=peer, stage=stage, activate=activate)
         where = f"node step {operation} of {node} (region {region}, pool {self.pool(node)})"
         try:
             # timeout=0: only create the (child) run; the waits below have deadlines of their own.
@@ -150,6 +158,21 @@ class RegionalNodeOperator:
 
     def remove_replaced(self, node: str) -> NodeOpResult:
         return self._change(self.call(node, "remove-replaced"))
+
+    def restore_facts(self, node: str) -> RestoreDiskFacts:
+        return self._got(self.call(node, "restore-facts"), "restore_facts")
+
+    def restore_stage(self, node: str, request: StageRequest) -> StagedRestore:
+        return self._got(self.call(node, "restore-stage", stage=request), "staged")
+
+    def restore_activate(self, node: str, request: ActivateRequest) -> ActivatedRestore:
+        return self._got(self.call(node, "restore-activate", activate=request), "activated")
+
+    @staticmethod
+    def _got(reply: NodeOpReply, field: str):
+        value = getattr(reply, field)
+        assert value is not None, f"{reply.operation} of {reply.node} returned no {field}"
+        return value
 
     @staticmethod
     def _change(reply: NodeOpReply) -> NodeOpResult:

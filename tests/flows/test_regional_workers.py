@@ -20,7 +20,9 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlo
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
+from flows.backup import BackupParams, backup
 from flows.replica_resync import ResyncParams, replica_resync
+from flows.restore import RestoreParams, restore
 from flows.switchover import SwitchoverParams, switchover
 from regionops.errors import NodeStepFailed
 from regionops.lab import pglab
@@ -135,6 +137,30 @@ def test_a_gone_worker_stops_the_switchover_with_a_named_error_and_no_second_pri
     assert child.state.is_cancelled()  # it cannot stop eu-1 later, when a worker comes back
 
 
+def test_a_switchover_through_the_workers_runs_the_old_primarys_steps_on_its_pool_and_back(regional):
+    cluster, path = regional
+    ha.expect_layout(cluster, "eu-1", timeout=20)
+    ids = ha.write_rows(cluster, 3)
+    state = switchover(SwitchoverParams(**params(path, target="us-1")), return_state=True)
+    assert state.is_completed(), state
+    steps = assert_on_pools(node_runs(ha.run_id(state)), ha.run_id(state))
+    # Only the demoted primary's host was needed: the target is promoted and re-pointed over SQL.
+    assert set(steps) == {"eu-1"}
+    assert {"stop", "configure-standby", "start"} <= set(steps["eu-1"])
+    ha.expect_layout(cluster, "us-1", timeout=30)
+    assert ha.writer(cluster) == "us-1"
+    assert set(ids) <= ha.row_ids(cluster, "us-1")
+
+    # And back: now us-1's steps run on the US pool.
+    back = switchover(SwitchoverParams(**params(path, target="eu-1")), return_state=True)
+    assert back.is_completed(), back
+    steps = assert_on_pools(node_runs(ha.run_id(back)), ha.run_id(back))
+    assert set(steps) == {"us-1"} and "stop" in steps["us-1"]
+    ha.expect_layout(cluster, "eu-1", timeout=30)
+    assert ha.writer(cluster) == "eu-1"
+    assert ha.write_rows(cluster, 1)
+
+
 def test_failover_on_the_us_pool_runs_eu_steps_on_the_eu_pool_then_resync_reclones_on_the_eu_pool(regional):
     cluster, path = regional
     ha.crash(cluster, "eu-1")
@@ -164,3 +190,27 @@ def test_failover_on_the_us_pool_runs_eu_steps_on_the_eu_pool_then_resync_reclon
 
     # The module's cluster is discarded afterwards: no switchover back (its node steps are
     # dispatched the same way; the gone-worker test shows its first one on the EU pool).
+
+
+def test_restore_of_a_replica_runs_its_disk_steps_on_the_nodes_pool(regional):
+    cluster, path = regional
+    # Whoever is primary now (us-1 after the failover above); apac-1 is restored from a fresh backup.
+    primary = ha.writer(cluster)
+    assert primary in ("eu-1", "us-1") and ha.layout(cluster)[primary] == "primary"
+    before = ha.write_rows(cluster, 5)
+    taken = backup(BackupParams(topology=str(path), notify=False, lock_wait_seconds=15))
+    after = ha.write_rows(cluster, 5)  # not in the backup: streamed once apac-1 runs again
+    state = restore(RestoreParams(topology=str(path), node="apac-1", role="replica", require_approval=False,
+                                  notify=False, lock_wait_seconds=15), return_state=True)
+    assert state.is_completed(), state
+    result = state.result()
+    assert result.plan.backup_id == taken.manifest.backup_id and result.plan.primary == primary
+    steps = assert_on_pools(node_runs(ha.run_id(state)), ha.run_id(state))
+    assert steps == {"apac-1": ["restore-facts", "restore-stage", "restore-activate"]}
+    assert result.verified_at is not None and result.swapped_at is not None and result.verified_at < result.swapped_at
+    poll_until(lambda: ha.streams_from(cluster, "apac-1", primary), timeout=30, what=f"apac-1 streaming from {primary}")
+    poll_until(lambda: set(before + after) <= ha.row_ids(cluster, "apac-1"), timeout=30,
+               what="apac-1 to have the rows of the backup and those written after it")
+    data = cluster.cfg.data_dir("apac-1")
+    assert not data.with_name(f"{data.name}.restore-{taken.manifest.backup_id}").exists()
+    assert not data.with_name(f"{data.name}.pre-restore-{taken.manifest.backup_id}").exists()

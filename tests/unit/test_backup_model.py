@@ -151,3 +151,44 @@ def test_source_requested_must_be_reachable_and_nothing_reachable_is_refused():
         choose_source(lab_like(), states, HealthThresholds(), bucket_region="eu", requested="us-1")
     with pytest.raises(PreconditionFailed, match="no node can serve a backup"):
         choose_source(lab_like(), states, HealthThresholds(), bucket_region="eu")
+
+
+# --- restore onto a node: the plan from the node's disk facts, and what the seam ships -------
+
+
+def disk(node="eu-2", **kw):
+    from regionops.backup.restore_model import RestoreDiskFacts
+
+    return RestoreDiskFacts.model_validate(
+        dict(node=node, data_dir="/d2", free_bytes=10 * 1024 ** 3, running=False, has_data=True) | kw)
+
+
+def test_restore_plan_takes_the_disk_facts_read_on_the_nodes_host():
+    from regionops.backup.restore import plan_restore
+
+    states = {"eu-1": state("eu-1", "primary"), "eu-2": state("eu-2", "replica", reachable=False)}
+    plan = plan_restore(topology(), "core", "eu-2", manifest(), "b-eu", states, disk(running=True))
+    assert (plan.role, plan.primary, plan.node_running, plan.node_has_data) == ("replica", "eu-1", True, True)
+    assert (plan.staging_dir, plan.old_dir) == ("/d2.restore-20260102T030405Z", "/d2.pre-restore-20260102T030405Z")
+    with pytest.raises(PreconditionFailed, match="has 1.0 GiB free; restoring backup .* needs about 1.3 GiB"):
+        plan_restore(topology(), "core", "eu-2", manifest(), "b-eu", states, disk(free_bytes=1024 ** 3))
+
+
+def test_a_restore_step_refuses_a_plan_for_another_nodes_directory_and_ships_as_json():
+    from regionops.backup.restore import plan_restore
+    from regionops.backup.restore_model import StageRequest
+    from regionops.node.local import LocalNodeOperator
+    from regionops.node.messages import NodeOpParams
+
+    states = {"eu-1": state("eu-1", "primary"), "eu-2": state("eu-2", "replica", reachable=False)}
+    plan = plan_restore(topology(), "core", "eu-2", manifest(), "b-eu", states, disk())
+    op = LocalNodeOperator(topology(), "core")
+    op._require_own_plan("eu-2", plan)  # its own: passes
+    with pytest.raises(PreconditionFailed, match="refusing to restore onto eu-1: the plan names eu-2"):
+        op._require_own_plan("eu-1", plan)
+    moved = plan.model_copy(update={"staging_dir": "/d1"})
+    with pytest.raises(PreconditionFailed, match="nothing was changed"):
+        op._require_own_plan("eu-2", moved)
+    step = NodeOpParams(topology=topology(), cluster="core", node="eu-2", operation="restore-stage",
+                        stage=StageRequest(plan=plan, manifest=manifest()))
+    assert NodeOpParams.model_validate(step.model_dump(mode="json")) == step

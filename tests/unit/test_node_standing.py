@@ -65,7 +65,8 @@ def test_the_standing_decision_and_the_observed_state_models_load_no_driver():
     import subprocess
     import sys
 
-    code = ("import sys, regionops.model, regionops.node.standing; "
+    code = ("import sys, regionops.model, regionops.node.standing, regionops.node.messages, "
+            "regionops.backup.restore_model; "
             "print(sorted(m for m in ('psycopg', 'boto3', 'httpx', 'prefect') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
