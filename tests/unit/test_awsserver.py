@@ -8,6 +8,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,7 +110,10 @@ def test_a_hard_kill_keeps_what_the_last_checkpoint_saved(tmp_path):
         store = objectstore_for(topo)
         store.ensure_bucket("persist-eu", "eu-west-1")
         store.put_bytes("persist-eu", "backups/manifest.json", b"{}")
-        poll_until(state.exists, timeout=10, interval=0.1, what="a checkpoint after the writes")
+        written = time.time()
+        # A checkpoint written AFTER the put (on a loaded machine one may come between the two writes).
+        poll_until(lambda: state.exists() and state.stat().st_mtime > written, timeout=10, interval=0.1,
+                   what="a checkpoint after the writes")
         proc.send_signal(signal.SIGKILL)
     with server(state, port):
         assert objectstore_for(topo).get_bytes("persist-eu", "backups/manifest.json") == b"{}"
