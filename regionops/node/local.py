@@ -124,6 +124,15 @@ class LocalNodeOperator:
             write_archive_settings(data_dir, pgbackrest.archive_settings(plan, node, pgbackrest.binary()),
                                    self.cluster.os_user)
 
+    def _follow(self, node: str, data_dir: Path, primary: str) -> None:
+        configure_standby(data_dir, primary_conninfo=self._source_conninfo(primary, node), slot=slot_name(node),
+                          os_user=self.cluster.os_user)
+
+    def _settle_copy(self, node: str, data_dir: Path, source: str) -> None:
+        """A directory copied from ``source`` (rewind, re-clone) gets the node's own settings and follows it."""
+        self._write_own_settings(node, data_dir)
+        self._follow(node, data_dir, source)
+
     @staticmethod
     def _timed(started: float) -> float:
         return round(time.monotonic() - started, 2)
@@ -205,8 +214,7 @@ class LocalNodeOperator:
         data = self.data_dir(node)
         if self._pgctl(node).is_running():
             raise PreconditionFailed(f"cannot configure {node} as a standby on disk while it runs; stop it first")
-        configure_standby(data, primary_conninfo=self._source_conninfo(primary, node), slot=slot_name(node),
-                          os_user=self.cluster.os_user)
+        self._follow(node, data, primary)
         return NodeOpResult(node=node, operation="configure-standby", changed=True,
                             detail=f"configured {node} as a standby of {primary} (slot {slot_name(node)})")
 
@@ -243,9 +251,7 @@ class LocalNodeOperator:
             # start on a diverged history.  Fail loudly; a CHECKPOINT on the source fixes it.
             raise TransientError(f"pg_rewind of {node} saw {source} on {node}'s own timeline; "
                                  f"run CHECKPOINT on {source} and retry")
-        self._write_own_settings(node, data)
-        configure_standby(data, primary_conninfo=self._source_conninfo(source, node), slot=slot_name(node),
-                          os_user=self.cluster.os_user)
+        self._settle_copy(node, data, source)
         summary = _rewind_summary(out)
         return NodeOpResult(node=node, operation="rewind", changed=True, seconds=self._timed(started),
                             detail=f"rewound {node} from {source} with pg_rewind in {self._timed(started):.1f} s "
@@ -265,9 +271,7 @@ class LocalNodeOperator:
         try:
             pg_basebackup(fresh, host=spec.host, port=spec.port, user=self.cluster.replication_user,
                           os_user=self.cluster.os_user, password=info.password)
-            self._write_own_settings(node, fresh)
-            configure_standby(fresh, primary_conninfo=self._source_conninfo(source, node), slot=slot_name(node),
-                              os_user=self.cluster.os_user)
+            self._settle_copy(node, fresh, source)
         except Exception:
             # The old data directory was never touched: leave the node as it was.
             shutil.rmtree(fresh, ignore_errors=True)
