@@ -176,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the lab, run region health and a primary-crash DR drill on it, and say where to look."""
     lab = _lab(args)
-    status = lab.up(progress=print)
+    status = lab.up(progress=print, with_workers=True)  # one worker per region pool, as `lab up`
     _print_status(status, as_json=False)
     if not status.healthy:
         print("regionops: the lab is not healthy; see `regionops lab status` and the logs in "
