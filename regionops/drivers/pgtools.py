@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -141,6 +143,52 @@ def child_pids(parent: int) -> list[int]:
         if ppid == parent:
             children.append(int(entry.name))
     return children
+
+
+def signal_instance(ctl: "PgCtl", sig: signal.Signals, timeout: float = 10) -> int:
+    """Send ``sig`` to a server's postmaster and every process it started; returns how many.
+
+    For SIGSTOP and SIGCONT it waits until every process has really stopped (state T) or
+    run on: a signal is only acted on when its target is next scheduled, which on a loaded
+    machine is not when ``kill`` returns, and a caller that checks "frozen?" must get yes.
+    """
+    pids = ctl.instance_pids()
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    if sig in (signal.SIGSTOP, signal.SIGCONT):
+        stopped = sig == signal.SIGSTOP
+        deadline = time.monotonic() + timeout
+        # A process that exited meanwhile (None, Z) no longer matters either way.
+        while any(process_state(p) not in (None, "Z") and (process_state(p) == "T") != stopped for p in pids):
+            if time.monotonic() > deadline:
+                raise TransientError(f"{ctl.data_dir}: processes did not {'stop' if stopped else 'resume'} "
+                                     f"within {timeout:g}s of {sig.name}")
+            time.sleep(0.02)
+    return len(pids)
+
+
+def kill_instance(ctl: "PgCtl", timeout: float = 10) -> int:
+    """SIGKILL a server's postmaster and every process it started; wait until they are gone.
+
+    Returns how many processes were signalled.  Killing the children too matters: a
+    stopped child would hold the shared memory and block the next start.  SIGKILL works
+    on a frozen (SIGSTOPped) server too, which no pg_ctl stop mode does.
+    """
+    pids = ctl.instance_pids()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while not all(process_state(p) in (None, "Z") for p in pids):
+        if time.monotonic() > deadline:
+            raise TransientError(f"{ctl.data_dir}: the killed server's processes did not exit within {timeout:g}s")
+        time.sleep(0.05)
+    return len(pids)
 
 
 class PgCtl:

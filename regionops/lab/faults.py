@@ -7,7 +7,6 @@ the tests, and by a person: ``regionops lab fault NAME [--node N]`` and
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import time
@@ -15,12 +14,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from regionops.drivers.faults import FaultInjection, FaultInjectionFailed, FaultName
-from regionops.drivers.pgtools import PgCtl
+from regionops.drivers.pgtools import PgCtl, kill_instance, signal_instance
 from regionops.drivers.postgres import SqlObserver, conninfo_for
 from regionops.errors import ConfigurationError
 from regionops.ha.fencing import FenceStore
 from regionops.lab.processes import running_pid, stop
-from regionops.node import LocalNodeOperator, kill_instance
+from regionops.node import LocalNodeOperator
 from regionops.topology import Topology
 
 # A data directory "lost" by replica-loss is moved aside under this suffix, not deleted:
@@ -47,13 +46,7 @@ class LabFaultInjector:
                               seconds=round(time.monotonic() - started, 2))
 
     def _signal(self, ctl: PgCtl, sig: signal.Signals) -> int:
-        pids = ctl.instance_pids()
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        return len(pids)
+        return signal_instance(ctl, sig)
 
     # -- the protocol -------------------------------------------------------------------
     def check(self, fault: FaultName, cluster: str, node: str | None) -> str:

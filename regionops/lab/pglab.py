@@ -18,7 +18,7 @@ from regionops.drivers.pgconf import (
     write_hba,
     write_node_settings,
 )
-from regionops.drivers.pgtools import PgCtl, chown_to, reachable_by, run_tool, tool
+from regionops.drivers.pgtools import PgCtl, chown_to, kill_instance, reachable_by, run_tool, tool
 from regionops.drivers.postgres import ConnInfo, SqlNode, SqlObserver
 from regionops.errors import ConfigurationError, DeadlineExceeded
 from regionops.lab.config import LAB_DATABASE, LAB_NODES, LAB_PRIMARY, LabConfig
@@ -304,6 +304,12 @@ def stop_cluster(cfg: LabConfig, progress: Callable[[str], None]) -> None:
         if not cfg.data_dir(node).exists():
             continue
         ctl = pgctl(cfg, node)
+        if ctl.is_frozen():
+            # A frozen (SIGSTOPped) server honours no stop request; resumed, a fenced old
+            # primary would take writes again.  Killing it is the immediate stop it cannot do.
+            kill_instance(ctl)
+            progress(f"killed frozen {node}")
+            continue
         if not ctl.is_running():
             continue
         try:

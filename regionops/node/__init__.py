@@ -26,7 +26,7 @@ from regionops.topology import Topology
 
 # The local operator loads the PostgreSQL drivers, the regional one Prefect: both only when
 # asked for, so the pure parts (regionops.node.standing, .operator, .messages) stay driver-free.
-_LAZY = {"LocalNodeOperator": "regionops.node.local", "kill_instance": "regionops.node.local",
+_LAZY = {"LocalNodeOperator": "regionops.node.local", "kill_instance": "regionops.drivers.pgtools",
          "replication_conninfo": "regionops.node.local", "RegionalNodeOperator": "regionops.node.regional"}
 
 

@@ -34,7 +34,7 @@ from regionops.drivers.pgconf import (
     write_node_settings,
 )
 from regionops.drivers.pgdata import pg_basebackup, pg_rewind, read_control_data, read_wal_end
-from regionops.drivers.pgtools import PgCtl, chown_to, process_state
+from regionops.drivers.pgtools import PgCtl, chown_to, kill_instance, process_state
 from regionops.drivers.postgres import SqlObserver, conninfo_for
 from regionops.errors import ExternalSystemError, PreconditionFailed, RunbookError, TransientError
 from regionops.lsn import Lsn
@@ -339,21 +339,6 @@ def server_log(data_dir: Path, node: str) -> Path:
     return data_dir.parent / f"{node}.log"
 
 
-def kill_instance(ctl: PgCtl, timeout: float = 10) -> int:
-    """SIGKILL a server's postmaster and every process it started; wait until they are gone.
-
-    Returns how many processes were signalled.  Killing the children too matters: a
-    stopped child would hold the shared memory and block the next start.
-    """
-    pids = ctl.instance_pids()
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    poll_until(lambda: all(process_state(p) in (None, "Z") for p in pids), timeout=timeout, interval=0.05,
-               what="the killed server's processes to exit")
-    return len(pids)
 
 
 def replication_conninfo(cluster: Cluster, primary: str, for_node: str) -> str:

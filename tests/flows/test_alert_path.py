@@ -47,12 +47,16 @@ def test_region_health_reports_what_prometheus_has_firing(stack):
     assert f"UI at {http.prometheus}" in shown["prometheus"] and "of 7 targets up" in shown["prometheus"]
     assert f"UI at {http.alertmanager}" in shown["alertmanager"]
     assert all(shown[f"postgres_exporter {n}"] == "pg_up 1" for n in ("eu-1", "us-1", "apac-1"))
+    # A fresh lab has never been backed up: once the rule's `for` has passed, Prometheus fires
+    # BackupTooOld (waited for: on a loaded machine the first evaluations come late).
+    poll_until(lambda: http.firing("BackupTooOld"), timeout=30, interval=0.3,
+               what="BackupTooOld to fire in Prometheus")
     run = http.wait_finished(http.start_run("region-health", {"topology": str(lab.cfg.topology_path)}))
     assert run["state_type"] == "COMPLETED", run["state"]
     artifacts = http.client.post(f"{http.prefect}/artifacts/filter",
                                  json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
     report = " ".join(str(a["data"]) for a in artifacts)
-    # A fresh lab has never been backed up: Prometheus says so, and the report shows it.
+    # Region health reports what Prometheus has firing.
     assert f"Prometheus at {http.prometheus} has" in report and "BackupTooOld" in report, report[:2000]
 
 
