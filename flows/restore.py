@@ -1,15 +1,24 @@
-"""Runbook: restore a backup onto a node, for real.
+"""Runbook: restore a backup set onto a node, for real, to a point in time.
 
-For rebuilding a lost replica, or a new primary after total loss.  The backup is
-restored *beside* the node's data directory, proven exactly as restore verification
-proves it (checksums, pg_verifybackup, recovery to the fingerprint point, data
-fingerprint), and only then swapped in; the old directory is kept until the node
-runs from the new one, and a failure after the swap swaps back.  Takes the cluster's
-change lock; ``dry_run`` plans, ``require_approval`` pauses for a typed approval first.
+For rebuilding a lost replica, a new primary after total loss, or undoing a mistake
+(a dropped table) by going back to just before it.
 
-Every step that touches the node's disk goes through the node seam (three steps: read
-the disk facts the plan needs, stage and verify, swap in and start): inline on a single
-machine, or, for a cluster with ``node_operator: regional``, as child runs of the
+1. Facts (a node step on the node's host): free disk, running, holds data, and the
+   backup sets ``pgbackrest info`` lists in the chosen repository.
+2. Plan: the set (``label``, default the newest; for a time/LSN target the newest that
+   ended before it; refused when it does not exist or ends after the target), the
+   target (default the set's proof restore point, else the end of the archive; a
+   replica stops at the backup's end instead and streams the rest), the role.
+   ``dry_run`` stops here; ``require_approval`` pauses for a typed approval.
+3. Stage (a node step): ``pgbackrest restore`` into an EMPTY directory beside the data
+   directory (a used one is refused), start it on a loopback port, wait for the target,
+   prove it (the proof's fingerprint at its restore point; otherwise rows per
+   fingerprint table), stop it.  The node's data directory is untouched so far.
+4. Activate (a node step): swap it in (the old directory kept aside), role replica or
+   primary, start; a failure swaps back.  The old directory goes unless ``keep_old``.
+
+Takes the cluster's change lock.  Node steps go through the node seam: inline on a
+single machine, or, with ``node_operator: regional``, as child runs of the
 node-operation deployment on the node's region pool, where the node's disk is.
 """
 
@@ -21,9 +30,17 @@ from typing import Literal
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from regionops.backup.manifest import home_region
 from regionops.backup.restore import plan_restore
-from regionops.backup.restore_model import Activation, ActivateRequest, Phase, RestorePlan, StageRequest, TableCheck
+from regionops.backup.restore_model import (
+    Activation,
+    ActivateRequest,
+    Phase,
+    RequestedTarget,
+    RestorePlan,
+    StageRequest,
+    TableCheck,
+)
+from regionops.drivers.pgbackrest import plan_stanza
 from regionops.drivers.pgconf import slot_name
 from regionops.drivers.postgres import conninfo_for
 from regionops.runbook.approval import request_approval
@@ -32,7 +49,6 @@ from regionops.runbook.locks import cluster_lock
 from regionops.runbook.params import ClusterChangeParams
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import load_topology
-from tasks import backup as bt
 from tasks import restore as rt
 from tasks.observe import observe_node
 
@@ -42,8 +58,15 @@ class RestoreParams(ClusterChangeParams):
 
     cluster: str | None = Field(None, description="Cluster of the node; default the topology's only cluster")
     node: str = Field(description="Node to restore onto (its data directory is replaced only after verification)")
-    backup_id: str | None = Field(None, description="Backup to restore; default the newest complete one")
-    region: str | None = Field(None, description="Region whose bucket to restore from; default the cluster's home region")
+    label: str | None = Field(None, description="pgBackRest backup set to restore (e.g. 20261124-140400F); default the "
+                                                "newest (for a time or LSN target: the newest that ended before it)")
+    region: str | None = Field(None, description="Region whose repository to restore from; default the home one")
+    target_type: RequestedTarget = Field(
+        "proof", description="Where recovery stops: proof (the set's proof restore point; without one the end of the "
+                             "archive), time, lsn, name (with `target`), immediate (the backup's end) or default (the "
+                             "end of the WAL archive; a replica stops at the backup's end instead, then streams the rest)")
+    target: str | None = Field(None, description="The time ('2026-11-24 14:04:00+00'), LSN ('0/5000060') or restore "
+                                                 "point name, for target_type time, lsn or name")
     role: Literal["auto", "replica", "primary"] = Field(
         "auto", description="replica: stream from the current primary; primary: a new primary (no other may run); "
                             "auto: replica when a primary runs, else primary")
@@ -76,8 +99,9 @@ class RestoreResult(BaseModel):
             return f"dry run: would {self.plan.sentence()}"
         rows = "; ".join(f"{t.table} {t.restored_rows} rows" for t in self.tables)
         return (
-            f"restored backup {self.plan.backup_id} onto {self.plan.node} as {self.plan.role}, verified "
-            f"before the swap ({rows or 'no fingerprint'}); {self.cleanup or ''}".rstrip("; ")
+            f"restored backup {self.plan.label} to {self.plan.target.describe()} onto {self.plan.node} as "
+            f"{self.plan.role}, verified before the swap ({rows or 'no fingerprint tables'}); "
+            f"{self.cleanup or ''}".rstrip("; ")
         )
 
 
@@ -87,13 +111,14 @@ def restore(params: RestoreParams) -> RestoreResult:
     topology = load_topology(params.topology)
     cluster_name, cluster = topology.cluster(params.cluster)
     topology.node(cluster_name, params.node)  # fail early, naming the node, when it is unknown
-    region = params.region or home_region(topology, cluster)
-    bucket = topology.regions[region].bucket
+    stanza = plan_stanza(topology, cluster_name)
+    repo = stanza.repository(params.region) if params.region else stanza.repositories[0]
     reporter = RunReporter(topology, "restore", f"Restore of {params.node} ({cluster_name})", slack=params.notify)
-    reporter.start([f"node {params.node}, backup {params.backup_id or 'newest'} from {bucket}"
+    wanted = f"{params.target_type} {params.target}" if params.target else params.target_type
+    reporter.start([f"node {params.node}, backup {params.label or 'newest'} from {repo.sentence()}, target {wanted}"
                     + (" (dry run)" if params.dry_run else "")])
     try:
-        result = _run(params, topology, cluster_name, cluster, region, bucket, reporter)
+        result = _run(params, topology, cluster_name, cluster, repo.region, repo.index, reporter)
     except Exception as exc:
         reporter.fail(exc)
         raise
@@ -105,14 +130,15 @@ def restore(params: RestoreParams) -> RestoreResult:
     return result
 
 
-def _run(params, topology, cluster_name, cluster, region, bucket, reporter: RunReporter) -> RestoreResult:
-    entry = bt.find_backup(topology, cluster_name, region, params.backup_id)
-    manifest = entry.manifest
+def _run(params, topology, cluster_name, cluster, region, repo, reporter: RunReporter) -> RestoreResult:
     states = {n: f.result() for n, f in {n: observe_node.submit(topology, cluster_name, n)
                                          for n in cluster.nodes}.items()}
-    # The node's disk (free space, running, holds data) is read on the node's host: a node step.
-    disk = rt.restore_facts(topology, cluster_name, params.node)
-    plan = plan_restore(topology, cluster_name, params.node, manifest, bucket, states, disk, params.role)
+    # The node's disk (free space, running, holds data) and the repository's sets are read on
+    # the node's host: a node step (pgBackRest and the repository are reachable there).
+    disk = rt.restore_facts(topology, cluster_name, params.node, repo)
+    target = rt.choose_target(topology, cluster_name, region, disk.sets, repo, params.label, params.target_type,
+                              params.target)
+    plan = plan_restore(topology, cluster_name, params.node, target, states, disk, params.role)
     reporter.step(plan.sentence())
     result = RestoreResult(plan=plan, dry_run=params.dry_run)
     if params.dry_run:
@@ -131,12 +157,12 @@ def _run(params, topology, cluster_name, cluster, region, bucket, reporter: RunR
     with cluster_lock(cluster_name, "restore", wait_seconds=params.lock_wait_seconds):
         # 1. On the node's host: restore beside its data and prove it; a failure removes only the staging copy.
         staged = rt.stage(topology, cluster_name, StageRequest(
-            plan=plan, manifest=manifest, start_timeout_seconds=params.start_timeout_seconds,
+            plan=plan, start_timeout_seconds=params.start_timeout_seconds,
             recovery_timeout_seconds=params.recovery_timeout_seconds))
         done(staged.phases)
         result.tables = staged.tables
         result.verified_at = time.monotonic() - started
-        reporter.step(f"verified the restored copy of backup {manifest.backup_id} beside {plan.data_dir}; "
+        reporter.step(f"verified the restored copy of backup {plan.label} beside {plan.data_dir}; "
                       "the old directory is untouched so far")
 
         # 2. The replica's slot on the primary (SQL), then on the node's host: swap, role, start;

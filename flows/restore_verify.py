@@ -1,11 +1,21 @@
 """Runbook: restore verification.
 
-Proves a backup: downloads it (every sha256 checked on the way), unpacks it into a
-fresh scratch directory, runs pg_verifybackup, starts PostgreSQL on a free loopback
-port, lets recovery stop at the backup's fingerprint point, compares the data with the
-manifest, and tears the scratch instance down whatever happens.  The time until the
-instance is ready is the measured restore time.  The verdict is stored beside the
-backup (retention never deletes the newest verified backup).  Runs daily.
+Proves a backup set the way an outage would need it: with pgBackRest, into a scratch
+instance on the machine running this flow, then looks at the data.
+
+1. Pick the set (``pgbackrest info`` of the chosen repository: ``label``, default the
+   newest) and its proof record; the target defaults to the set's proof restore point
+   (else the end of the WAL archive), or is a time, LSN, restore point name, the
+   backup's end (``immediate``) or the archive's end (``default``).
+2. ``pgbackrest restore --set --type --target --target-action=promote`` into an empty
+   scratch directory (a configuration written for it: pg1-path is the scratch directory).
+3. Start PostgreSQL on a free loopback port (no archiving, small shared_buffers,
+   loopback-only pg_hba) and wait until recovery reached the target and promoted.
+4. Prove the data: at the proof's restore point every fingerprint table's rows and
+   checksum equal the proof; at any other target, report their row counts.
+5. Time it (restore time = restore + start + recovery), tear the scratch instance down
+   whatever happens, store the verdict beside the proof, publish the Pushgateway gauges,
+   report (UI artifacts, Slack thread).  Runs daily.
 """
 
 from __future__ import annotations
@@ -18,29 +28,39 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run as current_run
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from regionops.backup.manifest import Verification, home_region
+from regionops.backup.proof import Verification
 from regionops.backup.restore import RestoreVerification
-from regionops.backup.scratch import Phase, TableCheck, free_port
+from regionops.backup.restore_model import Phase, RequestedTarget, RestoreTarget, TableCheck
+from regionops.backup.scratch import free_port
+from regionops.drivers.pgbackrest import plan_stanza
 from regionops.drivers.postgres import ConnInfo
 from regionops.errors import RunbookError
+from regionops.runbook.params import RunbookParams
 from regionops.runbook.monitoring import RESTORE_VERIFY_JOB, publish, restore_verification_gauges
 from regionops.runbook.reporting import RunReporter, report_failure
 from regionops.topology import load_topology
-from tasks import backup as bt
 from tasks import restore as rt
 
 
-class RestoreVerifyParams(BaseModel):
+class RestoreVerifyParams(RunbookParams):
     """Parameters of the restore-verify runbook (rendered as a form in the Prefect UI)."""
 
-    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
     cluster: str | None = Field(None, description="Cluster whose backup to verify; default the topology's only one")
-    backup_id: str | None = Field(None, description="Backup to verify; default the newest complete one")
-    region: str | None = Field(None, description="Region whose bucket to restore from; default the cluster's home region")
+    label: str | None = Field(None, description="pgBackRest backup set to verify (e.g. 20261124-140400F); default "
+                                                "the newest in the repository (for a time or LSN target: the newest "
+                                                "that ended before it)")
+    region: str | None = Field(None, description="Region whose repository to restore from; default the home one")
+    target_type: RequestedTarget = Field(
+        "proof", description="Where recovery stops: proof (the set's proof restore point, where the data is compared "
+                             "with its fingerprint; without one the end of the archive), time, lsn, name (with "
+                             "`target`), immediate (the backup's end) or default (the end of the WAL archive)")
+    target: str | None = Field(None, description="The time ('2026-11-24 14:04:00+00'), LSN ('0/5000060') or restore "
+                                                 "point name, for target_type time, lsn or name")
     scratch_dir: str | None = Field(
         None, description="Where the scratch data directory goes; default $REGIONOPS_SCRATCH_DIR or the system temp dir")
+    restore_timeout_seconds: float = Field(6 * 3600, gt=0, description="How long pgbackrest restore may take")
     start_timeout_seconds: int = Field(600, gt=0, description="How long PostgreSQL may take to start")
     recovery_timeout_seconds: float = Field(1800, gt=0, description="How long recovery may take to reach the target")
     notify: bool = Field(True, description="Post the run to Slack")
@@ -56,51 +76,48 @@ def scratch_root(param: str | None) -> Path:
 
 @flow(name="restore-verify", on_failure=[report_failure], on_crashed=[report_failure])
 def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> RestoreVerification:
-    """Restore a backup into a scratch instance, prove it, measure the restore time, tear it down."""
+    """Restore a backup set into a scratch instance, prove it, measure the restore time, tear it down."""
     topology = load_topology(params.topology)
     cluster_name, cluster = topology.cluster(params.cluster)
-    region = params.region or home_region(topology, cluster)
-    bucket = topology.regions[region].bucket
+    stanza = plan_stanza(topology, cluster_name)
+    repo = stanza.repository(params.region) if params.region else stanza.repositories[0]
     reporter = RunReporter(topology, "restore-verify", f"Restore verification of {cluster_name}", slack=params.notify)
-    reporter.start([f"cluster {cluster_name}, backup {params.backup_id or 'newest'} from {bucket}"])
-    try:
-        entry = bt.find_backup(topology, cluster_name, region, params.backup_id)
-    except Exception as exc:
-        reporter.fail(exc)
-        raise
-    manifest = entry.manifest
-    assert manifest is not None
-    reporter.step(f"verifying {manifest.sentence()}")
+    wanted = f"{params.target_type} {params.target}" if params.target else params.target_type
+    reporter.start([f"cluster {cluster_name}, backup {params.label or 'newest'} from {repo.sentence()}, "
+                    f"target {wanted}"])
 
     run_id = str(current_run.get_id() or os.getpid())[:8]
-    work = scratch_root(params.scratch_dir) / f"restore-verify-{cluster_name}-{manifest.backup_id}-{run_id}"
-    data_dir, log_file = work / "data", work / "postgres.log"
-    port = free_port()
-    info = ConnInfo("127.0.0.1", port, cluster.database, cluster.user,
+    work = scratch_root(params.scratch_dir) / f"restore-verify-{cluster_name}-{run_id}"
+    data_dir, pgbackrest_dir, log_file = work / "data", work / "pgbackrest", work / "postgres.log"
+    info = ConnInfo("127.0.0.1", free_port(), cluster.database, cluster.user,
                     cluster.password.resolve() if cluster.password else None)
     phases: list[Phase] = []
     tables: list[TableCheck] = []
+    target: RestoreTarget | None = None
     error: RunbookError | None = None
     started = time.monotonic()
-    restore_seconds = 0.0
 
-    def done(phase: Phase) -> None:
+    def done(phase: Phase) -> Phase:
         phases.append(phase)
         reporter.step(phase.sentence(), slack=False)
+        return phase
 
+    timed: list[Phase] = []
     try:
         done(rt.prepare_dir(str(work), cluster.os_user))
         done(rt.prepare_dir(str(data_dir), cluster.os_user))
-        done(rt.fetch_and_unpack(topology, bucket, manifest, "base", str(data_dir), cluster.os_user))
-        done(rt.verify_pg_backup(str(data_dir), manifest, cluster.os_user))
-        done(rt.fetch_and_unpack(topology, bucket, manifest, "wal", str(data_dir), cluster.os_user))
-        done(rt.configure_instance(topology, cluster_name, str(data_dir), manifest,
-                                   f"verify-{manifest.backup_id}", port))
-        done(rt.start_instance(str(data_dir), str(log_file), cluster.os_user, params.start_timeout_seconds))
-        phase, _state = rt.wait_at_target(info, manifest, params.recovery_timeout_seconds)
-        done(phase)
-        restore_seconds = time.monotonic() - started
-        phase, tables = rt.check_fingerprint(info, manifest)
+        sets = rt.backup_sets(topology, cluster_name, str(data_dir), str(pgbackrest_dir), repo.index)
+        target = rt.choose_target(topology, cluster_name, repo.region, sets, repo.index, params.label,
+                                  params.target_type, params.target)
+        reporter.step(f"verifying {target.sentence()}")
+        timed.append(done(rt.restore_into(topology, cluster_name, str(data_dir), str(pgbackrest_dir), target,
+                                          "promoted")))
+        done(rt.configure_instance(topology, cluster_name, str(data_dir), f"verify-{target.label}", info.port))
+        timed.append(done(rt.start_instance(str(data_dir), str(log_file), cluster.os_user,
+                                            params.start_timeout_seconds)))
+        timed.append(done(rt.wait_recovered(info, str(data_dir), str(log_file), cluster.os_user, "promoted", target,
+                                            params.recovery_timeout_seconds)))
+        phase, tables = rt.check_data(info, target)
         done(phase)
     except RunbookError as exc:
         error = exc
@@ -110,15 +127,20 @@ def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> Resto
         except Exception as exc:  # noqa: BLE001 - reported; the verdict below still stands
             reporter.step(f"teardown failed: {exc}")
 
+    if target is None:  # no set to verify (none, or not the one asked for): nothing to record
+        assert error is not None
+        reporter.fail(error)
+        raise error
     result = RestoreVerification(
-        backup_id=manifest.backup_id, cluster=cluster_name, bucket=bucket, passed=error is None, phases=phases,
-        restore_seconds=round(restore_seconds, 3), total_seconds=round(time.monotonic() - started, 3),
-        tables=tables, error=str(error) if error else None,
+        label=target.label, cluster=cluster_name, repo=repo.index, target=target.describe(), passed=error is None,
+        phases=phases, restore_seconds=round(sum(p.seconds for p in timed), 3),
+        total_seconds=round(time.monotonic() - started, 3), tables=tables, error=str(error) if error else None,
     )
-    bt.record_verification(topology, cluster_name, region, Verification(
-        backup_id=manifest.backup_id, status="passed" if result.passed else "failed",
-        at=datetime.now(timezone.utc), restore_seconds=result.restore_seconds if result.passed else None,
-        detail=result.sentence(), flow_run=str(current_run.get_id() or ""),
+    rt.record_verification(topology, cluster_name, repo.region, Verification(
+        cluster=cluster_name, label=target.label, status="passed" if result.passed else "failed",
+        at=datetime.now(timezone.utc), target=target.describe(),
+        restore_seconds=result.restore_seconds if result.passed else None, detail=result.sentence(),
+        flow_run=str(current_run.get_id() or ""),
     ))
     publish(topology, RESTORE_VERIFY_JOB, cluster_name,
             restore_verification_gauges(datetime.now(timezone.utc), result.passed, result.restore_seconds), reporter)

@@ -1,10 +1,11 @@
 """Restore tasks: the steps of restore verification, and the node seam's steps of a real restore.
 
 Restore verification's steps touch a scratch directory on the host that runs the
-flow.  A real restore's disk steps touch the node's data directory, so they go through
-the node seam (:mod:`regionops.node`): inline on a single machine, a child run on the
-node's region pool otherwise.  None is retried: a half-unpacked directory is torn down
-and the run reports why.
+flow (pgBackRest runs there with a configuration written for that directory).  A real
+restore's disk steps touch the node's data directory, so they go through the node
+seam (:mod:`regionops.node`): inline on a single machine, a child run on the node's
+region pool otherwise.  None is retried: a half-restored directory is torn down and
+the run reports why.
 """
 
 from __future__ import annotations
@@ -16,65 +17,81 @@ from prefect.cache_policies import NO_CACHE
 
 from regionops.backup import restore as real
 from regionops.backup import scratch
-from regionops.backup.manifest import BackupManifest
-from regionops.drivers.backupsql import RecoveryState
-from regionops.drivers.objectstore import objectstore_for
+from regionops.backup.proof import ProofStore, Verification
+from regionops.backup.restore_model import BackupSet, Fingerprint, Phase, RequestedTarget, RestoreTarget, TableCheck
+from regionops.drivers.pgbackrest import restore_driver
 from regionops.drivers.postgres import ConnInfo, SqlNode
 from regionops.node import node_operator_for
 from regionops.topology import Topology
 
 
 @task(name="prepare directory", cache_policy=NO_CACHE)
-def prepare_dir(path: str, os_user: str | None) -> scratch.Phase:
-    """An empty directory the PostgreSQL OS user owns."""
+def prepare_dir(path: str, os_user: str | None) -> Phase:
+    """An empty directory the PostgreSQL OS user owns (a used one is refused, naming it)."""
     return scratch.prepare_empty_dir(Path(path), os_user)
 
 
-@task(name="download and unpack", cache_policy=NO_CACHE)
-def fetch_and_unpack(
-    topology: Topology, bucket: str, manifest: BackupManifest, kind: str, target: str, os_user: str | None
-) -> scratch.Phase:
-    """Stream the backup's objects from S3 into tar, checking every sha256."""
-    return scratch.fetch_and_unpack(objectstore_for(topology), bucket, manifest, kind, Path(target), os_user)
+@task(name="pgbackrest info", cache_policy=NO_CACHE)
+def backup_sets(topology: Topology, cluster: str, data_dir: str, work_dir: str, repo: int) -> list[BackupSet]:
+    """The good backup sets of ``repo``, oldest first (with the scratch directory's configuration)."""
+    return scratch.backup_sets(restore_driver(topology, cluster, Path(data_dir), Path(work_dir)), repo)
 
 
-@task(name="pg_verifybackup", cache_policy=NO_CACHE)
-def verify_pg_backup(data_dir: str, manifest: BackupManifest, os_user: str | None) -> scratch.Phase:
-    """pg_verifybackup against the backup_manifest in the archive."""
-    return scratch.verify_pg_backup(Path(data_dir), manifest, os_user)
+@task(name="choose set and target", cache_policy=NO_CACHE)
+def choose_target(topology: Topology, cluster: str, region: str | None, sets: list[BackupSet], repo: int,
+                  label: str | None, target_type: RequestedTarget, target: str | None) -> RestoreTarget:
+    """The set (refused when missing or ending after the target) and where recovery stops, from its proof."""
+    chosen = real.choose_set(cluster, sets, repo, label, target_type, target)
+    proof = ProofStore.for_cluster(topology, cluster, region).proof(chosen.label)
+    expected = {t: Fingerprint(rows=f.rows, checksum=f.checksum) for t, f in (proof.fingerprint if proof else {}).items()}
+    return real.target_for(cluster, chosen, target_type, target, proof.restore_point if proof else None, expected,
+                           topology.clusters[cluster].backup.fingerprint_tables)
+
+
+@task(name="pgbackrest restore", cache_policy=NO_CACHE)
+def restore_into(topology: Topology, cluster: str, data_dir: str, work_dir: str, target: RestoreTarget,
+                 ending: scratch.Ending) -> Phase:
+    """``pgbackrest restore`` of the target's set into the empty scratch directory."""
+    driver = restore_driver(topology, cluster, Path(data_dir), Path(work_dir))
+    return scratch.restore_into(driver, Path(data_dir), target, ending)
 
 
 @task(name="configure restored instance", cache_policy=NO_CACHE)
-def configure_instance(
-    topology: Topology, cluster: str, data_dir: str, manifest: BackupManifest, name: str, port: int
-) -> scratch.Phase:
-    """Loopback port, private pg_hba, recovery to the backup's target."""
+def configure_instance(topology: Topology, cluster: str, data_dir: str, name: str, port: int) -> Phase:
+    """Loopback port, private pg_hba, no archiving, small buffers."""
     c = topology.clusters[cluster]
-    return scratch.configure_instance(Path(data_dir), manifest, name=name, port=port, cluster=c, os_user=c.os_user)
+    return scratch.configure_instance(Path(data_dir), name=name, port=port, cluster=c, os_user=c.os_user)
 
 
 @task(name="start restored instance", cache_policy=NO_CACHE)
-def start_instance(data_dir: str, log_file: str, os_user: str | None, timeout: int) -> scratch.Phase:
+def start_instance(data_dir: str, log_file: str, os_user: str | None, timeout: int) -> Phase:
     """pg_ctl start -w on the restored directory."""
     return scratch.start_instance(Path(data_dir), Path(log_file), os_user, timeout)
 
 
 @task(name="wait for recovery target", cache_policy=NO_CACHE)
-def wait_at_target(info: ConnInfo, manifest: BackupManifest, timeout: float) -> tuple[scratch.Phase, RecoveryState]:
-    """Recovery paused exactly at the backup's target."""
-    return scratch.wait_at_target(info, manifest, timeout)
+def wait_recovered(info: ConnInfo, data_dir: str, log_file: str, os_user: str | None, ending: scratch.Ending,
+                   target: RestoreTarget, timeout: float) -> Phase:
+    """Recovery reached the target (promoted or paused there): the instance is consistent."""
+    return scratch.wait_recovered(info, Path(data_dir), Path(log_file), os_user, ending, target, timeout)
 
 
-@task(name="compare fingerprint", cache_policy=NO_CACHE)
-def check_fingerprint(info: ConnInfo, manifest: BackupManifest) -> tuple[scratch.Phase, list[scratch.TableCheck]]:
-    """Row counts and checksums of the restored tables against the manifest."""
-    return scratch.check_fingerprint(info, manifest)
+@task(name="check data", cache_policy=NO_CACHE)
+def check_data(info: ConnInfo, target: RestoreTarget) -> tuple[Phase, list[TableCheck]]:
+    """Rows and checksums of the fingerprint tables (equal to the proof at its restore point)."""
+    return scratch.check_data(info, target)
 
 
 @task(name="tear down", cache_policy=NO_CACHE)
-def remove_dir(path: str, os_user: str | None) -> scratch.Phase:
+def remove_dir(path: str, os_user: str | None) -> Phase:
     """Stop the instance on ``path`` and delete it."""
     return scratch.remove_dir(Path(path), os_user)
+
+
+@task(name="record verification", cache_policy=NO_CACHE)
+def record_verification(topology: Topology, cluster: str, region: str | None, verdict: Verification) -> str:
+    """Store the verdict beside the set's proof record (the monitoring reads the newest)."""
+    return ProofStore.for_cluster(topology, cluster, region).record_verification(verdict)
 
 
 # -- restore onto a node: its disk steps go through the node seam -------------------------
@@ -84,14 +101,14 @@ def remove_dir(path: str, os_user: str | None) -> scratch.Phase:
 
 
 @task(name="read restore facts", cache_policy=NO_CACHE)
-def restore_facts(topology: Topology, cluster: str, node: str) -> real.RestoreDiskFacts:
-    """Free space beside the node's data directory, whether it runs, whether it holds data."""
-    return node_operator_for(topology, cluster).restore_facts(node)
+def restore_facts(topology: Topology, cluster: str, node: str, repo: int) -> real.RestoreDiskFacts:
+    """Free space beside the node's data directory, running, holds data, and the repository's sets."""
+    return node_operator_for(topology, cluster).restore_facts(node, repo)
 
 
 @task(name="restore beside the node and verify", cache_policy=NO_CACHE)
 def stage(topology: Topology, cluster: str, request: real.StageRequest) -> real.StagedRestore:
-    """Download, unpack, pg_verifybackup, start on a loopback port, recover to target, fingerprint."""
+    """pgbackrest restore into an empty directory beside the node, start on a loopback port, recover, prove."""
     return node_operator_for(topology, cluster).restore_stage(request.plan.node, request)
 
 

@@ -1,9 +1,10 @@
-"""Results of restore verification, and the real restore onto a node: plan, swap, roll back.
+"""Restores with pgBackRest: which set and target, restore verification's result, and the real restore onto a node.
 
-A real restore never writes into the node's data directory.  It restores *beside* it
-(``<data_dir>.restore-<backup_id>``), proves the copy exactly as restore verification
-does, and only then swaps directories: the old one is renamed aside
-(``<data_dir>.pre-restore-<backup_id>``) and kept until the node runs from the new one.
+A real restore never writes into the node's data directory.  ``pgbackrest restore``
+writes into an EMPTY directory beside it (``<data_dir>.restore-<label>``; a used one is
+refused), the copy is started on a loopback port, recovers to the target and is
+proven, and only then are the directories swapped: the old one is renamed aside
+(``<data_dir>.pre-restore-<label>``) and kept until the node runs from the new one.
 A failure after the swap swaps back.
 """
 
@@ -12,45 +13,57 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel
 
-from regionops.backup.manifest import BackupManifest, human_bytes
+from regionops.backup import scratch
 from regionops.backup.restore_model import (
     Activation,
     ActivatedRestore,
     ActivateRequest,
+    BackupSet,
+    Fingerprint,
+    Phase,
+    RequestedTarget,
     RestoreDiskFacts,
     RestorePlan,
+    RestoreTarget,
+    Role,
     StagedRestore,
     StageRequest,
+    TableCheck,
+    human_bytes,
 )
-from regionops.backup import scratch
-from regionops.backup.scratch import Phase, TableCheck, stop_instance
+from regionops.backup.scratch import stop_instance
+from regionops.drivers import pgbackrest
 from regionops.drivers.backupsql import BackupSql
-from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.pgconf import (
+    ARCHIVE_CONF,
     clear_recovery_target,
     configure_standby,
     set_auto_conf,
     slot_name,
+    write_archive_settings,
     write_node_settings,
 )
 from regionops.drivers.pgtools import PgCtl, chown_to
 from regionops.drivers.postgres import ConnInfo, NodeState, SqlObserver, conninfo_for
-from regionops.errors import PreconditionFailed, TransientError, VerificationFailed
+from regionops.errors import ConfigurationError, PreconditionFailed, TransientError, VerificationFailed
+from regionops.lsn import Lsn
 from regionops.node.local import replication_conninfo, server_log
 from regionops.topology import Topology
 from regionops.waiting import poll_until
 
+
 class RestoreVerification(BaseModel):
     """The outcome of a restore verification: phases, times and what the data looked like."""
 
-    backup_id: str
+    label: str
     cluster: str
-    bucket: str
+    repo: int
+    target: str
     passed: bool
     phases: list[Phase]
     restore_seconds: float
@@ -59,116 +72,173 @@ class RestoreVerification(BaseModel):
     error: str | None = None
 
     def sentence(self) -> str:
-        """'backup … of core restored and verified in 8.2 s (total 9.0 s): public.app_events 5000 rows match'."""
+        """'backup … of core restored to … and verified: restore time 3.1 s (total 4.0 s); public.orders 5000 rows match'."""
         if not self.passed:
-            return f"restore verification of backup {self.backup_id} of {self.cluster} FAILED: {self.error}"
-        data = "; ".join(f"{t.table} {t.restored_rows} rows match" for t in self.tables) or "no fingerprint tables"
-        return (
-            f"backup {self.backup_id} of {self.cluster} restored and verified: restore time "
-            f"{self.restore_seconds:.1f} s (total {self.total_seconds:.1f} s); {data}"
-        )
+            return f"restore verification of backup {self.label} of {self.cluster} FAILED: {self.error}"
+        verb = "match the proof" if any(t.compared for t in self.tables) else "(counted)"
+        data = "; ".join(f"{t.table} {t.restored_rows} rows" for t in self.tables) or "no fingerprint tables"
+        return (f"backup {self.label} of {self.cluster} restored from repo{self.repo} to {self.target} and verified: "
+                f"restore time {self.restore_seconds:.1f} s (total {self.total_seconds:.1f} s); {data} {verb}")
 
 
-def plan_restore(
-    topology: Topology,
-    cluster_name: str,
-    node: str,
-    manifest: BackupManifest,
-    bucket: str,
-    states: dict[str, NodeState],
-    disk: RestoreDiskFacts,
-    role: Literal["auto", "replica", "primary"] = "auto",
-) -> RestorePlan:
+# -- which set, which target (pure: what pgBackRest lists and the proof record) -----------
+def _parse_time(value: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise ConfigurationError(f"target time {value!r} is not a time such as '2026-11-24 14:04:00+00'") from exc
+    if when.tzinfo is None:
+        raise ConfigurationError(f"target time {value!r} has no time zone; give it, e.g. '{value}+00'")
+    return when
+
+
+def choose_set(cluster: str, sets: list[BackupSet], repo: int, label: str | None,
+               target_type: RequestedTarget, target: str | None) -> BackupSet:
+    """The backup set to restore: ``label``, or the newest that ended before a time/LSN target (else the newest).
+
+    Refuses a set that does not exist, and a target before the chosen set's end
+    (recovery can only stop after the backup it starts from is consistent).
+    """
+    if target_type in ("time", "lsn", "name") and not target:
+        raise ConfigurationError(f"a {target_type} target needs `target`")
+    if target_type not in ("time", "lsn", "name") and target:
+        raise ConfigurationError(f"`target` {target!r} is only for time, lsn or name targets, not {target_type}")
+    if not sets:
+        raise PreconditionFailed(f"repo{repo} of {cluster} holds no backup set to restore")
+    when = _parse_time(target) if target_type == "time" and target else None
+    lsn = Lsn.parse(target) if target_type == "lsn" and target else None
+
+    def ended_before(s: BackupSet) -> bool:
+        if when is not None:
+            return s.stopped <= when
+        if lsn is not None and s.lsn_stop:
+            return Lsn.parse(s.lsn_stop) <= lsn
+        return True
+
+    if label:
+        chosen = next((s for s in sets if s.label == label), None)
+        if chosen is None:
+            raise PreconditionFailed(f"backup set {label} does not exist in repo{repo} of {cluster}; sets there: "
+                                     + ", ".join(s.label for s in sets))
+        if not ended_before(chosen):
+            ended = chosen.lsn_stop if lsn is not None else f"{chosen.stopped:%Y-%m-%d %H:%M:%S}+00"
+            raise PreconditionFailed(
+                f"target {target_type} {target} is before backup set {label} ended ({ended}): recovery can only "
+                "stop after the end of the backup it starts from; choose an older set or a later target")
+        return chosen
+    fitting = [s for s in sets if ended_before(s)]
+    if not fitting:
+        raise PreconditionFailed(f"no backup set in repo{repo} of {cluster} ended before {target_type} {target}; "
+                                 f"the oldest, {sets[0].label}, ended {sets[0].stopped:%Y-%m-%d %H:%M:%S}+00")
+    return fitting[-1]
+
+
+def target_for(cluster: str, chosen: BackupSet, target_type: RequestedTarget, target: str | None,
+               proof_point: str | None, proof: dict[str, Fingerprint], tables: list[str]) -> RestoreTarget:
+    """Where recovery of ``chosen`` stops; ``proof`` applies when that is the set's proof restore point.
+
+    ``proof``: the set's proof record has a restore point: stop there and compare the
+    fingerprint; without one, recover to the end of the archive and count rows.
+    """
+    base = dict(cluster=cluster, label=chosen.label, repo=chosen.repo,
+                set_stopped=f"{chosen.stopped:%Y-%m-%d %H:%M:%S}+00", tables=sorted(proof) or tables)
+    if target_type == "proof":
+        if proof_point:
+            return RestoreTarget(**base, type="name", target=proof_point, proof_point=True, expected=proof)
+        return RestoreTarget(**base, type="default")
+    at_proof = target_type == "name" and bool(proof_point) and target == proof_point
+    return RestoreTarget(**base, type=target_type, target=target, proof_point=at_proof,
+                         expected=proof if at_proof else {})
+
+
+# -- restore onto a node ----------------------------------------------------------------
+def plan_restore(topology: Topology, cluster_name: str, node: str, target: RestoreTarget,
+                 states: dict[str, NodeState], disk: RestoreDiskFacts, role: str = "auto") -> RestorePlan:
     """Decide role and paths, and refuse what would be unsafe.  Changes nothing.
 
-    ``disk`` is what the node's host read from its disk (:func:`disk_facts`, run through
-    the node seam): free space beside the data directory, whether it runs, whether it holds data.
+    ``disk`` is what the node's host read (:func:`disk_facts`, through the node seam):
+    free space beside the data directory, whether it runs, whether it holds data.
     """
-    _, cluster = topology.cluster(cluster_name)
-    target = topology.node(cluster_name, node)
+    target_node = topology.node(cluster_name, node)
     state = states.get(node)
     primaries = [n for n, s in states.items() if s.reachable and s.role == "primary" and n != node]
     if state is not None and state.reachable and state.role == "primary":
         raise PreconditionFailed(
             f"{node} is the running primary of {cluster_name}; restoring over it would take the cluster's writer "
-            "down. Fail over or stop it first"
-        )
-    if role == "auto":
-        role = "replica" if primaries else "primary"
+            "down. Fail over or stop it first")
+    chosen: Role = ("replica" if primaries else "primary") if role == "auto" else role  # type: ignore[assignment]
     primary = primaries[0] if primaries else None
-    if role == "replica":
-        if primary is None:
-            raise PreconditionFailed(f"cannot restore {node} as a replica: {cluster_name} has no reachable primary")
-        sysid = states[primary].system_identifier
-        if sysid and sysid != manifest.system_identifier:
-            raise PreconditionFailed(
-                f"backup {manifest.backup_id} is of system {manifest.system_identifier}, but primary {primary} is "
-                f"system {sysid}: a replica restored from it could never stream"
-            )
-    elif primaries:
+    if chosen == "replica" and primary is None:
+        raise PreconditionFailed(f"cannot restore {node} as a replica: {cluster_name} has no reachable primary")
+    if chosen == "primary" and primaries:
         raise PreconditionFailed(
-            f"cannot restore {node} as a primary while {primaries[0]} is a reachable primary (split brain)"
-        )
-    data_dir = Path(target.data_dir)
-    parent = data_dir.parent
-    free = disk.free_bytes
-    needed = int(manifest.size_before * 1.1)
-    if needed > free:
-        raise PreconditionFailed(
-            f"{parent} has {human_bytes(free)} free; restoring backup {manifest.backup_id} needs about "
-            f"{human_bytes(needed)}"
-        )
-    staging = Path(f"{data_dir}.restore-{manifest.backup_id}")
-    has_data, running = disk.has_data, disk.running
+            f"cannot restore {node} as a primary while {primaries[0]} is a reachable primary (split brain)")
+    if chosen == "replica" and target.type == "default":
+        # The end of the archive would end recovery (a new timeline that could never stream
+        # from the primary): a replica stops at the backup's end and streams the rest.
+        target = target.model_copy(update={"type": "immediate", "target": None})
+    data_dir = Path(target_node.data_dir)
+    size = next((s.size for s in disk.sets if s.label == target.label), 0)
+    needed = int(size * 1.1)
+    if needed > disk.free_bytes:
+        raise PreconditionFailed(f"{data_dir.parent} has {human_bytes(disk.free_bytes)} free; restoring backup "
+                                 f"{target.label} needs about {human_bytes(needed)}")
     return RestorePlan(
-        cluster=cluster_name, node=node, backup_id=manifest.backup_id, bucket=bucket, role=role, primary=primary,
-        data_dir=str(data_dir), staging_dir=str(staging), old_dir=f"{data_dir}.pre-restore-{manifest.backup_id}",
-        node_running=running, node_has_data=has_data, needed_bytes=needed, free_bytes=free,
-    )
+        cluster=cluster_name, node=node, target=target, role=chosen, primary=primary, data_dir=str(data_dir),
+        staging_dir=f"{data_dir}.restore-{target.label}", old_dir=f"{data_dir}.pre-restore-{target.label}",
+        node_running=disk.running, node_has_data=disk.has_data, needed_bytes=needed, free_bytes=disk.free_bytes)
 
 
-def disk_facts(topology: Topology, cluster_name: str, node: str) -> RestoreDiskFacts:
-    """Read, on the node's host, what :func:`plan_restore` needs from the node's disk.  Changes nothing."""
+def disk_facts(topology: Topology, cluster_name: str, node: str, repo: int = 1) -> RestoreDiskFacts:
+    """Read, on the node's host, what :func:`plan_restore` needs: its disk, and the sets pgBackRest lists."""
     _, cluster = topology.cluster(cluster_name)
     data_dir = Path(topology.node(cluster_name, node).data_dir)
     parent = data_dir.parent
     free = shutil.disk_usage(parent if parent.exists() else "/").free
     has_data = data_dir.exists() and any(data_dir.iterdir())
     running = (data_dir / "postmaster.pid").exists() and PgCtl(data_dir, cluster.os_user).is_running()
-    return RestoreDiskFacts(node=node, data_dir=str(data_dir), free_bytes=free, running=running, has_data=has_data)
+    return RestoreDiskFacts(node=node, data_dir=str(data_dir), free_bytes=free, running=running, has_data=has_data,
+                            sets=scratch.list_sets(topology, cluster_name, repo))
+
+
+def work_dir_of(staging: Path) -> Path:
+    """The staging copy's pgBackRest configuration, spool and logs, beside it (its restore_command names it)."""
+    return staging.with_name(f"{staging.name}.pgbackrest")
 
 
 def stage(topology: Topology, request: StageRequest) -> StagedRestore:
-    """On the node's host: restore the backup beside the node's data, start it on a loopback port, prove it.
+    """On the node's host: pgbackrest restore beside the node's data, start it on a loopback port, prove it.
 
-    The staging directory must be new or empty (a restore never writes into a used
-    directory); any failure removes only the staging copy, so the node's own data
-    directory is never touched here.  A restore as primary ends recovery at the target.
+    The staging directory must be new or empty: a used one is refused, naming it, and
+    left as it was.  Any later failure removes only the staging copy, so the node's own
+    data directory is never touched here.  A restore as primary ends recovery at the target.
     """
-    plan, manifest = request.plan, request.manifest
+    plan = request.plan
+    target = plan.target
     _, cluster = topology.cluster(plan.cluster)
     os_user = cluster.os_user
     staging = Path(plan.staging_dir)
+    work = work_dir_of(staging)
+    log_file = Path(f"{staging}.log")
+    ending = "promoted" if target.type == "default" else "paused"
+    first = scratch.prepare_empty_dir(staging, os_user)  # before the try: a refusal changes nothing
     port = scratch.free_port()  # free on THIS host, where the staging instance runs
     info = ConnInfo(scratch.LOOPBACK, port, cluster.database, cluster.user,
                     cluster.password.resolve() if cluster.password else None)
-    store = objectstore_for(topology)
-    phases: list[Phase] = []
+    phases: list[Phase] = [first]
     try:
-        phases.append(scratch.prepare_empty_dir(staging, os_user))
-        phases.append(scratch.fetch_and_unpack(store, plan.bucket, manifest, "base", staging, os_user))
-        phases.append(scratch.verify_pg_backup(staging, manifest, os_user))
+        shutil.rmtree(work, ignore_errors=True)  # only pgBackRest's files of an earlier attempt
+        driver = pgbackrest.restore_driver(topology, plan.cluster, staging, work)
+        phases.append(scratch.restore_into(driver, staging, target, ending))  # type: ignore[arg-type]
         original_hba = (staging / "pg_hba.conf").read_text()
-        phases.append(scratch.fetch_and_unpack(store, plan.bucket, manifest, "wal", staging, os_user))
-        phases.append(scratch.configure_instance(staging, manifest, name=f"restore-{plan.node}", port=port,
-                                                 cluster=cluster, os_user=os_user))
-        phases.append(scratch.start_instance(staging, Path(f"{staging}.log"), os_user,
-                                             request.start_timeout_seconds))
-        phase, _ = scratch.wait_at_target(info, manifest, request.recovery_timeout_seconds)
+        phases.append(scratch.configure_instance(staging, name=f"restore-{plan.node}", port=port, cluster=cluster,
+                                                 os_user=os_user))
+        phases.append(scratch.start_instance(staging, log_file, os_user, request.start_timeout_seconds))
+        phases.append(scratch.wait_recovered(info, staging, log_file, os_user, ending, target,  # type: ignore[arg-type]
+                                             request.recovery_timeout_seconds))
+        phase, tables = scratch.check_data(info, target)
         phases.append(phase)
-        phase, tables = scratch.check_fingerprint(info, manifest)
-        phases.append(phase)
-        if plan.role == "primary":
+        if plan.role == "primary" and ending == "paused":
             started = time.monotonic()
             sql = BackupSql(info)
             sql.end_recovery()
@@ -179,6 +249,7 @@ def stage(topology: Topology, request: StageRequest) -> StagedRestore:
         stop_instance(staging, os_user, mode="fast")  # clean, so the swapped directory needs no crash recovery
     except BaseException:
         scratch.remove_dir(staging, os_user)
+        shutil.rmtree(work, ignore_errors=True)
         raise
     return StagedRestore(node=plan.node, staging_dir=str(staging), phases=phases, tables=tables,
                          original_hba=original_hba, promoted=plan.role == "primary")
@@ -240,9 +311,18 @@ def configure_role(plan: RestorePlan, topology: Topology, original_hba: str | No
         chown_to(data_dir / "pg_hba.conf", cluster.os_user)
     clear_recovery_target(data_dir, cluster.os_user)
     write_node_settings(data_dir, node=plan.node, host=node.host, port=node.port, os_user=cluster.os_user)
-    # The staging instance's port and name overrides must not outlive it.
+    # The staging instance's overrides, and pgBackRest's recovery settings (its
+    # restore_command names the staging configuration), must not outlive it.
     set_auto_conf(data_dir, {"port": None, "listen_addresses": None, "cluster_name": None,
-                             "unix_socket_directories": None, "archive_mode": None, "hot_standby": None}, cluster.os_user)
+                             "unix_socket_directories": None, "archive_mode": None, "hot_standby": None,
+                             "shared_buffers": None, "recovery_target_time": None, "recovery_target_xid": None},
+                  cluster.os_user)
+    if (data_dir / ARCHIVE_CONF).exists():
+        # The backup's archive settings name the node it was taken from: archive as this node.
+        stanza = pgbackrest.plan_stanza(topology, plan.cluster)
+        pgbackrest.write_config(topology, stanza, plan.node)
+        write_archive_settings(data_dir, pgbackrest.archive_settings(stanza, plan.node, pgbackrest.binary()),
+                               cluster.os_user)
     if plan.role == "replica":
         assert plan.primary is not None
         configure_standby(data_dir, primary_conninfo=replication_conninfo(cluster, plan.primary, plan.node),
@@ -254,7 +334,7 @@ def configure_role(plan: RestorePlan, topology: Topology, original_hba: str | No
 def swap_back(plan: RestorePlan, activation: Activation | None, os_user: str | None, restart_old: bool) -> str:
     """Undo :func:`swap_in` after a failure: the new data aside, the old data back, old server restarted."""
     data_dir, old = Path(plan.data_dir), Path(plan.old_dir)
-    failed = Path(f"{plan.data_dir}.failed-restore-{plan.backup_id}")
+    failed = Path(f"{plan.data_dir}.failed-restore-{plan.label}")
     try:
         stop_instance(data_dir, os_user, mode="immediate")
     except Exception:  # noqa: BLE001 - best effort: the rename below is what matters
@@ -273,6 +353,7 @@ def swap_back(plan: RestorePlan, activation: Activation | None, os_user: str | N
 def remove_old(plan: RestorePlan, activation: Activation) -> str:
     """Delete the old directory (and the staging instance's log) once the node runs from the restored one."""
     Path(f"{plan.staging_dir}.log").unlink(missing_ok=True)
+    shutil.rmtree(work_dir_of(Path(plan.staging_dir)), ignore_errors=True)
     if activation.old_dir and Path(activation.old_dir).exists():
         shutil.rmtree(activation.old_dir)
         return f"removed the old data directory {activation.old_dir}"

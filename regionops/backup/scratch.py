@@ -1,44 +1,43 @@
-"""Restoring a backup into a directory and proving it: the steps restore-verify and restore share.
+"""Restoring a backup set into an empty directory with pgBackRest and proving it: the steps both runbooks share.
 
-Each step is a function that returns a typed result with its duration, so the
-runbooks can time every phase.  Downloads are streamed: each object is hashed while
-it is fed to ``tar -x``, and a checksum that does not match the manifest fails the
-step naming the object (so does a missing or truncated object).  The instance is
-started on a loopback port with a throwaway pg_hba.conf, and recovery stops at the
-backup's recovery target and pauses there, read-only, for the fingerprint check.
+Each step returns a :class:`Phase` with its duration, so the runbooks time every part.
+``pgbackrest restore`` writes the recovery settings (restore_command, target, action);
+the instance then starts on a free loopback port with a throwaway pg_hba.conf, no
+archiving and small buffers, recovers to the target, and its fingerprint tables are
+counted (and compared with the proof when recovery stopped at the proof's restore point).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Literal
 
-from regionops.backup.manifest import BackupManifest, StoredObject, human_bytes
-from regionops.backup.restore_model import Phase, TableCheck
-from regionops.drivers.backupsql import BackupSql, RecoveryState
-from regionops.drivers.basebackup import ExtractFailed, TarExtract
-from regionops.drivers.objectstore import ObjectNotFound, ObjectStore
-from regionops.drivers.pgconf import configure_recovery_target, set_auto_conf, write_hba
-from regionops.drivers.pgtools import PgCtl, chown_to, reachable_by, run_tool, tool
+from regionops.backup.restore_model import BackupSet, Phase, RestoreTarget, TableCheck, human_bytes
+from regionops.drivers.backupsql import BackupSql
+from regionops.drivers.pgbackrest import PgBackRest, restore_driver
+from regionops.drivers.pgconf import set_auto_conf, write_hba
+from regionops.drivers.pgtools import PgCtl, chown_to, reachable_by
 from regionops.drivers.postgres import ConnInfo
 from regionops.errors import (
     ConfigurationError,
     ExternalSystemError,
     PreconditionFailed,
+    RunbookError,
     TransientError,
     VerificationFailed,
 )
-from regionops.topology import Cluster
+from regionops.topology import Cluster, Topology
 from regionops.waiting import poll_until
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+Ending = Literal["paused", "promoted"]
 
 
 def free_port() -> int:
@@ -49,7 +48,7 @@ def free_port() -> int:
 
 
 def prepare_empty_dir(path: Path, os_user: str | None) -> Phase:
-    """Create ``path`` as an empty 0700 directory owned by ``os_user``; refuse a non-empty one."""
+    """Create ``path`` as an empty 0700 directory owned by ``os_user``; refuse a non-empty one, naming it."""
     started = time.monotonic()
     if path.exists() and any(path.iterdir()):
         raise PreconditionFailed(f"{path} exists and is not empty; a restore never writes into a used directory")
@@ -64,96 +63,75 @@ def prepare_empty_dir(path: Path, os_user: str | None) -> Phase:
     return Phase(phase="prepare", seconds=time.monotonic() - started, detail=f"empty directory {path}")
 
 
-def fetch_and_unpack(
-    store: ObjectStore, bucket: str, manifest: BackupManifest, kind: str, target: Path, os_user: str | None
-) -> Phase:
-    """Download the backup's ``kind`` objects ("base" or "wal"), verify each sha256, unpack into ``target``."""
-    objects = manifest.base_objects if kind == "base" else manifest.wal_objects
-    started = time.monotonic()
-    if not objects:
-        return Phase(phase=f"download + unpack {kind}", seconds=0.0, detail="nothing to fetch")
-    compression = manifest.compression if kind == "base" else "gzip"
-    total = 0
-    with TarExtract(target, compression, os_user) as tar:
-        for obj in objects:
-            total += _feed(store, bucket, manifest.backup_id, obj, tar)
-        try:
-            tar.finish()
-        except ExtractFailed as exc:
-            raise VerificationFailed(
-                f"backup {manifest.backup_id}: s3://{bucket}/{objects[-1].key} (the last {kind} object) "
-                f"ended a tar stream that does not unpack: {exc}"
-            ) from exc
-    seconds = time.monotonic() - started
-    return Phase(
-        phase=f"download + unpack {kind}", seconds=seconds,
-        detail=f"{len(objects)} object(s), {human_bytes(total)}, every sha256 matches "
-               f"({human_bytes(total / max(seconds, 1e-6))}/s)",
-    )
+def backup_sets(driver: PgBackRest, repo: int) -> list[BackupSet]:
+    """The good backup sets pgBackRest lists in ``repo``, oldest first."""
+    return [BackupSet(label=b.label, type=b.type, repo=b.repo, stopped=b.stopped, lsn_stop=b.lsn_stop, size=b.size)
+            for b in driver.info(repo=repo).backups if not b.error and b.repo == repo]
 
 
-def _feed(store: ObjectStore, bucket: str, backup_id: str, obj: StoredObject, tar: TarExtract) -> int:
-    """Stream one object into tar, hashing it; VerificationFailed naming the object when it is wrong."""
-    where = f"s3://{bucket}/{obj.key}"
-    digest, size = hashlib.sha256(), 0
-    chunks = store.iter_object(bucket, obj.key)
-    unpack_error: ExtractFailed | None = None
+def list_sets(topology: Topology, cluster: str, repo: int) -> list[BackupSet]:
+    """``pgbackrest info`` of ``repo`` on this machine, through a throwaway restore configuration."""
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="regionops-pgbackrest-info-"))
+    os.chmod(work, 0o755)  # the OS user that runs pgbackrest reads its configuration in there
     try:
-        for chunk in chunks:
-            digest.update(chunk)
-            size += len(chunk)
-            if unpack_error is None:
-                try:
-                    tar.write(chunk)
-                except ExtractFailed as exc:
-                    # Keep hashing: the checksum tells corrupt data from a tar problem.
-                    unpack_error = exc
-    except ObjectNotFound as exc:
-        raise VerificationFailed(f"backup {backup_id}: object {where} is missing") from exc
-    if size != obj.size or digest.hexdigest() != obj.sha256:
-        what = "truncated" if size < obj.size else "corrupt"
-        raise VerificationFailed(
-            f"backup {backup_id}: object {where} is {what}: {size} bytes with sha256 {digest.hexdigest()[:16]}…, "
-            f"the manifest says {obj.size} bytes with sha256 {obj.sha256[:16]}…"
-        )
-    if unpack_error is not None:
-        raise VerificationFailed(f"backup {backup_id}: object {where} does not unpack: {unpack_error}")
-    return size
+        return backup_sets(restore_driver(topology, cluster, work / "none", work / "pgbackrest"), repo)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def verify_pg_backup(data_dir: Path, manifest: BackupManifest, os_user: str | None, timeout: float = 3600) -> Phase:
-    """pg_verifybackup against the backup_manifest inside the archive, when there is one."""
-    started = time.monotonic()
-    if not manifest.pg_manifest:
-        return Phase(phase="pg_verifybackup", seconds=0.0,
-                     detail="skipped: server-side compression leaves no backup_manifest in the stream")
+def restore_into(driver: PgBackRest, data_dir: Path, target: RestoreTarget, ending: Ending,
+                 timeout: float = 6 * 3600) -> Phase:
+    """``pgbackrest restore`` of the target's set into the empty ``data_dir``, recovering to the target.
+
+    ``ending``: ``promoted`` ends recovery at the target (a new timeline), ``paused``
+    keeps it in recovery there (to become a replica); the end of the archive always ends it.
+    """
+    action = "pause" if ending == "paused" else "promote"
     try:
-        output = run_tool([tool("pg_verifybackup"), str(data_dir)], os_user=os_user, timeout=timeout)
-    except (ExternalSystemError, TransientError) as exc:
-        raise VerificationFailed(f"backup {manifest.backup_id}: pg_verifybackup failed: {exc}") from exc
-    return Phase(phase="pg_verifybackup", seconds=time.monotonic() - started,
-                 detail=output.strip().splitlines()[-1] if output.strip() else "verified")
+        result = driver.restore(data_dir, target_type=target.type, target=target.target, repo=target.repo,
+                                backup_set=target.label, target_action=action, timeout=timeout)
+    except ExternalSystemError as exc:
+        raise _diagnosed(driver, target, exc) from exc
+    return Phase(phase="pgbackrest restore", seconds=result.seconds,
+                 detail=f"backup {target.label} from repo{target.repo} into {data_dir}, to {target.describe()}")
 
 
-def configure_instance(
-    data_dir: Path, manifest: BackupManifest, *, name: str, port: int, cluster: Cluster, os_user: str | None
-) -> Phase:
-    """Settings for a restored instance on a loopback port, recovering to the backup's target.
+def _diagnosed(driver: PgBackRest, target: RestoreTarget, failure: ExternalSystemError) -> VerificationFailed:
+    """A failed restore, with what ``pgbackrest verify`` of the repository names (its message rarely names the object)."""
+    try:
+        driver.verify(repo=target.repo)
+    except VerificationFailed as found:
+        return VerificationFailed(f"backup {target.label}: {failure}; {found}")
+    except RunbookError as other:
+        return VerificationFailed(f"backup {target.label}: {failure}; pgbackrest verify could not run: {other}")
+    return VerificationFailed(f"backup {target.label}: {failure}; pgbackrest verify of repo{target.repo} found "
+                              "every object intact")
+
+
+def configure_instance(data_dir: Path, *, name: str, port: int, cluster: Cluster, os_user: str | None) -> Phase:
+    """A restored directory as a private instance: loopback port, no archiving, small buffers, no standby role.
 
     pg_hba.conf is replaced with loopback-only trust for the cluster user: the instance
     is private to this machine, and the production rules may not admit loopback at all.
-    Call after pg_verifybackup (which checks the original files).
     """
     started = time.monotonic()
     set_auto_conf(data_dir, {
-        "port": str(port), "listen_addresses": LOOPBACK, "cluster_name": name,
-        "unix_socket_directories": "", "archive_mode": "off", "hot_standby": "on",
+        "port": str(port), "listen_addresses": LOOPBACK, "cluster_name": name, "unix_socket_directories": "",
+        "archive_mode": "off", "hot_standby": "on", "shared_buffers": "32MB",
         "primary_conninfo": None, "primary_slot_name": None,
     }, os_user)
+    (data_dir / "standby.signal").unlink(missing_ok=True)
     write_hba(data_dir, [f"host all {cluster.user} {LOOPBACK}/32 trust"], os_user)
-    configure_recovery_target(data_dir, manifest.recovery_target.settings(), os_user)
     return Phase(phase="configure", seconds=time.monotonic() - started,
-                 detail=f"port {port}, recover to {manifest.recovery_target.describe()}")
+                 detail=f"private instance on {LOOPBACK}:{port}, archiving off")
+
+
+def _log_tail(log_file: Path) -> str:
+    if not log_file.exists():
+        return ""
+    return " | ".join(log_file.read_text(errors="replace").strip().splitlines()[-4:])
 
 
 def start_instance(data_dir: Path, log_file: Path, os_user: str | None, timeout: int = 600) -> Phase:
@@ -165,61 +143,64 @@ def start_instance(data_dir: Path, log_file: Path, os_user: str | None, timeout:
     try:
         PgCtl(data_dir, os_user, log_file).start(timeout=timeout)
     except (ExternalSystemError, TransientError) as exc:
-        tail = " | ".join(log_file.read_text(errors="replace").strip().splitlines()[-3:])
-        raise VerificationFailed(f"the restored instance in {data_dir} did not start: {exc}; log: {tail}") from exc
+        raise VerificationFailed(f"the restored instance in {data_dir} did not start: {exc}; "
+                                 f"log: {_log_tail(log_file)}") from exc
     return Phase(phase="start", seconds=time.monotonic() - started, detail="accepting connections")
 
 
-def wait_at_target(info: ConnInfo, manifest: BackupManifest, timeout: float = 600) -> tuple[Phase, RecoveryState]:
-    """Wait until recovery has stopped (paused) at the backup's recovery target."""
+def wait_recovered(info: ConnInfo, data_dir: Path, log_file: Path, os_user: str | None, ending: Ending,
+                   target: RestoreTarget, timeout: float = 1800) -> Phase:
+    """Wait until recovery reached the target: paused there, or ended (promoted).
+
+    Reaching it also means the instance is consistent.  PostgreSQL stops the server
+    when the archive ends before the target: that fails at once, with its log.
+    """
     started = time.monotonic()
     sql = BackupSql(info, statement_timeout_ms=30_000)
 
-    def paused() -> RecoveryState | None:
+    def reached() -> bool:
         try:
             state = sql.recovery_state()
         except TransientError:
-            return None
+            if not PgCtl(data_dir, os_user).is_running():
+                raise VerificationFailed(f"the restored instance stopped before reaching {target.describe()}: "
+                                         f"{_log_tail(log_file)}") from None
+            return False
+        if ending == "promoted":
+            return not state.in_recovery
         if not state.in_recovery:
-            raise VerificationFailed("the restored instance left recovery instead of pausing at its target")
-        return state if state.pause_state == "paused" else None
+            raise VerificationFailed(f"the restored instance left recovery instead of pausing at {target.describe()}")
+        return state.pause_state == "paused"
 
-    state = poll_until(paused, timeout=timeout, interval=0.1, what="recovery to reach the backup's target")
-    if manifest.recovery_target.lsn is not None and state.replay_lsn is not None \
-            and state.replay_lsn < manifest.recovery_target.lsn:
-        raise VerificationFailed(
-            f"recovery paused at {state.replay_lsn}, before the backup's target {manifest.recovery_target.lsn}"
-        )
+    poll_until(reached, timeout=timeout, interval=0.1, what=f"recovery to reach {target.describe()}")
     return Phase(phase="recover", seconds=time.monotonic() - started,
-                 detail=f"paused at {state.replay_lsn} ({manifest.recovery_target.describe()})"), state
+                 detail=f"{ending} at {target.describe()}: consistent")
 
 
-def check_fingerprint(info: ConnInfo, manifest: BackupManifest) -> tuple[Phase, list[TableCheck]]:
-    """Compare the restored tables with the manifest's fingerprint; VerificationFailed naming each mismatch."""
+def check_data(info: ConnInfo, target: RestoreTarget) -> tuple[Phase, list[TableCheck]]:
+    """Count the fingerprint tables; at the proof's restore point they must equal the proof exactly."""
     started = time.monotonic()
-    if not manifest.fingerprint:
-        return Phase(phase="fingerprint", seconds=0.0,
-                     detail=f"not compared: {manifest.fingerprint_note or 'no fingerprint recorded'}"), []
+    if not target.tables:
+        return Phase(phase="data", seconds=0.0, detail="no fingerprint tables configured: nothing to count"), []
     try:
-        restored = BackupSql(info).fingerprints(sorted(manifest.fingerprint))
+        restored = BackupSql(info).fingerprints(sorted(target.tables))
     except ExternalSystemError as exc:
-        raise VerificationFailed(f"backup {manifest.backup_id}: fingerprint tables unreadable: {exc}") from exc
-    checks = [
-        TableCheck(table=t, expected_rows=fp.rows, expected_checksum=fp.checksum,
-                   restored_rows=int(restored[t]["rows"]), restored_checksum=str(restored[t]["checksum"]))
-        for t, fp in sorted(manifest.fingerprint.items())
-    ]
+        raise VerificationFailed(f"backup {target.label}: fingerprint tables unreadable: {exc}") from exc
+    checks = []
+    for table in sorted(target.tables):
+        expected = target.expected.get(table) if target.proof_point else None
+        checks.append(TableCheck(
+            table=table, restored_rows=int(restored[table]["rows"]), restored_checksum=str(restored[table]["checksum"]),
+            expected_rows=expected.rows if expected else None, expected_checksum=expected.checksum if expected else None))
     bad = [c for c in checks if not c.matches]
     if bad:
         raise VerificationFailed(
-            f"backup {manifest.backup_id}: fingerprint mismatch: "
-            + "; ".join(
-                f"table {c.table} restored {c.restored_rows} rows (checksum {c.restored_checksum}), the manifest "
-                f"says {c.expected_rows} rows (checksum {c.expected_checksum})" for c in bad
-            )
-        )
+            f"backup {target.label}: fingerprint mismatch at {target.describe()}: " + "; ".join(
+                f"table {c.table} restored {c.restored_rows} rows (checksum {c.restored_checksum}), the proof says "
+                f"{c.expected_rows} rows (checksum {c.expected_checksum})" for c in bad))
     rows = ", ".join(f"{c.table} {c.restored_rows} rows" for c in checks)
-    return Phase(phase="fingerprint", seconds=time.monotonic() - started, detail=f"matches the manifest: {rows}"), checks
+    detail = f"matches the proof: {rows}" if target.proof_point else f"counted (no proof at this target): {rows}"
+    return Phase(phase="data", seconds=time.monotonic() - started, detail=detail), checks
 
 
 def stop_instance(data_dir: Path, os_user: str | None, mode: str = "fast") -> bool:
@@ -250,3 +231,7 @@ def remove_dir(path: Path, os_user: str | None) -> Phase:
         raise ExternalSystemError(f"could not remove {path}")
     detail = ("stopped the instance and " if stopped else "") + f"removed {path}"
     return Phase(phase="teardown", seconds=time.monotonic() - started, detail=detail)
+
+
+__all__ = ["LOOPBACK", "backup_sets", "check_data", "configure_instance", "free_port", "human_bytes", "list_sets",
+           "prepare_empty_dir", "remove_dir", "restore_into", "start_instance", "stop_instance", "wait_recovered"]

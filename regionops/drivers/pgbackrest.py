@@ -578,3 +578,39 @@ def _verify_problems(out: RunOutput) -> list[str]:
         return named
     return ["status: error (" + " ".join(ln.strip() for ln in text.splitlines() if "invalid" in ln or "missing:" in ln)
             + ")"] if re.search(r"^\s*status: error", text, re.M) else []
+
+
+# -- restoring into a directory of our own (restore verification, a node's staging copy) --
+RESTORE_NODE = "restore"  # the driver's node name for such a configuration: <work_dir>/<cluster>-restore.conf
+
+
+def restore_driver(topology: Topology, cluster_name: str, data_dir: Path, work_dir: Path,
+                   runner: Runner | None = None) -> PgBackRest:
+    """A driver on this machine whose configuration restores into ``data_dir`` (its pg1-path).
+
+    The stanza's repositories as every node has them, but the file, spool, lock and log
+    directories live in ``work_dir``: a restore never shares a lock or an archive-get
+    queue with a node archiving on the same host.  The restored instance's
+    restore_command names this file, so ``work_dir`` lives as long as that instance.
+    Node-local: run it where the directory is (a node's worker for a staging copy).
+    """
+    from regionops.drivers.pgtools import chown_to
+
+    base = plan_stanza(topology, cluster_name)
+    _, cluster = topology.cluster(base.cluster)
+    settings = base.settings.model_copy(update={
+        "config_dir": str(work_dir), "spool_dir": str(work_dir / "spool"), "lock_dir": str(work_dir / "lock"),
+        "log_dir": str(work_dir / "log"), "archive_async": False})
+    plan = base.model_copy(update={"settings": settings})
+    text = render_config(topology, plan, next(iter(cluster.nodes)))
+    head = text.split(f"\n[{plan.cluster}]\n", 1)[0]
+    body = f"{head}\n[{plan.cluster}]\npg1-path={data_dir}\npg1-user={cluster.user}\n"
+    for directory in (work_dir, work_dir / "lock", work_dir / "log"):
+        directory.mkdir(parents=True, exist_ok=True)
+        chown_to(directory, cluster.os_user)
+    path = plan.config_path(RESTORE_NODE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(body)
+    chown_to(path, cluster.os_user)
+    return PgBackRest(plan, RESTORE_NODE, runner or LocalRunner(cluster.os_user))

@@ -55,7 +55,7 @@ def perform(params: NodeOpParams, worker_region: str | None) -> NodeOpReply:
     elif name == "remove-replaced":
         reply.result = op.remove_replaced(node)
     elif name == "restore-facts":
-        reply.restore_facts = op.restore_facts(node)
+        reply.restore_facts = op.restore_facts(node, params.repo)
     elif name == "restore-stage":
         reply.staged = op.restore_stage(node, params.stage)
     elif name == "restore-activate":

@@ -300,11 +300,11 @@ class LocalNodeOperator:
                                    f"of {node}")
 
     # -- restore's disk steps (regionops.backup.restore does the work) ----------------
-    def restore_facts(self, node: str) -> RestoreDiskFacts:
+    def restore_facts(self, node: str, repo: int = 1) -> RestoreDiskFacts:
         from regionops.backup import restore
 
         self.require_standing(node)
-        return restore.disk_facts(self.topology, self.cluster_name, node)
+        return restore.disk_facts(self.topology, self.cluster_name, node, repo)
 
     def restore_stage(self, node: str, request: StageRequest) -> StagedRestore:
         from regionops.backup import restore
@@ -323,8 +323,8 @@ class LocalNodeOperator:
     def _require_own_plan(self, node: str, plan: RestorePlan) -> None:
         """A restore step touches only this node's data directory and the paths derived from it."""
         data = str(self.data_dir(node))
-        expected = (self.cluster_name, node, data, f"{data}.restore-{plan.backup_id}",
-                    f"{data}.pre-restore-{plan.backup_id}")
+        expected = (self.cluster_name, node, data, f"{data}.restore-{plan.label}",
+                    f"{data}.pre-restore-{plan.label}")
         if (plan.cluster, plan.node, plan.data_dir, plan.staging_dir, plan.old_dir) != expected:
             raise PreconditionFailed(
                 f"refusing to restore onto {node}: the plan names {plan.node} of {plan.cluster} with data directory "

@@ -36,6 +36,7 @@ class NodeOpParams(BaseModel):
     operation: Operation | ReadOperation | RestoreOperation = Field(description="the one step to perform")
     mode: StopMode = Field("fast", description="stop mode (stop only)")
     peer: str | None = Field(None, description="primary (configure-standby) or source (rewind, reclone)")
+    repo: int = Field(1, ge=1, description="pgBackRest repository whose backup sets to list (restore-facts only)")
     stage: StageRequest | None = Field(None, description="what to restore beside the node (restore-stage only)")
     activate: ActivateRequest | None = Field(None, description="the verified copy to swap in (restore-activate only)")
 

@@ -95,12 +95,12 @@ class NodeOperator(Protocol):
         """Delete data directories a reclone set aside."""
         ...
 
-    def restore_facts(self, node: str) -> RestoreDiskFacts:
-        """What a restore's plan needs from the node's disk: free space beside it, running, holds data."""
+    def restore_facts(self, node: str, repo: int = 1) -> RestoreDiskFacts:
+        """What a restore's plan needs from the node's host: free space, running, holds data, repo's backup sets."""
         ...
 
     def restore_stage(self, node: str, request: StageRequest) -> StagedRestore:
-        """Restore a backup beside the node's data directory and prove it (the data directory is untouched)."""
+        """pgbackrest restore into an empty directory beside the node's data and prove it (the data is untouched)."""
         ...
 
     def restore_activate(self, node: str, request: ActivateRequest) -> ActivatedRestore:

@@ -60,11 +60,13 @@ class RegionalNodeOperator:
         return f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else f"flow run {run_id}"
 
     def call(self, node: str, operation: str, *, mode: StopMode = "fast", peer: str | None = None,
-             stage: StageRequest | None = None, activate: ActivateRequest | None = None) -> NodeOpReply:
+             stage: StageRequest | None = None, activate: ActivateRequest | None = None,
+             repo: int = 1) -> NodeOpReply:
         """Run one node step on the node's regional worker and return its typed reply."""
         region = self.cluster.nodes[node].region
         params = NodeOpParams(topology=self.topology, cluster=self.cluster_name, node=node,
-                              operation=operation, mode=mode, peer=peer, stage=stage, activate=activate)
+                              operation=operation, mode=mode, peer=peer, stage=stage, activate=activate,
+                              repo=repo)
         where = f"node step {operation} of {node} (region {region}, pool {self.pool(node)})"
         try:
             # timeout=0: only create the (child) run; the waits below have deadlines of their own.
@@ -159,8 +161,8 @@ class RegionalNodeOperator:
     def remove_replaced(self, node: str) -> NodeOpResult:
         return self._change(self.call(node, "remove-replaced"))
 
-    def restore_facts(self, node: str) -> RestoreDiskFacts:
-        return self._got(self.call(node, "restore-facts"), "restore_facts")
+    def restore_facts(self, node: str, repo: int = 1) -> RestoreDiskFacts:
+        return self._got(self.call(node, "restore-facts", repo=repo), "restore_facts")
 
     def restore_stage(self, node: str, request: StageRequest) -> StagedRestore:
         return self._got(self.call(node, "restore-stage", stage=request), "staged")
