@@ -20,7 +20,6 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlo
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
-from flows.backup import BackupParams, backup
 from flows.replica_resync import ResyncParams, replica_resync
 from flows.restore import RestoreParams, restore
 from flows.switchover import SwitchoverParams, switchover
@@ -30,6 +29,7 @@ from regionops.node.messages import NodeOpParams
 from regionops.topology import load_topology
 from regionops.waiting import poll_until
 from tests import ha_tools as ha
+from tests.pgbackrest_tools import take_backup
 
 pytestmark = pytest.mark.lab
 
@@ -198,13 +198,13 @@ def test_restore_of_a_replica_runs_its_disk_steps_on_the_nodes_pool(regional):
     primary = ha.writer(cluster)
     assert primary in ("eu-1", "us-1") and ha.layout(cluster)[primary] == "primary"
     before = ha.write_rows(cluster, 5)
-    taken = backup(BackupParams(topology=str(path), notify=False, lock_wait_seconds=15))
+    taken = take_backup(load_topology(str(path)), "core", "full")
     after = ha.write_rows(cluster, 5)  # not in the backup: streamed once apac-1 runs again
     state = restore(RestoreParams(topology=str(path), node="apac-1", role="replica", require_approval=False,
                                   notify=False, lock_wait_seconds=15), return_state=True)
     assert state.is_completed(), state
     result = state.result()
-    assert result.plan.backup_id == taken.manifest.backup_id and result.plan.primary == primary
+    assert result.plan.label == taken.label and result.plan.primary == primary
     steps = assert_on_pools(node_runs(ha.run_id(state)), ha.run_id(state))
     assert steps == {"apac-1": ["restore-facts", "restore-stage", "restore-activate"]}
     assert result.verified_at is not None and result.swapped_at is not None and result.verified_at < result.swapped_at
@@ -212,5 +212,5 @@ def test_restore_of_a_replica_runs_its_disk_steps_on_the_nodes_pool(regional):
     poll_until(lambda: set(before + after) <= ha.row_ids(cluster, "apac-1"), timeout=30,
                what="apac-1 to have the rows of the backup and those written after it")
     data = cluster.cfg.data_dir("apac-1")
-    assert not data.with_name(f"{data.name}.restore-{taken.manifest.backup_id}").exists()
-    assert not data.with_name(f"{data.name}.pre-restore-{taken.manifest.backup_id}").exists()
+    assert not data.with_name(f"{data.name}.restore-{taken.label}").exists()
+    assert not data.with_name(f"{data.name}.pre-restore-{taken.label}").exists()

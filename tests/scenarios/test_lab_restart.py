@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import pytest
 
-from flows.backup import BackupParams, backup
 from flows.failover import FailoverParams, failover
 from flows.replica_resync import ResyncParams, replica_resync
 from flows.restore_verify import RestoreVerifyParams, restore_verify
-from regionops.backup.catalog import complete_backups
+from regionops.backup.scratch import list_sets
 from regionops.drivers.appwrite import HttpAppWriter
 from regionops.drivers.backupsql import BackupSql
-from regionops.drivers.objectstore import objectstore_for
 from regionops.lab import pglab
 from regionops.lab.lab import Lab, LabStatus
 from regionops.waiting import poll_until
 from tests import ha_tools as ha
 from tests import labtools
+from tests.pgbackrest_tools import take_backup
 
 pytestmark = pytest.mark.lab
 
@@ -72,8 +71,7 @@ def test_restart_after_failover_keeps_primary_fence_and_backups(ha_lab):
     # Given a backup of core (its fingerprint known) and rows written after it
     labtools.sql(lab, "eu-1").query(
         "INSERT INTO app_events (region, payload) SELECT 'eu', 'before-backup ' || g FROM generate_series(1, 200) g")
-    taken = backup(BackupParams(topology=topo, notify=False, copy_to=[], prune=False)).manifest
-    assert taken is not None
+    taken = take_backup(lab, "core", "full")
     expected = taken.fingerprint[TABLE]
     ha.write_rows(lab, 5)
 
@@ -108,11 +106,9 @@ def test_restart_after_failover_keeps_primary_fence_and_backups(ha_lab):
     assert ha.writer(lab) == "us-1"
     assert write_through_every_app(lab) == {"eu": "us-1", "us": "us-1", "apac": "us-1"}
     # And the backup taken before both restarts is listed and restore verification proves it
-    store = objectstore_for(lab.topology())
-    home = lab.topology().regions["eu"].bucket
-    assert taken.backup_id in {b.backup_id for b in complete_backups(store, home, "core")}
-    verdict = restore_verify(RestoreVerifyParams(topology=topo, backup_id=taken.backup_id, notify=False))
-    assert verdict.passed, verdict.sentence()
+    assert taken.label in {s.label for s in list_sets(lab.topology(), "core", 1)}
+    verdict = restore_verify(RestoreVerifyParams(topology=topo, label=taken.label, notify=False))
+    assert verdict.passed and taken.restore_point in verdict.target, verdict.sentence()
     restored = {t.table: (t.restored_rows, t.restored_checksum) for t in verdict.tables}
     assert restored[TABLE] == (expected.rows, expected.checksum)
     assert restored == {name: (f.rows, f.checksum) for name, f in taken.fingerprint.items()}

@@ -29,7 +29,7 @@ def test_a_blank_optional_field_is_none_but_a_blank_required_one_stays() -> None
     assert FailoverParams(node="", reason="", topology="").node is None
     assert SwitchoverParams(target="").target is None
     assert ResyncParams(node="", cluster="").cluster is None
-    assert RestoreParams(node="", backup_id="").backup_id is None
+    assert RestoreParams(node="", label="", target="").label is None
     assert RestoreParams(node="eu-2").node == "eu-2"
     assert FailoverParams(node="eu-1").node == "eu-1"
 
