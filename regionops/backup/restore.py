@@ -220,7 +220,7 @@ def stage(topology: Topology, request: StageRequest) -> StagedRestore:
     staging = Path(plan.staging_dir)
     work = work_dir_of(staging)
     log_file = Path(f"{staging}.log")
-    ending = "promoted" if target.type == "default" else "paused"
+    ending: scratch.Ending = "promoted" if target.type == "default" else "paused"
     first = scratch.prepare_empty_dir(staging, os_user)  # before the try: a refusal changes nothing
     port = scratch.free_port()  # free on THIS host, where the staging instance runs
     info = ConnInfo(scratch.LOOPBACK, port, cluster.database, cluster.user,
@@ -229,12 +229,12 @@ def stage(topology: Topology, request: StageRequest) -> StagedRestore:
     try:
         shutil.rmtree(work, ignore_errors=True)  # only pgBackRest's files of an earlier attempt
         driver = pgbackrest.restore_driver(topology, plan.cluster, staging, work)
-        phases.append(scratch.restore_into(driver, staging, target, ending))  # type: ignore[arg-type]
+        phases.append(scratch.restore_into(driver, staging, target, ending))
         original_hba = (staging / "pg_hba.conf").read_text()
         phases.append(scratch.configure_instance(staging, name=f"restore-{plan.node}", port=port, cluster=cluster,
                                                  os_user=os_user))
         phases.append(scratch.start_instance(staging, log_file, os_user, request.start_timeout_seconds))
-        phases.append(scratch.wait_recovered(info, staging, log_file, os_user, ending, target,  # type: ignore[arg-type]
+        phases.append(scratch.wait_recovered(info, staging, log_file, os_user, ending, target,
                                              request.recovery_timeout_seconds))
         phase, tables = scratch.check_data(info, target)
         phases.append(phase)

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Literal
@@ -71,8 +72,6 @@ def backup_sets(driver: PgBackRest, repo: int) -> list[BackupSet]:
 
 def list_sets(topology: Topology, cluster: str, repo: int) -> list[BackupSet]:
     """``pgbackrest info`` of ``repo`` on this machine, through a throwaway restore configuration."""
-    import tempfile
-
     work = Path(tempfile.mkdtemp(prefix="regionops-pgbackrest-info-"))
     os.chmod(work, 0o755)  # the OS user that runs pgbackrest reads its configuration in there
     try:
