@@ -9,6 +9,6 @@ Modules, each small: :mod:`.manifest` (the model and the object layout),
 :mod:`.catalog` (listing, orphans), :mod:`.retention` and :mod:`.residency` and
 :mod:`.source` (pure decisions), :mod:`.streams` (bounded read-ahead and volumes),
 :mod:`.take` (taking a backup), :mod:`.copy` (cross-region copies), :mod:`.scratch`
-and :mod:`.restore` (unpacking, starting and proving a restored instance).
+and :mod:`.restore` (``pgbackrest restore`` into an empty directory, started and proven).
 No Prefect imports here: the runbooks in ``flows/`` orchestrate these functions.
 """

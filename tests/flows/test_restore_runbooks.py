@@ -105,19 +105,22 @@ def test_restore_verify_of_a_full_backup_matches_its_proof_and_stores_the_verdic
     assert stored and stored.status == "passed" and stored.restore_seconds == verdict.restore_seconds
     assert proof.restore_point in stored.target
     assert "restore time" in ha.slack_texts(lab) and proof.label in ha.report_markdown(ha.run_id(state))
-    assert not list(scratch_root(None).glob("restore-verify-core-*"))  # torn down
+    assert not (scratch_root(None) / f"restore-verify-core-{str(ha.run_id(state))[:8]}").exists()  # torn down
 
 
 def test_a_corrupted_repository_object_fails_restore_verification_naming_it(lab, proof, damaged_bundle):
     # (pgBackRest retries the failing restore job after 15 s, then verify reads the repository: ~40 s)
+    state = restore_verify(RestoreVerifyParams(topology=topo_path(lab), label=proof.label, notify=False),
+                           return_state=True)
+    assert state.is_failed()
     with pytest.raises(VerificationFailed) as err:
-        restore_verify(RestoreVerifyParams(topology=topo_path(lab), label=proof.label, notify=False))
+        state.result()
     message = str(err.value)
     # pgBackRest's restore error names no object; the runbook asks verify, which does.
     assert "pgbackrest restore" in message and f"invalid checksum '{proof.label}/pg_data/" in message, message
     stored = ProofStore.for_cluster(lab.topology(), "core").verification(proof.label)
     assert stored and stored.status == "failed" and proof.label in stored.detail
-    assert not list(scratch_root(None).glob("restore-verify-core-*"))
+    assert not (scratch_root(None) / f"restore-verify-core-{str(ha.run_id(state))[:8]}").exists()
 
 
 def test_restore_verify_refuses_a_set_that_does_not_exist_or_a_target_before_its_end(lab, proof):
