@@ -29,6 +29,7 @@ from regionops.backup.scratch import free_port
 from regionops.drivers.aws import s3_client
 from regionops.drivers.pgbackrest import PgBackRest, plan_stanza
 from regionops.drivers.pgtools import PgCtl
+from regionops.lab import pglab
 from regionops.drivers.postgres import ConnInfo, SqlNode
 from regionops.errors import ApprovalRejected, PreconditionFailed, VerificationFailed
 from regionops.runbook.locks import cluster_lock
@@ -186,6 +187,17 @@ def test_point_in_time_across_a_failover_brings_back_every_row_before_t_and_none
         table = next(c for c in verdict.tables if c.table == PITR)
         assert not table.compared  # not the proof's point: counted, and checked here
         assert (table.restored_rows, table.restored_checksum) == (100, checksum_of(range(1, 101)))
+
+        # And the restore runbook, with the writers stopped, makes eu-1 a primary at T: the table is back
+        for node in ("us-1", "apac-1"):
+            pglab.pgctl(cluster.cfg, node).stop("fast")
+        done = restore(RestoreParams(topology=path, node="eu-1", role="primary", target_type="time", target=t,
+                                     require_approval=False, notify=False, lock_wait_seconds=15))
+        assert done.plan.label == taken.label and done.plan.role == "primary", done.sentence()
+        assert f"time {t}" in done.sentence() and done.verified_at < done.swapped_at
+        restored = ha.sql(cluster, "eu-1")
+        assert [r["id"] for r in restored.query(f"SELECT id FROM {PITR} ORDER BY id")] == list(range(1, 101))
+        restored.query(f"INSERT INTO {PITR} (id) VALUES (101)")  # a primary: it takes writes again
 
 
 # --- restore onto a node ------------------------------------------------------------------
