@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from regionops.lsn import Lsn
 from regionops.topology import Cluster, Topology
+from regionops.units import human_bytes  # noqa: F401 - re-exported for the restore modules
 
 Compression = Literal["none", "gzip", "lz4", "zstd"]
 CompressOn = Literal["client", "server"]
@@ -154,11 +155,3 @@ class Verification(BaseModel):
     detail: str = ""
     flow_run: str | None = None
 
-
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # unreachable; keeps type checkers calm

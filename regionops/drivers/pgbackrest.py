@@ -305,6 +305,7 @@ class BackupInfo(BaseModel):
     stopped: datetime
     size: int = Field(description="database size in bytes")
     repo_size: int = Field(description="bytes stored in the repository")
+    delta: int = Field(0, description="bytes of the database this backup copied (all of it for a full)")
     wal_start: str | None = None
     wal_stop: str | None = None
     lsn_start: str | None = None
@@ -415,6 +416,7 @@ def parse_info(text: str, stanza: str) -> StanzaInfo:
             stopped=datetime.fromtimestamp(b["timestamp"]["stop"], timezone.utc),
             size=int(b.get("info", {}).get("size", 0)),
             repo_size=int(b.get("info", {}).get("repository", {}).get("size", 0)),
+            delta=int(b.get("info", {}).get("delta", 0)),
             wal_start=wal_start, wal_stop=wal_stop, lsn_start=lsn_start, lsn_stop=lsn_stop,
             prior=b.get("prior"), error=bool(b.get("error", False))))
     backups.sort(key=lambda b: (b.stopped, b.label))
@@ -446,10 +448,13 @@ class PgBackRest:
         _, spec = topology.cluster(plan.cluster)
         return cls(plan, node, runner or LocalRunner(spec.os_user))
 
+    def prefix(self) -> list[str]:
+        """What every command line starts with: the binary, the node's config, the stanza."""
+        return [self.binary, f"--config={self.plan.config_path(self.node)}", f"--stanza={self.plan.cluster}"]
+
     def argv(self, command: str, *options: str) -> list[str]:
         """The full command line: binary, the node's config, the stanza, the command, its options."""
-        return [self.binary, f"--config={self.plan.config_path(self.node)}", f"--stanza={self.plan.cluster}",
-                *options, command]
+        return [*self.prefix(), *options, command]
 
     def run(self, command: str, *options: str, timeout: float = 3600) -> RunOutput:
         """Run one command; a non-zero exit is the project error carrying pgBackRest's message."""

@@ -40,6 +40,7 @@ from regionops.errors import ExternalSystemError, PreconditionFailed, RunbookErr
 from regionops.lsn import Lsn
 from regionops.model import ControlData, WalEnd
 from regionops.node.operator import RECLONE_MARK, REPLACED_MARK, NodeOpResult, StopMode
+from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun, run_on_this_machine
 from regionops.node.standing import Standing, StandingFacts, judge_standing
 from regionops.topology import Cluster, Topology
 from regionops.waiting import poll_until
@@ -298,6 +299,11 @@ class LocalNodeOperator:
         return NodeOpResult(node=node, operation="remove-replaced", changed=bool(old),
                             detail=f"removed {len(old)} set-aside data director{'y' if len(old) == 1 else 'ies'} "
                                    f"of {node}")
+
+    # -- pgBackRest with the node's own configuration ---------------------------------
+    def pgbackrest(self, node: str, command: PgBackRestCommand) -> PgBackRestRun:
+        self.require_standing(node)
+        return run_on_this_machine(self.topology, self.cluster_name, self.cluster.os_user, node, command)
 
     # -- restore's disk steps (regionops.backup.restore does the work) ----------------
     def restore_facts(self, node: str) -> RestoreDiskFacts:

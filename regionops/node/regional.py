@@ -32,6 +32,7 @@ from regionops.errors import DeadlineExceeded, NodeStepFailed
 from regionops.model import ControlData, WalEnd
 from regionops.node.messages import NodeOpParams, NodeOpReply, deployment_name
 from regionops.node.operator import NodeOpResult, StopMode
+from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun
 from regionops.topology import Topology
 from regionops.waiting import poll_until
 
@@ -60,11 +61,13 @@ class RegionalNodeOperator:
         return f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else f"flow run {run_id}"
 
     def call(self, node: str, operation: str, *, mode: StopMode = "fast", peer: str | None = None,
-             stage: StageRequest | None = None, activate: ActivateRequest | None = None) -> NodeOpReply:
+             stage: StageRequest | None = None, activate: ActivateRequest | None = None,
+             pgbackrest: PgBackRestCommand | None = None) -> NodeOpReply:
         """Run one node step on the node's regional worker and return its typed reply."""
         region = self.cluster.nodes[node].region
         params = NodeOpParams(topology=self.topology, cluster=self.cluster_name, node=node,
-                              operation=operation, mode=mode, peer=peer, stage=stage, activate=activate)
+                              operation=operation, mode=mode, peer=peer, stage=stage, activate=activate,
+                              pgbackrest=pgbackrest)
         where = f"node step {operation} of {node} (region {region}, pool {self.pool(node)})"
         try:
             # timeout=0: only create the (child) run; the waits below have deadlines of their own.
@@ -167,6 +170,9 @@ class RegionalNodeOperator:
 
     def restore_activate(self, node: str, request: ActivateRequest) -> ActivatedRestore:
         return self._got(self.call(node, "restore-activate", activate=request), "activated")
+
+    def pgbackrest(self, node: str, command: PgBackRestCommand) -> PgBackRestRun:
+        return self._got(self.call(node, "pgbackrest", pgbackrest=command), "pgbackrest")
 
     @staticmethod
     def _got(reply: NodeOpReply, field: str):

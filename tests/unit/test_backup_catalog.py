@@ -11,7 +11,6 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from regionops.backup import catalog
-from regionops.backup.copy import copy_backup
 from regionops.backup.manifest import (
     HEARTBEAT,
     MANIFEST,
@@ -20,7 +19,6 @@ from regionops.backup.manifest import (
     StoredObject,
     backup_prefix,
 )
-from regionops.backup.streams import IterReader
 from regionops.drivers.objectstore import MiB, S3ObjectStore, objectstore_for
 from regionops.errors import PreconditionFailed, ResidencyViolation, VerificationFailed
 from regionops.topology import Topology, parse_topology
@@ -129,31 +127,9 @@ def test_find_backup_newest_or_by_id_and_incomplete_is_refused(topology, store):
         catalog.find_backup(store, bucket, "core", "20260103T000000Z")
 
 
-def test_copy_within_residency_is_verified_and_outside_is_refused_before_a_byte_moves(topology, store):
-    src, eu2, us = (topology.regions[r].bucket for r in ("eu", "eu2", "us"))
-    m = put_complete(store, src, "X")
-    result = copy_backup(topology, "core", m, source_bucket=src, target_region="eu2", store=store)
-    assert result.verified and result.objects == 1 and "checksums verified" in result.sentence()
-    assert [e.backup_id for e in catalog.complete_backups(store, eu2, "core")] == ["X"]
-    assert copy_backup(topology, "core", m, source_bucket=src, target_region="eu2", store=store).already_there
-
-    with pytest.raises(ResidencyViolation, match="clusters.core.residency = \\[eu\\]"):
-        copy_backup(topology, "core", m, source_bucket=src, target_region="us", store=store)
-    assert store.list(us) == [] and store.pending_uploads(us) == []
-
-
-def test_copy_of_a_damaged_source_fails_naming_the_object_and_leaves_no_partial_copy(topology, store):
-    src, eu2 = topology.regions["eu"].bucket, topology.regions["eu2"].bucket
-    m = put_complete(store, src, "Y")
-    store.put_bytes(src, m.objects[0].key, b"tampered")
-    with pytest.raises(VerificationFailed, match=f"s3://{src}/{m.objects[0].key} does not match its manifest"):
-        copy_backup(topology, "core", m, source_bucket=src, target_region="eu2", store=store)
-    assert store.list(eu2, backup_prefix("core", "Y")) == []
-
-
 def test_delete_backup_removes_the_manifest_first_and_everything_else(topology, store):
     bucket = topology.regions["eu"].bucket
     put_complete(store, bucket, "Z")
-    store.upload_stream(bucket, backup_prefix("core", "Z") + "extra", IterReader([b"e" * 10]), 5 * MiB)
+    store.put_bytes(bucket, backup_prefix("core", "Z") + "extra", b"e" * 10)
     assert catalog.delete_backup(store, bucket, "core", "Z") == 3
     assert store.list(bucket, backup_prefix("core", "Z")) == []

@@ -17,11 +17,10 @@ from regionops.backup.manifest import (
     volume_key,
 )
 from regionops.backup.residency import check_all, check_backup_region
-from regionops.backup.source import choose_source
 from regionops.drivers.postgres import NodeState, WalReceiver
 from regionops.errors import ConfigurationError, PreconditionFailed, ResidencyViolation
 from regionops.lsn import Lsn
-from regionops.topology import HealthThresholds, parse_topology
+from regionops.topology import parse_topology
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
@@ -111,46 +110,6 @@ def state(node, role, *, streaming=True, lag=0.0, reachable=True, lsn="0/5000000
         replay_lag_seconds=lag if role == "replica" else None,
         wal_receiver=WalReceiver(status="streaming" if streaming else "stopping") if role == "replica" else None,
     )
-
-
-def lab_like():
-    return parse_topology({
-        "name": "t",
-        "regions": {r: {"aws_region": "x", "residency": r, "app_url": "u", "bucket": f"b-{r}", "work_pool": r}
-                    for r in ("eu", "us", "apac")},
-        "clusters": {"core": {"nodes": {
-            "eu-1": {"region": "eu", "host": "h", "port": 1, "data_dir": "/1", "priority": 100},
-            "us-1": {"region": "us", "host": "h", "port": 2, "data_dir": "/2", "priority": 90},
-            "apac-1": {"region": "apac", "host": "h", "port": 3, "data_dir": "/3", "priority": 80},
-        }, "writer_record": "w.core.z.example"}},
-        "traffic": {"route53_zone": "z.example"},
-    }).clusters["core"]
-
-
-def test_source_is_the_best_healthy_replica():
-    states = {"eu-1": state("eu-1", "primary"), "us-1": state("us-1", "replica"),
-              "apac-1": state("apac-1", "replica")}
-    choice = choose_source(lab_like(), states, HealthThresholds(), bucket_region="eu")
-    assert (choice.node, choice.role) == ("us-1", "replica")
-    choice = choose_source(lab_like(), states, HealthThresholds(), bucket_region="apac")
-    assert choice.node == "apac-1"  # the replica in the bucket's region wins
-
-
-def test_source_skips_unhealthy_replicas_and_falls_back_to_the_primary():
-    states = {"eu-1": state("eu-1", "primary"), "us-1": state("us-1", "replica", streaming=False),
-              "apac-1": state("apac-1", "replica", lag=999)}
-    choice = choose_source(lab_like(), states, HealthThresholds(max_lag_seconds=30), bucket_region="eu")
-    assert choice.node == "eu-1" and "no healthy replica" in choice.reason
-    assert "us-1 not streaming" in choice.reason and "apac-1 999 s behind" in choice.reason
-
-
-def test_source_requested_must_be_reachable_and_nothing_reachable_is_refused():
-    states = {"eu-1": state("eu-1", "primary", reachable=False), "us-1": state("us-1", "replica", reachable=False),
-              "apac-1": state("apac-1", "replica", reachable=False)}
-    with pytest.raises(PreconditionFailed, match="requested source us-1 is unreachable"):
-        choose_source(lab_like(), states, HealthThresholds(), bucket_region="eu", requested="us-1")
-    with pytest.raises(PreconditionFailed, match="no node can serve a backup"):
-        choose_source(lab_like(), states, HealthThresholds(), bucket_region="eu")
 
 
 # --- restore onto a node: the plan from the node's disk facts, and what the seam ships -------
