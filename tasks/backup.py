@@ -57,7 +57,8 @@ def verify(topology: Topology, cluster: str, node: str, repo: int) -> VerifyResu
     return _driver(topology, cluster, node).verify(repo=repo)
 
 
-@task(name="fingerprint point", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+# No task retries: it retries its table lock itself, and a retry here could add a second restore point.
+@task(name="fingerprint point", cache_policy=NO_CACHE)
 def fingerprint_point(topology: Topology, cluster: str, primary: str, label: str, tables: list[str]) -> BackupProof:
     """On the primary: fingerprint the tables and create the restore point named after ``label``."""
     return take_fingerprint_point(topology, cluster, primary, label, tables)
