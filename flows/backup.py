@@ -59,6 +59,10 @@ class BackupParams(ClusterChangeParams):
         None, description="Regions whose repository receives the backup; default every repository of the stanza "
                           "(the home bucket first, then the copy_to regions)")
     verify: bool = Field(True, description="Run pgbackrest verify on each written repository after the backup")
+    verify_processes: int | None = Field(
+        None, ge=1, le=64, description="Parallel processes for verify (it reads every file with one request each, "
+                                       "so it waits on the object store more than on CPU); default the stanza's "
+                                       "process_max")
     fingerprint_tables: list[str] | None = Field(
         None, description="Tables whose rows prove a restore; default the topology's (keep them small: they are "
                           "locked against writes while counted)")
@@ -212,7 +216,7 @@ def _run(params: BackupParams, topology: Topology, cluster_name: str, repos: lis
     # 7. Verify each written repository (a bad object raises VerificationFailed naming it).
     if params.verify:
         for part in result.repos:
-            part.verify = bt.verify(topology, cluster_name, primary, part.repository.index)
+            part.verify = bt.verify(topology, cluster_name, primary, part.repository.index, params.verify_processes)
             reporter.step(part.verify.sentence())
         result.verified = True
     result.seconds = round(time.monotonic() - started, 2)

@@ -52,9 +52,9 @@ def expire(topology: Topology, cluster: str, node: str, repo: int) -> CommandRes
 
 
 @task(name="pgbackrest verify", cache_policy=NO_CACHE)
-def verify(topology: Topology, cluster: str, node: str, repo: int) -> VerifyResult:
+def verify(topology: Topology, cluster: str, node: str, repo: int, processes: int | None = None) -> VerifyResult:
     """``pgbackrest verify`` of one repository; a bad object is a VerificationFailed naming it."""
-    return _driver(topology, cluster, node).verify(repo=repo)
+    return _driver(topology, cluster, node).verify(repo=repo, process_max=processes)
 
 
 # No task retries: it retries its table lock itself, and a retry here could add a second restore point.

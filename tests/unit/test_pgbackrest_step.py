@@ -63,3 +63,11 @@ def test_the_step_ships_as_json_and_its_reply_reads_as_a_sentence():
                         pgbackrest=PgBackRestRun(node="eu-1", args=["--output=json", "info"], exit_code=0,
                                                  stdout="[]", stderr="", seconds=0.4))
     assert reply.sentence() == "pgbackrest of eu-1 on the eu worker: pgbackrest info on eu-1 exited 0 in 0.4 s"
+
+
+def test_verify_can_ask_for_more_processes_than_the_configuration():
+    op = FakeOperator()
+    driver = seam_driver(load_topology(EXAMPLE), "core", "eu-1", op)
+    assert driver.verify(repo=1).ok and driver.verify(repo=2, process_max=8).ok
+    assert [c.args[-2] for _, c in op.steps] == ["--job-retry=0", "--process-max=8"]
+    assert all(c.command() == "verify" for _, c in op.steps)
