@@ -11,6 +11,7 @@ did not finish is cancelled first, so it cannot act later behind the runbook's b
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from uuid import UUID
@@ -172,7 +173,10 @@ class RegionalNodeOperator:
         return self._got(self.call(node, "restore-activate", activate=request), "activated")
 
     def pgbackrest(self, node: str, command: PgBackRestCommand) -> PgBackRestRun:
-        return self._got(self.call(node, "pgbackrest", pgbackrest=command), "pgbackrest")
+        # A backup may run for hours: wait as long as the command may take, and a minute for the run around it.
+        patient = copy.copy(self)
+        patient.timeout = max(self.timeout, command.timeout + 60)
+        return self._got(patient.call(node, "pgbackrest", pgbackrest=command), "pgbackrest")
 
     @staticmethod
     def _got(reply: NodeOpReply, field: str):
