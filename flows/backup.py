@@ -1,33 +1,48 @@
-"""Runbook: backup.
+"""Runbook: backup, with pgBackRest as the engine.
 
-A physical base backup of a cluster streamed into its home-region bucket, copies to the
-regions the topology names (where residency allows: checked before anything moves),
-clean-up of interrupted backups, and retention.  Runs nightly; ``dry_run`` shows the
-plan, including what retention would delete, and changes nothing.  One backup of a
-cluster at a time: a second one waits ``lock_wait_seconds`` for the cluster's backup
-lock, then refuses.  (Not the change lock: a failover must never wait for a backup.)
+Steps, in the order the flow below takes them:
+
+1. **Lock**: one backup of a cluster at a time (its backup lock: a second run waits
+   ``lock_wait_seconds``, then refuses).  Not the change lock: a failover never waits for a backup.
+2. **Plan**: the stanza and its repositories from the topology: the home bucket is repo1,
+   each ``backup.copy_to`` region adds one.  Every repository region (and every region
+   named in ``repos``) is checked against the cluster's residency first: a refused one
+   is a ResidencyViolation naming the rule, before any pgBackRest command runs.
+3. **Observe** every node: exactly one primary, or refuse.  The source is the primary
+   (a standby source is refused: pgBackRest's backup-standby needs both nodes'
+   configuration in one place, not supported yet).
+4. **Backup** into each repository: ``pgbackrest backup --type=full|diff|incr --repo=N``
+   on the source's host, through the node seam.  A diff or incr with no full before it
+   becomes a full (pgBackRest's rule; the report shows the type taken).
+5. **Proof**: on the primary, the fingerprint tables are counted and checksummed and a
+   restore point ``regionops-<cluster>-<label of repo1's backup>`` is created;
+   ``pgbackrest check`` switches WAL and waits until the archive holds it; the proof
+   record goes into every written repository's bucket, under that repository's label.
+6. **Retention**: ``pgbackrest expire`` per repository (its retention-full/-diff); proof
+   records of backups pgBackRest no longer lists are deleted.
+7. **Verify** (default on): ``pgbackrest verify`` of each written repository; a bad
+   object fails the run, naming it.
+8. **Publish** the backup gauges to the Pushgateway and **report** (UI artifact, Slack
+   thread): label, type, sizes, duration, repositories, verify outcome, fingerprint.
+
+``dry_run`` plans (stanza, repositories, type, source) and changes nothing.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from regionops.backup.catalog import OrphanCleanup
-from regionops.backup.copy import CopyResult
-from regionops.backup.manifest import BackupManifest, Compression, CompressOn, home_region, human_bytes
+from regionops.backup.proof import BackupProof
 from regionops.backup.residency import check_all
-from regionops.backup.retention import RetentionCandidate, RetentionPlan, RetentionPolicy, plan_retention
-from regionops.backup.source import SourceChoice, choose_source
-from regionops.backup.take import BackupOptions
-from regionops.drivers.objectstore import MAX_PARTS, MiB
+from regionops.drivers.pgbackrest import BackupResult, BackupType, Repository, StanzaPlan, VerifyResult, plan_stanza
 from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
 from regionops.runbook.monitoring import BACKUP_JOB, backup_gauges, publish
 from regionops.runbook.params import ClusterChangeParams
-from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
+from regionops.units import human_bytes
 from tasks import backup as bt
 from tasks.observe import observe_node
 
@@ -35,195 +50,198 @@ from tasks.observe import observe_node
 class BackupParams(ClusterChangeParams):
     """Parameters of the backup runbook (rendered as a form in the Prefect UI)."""
 
-    cluster: str | None = Field(None, description="Cluster to back up; default the topology's only cluster")
-    source: str | None = Field(None, description="Node to back up from; default a healthy replica, else the primary")
-    region: str | None = Field(
-        None, description="Region whose bucket receives the backup; default the cluster's home region "
-                          "(the region of its highest-priority node)")
-    compression: Compression = Field("lz4", description="none, gzip, lz4 or zstd")
-    compression_level: int | None = Field(None, description="Compression level; default the method's own")
-    compress_on: CompressOn = Field(
-        "client", description="client: compressed by pg_basebackup here (pg_verifybackup possible); "
-                              "server: by PostgreSQL (less network, no pg_verifybackup)")
-    max_rate_kbps: int | None = Field(None, ge=32, description="Throttle reading the source (kB/s); default unlimited")
-    copy_to: list[str] | None = Field(None, description="Regions to copy the backup to; default the topology's")
+    backup_type: BackupType = Field(
+        "incr", description="full, diff (changes since the last full) or incr (since the last backup); a diff or "
+                            "incr with no full before it is taken as a full")
+    source: str | None = Field(None, description="Node to back up from; default (and for now the only choice) the "
+                                                 "primary")
+    repos: list[str] | None = Field(
+        None, description="Regions whose repository receives the backup; default every repository of the stanza "
+                          "(the home bucket first, then the copy_to regions)")
+    verify: bool = Field(True, description="Run pgbackrest verify on each written repository after the backup")
+    verify_processes: int | None = Field(
+        None, ge=1, le=64, description="Parallel processes for verify (it reads every file with one request each, "
+                                       "so it waits on the object store more than on CPU); default the stanza's "
+                                       "process_max")
     fingerprint_tables: list[str] | None = Field(
         None, description="Tables whose rows prove a restore; default the topology's (keep them small: they are "
                           "locked against writes while counted)")
-    keep_last: int | None = Field(None, ge=1, description="Retention: keep the last N; default the topology's")
-    max_age_days: float | None = Field(None, gt=0, description="Retention: keep younger than D days; default the topology's")
-    prune: bool = Field(True, description="Apply retention after the backup")
-    take_backup: bool = Field(True, description="Take a new backup (false: only clean up and apply retention)")
-    dry_run: bool = Field(False, description="Plan everything, change nothing (lists what retention would delete)")
     lock_wait_seconds: float = Field(
         60, ge=0, description="How long to wait for another backup of the cluster to finish before refusing")
-    orphan_grace_seconds: float = Field(
-        600, gt=0, description="An incomplete backup whose heartbeat is older than this was interrupted and is removed")
-    part_size_mb: int = Field(16, ge=5, le=5120, description="S3 multipart part size (memory per part)")
-    volume_size_gb: float = Field(
-        64, gt=0, description="Largest object of the tar stream (at most 10,000 parts); longer streams get more volumes")
 
 
-class RetentionOutcome(BaseModel):
-    """Retention applied (or planned) in one bucket."""
+class RepoBackup(BaseModel):
+    """One repository's part of the run: its backup, proof record, retention and verification."""
 
-    region: str
-    bucket: str
-    plan: RetentionPlan
-    deleted: list[str]
-    dry_run: bool
+    repository: Repository
+    backup: BackupResult
+    proof_key: str | None = None
+    listed: list[str] = Field(default_factory=list, description="labels pgBackRest lists after expire")
+    pruned_proofs: list[str] = Field(default_factory=list)
+    verify: VerifyResult | None = None
+
+    @property
+    def taken_type(self) -> str:
+        """The type pgBackRest took (an incr with no prior full is a full)."""
+        return self.backup.backup.type if self.backup.backup else self.backup.type
 
     def sentence(self) -> str:
         """One line for the report."""
-        verb = "would delete" if self.dry_run else "deleted"
-        gone = self.plan.delete if self.dry_run else self.deleted
-        return (
-            f"{self.bucket}: {self.plan.policy.describe()}: kept {len(self.plan.keep)}, {verb} {len(gone)}"
-            + (f" ({', '.join(gone)})" if gone else "")
-        )
+        b = self.backup.backup
+        sizes = (f", {human_bytes(b.size)} database, {human_bytes(b.delta)} copied, {human_bytes(b.repo_size)} "
+                 "stored" if b else "")
+        verified = f"; {self.verify.sentence()}" if self.verify else ""
+        return (f"repo{self.repository.index} ({self.repository.region}, s3://{self.repository.bucket}): "
+                f"{self.taken_type} backup {self.backup.label}{sizes} in {self.backup.seconds:.1f} s; "
+                f"{len(self.listed)} backup(s) kept{verified}")
 
 
 class BackupRunResult(BaseModel):
     """Everything one backup run did (or, in a dry run, would do)."""
 
     cluster: str
-    region: str
     dry_run: bool
-    source: SourceChoice | None = None
-    manifest: BackupManifest | None = None
-    copies: list[CopyResult] = []
-    cleanups: list[OrphanCleanup] = []
-    retention: list[RetentionOutcome] = []
+    backup_type: BackupType = Field(description="the type asked for")
+    source: str | None = None
+    planned: list[Repository] = []
+    label: str | None = Field(None, description="label of the backup in the home repository (repo1 or the first "
+                                                "written)")
+    repos: list[RepoBackup] = []
+    proof: BackupProof | None = None
+    verify_after: bool = Field(True, description="verify each written repository after the backup")
+    verified: bool | None = Field(None, description="every written repository verified (None: not run)")
+    seconds: float = 0.0
 
     def sentence(self) -> str:
         """The run in one line."""
+        into = ", ".join(f"repo{r.index} ({r.region})" for r in self.planned)
         if self.dry_run:
-            source = self.source.node if self.source else "no node"
-            return (f"dry run: would back up {self.cluster} from {source} into {self.region}; "
-                    + "; ".join(r.sentence() for r in self.retention))
-        head = self.manifest.sentence() if self.manifest else f"no new backup of {self.cluster}"
-        copies = f", copied to {', '.join(c.region for c in self.copies)}" if self.copies else ""
-        pruned = sum(len(r.deleted) for r in self.retention)
-        return f"{head}{copies}; retention deleted {pruned} backup(s)"
-
-
-def _policy(params: BackupParams, keep_last: int | None, max_age_days: float | None) -> RetentionPolicy:
-    return RetentionPolicy(
-        keep_last=params.keep_last if params.keep_last is not None else keep_last,
-        max_age_days=params.max_age_days if params.max_age_days is not None else max_age_days,
-    )
+            return (f"dry run: would take a{'n' if self.backup_type == 'incr' else ''} {self.backup_type} backup of "
+                    f"{self.cluster} from {self.source or 'the primary'} into {into}"
+                    f"{', then verify' if self.verify_after else ''}; nothing was changed")
+        taken = self.repos[0].taken_type if self.repos else self.backup_type
+        verify = {None: "not verified", True: "verified", False: "verification failed"}[self.verified]
+        proof = f"; {self.proof.sentence()}" if self.proof else ""
+        return (f"{taken} backup {self.label} of {self.cluster} from {self.source} into {into} in "
+                f"{self.seconds:.1f} s, {verify}{proof}")
 
 
 @flow(name="backup", **CHANGE_HOOKS)
 def backup(params: BackupParams = BackupParams()) -> BackupRunResult:
-    """Back up a cluster into its home bucket, copy it where residency allows, prune by policy."""
+    """Back up a cluster with pgBackRest into every repository its residency allows, prove it, verify it."""
     topology = load_topology(params.topology)
-    cluster_name, cluster = topology.cluster(params.cluster)
-    region = params.region or home_region(topology, cluster)
-    copy_to = [r for r in (params.copy_to if params.copy_to is not None else cluster.backup.copy_to) if r != region]
+    cluster_name, _ = topology.cluster(params.cluster)
     run = RunbookRun(topology, "backup", cluster_name, f"Backup of {cluster_name}", params, lock="backup",
-                     start_lines=[f"cluster {cluster_name} into {topology.regions[region].bucket}"
+                     start_lines=[f"{params.backup_type} backup of cluster {cluster_name}"
                                   + (" (dry run)" if params.dry_run else "")])
-    with run:
-        return _report(params, topology, cluster_name, _run(params, topology, cluster_name, cluster, region,
-                                                            copy_to, run), run.reporter)
+    with run:  # 1. the backup lock (not for a dry run)
+        # 2. Plan and residency: a refused repository stops the run before any command runs.
+        repos = _chosen_repositories(topology, plan_stanza(topology, cluster_name), params.repos)
+        run.reporter.step("stanza " + cluster_name + ": " + "; ".join(r.sentence() for r in repos))
+        result = _run(params, topology, cluster_name, repos, run)
+        _report(params, topology, result, run)
+        return result
 
 
-def _report(params: BackupParams, topology: Topology, cluster_name: str, result: BackupRunResult,
-            reporter: RunReporter) -> BackupRunResult:
-    m = result.manifest
-    if m is not None and not params.dry_run:
-        publish(topology, BACKUP_JOB, cluster_name, backup_gauges(
-            m.finished_at, m.size_after, (m.finished_at - m.started_at).total_seconds()), reporter)
-    reporter.finish(
-        "dry run" if params.dry_run else "succeeded",
-        [result.sentence()],
-        tables={
-            "objects": [{"key": o.key, "size": human_bytes(o.size), "sha256": o.sha256[:16] + "…"}
-                        for o in (m.objects if m else [])],
-            "fingerprint": [{"table": t, "rows": f.rows, "checksum": f.checksum}
-                            for t, f in (m.fingerprint.items() if m else [])],
-            "retention": [{"bucket": r.bucket, "backup": d.backup_id, "keep": d.keep, "why": "; ".join(d.reasons)}
-                          for r in result.retention for d in r.plan.decisions],
-        },
-    )
-    return result
+def _chosen_repositories(topology: Topology, plan: StanzaPlan, regions: list[str] | None) -> list[Repository]:
+    """The plan's repositories, or those of ``regions`` (each checked against the residency first)."""
+    if regions is None:
+        return list(plan.repositories)
+    check_all(topology, plan.cluster, regions, "pgBackRest backup")
+    return [plan.repository(region) for region in dict.fromkeys(regions)]
 
 
-def _run(params, topology, cluster_name, cluster, region, copy_to, run: RunbookRun) -> BackupRunResult:
+def _run(params: BackupParams, topology: Topology, cluster_name: str, repos: list[Repository],
+         run: RunbookRun) -> BackupRunResult:
     reporter = run.reporter
-    # 1. Residency first: a refused target stops the run before a byte is read or moved.
-    check_all(topology, cluster_name, [region, *copy_to], "backup")
-    result = BackupRunResult(cluster=cluster_name, region=region, dry_run=params.dry_run)
+    started = time.monotonic()
+    _, cluster = topology.cluster(cluster_name)
+    result = BackupRunResult(cluster=cluster_name, dry_run=params.dry_run, backup_type=params.backup_type,
+                             planned=repos, verify_after=params.verify)
 
-    # 2. Where to read from: a pure decision over fresh observations.
+    # 3. The one primary, and the source.
     states = {n: f.result() for n, f in {n: observe_node.submit(topology, cluster_name, n)
                                          for n in cluster.nodes}.items()}
-    primaries = [n for n, s in states.items() if s.reachable and s.role == "primary"]
-    if params.take_backup:
-        result.source = choose_source(cluster, states, cluster.health, bucket_region=region, requested=params.source)
-        reporter.step(result.source.sentence())
+    primaries = sorted(n for n, s in states.items() if s.reachable and s.role == "primary")
+    if len(primaries) != 1:
+        raise run.refuse(f"backup of {cluster_name} refused: it needs exactly one primary, found "
+                         f"{len(primaries)} ({', '.join(primaries) or 'none reachable'}); nothing was changed")
+    primary = primaries[0]
+    if params.source not in (None, primary):
+        raise run.refuse(f"backup of {cluster_name} from {params.source} refused: backing up from a standby is not "
+                         f"supported yet (pgBackRest's backup-standby needs the primary's configuration on the "
+                         f"standby's host); back up from the primary {primary}")
+    result.source = primary
+    reporter.step(f"source: the primary {primary}; stanza {cluster_name}, {params.backup_type} backup into "
+                  + ", ".join(f"repo{r.index} ({r.region})" for r in repos))
+    if params.dry_run:
+        return result
+    if params.require_approval:
+        run.approve([f"{params.backup_type} backup of {cluster_name} from {primary} into "
+                     + ", ".join(r.sentence() for r in repos), "then expire by each repository's retention"
+                     + (" and verify" if params.verify else "")], f"backup {cluster_name}")
+    run.changed = True
 
-    buckets = [region, *copy_to]
-    if params.require_approval and not params.dry_run:
-        run.approve([f"back up {cluster_name} from {result.source.node if result.source else 'no node'} into "
-                     f"{topology.regions[region].bucket}", f"copy it to {', '.join(copy_to) or 'no other region'}",
-                     "remove interrupted backups and apply retention in " + ", ".join(buckets)],
-                    f"backup {cluster_name}")
-    run.changed = not params.dry_run
-    # 3. Interrupted backups (stale heartbeat) are removed while the new one is taken:
-    #    their prefixes differ, and a running backup's fresh heartbeat keeps it safe.
-    cleanups = [bt.cleanup_orphans.submit(topology, cluster_name, r, params.orphan_grace_seconds, params.dry_run)
-                for r in buckets]
+    # 4. One backup per repository, from the source's host.
+    for repo in repos:
+        taken = bt.take(topology, cluster_name, primary, params.backup_type, repo.index)
+        part = RepoBackup(repository=repo, backup=taken)
+        result.repos.append(part)
+        reporter.step(part.backup.sentence())
+    result.label = result.repos[0].backup.label
 
-    # 4. The backup itself, then its copies.
-    if params.take_backup and not params.dry_run:
-        options = BackupOptions(
-            compression=params.compression, compression_level=params.compression_level,
-            compress_on=params.compress_on, max_rate_kbps=params.max_rate_kbps,
-            part_size=params.part_size_mb * MiB,
-            # A volume is a whole number of parts, and S3 allows at most MAX_PARTS of them.
-            volume_size=min(MAX_PARTS, max(1, round(params.volume_size_gb * 1024 / params.part_size_mb)))
-            * params.part_size_mb * MiB,
-            fingerprint_tables=(params.fingerprint_tables if params.fingerprint_tables is not None
-                                else cluster.backup.fingerprint_tables),
-            heartbeat_seconds=min(15.0, params.orphan_grace_seconds / 4),
-        )
-        result.manifest = bt.take(topology, cluster_name, result.source.node, region,
-                                  primaries[0] if len(primaries) == 1 else None, options)
-        reporter.step(result.manifest.sentence())
-        if result.manifest.fingerprint_note:
-            reporter.step(f"note: {result.manifest.fingerprint_note}")
-    for future in cleanups:
-        cleanup = future.result()
-        result.cleanups.append(cleanup)
-        if cleanup.removed or cleanup.left_alone:
-            reporter.step(cleanup.sentence())
+    # 5. The proof: fingerprint point after the backups, archived, recorded beside each backup.
+    tables = params.fingerprint_tables if params.fingerprint_tables is not None else cluster.backup.fingerprint_tables
+    if result.label and tables:
+        proof = bt.fingerprint_point(topology, cluster_name, primary, result.label, tables)
+        reporter.step(bt.check(topology, cluster_name, primary).sentence(), slack=False)
+        for part in result.repos:
+            if part.backup.label:
+                part.proof_key = bt.store_proof(topology, cluster_name, part.repository.region,
+                                                proof.model_copy(update={"label": part.backup.label}))
+        result.proof = proof
+        reporter.step(proof.sentence())
+    elif not tables:
+        reporter.step("no fingerprint tables: no proof record (restore verification can only check that it starts)")
 
-    if result.manifest is not None:
-        for target in copy_to:
-            copied = bt.copy(topology, cluster_name, result.manifest, region, target)
-            result.copies.append(copied)
-            reporter.step(copied.sentence())
+    # 6. Retention, and the proof records of what pgBackRest expired.
+    for part in result.repos:
+        bt.expire(topology, cluster_name, primary, part.repository.index)
+        part.listed = [b.label for b in bt.info(topology, cluster_name, primary, part.repository.index).backups]
+        part.pruned_proofs = bt.prune_proofs(topology, cluster_name, part.repository.region, set(part.listed))
+        reporter.step(f"repo{part.repository.index}: retention applied, {len(part.listed)} backup(s) kept"
+                      + (f", proof records of {', '.join(part.pruned_proofs)} removed" if part.pruned_proofs else ""),
+                      slack=False)
 
-    # 5. Retention in every bucket; "verified" comes from the home bucket, where verification runs.
-    if params.prune:
-        now = datetime.now(timezone.utc)
-        policy = _policy(params, cluster.backup.retention.keep_last, cluster.backup.retention.max_age_days)
-        home = bt.list_backups(topology, cluster_name, region, params.orphan_grace_seconds)
-        verified = {e.backup_id for e in home if e.verified}
-        for r in buckets:
-            entries = home if r == region else bt.list_backups(topology, cluster_name, r, params.orphan_grace_seconds)
-            candidates = [
-                RetentionCandidate(backup_id=e.backup_id, finished_at=e.manifest.finished_at,
-                                   verified=e.backup_id in verified)
-                for e in entries if e.state == "complete" and e.manifest
-            ]
-            plan = plan_retention(candidates, policy, now)
-            deleted = [] if params.dry_run or not plan.delete else bt.delete_backups(
-                topology, cluster_name, r, plan.delete)
-            outcome = RetentionOutcome(region=r, bucket=topology.regions[r].bucket, plan=plan,
-                                       deleted=deleted, dry_run=params.dry_run)
-            result.retention.append(outcome)
-            reporter.step(outcome.sentence())
+    # 7. Verify each written repository (a bad object raises VerificationFailed naming it).
+    if params.verify:
+        for part in result.repos:
+            part.verify = bt.verify(topology, cluster_name, primary, part.repository.index, params.verify_processes)
+            reporter.step(part.verify.sentence())
+        result.verified = True
+    result.seconds = round(time.monotonic() - started, 2)
     return result
+
+
+def _report(params: BackupParams, topology: Topology, result: BackupRunResult, run: RunbookRun) -> None:
+    reporter = run.reporter
+    home = result.repos[0].backup.backup if result.repos else None
+    if home is not None:
+        publish(topology, BACKUP_JOB, result.cluster,
+                backup_gauges(home.stopped, home.repo_size, result.seconds), reporter)
+    reporter.finish(
+        "dry run" if params.dry_run else "succeeded",
+        [result.sentence(), *(part.sentence() for part in result.repos)],
+        tables={
+            "backups": [{"repo": f"repo{p.repository.index}", "region": p.repository.region,
+                         "bucket": p.repository.bucket, "label": p.backup.label, "type": p.taken_type,
+                         "size": human_bytes(p.backup.backup.size) if p.backup.backup else "",
+                         "copied": human_bytes(p.backup.backup.delta) if p.backup.backup else "",
+                         "stored": human_bytes(p.backup.backup.repo_size) if p.backup.backup else "",
+                         "seconds": round(p.backup.seconds, 1),
+                         "verify": ("passed" if p.verify.ok else "failed") if p.verify else "not run"}
+                        for p in result.repos],
+            "fingerprint": [{"table": t, "rows": f.rows, "checksum": f.checksum}
+                            for t, f in (result.proof.fingerprint.items() if result.proof else [])],
+        },
+    )

@@ -37,7 +37,7 @@ RUNBOOKS: dict[str, Runbook] = {
         Runbook("replica-resync", "flows.replica_resync", "replica_resync", "ResyncParams",
                 "repair lagging, broken or diverged replicas: wait, repoint, pg_rewind or re-clone"),
         Runbook("backup", "flows.backup", "backup", "BackupParams",
-                "base backup streamed to the home bucket; copies where residency allows; retention"),
+                "pgBackRest full/diff/incr into every repository residency allows; proof record; retention; verify"),
         Runbook("restore-verify", "flows.restore_verify", "restore_verify", "RestoreVerifyParams",
                 "restore a backup into a scratch instance, prove it, measure the restore time"),
         Runbook("restore", "flows.restore", "restore", "RestoreParams",

@@ -580,3 +580,12 @@ def default_lab_topology_path() -> Path:
     """Where the lab writes its topology file."""
     return default_lab_dir() / "topology.yaml"
 
+
+def home_region(cluster: Cluster) -> str:
+    """The region whose bucket holds a cluster's backups and fences: that of its highest-priority node.
+
+    The designated primary's region is stable across failovers, so backups and fences do
+    not wander between buckets when the primary moves.
+    """
+    name = max(cluster.nodes.items(), key=lambda item: (item[1].priority, item[0]))[0]
+    return cluster.nodes[name].region

@@ -1,8 +1,9 @@
-"""Backup tasks: each calls one library function of :mod:`regionops.backup` and carries the retry policy.
+"""Backup tasks: each runs one pgBackRest command through the node seam, or one proof-record step.
 
-Backups are never cached (state changes under them) and taking one is not retried
-automatically: a failed backup cleans up after itself, and a second full read of the
-database is a decision for the schedule or a human, not for a retry loop.
+Never cached (state changes under them).  Taking a backup is not retried automatically:
+pgBackRest resumes or cleans up an interrupted backup itself on the next run, and a
+second full read of the database is a decision for the schedule or a human.  Reading
+(``info``) and checks that wait on the archive are retried on transient errors.
 """
 
 from __future__ import annotations
@@ -10,72 +11,63 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from regionops.backup import catalog
-from regionops.backup.copy import CopyResult, copy_backup
-from regionops.backup.manifest import BackupManifest, Verification, human_bytes
-from regionops.backup.take import BackupOptions, BackupProgress, take_backup
-from regionops.drivers.objectstore import objectstore_for
-from regionops.runbook.progress import ProgressArtifact
+from regionops.backup.proof import BackupProof, ProofStore, take_fingerprint_point
+from regionops.drivers.pgbackrest import BackupResult, BackupType, CommandResult, PgBackRest, StanzaInfo, VerifyResult
+from regionops.node import node_operator_for
+from regionops.node.pgbackrest_step import seam_driver
 from regionops.topology import Topology
 from tasks.common import TRANSIENT_RETRIES
 
 
-@task(name="list backups", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def list_backups(topology: Topology, cluster: str, region: str, grace_seconds: float = 600) -> list[catalog.BackupEntry]:
-    """Every backup prefix of the cluster in the region's bucket, with its state."""
-    return catalog.list_backups(objectstore_for(topology), topology.regions[region].bucket, cluster,
-                                grace_seconds=grace_seconds)
+def _driver(topology: Topology, cluster: str, node: str) -> PgBackRest:
+    """The node's pgBackRest, its commands run by the cluster's node operator (inline or its regional worker)."""
+    return seam_driver(topology, cluster, node, node_operator_for(topology, cluster))
 
 
-@task(name="find backup", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def find_backup(topology: Topology, cluster: str, region: str, backup_id: str | None) -> catalog.BackupEntry:
-    """A complete backup: the one named, or the newest."""
-    return catalog.find_backup(objectstore_for(topology), topology.regions[region].bucket, cluster, backup_id)
+@task(name="pgbackrest backup", cache_policy=NO_CACHE)
+def take(topology: Topology, cluster: str, node: str, backup_type: BackupType, repo: int) -> BackupResult:
+    """``pgbackrest backup --type=... --repo=N`` on ``node``, described by its ``info`` entry (sizes)."""
+    return _driver(topology, cluster, node).backup(backup_type, repo, describe=True)
 
 
-@task(name="clean up interrupted backups", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def cleanup_orphans(
-    topology: Topology, cluster: str, region: str, grace_seconds: float, dry_run: bool
-) -> catalog.OrphanCleanup:
-    """Remove backups whose heartbeat went stale, and their unfinished uploads."""
-    return catalog.cleanup_orphans(objectstore_for(topology), topology.regions[region].bucket, cluster,
-                                   grace_seconds=grace_seconds, dry_run=dry_run)
+@task(name="pgbackrest check", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def check(topology: Topology, cluster: str, primary: str) -> CommandResult:
+    """``pgbackrest check`` on the primary: switches WAL and waits until it is in every repository."""
+    return _driver(topology, cluster, primary).check()
 
 
-@task(name="take backup", cache_policy=NO_CACHE)
-def take(
-    topology: Topology, cluster: str, source: str, region: str, primary: str | None, options: BackupOptions
-) -> BackupManifest:
-    """pg_basebackup of ``source`` streamed into the region's bucket, with a progress artifact."""
-    progress = ProgressArtifact(f"backup-{cluster}-progress", f"backup of {cluster} from {source}")
-
-    def show(p: BackupProgress) -> None:
-        progress.update(p.fraction, f"backup of {cluster} from {source}: {p.streamed_kb // 1024} MiB read, "
-                                    f"{human_bytes(p.uploaded_bytes)} uploaded")
-
-    manifest = take_backup(topology, cluster, source=source, region=region, primary=primary, options=options,
-                           store=objectstore_for(topology), on_progress=show)
-    progress.update(1.0, manifest.sentence(), force=True)
-    return manifest
+@task(name="pgbackrest info", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def info(topology: Topology, cluster: str, node: str, repo: int | None = None) -> StanzaInfo:
+    """The stanza's backups (of ``repo`` when given), typed."""
+    return _driver(topology, cluster, node).info(repo=repo)
 
 
-@task(name="copy backup", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def copy(topology: Topology, cluster: str, manifest: BackupManifest, source_region: str, target_region: str) -> CopyResult:
-    """Copy a backup to another region's bucket (residency checked first) and verify it there."""
-    return copy_backup(topology, cluster, manifest, source_bucket=topology.regions[source_region].bucket,
-                       target_region=target_region, store=objectstore_for(topology))
+@task(name="pgbackrest expire", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def expire(topology: Topology, cluster: str, node: str, repo: int) -> CommandResult:
+    """Apply the repository's retention (pgBackRest's own)."""
+    return _driver(topology, cluster, node).expire(repo=repo)
 
 
-@task(name="delete backups", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def delete_backups(topology: Topology, cluster: str, region: str, backup_ids: list[str]) -> list[str]:
-    """Delete whole backups (manifest first); returns the ids deleted."""
-    store = objectstore_for(topology)
-    for backup_id in backup_ids:
-        catalog.delete_backup(store, topology.regions[region].bucket, cluster, backup_id)
-    return backup_ids
+@task(name="pgbackrest verify", cache_policy=NO_CACHE)
+def verify(topology: Topology, cluster: str, node: str, repo: int, processes: int | None = None) -> VerifyResult:
+    """``pgbackrest verify`` of one repository; a bad object is a VerificationFailed naming it."""
+    return _driver(topology, cluster, node).verify(repo=repo, process_max=processes)
 
 
-@task(name="record verification", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def record_verification(topology: Topology, cluster: str, region: str, verification: Verification) -> None:
-    """Write the verification verdict beside the backup (retention reads it)."""
-    catalog.write_verification(objectstore_for(topology), topology.regions[region].bucket, cluster, verification)
+# No task retries: it retries its table lock itself, and a retry here could add a second restore point.
+@task(name="fingerprint point", cache_policy=NO_CACHE)
+def fingerprint_point(topology: Topology, cluster: str, primary: str, label: str, tables: list[str]) -> BackupProof:
+    """On the primary: fingerprint the tables and create the restore point named after ``label``."""
+    return take_fingerprint_point(topology, cluster, primary, label, tables)
+
+
+@task(name="store proof", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def store_proof(topology: Topology, cluster: str, region: str, proof: BackupProof) -> str:
+    """Put the proof record beside the backup in the region's repository; returns its key."""
+    return ProofStore.for_cluster(topology, cluster, region).put_proof(proof)
+
+
+@task(name="prune proofs", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def prune_proofs(topology: Topology, cluster: str, region: str, keep_labels: set[str]) -> list[str]:
+    """Delete proof records of backups pgBackRest no longer lists in the region's repository."""
+    return ProofStore.for_cluster(topology, cluster, region).prune(keep_labels)

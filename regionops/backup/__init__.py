@@ -1,14 +1,14 @@
-"""Physical backups of a cluster in S3, and restores that prove them.
+"""Backups on pgBackRest, and restores that prove them.
 
-A backup is ``pg_basebackup -Ft -D -`` streamed into the cluster's home-region bucket
-(volumes of one tar stream), a small tar of WAL that reaches the backup's *fingerprint
-point*, and ``manifest.json`` written last: a backup without its manifest is
-incomplete and is never offered for restore.
+pgBackRest (:mod:`regionops.drivers.pgbackrest`) is the engine: one stanza per cluster,
+one repository per bucket the cluster's residency allows, WAL archived from every node.
+What this package adds is what no backup tool keeps:
 
-Modules, each small: :mod:`.manifest` (the model and the object layout),
-:mod:`.catalog` (listing, orphans), :mod:`.retention` and :mod:`.residency` and
-:mod:`.source` (pure decisions), :mod:`.streams` (bounded read-ahead and volumes),
-:mod:`.take` (taking a backup), :mod:`.copy` (cross-region copies), :mod:`.scratch`
-and :mod:`.restore` (``pgbackrest restore`` into an empty directory, started and proven).
+- :mod:`.residency`: the rule that refuses a repository outside the cluster's residency;
+- :mod:`.proof`: the proof record beside each backup set (the fingerprint tables' rows
+  at a named restore point taken after the backup) and the verdicts of restores;
+- :mod:`.restore_model`, :mod:`.restore`, :mod:`.scratch`: choosing the set and the
+  target, ``pgbackrest restore`` into an empty directory, starting it and proving it.
+
 No Prefect imports here: the runbooks in ``flows/`` orchestrate these functions.
 """

@@ -84,7 +84,7 @@ def take_fingerprint_point(topology: Topology, cluster_name: str, primary: str, 
 
     Call after the backup finished: recovery can only stop at a point past the backup's
     end.  The restore point is in the WAL; it is only restorable once its segment is
-    archived (``pgbackrest check`` or :meth:`BackupSql.flush_lsn` + a WAL switch: the
+    archived (``pgbackrest check`` on the primary switches WAL and waits for that: the
     caller's part).  A lock that is not granted is retried ``attempts`` times.
     """
     _, cluster = topology.cluster(cluster_name)

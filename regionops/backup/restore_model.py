@@ -12,20 +12,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from regionops.units import human_bytes
+
 Role = Literal["replica", "primary"]
 # What the runbooks accept: "proof" = the backup set's proof restore point (else the end of the archive).
 RequestedTarget = Literal["proof", "time", "lsn", "name", "immediate", "default"]
 # What pgBackRest is given (its --type).
 TargetType = Literal["time", "lsn", "name", "immediate", "default"]
-
-
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 class Phase(BaseModel):

@@ -5,14 +5,10 @@ writing: on the primary, the fingerprinted tables are locked against writes (SHA
 mode, briefly, with a lock timeout so the application never queues behind us for
 long), counted and checksummed, and a named restore point is written before the lock
 is released.  Recovery that stops at that restore point therefore shows exactly the
-counted rows.  The WAL between the backup's end and the restore point is read back
-with ``pg_read_binary_file`` in bounded chunks.
+counted rows (pgBackRest's WAL archive carries the restore point to the restore).
 """
 
 from __future__ import annotations
-
-import re
-from collections.abc import Iterator
 
 import psycopg
 from psycopg import sql
@@ -21,9 +17,6 @@ from pydantic import BaseModel
 from regionops.drivers.postgres import ConnInfo, connect
 from regionops.errors import ExternalSystemError, TransientError
 from regionops.lsn import Lsn
-
-_WAL_NAME = re.compile(r"^[0-9A-F]{24}$")
-READ_CHUNK = 4 << 20
 
 
 class FingerprintPoint(BaseModel):
@@ -102,68 +95,6 @@ class BackupSql:
             raise
         return FingerprintPoint(restore_point=restore_point, lsn=Lsn.parse(row["lsn"]), fingerprint=prints)
 
-    def flush_lsn(self) -> Lsn:
-        """The primary's WAL flush position."""
-        with self._connect() as conn:
-            return Lsn.parse(conn.execute("SELECT pg_current_wal_flush_lsn()::text AS lsn").fetchone()["lsn"])
-
-    def wal_segments(self, start: Lsn, end: Lsn) -> list[str]:
-        """Names of the WAL files holding ``start``..``end`` on the primary's current timeline."""
-        with self._connect() as conn:
-            row = conn.execute(
-                "SELECT pg_walfile_name(%s::pg_lsn) AS first, pg_walfile_name(%s::pg_lsn) AS last",
-                (str(start), str(end)),
-            ).fetchone()
-        first, last = row["first"], row["last"]
-        per_xlogid = 0x100000000 // self.wal_segment_size()
-        tli = first[:8]
-        return [
-            f"{tli}{seg // per_xlogid:08X}{seg % per_xlogid:08X}"
-            for seg in range(_segno(first, per_xlogid), _segno(last, per_xlogid) + 1)
-        ]
-
-    def wal_segment_size(self) -> int:
-        """wal_segment_size in bytes."""
-        with self._connect() as conn:
-            return int(conn.execute(
-                "SELECT setting::bigint AS n FROM pg_settings WHERE name = 'wal_segment_size'"
-            ).fetchone()["n"])
-
-    def wal_block_size(self) -> int:
-        """wal_block_size (the WAL page) in bytes."""
-        with self._connect() as conn:
-            return int(conn.execute(
-                "SELECT setting::bigint AS n FROM pg_settings WHERE name = 'wal_block_size'"
-            ).fetchone()["n"])
-
-    def read_wal_segment(self, name: str, size: int, upto: int | None = None) -> Iterator[bytes]:
-        """The bytes of WAL file ``name`` in chunks (superuser or pg_read_server_files).
-
-        With ``upto``, only the first ``upto`` bytes are read and the rest of the file is
-        zeros: recovery stops before it reaches them, and zero pages read as end of WAL.
-        """
-        if not _WAL_NAME.match(name):
-            raise ValueError(f"not a WAL file name: {name!r}")
-        path = f"pg_wal/{name}"
-        readable = size if upto is None else min(upto, size)
-        with self._connect() as conn:
-            for offset in range(0, readable, READ_CHUNK):
-                length = min(READ_CHUNK, readable - offset)
-                try:
-                    row = conn.execute(
-                        "SELECT pg_read_binary_file(%s, %s, %s) AS data", (path, offset, length)
-                    ).fetchone()
-                except psycopg.errors.UndefinedFile as exc:
-                    raise ExternalSystemError(
-                        f"WAL file {name} is no longer on {self.info.host}:{self.info.port}"
-                    ) from exc
-                data = bytes(row["data"])
-                if len(data) != length:
-                    raise ExternalSystemError(f"WAL file {name} on {self.info.host}:{self.info.port} is short")
-                yield data
-        for offset in range(readable, size, READ_CHUNK):
-            yield bytes(min(READ_CHUNK, size - offset))
-
     def recovery_state(self) -> RecoveryState:
         """Whether the server is in recovery, where replay is, and whether it is paused."""
         with self._connect() as conn:
@@ -178,7 +109,3 @@ class BackupSql:
         """Resume replay of a server paused at its recovery target: it ends recovery and promotes."""
         with self._connect() as conn:
             conn.execute("SELECT pg_wal_replay_resume()")
-
-
-def _segno(name: str, per_xlogid: int) -> int:
-    return int(name[8:16], 16) * per_xlogid + int(name[16:24], 16)

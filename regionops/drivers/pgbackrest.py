@@ -40,7 +40,7 @@ from regionops.errors import (
     TransientError,
     VerificationFailed,
 )
-from regionops.topology import Cluster, PgBackRestSettings, Topology
+from regionops.topology import PgBackRestSettings, Topology, home_region
 from regionops.waiting import poll_until
 
 PACKAGE = "pgbackrest"  # the Debian package (2.45 tested)
@@ -108,12 +108,6 @@ class StanzaPlan(BaseModel):
 
     def sentence(self) -> str:
         return f"stanza {self.cluster}: " + "; ".join(r.sentence() for r in self.repositories)
-
-
-def home_region(cluster: Cluster) -> str:
-    """The region whose bucket is repo1: that of the highest-priority node (stable across failovers)."""
-    name = max(cluster.nodes.items(), key=lambda item: (item[1].priority, item[0]))[0]
-    return cluster.nodes[name].region
 
 
 def plan_stanza(topology: Topology, cluster_name: str) -> StanzaPlan:
@@ -305,6 +299,7 @@ class BackupInfo(BaseModel):
     stopped: datetime
     size: int = Field(description="database size in bytes")
     repo_size: int = Field(description="bytes stored in the repository")
+    delta: int = Field(0, description="bytes of the database this backup copied (all of it for a full)")
     wal_start: str | None = None
     wal_stop: str | None = None
     lsn_start: str | None = None
@@ -415,6 +410,7 @@ def parse_info(text: str, stanza: str) -> StanzaInfo:
             stopped=datetime.fromtimestamp(b["timestamp"]["stop"], timezone.utc),
             size=int(b.get("info", {}).get("size", 0)),
             repo_size=int(b.get("info", {}).get("repository", {}).get("size", 0)),
+            delta=int(b.get("info", {}).get("delta", 0)),
             wal_start=wal_start, wal_stop=wal_stop, lsn_start=lsn_start, lsn_stop=lsn_stop,
             prior=b.get("prior"), error=bool(b.get("error", False))))
     backups.sort(key=lambda b: (b.stopped, b.label))
@@ -446,10 +442,13 @@ class PgBackRest:
         _, spec = topology.cluster(plan.cluster)
         return cls(plan, node, runner or LocalRunner(spec.os_user))
 
+    def prefix(self) -> list[str]:
+        """What every command line starts with: the binary, the node's config, the stanza."""
+        return [self.binary, f"--config={self.plan.config_path(self.node)}", f"--stanza={self.plan.cluster}"]
+
     def argv(self, command: str, *options: str) -> list[str]:
         """The full command line: binary, the node's config, the stanza, the command, its options."""
-        return [self.binary, f"--config={self.plan.config_path(self.node)}", f"--stanza={self.plan.cluster}",
-                *options, command]
+        return [*self.prefix(), *options, command]
 
     def run(self, command: str, *options: str, timeout: float = 3600) -> RunOutput:
         """Run one command; a non-zero exit is the project error carrying pgBackRest's message."""
@@ -516,13 +515,19 @@ class PgBackRest:
         options = ["--output=json", *([f"--repo={repo}"] if repo else [])]
         return parse_info(self.run("info", *options, timeout=timeout).stdout, self.plan.cluster)
 
-    def verify(self, repo: int = 1, timeout: float = 6 * 3600) -> VerifyResult:
-        """Verify repository ``repo``; a corrupt or missing object is a VerificationFailed naming it."""
+    def verify(self, repo: int = 1, timeout: float = 6 * 3600, process_max: int | None = None) -> VerifyResult:
+        """Verify repository ``repo``; a corrupt or missing object is a VerificationFailed naming it.
+
+        ``process_max`` overrides the configured parallelism: verify reads every file of
+        every backup (one request each, even when bundled), so it is bound by the object
+        store's latency per request rather than by CPU.
+        """
         self._repo(repo)
         # verify names each bad file only in its INFO log lines ("invalid result <file>: ...").
         # No job retries: a corrupt file fails the same way again, after a 15 s back-off each.
+        parallel = [f"--process-max={process_max}"] if process_max else []
         out = self.runner(self.argv("verify", f"--repo={repo}", "--verbose", "--output=text",
-                                    "--log-level-console=info", "--job-retry=0"), timeout=timeout)
+                                    "--log-level-console=info", "--job-retry=0", *parallel), timeout=timeout)
         problems = _verify_problems(out)
         if out.exit_code != 0 or problems:
             result = VerifyResult(repo=repo, ok=False, seconds=out.seconds,

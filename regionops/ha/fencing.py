@@ -26,10 +26,9 @@ from datetime import datetime, timezone
 
 from pydantic import BaseModel, Field
 
-from regionops.backup.manifest import home_region
 from regionops.drivers.objectstore import ObjectExists, ObjectNotFound, ObjectStore, objectstore_for
 from regionops.lsn import Lsn
-from regionops.topology import Topology
+from regionops.topology import Topology, home_region
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +105,7 @@ class FenceCleared(BaseModel):
 
 def home_bucket(topology: Topology, cluster: str) -> str:
     """The bucket of the cluster's home region: where its fences (and backups) live."""
-    return topology.regions[home_region(topology, topology.clusters[cluster])].bucket
+    return topology.regions[home_region(topology.clusters[cluster])].bucket
 
 
 class FenceStore:

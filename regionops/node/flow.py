@@ -32,6 +32,8 @@ def perform(params: NodeOpParams, worker_region: str | None) -> NodeOpReply:
         raise ValueError(f"{name} of {node} needs a peer (the primary or source node)")
     if (name == "restore-stage" and params.stage is None) or (name == "restore-activate" and params.activate is None):
         raise ValueError(f"{name} of {node} needs its request (stage or activate)")
+    if name == "pgbackrest" and params.pgbackrest is None:
+        raise ValueError(f"pgbackrest on {node} needs the command to run")
     if name == "data-dir-exists":
         reply.flag = op.data_dir_exists(node)
     elif name == "is-running":
@@ -60,6 +62,8 @@ def perform(params: NodeOpParams, worker_region: str | None) -> NodeOpReply:
         reply.staged = op.restore_stage(node, params.stage)
     elif name == "restore-activate":
         reply.activated = op.restore_activate(node, params.activate)
+    elif name == "pgbackrest":
+        reply.pgbackrest = op.pgbackrest(node, params.pgbackrest)
     else:  # pragma: no cover - the Literal type admits nothing else
         raise ValueError(f"unknown node operation {name!r}")
     return reply

@@ -9,9 +9,7 @@ refuses with :class:`PreconditionFailed`, having changed nothing.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,15 +32,15 @@ from regionops.drivers.pgconf import (
     write_node_settings,
 )
 from regionops.drivers.pgdata import pg_basebackup, pg_rewind, read_control_data, read_wal_end
-from regionops.drivers.pgtools import PgCtl, chown_to, kill_instance, process_state
+from regionops.drivers.pgtools import PgCtl, chown_to, kill_instance
 from regionops.drivers.postgres import SqlObserver, conninfo_for
 from regionops.errors import ExternalSystemError, PreconditionFailed, RunbookError, TransientError
 from regionops.lsn import Lsn
 from regionops.model import ControlData, WalEnd
 from regionops.node.operator import RECLONE_MARK, REPLACED_MARK, NodeOpResult, StopMode
+from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun, run_on_this_machine
 from regionops.node.standing import Standing, StandingFacts, judge_standing
 from regionops.topology import Cluster, Topology
-from regionops.waiting import poll_until
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +296,11 @@ class LocalNodeOperator:
         return NodeOpResult(node=node, operation="remove-replaced", changed=bool(old),
                             detail=f"removed {len(old)} set-aside data director{'y' if len(old) == 1 else 'ies'} "
                                    f"of {node}")
+
+    # -- pgBackRest with the node's own configuration ---------------------------------
+    def pgbackrest(self, node: str, command: PgBackRestCommand) -> PgBackRestRun:
+        self.require_standing(node)
+        return run_on_this_machine(self.topology, self.cluster_name, self.cluster.os_user, node, command)
 
     # -- restore's disk steps (regionops.backup.restore does the work) ----------------
     def restore_facts(self, node: str, repo: int = 1) -> RestoreDiskFacts:

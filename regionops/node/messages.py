@@ -16,7 +16,15 @@ from regionops.backup.restore_model import (
     StageRequest,
 )
 from regionops.model import ControlData, WalEnd
-from regionops.node.operator import NodeOpResult, Operation, ReadOperation, RestoreOperation, StopMode
+from regionops.node.operator import (
+    NodeOpResult,
+    Operation,
+    PgBackRestOperation,
+    ReadOperation,
+    RestoreOperation,
+    StopMode,
+)
+from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun
 from regionops.topology import Topology
 
 FLOW_NAME = "node-operation"
@@ -33,12 +41,14 @@ class NodeOpParams(BaseModel):
     topology: Topology = Field(description="the environment's topology (secrets are references, resolved on the worker)")
     cluster: str = Field(description="cluster the node belongs to")
     node: str = Field(description="node to act on; its region's worker must run this")
-    operation: Operation | ReadOperation | RestoreOperation = Field(description="the one step to perform")
+    operation: Operation | ReadOperation | RestoreOperation | PgBackRestOperation = Field(
+        description="the one step to perform")
     mode: StopMode = Field("fast", description="stop mode (stop only)")
     peer: str | None = Field(None, description="primary (configure-standby) or source (rewind, reclone)")
     repo: int = Field(1, ge=1, description="pgBackRest repository whose backup sets to list (restore-facts only)")
     stage: StageRequest | None = Field(None, description="what to restore beside the node (restore-stage only)")
     activate: ActivateRequest | None = Field(None, description="the verified copy to swap in (restore-activate only)")
+    pgbackrest: PgBackRestCommand | None = Field(None, description="the pgBackRest command to run (pgbackrest only)")
 
 
 class NodeOpReply(BaseModel):
@@ -55,11 +65,12 @@ class NodeOpReply(BaseModel):
     restore_facts: RestoreDiskFacts | None = None  # restore-facts
     staged: StagedRestore | None = None  # restore-stage
     activated: ActivatedRestore | None = None  # restore-activate
+    pgbackrest: PgBackRestRun | None = None  # pgbackrest
 
     def sentence(self) -> str:
         """One line for logs and reports."""
         if self.result is not None:
             return self.result.sentence()
-        shown = self.control or self.wal_end or self.restore_facts or self.staged or self.activated
+        shown = self.control or self.wal_end or self.restore_facts or self.staged or self.activated or self.pgbackrest
         value = shown.sentence() if shown is not None else self.flag
         return f"{self.operation} of {self.node} on the {self.worker_region} worker: {value}"

@@ -21,6 +21,7 @@ from regionops.backup.restore_model import (
     StageRequest,
 )
 from regionops.model import ControlData, WalEnd
+from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun
 
 StopMode = Literal["smart", "fast", "immediate"]
 Operation = Literal["start", "stop", "configure-standby", "block-primary-start", "rewind", "reclone",
@@ -28,6 +29,8 @@ Operation = Literal["start", "stop", "configure-standby", "block-primary-start",
 ReadOperation = Literal["data-dir-exists", "is-running", "control-data", "wal-end"]
 # Restore's disk steps: read what the plan needs, restore beside the data and prove it, swap in.
 RestoreOperation = Literal["restore-facts", "restore-stage", "restore-activate"]
+# One pgBackRest command with the node's own configuration (backup, check, info, verify, expire).
+PgBackRestOperation = Literal["pgbackrest"]
 
 # Suffix of a data directory set aside by a reclone (kept until the new one is verified).
 REPLACED_MARK = ".replaced-"
@@ -105,4 +108,8 @@ class NodeOperator(Protocol):
 
     def restore_activate(self, node: str, request: ActivateRequest) -> ActivatedRestore:
         """Swap the verified copy in, give the node its role and start it; swap back on failure."""
+        ...
+
+    def pgbackrest(self, node: str, command: PgBackRestCommand) -> PgBackRestRun:
+        """Run one pgBackRest command on the node's machine as the cluster's OS user (exit code, output)."""
         ...

@@ -11,6 +11,7 @@ did not finish is cancelled first, so it cannot act later behind the runbook's b
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from uuid import UUID
@@ -32,6 +33,7 @@ from regionops.errors import DeadlineExceeded, NodeStepFailed
 from regionops.model import ControlData, WalEnd
 from regionops.node.messages import NodeOpParams, NodeOpReply, deployment_name
 from regionops.node.operator import NodeOpResult, StopMode
+from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun
 from regionops.topology import Topology
 from regionops.waiting import poll_until
 
@@ -61,12 +63,12 @@ class RegionalNodeOperator:
 
     def call(self, node: str, operation: str, *, mode: StopMode = "fast", peer: str | None = None,
              stage: StageRequest | None = None, activate: ActivateRequest | None = None,
-             repo: int = 1) -> NodeOpReply:
+             repo: int = 1, pgbackrest: PgBackRestCommand | None = None) -> NodeOpReply:
         """Run one node step on the node's regional worker and return its typed reply."""
         region = self.cluster.nodes[node].region
         params = NodeOpParams(topology=self.topology, cluster=self.cluster_name, node=node,
                               operation=operation, mode=mode, peer=peer, stage=stage, activate=activate,
-                              repo=repo)
+                              repo=repo, pgbackrest=pgbackrest)
         where = f"node step {operation} of {node} (region {region}, pool {self.pool(node)})"
         try:
             # timeout=0: only create the (child) run; the waits below have deadlines of their own.
@@ -169,6 +171,12 @@ class RegionalNodeOperator:
 
     def restore_activate(self, node: str, request: ActivateRequest) -> ActivatedRestore:
         return self._got(self.call(node, "restore-activate", activate=request), "activated")
+
+    def pgbackrest(self, node: str, command: PgBackRestCommand) -> PgBackRestRun:
+        # A backup may run for hours: wait as long as the command may take, and a minute for the run around it.
+        patient = copy.copy(self)
+        patient.timeout = max(self.timeout, command.timeout + 60)
+        return self._got(patient.call(node, "pgbackrest", pgbackrest=command), "pgbackrest")
 
     @staticmethod
     def _got(reply: NodeOpReply, field: str):

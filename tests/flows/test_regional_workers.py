@@ -100,6 +100,21 @@ def test_a_node_step_on_the_wrong_regions_worker_refuses_and_changes_nothing(reg
     assert ha.layout(cluster)["eu-1"] == "primary"
 
 
+def test_pgbackrest_through_the_seam_runs_on_the_nodes_pool_with_its_own_configuration(regional):
+    from prefect.client.schemas.filters import FlowRunFilterName
+
+    from regionops.node import node_operator_for
+    from regionops.node.pgbackrest_step import seam_driver
+
+    cluster, path = regional
+    topo = load_topology(path)
+    info = seam_driver(topo, "core", "apac-1", node_operator_for(topo, "core")).info()
+    assert info.stanza == "core" and [r.repo for r in info.repos] == [1, 2], info.sentence()
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["pgbackrest apac-1"])))
+    assert run.work_pool_name == "regionops-apac" and run.state.is_completed()
+
+
 def test_a_failing_node_run_is_a_named_error_with_the_child_runs_link(regional):
     from regionops.node import node_operator_for
 
