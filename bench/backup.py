@@ -1,26 +1,30 @@
-"""Benchmark: the backup and restore-verify runbooks against the raw tools, in the same run.
+"""Benchmark: the backup and restore-verify runbooks against the bare pgBackRest commands they run.
 
-    .venv/bin/python bench/backup.py --size-mb 1024 [--compression lz4] [--repeat 2]
-    .venv/bin/python bench/backup.py --engine pgbackrest --size-mb 256   # the pgBackRest driver vs bare pgbackrest
+    .venv/bin/python bench/backup.py --size-mb 1024 [--repeat 2]
 
-Starts a private lab (PostgreSQL x3, moto, Prefect server) in a temporary directory,
-fills the primary with pgbench data of about ``--size-mb``, then, from the same replica:
+Starts a private lab (PostgreSQL x3, moto over TLS, Prefect server) in a temporary
+directory, fills the primary with pgbench data of about ``--size-mb``, then, in one run:
 
-- backup: the runbook (pg_basebackup streamed into S3 with checksums, fingerprint point,
-  manifest) against raw ``pg_basebackup -Ft -D - -X fetch`` with the same compression
-  piped to a local file.  Goal: the runbook within 10% of raw.
-- restore verification: the runbook against the raw steps it performs, one after the
-  other: download the objects to a file, sha256 it, ``tar -x``, ``pg_verifybackup``,
-  ``pg_ctl start -w``, count the rows, stop.
+- backup: bare ``pgbackrest --config=<eu-1's> --stanza=core --type=full --repo=1 backup``
+  against the backup runbook (``backup_type=full``, repo1 only, no verify).  What the
+  runbook adds: the node seam, observing the nodes, the fingerprint point and
+  ``pgbackrest check``, ``expire``, ``info``, the report.  Goal: at most 1.10x.
+- restore verification: bare ``pgbackrest restore --set=<label> --type=immediate
+  --target-action=promote`` into an empty directory, ``pg_ctl start``, wait for the
+  promotion, count the rows, stop; against the restore-verify runbook on the same set
+  (recovery to the set's proof restore point, fingerprint compared).  Goal: at most 1.20x.
+- a point-in-time restore (restore-verify with a time target) and its time;
+- sizes: database, bytes copied and bytes stored, for the full backup and for an
+  incremental one after a small change.
 
-Each measurement is repeated ``--repeat`` times; the best of each is compared.  The lab
-is stopped and removed at the end.
+Each side runs ``--repeat`` times (who goes first rotates: the second backup of a round
+meets the first one's WAL still archiving); the best of each is compared.  The
+orchestration overhead is printed in seconds.  The lab is removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
@@ -35,13 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 
-from regionops.drivers.pgtools import as_user, chown_to, run_tool, tool  # noqa: E402
+from regionops.drivers.pgtools import as_user, run_tool, tool  # noqa: E402
 from regionops.lab.lab import Lab, lab_env  # noqa: E402
 
 PGBENCH_MB_PER_SCALE = 15.5  # pgbench_accounts (100,000 rows per scale) with its index
-SUFFIX = {"none": "", "gzip": ".gz", "lz4": ".lz4", "zstd": ".zst"}
-TAR_FILTER = {"none": [], "gzip": ["-z"], "lz4": ["--use-compress-program=lz4"],
-              "zstd": ["--use-compress-program=zstd"]}
 
 
 @contextmanager
@@ -70,174 +71,129 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 def fill(lab: Lab, size_mb: int) -> int:
     """pgbench -i at the scale that gives about ``size_mb``; returns the scale."""
+    from regionops.drivers.postgres import SqlNode
+    from regionops.lab import pglab
+
     scale = max(1, round(size_mb / PGBENCH_MB_PER_SCALE))
     port = lab.cfg.ports.postgres["eu-1"]
     print(f"pgbench -i -s {scale} (about {scale * PGBENCH_MB_PER_SCALE:.0f} MB) ...", flush=True)
     run_tool([tool("pgbench"), "-i", "-q", "-s", str(scale), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
               "app"], timeout=3600)
-    from regionops.drivers.postgres import SqlNode
-    from regionops.lab import pglab
-
-    # A checkpoint lets the replica's next restartpoint move past pgbench's WAL, so both
-    # sides stream the database, not the whole history of loading it.
     SqlNode(pglab.conninfo(lab.cfg, "eu-1")).checkpoint()
     return scale
 
 
-def wait_replicas(lab: Lab) -> None:
-    from regionops.drivers.postgres import SqlNode
-    from regionops.lab import pglab
+def bare_restore(lab: Lab, label: str, work: Path) -> float:
+    """The bare commands restore verification stands on: restore, start, promotion, count, stop."""
+    from regionops.backup.scratch import free_port, prepare_empty_dir, remove_dir, start_instance
+    from regionops.drivers.pgbackrest import restore_driver
+    from regionops.drivers.pgconf import set_auto_conf, write_hba
+    from regionops.drivers.postgres import ConnInfo, SqlNode
+    from regionops.lab.config import LAB_CLUSTER
     from regionops.waiting import poll_until
 
-    primary = SqlNode(pglab.conninfo(lab.cfg, "eu-1"))
-    primary.switch_wal()
-    target = primary.current_lsn()
-    for node in ("us-1", "apac-1"):
-        replica = SqlNode(pglab.conninfo(lab.cfg, node))
-        poll_until(lambda r=replica: (r.replay_lsn() or target) >= target, timeout=600, what=f"{node} to catch up")
-
-
-def raw_backup(lab: Lab, compression: str, out: Path) -> int:
-    """Raw pg_basebackup of us-1 to a local file; returns the file's size."""
-    argv = [tool("pg_basebackup"), "-h", "127.0.0.1", "-p", str(lab.cfg.ports.postgres["us-1"]), "-U", "postgres",
-            "-D", "-", "-F", "t", "-X", "fetch", "-c", "fast", "--no-sync",
-            "--compress=none" if compression == "none" else f"--compress=client-{compression}"]
-    with out.open("wb") as f:
-        subprocess.run(as_user(argv, lab.cfg.os_user), stdout=f, stderr=subprocess.DEVNULL, check=True, cwd="/")
-    return out.stat().st_size
-
-
-def runbook_backup(lab: Lab, compression: str):
-    from flows.backup import BackupParams, backup
-
-    return backup(BackupParams(topology=str(lab.cfg.topology_path), compression=compression, copy_to=[],
-                               prune=False, notify=False, source="us-1")).manifest
-
-
-def runbook_verify(lab: Lab, backup_id: str):
-    from flows.restore_verify import RestoreVerifyParams, restore_verify
-
-    return restore_verify(RestoreVerifyParams(topology=str(lab.cfg.topology_path), backup_id=backup_id, notify=False))
-
-
-def raw_restore(lab: Lab, manifest, work: Path) -> dict[str, float]:
-    """The steps restore verification performs, by hand, one after the other."""
-    from regionops.backup.scratch import free_port
-    from regionops.drivers.objectstore import objectstore_for
-    from regionops.drivers.pgtools import PgCtl
-    from regionops.drivers.postgres import ConnInfo, SqlNode
-
     os_user = lab.cfg.os_user
-    store = objectstore_for(lab.topology())
-    bucket = lab.topology().regions[manifest.home_region].bucket
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     os.chmod(work, 0o755)
-    archive, data = work / "base.tar", work / "data"
-    times: dict[str, float] = {}
+    data = work / "data"
+    driver = restore_driver(lab.topology(), LAB_CLUSTER, data, work / "pgbackrest")
     started = time.monotonic()
-    with archive.open("wb") as f:  # download
-        for obj in manifest.base_objects:
-            for chunk in store.iter_object(bucket, obj.key):
-                f.write(chunk)
-    times["download"] = time.monotonic() - started
-    t = time.monotonic()
-    digest = hashlib.sha256()  # sha256sum
-    with archive.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    times["sha256"] = time.monotonic() - t
-    t = time.monotonic()
-    data.mkdir(mode=0o700)
-    chown_to(data, os_user)
-    os.chmod(archive, 0o644)
-    subprocess.run(as_user(["tar", "-x", "-f", str(archive), "-C", str(data), *TAR_FILTER[manifest.compression]],
-                           os_user), check=True, cwd="/")
-    times["unpack"] = time.monotonic() - t
-    t = time.monotonic()
-    run_tool([tool("pg_verifybackup"), str(data)], os_user=os_user, timeout=3600)
-    times["pg_verifybackup"] = time.monotonic() - t
-    t = time.monotonic()
-    port = free_port()
-    (data / "standby.signal").unlink(missing_ok=True)
-    with (data / "postgresql.auto.conf").open("a") as f:
-        f.write(f"port = {port}\nprimary_conninfo = ''\nprimary_slot_name = ''\n")
-    log = work / "pg.log"
-    log.touch()
-    chown_to(log, os_user)
-    PgCtl(data, os_user, log).start(timeout=600)
-    times["start"] = time.monotonic() - t
-    t = time.monotonic()
-    SqlNode(ConnInfo("127.0.0.1", port, "app", "postgres")).query("SELECT count(*) FROM pgbench_accounts")
-    times["count rows"] = time.monotonic() - t
-    PgCtl(data, os_user).stop("immediate")
-    times["total"] = time.monotonic() - started
-    shutil.rmtree(work, ignore_errors=True)
-    return times
+    try:
+        prepare_empty_dir(data, os_user)
+        argv = driver.argv("restore", f"--pg1-path={data}", "--repo=1", f"--set={label}", "--type=immediate",
+                           "--target-action=promote", "--archive-mode=off")
+        subprocess.run(as_user(argv, os_user), check=True, cwd="/", capture_output=True)
+        port = free_port()
+        set_auto_conf(data, {"port": str(port), "listen_addresses": "127.0.0.1", "unix_socket_directories": "",
+                             "primary_conninfo": None, "primary_slot_name": None}, os_user)
+        write_hba(data, ["host all postgres 127.0.0.1/32 trust"], os_user)
+        start_instance(data, work / "pg.log", os_user)
+        node = SqlNode(ConnInfo("127.0.0.1", port, "app", "postgres"))
+        poll_until(lambda: not node.query("SELECT pg_is_in_recovery() AS r")[0]["r"], timeout=600, what="promotion")
+        node.query("SELECT count(*) AS n FROM pgbench_accounts")
+        return time.monotonic() - started
+    finally:
+        remove_dir(work, os_user)
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def mib_s(nbytes: int, seconds: float) -> str:
-    return f"{nbytes / 1048576 / max(seconds, 1e-9):.1f} MiB/s"
+def mib(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="backup and restore-verify runbooks vs the raw tools")
+    parser = argparse.ArgumentParser(description="backup and restore-verify runbooks vs bare pgBackRest")
     parser.add_argument("--size-mb", type=int, default=1024, help="database size to create with pgbench (default 1024)")
-    parser.add_argument("--compression", choices=list(SUFFIX), default="lz4")
     parser.add_argument("--repeat", type=int, default=2, help="measure each side this many times; best counts")
-    parser.add_argument("--engine", choices=["regionops", "pgbackrest"], default="regionops",
-                        help="pgbackrest: the pgBackRest driver against bare pgbackrest (bench/pgbackrest_engine.py)")
     args = parser.parse_args()
-    if args.engine == "pgbackrest":
-        from pgbackrest_engine import run  # noqa: PLC0415 - only this engine needs it
 
-        with private_lab() as lab:
-            fill(lab, args.size_mb)
-            return run(lab, args.repeat)
+    from flows.backup import BackupParams, backup
+    from flows.restore_verify import RestoreVerifyParams, restore_verify
+    from regionops.drivers.pgbackrest import PgBackRest
+    from regionops.drivers.postgres import SqlNode
+    from regionops.lab import pglab
+    from regionops.lab.config import LAB_CLUSTER, LAB_PRIMARY
 
     with private_lab() as lab:
         fill(lab, args.size_mb)
-        wait_replicas(lab)
-        work = Path(tempfile.mkdtemp(prefix="regionops-bench-"))
-        os.chmod(work, 0o755)
-        raw_times, runbook_times, manifests = [], [], []
-        raw_size = 0
+        topo_path = str(lab.cfg.topology_path)
+        driver = PgBackRest.for_node(lab.topology(), LAB_CLUSTER, LAB_PRIMARY)
+        bare_argv = driver.argv("backup", "--type=full", "--repo=1")
+        params = BackupParams(topology=topo_path, backup_type="full", repos=["eu"], verify=False, notify=False)
+        bare_b, run_b, labels = [], [], []
         for i in range(args.repeat):
-            print(f"round {i + 1}/{args.repeat}: raw pg_basebackup, then the backup runbook ...", flush=True)
-            seconds, raw_size = timed(lambda: raw_backup(lab, args.compression, work / f"raw.tar{SUFFIX[args.compression]}"))
-            raw_times.append(seconds)
-            seconds, manifest = timed(lambda: runbook_backup(lab, args.compression))
-            runbook_times.append(seconds)
-            manifests.append(manifest)
-        manifest = manifests[-1]
-        print("restore verification: the runbook, then the raw steps ...", flush=True)
-        verify_times, raw_restores = [], []
+            order = ("bare", "runbook") if i % 2 == 0 else ("runbook", "bare")
+            print(f"round {i + 1}/{args.repeat}: {' then '.join(order)} full backup ...", flush=True)
+            for who in order:
+                if who == "bare":
+                    seconds, _ = timed(lambda: subprocess.run(as_user(bare_argv, lab.cfg.os_user), check=True,
+                                                              cwd="/", capture_output=True))
+                    bare_b.append(seconds)
+                else:
+                    seconds, result = timed(lambda: backup(params))
+                    run_b.append(seconds)
+                    labels.append(result.label)
+        label = labels[-1]
+        print(f"restore verification of {label}: the runbook, then the bare commands ...", flush=True)
+        run_r, bare_r = [], []
+        work = Path(tempfile.mkdtemp(prefix="regionops-bench-restore-", dir=lab.cfg.pg_dir))
         for _ in range(args.repeat):
-            seconds, verdict = timed(lambda: runbook_verify(lab, manifest.backup_id))
+            seconds, verdict = timed(lambda: restore_verify(RestoreVerifyParams(topology=topo_path, label=label,
+                                                                                notify=False)))
             assert verdict.passed, verdict.error
-            verify_times.append(seconds)
-            raw_restores.append(raw_restore(lab, manifest, work / "raw-restore"))
-        shutil.rmtree(work, ignore_errors=True)
+            run_r.append(seconds)
+            bare_r.append(bare_restore(lab, label, work))
+        # A small change, an incremental backup, then a point in time after it.
+        primary = SqlNode(pglab.conninfo(lab.cfg, LAB_PRIMARY))
+        primary.query("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0")
+        incr = backup(BackupParams(topology=topo_path, backup_type="incr", repos=["eu"], verify=False, notify=False))
+        target = primary.query("SELECT clock_timestamp()::text AS t")[0]["t"]
+        primary.query("CREATE TABLE IF NOT EXISTS bench_after_target (id int)")
+        driver.check()  # the WAL past the target is archived
+        pitr_s, pitr = timed(lambda: restore_verify(RestoreVerifyParams(
+            topology=topo_path, target_type="time", target=target, notify=False)))
+        info = {b.label: b for b in driver.info(repo=1).backups}
 
-    raw_b, run_b = min(raw_times), min(runbook_times)
-    raw_r = min(raw_restores, key=lambda t: t["total"])
-    run_r = min(verify_times)
-    size = manifest.size_before
+    full, inc = info.get(label), info.get(incr.label)
+    b, rb = min(bare_b), min(run_b)
+    r, rr = min(bare_r), min(run_r)
     print()
-    print(f"database ~{size / 1048576:.0f} MiB (pgbench, --size-mb {args.size_mb}), compression {args.compression}, "
-          f"best of {args.repeat}; backups read from replica us-1")
+    print(f"database ~{args.size_mb} MB (pgbench), best of {args.repeat}, backups from the primary into repo1")
     rows = [
-        ("backup wall time", f"{run_b:.2f} s", f"{raw_b:.2f} s", f"{run_b / raw_b:.2f}"),
-        ("backup throughput (uncompressed)", mib_s(size, run_b), mib_s(size, raw_b), f"{raw_b / run_b:.2f}"),
-        ("backup stored size", f"{manifest.size_after / 1048576:.1f} MiB", f"{raw_size / 1048576:.1f} MiB", ""),
-        ("restore-verify wall time", f"{run_r:.2f} s", f"{raw_r['total']:.2f} s", f"{run_r / raw_r['total']:.2f}"),
+        ("backup (full) wall time", f"{rb:.2f} s", f"{b:.2f} s", f"{rb / b:.2f}", f"{rb - b:+.2f} s", "1.10"),
+        ("restore verification", f"{rr:.2f} s", f"{r:.2f} s", f"{rr / r:.2f}", f"{rr - r:+.2f} s", "1.20"),
     ]
-    width = [max(len(r[i]) for r in rows + [("", "runbook", "raw", "ratio")]) for i in range(4)]
-    header = ("", "runbook", "raw", "ratio")
+    header = ("", "runbook", "bare", "ratio", "overhead", "goal")
+    width = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in width), *rows]:
-        print("  ".join(cell.ljust(width[i]) if i == 0 else cell.rjust(width[i]) for i, cell in enumerate(row)))
-    print("raw restore steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in raw_r.items()))
-    print(f"backup runbook / raw pg_basebackup = {run_b / raw_b:.2f} (goal: at most 1.10)")
+        print("  ".join(c.ljust(width[i]) if i == 0 else c.rjust(width[i]) for i, c in enumerate(row)))
+    print(f"point-in-time restore verification to {target}: {pitr_s:.2f} s ({pitr.sentence()})")
+    for name, bi in (("full", full), ("incr", inc)):
+        if bi is not None:
+            print(f"sizes, {name} {bi.label}: database {mib(bi.size)}, copied {mib(bi.delta)}, "
+                  f"stored {mib(bi.repo_size)} (compress-type {driver.plan.settings.compress_type}, "
+                  f"bundle {'y' if driver.plan.settings.bundle else 'n'})")
     return 0
 
 

@@ -323,12 +323,27 @@ def configure_role(plan: RestorePlan, topology: Topology, original_hba: str | No
         pgbackrest.write_config(topology, stanza, plan.node)
         write_archive_settings(data_dir, pgbackrest.archive_settings(stanza, plan.node, pgbackrest.binary()),
                                cluster.os_user)
+        if plan.role == "primary":
+            _queue_history_files(data_dir, cluster.os_user)
     if plan.role == "replica":
         assert plan.primary is not None
         configure_standby(data_dir, primary_conninfo=replication_conninfo(cluster, plan.primary, plan.node),
                           slot=slot_name(plan.node), os_user=cluster.os_user)
     return Phase(phase="configure role", seconds=time.monotonic() - started,
                  detail=f"{plan.node} settings, port {node.port}, role {plan.role}")
+
+
+def _queue_history_files(data_dir: Path, os_user: str | None) -> None:
+    # The staging instance promoted with archiving off, so PostgreSQL never queued the new
+    # timeline's history file; without it in the archive, a later point-in-time restore
+    # cannot follow this timeline.  A ``.ready`` mark makes the archiver push it at start
+    # (pushing a history file the archive already holds, identical, is accepted).
+    status = data_dir / "pg_wal" / "archive_status"
+    for history in sorted((data_dir / "pg_wal").glob("*.history")):
+        if not (status / f"{history.name}.done").exists():
+            ready = status / f"{history.name}.ready"
+            ready.touch()
+            chown_to(ready, os_user)
 
 
 def swap_back(plan: RestorePlan, activation: Activation | None, os_user: str | None, restart_old: bool) -> str:

@@ -19,6 +19,7 @@ import json
 import re
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -247,12 +248,21 @@ class LocalRunner:
         from regionops.drivers.pgtools import as_user
 
         started = time.monotonic()
+        # Its own process group: on a timeout, pgbackrest and the processes it started go
+        # too, not only runuser (a left-over backup would hold the stanza's lock).
+        proc = subprocess.Popen(as_user(argv, self.os_user), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd="/", start_new_session=True)
         try:
-            proc = subprocess.run(as_user(argv, self.os_user), capture_output=True, timeout=timeout, cwd="/")
+            stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.communicate()
             raise TransientError(f"pgbackrest {_command_of(argv)} did not finish within {timeout:g}s") from exc
-        return RunOutput(tuple(argv), proc.returncode, proc.stdout.decode(errors="replace"),
-                         proc.stderr.decode(errors="replace"), time.monotonic() - started)
+        return RunOutput(tuple(argv), proc.returncode, stdout.decode(errors="replace"),
+                         stderr.decode(errors="replace"), time.monotonic() - started)
 
 
 def _command_of(argv: Sequence[str]) -> str:

@@ -198,6 +198,16 @@ def test_point_in_time_across_a_failover_brings_back_every_row_before_t_and_none
         restored = ha.sql(cluster, "eu-1")
         assert [r["id"] for r in restored.query(f"SELECT id FROM {PITR} ORDER BY id")] == list(range(1, 101))
         restored.query(f"INSERT INTO {PITR} (id) VALUES (101)")  # a primary: it takes writes again
+        # Its new timeline's history file reaches the archive, so a later restore can follow it.
+        tli = restored.query("SELECT timeline_id FROM pg_control_checkpoint()")[0]["timeline_id"]
+        repo = plan_stanza(topo, "core").repositories[0]
+        s3 = s3_client(topo, repo.aws_region)
+
+        def history_archived() -> bool:
+            listed = s3.list_objects_v2(Bucket=repo.bucket, Prefix=repo.path.strip("/") + "/archive/core/")
+            return any(o["Key"].endswith(f"/{tli:08X}.history") for o in listed.get("Contents", []))
+
+        poll_until(history_archived, timeout=30, interval=0.5, what=f"timeline {tli}'s history file in the archive")
 
 
 # --- restore onto a node ------------------------------------------------------------------
