@@ -100,7 +100,9 @@ def restore_into(driver: PgBackRest, data_dir: Path, target: RestoreTarget, endi
 def _diagnosed(driver: PgBackRest, target: RestoreTarget, failure: ExternalSystemError) -> VerificationFailed:
     """A failed restore, with what ``pgbackrest verify`` of the repository names (its message rarely names the object)."""
     try:
-        driver.verify(repo=target.repo)
+        # verify reads every file of the repository with one request each: it waits on the
+        # object store, not the CPU, so more processes than the backups' own get the answer sooner.
+        driver.verify(repo=target.repo, process_max=max(8, driver.plan.settings.process_max))
     except VerificationFailed as found:
         return VerificationFailed(f"backup {target.label}: {failure}; {found}")
     except RunbookError as other:
