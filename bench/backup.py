@@ -166,7 +166,7 @@ def main() -> int:
             bare_r.append(bare_restore(lab, label, work))
         # A small change, an incremental backup, then a point in time after it.
         primary = SqlNode(pglab.conninfo(lab.cfg, LAB_PRIMARY))
-        primary.query("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0")
+        primary.query("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 10000")
         incr = backup(BackupParams(topology=topo_path, backup_type="incr", repos=["eu"], verify=False, notify=False))
         target = primary.query("SELECT clock_timestamp()::text AS t")[0]["t"]
         primary.query("CREATE TABLE IF NOT EXISTS bench_after_target (id int)")

@@ -190,7 +190,14 @@ def _run(params: BackupParams, topology: Topology, cluster_name: str, repos: lis
         reporter.step(part.backup.sentence())
     result.label = result.repos[0].backup.label
 
-    # 5. The proof: fingerprint point after the backups, archived, recorded beside each backup.
+    # 5. Retention runs beside the proof (they touch different things): each repository's
+    #    expire, what it still lists, and the proof records of what it expired.  A new
+    #    backup's own label is listed, so its proof record is never pruned.
+    retention = {part.repository.index: bt.apply_retention.submit(topology, cluster_name, primary,
+                                                                  part.repository.index, part.repository.region)
+                 for part in result.repos}
+
+    # 6. The proof: fingerprint point after the backups, archived, recorded beside each backup.
     tables = params.fingerprint_tables if params.fingerprint_tables is not None else cluster.backup.fingerprint_tables
     if result.label and tables:
         proof = bt.fingerprint_point(topology, cluster_name, primary, result.label, tables)
@@ -203,12 +210,8 @@ def _run(params: BackupParams, topology: Topology, cluster_name: str, repos: lis
         reporter.step(proof.sentence())
     elif not tables:
         reporter.step("no fingerprint tables: no proof record (restore verification can only check that it starts)")
-
-    # 6. Retention, and the proof records of what pgBackRest expired.
     for part in result.repos:
-        bt.expire(topology, cluster_name, primary, part.repository.index)
-        part.listed = [b.label for b in bt.info(topology, cluster_name, primary, part.repository.index).backups]
-        part.pruned_proofs = bt.prune_proofs(topology, cluster_name, part.repository.region, set(part.listed))
+        part.listed, part.pruned_proofs = retention[part.repository.index].result()
         reporter.step(f"repo{part.repository.index}: retention applied, {len(part.listed)} backup(s) kept"
                       + (f", proof records of {', '.join(part.pruned_proofs)} removed" if part.pruned_proofs else ""),
                       slack=False)

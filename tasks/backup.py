@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from regionops.backup.proof import BackupProof, ProofStore, take_fingerprint_point
-from regionops.drivers.pgbackrest import BackupResult, BackupType, CommandResult, PgBackRest, StanzaInfo, VerifyResult
+from regionops.drivers.pgbackrest import BackupResult, BackupType, CommandResult, PgBackRest, VerifyResult
 from regionops.node import node_operator_for
 from regionops.node.pgbackrest_step import seam_driver
 from regionops.topology import Topology
@@ -36,16 +36,17 @@ def check(topology: Topology, cluster: str, primary: str) -> CommandResult:
     return _driver(topology, cluster, primary).check()
 
 
-@task(name="pgbackrest info", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def info(topology: Topology, cluster: str, node: str, repo: int | None = None) -> StanzaInfo:
-    """The stanza's backups (of ``repo`` when given), typed."""
-    return _driver(topology, cluster, node).info(repo=repo)
+@task(name="retention", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def apply_retention(topology: Topology, cluster: str, node: str, repo: int, region: str) -> tuple[list[str], list[str]]:
+    """``pgbackrest expire`` of one repository, then the labels it still lists and the proof records pruned.
 
-
-@task(name="pgbackrest expire", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def expire(topology: Topology, cluster: str, node: str, repo: int) -> CommandResult:
-    """Apply the repository's retention (pgBackRest's own)."""
-    return _driver(topology, cluster, node).expire(repo=repo)
+    Expire is pgBackRest's own retention; the proof records of the sets it expired go
+    with them.  Returns (labels kept, labels whose proof records were removed).
+    """
+    driver = _driver(topology, cluster, node)
+    driver.expire(repo=repo)
+    kept = [b.label for b in driver.info(repo=repo).backups]
+    return kept, ProofStore.for_cluster(topology, cluster, region).prune(set(kept))
 
 
 @task(name="pgbackrest verify", cache_policy=NO_CACHE)
@@ -65,9 +66,3 @@ def fingerprint_point(topology: Topology, cluster: str, primary: str, label: str
 def store_proof(topology: Topology, cluster: str, region: str, proof: BackupProof) -> str:
     """Put the proof record beside the backup in the region's repository; returns its key."""
     return ProofStore.for_cluster(topology, cluster, region).put_proof(proof)
-
-
-@task(name="prune proofs", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def prune_proofs(topology: Topology, cluster: str, region: str, keep_labels: set[str]) -> list[str]:
-    """Delete proof records of backups pgBackRest no longer lists in the region's repository."""
-    return ProofStore.for_cluster(topology, cluster, region).prune(keep_labels)
