@@ -8,7 +8,6 @@ hook (:func:`release_run_leases`).
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -105,11 +104,8 @@ def held_lock(name: str, wait_seconds: float, what: str, lease_seconds: float = 
         raise PreconditionFailed(f"{what} (lock {name} is held); nothing was changed") from exc
     _remember_lease(lease_id)
     stop = threading.Event()
-    # The thread runs in a copy of this context: Prefect's settings (which server) live in
-    # context variables, and a bare thread would renew against the default server instead.
-    context = contextvars.copy_context()
-    renewer = threading.Thread(target=context.run, args=(_renew_until, lease_id, stop, lease_seconds),
-                               name=f"lease-{name}", daemon=True)
+    renewer = threading.Thread(target=_renew_until, args=(lease_id, stop, lease_seconds), name=f"lease-{name}",
+                               daemon=True)
     renewer.start()
     try:
         yield
