@@ -301,8 +301,11 @@ def test_restore_swaps_in_only_after_verification_and_streams(lab, proof, fourth
     path, data_dir, port = fourth_node
     staging = Path(f"{data_dir}.restore-{proof.label}")
     insert_rows(lab, 10, "before-restore-")
-    result = restore(RestoreParams(topology=path, node="eu-2", label=proof.label, require_approval=False,
-                                   keep_old=True, notify=False))
+    # While it runs, the application keeps writing and a watch counts writable primaries.
+    with ha.watching_primaries(lab) as watch, ha.writing(lab) as writer:
+        result = restore(RestoreParams(topology=path, node="eu-2", label=proof.label, require_approval=False,
+                                       keep_old=True, notify=False))
+    assert watch.looks > 1 and not watch.seen_two, watch.seen_two
     assert result.verified_at is not None and result.swapped_at is not None
     assert result.verified_at < result.swapped_at
     tables = {t.table: t for t in result.tables}
@@ -317,5 +320,10 @@ def test_restore_swaps_in_only_after_verification_and_streams(lab, proof, fourth
     states = {r["application_name"] for r in labtools.sql(lab, "eu-1").query(
         "SELECT application_name FROM pg_stat_replication")}
     assert "eu-2" in states
+    # Every write the application saw acknowledged is on the primary and on the restored replica.
+    acked = writer.ids
+    assert acked and acked <= ha.row_ids(lab, "eu-1")
+    poll_until(lambda: acked <= {r["id"] for r in replica.query("SELECT id FROM app_events")}, timeout=30,
+               what="eu-2 to have every acknowledged write")
     with cluster_lock("core", "probe", wait_seconds=5):  # the restore released the cluster's change lock
         pass
