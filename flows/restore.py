@@ -35,7 +35,6 @@ from regionops.backup.restore_model import (
     Activation,
     ActivateRequest,
     Phase,
-    RequestedTarget,
     RestorePlan,
     StageRequest,
     TableCheck,
@@ -46,27 +45,18 @@ from regionops.drivers.postgres import conninfo_for
 from regionops.runbook.approval import request_approval
 from regionops.runbook.context import CHANGE_HOOKS
 from regionops.runbook.locks import cluster_lock
-from regionops.runbook.params import ClusterChangeParams
+from regionops.runbook.params import ClusterChangeParams, RestoreTargetParams
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import load_topology
 from tasks import restore as rt
 from tasks.observe import observe_node
 
 
-class RestoreParams(ClusterChangeParams):
+class RestoreParams(ClusterChangeParams, RestoreTargetParams):
     """Parameters of the restore runbook (rendered as a form in the Prefect UI)."""
 
     cluster: str | None = Field(None, description="Cluster of the node; default the topology's only cluster")
     node: str = Field(description="Node to restore onto (its data directory is replaced only after verification)")
-    label: str | None = Field(None, description="pgBackRest backup set to restore (e.g. 20261124-140400F); default the "
-                                                "newest (for a time or LSN target: the newest that ended before it)")
-    region: str | None = Field(None, description="Region whose repository to restore from; default the home one")
-    target_type: RequestedTarget = Field(
-        "proof", description="Where recovery stops: proof (the set's proof restore point; without one the end of the "
-                             "archive), time, lsn, name (with `target`), immediate (the backup's end) or default (the "
-                             "end of the WAL archive; a replica stops at the backup's end instead, then streams the rest)")
-    target: str | None = Field(None, description="The time ('2026-11-24 14:04:00+00'), LSN ('0/5000060') or restore "
-                                                 "point name, for target_type time, lsn or name")
     role: Literal["auto", "replica", "primary"] = Field(
         "auto", description="replica: stream from the current primary; primary: a new primary (no other may run); "
                             "auto: replica when a primary runs, else primary")

@@ -32,32 +32,22 @@ from pydantic import Field
 
 from regionops.backup.proof import Verification
 from regionops.backup.restore import RestoreVerification
-from regionops.backup.restore_model import Phase, RequestedTarget, RestoreTarget, TableCheck
+from regionops.backup.restore_model import Phase, RestoreTarget, TableCheck
 from regionops.backup.scratch import free_port
 from regionops.drivers.pgbackrest import plan_stanza
 from regionops.drivers.postgres import ConnInfo
 from regionops.errors import RunbookError
-from regionops.runbook.params import RunbookParams
+from regionops.runbook.params import RestoreTargetParams, RunbookParams
 from regionops.runbook.monitoring import RESTORE_VERIFY_JOB, publish, restore_verification_gauges
 from regionops.runbook.reporting import RunReporter, report_failure
 from regionops.topology import load_topology
 from tasks import restore as rt
 
 
-class RestoreVerifyParams(RunbookParams):
+class RestoreVerifyParams(RunbookParams, RestoreTargetParams):
     """Parameters of the restore-verify runbook (rendered as a form in the Prefect UI)."""
 
     cluster: str | None = Field(None, description="Cluster whose backup to verify; default the topology's only one")
-    label: str | None = Field(None, description="pgBackRest backup set to verify (e.g. 20261124-140400F); default "
-                                                "the newest in the repository (for a time or LSN target: the newest "
-                                                "that ended before it)")
-    region: str | None = Field(None, description="Region whose repository to restore from; default the home one")
-    target_type: RequestedTarget = Field(
-        "proof", description="Where recovery stops: proof (the set's proof restore point, where the data is compared "
-                             "with its fingerprint; without one the end of the archive), time, lsn, name (with "
-                             "`target`), immediate (the backup's end) or default (the end of the WAL archive)")
-    target: str | None = Field(None, description="The time ('2026-11-24 14:04:00+00'), LSN ('0/5000060') or restore "
-                                                 "point name, for target_type time, lsn or name")
     scratch_dir: str | None = Field(
         None, description="Where the scratch data directory goes; default $REGIONOPS_SCRATCH_DIR or the system temp dir")
     restore_timeout_seconds: float = Field(6 * 3600, gt=0, description="How long pgbackrest restore may take")
