@@ -15,7 +15,11 @@ directory, fills the primary with pgbench data of about ``--size-mb``, then, in 
   (recovery to the set's proof restore point, fingerprint compared).  Goal: at most 1.20x.
 - a point-in-time restore (restore-verify with a time target) and its time;
 - sizes: database, bytes copied and bytes stored, for the full backup and for an
-  incremental one after a small change.
+  incremental one after a small change;
+- the longest write stall a backup causes: an application writer inserts into a
+  fingerprint table every 10 ms throughout both sides' backups, and the longest insert
+  is reported (the proof point locks the fingerprint tables for an instant only; goal
+  under 50 ms on the lab's seed data), beside how long the proof point held writes.
 
 Each side runs ``--repeat`` times (who goes first rotates: the second backup of a round
 meets the first one's WAL still archiving); the best of each is compared.  The
@@ -118,6 +122,40 @@ def bare_restore(lab: Lab, label: str, work: Path) -> float:
         shutil.rmtree(work, ignore_errors=True)
 
 
+class StallProbe:
+    """An application writer: an insert into a fingerprint table every 10 ms; the longest one is the stall."""
+
+    def __init__(self, lab: Lab, interval: float = 0.01):
+        import threading
+
+        from regionops.lab import pglab
+
+        self.info = pglab.conninfo(lab.cfg, "eu-1")
+        self.interval = interval
+        self.longest = 0.0
+        self.writes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from regionops.drivers.postgres import connect
+
+        with connect(self.info, statement_timeout_ms=60_000) as conn:
+            while not self._stop.wait(self.interval):
+                started = time.monotonic()
+                conn.execute("INSERT INTO app_events (region, payload) VALUES ('eu', 'bench write stall probe')")
+                self.longest = max(self.longest, time.monotonic() - started)
+                self.writes += 1
+
+    def __enter__(self) -> "StallProbe":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 def mib(n: int) -> str:
     return f"{n / 1048576:.1f} MiB"
 
@@ -142,18 +180,24 @@ def main() -> int:
         bare_argv = driver.argv("backup", "--type=full", "--repo=1")
         params = BackupParams(topology=topo_path, backup_type="full", repos=["eu"], verify=False, notify=False)
         bare_b, run_b, labels = [], [], []
+        stall = {"bare": 0.0, "runbook": 0.0}
+        held: list[float] = []
         for i in range(args.repeat):
             order = ("bare", "runbook") if i % 2 == 0 else ("runbook", "bare")
             print(f"round {i + 1}/{args.repeat}: {' then '.join(order)} full backup ...", flush=True)
             for who in order:
-                if who == "bare":
-                    seconds, _ = timed(lambda: subprocess.run(as_user(bare_argv, lab.cfg.os_user), check=True,
-                                                              cwd="/", capture_output=True))
-                    bare_b.append(seconds)
-                else:
-                    seconds, result = timed(lambda: backup(params))
-                    run_b.append(seconds)
-                    labels.append(result.label)
+                with StallProbe(lab) as probe:
+                    if who == "bare":
+                        seconds, _ = timed(lambda: subprocess.run(as_user(bare_argv, lab.cfg.os_user), check=True,
+                                                                  cwd="/", capture_output=True))
+                        bare_b.append(seconds)
+                    else:
+                        seconds, result = timed(lambda: backup(params))
+                        run_b.append(seconds)
+                        labels.append(result.label)
+                        if result.proof and result.proof.writes_held_ms is not None:
+                            held.append(result.proof.writes_held_ms)
+                stall[who] = max(stall[who], probe.longest)
         label = labels[-1]
         print(f"restore verification of {label}: the runbook, then the bare commands ...", flush=True)
         run_r, bare_r = [], []
@@ -189,6 +233,9 @@ def main() -> int:
     for row in [header, tuple("-" * w for w in width), *rows]:
         print("  ".join(c.ljust(width[i]) if i == 0 else c.rjust(width[i]) for i, c in enumerate(row)))
     print(f"point-in-time restore verification to {target}: {pitr_s:.2f} s ({pitr.sentence()})")
+    print(f"longest write stall (an insert into app_events every 10 ms): during the runbook's backups "
+          f"{stall['runbook'] * 1000:.0f} ms, during bare pgbackrest's {stall['bare'] * 1000:.0f} ms; the proof point "
+          f"held writes {max(held, default=0):.0f} ms at most (goal: stall under 50 ms)")
     for name, bi in (("full", full), ("incr", inc)):
         if bi is not None:
             print(f"sizes, {name} {bi.label}: database {mib(bi.size)}, copied {mib(bi.delta)}, "

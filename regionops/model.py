@@ -175,3 +175,29 @@ class WalEnd(BaseModel):
     def sentence(self) -> str:
         commit = f", last commit at {self.last_commit_at:%H:%M:%S.%f} UTC" if self.last_commit_at else ""
         return f"{self.node}'s WAL on disk ends at {self.lsn} (segment {self.segment}{commit})"
+
+
+class CommonPoint(BaseModel):
+    """The one point in a cluster's history at which several nodes were read (a consistency check, a proof).
+
+    Writers to the compared tables were held on the primary for ``held_ms`` while the
+    point was fixed: the primary's snapshot and WAL position ``lsn`` were taken under a
+    brief table lock, and each replica opened its snapshot once it had replayed ``lsn``
+    and before the lock was released, so every node shows exactly the same committed
+    rows of those tables, however fast the application writes.
+    """
+
+    primary: str
+    lsn: Lsn
+    held_ms: float  # how long writers to the tables waited for the point (lock wait included)
+    nodes: list[str] = []  # replicas read at the point
+    missed: dict[str, str] = {}  # replica -> why it could not be read at the point
+    attempts: int = 1
+
+    def sentence(self) -> str:
+        """One line for a report."""
+        missed = "".join(f"; {n} not at the point ({why})" for n, why in self.missed.items())
+        return (f"common point {self.lsn} on {self.primary}"
+                + (f" and {', '.join(self.nodes)}" if self.nodes else "")
+                + f", writers held {self.held_ms:.0f} ms"
+                + (f" (attempt {self.attempts})" if self.attempts > 1 else "") + missed)

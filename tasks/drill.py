@@ -16,10 +16,12 @@ from prefect.cache_policies import NO_CACHE
 from regionops.decisions.drill import Fingerprint
 from regionops.drivers.alerts import AlertPosted, alert_client_for
 from regionops.drivers.canary import CanaryWriter, canary_rows
+from regionops.drivers.common_point import CommonPointReader
 from regionops.drivers.faults import FaultInjection, FaultName, fault_injector_for
 from regionops.drivers.postgres import SqlNode, conninfo_for
 from regionops.errors import DeadlineExceeded
 from regionops.lsn import Lsn
+from regionops.model import CommonPoint
 from regionops.topology import Topology
 from regionops.waiting import poll_until
 from tasks.common import TRANSIENT_RETRIES
@@ -72,12 +74,20 @@ def rows_on(topology: Topology, cluster: str, node: str, run_id: str) -> set[int
     return canary_rows(topology, cluster, node, run_id)
 
 
-@task(name="fingerprint tables", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def fingerprint_tables(topology: Topology, cluster: str, node: str, tables: list[str]) -> dict[str, Fingerprint]:
-    """Row count and checksum of each table on ``node``."""
+@task(name="fingerprint at a common point", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def fingerprint_at_common_point(topology: Topology, cluster: str, primary: str, replicas: list[str],
+                                tables: list[str]) -> tuple[CommonPoint, dict[str, dict[str, Fingerprint]]]:
+    """Row count and checksum of each table on the primary and ``replicas``, all read at one point.
+
+    Writers to the tables are held on the primary for an instant only (see
+    :mod:`regionops.drivers.common_point`); the counting happens after.
+    """
     c = topology.clusters[cluster]
-    db = SqlNode(conninfo_for(c, c.nodes[node]))
-    return {t: Fingerprint.model_validate(db.table_fingerprint(t)) for t in tables}
+    reader = CommonPointReader(primary, conninfo_for(c, c.nodes[primary]),
+                               {n: conninfo_for(c, c.nodes[n]) for n in replicas})
+    point, prints = reader.read(tables)
+    return point, {node: {t: Fingerprint.model_validate(v) for t, v in by_table.items()}
+                   for node, by_table in prints.items()}
 
 
 @task(name="post alert", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)

@@ -58,10 +58,28 @@ def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Ite
         lab.down(progress=lambda m: None, purge=True)
 
 
+@contextmanager
+def running_lab(lab_dir: str) -> Iterator["Lab"]:  # noqa: F821
+    """A lab that already runs (``regionops lab up --lab-dir DIR``), for quick runs while developing.
+
+    Left running afterwards.  CI never sets REGIONOPS_TEST_LAB, so it always builds its own.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from regionops.lab.lab import Lab, lab_env
+
+    lab = Lab.open(Path(lab_dir))
+    env = lab_env(lab.cfg)
+    os.environ.update(env)
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        yield lab
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator["Lab"]:  # noqa: F821
     """The session's shared lab (eu-1 primary); tests must leave it as they found it."""
-    with started_lab() as running:
+    existing = os.environ.get("REGIONOPS_TEST_LAB")
+    with (running_lab(existing) if existing else started_lab()) as running:
         yield running
 
 

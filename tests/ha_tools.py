@@ -203,9 +203,9 @@ class BackgroundWriter:
 
 
 @contextmanager
-def writing(lab, region: str = "us") -> Iterator[BackgroundWriter]:
-    """A background writer for the block's duration."""
-    w = BackgroundWriter(lab, region)
+def writing(lab, region: str = "us", interval: float = 0.05) -> Iterator[BackgroundWriter]:
+    """A background writer for the block's duration (a write every ``interval`` s)."""
+    w = BackgroundWriter(lab, region, interval)
     w._thread.start()
     try:
         yield w

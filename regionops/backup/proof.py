@@ -50,6 +50,7 @@ class BackupProof(BaseModel):
     lsn: str | None = None  # the restore point's LSN
     timeline: int | None = None
     fingerprint: dict[str, TableFingerprint] = {}
+    writes_held_ms: float | None = None  # how long the application's writes to the tables waited for the point
     note: str | None = None  # why there is no fingerprint, when there is none
 
     def sentence(self) -> str:
@@ -57,7 +58,8 @@ class BackupProof(BaseModel):
         if not self.restore_point:
             return f"backup {self.label}: no fingerprint point ({self.note or 'none taken'})"
         tables = ", ".join(f"{t} {f.rows} rows" for t, f in self.fingerprint.items())
-        return f"backup {self.label}: fingerprint at restore point {self.restore_point} ({self.lsn}): {tables}"
+        held = f"; writes held {self.writes_held_ms:.0f} ms" if self.writes_held_ms is not None else ""
+        return f"backup {self.label}: fingerprint at restore point {self.restore_point} ({self.lsn}): {tables}{held}"
 
 
 class Verification(BaseModel):
@@ -80,7 +82,7 @@ def restore_point_name(cluster: str, label: str) -> str:
 
 def take_fingerprint_point(topology: Topology, cluster_name: str, primary: str, label: str,
                            tables: list[str], lock_timeout_ms: int = 3000, attempts: int = 3) -> BackupProof:
-    """On the primary: lock the tables briefly, fingerprint them, create the restore point.
+    """On the primary: fix the point under a brief lock (snapshot + restore point), fingerprint from the snapshot.
 
     Call after the backup finished: recovery can only stop at a point past the backup's
     end.  The restore point is in the WAL; it is only restorable once its segment is
@@ -101,6 +103,7 @@ def take_fingerprint_point(topology: Topology, cluster_name: str, primary: str, 
         cluster=cluster_name, label=label, backup_type=_type_of(label), taken_at=datetime.now(timezone.utc),
         restore_point=point.restore_point, lsn=str(point.lsn),
         fingerprint={t: TableFingerprint.model_validate(v) for t, v in point.fingerprint.items()},
+        writes_held_ms=point.writes_held_ms,
     )
 
 

@@ -13,8 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from regionops.model import NodeState
-from regionops.model import CanaryWrite
+from regionops.model import CanaryWrite, CommonPoint, NodeState
 from regionops.topology import Objectives
 
 
@@ -39,13 +38,16 @@ class DrillMeasurement(BaseModel):
                 f"{self.writes_sent} canary writes acknowledged")
 
 
-def measure(journal: list[CanaryWrite], injected_at: datetime, present_on_primary: set[int]) -> DrillMeasurement:
+def measure(journal: list[CanaryWrite], injected_at: datetime, present_on_primary: set[int], *,
+            planned: bool = False) -> DrillMeasurement:
     """Compute RTO, RPO and the outage from the canary journal and the rows really on the new primary.
 
     RTO runs from the injection to the acknowledgement of the first write *sent* after
-    it (a write sent before the fault proves nothing about recovery).  RPO counts the
-    acknowledged writes absent from the new primary; its seconds are the time from the
-    first lost write being sent to the last one being acknowledged.
+    it (a write sent before the fault proves nothing about recovery).  A ``planned``
+    move (switchover) starts with writes still flowing: its "fault" is the switchover's
+    start, and what users feel is the write outage, so its RTO is the outage.  RPO
+    counts the acknowledged writes absent from the new primary; its seconds are the time
+    from the first lost write being sent to the last one being acknowledged.
     """
     acked = [w for w in journal if w.acked and w.acked_at is not None]
     after = [w for w in acked if w.sent_at >= injected_at]
@@ -54,13 +56,15 @@ def measure(journal: list[CanaryWrite], injected_at: datetime, present_on_primar
     rpo_seconds = (max(w.acked_at for w in lost) - min(w.sent_at for w in lost)).total_seconds() if lost else 0.0  # type: ignore[type-var, operator]
     ack_times = sorted(w.acked_at for w in acked)  # type: ignore[type-var]
     gaps = [(b - a).total_seconds() for a, b in zip(ack_times, ack_times[1:])]
+    outage = round(max(gaps, default=0.0), 3)
+    rto = round((first.acked_at - injected_at).total_seconds(), 3) if first and first.acked_at else None
     return DrillMeasurement(
         writes_sent=len(journal),
         writes_acknowledged=len(acked),
         injected_at=injected_at,
         first_ack_after_fault_at=first.acked_at if first else None,
-        rto_seconds=round((first.acked_at - injected_at).total_seconds(), 3) if first and first.acked_at else None,
-        unavailable_seconds=round(max(gaps, default=0.0), 3),
+        rto_seconds=outage if planned and rto is not None else rto,
+        unavailable_seconds=outage,
         rpo_rows=len(lost),
         rpo_seconds=round(rpo_seconds, 3),
         lost_seqs=[w.seq for w in lost],
@@ -107,6 +111,7 @@ class ConsistencyCheck(BaseModel):
     tables: list[str]
     not_compared: dict[str, str] = {}  # node -> why
     mismatches: list[str]
+    point: CommonPoint | None = None  # where every compared node was read (all at one point)
 
     @property
     def ok(self) -> bool:
@@ -114,15 +119,22 @@ class ConsistencyCheck(BaseModel):
 
     def sentence(self) -> str:
         skipped = "".join(f"; {n} not compared ({why})" for n, why in self.not_compared.items())
+        at = (f" at {self.point.lsn} (writers held {self.point.held_ms:.0f} ms)" if self.point else "")
         if self.ok:
             return (f"consistent: {', '.join(self.nodes) or 'no replica'} hold the same rows and checksums as "
-                    f"{self.primary} in {len(self.tables)} table(s){skipped}")
-        return f"INCONSISTENT: {'; '.join(self.mismatches)}{skipped}"
+                    f"{self.primary} in {len(self.tables)} table(s){at}{skipped}")
+        return f"INCONSISTENT{at}: {'; '.join(self.mismatches)}{skipped}"
 
 
 def compare_fingerprints(primary: str, fingerprints: dict[str, dict[str, Fingerprint]],
-                         not_compared: dict[str, str] | None = None) -> ConsistencyCheck:
-    """Compare every node's table fingerprints with the primary's."""
+                         not_compared: dict[str, str] | None = None,
+                         point: CommonPoint | None = None) -> ConsistencyCheck:
+    """Compare every node's table fingerprints with the primary's.
+
+    The fingerprints must be of one common ``point`` (:class:`CommonPoint`): compared at
+    different moments, a cluster the application writes to always differs.  Replicas
+    that could not be read at the point are named in ``not_compared``, never compared.
+    """
     reference = fingerprints[primary]
     mismatches = []
     replicas = sorted(n for n in fingerprints if n != primary)
@@ -134,8 +146,9 @@ def compare_fingerprints(primary: str, fingerprints: dict[str, dict[str, Fingerp
             elif got != want:
                 mismatches.append(f"{table} on {node}: {got.rows} rows (checksum {got.checksum}) vs "
                                   f"{want.rows} rows (checksum {want.checksum}) on {primary}")
+    missed = {n: f"not read at the common point: {why}" for n, why in (point.missed if point else {}).items()}
     return ConsistencyCheck(primary=primary, nodes=replicas, tables=sorted(reference), mismatches=mismatches,
-                            not_compared=not_compared or {})
+                            not_compared={**(not_compared or {}), **missed}, point=point)
 
 
 RescueKind = Literal["resume", "kill", "start", "point-writer", "fence-writes", "start-app", "escalate"]

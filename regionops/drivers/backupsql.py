@@ -1,23 +1,26 @@
 """SQL steps of backups and restores, through the one psycopg seam (:func:`postgres.connect`).
 
 The *fingerprint point* makes restore verification exact while the application keeps
-writing: on the primary, the fingerprinted tables are locked against writes (SHARE
-mode, briefly, with a lock timeout so the application never queues behind us for
-long), counted and checksummed, and a named restore point is written before the lock
-is released.  Recovery that stops at that restore point therefore shows exactly the
-counted rows (pgBackRest's WAL archive carries the restore point to the restore).
+writing, without stalling it: on the primary, the fingerprinted tables are locked
+against writes (SHARE mode, with a lock timeout so the application never queues behind
+us for long) only for the instant it takes to export a snapshot and write a named
+restore point; a second session imports that snapshot, the lock goes, and the tables
+are counted and checksummed from the snapshot while writes flow again.  Recovery that
+stops at that restore point therefore shows exactly the counted rows (pgBackRest's WAL
+archive carries the restore point to the restore).  The lock-and-export step is
+:func:`regionops.drivers.common_point.locked_snapshot`, shared with the consistency check.
 """
 
 from __future__ import annotations
 
-import psycopg
-from psycopg import sql
+import time
+from contextlib import ExitStack
+
 from pydantic import BaseModel
 
+from regionops.drivers.common_point import fingerprint_in, import_snapshot, locked_snapshot
 from regionops.drivers.postgres import ConnInfo, connect
-from regionops.errors import ExternalSystemError, TransientError
 from regionops.lsn import Lsn
-
 
 class FingerprintPoint(BaseModel):
     """Table fingerprints and the restore point at which they hold exactly."""
@@ -25,6 +28,7 @@ class FingerprintPoint(BaseModel):
     restore_point: str
     lsn: Lsn
     fingerprint: dict[str, dict[str, int | str]]
+    writes_held_ms: float = 0.0  # how long writers to the tables waited for the point (lock wait included)
 
 
 class RecoveryState(BaseModel):
@@ -33,15 +37,6 @@ class RecoveryState(BaseModel):
     in_recovery: bool
     replay_lsn: Lsn | None = None
     pause_state: str | None = None
-
-
-def fingerprint_statement(table: str) -> sql.Composed:
-    """Row count and an order-independent checksum of ``table`` (``schema.name`` or ``name``)."""
-    ident = sql.Identifier(*table.split(".", 1))
-    return sql.SQL(
-        "SELECT count(*) AS rows, coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)::text "
-        "AS checksum FROM {} AS t"
-    ).format(ident)
 
 
 class BackupSql:
@@ -61,39 +56,30 @@ class BackupSql:
         with self._connect() as conn:
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                return {t: self._one(conn, t) for t in tables}
-
-    @staticmethod
-    def _one(conn: psycopg.Connection, table: str) -> dict[str, int | str]:
-        row = conn.execute(fingerprint_statement(table)).fetchone()
-        return {"rows": int(row["rows"]), "checksum": str(row["checksum"])}
+                return fingerprint_in(conn, tables)
 
     def fingerprint_point(self, tables: list[str], restore_point: str, lock_timeout_ms: int = 3000) -> FingerprintPoint:
-        """Lock ``tables`` against writes, fingerprint them and create restore point ``restore_point``.
+        """Fix a point (snapshot + restore point ``restore_point``) under a brief lock, then fingerprint it.
 
-        Runs on the primary.  A lock that is not granted within ``lock_timeout_ms``
-        raises TransientError (a long transaction holds the table; try again later).
+        Runs on the primary.  Writers to ``tables`` wait only while the snapshot is
+        exported and the restore point written, never while the tables are counted.  A
+        lock that is not granted within ``lock_timeout_ms`` raises TransientError (a long
+        transaction holds the table; try again later).
         """
-        try:
-            with self._connect() as conn:
-                with conn.transaction():
-                    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout_ms)}ms")))
-                    if tables:
-                        conn.execute(
-                            sql.SQL("LOCK TABLE {} IN SHARE MODE").format(
-                                sql.SQL(", ").join(sql.Identifier(*t.split(".", 1)) for t in tables)
-                            )
-                        )
-                    prints = {t: self._one(conn, t) for t in tables}
-                    row = conn.execute("SELECT pg_create_restore_point(%s)::text AS lsn", (restore_point,)).fetchone()
-        except ExternalSystemError as exc:
-            if isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
-                raise TransientError(
-                    f"fingerprint tables {', '.join(tables)} could not be locked within {lock_timeout_ms} ms on "
-                    f"{self.info.host}:{self.info.port} (a long transaction writes to them)"
-                ) from exc
-            raise
-        return FingerprintPoint(restore_point=restore_point, lsn=Lsn.parse(row["lsn"]), fingerprint=prints)
+        where = f"{self.info.host}:{self.info.port}"
+        with ExitStack() as stack:
+            lock_conn = stack.enter_context(self._connect())
+            reader = stack.enter_context(self._connect())  # opened before the lock: the lock is held for ms
+            with locked_snapshot(lock_conn, tables, lock_timeout_ms, where) as point:
+                row = lock_conn.execute("SELECT pg_create_restore_point(%s)::text AS lsn", (restore_point,)).fetchone()
+                import_snapshot(reader, point.snapshot)
+            held_ms = (time.monotonic() - point.locked_at) * 1000
+            try:
+                prints = fingerprint_in(reader, tables)
+            finally:
+                reader.execute("COMMIT")
+        return FingerprintPoint(restore_point=restore_point, lsn=Lsn.parse(row["lsn"]), fingerprint=prints,
+                                writes_held_ms=round(held_ms, 1))
 
     def recovery_state(self) -> RecoveryState:
         """Whether the server is in recovery, where replay is, and whether it is paused."""

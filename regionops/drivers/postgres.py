@@ -326,21 +326,6 @@ class SqlNode:
         """Close the current WAL segment; returns the switch position."""
         return Lsn.parse(self.query("SELECT pg_switch_wal()::text AS lsn")[0]["lsn"])
 
-    def table_fingerprint(self, table: str) -> dict[str, Any]:
-        """Row count and an order-independent checksum of a table's rows.
-
-        ``table`` is ``schema.name`` or ``name``; quoted with sql.Identifier.
-        """
-        parts = table.split(".", 1)
-        ident = sql.Identifier(*parts)
-        stmt = sql.SQL(
-            "SELECT count(*) AS rows, coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)::text "
-            "AS checksum FROM {} AS t"
-        ).format(ident)
-        with self._conn(statement_timeout_ms=300_000) as c:
-            row = c.execute(stmt).fetchone()
-        return {"rows": int(row["rows"]), "checksum": row["checksum"]}
-
     def list_user_tables(self) -> list[str]:
         """Every ordinary table outside the system schemas, as schema.name."""
         rows = self.query(
