@@ -90,10 +90,12 @@ FAILOVER = Intent(
     for_each=(CLUSTER,),
     cooldown_seconds=900,
     # `node` lets the runbook refuse when the alert names a node that is no longer the
-    # primary (a stale alert after an earlier failover).  No lock wait: a second
-    # failover of a cluster is refused, never queued.
+    # primary (a stale alert after an earlier failover).  A primary-down alert is never
+    # dropped because a lock is held: the failover takes the lock from a run that has
+    # changed nothing yet, waits (up to 30 min) for one that has, and pages in Slack
+    # whenever it ends without failing over (page_if_no_failover).
     parameters={"params": {"cluster": _template(CLUSTER), "node": _optional(NODE), "reason": _REASON,
-                           "lock_wait_seconds": 0}},
+                           "lock_wait_seconds": 1800, "page_if_no_failover": True}},
     summary="the primary of a cluster is down: promote the best replica",
 )
 

@@ -2,9 +2,13 @@
 
 Steady state -> action -> measurement -> rollback -> steady state:
 
-1. Steady state: region health passes and no node is fenced; else the drill does not
-   start and names what to repair (and which runbook repairs it).  The fault must be
-   injectable (node reachable, command configured).
+1. Lock and steady state: the drill takes the cluster's change lock (refused, or waiting
+   ``lock_wait_seconds``, while another runbook changes the cluster: a drill must never
+   inject a fault that no runbook may then repair); region health passes and no node is
+   fenced; else the drill does not start and names what to repair (and which runbook
+   repairs it).  The fault must be injectable (node reachable, command configured).
+   The recovery runbooks, subflows, share the drill's lock; on the alert path the drill
+   lets the failover its alert starts take the lock, and takes it back afterwards.
 2. (Dry run: print the plan and stop.)
 3. Action: start the canary writer (a numbered heartbeat row every 50 ms through the
    writer record), wait for its baseline, inject the fault, and start the recovery the
@@ -34,6 +38,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -64,7 +69,7 @@ from regionops.drivers.notify import notifier_for
 from regionops.errors import ConfigurationError, PreconditionFailed, RunbookError
 from regionops.health import RegionHealthReport
 from regionops.runbook.common import Progress, observe_cluster, refuse, report_error
-from regionops.runbook.locks import drill_lock, release_run_leases
+from regionops.runbook.locks import HeldLock, LockLost, cluster_lock, drill_lock, release_run_leases
 from regionops.runbook.monitoring import PlannedWorkSilence
 from regionops.runbook.params import RunbookParams
 from regionops.runbook.reporting import RunReporter, artifact_key, report_failure
@@ -128,6 +133,9 @@ class DrillParams(RunbookParams):
     rollback: bool = Field(True, description="Restore the original topology afterwards (resync, switchover back)")
     dry_run: bool = Field(False, description="Check every precondition and print the plan; inject nothing")
     notify: bool = Field(True, description="Report the drill in a Slack thread")
+    lock_wait_seconds: float = Field(
+        0, ge=0, description="How long to wait for another runbook to release the cluster before refusing "
+                             "(the drill takes the cluster's change lock before it injects anything)")
 
     @model_validator(mode="after")
     def _alert_path_fits(self) -> DrillParams:
@@ -203,28 +211,73 @@ def dr_drill(params: DrillParams = DrillParams()) -> DrillResult:
                     "dry run: nothing will be injected" if params.dry_run else "this drill disturbs the cluster"])
     progress = Progress()
     try:
-        # 1. Steady state first: a drill refused on it changes nothing and needs no lock.
-        steady = _steady_state(topology, cluster_name, params, reporter, "before the drill")
-        if not steady.healthy:
-            raise refuse(reporter, "the drill did not start: the steady state does not hold: " +
-                         "; ".join(f"{p.message} (repair: {REPAIR_HINT.get(p.kind, 'see region health')})"
-                                   for p in steady.problems))
-        fenced = fenced_nodes(topology, cluster_name)
-        if fenced:
-            raise refuse(reporter, "the drill did not start: " + "; ".join(
-                f"{node} is fenced ({m.sentence()}); run replica-resync to bring it back" for node, m in fenced.items()))
-        # A direct drill silences the alerts its fault causes (Alertmanager, when the topology
-        # has one): they would page and start a second, alert-driven failover.  The alert
-        # path must not be silenced: proving it is the point.
-        quiet = PlannedWorkSilence(topology, cluster_name, "dr-drill", reporter,
-                                   params.recovery_timeout_seconds + 900)
-        if params.dry_run:
-            return _drill(topology, cluster_name, params, reporter, progress, steady, quiet)
-        with drill_lock(cluster_name), quiet:
-            return _drill(topology, cluster_name, params, reporter, progress, steady, quiet)
+        if params.dry_run:  # a dry run changes nothing: it needs no lock
+            return _checked_drill(topology, cluster_name, params, reporter, progress, None)
+        # The drill changes the cluster like any runbook: it takes the cluster's change lock
+        # before it looks, and refuses (or waits, lock_wait_seconds) while another runbook
+        # changes the cluster; its recovery runbooks, subflows, share that lock.
+        with ExitStack() as locks:
+            locks.enter_context(drill_lock(cluster_name))
+            held = locks.enter_context(cluster_lock(cluster_name, "dr-drill", params.lock_wait_seconds,
+                                                    on_wait=lambda line: reporter.step(line)))
+            return _checked_drill(topology, cluster_name, params, reporter, progress, held, locks)
     except Exception as exc:
         report_error(reporter, exc, changed=progress.changed)
         raise
+
+
+def _checked_drill(topology: Topology, cluster_name: str, params: DrillParams, reporter: RunReporter,
+                   progress: Progress, held: HeldLock | None, locks: ExitStack | None = None) -> DrillResult:
+    """1. The steady state must hold and nothing be fenced; else the drill changes nothing and names the repair."""
+    steady = _steady_state(topology, cluster_name, params, reporter, "before the drill")
+    if not steady.healthy:
+        raise refuse(reporter, "the drill did not start: the steady state does not hold: " +
+                     "; ".join(f"{p.message} (repair: {REPAIR_HINT.get(p.kind, 'see region health')})"
+                               for p in steady.problems))
+    fenced = fenced_nodes(topology, cluster_name)
+    if fenced:
+        raise refuse(reporter, "the drill did not start: " + "; ".join(
+            f"{node} is fenced ({m.sentence()}); run replica-resync to bring it back" for node, m in fenced.items()))
+    # A direct drill silences the alerts its fault causes (Alertmanager, when the topology
+    # has one): they would page and start a second, alert-driven failover.  The alert
+    # path must not be silenced: proving it is the point.
+    quiet = PlannedWorkSilence(topology, cluster_name, "dr-drill", reporter, params.recovery_timeout_seconds + 900)
+    if locks is None:
+        return _drill(topology, cluster_name, params, reporter, progress, steady, quiet, DrillLock(None, None))
+    locks.enter_context(quiet)
+    return _drill(topology, cluster_name, params, reporter, progress, steady, quiet, DrillLock(held, locks))
+
+
+class DrillLock:
+    """The drill's hold on the cluster's change lock, which its alert path hands to the failover and takes back."""
+
+    def __init__(self, held: HeldLock | None, locks: ExitStack | None):
+        self.held = held
+        self.locks = locks
+
+    def before_fault(self) -> None:
+        """The first change: refused here (nothing injected) if the lock was lost meanwhile."""
+        if self.held is not None:
+            self.held.mark_changed()
+
+    def hand_to_failover(self) -> None:
+        """The failover the drill's alert starts may take the lock over (the drill waits for it meanwhile)."""
+        if self.held is not None:
+            self.held.yield_to("failover")
+
+    def take_back(self, cluster: str, wait_seconds: float, reporter: RunReporter) -> None:
+        """After the alert's run ended: hold the lock again for measurement and rollback."""
+        if self.held is None or self.locks is None:
+            return
+        try:
+            self.held.confirm()
+            return  # nobody took it over
+        except LockLost:
+            pass
+        self.held = self.locks.enter_context(cluster_lock(cluster, "dr-drill", wait_seconds,
+                                                          on_wait=lambda line: reporter.step(line)))
+        self.held.mark_changed()
+        reporter.step(f"took the cluster lock back for the measurement and the rollback ({self.held.name})")
 
 
 def _steady_state(topology: Topology, cluster: str, params: DrillParams, reporter: RunReporter,
@@ -250,7 +303,7 @@ def _choose_target(topology: Topology, cluster: str, params: DrillParams, primar
 
 
 def _drill(topology: Topology, cluster: str, params: DrillParams, reporter: RunReporter, progress: Progress,
-           steady: RegionHealthReport, quiet: PlannedWorkSilence) -> DrillResult:
+           steady: RegionHealthReport, quiet: PlannedWorkSilence, lock: DrillLock) -> DrillResult:
     original = steady.primary
     assert original is not None  # a healthy steady state has one primary
     target = _choose_target(topology, cluster, params, original)
@@ -278,13 +331,15 @@ def _drill(topology: Topology, cluster: str, params: DrillParams, reporter: RunR
         acked = wait_for_acks(canary, params.baseline_writes, timeout=30)
         reporter.step(f"canary {canary_id} writing: {acked} writes acknowledged before the fault")
         _remember(topology, cluster, {"run": str(current_run.get_id() or ""), "scenario": params.scenario,
-                                      "target": target, "original_primary": original})
+                                      "target": target, "original_primary": original,
+                                      "locked_at": lock.held.holder.since.isoformat() if lock.held else None})
+        lock.before_fault()
         if params.recovery_path == "direct":
             quiet.begin()
         progress.changed = True
         injection = inject_fault(topology, params.scenario, cluster, target)
         reporter.step(injection.sentence())
-        _recover(topology, cluster, params, target, injection, reporter, result)
+        _recover(topology, cluster, params, target, injection, reporter, result, lock)
     except Exception as exc:  # noqa: BLE001 - the rollback below runs whatever happened
         action_error = exc
         reporter.step(f"the action failed: {type(exc).__name__}: {exc}")
@@ -315,11 +370,13 @@ def _drill(topology: Topology, cluster: str, params: DrillParams, reporter: RunR
 
 
 def _recover(topology: Topology, cluster: str, params: DrillParams, target: str | None,
-             injection: FaultInjection, reporter: RunReporter, result: DrillResult) -> None:
+             injection: FaultInjection, reporter: RunReporter, result: DrillResult, lock: DrillLock) -> None:
     """Start the recovery runbook the way production would and wait for its outcome."""
     runbook = RECOVERY_RUNBOOK[params.scenario]
     reason = f"DR drill {current_run.get_name() or ''} ({params.scenario})".strip()
     if params.recovery_path == "alert":
+        # The alert's run is not ours: it may take the cluster lock over; we take it back after.
+        lock.hand_to_failover()
         labels = {"cluster": cluster, "node": target or "", "region": topology.node(cluster, target).region
                   if target else "", "severity": "critical", "source": "dr-drill"}
         payload = alertmanager_payload(ALERT_FOR[params.scenario], labels, injection.at,
@@ -330,6 +387,7 @@ def _recover(topology: Topology, cluster: str, params: DrillParams, target: str 
         run = wait_for_run_end(run.id, timeout=params.recovery_timeout_seconds)
         result.recovery = f"{runbook} run {run.name} ended {run.state.name if run.state else '?'}"
         result.recovery_ok = bool(run.state and run.state.is_completed())
+        lock.take_back(cluster, 60, reporter)
     else:
         if runbook == "failover":
             state = failover(FailoverParams(topology=params.topology, cluster=cluster, node=target, reason=reason,
@@ -552,7 +610,8 @@ def rescue_cancelled_drill(flow: Any, flow_run: Any, state: Any) -> None:
     if doc.get("run") not in (None, "", str(flow_run.id)):
         doc = {}
     lines = [f"released {released} lock(s) the cancelled drill held"]
-    lines += rescue_cluster(topology, cluster, doc.get("scenario"), doc.get("target"))
+    since = datetime.fromisoformat(doc["locked_at"]) if doc.get("locked_at") else None
+    lines += rescue_cluster(topology, cluster, doc.get("scenario"), doc.get("target"), since)
     _forget(topology, cluster)
     url = f"{topology.prefect.ui_url.rstrip('/')}/runs/flow-run/{flow_run.id}" if topology.prefect.ui_url else None
     notifier_for(topology).alert(f"DR drill cancelled: {cluster} made safe", lines, url)

@@ -1,6 +1,11 @@
 """Runbook: failover, the unplanned promotion of the best replica when the primary is gone.
 
-1. Take the cluster's lock (a second failover of the same cluster is refused, visibly).
+1. Take the cluster's lock (a second failover of the same cluster is refused, visibly).  A
+   failover goes first: a run that holds the lock but has changed nothing yet (a
+   switchover waiting for approval) loses it and stops at its first change; a run that
+   has changed the cluster is waited for (``lock_wait_seconds``; an alert's run waits up
+   to 30 minutes) and the wait is reported.  An alert's run pages in Slack whenever it
+   ends without failing over (``page_if_no_failover``).
 2. Find the primary and confirm it is down: several failed probes over a grace period,
    and no replica's WAL receiver still hearing it.  Otherwise refuse, changing nothing.
 3. Let replicas replay what they received; choose the most advanced healthy replica.
@@ -73,6 +78,9 @@ class FailoverParams(ClusterChangeParams):
         5, ge=0, description="How long replicas may take to replay WAL they received before one is chosen")
     verify_timeout_seconds: float = Field(60, gt=0, description="How long the write verification may take")
     approval_timeout_seconds: int = Field(900, gt=0, description="How long to wait for the approval")
+    page_if_no_failover: bool = Field(
+        False, description="Page in Slack when the run ends without failing over, with the reason (the alert "
+                           "trigger sets it: a primary-down alert must never go unanswered silently)")
 
 
 class FailoverResult(BaseModel):
@@ -126,8 +134,25 @@ def failover(params: FailoverParams = FailoverParams()) -> FailoverResult:
     run = RunbookRun(topology, "failover", cluster_name, f"Failover of {cluster_name}", params, start_lines=[
         f"started by: {params.reason or 'a human'}",
         "dry run: nothing will be changed" if params.dry_run else "this run changes the cluster"])
-    with run:
-        return _failover(topology, cluster_name, params, run)
+    try:
+        with run:
+            return _failover(topology, cluster_name, params, run)
+    except Exception as exc:
+        if params.page_if_no_failover:
+            _page_no_failover(cluster_name, params, run, exc)
+        raise
+
+
+def _page_no_failover(cluster_name: str, params: FailoverParams, run: RunbookRun, exc: Exception) -> None:
+    """A primary-down alert that did not lead to a failover is a page, never a silent refusal."""
+    what = ("the failover failed half-way: the cluster WAS changed" if run.changed
+            else "nothing was changed: the primary may still be down")
+    run.reporter.alert(f"PAGE: primary-down alert on {cluster_name} did not lead to a failover", [
+        f"started by: {params.reason or 'an alert'}",
+        f"why: {type(exc).__name__}: {exc}",
+        what,
+        "check region health now; runbooks/failover.md says what to do next",
+    ])
 
 
 def _failover(topology: Topology, cluster_name: str, params: FailoverParams, run: RunbookRun) -> FailoverResult:

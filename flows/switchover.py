@@ -7,7 +7,11 @@
    then stop it cleanly.  Its shutdown checkpoint is the last WAL it will ever write.
 4. Wait until the target has replayed that checkpoint (else roll back: restart the old
    primary and give it its writes back).
-5. Promote the target; slots for everyone else on it; move the writer record.
+5. Promote the target; slots for everyone else on it; move the writer record.  If any of
+   that fails, exactly one writable primary is still left: a target that was promoted
+   gets the move completed; a target that is still a replica (or is stopped and read-only)
+   means the old primary is started again with its writes and the writer record on it;
+   a target that cannot be reached nor stopped is escalated, the old primary left stopped.
 6. Point the other replicas at the new primary; start the old primary as its replica.
 7. Verify: a write through the writer endpoint lands on the new primary and reaches
    every replica, and every replica streams from it.
@@ -18,8 +22,9 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from regionops.decisions import check_switchover, find_primary
-from regionops.errors import VerificationFailed
+from regionops.decisions import check_switchover, decide_switchover_recovery, find_primary
+from regionops.errors import RolledBack, VerificationFailed
+from regionops.ha.sqlsteps import Promotion
 from regionops.lsn import Lsn
 from regionops.runbook.common import observe_cluster, plan_table
 from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
@@ -27,7 +32,14 @@ from regionops.runbook.monitoring import PlannedWorkSilence
 from regionops.runbook.params import ClusterChangeParams
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
-from tasks.nodeops import configure_standby, read_control_data, start_node, stop_node
+from tasks.nodeops import (
+    block_primary_start,
+    configure_standby,
+    node_running,
+    read_control_data,
+    start_node,
+    stop_node,
+)
 from tasks.replication import (
     clear_write_fence,
     drop_stale_slots,
@@ -145,11 +157,15 @@ def _switchover(topology: Topology, cluster_name: str, params: SwitchoverParams,
     reporter.step(fence_writes(topology, cluster_name, old).sentence())
     final_lsn = _stop_and_catch_up(topology, cluster_name, old, new, params, reporter)
 
-    # 5. Promote, give everyone a slot on the new primary, move writes there.
-    promotion = promote(topology, cluster_name, new)
-    reporter.step(promotion.sentence())
-    reporter.step(ensure_slots(topology, cluster_name, new, [old, *others]).sentence(), slack=False)
-    reporter.step(switch_writer(topology, cluster_name, new).sentence())
+    # 5. Promote, give everyone a slot on the new primary, move writes there.  From here until
+    #    the writer record names the new primary, a failure must still leave exactly one
+    #    writable primary: the old one given back its writes, or the move completed.
+    try:
+        promotion = promote(topology, cluster_name, new)
+        reporter.step(promotion.sentence())
+        _move_writes(topology, cluster_name, old, new, others, reporter)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless the move could be completed
+        promotion = _recover_failed_move(topology, cluster_name, old, new, others, exc, run)
 
     # 6. Everyone else follows; the old primary becomes a replica of the new one.
     for node in others:
@@ -181,6 +197,57 @@ def _switchover(topology: Topology, cluster_name: str, params: SwitchoverParams,
                      for s in streams],
     })
     return result
+
+
+def _move_writes(topology: Topology, cluster_name: str, old: str, new: str, others: list[str],
+                 reporter: RunReporter) -> None:
+    """Slots for everyone on the new primary, then the writer record onto it (writes resume there)."""
+    reporter.step(ensure_slots(topology, cluster_name, new, [old, *others]).sentence(), slack=False)
+    reporter.step(switch_writer(topology, cluster_name, new).sentence())
+
+
+def _recover_failed_move(topology: Topology, cluster_name: str, old: str, new: str, others: list[str],
+                         failure: Exception, run: RunbookRun) -> Promotion:
+    """A failure after the old primary stopped taking writes: leave exactly one writable primary, and say which.
+
+    Returns the promotion when the move could be completed (the run goes on with step 6);
+    raises otherwise: RolledBack when the old primary has its writes back, or the failure
+    with an escalation when neither way is safe.
+    """
+    reporter = run.reporter
+    reporter.step(f"the switchover failed after {old} stopped taking writes: {type(failure).__name__}: {failure}")
+    target = observe_cluster(topology, cluster_name, [new])[new]
+    fenced_on_disk = False
+    if not target.reachable:
+        # It may have been promoted: only a target stopped and read-only on its disk is safe to leave behind.
+        try:
+            if node_running(topology, cluster_name, new):
+                reporter.step(stop_node(topology, cluster_name, new, "immediate").sentence())
+            reporter.step(block_primary_start(topology, cluster_name, new).sentence())
+            fenced_on_disk = True
+        except Exception as exc:  # noqa: BLE001 - then the decision escalates
+            reporter.step(f"could not stop {new} through the node seam: {exc}")
+    decision = decide_switchover_recovery(old, new, target, target_fenced_on_disk=fenced_on_disk)
+    reporter.step(decision.reason)
+    if decision.action == "complete":
+        try:
+            _move_writes(topology, cluster_name, old, new, others, reporter)
+        except Exception as exc:
+            run.reporter.alert(f"Switchover of {cluster_name}: {new} is primary, the writer record is NOT on it",
+                               [decision.reason, f"moving the writer record failed: {exc}",
+                                f"point {topology.writer_record(cluster_name)} at {new} by hand"])
+            raise
+        return Promotion(node=new, promoted_lsn=target.current_lsn, timeline=target.timeline, seconds=0)
+    if decision.action == "restore-old":
+        reporter.step(start_node(topology, cluster_name, old).sentence())
+        reporter.step(unfence_writes(topology, cluster_name, old).sentence())
+        if writer_node(topology, cluster_name) != old:
+            reporter.step(switch_writer(topology, cluster_name, old).sentence())
+        raise RolledBack(f"switchover of {cluster_name} to {new} failed ({type(failure).__name__}: {failure}); "
+                         f"rolled back: {old} is the writable primary again and the writer record names it") \
+            from failure
+    run.reporter.alert(f"Switchover of {cluster_name} failed with NO writable primary", [decision.reason])
+    raise failure
 
 
 def _stop_and_catch_up(topology: Topology, cluster_name: str, old: str, new: str, params: SwitchoverParams,

@@ -11,6 +11,7 @@ replica-resync and named.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 
 from regionops.decisions.drill import RescueAction, decide_rescue
@@ -18,7 +19,7 @@ from regionops.drivers.faults import fault_injector_for
 from regionops.drivers.postgres import SqlObserver, conninfo_for
 from regionops.errors import RunbookError
 from regionops.ha import sqlsteps
-from regionops.ha.fencing import FenceStore
+from regionops.ha.fencing import Fencer, FenceStore
 from regionops.ha.writer import switch_writer, writer_node
 from regionops.node import LocalNodeOperator
 from regionops.topology import Topology
@@ -26,16 +27,22 @@ from regionops.topology import Topology
 log = logging.getLogger(__name__)
 
 
-def rescue_cluster(topology: Topology, cluster: str, fault: str | None, target: str | None) -> list[str]:
-    """Leave exactly one writable primary that the writer record names.  Returns what was done, as sentences."""
+def rescue_cluster(topology: Topology, cluster: str, fault: str | None, target: str | None,
+                   since: datetime | None = None) -> list[str]:
+    """Leave exactly one writable primary that the writer record names.  Returns what was done, as sentences.
+
+    ``since``: when the drill took the cluster lock; a fence laid after it is the drill's own.
+    """
     c = topology.clusters[cluster]
     observer = SqlObserver(connect_timeout=2)
     states = {n: observer.observe(n, conninfo_for(c, spec)) for n, spec in c.nodes.items()}
     ops = LocalNodeOperator(topology, cluster)
     frozen = bool(target) and ops.pgctl(target).is_frozen()
     fenced_on_disk = bool(target) and (Path(c.nodes[target].data_dir) / "standby.signal").exists()
+    marker = FenceStore.for_topology(topology).get(cluster, target) if target else None
+    ours = bool(marker and since and marker.fenced_at >= since)
     actions = decide_rescue(fault or "", target, states, writer_node(topology, cluster),
-                            target_frozen=frozen, target_fenced_on_disk=fenced_on_disk)
+                            target_frozen=frozen, target_fenced_on_disk=fenced_on_disk, fenced_by_this_drill=ours)
     if not actions:
         return ["the cluster has exactly one writable primary and the writer record names it: nothing to do"
                 + (f"; run replica-resync to bring {target} back" if target and not states[target].reachable else "")]
@@ -54,6 +61,8 @@ def _apply(topology: Topology, cluster: str, ops: LocalNodeOperator, action: Res
             return f"{stopped}; {ops.block_primary_start(node).sentence()}"
         if action.kind == "start" and node:
             return ops.start(node).sentence()
+        if action.kind == "unfence-start" and node:
+            return _unfence_and_start(topology, cluster, ops, node)
         if action.kind == "fence-writes" and node:
             return sqlsteps.fence_writes(topology.clusters[cluster], node).sentence()
         if action.kind == "point-writer" and node:
@@ -62,3 +71,13 @@ def _apply(topology: Topology, cluster: str, ops: LocalNodeOperator, action: Res
     except RunbookError as exc:
         log.warning("rescue step %s failed: %s", action.kind, exc)
         return f"could not {action.kind} {node}: {exc}"
+
+
+def _unfence_and_start(topology: Topology, cluster: str, ops: LocalNodeOperator, node: str) -> str:
+    """Undo a fence the cancelled drill's own failover laid: no standby.signal, no record, started as primary."""
+    (Path(topology.clusters[cluster].nodes[node].data_dir) / "standby.signal").unlink(missing_ok=True)
+    cleared = FenceStore.for_topology(topology).clear(
+        cluster, node, by=Fencer(runbook="dr-drill rescue"),
+        reason="the cancelled drill's failover fenced it but promoted nobody")
+    started = ops.start(node).sentence()
+    return f"lifted the drill's own fence of {node} ({'record cleared' if cleared else 'no record'}); {started}"

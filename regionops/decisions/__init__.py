@@ -10,7 +10,12 @@ from regionops.decisions.failure import PrimaryDownDecision, ProbeOutcome, decid
 from regionops.decisions.primary import PrimaryView, find_primary
 from regionops.decisions.promotion import CandidateRank, PromotionDecision, choose_promotion_candidate
 from regionops.decisions.repair import Escalation, RepairAction, RepairDecision, decide_repair, escalate_repair
-from regionops.decisions.switchover import SwitchoverCheck, check_switchover
+from regionops.decisions.switchover import (
+    SwitchoverCheck,
+    SwitchoverRecovery,
+    check_switchover,
+    decide_switchover_recovery,
+)
 
 __all__ = [
     "CandidateRank",
@@ -26,6 +31,8 @@ __all__ = [
     "SwitchoverCheck",
     "assess_failover_loss",
     "check_switchover",
+    "decide_switchover_recovery",
+    "SwitchoverRecovery",
     "choose_promotion_candidate",
     "decide_primary_down",
     "decide_repair",

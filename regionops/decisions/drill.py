@@ -151,7 +151,8 @@ def compare_fingerprints(primary: str, fingerprints: dict[str, dict[str, Fingerp
                             not_compared={**(not_compared or {}), **missed}, point=point)
 
 
-RescueKind = Literal["resume", "kill", "start", "point-writer", "fence-writes", "start-app", "escalate"]
+RescueKind = Literal["resume", "kill", "start", "unfence-start", "point-writer", "fence-writes", "start-app",
+                     "escalate"]
 
 
 class RescueAction(BaseModel):
@@ -166,12 +167,17 @@ class RescueAction(BaseModel):
 
 
 def decide_rescue(fault: str, target: str | None, states: dict[str, NodeState], writer: str | None, *,
-                  target_frozen: bool, target_fenced_on_disk: bool) -> list[RescueAction]:
+                  target_frozen: bool, target_fenced_on_disk: bool,
+                  fenced_by_this_drill: bool = False) -> list[RescueAction]:
     """What a cancelled drill must do so that exactly one writable primary remains, named by the writer record.
 
     Never makes a second primary: a frozen target is resumed only when nobody else took
     writes (else it is killed), a crashed target is started only when no other node is
-    writable and its data directory is not fenced.  What needs a runbook is named, not done.
+    writable and its data directory is not fenced.  A fence the drill's own failover laid
+    before it was cancelled (``fenced_by_this_drill``: fenced after the drill took the
+    cluster lock, so no other runbook could have) is lifted when nobody was promoted: the
+    fenced old primary is then the only node that can take writes.  What needs a runbook
+    is named, not done.
     """
     writable = [n for n, s in states.items()
                 if s.reachable and s.role == "primary" and not s.read_only and n != target]
@@ -189,6 +195,11 @@ def decide_rescue(fault: str, target: str | None, states: dict[str, NodeState], 
             "primary-crash", "region-outage"):
         if writable:
             pass  # left down: replica-resync rewinds it later
+        elif target_fenced_on_disk and fenced_by_this_drill:
+            actions.append(RescueAction(kind="unfence-start", node=target,
+                                        why="the drill's own failover fenced it and was cancelled before promoting "
+                                            "anyone: lifting that fence and starting it keeps one primary"))
+            writable = [target]
         elif target_fenced_on_disk:
             actions.append(RescueAction(kind="escalate", node=target,
                                         why="no node is writable and the old primary is fenced: run the failover runbook"))

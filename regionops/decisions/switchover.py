@@ -8,6 +8,7 @@ failed check means the runbook changes nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
+from typing import Literal
 
 from regionops.decisions._common import Decision, fmt_bytes, join_clauses
 from regionops.decisions.primary import PrimaryView
@@ -111,3 +112,44 @@ def check_switchover(
         reason=(f"switchover from {pname} to {target} can start: {target} streams from {pname}, "
                 f"{fmt_bytes(lag or 0)} behind (bound {fmt_bytes(max_lag_bytes)})"),
     )
+
+
+class SwitchoverRecovery(Decision):
+    """What a switchover that failed after the old primary stopped taking writes must do, and why."""
+
+    action: Literal["restore-old", "complete", "escalate"]
+    reason: str
+
+
+def decide_switchover_recovery(old: str, target: str, target_state: NodeState | None, *,
+                               target_fenced_on_disk: bool = False) -> SwitchoverRecovery:
+    """After a failure between "writes stopped on ``old``" and "writer record on ``target``": which way back.
+
+    Exactly one writable primary must come out of it, the one the writer record names:
+
+    - the target was promoted (it answers as a primary): the move is half done and cannot
+      be undone, so it is completed (slots, writer record, the old primary follows it);
+    - the target still answers as a replica: nothing can take writes but the old primary,
+      so the old primary is started again and given its writes back;
+    - the target does not answer: it may have been promoted, and restarting the old primary
+      could make two.  Only when the target was stopped and made to start read-only on its
+      disk (``target_fenced_on_disk``) is the old primary given its writes back; otherwise a
+      human must decide, and the runbook says so.
+    """
+    if target_state is not None and target_state.reachable:
+        if target_state.role == "primary":
+            return SwitchoverRecovery(action="complete", reason=(
+                f"{target} was promoted before the failure: the move cannot be undone, so it is completed "
+                f"({old} follows {target}, the writer record moves to {target})"))
+        return SwitchoverRecovery(action="restore-old", reason=(
+            f"{target} is still a replica (not promoted): {old} is started again and given its writes back, "
+            f"the writer record stays on {old}"))
+    if target_fenced_on_disk:
+        return SwitchoverRecovery(action="restore-old", reason=(
+            f"{target} does not answer, but it is stopped and can only start read-only: {old} is started again "
+            f"and given its writes back"))
+    error = target_state.error if target_state is not None else "not observed"
+    return SwitchoverRecovery(action="escalate", reason=(
+        f"{target} does not answer ({error}) and could not be stopped: it may have been promoted, so restarting "
+        f"{old} could make two primaries; {old} stays stopped and read-only. Find out whether {target} runs as a "
+        f"primary, then run failover (if it does not) or point the writer record at it (if it does)"))

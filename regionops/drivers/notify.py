@@ -45,6 +45,7 @@ STATUS_EMOJI = {
     "ok": ":white_check_mark:",
     "healthy": ":white_check_mark:",
     "failed": ":x:",
+    "rolled back": ":leftwards_arrow_with_hook:",
     "crashed": ":x:",
     "problems found": ":warning:",
     "degraded": ":warning:",

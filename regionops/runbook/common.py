@@ -7,7 +7,7 @@ Observing a cluster in parallel, and ending a run with the right words: a refusa
 
 from __future__ import annotations
 
-from regionops.errors import ApprovalRejected, PreconditionFailed
+from regionops.errors import ApprovalRejected, PreconditionFailed, RolledBack
 from regionops.model import NodeState
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology
@@ -46,9 +46,13 @@ def report_error(reporter: RunReporter, exc: BaseException, changed: bool, table
         status = "rejected"
     elif isinstance(exc, PreconditionFailed) and not changed:
         status = "refused"
+    elif isinstance(exc, RolledBack):
+        status = "rolled back"
     else:
         status = "failed"
     summary = [f"{type(exc).__name__}: {exc}"]
+    if status == "rolled back":
+        summary.append("the change was undone: read the steps below for what was restored")
     if status == "failed" and changed:
         summary.append("the cluster WAS changed before the failure: read the steps below before acting")
     reporter.finish(status, summary, tables=tables)

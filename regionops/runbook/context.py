@@ -6,7 +6,8 @@
     with run:                      # Slack thread opened, cluster lock taken (not for a dry run)
         ...                        # run.reporter.step(...), raise run.refuse(...)
         run.approve(plan, phrase)  # when params.require_approval
-        run.changed = True         # from the first change on, a failure reads "failed", not "refused"
+        run.changed = True         # the first change: refused if a failover took the lock meanwhile;
+                                   # from here on, a failure reads "failed", not "refused"
     # leaving with an error: the report says refused / rejected / failed; the lock is released
 
 The flow decorator takes :data:`CHANGE_HOOKS`, so a crashed or cancelled run reports
@@ -22,7 +23,7 @@ from typing import Any, Literal
 from regionops.errors import PreconditionFailed
 from regionops.runbook.approval import Approval, request_approval
 from regionops.runbook.common import refuse, report_error
-from regionops.runbook.locks import backup_lock, cluster_lock, release_leases_hook
+from regionops.runbook.locks import HeldLock, backup_lock, cluster_lock, release_leases_hook
 from regionops.runbook.params import ClusterChangeParams
 from regionops.runbook.reporting import RunReporter, report_failure
 from regionops.topology import Topology
@@ -49,7 +50,8 @@ class RunbookRun:
         self.cluster = cluster
         self.params = params
         self.reporter = RunReporter(topology, runbook, title, slack=params.notify)
-        self.changed = False
+        self._changed = False
+        self.held: HeldLock | None = None
         self.approval: Approval | None = None
         self._start_lines = start_lines or []
         self._lock = None if params.dry_run else lock  # a dry run changes nothing: it needs no lock
@@ -59,9 +61,12 @@ class RunbookRun:
         self.reporter.start(self._start_lines)
         try:
             if self._lock == "change":
-                self._stack.enter_context(cluster_lock(self.cluster, self.runbook, self.params.lock_wait_seconds))
+                # A failover goes first: it takes the lock from a run that has changed nothing yet.
+                self.held = self._stack.enter_context(cluster_lock(
+                    self.cluster, self.runbook, self.params.lock_wait_seconds, preempt=self.runbook == "failover",
+                    on_wait=lambda line: self.reporter.step(line)))
             elif self._lock == "backup":
-                self._stack.enter_context(backup_lock(self.cluster, self.params.lock_wait_seconds))
+                self.held = self._stack.enter_context(backup_lock(self.cluster, self.params.lock_wait_seconds))
         except Exception as exc:
             report_error(self.reporter, exc, changed=False)
             raise
@@ -73,6 +78,19 @@ class RunbookRun:
                 report_error(self.reporter, exc, changed=self.changed)
         finally:
             self._stack.close()  # the lock goes on success, failure and error alike
+
+    @property
+    def changed(self) -> bool:
+        """Whether the run has changed anything yet (a failure then reads "failed", not "refused")."""
+        return self._changed
+
+    @changed.setter
+    def changed(self, value: bool) -> None:
+        # The first change is announced to the lock first: a run whose lock a failover took
+        # (while it waited for approval, say) stops here, having changed nothing (LockLost).
+        if value and not self._changed and self.held is not None:
+            self.held.mark_changed()
+        self._changed = value
 
     def hold(self, context: Any) -> Any:
         """Enter ``context`` (e.g. a planned-work silence) for the rest of the run; returns what it yields."""

@@ -4,6 +4,18 @@ The lock is a lease on the Prefect server, so it holds across processes and mach
 and a crashed holder's lease expires on its own (``LEASE_SECONDS``) instead of wedging
 the cluster forever; a cancelled run's locks are released at once by its cancellation
 hook (:func:`release_run_leases`).
+
+The rules of the cluster lock, in order (who holds it: :mod:`regionops.runbook.lock_holders`):
+
+1. A subflow of the run that holds the lock shares it (a DR drill's failover, resync
+   and switchover run inside the drill's lock).
+2. A failover goes first: a holder that has **changed nothing yet** (a switchover paused
+   for approval, a run still checking) loses the lock to it at once, and stops with "nothing
+   was changed" at its first change (:meth:`HeldLock.mark_changed`).  A holder that yields
+   to the failover (a drill whose alert starts it) loses it too.
+3. Otherwise the newcomer waits up to its ``lock_wait_seconds`` (saying whom it waits for),
+   then refuses, changing nothing.  A primary-down alert's failover waits long (its
+   trigger sets it), and pages when it does not fail over (flows/failover.py).
 """
 
 from __future__ import annotations
@@ -18,9 +30,21 @@ from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectAlreadyExists, PrefectHTTPStatusError
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.variables import Variable
 
 from regionops.errors import DeadlineExceeded, PreconditionFailed
+from regionops.runbook.lock_holders import (
+    LockHolder,
+    Preemption,
+    current_holder,
+    forget_holder,
+    now,
+    read_holder_record,
+    read_preemption,
+    record_preemption,
+    write_holder,
+)
 from regionops.waiting import poll_until
 
 log = logging.getLogger(__name__)
@@ -54,27 +78,31 @@ def ensure_limit(name: str) -> str:
 
 
 @contextmanager
-def cluster_lock(cluster: str, runbook: str, wait_seconds: float = 0) -> Iterator[None]:
-    """Hold ``cluster``'s change lock for the block.
+def cluster_lock(cluster: str, runbook: str, wait_seconds: float = 0, *, preempt: bool = False,
+                 on_wait: Callable[[str], None] | None = None) -> Iterator[HeldLock]:
+    """Hold ``cluster``'s change lock for the block; yields the :class:`HeldLock`.
 
     Raises PreconditionFailed (nothing changed) when another runbook holds it for longer
-    than ``wait_seconds``.
+    than ``wait_seconds``.  Inside a run that already holds it (a drill's recovery
+    subflows), the lock is shared, not taken twice.  ``preempt`` (the failover): a holder
+    that has changed nothing yet, or that yields to this runbook, loses the lock at once
+    (:func:`held_lock`); a holder that has changed the cluster is waited for.
     """
     with held_lock(ensure_cluster_lock(cluster), wait_seconds, what=f"{runbook} refused: another runbook is "
-                   f"changing cluster {cluster}"):
-        yield
+                   f"changing cluster {cluster}", runbook=runbook, preempt=preempt, on_wait=on_wait) as held:
+        yield held
 
 
 @contextmanager
-def drill_lock(cluster: str, wait_seconds: float = 0) -> Iterator[None]:
-    """One DR drill per cluster at a time (the runbooks it starts take the cluster lock themselves)."""
+def drill_lock(cluster: str, wait_seconds: float = 0) -> Iterator[HeldLock]:
+    """One DR drill per cluster at a time (it takes the cluster's change lock too, see flows/dr_drill.py)."""
     with held_lock(ensure_limit(f"regionops-drill-{cluster}"), wait_seconds,
-                   what=f"dr-drill refused: another drill of cluster {cluster} is running"):
-        yield
+                   what=f"dr-drill refused: another drill of cluster {cluster} is running", runbook="dr-drill") as held:
+        yield held
 
 
 @contextmanager
-def backup_lock(cluster: str, wait_seconds: float = 0) -> Iterator[None]:
+def backup_lock(cluster: str, wait_seconds: float = 0) -> Iterator[HeldLock]:
     """One backup of ``cluster`` at a time.
 
     Not the change lock: a backup may run for hours, and a failover must never wait
@@ -82,38 +110,167 @@ def backup_lock(cluster: str, wait_seconds: float = 0) -> Iterator[None]:
     """
     with held_lock(ensure_limit(f"regionops-backup-{cluster}"), wait_seconds,
                    what=f"backup refused: another backup of cluster {cluster} is running",
-                   lease_seconds=BACKUP_LEASE_SECONDS):
-        yield
+                   lease_seconds=BACKUP_LEASE_SECONDS, runbook="backup") as held:
+        yield held
+
+
+class LockLost(PreconditionFailed):
+    """The run's lock was taken over (or its lease expired) before the run changed anything."""
+
+
+class HeldLock:
+    """A lock this run holds (or shares with its root run, ``nested``)."""
+
+    def __init__(self, holder: LockHolder, lease_seconds: float, *, nested: bool):
+        self.holder = holder
+        self.lease_seconds = lease_seconds
+        self.nested = nested
+
+    @property
+    def name(self) -> str:
+        return self.holder.lock
+
+    def mark_changed(self) -> None:
+        """Say that the run is about to make its first change; LockLost when the lock is no longer ours.
+
+        The record is written *before* the lease is confirmed: a failover that revoked the
+        lease after that confirmation reads ``changed`` and waits instead of acting.
+        """
+        if not self.holder.changed:
+            self.holder = self.holder.model_copy(update={"changed": True})
+            write_holder(self.holder)
+        self.confirm()
+
+    def confirm(self) -> None:
+        """LockLost unless the lease is still valid (renewing it)."""
+        try:
+            with get_client(sync_client=True) as client:
+                client.renew_concurrency_lease(self.holder.lease_id, self.lease_seconds)
+            return
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code not in (404, 410):
+                raise
+        taken = read_preemption(self.holder.lease_id)
+        why = taken.sentence() if taken else f"its lease expired (lock {self.name})"
+        raise LockLost(f"{self.holder.runbook} stopped before changing anything: {why}; nothing was changed")
+
+    def yield_to(self, *runbooks: str) -> None:
+        """From now on, ``runbooks`` may take this lock over even though the run changed things (a drill's
+        alert path hands the cluster to the failover its alert starts)."""
+        self.holder = self.holder.model_copy(update={"yields_to": sorted({*self.holder.yields_to, *runbooks})})
+        write_holder(self.holder)
+
+
+def _me(lock: str, lease_id: str, runbook: str) -> LockHolder:
+    run_id = flow_run.get_id()
+    return LockHolder(lock=lock, lease_id=lease_id, runbook=runbook, run_id=str(run_id) if run_id else None,
+                      root_run_id=_root_run_id(), run_name=flow_run.get_name(), since=now())
+
+
+def _shared_with_root(name: str, lease_seconds: float) -> HeldLock | None:
+    """The lock held by this run's root run (a subflow shares it), if it is and the lease is valid."""
+    root = _root_run_id()
+    if root is None:
+        return None
+    holder = current_holder(name)
+    if holder is None or holder.root_run_id != root:
+        return None
+    shared = HeldLock(holder, lease_seconds, nested=True)
+    try:
+        shared.confirm()
+    except LockLost:
+        return None
+    return shared
+
+
+def _may_preempt(holder: LockHolder, runbook: str) -> bool:
+    """A failover goes first: it takes the lock from a run that changed nothing yet (and is no failover
+    itself), or from one that yields to it."""
+    return runbook in holder.yields_to or (not holder.changed and holder.runbook != runbook)
+
+
+def _preempt(name: str, holder: LockHolder, runbook: str) -> bool:
+    """Revoke ``holder``'s lease for ``runbook``; True when the holder cannot have started changing things."""
+    record_preemption(holder.lease_id, Preemption(
+        by_runbook=runbook, by_run=flow_run.get_name(), at=now(),
+        reason=(f"it yields to {runbook}" if runbook in holder.yields_to else
+                f"a {runbook} goes first, and {holder.runbook} had changed nothing yet")))
+    _release(holder.lease_id)
+    # Read again *after* the revocation: a holder that announced its first change before it
+    # noticed may be acting now, without a lease; then it must be waited for, not overtaken.
+    after = read_holder_record(holder.lease_id) or holder
+    return _may_preempt(after, runbook)
 
 
 @contextmanager
-def held_lock(name: str, wait_seconds: float, what: str, lease_seconds: float = LEASE_SECONDS) -> Iterator[None]:
+def held_lock(name: str, wait_seconds: float, what: str, lease_seconds: float = LEASE_SECONDS, *,
+              runbook: str = "runbook", preempt: bool = False,
+              on_wait: Callable[[str], None] | None = None) -> Iterator[HeldLock]:
     """Hold limit ``name`` for the block; PreconditionFailed starting with ``what`` when it stays taken.
 
     The slot is a lease on the Prefect server, renewed in the background.  Its id is
     recorded in a Prefect variable under the run's root flow run, so that when a run is
     cancelled (its process killed), :func:`release_run_leases` frees the locks it held
-    at once instead of leaving the cluster locked until the lease expires.
+    at once instead of leaving the cluster locked until the lease expires.  Who holds
+    it is recorded beside it (:mod:`regionops.runbook.lock_holders`): a subflow of the
+    holder's run shares the lock; with ``preempt`` a holder that may be overtaken
+    (:func:`_may_preempt`) loses it; ``on_wait`` hears once per holder that we wait.
     """
+    shared = _shared_with_root(name, lease_seconds)
+    if shared is not None:
+        yield shared
+        return
+    told: set[str] = set()
+    waiting_on: list[LockHolder] = []
+
+    def attempt() -> str | None:
+        lease = _try_acquire(name, lease_seconds)
+        if lease is not None:
+            return lease
+        holder = current_holder(name)
+        if holder is None:
+            return None
+        if preempt and _may_preempt(holder, runbook):
+            if _preempt(name, holder, runbook):
+                if on_wait:
+                    on_wait(f"took lock {name} from {holder.sentence()}: it stops before its first change")
+                return _try_acquire(name, lease_seconds)
+        waiting_on[:] = [holder]
+        if on_wait and holder.lease_id not in told and wait_seconds > 0:
+            told.add(holder.lease_id)
+            on_wait(f"waiting up to {wait_seconds:g} s for lock {name}, held by {holder.sentence()}")
+        return None
+
     # Even "no wait" allows a few seconds: taking a free lock is an HTTP round trip to the
     # Prefect server, and a busy server must not read as "another runbook holds it".
     try:
-        lease_id = poll_until(lambda: _try_acquire(name, lease_seconds),
-                              timeout=max(wait_seconds, MIN_LOCK_WAIT_SECONDS), interval=0.5, what=f"lock {name}")
+        lease_id = poll_until(attempt, timeout=max(wait_seconds, MIN_LOCK_WAIT_SECONDS), interval=0.5,
+                              what=f"lock {name}")
     except DeadlineExceeded as exc:
-        raise PreconditionFailed(f"{what} (lock {name} is held); nothing was changed") from exc
+        by = f", by {waiting_on[0].sentence()}" if waiting_on else ""
+        raise PreconditionFailed(f"{what} (lock {name} is held{by}); nothing was changed") from exc
+    held = HeldLock(_me(name, lease_id, runbook), lease_seconds, nested=False)
+    write_holder(held.holder, point=True)
     _remember_lease(lease_id)
     stop = threading.Event()
-    renewer = threading.Thread(target=_renew_until, args=(lease_id, stop, lease_seconds), name=f"lease-{name}",
-                               daemon=True)
+    renewer = threading.Thread(target=_renew_until, args=(lease_id, stop, lease_seconds, PREFECT_API_URL.value()),
+                               name=f"lease-{name}", daemon=True)
     renewer.start()
     try:
-        yield
+        yield held
     finally:
         stop.set()
         renewer.join(5)
+        _forget(name, lease_id)
         _release(lease_id)
         _forget_lease(lease_id)
+
+
+def _forget(name: str, lease_id: str) -> None:
+    try:
+        forget_holder(name, lease_id)
+    except Exception as exc:  # noqa: BLE001 - a stale record is overwritten by the next holder
+        log.warning("could not remove the holder record of lock %s: %s", name, exc)
 
 
 def _try_acquire(name: str, lease_seconds: float) -> str | None:
@@ -128,15 +285,18 @@ def _try_acquire(name: str, lease_seconds: float) -> str | None:
     return str(resp.json()["lease_id"])
 
 
-def _renew_until(lease_id: str, stop: threading.Event, lease_seconds: float) -> None:
+def _renew_until(lease_id: str, stop: threading.Event, lease_seconds: float, api_url: str | None) -> None:
     # A failed renewal must not kill a runbook half-way (fenced, not yet promoted): finishing
-    # the change is safer than stopping it, and the lease outlives a short blip.
-    while not stop.wait(lease_seconds / 4):
-        try:
-            with get_client(sync_client=True) as client:
-                client.renew_concurrency_lease(lease_id, lease_seconds)
-        except Exception as exc:  # noqa: BLE001 - logged, retried at the next interval
-            log.warning("could not renew lease %s: %s", lease_id, exc)
+    # the change is safer than stopping it, and the lease outlives a short blip.  The thread
+    # renews against the server the run took the lease from (a bare thread does not see
+    # the run's settings context), with a client of its own.
+    with temporary_settings(updates={PREFECT_API_URL: api_url} if api_url else {}):
+        while not stop.wait(lease_seconds / 4):
+            try:
+                with get_client(sync_client=True) as client:
+                    client.renew_concurrency_lease(lease_id, lease_seconds)
+            except Exception as exc:  # noqa: BLE001 - logged, retried at the next interval
+                log.warning("could not renew lease %s: %s", lease_id, exc)
 
 
 def _release(lease_id: str) -> None:
@@ -183,6 +343,9 @@ def release_run_leases(root_run_id: str) -> int:
     name = _variable_name(root_run_id)
     held = Variable.get(name, default=[]) or []
     for lease_id in held:
+        record = read_holder_record(lease_id)
+        if record is not None:
+            _forget(record.lock, lease_id)
         _release(lease_id)
     if held:
         Variable.unset(name)

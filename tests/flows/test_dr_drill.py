@@ -191,3 +191,19 @@ def pglab_running(lab, node: str) -> bool:
     from regionops.lab import pglab
 
     return pglab.pgctl(lab.cfg, node).is_running()
+
+
+def test_a_drill_refuses_to_inject_while_another_runbook_holds_the_cluster_lock(lab):
+    """A drill that injected while a paused switchover held the lock left the cluster with no primary."""
+    from regionops.errors import PreconditionFailed
+    from regionops.runbook.locks import cluster_lock
+
+    ha.expect_layout(lab, "eu-1")
+    with cluster_lock("core", "switchover"):
+        state = dr_drill(_params(lab, scenario="primary-crash"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(PreconditionFailed, match="dr-drill refused: another runbook is changing cluster core"):
+        state.result()
+    ha.expect_layout(lab, "eu-1")  # nothing was injected: eu-1 was never killed
+    assert ha.writer(lab) == "eu-1"
+    assert "refused" in ha.report_markdown(ha.run_id(state))

@@ -158,6 +158,68 @@ def test_a_second_failover_is_refused_while_the_first_holds_the_cluster_lock(clu
         unchanged(lab, down=("eu-1",))
 
 
+def test_a_failover_takes_the_lock_from_a_switchover_that_waits_for_approval(cluster):
+    """A primary-down failover is never refused because a run that changed nothing holds the lock."""
+    lab = cluster
+    labtools.clear_slack(lab)
+    box: dict = {}
+    waiting = in_thread(lambda: box.update(state=switchover(
+        SwitchoverParams(**_params(lab, target="us-1", require_approval=True)), return_state=True)))
+    try:
+        paused = ha.paused_run(lab, "switchover")
+        with primary_crashed(lab):
+            # an alert's failover (no lock wait): it takes the lock from the paused switchover
+            state = failover(FailoverParams(**_params(lab, lock_wait_seconds=0, page_if_no_failover=True,
+                                                      reason="alert PostgresPrimaryDown (test)", **FAST)),
+                             return_state=True)
+            result = state.result()
+            assert result.ok and result.new_primary == "us-1", result
+            report = ha.report_markdown(ha.run_id(state))
+            assert "took lock regionops-cluster-core from switchover run" in report, report
+            assert "has changed nothing yet" in report
+            # the approval comes too late: the switchover stops at its first change, changing nothing
+            resume_flow_run(paused.id, run_input={"approver": "test", "reason": "planned", "confirm": "switchover to us-1"})
+            waiting.join(60)
+            error = _refusal(box["state"])
+            assert "LockLost" in error and "failover run" in error and "nothing was changed" in error, error
+            assert ha.writer(lab) == "us-1" and ha.state(lab, "us-1").role == "primary"
+            assert "PAGE" not in ha.slack_texts(lab)  # the alert did lead to a failover
+    finally:
+        waiting.join(60)
+    # put eu-1 back: rewind it as a replica of us-1, then switch over to it
+    assert replica_resync(ResyncParams(**_params(lab, verify_timeout_seconds=60))).ok
+    assert switchover(SwitchoverParams(**_params(lab, target="eu-1"))).ok
+
+
+def test_a_primary_down_alert_that_does_not_lead_to_a_failover_pages(cluster):
+    from regionops.runbook.locks import LockLost, cluster_lock
+
+    lab = cluster
+    labtools.clear_slack(lab)
+    alert = dict(page_if_no_failover=True, reason="alert PostgresPrimaryDown (test)", **FAST)
+    # A run that has changed the cluster holds the lock: the failover waits for it, then gives up and pages
+    with cluster_lock("core", "replica-resync") as held:
+        held.mark_changed()
+        error = _refusal(failover(FailoverParams(**_params(lab, **{**alert, "lock_wait_seconds": 2})),
+                                  return_state=True))
+        assert "another runbook is changing cluster core" in error and "replica-resync run" in error, error
+        assert "has changed the cluster" in error
+    texts = ha.slack_texts(lab)
+    assert "PAGE: primary-down alert on core did not lead to a failover" in texts
+    assert "nothing was changed" in texts
+    unchanged(lab)
+    # A holder that changed nothing loses the lock to the failover, which then finds eu-1 up: a page again
+    labtools.clear_slack(lab)
+    with cluster_lock("core", "switchover") as held:
+        error = _refusal(failover(FailoverParams(**_params(lab, **{**alert, "lock_wait_seconds": 0})),
+                                  return_state=True))
+        assert "eu-1 is not down" in error, error
+        with pytest.raises(LockLost, match="failover run .* took the lock"):
+            held.mark_changed()
+    assert "PAGE: primary-down alert on core did not lead to a failover" in ha.slack_texts(lab)
+    unchanged(lab)
+
+
 def test_a_cancelled_switchover_releases_the_cluster_lock_at_once(cluster):
     from prefect import get_client
     from prefect.deployments import run_deployment
@@ -231,6 +293,43 @@ def test_switchover_waits_for_typed_approval_and_a_wrong_answer_changes_nothing(
     assert "approval rejected by test (wrong target): expected 'switchover to us-1'" in error
     unchanged(lab)
     assert ha.write_rows(lab, 1)
+
+
+@contextmanager
+def unpromotable(lab, node: str) -> Iterator[None]:
+    """``node``'s data directory is read-only to its server: pg_promote cannot write promote.signal.
+
+    A real failure of the promotion step (the server reports "could not create signal
+    file"), while the replica keeps replaying, which only writes into subdirectories.
+    """
+    data = lab.cfg.data_dir(node)
+    mode = data.stat().st_mode & 0o777
+    data.chmod(0o500)
+    try:
+        yield
+    finally:
+        data.chmod(mode)
+
+
+def test_a_switchover_whose_promotion_fails_gives_the_old_primary_its_writes_back(cluster):
+    lab = cluster
+    with ha.watching_primaries(lab) as watch, ha.writing(lab, "us") as app, unpromotable(lab, "us-1"):
+        state = switchover(SwitchoverParams(**_params(lab, target="us-1")), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception) as failed:
+        state.result()
+    assert type(failed.value).__name__ == "RolledBack", failed.value
+    assert "eu-1 is the writable primary again" in str(failed.value)
+    # exactly one writable primary throughout and at the end, and the writer record names it
+    assert not watch.seen_two and watch.most == 1, watch.seen_two
+    ha.expect_layout(lab, "eu-1", timeout=30)
+    assert ha.writer(lab) == "eu-1"
+    assert labtools.sql(lab, "eu-1").show("default_transaction_read_only") == "off"
+    assert ha.write_rows(lab, 1)
+    # writes resumed after the rollback, and none acknowledged was lost
+    assert app.acked and app.ids <= ha.row_ids(lab, "eu-1")
+    report = ha.report_markdown(ha.run_id(state))
+    assert "rolled back" in report and "us-1 is still a replica (not promoted)" in report
 
 
 # --- replica resync ---------------------------------------------------------------------------

@@ -155,3 +155,38 @@ def test_an_unknown_fault_in_the_topology_is_named():
 
     with pytest.raises(TopologyError, match="unknown fault"):
         topology({"meteor": "true"})
+
+
+def test_rescue_lifts_the_drills_own_fence_when_nobody_was_promoted():
+    states = {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1"), "apac-1": state("apac-1")}
+    ours = decide_rescue("primary-crash", "eu-1", states, "eu-1", target_frozen=False, target_fenced_on_disk=True,
+                         fenced_by_this_drill=True)
+    assert [(a.kind, a.node) for a in ours] == [("unfence-start", "eu-1")]
+    # someone else's fence (laid before the drill held the lock) is never lifted by the rescue
+    theirs = decide_rescue("primary-crash", "eu-1", states, "eu-1", target_frozen=False, target_fenced_on_disk=True)
+    assert [(a.kind, a.node) for a in theirs] == [("escalate", "eu-1")]
+    # and once a replica was promoted, the drill's fence stays: eu-1 is left for replica-resync
+    promoted = {**states, "us-1": state("us-1", "primary")}
+    after = decide_rescue("primary-crash", "eu-1", promoted, "us-1", target_frozen=False, target_fenced_on_disk=True,
+                          fenced_by_this_drill=True)
+    assert after == []
+
+
+def test_a_planned_switchover_rto_is_its_write_outage():
+    journal = [w(1, 0.0, 0.01), w(2, 0.1, 0.11), w(3, 0.2, 2.9), w(4, 3.0, 3.01)]
+    m = measure(journal, T0, present_on_primary={1, 2, 3, 4}, planned=True)
+    assert m.rto_seconds == m.unavailable_seconds == 2.79
+    assert measure(journal, T0, present_on_primary={1, 2, 3, 4}).rto_seconds == 0.01
+
+
+def test_consistency_names_a_replica_not_read_at_the_common_point():
+    from regionops.lsn import Lsn
+    from regionops.model import CommonPoint
+
+    same = {"public.orders": Fingerprint(rows=5, checksum="9")}
+    point = CommonPoint(primary="eu-1", lsn=Lsn.parse("0/5000060"), held_ms=12, nodes=["us-1"],
+                        missed={"apac-1": "had not replayed 0/5000060 within 0.8 s"})
+    check = compare_fingerprints("eu-1", {"eu-1": same, "us-1": same}, point=point)
+    assert check.ok and check.nodes == ["us-1"]
+    assert "apac-1" in check.not_compared and "0/5000060" in check.not_compared["apac-1"]
+    assert "writers held 12 ms" in check.sentence()

@@ -14,6 +14,7 @@ import pytest
 from regionops.decisions import (
     check_switchover,
     choose_promotion_candidate,
+    decide_switchover_recovery,
     decide_repair,
     estimate_data_loss,
     find_primary,
@@ -229,3 +230,23 @@ def test_waldump_of_a_recycled_segment_has_no_records() -> None:
 def test_eu_endpoint_constant_matches_topology() -> None:
     node = TOPO.node("core", "eu-1")
     assert (node.host, node.port) == EU_EP
+
+
+# --- a switchover that failed after writes stopped -------------------------------------------
+
+
+@pytest.mark.parametrize("case, target, fenced_on_disk, action, says", [
+    ("promotion failed, the target is still a replica", replica("us-1"), False, "restore-old",
+     "us-1 is still a replica (not promoted)"),
+    ("the target was promoted, then the slots or the writer record failed", primary("us-1"), False, "complete",
+     "the move cannot be undone"),
+    ("the target vanished but was stopped and fenced on its disk", down("us-1"), True, "restore-old",
+     "it is stopped and can only start read-only"),
+    ("the target vanished and could not be stopped: it may be a primary", down("us-1"), False, "escalate",
+     "could make two primaries"),
+])
+def test_a_failed_switchover_always_leaves_one_way_to_exactly_one_primary(case, target, fenced_on_disk, action,
+                                                                          says) -> None:
+    decision = decide_switchover_recovery("eu-1", "us-1", target, target_fenced_on_disk=fenced_on_disk)
+    assert decision.action == action, case
+    assert says in decision.reason, decision.reason
