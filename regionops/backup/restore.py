@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 
@@ -153,11 +154,18 @@ def target_for(cluster: str, chosen: BackupSet, target_type: RequestedTarget, ta
 
 # -- restore onto a node ----------------------------------------------------------------
 def plan_restore(topology: Topology, cluster_name: str, node: str, target: RestoreTarget,
-                 states: dict[str, NodeState], disk: RestoreDiskFacts, role: str = "auto") -> RestorePlan:
+                 states: dict[str, NodeState], disk: RestoreDiskFacts, role: str = "auto", *,
+                 fenced: Collection[str] = (), confirmed_down: Collection[str] = ()) -> RestorePlan:
     """Decide role and paths, and refuse what would be unsafe.  Changes nothing.
 
     ``disk`` is what the node's host read (:func:`disk_facts`, through the node seam):
     free space beside the data directory, whether it runs, whether it holds data.
+
+    A node is restored as a **primary** only when it cannot become a second one: every
+    other node answers as a replica, or the operator confirmed it is down for good
+    (``confirmed_down``: stopped or lost; the runbook fences those before it restores).
+    Another primary, a fenced node (an old primary a failover took out, whose successor
+    may be cut off) and an unreachable node (it may be a primary we cannot see) refuse it.
     """
     target_node = topology.node(cluster_name, node)
     state = states.get(node)
@@ -166,13 +174,16 @@ def plan_restore(topology: Topology, cluster_name: str, node: str, target: Resto
         raise PreconditionFailed(
             f"{node} is the running primary of {cluster_name}; restoring over it would take the cluster's writer "
             "down. Fail over or stop it first")
+    unknown = sorted(set(confirmed_down) - set(topology.clusters[cluster_name].nodes))
+    if unknown or node in confirmed_down:
+        raise ConfigurationError(f"confirmed_down names {', '.join(unknown) or node}: only the cluster's other "
+                                 f"nodes can be confirmed down")
     chosen: Role = ("replica" if primaries else "primary") if role == "auto" else role  # type: ignore[assignment]
     primary = primaries[0] if primaries else None
     if chosen == "replica" and primary is None:
         raise PreconditionFailed(f"cannot restore {node} as a replica: {cluster_name} has no reachable primary")
-    if chosen == "primary" and primaries:
-        raise PreconditionFailed(
-            f"cannot restore {node} as a primary while {primaries[0]} is a reachable primary (split brain)")
+    if chosen == "primary":
+        _refuse_second_primary(cluster_name, node, states, primaries, fenced, confirmed_down)
     if chosen == "replica" and target.type == "default":
         # The end of the archive would end recovery (a new timeline that could never stream
         # from the primary): a replica stops at the backup's end and streams the rest.
@@ -187,6 +198,26 @@ def plan_restore(topology: Topology, cluster_name: str, node: str, target: Resto
         cluster=cluster_name, node=node, target=target, role=chosen, primary=primary, data_dir=str(data_dir),
         staging_dir=f"{data_dir}.restore-{target.label}", old_dir=f"{data_dir}.pre-restore-{target.label}",
         node_running=disk.running, node_has_data=disk.has_data, needed_bytes=needed, free_bytes=disk.free_bytes)
+
+
+def _refuse_second_primary(cluster: str, node: str, states: dict[str, NodeState], primaries: list[str],
+                           fenced: Collection[str], confirmed_down: Collection[str]) -> None:
+    """PreconditionFailed naming every other node that could be (or become) a primary beside the restored one."""
+    problems = [f"{p} is a reachable primary (split brain)" for p in primaries]
+    problems += [f"{n} is confirmed down but answers as a {states[n].role}" for n in sorted(confirmed_down)
+                 if n in states and states[n].reachable and n not in primaries]
+    for other, st in sorted(states.items()):
+        if other == node or other in primaries or other in confirmed_down:
+            continue
+        if other in fenced:
+            problems.append(f"{other} is fenced (an old primary: its successor may be cut off, not gone)")
+        elif not st.reachable:
+            problems.append(f"{other} does not answer ({st.error or 'unreachable'}): it may be a primary we cannot "
+                            "see")
+    if problems:
+        raise PreconditionFailed(
+            f"cannot restore {node} as a primary: " + "; ".join(problems) + ". If a node is stopped or lost for "
+            "good, name it in confirmed_down (it is fenced before the restore)")
 
 
 def disk_facts(topology: Topology, cluster_name: str, node: str, repo: int = 1) -> RestoreDiskFacts:

@@ -188,12 +188,22 @@ def test_point_in_time_across_a_failover_brings_back_every_row_before_t_and_none
         assert not table.compared  # not the proof's point: counted, and checked here
         assert (table.restored_rows, table.restored_checksum) == (100, checksum_of(range(1, 101)))
 
-        # And the restore runbook, with the writers stopped, makes eu-1 a primary at T: the table is back
+        # And the restore runbook, with the writers stopped, makes eu-1 a primary at T: the table is back.
         for node in ("us-1", "apac-1"):
             pglab.pgctl(cluster.cfg, node).stop("fast")
-        done = restore(RestoreParams(topology=path, node="eu-1", role="primary", target_type="time", target=t,
-                                     require_approval=False, notify=False, lock_wait_seconds=15))
+        as_primary = dict(topology=path, node="eu-1", role="primary", target_type="time", target=t,
+                          require_approval=False, notify=False, lock_wait_seconds=15)
+        # Stopped nodes do not answer: each could be a primary nobody can see, so the runbook refuses
+        # until the operator confirms them down (and then fences them first).
+        refused = restore(RestoreParams(**as_primary), return_state=True)
+        with pytest.raises(PreconditionFailed, match="us-1 does not answer.*it may be a primary"):
+            refused.result()
+        assert (cluster.cfg.data_dir("eu-1") / "standby.signal").exists()  # the failover's fence, untouched
+        done = restore(RestoreParams(**as_primary, confirmed_down=["us-1", "apac-1"]))
         assert done.plan.label == taken.label and done.plan.role == "primary", done.sentence()
+        # the restored primary is the writer now; the nodes confirmed down are fenced, it is not
+        assert ha.writer(cluster) == "eu-1"
+        assert set(ha.fences(cluster)) == {"us-1", "apac-1"}
         assert f"time {t}" in done.sentence() and done.verified_at < done.swapped_at
         restored = ha.sql(cluster, "eu-1")
         assert [r["id"] for r in restored.query(f"SELECT id FROM {PITR} ORDER BY id")] == list(range(1, 101))
@@ -277,13 +287,30 @@ def test_restore_dry_run_and_a_rejected_approval_change_nothing(lab, proof, four
             return next((r for r in runs if r.name and r.parameters.get("params", {}).get("node") == "eu-2"), None)
 
         run_ = poll_until(paused_run, timeout=60, interval=0.5, what="the restore to pause for approval")
+        # The plan is made, and the approval awaited, under the cluster's change lock.
+        with pytest.raises(PreconditionFailed, match="another runbook is changing cluster core.*restore run"):
+            with cluster_lock("core", "switchover", wait_seconds=0):
+                pass
         resume_flow_run(run_.id, run_input={"approver": "test", "reason": "not tonight", "confirm": "no"})
-    thread.join(timeout=60)
-    state = outcome["state"]
-    assert state.is_failed()
-    with pytest.raises(ApprovalRejected, match="rejected by test \\(not tonight\\): expected 'restore eu-2'"):
-        state.result()
-    assert (data_dir / "OLD_DATA_MARKER").exists() and not Path(plan.plan.staging_dir).exists()
+        thread.join(timeout=60)
+        state = outcome["state"]
+        assert state.is_failed()
+        with pytest.raises(ApprovalRejected, match="rejected by test \\(not tonight\\): expected 'restore eu-2'"):
+            state.result()
+        assert (data_dir / "OLD_DATA_MARKER").exists() and not Path(plan.plan.staging_dir).exists()
+
+        # What an approval approved must still be true after it: the plan is made again, and refused if it moved.
+        outcome.clear()
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
+        thread.start()
+        run_ = poll_until(paused_run, timeout=60, interval=0.5, what="the second restore to pause for approval")
+        (data_dir / "OLD_DATA_MARKER").rename(data_dir.parent / "eu-2-marker-moved-by-test")
+        resume_flow_run(run_.id, run_input={"approver": "test", "reason": "tonight", "confirm": "restore eu-2"})
+        thread.join(timeout=60)
+    with pytest.raises(PreconditionFailed, match="changed while the restore waited for approval \\(node holds "
+                                                 "data: True -> False\\)"):
+        outcome["state"].result()
+    assert not Path(plan.plan.staging_dir).exists()
 
 
 def test_a_restore_that_fails_verification_leaves_the_old_directory_untouched(lab, proof, fourth_node):

@@ -108,7 +108,41 @@ def test_restore_plan_takes_the_facts_read_on_the_nodes_host():
     with pytest.raises(PreconditionFailed, match="split brain"):
         plan_restore(topology(), "core", "eu-2", target, states, disk(), role="primary")
     alone = {"eu-1": state("eu-1", "primary", reachable=False)}
-    assert plan_restore(topology(), "core", "eu-2", target, alone, disk()).target.type == "default"  # a primary
+    confirmed = plan_restore(topology(), "core", "eu-2", target, alone, disk(), confirmed_down=["eu-1"])
+    assert (confirmed.role, confirmed.target.type) == ("primary", "default")
+
+
+@pytest.mark.parametrize("case, others, fenced, confirmed, refusal", [
+    ("another primary answers", {"eu-1": state("eu-1", "primary")}, (), (), "eu-1 is a reachable primary"),
+    ("another node does not answer", {"eu-1": state("eu-1", "primary", reachable=False)}, (), (),
+     "eu-1 does not answer (down): it may be a primary we cannot see"),
+    ("another node is fenced", {"eu-1": state("eu-1", "replica")}, ("eu-1",), (),
+     "eu-1 is fenced (an old primary"),
+    ("a node confirmed down answers", {"eu-1": state("eu-1", "replica")}, (), ("eu-1",),
+     "eu-1 is confirmed down but answers as a replica"),
+    ("a primary confirmed down still answers", {"eu-1": state("eu-1", "primary")}, (), ("eu-1",),
+     "eu-1 is a reachable primary"),
+])
+def test_a_node_is_restored_as_a_primary_only_when_no_other_node_can_be_one(case, others, fenced, confirmed,
+                                                                             refusal):
+    target = target_for("core", SETS[1], "default", None, None, {}, [])
+    with pytest.raises(PreconditionFailed, match="cannot restore eu-2 as a primary") as refused:
+        plan_restore(topology(), "core", "eu-2", target, others, disk(), role="primary", fenced=set(fenced),
+                     confirmed_down=confirmed)
+    assert refusal in str(refused.value), case
+    assert "confirmed_down" in str(refused.value)
+
+
+def test_a_fenced_node_confirmed_down_or_a_streaming_replica_allows_a_primary_restore():
+    target = target_for("core", SETS[1], "default", None, None, {}, [])
+    fenced = {"eu-1": state("eu-1", "primary", reachable=False)}
+    plan = plan_restore(topology(), "core", "eu-2", target, fenced, disk(), role="primary", fenced={"eu-1"},
+                        confirmed_down=["eu-1"])
+    assert plan.role == "primary"
+    replica = {"eu-1": state("eu-1", "replica")}
+    assert plan_restore(topology(), "core", "eu-2", target, replica, disk(), role="primary").role == "primary"
+    with pytest.raises(ConfigurationError, match="confirmed_down names eu-9"):
+        plan_restore(topology(), "core", "eu-2", target, replica, disk(), role="primary", confirmed_down=["eu-9"])
 
 
 def test_a_restore_step_refuses_a_plan_for_another_nodes_directory_and_ships_as_json():
