@@ -20,7 +20,7 @@ from regionops.runbook.reporting import RunReporter, report_failure
 from regionops.topology import HealthThresholds, Topology, load_topology
 from tasks.monitoring import read_prometheus_alerts
 from tasks.nodeops import block_primary_start, node_running, stop_node
-from tasks.observe import check_bucket, observe_node, probe_app, read_writer_record
+from tasks.observe import check_bucket, observe_node, probe_app, read_writer_record, record_identity
 from tasks.replication import fence_writes, fenced_nodes
 
 
@@ -84,6 +84,11 @@ def region_health(params: RegionHealthParams = RegionHealthParams()) -> RegionHe
     prometheus = read_prometheus_alerts(topology) if topology.monitoring.prometheus_url else None
     if prometheus is not None:
         reporter.step(prometheus.sentence(), slack=False)
+    if report.healthy:
+        # Node steps compare a data directory with this when no member answers.
+        recorded = record_identity(topology, cluster_name, states)
+        if recorded:
+            reporter.step(recorded, slack=False)
     if not report.healthy:
         reporter.alert(f"Region health: {len(report.problems)} problem(s) in {cluster_name}",
                        [p.message for p in report.problems])

@@ -1,4 +1,9 @@
-"""Observation tasks: read state, change nothing.  Never cached: state is always fresh."""
+"""Observation tasks: read state, change nothing.  Never cached: state is always fresh.
+
+One task writes a record of what it saw: the system identifier a healthy cluster's
+members agree on (:mod:`regionops.ha.identity`), which node steps compare with when no
+member answers.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from regionops.drivers.objectstore import BucketStatus, objectstore_for
 from regionops.drivers.postgres import NodeState, SqlObserver, conninfo_for
 from regionops.drivers.probes import AppProbe, HttpAppProber
 from regionops.drivers.traffic import DnsRecord, traffic_for
+from regionops.errors import RunbookError
+from regionops.ha.identity import IdentityStore
 from regionops.topology import Topology
 from tasks.common import TRANSIENT_RETRIES
 
@@ -36,3 +43,13 @@ def check_bucket(topology: Topology, region: str) -> BucketStatus:
 def read_writer_record(topology: Topology, cluster: str) -> DnsRecord | None:
     """The cluster's writer DNS record as Route53 has it."""
     return traffic_for(topology).get_record(topology.traffic.route53_zone, topology.writer_record(cluster))
+
+
+@task(name="record cluster identity", cache_policy=NO_CACHE)
+def record_identity(topology: Topology, cluster: str, states: dict[str, NodeState]) -> str | None:
+    """Record the system identifier a healthy cluster's members agree on; a sentence, or None when not recorded."""
+    try:
+        identity = IdentityStore.for_topology(topology).record_healthy(cluster, states, "region-health")
+    except RunbookError as exc:  # the home bucket's trouble is reported with the buckets
+        return f"could not record the identity of {cluster}: {exc}"
+    return identity.sentence() if identity else None

@@ -61,6 +61,7 @@ from regionops.lab.processes import (
     wait_for_port,
     wait_port_free,
 )
+from regionops.ha.identity import IdentityStore
 from regionops.routing import ensure_app_traffic
 from regionops.topology import Topology, default_lab_dir, load_topology
 from regionops.waiting import poll_until
@@ -259,7 +260,11 @@ class Lab:
         for i, (title, step) in enumerate(steps, 1):
             progress(f"[{i}/{len(steps)}] {title}")
             step()
-        return self.status()
+        status = self.status()
+        if status.cluster_healthy:
+            # What node steps compare a data directory with when no member answers (regionops.ha.identity).
+            IdentityStore.for_topology(self.topology()).record_healthy(LAB_CLUSTER, self.observe_nodes(), "lab up")
+        return status
 
     def _write_topology(self) -> None:
         for name, value in (("slack-token", "xoxb-lab-" + secrets.token_hex(12)),

@@ -35,6 +35,7 @@ from regionops.drivers.pgdata import pg_basebackup, pg_rewind, read_control_data
 from regionops.drivers.pgtools import PgCtl, chown_to, kill_instance
 from regionops.drivers.postgres import SqlObserver, conninfo_for
 from regionops.errors import ExternalSystemError, PreconditionFailed, RunbookError, TransientError
+from regionops.ha.identity import IdentityStore
 from regionops.lsn import Lsn
 from regionops.model import ControlData, WalEnd
 from regionops.node.operator import RECLONE_MARK, REPLACED_MARK, NodeOpResult, StopMode
@@ -79,12 +80,20 @@ class LocalNodeOperator:
             cluster_system_identifier=cluster_sysid, reported_by=reported_by))
 
     def _cluster_system_identifier(self, node: str) -> tuple[str | None, str | None]:
-        """The system identifier a reachable member reports over SQL (the other members first)."""
+        """The system identifier a reachable member reports over SQL (the other members first), else the record
+        made when the cluster was last seen healthy."""
         for member in [*(n for n in self.cluster.nodes if n != node), node]:
             state = SqlObserver(connect_timeout=2).observe(member, conninfo_for(self.cluster, self.cluster.nodes[member]))
             if state.reachable and state.system_identifier:
                 return state.system_identifier, member
-        return None, None
+        try:
+            recorded = IdentityStore.for_topology(self.topology).get(self.cluster_name)
+        except RunbookError as exc:
+            log.warning("the recorded identity of %s cannot be read: %s", self.cluster_name, exc)
+            recorded = None
+        if recorded is None:
+            return None, None
+        return recorded.system_identifier, f"the record of {recorded.sentence()}"
 
     def require_standing(self, node: str) -> Standing:
         """Refuse (PreconditionFailed, nothing changed) unless this step stands where it should."""

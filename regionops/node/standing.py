@@ -24,8 +24,8 @@ class StandingFacts(BaseModel):
     data_dir_exists: bool
     dir_system_identifier: str | None = None  # from pg_controldata
     dir_port: int | None = None  # from the directory's configuration files
-    cluster_system_identifier: str | None = None  # reported over SQL by a reachable member
-    reported_by: str | None = None  # which member reported it
+    cluster_system_identifier: str | None = None  # reported over SQL by a reachable member, or recorded
+    reported_by: str | None = None  # which member reported it (or which record holds it)
 
 
 class Standing(BaseModel):
@@ -49,9 +49,12 @@ def judge_standing(f: StandingFacts) -> Standing:
 
     - region: with ``check_region``, the worker's ``REGIONOPS_REGION`` must be set and
       equal the node's region;
-    - a data directory that exists must carry the cluster's system identifier (when a
-      member could report it) and the node's own port.  A missing directory has nothing
-      to protect (a re-clone or restore creates it), so only the region counts then.
+    - a data directory that exists must carry the cluster's system identifier and the
+      node's own port.  The identifier comes from a reachable member, or, when none
+      answers, from the record made when the cluster was last seen healthy
+      (:mod:`regionops.ha.identity`); with neither, the step refuses: it cannot prove the
+      directory is the cluster's.  A missing directory has nothing to protect (a re-clone
+      or restore creates it), so only the region counts then.
     """
     reasons: list[str] = []
     notes: list[str] = []
@@ -62,7 +65,10 @@ def judge_standing(f: StandingFacts) -> Standing:
             reasons.append(f"this worker runs in region {f.worker_region}, but {f.node} is in {f.node_region}")
     if f.data_dir_exists:
         if f.cluster_system_identifier is None:
-            notes.append("no member answered over SQL, so the system identifier was not compared")
+            reasons.append(
+                f"no member of the cluster answered over SQL and no system identifier was recorded when it was last "
+                f"seen healthy, so nothing proves that {f.data_dir} holds this cluster's data (run region health "
+                f"once the cluster is healthy to record it)")
         elif f.dir_system_identifier != f.cluster_system_identifier:
             reasons.append(
                 f"the data directory {f.data_dir} has system identifier {f.dir_system_identifier or 'unknown'}, "

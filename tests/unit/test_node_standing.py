@@ -55,10 +55,21 @@ def test_a_missing_data_directory_has_nothing_to_protect_but_the_region_still_co
     assert not judge_standing(facts(**missing, worker_region="us")).ok
 
 
-def test_no_reachable_member_is_said_out_loud_and_the_port_still_decides():
+def test_with_no_member_answering_and_no_recorded_identifier_a_step_refuses():
     verdict = judge_standing(facts(cluster_system_identifier=None, reported_by=None))
-    assert verdict.ok and "system identifier was not compared" in verdict.sentence()
-    assert not judge_standing(facts(cluster_system_identifier=None, dir_port=6000)).ok
+    assert not verdict.ok
+    assert "no system identifier was recorded when it was last seen healthy" in verdict.sentence()
+    assert "nothing was changed" in verdict.sentence()
+    # a directory that does not exist has nothing to protect: a re-clone may create it
+    assert judge_standing(facts(cluster_system_identifier=None, data_dir_exists=False, dir_system_identifier=None,
+                                dir_port=None)).ok
+
+
+def test_with_no_member_answering_the_recorded_identifier_decides():
+    recorded = facts(reported_by="the record of system identifier ... recorded by region-health")
+    assert judge_standing(recorded).ok
+    other = judge_standing(facts(reported_by="the record of ...", dir_system_identifier="999"))
+    assert not other.ok and "has system identifier 999" in other.sentence()
 
 
 def test_the_standing_decision_and_the_observed_state_models_load_no_driver():
