@@ -552,6 +552,7 @@ class _GoodParams(BaseModel):
     node: str | None = None
     reason: str | None = None
     lock_wait_seconds: float = 0
+    page_if_no_failover: bool = False
     dry_run: bool = False
 
 
@@ -560,6 +561,7 @@ class _BadParams(BaseModel):
     node: str | None = None
     reason: str | None = None
     lock_wait_seconds: float = 0
+    page_if_no_failover: bool = False
 
 
 def test_trigger_parameters_are_checked_against_the_flow():
