@@ -82,7 +82,7 @@ def fill(lab: Lab, size_mb: int) -> int:
     port = lab.cfg.ports.postgres["eu-1"]
     print(f"pgbench -i -s {scale} (about {scale * PGBENCH_MB_PER_SCALE:.0f} MB) ...", flush=True)
     run_tool([tool("pgbench"), "-i", "-q", "-s", str(scale), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-              "app"], timeout=3600)
+              "app"], timeout=3600, env={"PGPASSWORD": lab.cfg.pg_password() or ""})
     SqlNode(pglab.conninfo(lab.cfg, "eu-1")).checkpoint()
     return scale
 

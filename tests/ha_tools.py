@@ -265,3 +265,46 @@ def watching_primaries(lab) -> Iterator[WritablePrimaryWatch]:
         watch.wait_for_looks(watch.looks + 1)
         watch._stop.set()
         watch._thread.join(10)
+
+
+class CommandLineWatch:
+    """Watches, in the background, every process's command line for a secret (``/proc/<pid>/cmdline``).
+
+    ``seen`` lists the command lines that carried it; ``looks`` counts full scans.
+    """
+
+    def __init__(self, secret: str, interval: float = 0.005):
+        self.secret = secret.encode()
+        self.interval = interval
+        self.seen: list[str] = []
+        self.looks = 0
+        self.processes: set[str] = set()  # program names seen, to show the watch saw the tools run
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    cmdline = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if cmdline:
+                    self.processes.add(Path(cmdline.split(b"\0", 1)[0].decode(errors="replace")).name)
+                if self.secret in cmdline:
+                    self.seen.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+            self.looks += 1
+
+
+@contextmanager
+def watching_command_lines(secret: str) -> Iterator[CommandLineWatch]:
+    """A :class:`CommandLineWatch` for the block's duration."""
+    watch = CommandLineWatch(secret)
+    watch._thread.start()
+    try:
+        yield watch
+    finally:
+        watch._stop.set()
+        watch._thread.join(10)

@@ -2,7 +2,8 @@
 
 Each step returns a :class:`Phase` with its duration, so the runbooks time every part.
 ``pgbackrest restore`` writes the recovery settings (restore_command, target, action);
-the instance then starts on a free loopback port with a throwaway pg_hba.conf, no
+the instance then starts on a free loopback port with a throwaway pg_hba.conf (the
+cluster's password required, never trust), no
 archiving and small buffers, recovers to the target, and its fingerprint tables are
 counted (and compared with the proof when recovery stopped at the proof's restore point).
 """
@@ -114,8 +115,10 @@ def _diagnosed(driver: PgBackRest, target: RestoreTarget, failure: ExternalSyste
 def configure_instance(data_dir: Path, *, name: str, port: int, cluster: Cluster, os_user: str | None) -> Phase:
     """A restored directory as a private instance: loopback port, no archiving, small buffers, no standby role.
 
-    pg_hba.conf is replaced with loopback-only trust for the cluster user: the instance
-    is private to this machine, and the production rules may not admit loopback at all.
+    pg_hba.conf is replaced with one loopback rule for the cluster user, with a password
+    (scram-sha-256: the restored roles carry the cluster's password): the instance holds
+    production data and a superuser, so a TCP port that trusts anyone on this machine
+    would hand both out.  The production rules may not admit loopback at all.
     """
     started = time.monotonic()
     set_auto_conf(data_dir, {
@@ -124,7 +127,7 @@ def configure_instance(data_dir: Path, *, name: str, port: int, cluster: Cluster
         "primary_conninfo": None, "primary_slot_name": None,
     }, os_user)
     (data_dir / "standby.signal").unlink(missing_ok=True)
-    write_hba(data_dir, [f"host all {cluster.user} {LOOPBACK}/32 trust"], os_user)
+    write_hba(data_dir, [f"host all {cluster.user} {LOOPBACK}/32 scram-sha-256"], os_user)
     return Phase(phase="configure", seconds=time.monotonic() - started,
                  detail=f"private instance on {LOOPBACK}:{port}, archiving off")
 

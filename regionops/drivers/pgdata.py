@@ -97,12 +97,21 @@ def _waldump_output(path: Path, os_user: str | None) -> str:
     return (proc.stdout + proc.stderr).decode(errors="replace")
 
 
-def pg_rewind(data_dir: Path, source_conninfo: str, os_user: str | None, timeout: float = 900) -> str:
-    """Rewind ``data_dir`` to the source server's history.  Returns pg_rewind's output."""
+def pg_rewind(data_dir: Path, source_conninfo: str, os_user: str | None, timeout: float = 900,
+              password: str | None = None) -> str:
+    """Rewind ``data_dir`` to the source server's history.  Returns pg_rewind's output.
+
+    ``source_conninfo`` must not hold the password: it is on the command line, which
+    every user of the machine can read (``ps``) and which is logged.  The password goes
+    into the environment of this one process (``PGPASSWORD``), which only its user can read.
+    """
+    if "password=" in source_conninfo:
+        raise ValueError("pg_rewind's --source-server must not carry the password; pass password=")
     return run_tool(
         [tool("pg_rewind"), "-D", str(data_dir), "--source-server", source_conninfo, "--progress"],
         os_user=os_user,
         timeout=timeout,
+        env={"PGPASSWORD": password} if password else None,
     )
 
 

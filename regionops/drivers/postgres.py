@@ -284,6 +284,11 @@ class SqlNode:
                     )
             c.execute("SELECT pg_reload_conf()")
 
+    def set_password(self, role: str, password: str) -> None:
+        """ALTER ROLE ... PASSWORD (stored as scram-sha-256, PostgreSQL's default encryption)."""
+        with self._conn() as c:
+            c.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+
     def show(self, name: str) -> str:
         """A setting's value as a new session sees it (so after a reload, the reloaded value)."""
         return str(self.query("SELECT current_setting(%s) AS v", (name,))[0]["v"])

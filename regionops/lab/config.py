@@ -117,6 +117,16 @@ class LabConfig(BaseModel):
         return self.lab_dir.joinpath(*parts)
 
     @property
+    def pg_password_file(self) -> Path:
+        """The password of the nodes' runbook and replication user (the topology refers to this file)."""
+        return self.path("secrets", "postgres-password")
+
+    def pg_password(self) -> str | None:
+        """That password (None for a lab made before the nodes required one)."""
+        path = self.pg_password_file
+        return path.read_text().strip() if path.exists() else None
+
+    @property
     def pg_dir(self) -> Path:
         """Parent of the data directories (outside the lab dir when its OS user cannot reach it)."""
         return self.pg_root or self.lab_dir / "pg"

@@ -107,6 +107,8 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
                 "database": LAB_DATABASE,
                 "user": pglab.SUPERUSER,
                 "replication_user": pglab.SUPERUSER,
+                # Every TCP connection to a node needs it (scram-sha-256): runbooks, replication, apps.
+                "password": {"file": str(cfg.pg_password_file)},
                 "os_user": cfg.os_user,
                 "nodes": {
                     node: {
@@ -268,7 +270,8 @@ class Lab:
 
     def _write_topology(self) -> None:
         for name, value in (("slack-token", "xoxb-lab-" + secrets.token_hex(12)),
-                            ("pgbackrest-cipher", secrets.token_urlsafe(32))):
+                            ("pgbackrest-cipher", secrets.token_urlsafe(32)),
+                            ("postgres-password", secrets.token_urlsafe(24))):
             secret_file = self.cfg.path("secrets", name)
             if not secret_file.exists():
                 secret_file.write_text(value)

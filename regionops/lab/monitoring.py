@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from urllib.parse import quote
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,8 +134,9 @@ class LabMonitoring:
                  "--disable-default-metrics", "--disable-settings-metrics",
                  "--no-collector.database", "--no-collector.bgwriter", "--log.level=warn"],
                 port,
-                env={"DATA_SOURCE_NAME": f"postgresql://postgres@{HOST}:{p.postgres[node]}/postgres"
-                                         "?sslmode=disable&connect_timeout=2"},
+                # The password in the exporter's environment, never on its command line.
+                env={"DATA_SOURCE_NAME": f"postgresql://postgres:{quote(self.cfg.pg_password() or '', safe='')}"
+                                         f"@{HOST}:{p.postgres[node]}/postgres?sslmode=disable&connect_timeout=2"},
             )
         data = self.dir / "data"
         start_process("pushgateway", [

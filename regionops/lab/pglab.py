@@ -84,16 +84,18 @@ FROM generate_series(1, %(orders)s) g
 ON CONFLICT DO NOTHING""",
 )
 
+# Every TCP connection needs the password (scram-sha-256), replication included.  The unix
+# socket (pgBackRest's way in) lives in a 0700 directory only the server's OS user enters.
 HBA_LINES = [
     "local all all trust",
-    f"host all all {HOST}/32 trust",
-    f"host replication all {HOST}/32 trust",
+    f"host all all {HOST}/32 scram-sha-256",
+    f"host replication all {HOST}/32 scram-sha-256",
 ]
 
 
 def conninfo(cfg: LabConfig, node: str, dbname: str = LAB_DATABASE) -> ConnInfo:
-    """How to reach a lab node."""
-    return ConnInfo(HOST, cfg.ports.postgres[node], dbname, SUPERUSER)
+    """How to reach a lab node (with the lab's password)."""
+    return ConnInfo(HOST, cfg.ports.postgres[node], dbname, SUPERUSER, cfg.pg_password())
 
 
 def socket_dir(cfg: LabConfig) -> Path:
@@ -133,11 +135,23 @@ def _prepare_pg_root(cfg: LabConfig) -> Path:
 
 def _init_primary(cfg: LabConfig) -> None:
     data = cfg.data_dir(LAB_PRIMARY)
-    run_tool(
-        [tool("initdb"), "-D", str(data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"],
-        os_user=cfg.os_user,
-        timeout=120,
-    )
+    password = cfg.pg_password()
+    if password is None:
+        raise ConfigurationError(f"the lab's PostgreSQL password file {cfg.pg_password_file} is missing")
+    # initdb reads the password as the server's OS user: a private copy it can read, removed at once.
+    pwfile = cfg.pg_dir / ".initdb-password"
+    pwfile.write_text(password + "\n")
+    pwfile.chmod(0o600)
+    chown_to(pwfile, cfg.os_user)
+    try:
+        run_tool(
+            [tool("initdb"), "-D", str(data), "-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256",
+             f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"],
+            os_user=cfg.os_user,
+            timeout=120,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
     write_node_settings(data, node=LAB_PRIMARY, host=HOST, port=cfg.ports.postgres[LAB_PRIMARY], os_user=cfg.os_user)
     write_hba(data, HBA_LINES, cfg.os_user)
 
@@ -147,10 +161,11 @@ def _clone_replica(cfg: LabConfig, node: str, source: str) -> None:
     run_tool(
         [
             tool("pg_basebackup"), "-h", HOST, "-p", str(cfg.ports.postgres[source]), "-U", SUPERUSER,
-            "-D", str(data), "-X", "stream", "-c", "fast", "-S", slot_name(node),
+            "-D", str(data), "-X", "stream", "-c", "fast", "-S", slot_name(node), "--no-password",
         ],
         os_user=cfg.os_user,
         timeout=300,
+        env={"PGPASSWORD": cfg.pg_password() or ""},  # never on the command line
     )
     write_node_settings(data, node=node, host=HOST, port=cfg.ports.postgres[node], os_user=cfg.os_user)
     primary = conninfo(cfg, source, dbname="postgres")
@@ -201,6 +216,7 @@ def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None], keep_stopped
     if primary is None:
         progress(f"not exactly one primary ({', '.join(writable) or 'none'}): slots and schema left as they are")
     else:
+        _require_passwords(cfg, primary, progress)
         sql = SqlNode(conninfo(cfg, primary, dbname="postgres"))
         # A slot per replica keeps WAL on the primary for a replica that is briefly away.
         for node in LAB_NODES:
@@ -228,6 +244,31 @@ def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None], keep_stopped
     return primary
 
 
+def _require_passwords(cfg: LabConfig, primary: str, progress: Callable[[str], None]) -> None:
+    """A lab made before its nodes required passwords: set the password, then stop trusting TCP connections.
+
+    In that order, over the connections trust still allows: the role's password first (on
+    the primary; it replicates), then each replica's primary_conninfo with it, then
+    pg_hba.conf on every node, reloaded.
+    """
+    hba = cfg.data_dir(primary) / "pg_hba.conf"
+    if "scram-sha-256" in hba.read_text() or not all(pgctl(cfg, n).is_running() for n in LAB_NODES):
+        return
+    password = cfg.pg_password()
+    if password is None:
+        return
+    SqlNode(conninfo(cfg, primary, "postgres")).set_password(SUPERUSER, password)
+    for node in LAB_NODES:
+        if node != primary:
+            replica = conninfo(cfg, primary, "postgres")
+            SqlNode(conninfo(cfg, node, "postgres")).set_config("primary_conninfo",
+                                                                 replica.libpq(application_name=node))
+    for node in LAB_NODES:
+        write_hba(cfg.data_dir(node), HBA_LINES, cfg.os_user)
+        SqlNode(conninfo(cfg, node, "postgres")).query("SELECT pg_reload_conf()")
+    progress("the nodes now require a password (scram-sha-256) for every TCP connection")
+
+
 def seed_application_data(app: SqlNode, customers: int) -> str | None:
     """Create the application tables and fill them once (``customers`` rows, 5x orders).  None if present."""
     app.query(SEED_SCHEMA_SQL)
@@ -247,6 +288,7 @@ def _write_archive(cfg: LabConfig, node: str, archive: ArchiveSettings | None,
         return
     sockets = socket_dir(cfg)
     sockets.mkdir(parents=True, exist_ok=True)
+    os.chmod(sockets, 0o700)  # the local rule trusts whoever reaches the socket: only the server's OS user may
     chown_to(sockets, cfg.os_user)
     changed = write_archive_settings(cfg.data_dir(node), archive(node), cfg.os_user)
     ctl = pgctl(cfg, node)

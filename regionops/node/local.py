@@ -251,7 +251,9 @@ class LocalNodeOperator:
         # which refuses to run with a standby.signal present (e.g. from our fence).
         for name in ("standby.signal", "recovery.signal"):
             (data / name).unlink(missing_ok=True)
-        out = pg_rewind(data, self._source_conninfo(source, node), self.cluster.os_user)
+        # The password travels in pg_rewind's environment, never on its command line.
+        out = pg_rewind(data, replication_conninfo(self.cluster, source, node, with_password=False),
+                        self.cluster.os_user, password=conninfo_for(self.cluster, self.cluster.nodes[source]).password)
         if "are on the same timeline" in out:
             # The source's pg_control still shows its old timeline (a promotion whose
             # checkpoint has not finished): pg_rewind then does nothing, and the node would
@@ -353,16 +355,17 @@ def server_log(data_dir: Path, node: str) -> Path:
 
 
 
-def replication_conninfo(cluster: Cluster, primary: str, for_node: str) -> str:
+def replication_conninfo(cluster: Cluster, primary: str, for_node: str, *, with_password: bool = True) -> str:
     """The libpq string a replica ``for_node`` uses to stream from ``primary`` (primary_conninfo).
 
     application_name is the replica's name, so pg_stat_replication on the primary shows
-    which node is which.
+    which node is which.  ``with_password=False`` for a string that goes on a command
+    line (pg_rewind): the password then travels in the process's environment.
     """
     spec = cluster.nodes[primary]
     info = conninfo_for(cluster, spec, dbname="postgres")
-    if cluster.replication_user != info.user:
-        info = type(info)(info.host, info.port, info.dbname, cluster.replication_user, info.password)
+    password = info.password if with_password else None
+    info = type(info)(info.host, info.port, info.dbname, cluster.replication_user, password)
     return info.libpq(application_name=for_node)
 
 

@@ -340,7 +340,7 @@ def test_restore_swaps_in_only_after_verification_and_streams(lab, proof, fourth
     old = Path(result.activation.old_dir)
     assert (old / "OLD_DATA_MARKER").exists() and not (data_dir / "OLD_DATA_MARKER").exists()
     assert (data_dir / "PG_VERSION").exists() and not staging.exists()
-    replica = SqlNode(ConnInfo("127.0.0.1", port, "app", "postgres"))
+    replica = SqlNode(ConnInfo("127.0.0.1", port, "app", "postgres", lab.cfg.pg_password()))
     poll_until(lambda: replica.query("SELECT count(*) AS n FROM app_events")[0]["n"]
                == labtools.sql(lab, "eu-1").query("SELECT count(*) AS n FROM app_events")[0]["n"],
                timeout=30, what="eu-2 to catch up with eu-1")

@@ -91,7 +91,11 @@ def test_primary_crash_failover_then_resync_rewinds_the_old_primary(ha_lab):
     poll_until(lambda: set(acked) <= ha.row_ids(lab, "us-1"), timeout=10, what="us-1 holding every row")
     labtools.clear_slack(lab)
 
-    # When eu-1 crashes and the failover runbook runs
+    # When eu-1 crashes and the failover runbook runs (every process's arguments watched for the password)
+    password = lab.cfg.pg_password()
+    assert password
+    watch = ha.CommandLineWatch(password)
+    watch._thread.start()
     ha.crash(lab, "eu-1")
     started = time.monotonic()
     state = failover(FailoverParams(topology=topo, grace_seconds=1.5, probes=3, probe_timeout_seconds=1,
@@ -124,7 +128,14 @@ def test_primary_crash_failover_then_resync_rewinds_the_old_primary(ha_lab):
     assert result.writes_accepted_after_seconds is not None and result.writes_accepted_after_seconds < took
 
     # When replica resync runs, Then eu-1 is rewound (pg_rewind) and streams from us-1
-    resync = replica_resync(ResyncParams(topology=topo, verify_timeout_seconds=60, lock_wait_seconds=15))
+    try:
+        resync = replica_resync(ResyncParams(topology=topo, verify_timeout_seconds=60, lock_wait_seconds=15))
+    finally:
+        watch._stop.set()
+        watch._thread.join(10)
+    # no process ever had the password in its arguments: not pg_rewind, not the servers it started
+    assert watch.looks > 100 and "pg_rewind" in watch.processes, (watch.looks, sorted(watch.processes))
+    assert not watch.seen, watch.seen
     by_node = {r.node: r for r in resync.repairs}
     assert resync.ok
     assert [d.action for d in by_node["eu-1"].decisions] == ["rewind"]
