@@ -30,6 +30,7 @@ from regionops.ha.writer import writer_node
 from regionops.lab import pglab
 from regionops.lab.config import LAB_CLUSTER, LAB_NODES
 from regionops.lab.lab import Lab
+from regionops.lab.processes import command_lines
 from regionops.waiting import poll_until
 from tests import labtools
 
@@ -282,29 +283,18 @@ class CommandLineWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    cmdline = (entry / "cmdline").read_bytes()
-                except OSError:
-                    continue
+            for _, cmdline in command_lines():
                 if cmdline:
                     self.processes.add(Path(cmdline.split(b"\0", 1)[0].decode(errors="replace")).name)
                 if self.secret in cmdline:
                     self.seen.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
             self.looks += 1
-
-
-@contextmanager
-def watching_command_lines(secret: str) -> Iterator[CommandLineWatch]:
-    """A :class:`CommandLineWatch` for the block's duration."""
-    watch = CommandLineWatch(secret)
-    watch._thread.start()
-    try:
-        yield watch
-    finally:
-        watch._stop.set()
-        watch._thread.join(10)

@@ -22,6 +22,7 @@ from regionops.drivers.pgtools import PgCtl, chown_to, kill_instance, reachable_
 from regionops.drivers.postgres import ConnInfo, SqlNode, SqlObserver
 from regionops.errors import ConfigurationError, DeadlineExceeded
 from regionops.lab.config import LAB_DATABASE, LAB_NODES, LAB_PRIMARY, LabConfig
+from regionops.lab.processes import command_lines
 from regionops.waiting import poll_until
 
 HOST = "127.0.0.1"
@@ -310,18 +311,8 @@ def _ensure_running(cfg: LabConfig, node: str, progress: Callable[[str], None]) 
 def archiver_pids(cfg: LabConfig) -> list[int]:
     """pgBackRest processes of this lab (asynchronous archive-push outlives the server that started it)."""
     marker = str(pgbackrest_dir(cfg)).encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmdline.startswith(b"pgbackrest") or b"/pgbackrest\0" in cmdline:
-            if marker in cmdline:
-                pids.append(int(entry.name))
-    return pids
+    return [pid for pid, cmdline in command_lines()
+            if (cmdline.startswith(b"pgbackrest") or b"/pgbackrest\0" in cmdline) and marker in cmdline]
 
 
 def stop_archivers(cfg: LabConfig, timeout: float = 15) -> list[int]:

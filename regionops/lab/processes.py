@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from regionops.errors import DeadlineExceeded, ExternalSystemError
@@ -130,3 +130,15 @@ def wait_port_free(port: int, timeout: float = 10) -> bool:
         return True
     except DeadlineExceeded:
         return False
+
+
+def command_lines() -> Iterator[tuple[int, bytes]]:
+    """Every process's pid and raw command line (arguments separated by NUL), as ``/proc`` shows them now."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        yield int(entry.name), cmdline

@@ -95,7 +95,7 @@ def test_primary_crash_failover_then_resync_rewinds_the_old_primary(ha_lab):
     password = lab.cfg.pg_password()
     assert password
     watch = ha.CommandLineWatch(password)
-    watch._thread.start()
+    watch.start()
     ha.crash(lab, "eu-1")
     started = time.monotonic()
     state = failover(FailoverParams(topology=topo, grace_seconds=1.5, probes=3, probe_timeout_seconds=1,
@@ -131,8 +131,7 @@ def test_primary_crash_failover_then_resync_rewinds_the_old_primary(ha_lab):
     try:
         resync = replica_resync(ResyncParams(topology=topo, verify_timeout_seconds=60, lock_wait_seconds=15))
     finally:
-        watch._stop.set()
-        watch._thread.join(10)
+        watch.stop()
     # no process ever had the password in its arguments: not pg_rewind, not the servers it started
     assert watch.looks > 100 and "pg_rewind" in watch.processes, (watch.looks, sorted(watch.processes))
     assert not watch.seen, watch.seen
