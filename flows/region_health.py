@@ -1,7 +1,8 @@
 """Runbook: region health.
 
 Probe every node, app, bucket and the writer record of a cluster; report each problem
-as what it is.  Runs every few minutes; speaks up in Slack only when something is wrong.
+as what it is.  Runs every few minutes; like every runbook it reports in its own Slack
+thread (start and summary), and it posts a separate alert when something is wrong.
 
 It changes one thing, at once and without asking: a fenced node (an old primary a
 failover took out of service) that accepts writes again is a split brain.  Region
@@ -44,6 +45,7 @@ def region_health(params: RegionHealthParams = RegionHealthParams()) -> RegionHe
         max_lag_seconds=cluster.health.max_lag_seconds if params.max_lag_seconds is None else params.max_lag_seconds,
     )
     reporter = RunReporter(topology, "region-health", f"Region health of {cluster_name}", slack=params.notify)
+    reporter.start([f"cluster {cluster_name}: {len(cluster.nodes)} node(s), {len(topology.regions)} region(s)"])
 
     # 1. Observe everything at once: probes are independent and read-only.
     nodes = {name: observe_node.submit(topology, cluster_name, name) for name in cluster.nodes}

@@ -62,7 +62,7 @@ def binary() -> str:
     if not path:
         raise ConfigurationError(
             f"pgBackRest is not installed: no {BINARY} on PATH (Debian: apt-get install {PACKAGE}; "
-            "`make setup` installs it when run as root)")
+            "`make monitoring-tools`, which `make demo` and `make test` run, installs it when run as root)")
     return path
 
 
