@@ -281,7 +281,8 @@ def test_firing_alert_starts_one_failover_run_with_parameters_from_the_event(set
         "cluster": cluster,
         "node": "eu-1",
         "reason": "alert PostgresPrimaryDown (fingerprint a1a1a1a1a1a1a1a1, firing since 2024-05-01T03:00:00+00:00)",
-        "lock_wait_seconds": 0,
+        "lock_wait_seconds": 1800,
+        "page_if_no_failover": True,
     }}
     assert run.state is not None and run.state.type == StateType.SCHEDULED
     assert run.deployment_id == setup.deployments["failover"]

@@ -158,39 +158,6 @@ def test_a_second_failover_is_refused_while_the_first_holds_the_cluster_lock(clu
         unchanged(lab, down=("eu-1",))
 
 
-def test_a_failover_takes_the_lock_from_a_switchover_that_waits_for_approval(cluster):
-    """A primary-down failover is never refused because a run that changed nothing holds the lock."""
-    lab = cluster
-    labtools.clear_slack(lab)
-    box: dict = {}
-    waiting = in_thread(lambda: box.update(state=switchover(
-        SwitchoverParams(**_params(lab, target="us-1", require_approval=True)), return_state=True)))
-    try:
-        paused = ha.paused_run(lab, "switchover")
-        with primary_crashed(lab):
-            # an alert's failover (no lock wait): it takes the lock from the paused switchover
-            state = failover(FailoverParams(**_params(lab, lock_wait_seconds=0, page_if_no_failover=True,
-                                                      reason="alert PostgresPrimaryDown (test)", **FAST)),
-                             return_state=True)
-            result = state.result()
-            assert result.ok and result.new_primary == "us-1", result
-            report = ha.report_markdown(ha.run_id(state))
-            assert "took lock regionops-cluster-core from switchover run" in report, report
-            assert "has changed nothing yet" in report
-            # the approval comes too late: the switchover stops at its first change, changing nothing
-            resume_flow_run(paused.id, run_input={"approver": "test", "reason": "planned", "confirm": "switchover to us-1"})
-            waiting.join(60)
-            error = _refusal(box["state"])
-            assert "LockLost" in error and "failover run" in error and "nothing was changed" in error, error
-            assert ha.writer(lab) == "us-1" and ha.state(lab, "us-1").role == "primary"
-            assert "PAGE" not in ha.slack_texts(lab)  # the alert did lead to a failover
-    finally:
-        waiting.join(60)
-    # put eu-1 back: rewind it as a replica of us-1, then switch over to it
-    assert replica_resync(ResyncParams(**_params(lab, verify_timeout_seconds=60))).ok
-    assert switchover(SwitchoverParams(**_params(lab, target="eu-1"))).ok
-
-
 def test_a_primary_down_alert_that_does_not_lead_to_a_failover_pages(cluster):
     from regionops.runbook.locks import LockLost, cluster_lock
 
@@ -417,3 +384,39 @@ def test_an_unreachable_old_primary_is_fenced_by_marker_and_resync_brings_it_bac
     assert "eu-1" not in ha.fences(lab)
     back = switchover(SwitchoverParams(**_params(lab, target="eu-1")))
     assert back.ok
+
+
+# --- a failover goes first (it moves the primary: last, so the tests above see timeline 1) -------
+
+
+def test_a_failover_takes_the_lock_from_a_switchover_that_waits_for_approval(cluster):
+    """A primary-down failover is never refused because a run that changed nothing holds the lock."""
+    lab = cluster
+    labtools.clear_slack(lab)
+    box: dict = {}
+    waiting = in_thread(lambda: box.update(state=switchover(
+        SwitchoverParams(**_params(lab, target="us-1", require_approval=True)), return_state=True)))
+    try:
+        paused = ha.paused_run(lab, "switchover")
+        with primary_crashed(lab):
+            # an alert's failover (no lock wait): it takes the lock from the paused switchover
+            state = failover(FailoverParams(**_params(lab, lock_wait_seconds=0, page_if_no_failover=True,
+                                                      reason="alert PostgresPrimaryDown (test)", **FAST)),
+                             return_state=True)
+            result = state.result()
+            assert result.ok and result.new_primary == "us-1", result
+            report = ha.report_markdown(ha.run_id(state))
+            assert "took lock regionops-cluster-core from switchover run" in report, report
+            assert "has changed nothing yet" in report
+            # the approval comes too late: the switchover stops at its first change, changing nothing
+            resume_flow_run(paused.id, run_input={"approver": "test", "reason": "planned", "confirm": "switchover to us-1"})
+            waiting.join(60)
+            error = _refusal(box["state"])
+            assert "LockLost" in error and "failover run" in error and "nothing was changed" in error, error
+            assert ha.writer(lab) == "us-1" and ha.state(lab, "us-1").role == "primary"
+            assert "PAGE" not in ha.slack_texts(lab)  # the alert did lead to a failover
+    finally:
+        waiting.join(60)
+    # put eu-1 back: rewind it as a replica of us-1, then switch over to it
+    assert replica_resync(ResyncParams(**_params(lab, verify_timeout_seconds=60))).ok
+    assert switchover(SwitchoverParams(**_params(lab, target="eu-1"))).ok
