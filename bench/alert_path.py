@@ -83,8 +83,18 @@ def one_run(index: int) -> dict[str, float]:
         assert status.healthy, [c for c in status.components if not c.healthy]
         p = lab.cfg.ports
         prom, prefect = f"http://127.0.0.1:{p.prometheus}", f"http://127.0.0.1:{p.prefect}/api"
-        poll_until(lambda: len(http.get(f"{prom}/api/v1/query", params={"query": "regionops:pg_last_seen_in_recovery"})
-                               .json()["data"]["result"]) == 3, timeout=60, what="Prometheus to know every node")
+        poll_until(
+            lambda: (
+                len(
+                    http.get(f"{prom}/api/v1/query", params={"query": "regionops:pg_last_seen_in_recovery"}).json()[
+                        "data"
+                    ]["result"]
+                )
+                == 3
+            ),
+            timeout=60,
+            what="Prometheus to know every node",
+        )
         writer = Writer(lab.topology().regions["apac"].app_url)
         writer.start()
         time.sleep(1)
@@ -103,8 +113,9 @@ def one_run(index: int) -> dict[str, float]:
 
         def look() -> bool:
             now = time.time()
-            if "firing" not in at and any(a["labels"]["alertname"] == "PostgresPrimaryDown" and a["state"] == "firing"
-                                          for a in alerts()):
+            if "firing" not in at and any(
+                a["labels"]["alertname"] == "PostgresPrimaryDown" and a["state"] == "firing" for a in alerts()
+            ):
                 at["firing"] = now
             if "received" not in at and ledger.exists():
                 req = json.loads(ledger.read_text()).get("requests", {}).get("failover:core")
@@ -160,7 +171,7 @@ def main() -> int:
     for step in STEPS[:5]:
         base = [0.0] * len(results) if previous is None else [r[previous] for r in results]
         label = f"{previous or 'fault'} -> {step}"
-        print(f"  {label:<22} {stats([r[step] - b for r, b in zip(results, base)])}")
+        print(f"  {label:<22} {stats([r[step] - b for r, b in zip(results, base, strict=True)])}")
         previous = step
     print()
     for step, what in (("created", "created by the alert"), ("started", "running")):

@@ -81,8 +81,11 @@ def fill(lab: Lab, size_mb: int) -> int:
     scale = max(1, round(size_mb / PGBENCH_MB_PER_SCALE))
     port = lab.cfg.ports.postgres["eu-1"]
     print(f"pgbench -i -s {scale} (about {scale * PGBENCH_MB_PER_SCALE:.0f} MB) ...", flush=True)
-    run_tool([tool("pgbench"), "-i", "-q", "-s", str(scale), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-              "app"], timeout=3600, env={"PGPASSWORD": lab.cfg.pg_password() or ""})
+    run_tool(
+        [tool("pgbench"), "-i", "-q", "-s", str(scale), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "app"],
+        timeout=3600,
+        env={"PGPASSWORD": lab.cfg.pg_password() or ""},
+    )
     SqlNode(pglab.conninfo(lab.cfg, "eu-1")).checkpoint()
     return scale
 
@@ -105,12 +108,28 @@ def bare_restore(lab: Lab, label: str, work: Path) -> float:
     started = time.monotonic()
     try:
         prepare_empty_dir(data, os_user)
-        argv = driver.argv("restore", f"--pg1-path={data}", "--repo=1", f"--set={label}", "--type=immediate",
-                           "--target-action=promote", "--archive-mode=off")
+        argv = driver.argv(
+            "restore",
+            f"--pg1-path={data}",
+            "--repo=1",
+            f"--set={label}",
+            "--type=immediate",
+            "--target-action=promote",
+            "--archive-mode=off",
+        )
         subprocess.run(as_user(argv, os_user), check=True, cwd="/", capture_output=True)
         port = free_port()
-        set_auto_conf(data, {"port": str(port), "listen_addresses": "127.0.0.1", "unix_socket_directories": "",
-                             "primary_conninfo": None, "primary_slot_name": None}, os_user)
+        set_auto_conf(
+            data,
+            {
+                "port": str(port),
+                "listen_addresses": "127.0.0.1",
+                "unix_socket_directories": "",
+                "primary_conninfo": None,
+                "primary_slot_name": None,
+            },
+            os_user,
+        )
         write_hba(data, ["host all postgres 127.0.0.1/32 trust"], os_user)
         start_instance(data, work / "pg.log", os_user)
         node = SqlNode(ConnInfo("127.0.0.1", port, "app", "postgres"))
@@ -147,7 +166,7 @@ class StallProbe:
                 self.longest = max(self.longest, time.monotonic() - started)
                 self.writes += 1
 
-    def __enter__(self) -> "StallProbe":
+    def __enter__(self) -> StallProbe:
         self._thread.start()
         return self
 
@@ -188,8 +207,11 @@ def main() -> int:
             for who in order:
                 with StallProbe(lab) as probe:
                     if who == "bare":
-                        seconds, _ = timed(lambda: subprocess.run(as_user(bare_argv, lab.cfg.os_user), check=True,
-                                                                  cwd="/", capture_output=True))
+                        seconds, _ = timed(
+                            lambda: subprocess.run(
+                                as_user(bare_argv, lab.cfg.os_user), check=True, cwd="/", capture_output=True
+                            )
+                        )
                         bare_b.append(seconds)
                     else:
                         seconds, result = timed(lambda: backup(params))
@@ -203,8 +225,9 @@ def main() -> int:
         run_r, bare_r = [], []
         work = Path(tempfile.mkdtemp(prefix="regionops-bench-restore-", dir=lab.cfg.pg_dir))
         for _ in range(args.repeat):
-            seconds, verdict = timed(lambda: restore_verify(RestoreVerifyParams(topology=topo_path, label=label,
-                                                                                notify=False)))
+            seconds, verdict = timed(
+                lambda: restore_verify(RestoreVerifyParams(topology=topo_path, label=label, notify=False))
+            )
             assert verdict.passed, verdict.error
             run_r.append(seconds)
             bare_r.append(bare_restore(lab, label, work))
@@ -215,8 +238,11 @@ def main() -> int:
         target = primary.query("SELECT clock_timestamp()::text AS t")[0]["t"]
         primary.query("CREATE TABLE IF NOT EXISTS bench_after_target (id int)")
         driver.check()  # the WAL past the target is archived
-        pitr_s, pitr = timed(lambda: restore_verify(RestoreVerifyParams(
-            topology=topo_path, target_type="time", target=target, notify=False)))
+        pitr_s, pitr = timed(
+            lambda: restore_verify(
+                RestoreVerifyParams(topology=topo_path, target_type="time", target=target, notify=False)
+            )
+        )
         info = {b.label: b for b in driver.info(repo=1).backups}
 
     full, inc = info.get(label), info.get(incr.label)
@@ -233,14 +259,18 @@ def main() -> int:
     for row in [header, tuple("-" * w for w in width), *rows]:
         print("  ".join(c.ljust(width[i]) if i == 0 else c.rjust(width[i]) for i, c in enumerate(row)))
     print(f"point-in-time restore verification to {target}: {pitr_s:.2f} s ({pitr.sentence()})")
-    print(f"longest write stall (an insert into app_events every 10 ms): during the runbook's backups "
-          f"{stall['runbook'] * 1000:.0f} ms, during bare pgbackrest's {stall['bare'] * 1000:.0f} ms; the proof point "
-          f"held writes {max(held, default=0):.0f} ms at most (goal: stall under 50 ms)")
+    print(
+        f"longest write stall (an insert into app_events every 10 ms): during the runbook's backups "
+        f"{stall['runbook'] * 1000:.0f} ms, during bare pgbackrest's {stall['bare'] * 1000:.0f} ms; the proof point "
+        f"held writes {max(held, default=0):.0f} ms at most (goal: stall under 50 ms)"
+    )
     for name, bi in (("full", full), ("incr", inc)):
         if bi is not None:
-            print(f"sizes, {name} {bi.label}: database {mib(bi.size)}, copied {mib(bi.delta)}, "
-                  f"stored {mib(bi.repo_size)} (compress-type {driver.plan.settings.compress_type}, "
-                  f"bundle {'y' if driver.plan.settings.bundle else 'n'})")
+            print(
+                f"sizes, {name} {bi.label}: database {mib(bi.size)}, copied {mib(bi.delta)}, "
+                f"stored {mib(bi.repo_size)} (compress-type {driver.plan.settings.compress_type}, "
+                f"bundle {'y' if driver.plan.settings.bundle else 'n'})"
+            )
     return 0
 
 

@@ -71,14 +71,18 @@ def orchestration_share(flow_run_id: object) -> tuple[float, float]:
         root = client.read_flow_run(flow_run_id)
         runs, frontier = [root], [root.id]
         while frontier:
-            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))
+            children = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier))
+            )
             runs += children
             frontier = [c.id for c in children]
         tasks, page = [], 200  # the API's largest page
         while True:
-            batch = client.read_task_runs(task_run_filter=TaskRunFilter(
-                flow_run_id=TaskRunFilterFlowRunId(any_=[r.id for r in runs])), limit=page, offset=len(tasks))
+            batch = client.read_task_runs(
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[r.id for r in runs])),
+                limit=page,
+                offset=len(tasks),
+            )
             tasks += batch
             if len(batch) < page:
                 break
@@ -101,8 +105,15 @@ def run(scenarios: list[str], runs: int, window: float, keep: bool) -> int:
         for scenario in scenarios:
             rto, rpo_rows, rpo_s, walls, shares = [], [], [], [], []
             for i in range(runs):
-                state = dr_drill(DrillParams(topology=str(lab.cfg.topology_path), scenario=scenario,
-                                             confirmation_seconds=window, notify=False), return_state=True)
+                state = dr_drill(
+                    DrillParams(
+                        topology=str(lab.cfg.topology_path),
+                        scenario=scenario,
+                        confirmation_seconds=window,
+                        notify=False,
+                    ),
+                    return_state=True,
+                )
                 if not state.is_completed():
                     failed += 1
                     print(f"  {scenario} #{i + 1}: {state.name}: {state.message}", flush=True)
@@ -118,15 +129,20 @@ def run(scenarios: list[str], runs: int, window: float, keep: bool) -> int:
                     rpo_rows.append(m.rpo_rows)
                     rpo_s.append(m.rpo_seconds)
                 failed += 0 if result.ok else 1
-                print(f"  {scenario} #{i + 1}: {result.sentence()} (wall {wall:.1f} s, orchestration "
-                      f"{orch:.1f} s)", flush=True)
+                print(
+                    f"  {scenario} #{i + 1}: {result.sentence()} (wall {wall:.1f} s, orchestration {orch:.1f} s)",
+                    flush=True,
+                )
             print(f"\n{scenario} ({runs} run(s), confirmation window {window:g} s)")
             print(f"  RTO s:          {_spread(rto)}")
             print(f"  RPO rows:       {_spread([float(x) for x in rpo_rows])}")
             print(f"  RPO s:          {_spread(rpo_s)}")
             print(f"  drill wall s:   {_spread(walls)}")
-            print(f"  orchestration:  {_spread([s * 100 for s in shares])} % of wall time "
-                  f"(goal under {ORCHESTRATION_GOAL:.0%}: {'met' if shares and max(shares) < ORCHESTRATION_GOAL else 'NOT met'})")
+            print(
+                f"  orchestration:  {_spread([s * 100 for s in shares])} % of wall time "
+                f"(goal under {ORCHESTRATION_GOAL:.0%}: "
+                f"{'met' if shares and max(shares) < ORCHESTRATION_GOAL else 'NOT met'})"
+            )
             if scenario == "primary-crash" and rto:
                 goal = f"goal under {RTO_GOAL_SECONDS:g} s with a 2 s window"
                 met = "met" if max(rto) < RTO_GOAL_SECONDS else "NOT met"
@@ -140,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2, help="drills per scenario (default 2)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated scenarios")
-    parser.add_argument("--skip-default-window", action="store_true",
-                        help="do not also run primary-crash with the failover's default 10 s confirmation window")
+    parser.add_argument(
+        "--skip-default-window",
+        action="store_true",
+        help="do not also run primary-crash with the failover's default 10 s confirmation window",
+    )
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab running afterwards")
     args = parser.parse_args(argv)
     scenarios = [s for s in args.scenarios.split(",") if s]

@@ -61,8 +61,10 @@ def private_lab(keep: bool) -> Iterator[Lab]:
         print(f"starting a private lab in {lab_dir} ...", flush=True)
         status = lab.up(progress=lambda m: None)
         if not status.healthy:
-            raise SystemExit("the lab is not healthy: " + "; ".join(
-                f"{c.name}: {c.detail}" for c in status.components if not c.healthy))
+            raise SystemExit(
+                "the lab is not healthy: "
+                + "; ".join(f"{c.name}: {c.detail}" for c in status.components if not c.healthy)
+            )
         env = lab_env(lab.cfg)
         os.environ.update(env)
         with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
@@ -142,8 +144,10 @@ def steady(lab: Lab, primary: str, timeout: float = 60) -> None:
 
 
 def ids_on(lab: Lab, node: str) -> set[int]:
-    return {r["id"] for r in sqlsteps.sql_node(lab.topology().clusters[LAB_CLUSTER], node).query(
-        "SELECT id FROM app_events")}
+    return {
+        r["id"]
+        for r in sqlsteps.sql_node(lab.topology().clusters[LAB_CLUSTER], node).query("SELECT id FROM app_events")
+    }
 
 
 def crash_primary(lab: Lab) -> None:
@@ -151,8 +155,15 @@ def crash_primary(lab: Lab) -> None:
     pglab.pgctl(lab.cfg, primary_of(lab)).stop("immediate")
 
 
-def measure(lab: Lab, mode: str, move: Callable[[], str], region: str, *,
-            fault: Callable[[Lab], None] | None = None, settle: float = 1.5) -> Sample:
+def measure(
+    lab: Lab,
+    mode: str,
+    move: Callable[[], str],
+    region: str,
+    *,
+    fault: Callable[[Lab], None] | None = None,
+    settle: float = 1.5,
+) -> Sample:
     """Under write load: inject ``fault``, then time ``move`` (which returns the new primary) from its start."""
     old = primary_of(lab)
     with Writer(lab.topology().regions[region].app_url, region) as writer:
@@ -161,8 +172,12 @@ def measure(lab: Lab, mode: str, move: Callable[[], str], region: str, *,
             fault(lab)
         started = time.monotonic()
         new = move()
-        poll_until(lambda: any(n == new and t >= started for t, _, n in writer.acked), timeout=30,
-                   interval=0.05, what=f"a write on {new}")
+        poll_until(
+            lambda: any(n == new and t >= started for t, _, n in writer.acked),
+            timeout=30,
+            interval=0.05,
+            what=f"a write on {new}",
+        )
         time.sleep(settle)
     first = next(t for t, _, n in writer.acked if n == new and t >= started)
     acked = {i for _, i, _ in writer.acked}
@@ -173,8 +188,9 @@ def measure(lab: Lab, mode: str, move: Callable[[], str], region: str, *,
 def run_failover(lab: Lab, grace: float) -> str:
     from flows.failover import FailoverParams, failover
 
-    result = failover(FailoverParams(grace_seconds=grace, probes=3, probe_timeout_seconds=1, notify=True,
-                                     reason="bench/failover.py"))
+    result = failover(
+        FailoverParams(grace_seconds=grace, probes=3, probe_timeout_seconds=1, notify=True, reason="bench/failover.py")
+    )
     return result.new_primary
 
 
@@ -185,11 +201,15 @@ def run_manual(lab: Lab) -> str:
     cluster = topo.clusters[LAB_CLUSTER]
     states = {n: sqlsteps.observe(cluster, n) for n in LAB_NODES}
     replicas = [n for n, s in states.items() if s.reachable and s.role == "replica"]
-    new = max(replicas, key=lambda n: (states[n].replay_lsn.value if states[n].replay_lsn else 0))
+    new = max(replicas, key=lambda n: states[n].replay_lsn.value if states[n].replay_lsn else 0)
     sqlsteps.sql_node(cluster, new).promote()
     sqlsteps.ensure_slots(cluster, new, [n for n in LAB_NODES if n != new])
-    traffic_for(topo).set_record(topo.traffic.route53_zone, topo.writer_record(LAB_CLUSTER),
-                                 topo.node_dns_name(LAB_CLUSTER, new), ttl=topo.traffic.record_ttl)
+    traffic_for(topo).set_record(
+        topo.traffic.route53_zone,
+        topo.writer_record(LAB_CLUSTER),
+        topo.node_dns_name(LAB_CLUSTER, new),
+        ttl=topo.traffic.record_ttl,
+    )
     for n in replicas:
         if n != new:
             sqlsteps.repoint_replica(cluster, n, new)
@@ -216,34 +236,44 @@ def distribution(values: list[float]) -> str:
         return "n/a"
     ordered = sorted(values)
     p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
-    return (f"min {ordered[0]:g}  median {statistics.median(ordered):g}  p90 {p90:g}  max {ordered[-1]:g}"
-            f"  (n={len(ordered)})")
+    return (
+        f"min {ordered[0]:g}  median {statistics.median(ordered):g}  p90 {p90:g}  max {ordered[-1]:g}"
+        f"  (n={len(ordered)})"
+    )
 
 
 def report(results: Results, grace: float) -> None:
     print()
-    print(f"{'mode':<11} {'run':>3}  {'from -> to':<16} {'to first write':>15} {'acked lost':>10} "
-          f"{'acked':>6} {'refused':>8}")
+    print(
+        f"{'mode':<11} {'run':>3}  {'from -> to':<16} {'to first write':>15} {'acked lost':>10} "
+        f"{'acked':>6} {'refused':>8}"
+    )
     for mode in ("failover", "switchover", "manual"):
         for i, s in enumerate(results.of(mode), 1):
-            print(f"{mode:<11} {i:>3}  {s.old + ' -> ' + s.new:<16} {s.to_first_write:>13.2f} s {s.lost:>10} "
-                  f"{s.acked:>6} {s.refused:>8}")
+            print(
+                f"{mode:<11} {i:>3}  {s.old + ' -> ' + s.new:<16} {s.to_first_write:>13.2f} s {s.lost:>10} "
+                f"{s.acked:>6} {s.refused:>8}"
+            )
     print()
     for mode in ("failover", "switchover", "manual"):
         samples = results.of(mode)
         if not samples:
             continue
         print(f"{mode}:")
-        print(f"  (a) run start -> first acknowledged write on the new primary: "
-              f"{distribution([s.to_first_write for s in samples if s.to_first_write is not None])} s")
+        print(
+            f"  (a) run start -> first acknowledged write on the new primary: "
+            f"{distribution([s.to_first_write for s in samples if s.to_first_write is not None])} s"
+        )
         print(f"  (b) acknowledged writes lost: {distribution([float(s.lost) for s in samples])}")
     print()
     fo, so = results.of("failover"), results.of("switchover")
     if fo:
         worst = max(s.to_first_write or 0 for s in fo)
-        print(f"goal: failover writes accepted < {GOAL_SECONDS:g} s after the run starts "
-              f"(grace period {grace:g} s included): {'MET' if worst < GOAL_SECONDS else 'MISSED'} "
-              f"(worst {worst:.2f} s)")
+        print(
+            f"goal: failover writes accepted < {GOAL_SECONDS:g} s after the run starts "
+            f"(grace period {grace:g} s included): {'MET' if worst < GOAL_SECONDS else 'MISSED'} "
+            f"(worst {worst:.2f} s)"
+        )
     if so:
         lost = sum(s.lost for s in so)
         print(f"goal: zero acknowledged writes lost in switchover: {'MET' if lost == 0 else 'MISSED'} ({lost} lost)")
@@ -252,8 +282,9 @@ def report(results: Results, grace: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="repetitions per mode (default 3)")
-    parser.add_argument("--grace", type=float, default=1.0,
-                        help="failover confirmation window in seconds (probes must fail this long)")
+    parser.add_argument(
+        "--grace", type=float, default=1.0, help="failover confirmation window in seconds (probes must fail this long)"
+    )
     parser.add_argument("--region", default="us", help="the app the client writes through")
     parser.add_argument("--modes", default="failover,switchover,manual", help="comma-separated modes to run")
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab running afterwards")
@@ -264,24 +295,32 @@ def main(argv: list[str] | None = None) -> int:
         steady(lab, primary_of(lab))
         for i in range(args.runs):
             if "failover" in modes:
-                s = measure(lab, "failover", lambda: run_failover(lab, args.grace), args.region,
-                            fault=crash_primary)
+                s = measure(lab, "failover", lambda: run_failover(lab, args.grace), args.region, fault=crash_primary)
                 results.samples.append(s)
-                print(f"failover   {i + 1}: {s.old} -> {s.new}: first write after {s.to_first_write:.2f} s, "
-                      f"{s.lost} acknowledged write(s) lost", flush=True)
+                print(
+                    f"failover   {i + 1}: {s.old} -> {s.new}: first write after {s.to_first_write:.2f} s, "
+                    f"{s.lost} acknowledged write(s) lost",
+                    flush=True,
+                )
                 resync(lab)
                 steady(lab, s.new)
             if "switchover" in modes:
                 s = measure(lab, "switchover", lambda: run_switchover(lab), args.region)
                 results.samples.append(s)
-                print(f"switchover {i + 1}: {s.old} -> {s.new}: first write after {s.to_first_write:.2f} s, "
-                      f"{s.lost} acknowledged write(s) lost", flush=True)
+                print(
+                    f"switchover {i + 1}: {s.old} -> {s.new}: first write after {s.to_first_write:.2f} s, "
+                    f"{s.lost} acknowledged write(s) lost",
+                    flush=True,
+                )
                 steady(lab, s.new)
             if "manual" in modes:
                 s = measure(lab, "manual", lambda: run_manual(lab), args.region, fault=crash_primary)
                 results.samples.append(s)
-                print(f"manual     {i + 1}: {s.old} -> {s.new}: first write after {s.to_first_write:.2f} s, "
-                      f"{s.lost} acknowledged write(s) lost", flush=True)
+                print(
+                    f"manual     {i + 1}: {s.old} -> {s.new}: first write after {s.to_first_write:.2f} s, "
+                    f"{s.lost} acknowledged write(s) lost",
+                    flush=True,
+                )
                 resync(lab)
                 steady(lab, s.new)
         assert writer_node(lab.topology(), LAB_CLUSTER) == primary_of(lab)

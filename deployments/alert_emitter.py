@@ -47,9 +47,7 @@ class PrefectEventEmitter:
         if not url:
             # Without a URL the Prefect client would start a throwaway in-process
             # server: events would be "delivered" where no trigger ever sees them.
-            raise ConfigurationError(
-                "no Prefect API URL: set PREFECT_API_URL or pass --prefect-api-url"
-            )
+            raise ConfigurationError("no Prefect API URL: set PREFECT_API_URL or pass --prefect-api-url")
         self.api_url = url.rstrip("/")
         self.timeout_seconds = timeout_seconds
         self._auth_string = settings.api.auth_string.get_secret_value() if settings.api.auth_string else None
@@ -62,7 +60,9 @@ class PrefectEventEmitter:
         body = [to_prefect_event(e).model_dump(mode="json") for e in events]
         try:
             async with PrefectClient(
-                self.api_url, auth_string=self._auth_string, api_key=self._api_key,
+                self.api_url,
+                auth_string=self._auth_string,
+                api_key=self._api_key,
                 httpx_settings={"timeout": self.timeout_seconds},
             ) as client:
                 response = await client.request("POST", "/events", json=body)

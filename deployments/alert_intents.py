@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -57,8 +57,10 @@ def _optional(label: str) -> str:
     return "{{ event.resource.get('" + label + "') }}"
 
 
-_REASON = ("alert {{ event.resource['" + ALERTNAME + "'] }} (fingerprint {{ event.payload['fingerprint'] }}, "
-           "firing since {{ event.payload['startsAt'] }})")
+_REASON = (
+    "alert {{ event.resource['" + ALERTNAME + "'] }} (fingerprint {{ event.payload['fingerprint'] }}, "
+    "firing since {{ event.payload['startsAt'] }})"
+)
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,7 @@ class Intent:
     def sentence(self) -> str:
         """How this intent starts runs, for logs and docs."""
         keys = " and ".join(k.removeprefix("regionops.") for k in self.for_each)
-        return (f"{self.name}: starts {self.runbook} at most once per {keys} every "
-                f"{self.cooldown_seconds} s")
+        return f"{self.name}: starts {self.runbook} at most once per {keys} every {self.cooldown_seconds} s"
 
 
 FAILOVER = Intent(
@@ -94,8 +95,15 @@ FAILOVER = Intent(
     # dropped because a lock is held: the failover takes the lock from a run that has
     # changed nothing yet, waits (up to 30 min) for one that has, and pages in Slack
     # whenever it ends without failing over (page_if_no_failover).
-    parameters={"params": {"cluster": _template(CLUSTER), "node": _optional(NODE), "reason": _REASON,
-                           "lock_wait_seconds": 1800, "page_if_no_failover": True}},
+    parameters={
+        "params": {
+            "cluster": _template(CLUSTER),
+            "node": _optional(NODE),
+            "reason": _REASON,
+            "lock_wait_seconds": 1800,
+            "page_if_no_failover": True,
+        }
+    },
     summary="the primary of a cluster is down: promote the best replica",
 )
 
@@ -154,7 +162,7 @@ class LabelProblem(ValueError):
 
 def dedup_key(alert: Alert) -> str:
     """``fingerprint@startsAt`` (UTC): Alertmanager repeats a still-firing alert with both unchanged."""
-    return f"{alert.fingerprint}@{alert.starts_at.astimezone(timezone.utc).isoformat()}"
+    return f"{alert.fingerprint}@{alert.starts_at.astimezone(UTC).isoformat()}"
 
 
 def event_id(alert: Alert) -> uuid.UUID:
@@ -212,7 +220,8 @@ def _resolve_in_topology(topology: Topology, cluster: str, node: str | None, reg
         if node not in by_address:
             raise LabelProblem(
                 f"labels.node: {node!r} is neither a node of cluster {cluster} ("
-                + ", ".join(sorted(nodes)) + ") nor one's host:port"
+                + ", ".join(sorted(nodes))
+                + ") nor one's host:port"
             )
         node = by_address[node]
         resolved["node"] = node
@@ -240,7 +249,7 @@ def alert_event(
         resource[NODE] = target["node"]
     payload_doc = {
         "fingerprint": alert.fingerprint,
-        "startsAt": alert.starts_at.astimezone(timezone.utc).isoformat(),
+        "startsAt": alert.starts_at.astimezone(UTC).isoformat(),
         "labels": dict(alert.labels),
         "annotations": dict(alert.annotations),
         "generatorURL": alert.generator_url,
@@ -248,5 +257,6 @@ def alert_event(
         "receiver": payload.receiver,
         "externalURL": payload.external_url,
     }
-    return AlertEvent(id=event_id(alert), resource=resource, payload=payload_doc, intent=intent.name,
-                      dedup_key=dedup_key(alert))
+    return AlertEvent(
+        id=event_id(alert), resource=resource, payload=payload_doc, intent=intent.name, dedup_key=dedup_key(alert)
+    )

@@ -89,8 +89,9 @@ class AlertLedger:
     def other_open_requests(self, cluster: str, intent: str) -> list[Request]:
         """Open windows for ``cluster`` of *other* intents (a failover while a resync arrives)."""
         now = self.clock()
-        return [r for r in self.state.requests.values() if r.cluster == cluster and r.intent != intent
-                and r.until > now]
+        return [
+            r for r in self.state.requests.values() if r.cluster == cluster and r.intent != intent and r.until > now
+        ]
 
     # -- changes ------------------------------------------------------------------
     def record(self, event: AlertEvent, cooldown_seconds: float) -> bool:
@@ -100,8 +101,12 @@ class AlertLedger:
         opened = self.open_window(event.bucket()) is None
         if opened:
             self.state.requests[event.bucket()] = Request(
-                cluster=event.cluster, intent=event.intent, alertname=event.resource.get("regionops.alertname", ""),
-                fingerprint=event.payload["fingerprint"], event_id=str(event.id), at=now,
+                cluster=event.cluster,
+                intent=event.intent,
+                alertname=event.resource.get("regionops.alertname", ""),
+                fingerprint=event.payload["fingerprint"],
+                event_id=str(event.id),
+                at=now,
                 until=now + cooldown_seconds,
             )
         return opened
@@ -129,7 +134,7 @@ class AlertLedger:
         if len(seen) > self.max_entries:
             # Keep the newest: an old alert coming back after eviction is still
             # caught by the event id and the trigger window.
-            seen = dict(sorted(seen.items(), key=lambda kv: kv[1])[-self.max_entries:])
+            seen = dict(sorted(seen.items(), key=lambda kv: kv[1])[-self.max_entries :])
         self.state.seen = seen
         self.state.requests = {b: r for b, r in self.state.requests.items() if r.until > now}
 
@@ -146,8 +151,12 @@ class AlertLedger:
             # keep the bad file for a human, and say so loudly.
             aside = self.path.with_suffix(".corrupt")
             os.replace(self.path, aside)
-            logger.error("alert ledger %s is unreadable (%s); moved to %s and starting empty",
-                         self.path, str(exc).splitlines()[0], aside)
+            logger.error(
+                "alert ledger %s is unreadable (%s); moved to %s and starting empty",
+                self.path,
+                str(exc).splitlines()[0],
+                aside,
+            )
             return LedgerState()
         self.state = state
         self._prune()

@@ -85,8 +85,8 @@ def parse_payload(body: bytes) -> AlertmanagerPayload:
     if version != SUPPORTED_VERSION:
         got = "no version field" if "version" not in data else f"version {version!r}"
         raise PayloadError(
-            400, [f"unsupported Alertmanager webhook payload: {got}; this receiver accepts version "
-                  f"{SUPPORTED_VERSION!r}"]
+            400,
+            [f"unsupported Alertmanager webhook payload: {got}; this receiver accepts version {SUPPORTED_VERSION!r}"],
         )
     try:
         return AlertmanagerPayload.model_validate(data)

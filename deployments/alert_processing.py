@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 
 from pydantic import BaseModel
 
@@ -31,7 +31,7 @@ from regionops.topology import Topology
 logger = logging.getLogger(__name__)
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """What the receiver did with one alert."""
 
     EMITTED = "emitted"
@@ -97,18 +97,19 @@ class AlertProcessor:
         results: dict[int, AlertResult] = {}
         problems: list[str] = []
         for i, alert in enumerate(payload.alerts):
-            base = {"index": i, "alertname": alert.alertname, "fingerprint": alert.fingerprint,
-                    "status": alert.status}
+            base = {"index": i, "alertname": alert.alertname, "fingerprint": alert.fingerprint, "status": alert.status}
             if alert.status == "resolved":
-                results[i] = AlertResult(**base, outcome=Outcome.RESOLVED,
-                                         detail="resolved: a resolved alert starts nothing")
+                results[i] = AlertResult(
+                    **base, outcome=Outcome.RESOLVED, detail="resolved: a resolved alert starts nothing"
+                )
                 continue
             intent = intent_for(alert.alertname)
             if intent is None:
                 results[i] = AlertResult(
-                    **base, outcome=Outcome.UNKNOWN,
+                    **base,
+                    outcome=Outcome.UNKNOWN,
                     detail=f"alertname {alert.alertname!r} starts no runbook (mapped: "
-                           f"{', '.join(sorted(ALERT_INTENTS))}): ignored",
+                    f"{', '.join(sorted(ALERT_INTENTS))}): ignored",
                 )
                 continue
             try:
@@ -123,12 +124,20 @@ class AlertProcessor:
             in_batch: set[str] = set()
             for i, event in planned:
                 alert = payload.alerts[i]
-                base = {"index": i, "alertname": alert.alertname, "fingerprint": alert.fingerprint,
-                        "status": alert.status, "intent": event.intent, "cluster": event.cluster,
-                        "node": event.resource.get("regionops.node"), "event_id": str(event.id)}
+                base = {
+                    "index": i,
+                    "alertname": alert.alertname,
+                    "fingerprint": alert.fingerprint,
+                    "status": alert.status,
+                    "intent": event.intent,
+                    "cluster": event.cluster,
+                    "node": event.resource.get("regionops.node"),
+                    "event_id": str(event.id),
+                }
                 if event.dedup_key in in_batch or self.ledger.is_duplicate(event.dedup_key):
                     results[i] = AlertResult(
-                        **base, outcome=Outcome.DUPLICATE,
+                        **base,
+                        outcome=Outcome.DUPLICATE,
                         detail=f"alert {event.dedup_key} was already sent as event {event.id}: nothing new",
                     )
                     continue
@@ -143,8 +152,11 @@ class AlertProcessor:
                 self.ledger.save()
 
         receipt = Receipt(
-            receiver=payload.receiver, group_key=payload.group_key, received=len(payload.alerts),
-            emitted=len(to_send), truncated_alerts=payload.truncated_alerts,
+            receiver=payload.receiver,
+            group_key=payload.group_key,
+            received=len(payload.alerts),
+            emitted=len(to_send),
+            truncated_alerts=payload.truncated_alerts,
             results=[results[i] for i in sorted(results)],
         )
         for r in receipt.results:
@@ -157,25 +169,39 @@ class AlertProcessor:
         earlier = self.ledger.open_window(event.bucket())
         others = self.ledger.other_open_requests(event.cluster, event.intent)
         opened = self.ledger.record(event, intent.cooldown_seconds)
-        target = f"cluster {event.cluster}" + (f" node {event.resource['regionops.node']}"
-                                               if "regionops.node" in intent.for_each else "")
+        target = f"cluster {event.cluster}" + (
+            f" node {event.resource['regionops.node']}" if "regionops.node" in intent.for_each else ""
+        )
         if opened:
-            detail = (f"sent event {event.id}; the {intent.name} trigger starts one {intent.runbook} run for "
-                      f"{target} and absorbs further alerts for it for {intent.cooldown_seconds} s")
+            detail = (
+                f"sent event {event.id}; the {intent.name} trigger starts one {intent.runbook} run for "
+                f"{target} and absorbs further alerts for it for {intent.cooldown_seconds} s"
+            )
         else:
             assert earlier is not None
-            detail = (f"sent event {event.id}; {intent.name} for {target} was already requested "
-                      f"{_ago(now - earlier.at)} by alert {earlier.fingerprint} ({earlier.alertname}): "
-                      f"the trigger's {intent.cooldown_seconds} s window absorbs this one, no second run")
+            detail = (
+                f"sent event {event.id}; {intent.name} for {target} was already requested "
+                f"{_ago(now - earlier.at)} by alert {earlier.fingerprint} ({earlier.alertname}): "
+                f"the trigger's {intent.cooldown_seconds} s window absorbs this one, no second run"
+            )
         for other in others:
-            started = datetime.fromtimestamp(other.at, timezone.utc).isoformat(timespec="seconds")
-            detail += (f"; note: {other.intent} of cluster {other.cluster} was requested at {started} "
-                       f"(alert {other.fingerprint}): this {intent.runbook} run waits for the cluster lock "
-                       f"{lock_name(event.cluster)} or is refused by it, changing nothing")
+            started = datetime.fromtimestamp(other.at, UTC).isoformat(timespec="seconds")
+            detail += (
+                f"; note: {other.intent} of cluster {other.cluster} was requested at {started} "
+                f"(alert {other.fingerprint}): this {intent.runbook} run waits for the cluster lock "
+                f"{lock_name(event.cluster)} or is refused by it, changing nothing"
+            )
         alert = payload.alerts[i]
         return AlertResult(
-            index=i, alertname=alert.alertname, fingerprint=alert.fingerprint, status=alert.status,
-            outcome=Outcome.EMITTED, intent=event.intent, cluster=event.cluster,
-            node=event.resource.get("regionops.node"), event_id=str(event.id),
-            opened_trigger_window=opened, detail=detail,
+            index=i,
+            alertname=alert.alertname,
+            fingerprint=alert.fingerprint,
+            status=alert.status,
+            outcome=Outcome.EMITTED,
+            intent=event.intent,
+            cluster=event.cluster,
+            node=event.resource.get("regionops.node"),
+            event_id=str(event.id),
+            opened_trigger_window=opened,
+            detail=detail,
         )

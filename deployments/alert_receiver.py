@@ -41,8 +41,9 @@ MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_TOKEN_ENV = "REGIONOPS_ALERT_RECEIVER_TOKEN"
 
 
-def _error(status: int, detail: str, problems: list[str] | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    status: int, detail: str, problems: list[str] | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"detail": detail}
     if problems is not None:
         body["problems"] = problems
@@ -143,8 +144,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--state-dir", help="directory for the ledger of sent alerts (survives restarts)")
     p.add_argument("--topology", help="topology file: reject alerts for unknown clusters/nodes, resolve instance")
     p.add_argument("--prefect-api-url", help="Prefect API URL (default PREFECT_API_URL)")
-    p.add_argument("--dedup-ttl-seconds", type=float, default=DEFAULT_TTL_SECONDS,
-                   help="how long a sent alert (fingerprint@startsAt) is remembered")
+    p.add_argument(
+        "--dedup-ttl-seconds",
+        type=float,
+        default=DEFAULT_TTL_SECONDS,
+        help="how long a sent alert (fingerprint@startsAt) is remembered",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -176,8 +181,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RunbookError, ValueError) as exc:
         print(f"alert receiver: {exc}", file=sys.stderr)
         return 2
-    logger.info("alert receiver on http://%s:%s%s -> %s; ledger %s; topology %s", args.host, args.port,
-                ALERTS_PATH, emitter.describe(), ledger_path, args.topology or "(none: labels not checked)")
+    logger.info(
+        "alert receiver on http://%s:%s%s -> %s; ledger %s; topology %s",
+        args.host,
+        args.port,
+        ALERTS_PATH,
+        emitter.describe(),
+        ledger_path,
+        args.topology or "(none: labels not checked)",
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
 

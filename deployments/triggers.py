@@ -92,8 +92,12 @@ def triggers_for(runbook: str, params_defaults: Mapping[str, Any] | None = None)
     For the one deployment per runbook that alerts should start, e.g. the lab's serve
     process: ``flow.to_deployment(..., triggers=triggers_for(name, {"topology": path}))``.
     """
-    return [t for intent in INTENTS.values() if intent.runbook == runbook
-            for t in deployment_triggers(intent.name, params_defaults)]
+    return [
+        t
+        for intent in INTENTS.values()
+        if intent.runbook == runbook
+        for t in deployment_triggers(intent.name, params_defaults)
+    ]
 
 
 def check_flow_parameters(intent_name: str, flow: Any) -> None:
@@ -115,8 +119,11 @@ def check_flow_parameters(intent_name: str, flow: Any) -> None:
         model = hints.get(name)
         fields = getattr(model, "model_fields", None)
         if isinstance(value, dict) and fields is not None:
-            problems += [f"{flow.name} parameter {name} ({model.__name__}) has no field {key!r}"
-                         for key in value if key not in fields]
+            problems += [
+                f"{flow.name} parameter {name} ({model.__name__}) has no field {key!r}"
+                for key in value
+                if key not in fields
+            ]
     if problems:
         raise ConfigurationError(f"alert trigger {intent.name} does not fit its flow: " + "; ".join(problems))
 

@@ -46,9 +46,15 @@ def deploy_node_operations(topology: Topology, source: Path = REPO) -> list[str]
     names = []
     for region, spec in topology.regions.items():
         flow = Flow.from_source(source=str(source), entrypoint=NODE_ENTRYPOINT)
-        flow.deploy(name=region, work_pool_name=spec.work_pool, tags=["regionops", "node-operation", region],
-                    description=f"node steps of {region}'s nodes, run by {region}'s worker",
-                    print_next_steps=False, build=False, push=False)
+        flow.deploy(
+            name=region,
+            work_pool_name=spec.work_pool,
+            tags=["regionops", "node-operation", region],
+            description=f"node steps of {region}'s nodes, run by {region}'s worker",
+            print_next_steps=False,
+            build=False,
+            push=False,
+        )
         names.append(f"{FLOW_NAME}/{region}")
     return names
 
@@ -61,9 +67,16 @@ def deploy_runbooks(source: Path = REPO) -> list[str]:
         if spec["entrypoint"] == NODE_ENTRYPOINT:
             continue  # deployed per region of the topology, by deploy_node_operations
         flow = Flow.from_source(source=str(source), entrypoint=spec["entrypoint"])
-        flow.deploy(name=spec["name"], work_pool_name=spec["work_pool"]["name"], tags=list(spec.get("tags", [])),
-                    description=spec.get("description"), parameters=spec.get("parameters") or {},
-                    print_next_steps=False, build=False, push=False)
+        flow.deploy(
+            name=spec["name"],
+            work_pool_name=spec["work_pool"]["name"],
+            tags=list(spec.get("tags", [])),
+            description=spec.get("description"),
+            parameters=spec.get("parameters") or {},
+            print_next_steps=False,
+            build=False,
+            push=False,
+        )
         names.append(f"{flow.name}/{spec['name']}")
     return names
 

@@ -51,23 +51,35 @@ class BackupParams(ClusterChangeParams):
     """Parameters of the backup runbook (rendered as a form in the Prefect UI)."""
 
     backup_type: BackupType = Field(
-        "incr", description="full, diff (changes since the last full) or incr (since the last backup); a diff or "
-                            "incr with no full before it is taken as a full")
-    source: str | None = Field(None, description="Node to back up from; default (and for now the only choice) the "
-                                                 "primary")
+        "incr",
+        description="full, diff (changes since the last full) or incr (since the last backup); a diff or "
+        "incr with no full before it is taken as a full",
+    )
+    source: str | None = Field(
+        None, description="Node to back up from; default (and for now the only choice) the primary"
+    )
     repos: list[str] | None = Field(
-        None, description="Regions whose repository receives the backup; default every repository of the stanza "
-                          "(the home bucket first, then the copy_to regions)")
+        None,
+        description="Regions whose repository receives the backup; default every repository of the stanza "
+        "(the home bucket first, then the copy_to regions)",
+    )
     verify: bool = Field(True, description="Run pgbackrest verify on each written repository after the backup")
     verify_processes: int | None = Field(
-        None, ge=1, le=64, description="Parallel processes for verify (it reads every file with one request each, "
-                                       "so it waits on the object store more than on CPU); default the stanza's "
-                                       "process_max")
+        None,
+        ge=1,
+        le=64,
+        description="Parallel processes for verify (it reads every file with one request each, "
+        "so it waits on the object store more than on CPU); default the stanza's "
+        "process_max",
+    )
     fingerprint_tables: list[str] | None = Field(
-        None, description="Tables whose rows prove a restore; default the topology's (keep them small: they are "
-                          "locked against writes while counted)")
+        None,
+        description="Tables whose rows prove a restore; default the topology's (keep them small: they are "
+        "locked against writes while counted)",
+    )
     lock_wait_seconds: float = Field(
-        60, ge=0, description="How long to wait for another backup of the cluster to finish before refusing")
+        60, ge=0, description="How long to wait for another backup of the cluster to finish before refusing"
+    )
 
 
 class RepoBackup(BaseModel):
@@ -88,12 +100,17 @@ class RepoBackup(BaseModel):
     def sentence(self) -> str:
         """One line for the report."""
         b = self.backup.backup
-        sizes = (f", {human_bytes(b.size)} database, {human_bytes(b.delta)} copied, {human_bytes(b.repo_size)} "
-                 "stored" if b else "")
+        sizes = (
+            f", {human_bytes(b.size)} database, {human_bytes(b.delta)} copied, {human_bytes(b.repo_size)} stored"
+            if b
+            else ""
+        )
         verified = f"; {self.verify.sentence()}" if self.verify else ""
-        return (f"repo{self.repository.index} ({self.repository.region}, s3://{self.repository.bucket}): "
-                f"{self.taken_type} backup {self.backup.label}{sizes} in {self.backup.seconds:.1f} s; "
-                f"{len(self.listed)} backup(s) kept{verified}")
+        return (
+            f"repo{self.repository.index} ({self.repository.region}, s3://{self.repository.bucket}): "
+            f"{self.taken_type} backup {self.backup.label}{sizes} in {self.backup.seconds:.1f} s; "
+            f"{len(self.listed)} backup(s) kept{verified}"
+        )
 
 
 class BackupRunResult(BaseModel):
@@ -104,8 +121,9 @@ class BackupRunResult(BaseModel):
     backup_type: BackupType = Field(description="the type asked for")
     source: str | None = None
     planned: list[Repository] = []
-    label: str | None = Field(None, description="label of the backup in the home repository (repo1 or the first "
-                                                "written)")
+    label: str | None = Field(
+        None, description="label of the backup in the home repository (repo1 or the first written)"
+    )
     repos: list[RepoBackup] = []
     proof: BackupProof | None = None
     verify_after: bool = Field(True, description="verify each written repository after the backup")
@@ -116,14 +134,18 @@ class BackupRunResult(BaseModel):
         """The run in one line."""
         into = ", ".join(f"repo{r.index} ({r.region})" for r in self.planned)
         if self.dry_run:
-            return (f"dry run: would take a{'n' if self.backup_type == 'incr' else ''} {self.backup_type} backup of "
-                    f"{self.cluster} from {self.source or 'the primary'} into {into}"
-                    f"{', then verify' if self.verify_after else ''}; nothing was changed")
+            return (
+                f"dry run: would take a{'n' if self.backup_type == 'incr' else ''} {self.backup_type} backup of "
+                f"{self.cluster} from {self.source or 'the primary'} into {into}"
+                f"{', then verify' if self.verify_after else ''}; nothing was changed"
+            )
         taken = self.repos[0].taken_type if self.repos else self.backup_type
         verify = {None: "not verified", True: "verified", False: "verification failed"}[self.verified]
         proof = f"; {self.proof.sentence()}" if self.proof else ""
-        return (f"{taken} backup {self.label} of {self.cluster} from {self.source} into {into} in "
-                f"{self.seconds:.1f} s, {verify}{proof}")
+        return (
+            f"{taken} backup {self.label} of {self.cluster} from {self.source} into {into} in "
+            f"{self.seconds:.1f} s, {verify}{proof}"
+        )
 
 
 @flow(name="backup", **CHANGE_HOOKS)
@@ -131,9 +153,17 @@ def backup(params: BackupParams = BackupParams()) -> BackupRunResult:
     """Back up a cluster with pgBackRest into every repository its residency allows, prove it, verify it."""
     topology = load_topology(params.topology)
     cluster_name, _ = topology.cluster(params.cluster)
-    run = RunbookRun(topology, "backup", cluster_name, f"Backup of {cluster_name}", params, lock="backup",
-                     start_lines=[f"{params.backup_type} backup of cluster {cluster_name}"
-                                  + (" (dry run)" if params.dry_run else "")])
+    run = RunbookRun(
+        topology,
+        "backup",
+        cluster_name,
+        f"Backup of {cluster_name}",
+        params,
+        lock="backup",
+        start_lines=[
+            f"{params.backup_type} backup of cluster {cluster_name}" + (" (dry run)" if params.dry_run else "")
+        ],
+    )
     with run:  # 1. the backup lock (not for a dry run)
         # 2. Plan and residency: a refused repository stops the run before any command runs.
         repos = _chosen_repositories(topology, plan_stanza(topology, cluster_name), params.repos)
@@ -151,35 +181,53 @@ def _chosen_repositories(topology: Topology, plan: StanzaPlan, regions: list[str
     return [plan.repository(region) for region in dict.fromkeys(regions)]
 
 
-def _run(params: BackupParams, topology: Topology, cluster_name: str, repos: list[Repository],
-         run: RunbookRun) -> BackupRunResult:
+def _run(
+    params: BackupParams, topology: Topology, cluster_name: str, repos: list[Repository], run: RunbookRun
+) -> BackupRunResult:
     reporter = run.reporter
     started = time.monotonic()
     _, cluster = topology.cluster(cluster_name)
-    result = BackupRunResult(cluster=cluster_name, dry_run=params.dry_run, backup_type=params.backup_type,
-                             planned=repos, verify_after=params.verify)
+    result = BackupRunResult(
+        cluster=cluster_name,
+        dry_run=params.dry_run,
+        backup_type=params.backup_type,
+        planned=repos,
+        verify_after=params.verify,
+    )
 
     # 3. The one primary, and the source.
-    states = {n: f.result() for n, f in {n: observe_node.submit(topology, cluster_name, n)
-                                         for n in cluster.nodes}.items()}
+    states = {
+        n: f.result() for n, f in {n: observe_node.submit(topology, cluster_name, n) for n in cluster.nodes}.items()
+    }
     primaries = sorted(n for n, s in states.items() if s.reachable and s.role == "primary")
     if len(primaries) != 1:
-        raise run.refuse(f"backup of {cluster_name} refused: it needs exactly one primary, found "
-                         f"{len(primaries)} ({', '.join(primaries) or 'none reachable'}); nothing was changed")
+        raise run.refuse(
+            f"backup of {cluster_name} refused: it needs exactly one primary, found "
+            f"{len(primaries)} ({', '.join(primaries) or 'none reachable'}); nothing was changed"
+        )
     primary = primaries[0]
     if params.source not in (None, primary):
-        raise run.refuse(f"backup of {cluster_name} from {params.source} refused: backing up from a standby is not "
-                         f"supported yet (pgBackRest's backup-standby needs the primary's configuration on the "
-                         f"standby's host); back up from the primary {primary}")
+        raise run.refuse(
+            f"backup of {cluster_name} from {params.source} refused: backing up from a standby is not "
+            f"supported yet (pgBackRest's backup-standby needs the primary's configuration on the "
+            f"standby's host); back up from the primary {primary}"
+        )
     result.source = primary
-    reporter.step(f"source: the primary {primary}; stanza {cluster_name}, {params.backup_type} backup into "
-                  + ", ".join(f"repo{r.index} ({r.region})" for r in repos))
+    reporter.step(
+        f"source: the primary {primary}; stanza {cluster_name}, {params.backup_type} backup into "
+        + ", ".join(f"repo{r.index} ({r.region})" for r in repos)
+    )
     if params.dry_run:
         return result
     if params.require_approval:
-        run.approve([f"{params.backup_type} backup of {cluster_name} from {primary} into "
-                     + ", ".join(r.sentence() for r in repos), "then expire by each repository's retention"
-                     + (" and verify" if params.verify else "")], f"backup {cluster_name}")
+        run.approve(
+            [
+                f"{params.backup_type} backup of {cluster_name} from {primary} into "
+                + ", ".join(r.sentence() for r in repos),
+                "then expire by each repository's retention" + (" and verify" if params.verify else ""),
+            ],
+            f"backup {cluster_name}",
+        )
     run.changed = True
 
     # 4. One backup per repository, from the source's host.
@@ -193,9 +241,12 @@ def _run(params: BackupParams, topology: Topology, cluster_name: str, repos: lis
     # 5. Retention runs beside the proof (they touch different things): each repository's
     #    expire, what it still lists, and the proof records of what it expired.  A new
     #    backup's own label is listed, so its proof record is never pruned.
-    retention = {part.repository.index: bt.apply_retention.submit(topology, cluster_name, primary,
-                                                                  part.repository.index, part.repository.region)
-                 for part in result.repos}
+    retention = {
+        part.repository.index: bt.apply_retention.submit(
+            topology, cluster_name, primary, part.repository.index, part.repository.region
+        )
+        for part in result.repos
+    }
 
     # 6. The proof: fingerprint point after the backups, archived, recorded beside each backup.
     tables = params.fingerprint_tables if params.fingerprint_tables is not None else cluster.backup.fingerprint_tables
@@ -204,17 +255,23 @@ def _run(params: BackupParams, topology: Topology, cluster_name: str, repos: lis
         reporter.step(bt.check(topology, cluster_name, primary).sentence(), slack=False)
         for part in result.repos:
             if part.backup.label:
-                part.proof_key = bt.store_proof(topology, cluster_name, part.repository.region,
-                                                proof.model_copy(update={"label": part.backup.label}))
+                part.proof_key = bt.store_proof(
+                    topology,
+                    cluster_name,
+                    part.repository.region,
+                    proof.model_copy(update={"label": part.backup.label}),
+                )
         result.proof = proof
         reporter.step(proof.sentence())
     elif not tables:
         reporter.step("no fingerprint tables: no proof record (restore verification can only check that it starts)")
     for part in result.repos:
         part.listed, part.pruned_proofs = retention[part.repository.index].result()
-        reporter.step(f"repo{part.repository.index}: retention applied, {len(part.listed)} backup(s) kept"
-                      + (f", proof records of {', '.join(part.pruned_proofs)} removed" if part.pruned_proofs else ""),
-                      slack=False)
+        reporter.step(
+            f"repo{part.repository.index}: retention applied, {len(part.listed)} backup(s) kept"
+            + (f", proof records of {', '.join(part.pruned_proofs)} removed" if part.pruned_proofs else ""),
+            slack=False,
+        )
 
     # 7. Verify each written repository (a bad object raises VerificationFailed naming it).
     if params.verify:
@@ -230,21 +287,31 @@ def _report(params: BackupParams, topology: Topology, result: BackupRunResult, r
     reporter = run.reporter
     home = result.repos[0].backup.backup if result.repos else None
     if home is not None:
-        publish(topology, BACKUP_JOB, result.cluster,
-                backup_gauges(home.stopped, home.repo_size, result.seconds), reporter)
+        publish(
+            topology, BACKUP_JOB, result.cluster, backup_gauges(home.stopped, home.repo_size, result.seconds), reporter
+        )
     reporter.finish(
         "dry run" if params.dry_run else "succeeded",
         [result.sentence(), *(part.sentence() for part in result.repos)],
         tables={
-            "backups": [{"repo": f"repo{p.repository.index}", "region": p.repository.region,
-                         "bucket": p.repository.bucket, "label": p.backup.label, "type": p.taken_type,
-                         "size": human_bytes(p.backup.backup.size) if p.backup.backup else "",
-                         "copied": human_bytes(p.backup.backup.delta) if p.backup.backup else "",
-                         "stored": human_bytes(p.backup.backup.repo_size) if p.backup.backup else "",
-                         "seconds": round(p.backup.seconds, 1),
-                         "verify": ("passed" if p.verify.ok else "failed") if p.verify else "not run"}
-                        for p in result.repos],
-            "fingerprint": [{"table": t, "rows": f.rows, "checksum": f.checksum}
-                            for t, f in (result.proof.fingerprint.items() if result.proof else [])],
+            "backups": [
+                {
+                    "repo": f"repo{p.repository.index}",
+                    "region": p.repository.region,
+                    "bucket": p.repository.bucket,
+                    "label": p.backup.label,
+                    "type": p.taken_type,
+                    "size": human_bytes(p.backup.backup.size) if p.backup.backup else "",
+                    "copied": human_bytes(p.backup.backup.delta) if p.backup.backup else "",
+                    "stored": human_bytes(p.backup.backup.repo_size) if p.backup.backup else "",
+                    "seconds": round(p.backup.seconds, 1),
+                    "verify": ("passed" if p.verify.ok else "failed") if p.verify else "not run",
+                }
+                for p in result.repos
+            ],
+            "fingerprint": [
+                {"table": t, "rows": f.rows, "checksum": f.checksum}
+                for t, f in (result.proof.fingerprint.items() if result.proof else [])
+            ],
         },
     )

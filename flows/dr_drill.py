@@ -39,7 +39,7 @@ import json
 import time
 import uuid
 from contextlib import ExitStack
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,8 +61,8 @@ from regionops.decisions.drill import (
     judge,
     measure,
 )
-from regionops.drivers.alerts import alertmanager_payload
 from regionops.drill_rescue import rescue_cluster
+from regionops.drivers.alerts import alertmanager_payload
 from regionops.drivers.canary import CANARY_TABLE, CanaryWriter
 from regionops.drivers.faults import PRIMARY_FAULTS, FaultInjection, FaultName
 from regionops.drivers.notify import notifier_for
@@ -89,25 +89,35 @@ from tasks.drill import (
 from tasks.replication import fenced_nodes, wait_replayed, writer_node
 
 RECOVERY_RUNBOOK: dict[str, str] = {
-    "primary-crash": "failover", "region-outage": "failover", "primary-freeze": "failover",
-    "replica-loss": "replica-resync", "planned-switchover": "switchover",
+    "primary-crash": "failover",
+    "region-outage": "failover",
+    "primary-freeze": "failover",
+    "replica-loss": "replica-resync",
+    "planned-switchover": "switchover",
 }
 ALERT_FOR: dict[str, str] = {
-    "primary-crash": "PostgresPrimaryDown", "region-outage": "PostgresPrimaryDown",
-    "primary-freeze": "PostgresPrimaryDown", "replica-loss": "PostgresReplicationBroken",
+    "primary-crash": "PostgresPrimaryDown",
+    "region-outage": "PostgresPrimaryDown",
+    "primary-freeze": "PostgresPrimaryDown",
+    "replica-loss": "PostgresReplicationBroken",
 }
 # What repairs a steady-state problem, for the refusal message.
 REPAIR_HINT: dict[str, str] = {
     "node_unreachable": "replica-resync (or failover if it is the primary)",
-    "replica_not_streaming": "replica-resync", "replica_lagging": "replica-resync",
-    "replica_wrong_timeline": "replica-resync", "no_primary": "failover",
+    "replica_not_streaming": "replica-resync",
+    "replica_lagging": "replica-resync",
+    "replica_wrong_timeline": "replica-resync",
+    "no_primary": "failover",
     "multiple_primaries": "failover after fencing one of them by hand",
     "writer_not_primary": "switchover or failover (the writer record must follow the primary)",
-    "writer_record_missing": "switchover or failover", "app_down": "restart the app (`regionops lab heal` in the lab)",
+    "writer_record_missing": "switchover or failover",
+    "app_down": "restart the app (`regionops lab heal` in the lab)",
     "app_degraded": "replica-resync for the app's local node",
-    "bucket_unreachable": "fix the bucket", "bucket_wrong_region": "fix the bucket",
+    "bucket_unreachable": "fix the bucket",
+    "bucket_wrong_region": "fix the bucket",
     "slot_retaining_wal": "replica-resync (or drop the slot of a node that is gone)",
-    "slot_lost": "replica-resync (re-clone)", "slot_keep_unlimited": "set max_slot_wal_keep_size",
+    "slot_lost": "replica-resync (re-clone)",
+    "slot_keep_unlimited": "set max_slot_wal_keep_size",
 }
 TREND_ROWS = 200
 
@@ -117,15 +127,21 @@ class DrillParams(RunbookParams):
 
     cluster: str | None = Field(None, description="Cluster to drill; default the topology's only cluster")
     scenario: FaultName = Field(
-        "primary-crash", description="primary-crash, region-outage, primary-freeze, replica-loss or planned-switchover")
+        "primary-crash", description="primary-crash, region-outage, primary-freeze, replica-loss or planned-switchover"
+    )
     node: str | None = Field(
-        None, description="replica-loss: the replica to lose (default the lowest-priority one); "
-                          "planned-switchover: the target (default the best replica)")
+        None,
+        description="replica-loss: the replica to lose (default the lowest-priority one); "
+        "planned-switchover: the target (default the best replica)",
+    )
     recovery_path: Literal["direct", "alert"] = Field(
-        "direct", description="direct: call the recovery runbook as a subflow; alert: post an alert to the alert "
-                              "receiver and follow the run its automation starts")
+        "direct",
+        description="direct: call the recovery runbook as a subflow; alert: post an alert to the alert "
+        "receiver and follow the run its automation starts",
+    )
     confirmation_seconds: float = Field(
-        10, ge=0, description="direct failover: how long the primary must stay unreachable before it is called down")
+        10, ge=0, description="direct failover: how long the primary must stay unreachable before it is called down"
+    )
     canary_interval_seconds: float = Field(0.05, gt=0, le=5, description="How often the canary writes")
     baseline_writes: int = Field(10, ge=1, description="Acknowledged canary writes needed before the fault")
     recovery_timeout_seconds: float = Field(180, gt=0, description="How long recovery may take before the drill fails")
@@ -134,14 +150,19 @@ class DrillParams(RunbookParams):
     dry_run: bool = Field(False, description="Check every precondition and print the plan; inject nothing")
     notify: bool = Field(True, description="Report the drill in a Slack thread")
     lock_wait_seconds: float = Field(
-        0, ge=0, description="How long to wait for another runbook to release the cluster before refusing "
-                             "(the drill takes the cluster's change lock before it injects anything)")
+        0,
+        ge=0,
+        description="How long to wait for another runbook to release the cluster before refusing "
+        "(the drill takes the cluster's change lock before it injects anything)",
+    )
 
     @model_validator(mode="after")
     def _alert_path_fits(self) -> DrillParams:
         if self.recovery_path == "alert" and self.scenario == "planned-switchover":
-            raise ValueError("recovery_path alert does not apply to planned-switchover: no alert starts a "
-                             "planned switchover; use recovery_path direct")
+            raise ValueError(
+                "recovery_path alert does not apply to planned-switchover: no alert starts a "
+                "planned switchover; use recovery_path direct"
+            )
         return self
 
 
@@ -174,7 +195,9 @@ class DrillResult(BaseModel):
 
     def sentence(self) -> str:
         if self.dry_run:
-            return f"dry run: {self.scenario} drill of {self.cluster} planned in {len(self.plan)} steps; nothing injected"
+            return (
+                f"dry run: {self.scenario} drill of {self.cluster} planned in {len(self.plan)} steps; nothing injected"
+            )
         figures = self.measurement.sentence() if self.measurement else "nothing measured"
         verdict = "PASSED" if self.ok else "FAILED"
         return f"{self.scenario} drill of {self.cluster} {verdict}: {figures}"
@@ -183,19 +206,29 @@ class DrillResult(BaseModel):
 def drill_plan(params: DrillParams, target: str | None, original: str, writer_record: str) -> list[str]:
     """The drill's steps in order, as the report and a dry run show them."""
     runbook = RECOVERY_RUNBOOK[params.scenario]
-    how = ("as a subflow" if params.recovery_path == "direct"
-           else f"by posting {ALERT_FOR.get(params.scenario)} to the alert receiver and following the run it starts")
-    plan = [f"start the canary: a numbered row every {params.canary_interval_seconds * 1000:.0f} ms through "
-            f"{writer_record}; wait for {params.baseline_writes} acknowledged writes",
-            f"inject {params.scenario}" + (f" into {target}" if target and params.scenario != "planned-switchover"
-                                           else "")]
-    plan.append(f"recover: {runbook} {how}" + (f" (target {target})" if params.scenario == "planned-switchover"
-                                                 and target else ""))
-    plan += ["measure RTO, RPO and the write outage from the canary; wait for every replica to catch up; "
-             "compare row counts and checksums of the canary and application tables on every replica"]
+    how = (
+        "as a subflow"
+        if params.recovery_path == "direct"
+        else f"by posting {ALERT_FOR.get(params.scenario)} to the alert receiver and following the run it starts"
+    )
+    plan = [
+        f"start the canary: a numbered row every {params.canary_interval_seconds * 1000:.0f} ms through "
+        f"{writer_record}; wait for {params.baseline_writes} acknowledged writes",
+        f"inject {params.scenario}" + (f" into {target}" if target and params.scenario != "planned-switchover" else ""),
+    ]
+    plan.append(
+        f"recover: {runbook} {how}"
+        + (f" (target {target})" if params.scenario == "planned-switchover" and target else "")
+    )
+    plan += [
+        "measure RTO, RPO and the write outage from the canary; wait for every replica to catch up; "
+        "compare row counts and checksums of the canary and application tables on every replica"
+    ]
     if params.rollback:
-        plan += ["rollback: resume what the fault stopped; replica-resync every node; switchover back to "
-                 f"{original} if the primary moved; region health and a consistency check over every node"]
+        plan += [
+            "rollback: resume what the fault stopped; replica-resync every node; switchover back to "
+            f"{original} if the primary moved; region health and a consistency check over every node"
+        ]
     plan += ["report: timeline, figures against the objectives, trend row; Slack summary"]
     return plan
 
@@ -205,10 +238,13 @@ def dr_drill(params: DrillParams = DrillParams()) -> DrillResult:
     """Inject a fault, recover the way production does, measure RTO and RPO from real writes, roll back."""
     topology = load_topology(params.topology)
     cluster_name, _ = topology.cluster(params.cluster)
-    reporter = RunReporter(topology, "dr-drill", f"DR drill {params.scenario} on {cluster_name}",
-                           slack=params.notify)
-    reporter.start([f"scenario {params.scenario}, recovery {params.recovery_path}",
-                    "dry run: nothing will be injected" if params.dry_run else "this drill disturbs the cluster"])
+    reporter = RunReporter(topology, "dr-drill", f"DR drill {params.scenario} on {cluster_name}", slack=params.notify)
+    reporter.start(
+        [
+            f"scenario {params.scenario}, recovery {params.recovery_path}",
+            "dry run: nothing will be injected" if params.dry_run else "this drill disturbs the cluster",
+        ]
+    )
     progress = Progress()
     try:
         if params.dry_run:  # a dry run changes nothing: it needs no lock
@@ -218,26 +254,45 @@ def dr_drill(params: DrillParams = DrillParams()) -> DrillResult:
         # changes the cluster; its recovery runbooks, subflows, share that lock.
         with ExitStack() as locks:
             locks.enter_context(drill_lock(cluster_name))
-            held = locks.enter_context(cluster_lock(cluster_name, "dr-drill", params.lock_wait_seconds,
-                                                    on_wait=lambda line: reporter.step(line)))
+            held = locks.enter_context(
+                cluster_lock(
+                    cluster_name, "dr-drill", params.lock_wait_seconds, on_wait=lambda line: reporter.step(line)
+                )
+            )
             return _checked_drill(topology, cluster_name, params, reporter, progress, held, locks)
     except Exception as exc:
         report_error(reporter, exc, changed=progress.changed)
         raise
 
 
-def _checked_drill(topology: Topology, cluster_name: str, params: DrillParams, reporter: RunReporter,
-                   progress: Progress, held: HeldLock | None, locks: ExitStack | None = None) -> DrillResult:
+def _checked_drill(
+    topology: Topology,
+    cluster_name: str,
+    params: DrillParams,
+    reporter: RunReporter,
+    progress: Progress,
+    held: HeldLock | None,
+    locks: ExitStack | None = None,
+) -> DrillResult:
     """1. The steady state must hold and nothing be fenced; else the drill changes nothing and names the repair."""
     steady = _steady_state(topology, cluster_name, params, reporter, "before the drill")
     if not steady.healthy:
-        raise refuse(reporter, "the drill did not start: the steady state does not hold: " +
-                     "; ".join(f"{p.message} (repair: {REPAIR_HINT.get(p.kind, 'see region health')})"
-                               for p in steady.problems))
+        raise refuse(
+            reporter,
+            "the drill did not start: the steady state does not hold: "
+            + "; ".join(
+                f"{p.message} (repair: {REPAIR_HINT.get(p.kind, 'see region health')})" for p in steady.problems
+            ),
+        )
     fenced = fenced_nodes(topology, cluster_name)
     if fenced:
-        raise refuse(reporter, "the drill did not start: " + "; ".join(
-            f"{node} is fenced ({m.sentence()}); run replica-resync to bring it back" for node, m in fenced.items()))
+        raise refuse(
+            reporter,
+            "the drill did not start: "
+            + "; ".join(
+                f"{node} is fenced ({m.sentence()}); run replica-resync to bring it back" for node, m in fenced.items()
+            ),
+        )
     # A direct drill silences the alerts its fault causes (Alertmanager, when the topology
     # has one): they would page and start a second, alert-driven failover.  The alert
     # path must not be silenced: proving it is the point.
@@ -274,14 +329,16 @@ class DrillLock:
             return  # nobody took it over
         except LockLost:
             pass
-        self.held = self.locks.enter_context(cluster_lock(cluster, "dr-drill", wait_seconds,
-                                                          on_wait=lambda line: reporter.step(line)))
+        self.held = self.locks.enter_context(
+            cluster_lock(cluster, "dr-drill", wait_seconds, on_wait=lambda line: reporter.step(line))
+        )
         self.held.mark_changed()
         reporter.step(f"took the cluster lock back for the measurement and the rollback ({self.held.name})")
 
 
-def _steady_state(topology: Topology, cluster: str, params: DrillParams, reporter: RunReporter,
-                  when: str) -> RegionHealthReport:
+def _steady_state(
+    topology: Topology, cluster: str, params: DrillParams, reporter: RunReporter, when: str
+) -> RegionHealthReport:
     """Region health as a subflow (its own run and report), without its Slack alert."""
     report = region_health(RegionHealthParams(topology=params.topology, cluster=cluster, notify=False))
     reporter.step(f"steady state {when}: {report.sentence()}")
@@ -302,23 +359,42 @@ def _choose_target(topology: Topology, cluster: str, params: DrillParams, primar
     return params.node
 
 
-def _drill(topology: Topology, cluster: str, params: DrillParams, reporter: RunReporter, progress: Progress,
-           steady: RegionHealthReport, quiet: PlannedWorkSilence, lock: DrillLock) -> DrillResult:
+def _drill(
+    topology: Topology,
+    cluster: str,
+    params: DrillParams,
+    reporter: RunReporter,
+    progress: Progress,
+    steady: RegionHealthReport,
+    quiet: PlannedWorkSilence,
+    lock: DrillLock,
+) -> DrillResult:
     original = steady.primary
     assert original is not None  # a healthy steady state has one primary
     target = _choose_target(topology, cluster, params, original)
     reporter.step(f"the fault can be injected: {check_fault(topology, params.scenario, cluster, target)}")
     if params.recovery_path == "alert" and topology.alerting is None:
-        raise refuse(reporter, f"recovery_path alert needs the topology's alerting section (the alert receiver)")
+        raise refuse(reporter, "recovery_path alert needs the topology's alerting section (the alert receiver)")
     canary_id = f"{current_run.get_name() or 'drill'}-{uuid.uuid4().hex[:8]}"
     plan = drill_plan(params, target, original, topology.writer_record(cluster))
-    result = DrillResult(cluster=cluster, scenario=params.scenario, recovery_path=params.recovery_path,
-                         dry_run=params.dry_run, ok=False, canary_run_id=canary_id, original_primary=original,
-                         target=target, plan=plan)
+    result = DrillResult(
+        cluster=cluster,
+        scenario=params.scenario,
+        recovery_path=params.recovery_path,
+        dry_run=params.dry_run,
+        ok=False,
+        canary_run_id=canary_id,
+        original_primary=original,
+        target=target,
+        plan=plan,
+    )
     if params.dry_run:
         result.ok = True
-        reporter.finish("dry run", [result.sentence(), "nothing was injected or changed"],
-                        tables={"plan": [{"step": i, "action": a} for i, a in enumerate(plan, 1)]})
+        reporter.finish(
+            "dry run",
+            [result.sentence(), "nothing was injected or changed"],
+            tables={"plan": [{"step": i, "action": a} for i, a in enumerate(plan, 1)]},
+        )
         return result
 
     # 3. Action.
@@ -330,9 +406,17 @@ def _drill(topology: Topology, cluster: str, params: DrillParams, reporter: RunR
     try:
         acked = wait_for_acks(canary, params.baseline_writes, timeout=30)
         reporter.step(f"canary {canary_id} writing: {acked} writes acknowledged before the fault")
-        _remember(topology, cluster, {"run": str(current_run.get_id() or ""), "scenario": params.scenario,
-                                      "target": target, "original_primary": original,
-                                      "locked_at": lock.held.holder.since.isoformat() if lock.held else None})
+        _remember(
+            topology,
+            cluster,
+            {
+                "run": str(current_run.get_id() or ""),
+                "scenario": params.scenario,
+                "target": target,
+                "original_primary": original,
+                "locked_at": lock.held.holder.since.isoformat() if lock.held else None,
+            },
+        )
         lock.before_fault()
         if params.recovery_path == "direct":
             quiet.begin()
@@ -359,28 +443,49 @@ def _drill(topology: Topology, cluster: str, params: DrillParams, reporter: RunR
         if isinstance(action_error, PreconditionFailed):
             progress.changed = False  # the fault was never injected: only canary rows were written
         raise action_error
-    result.ok = bool(result.recovery_ok and result.measurement and all(v.passed for v in result.verdicts)
-                     and result.consistency and result.consistency.ok
-                     and (not params.rollback or (result.rollback_ok and result.steady_after
-                                                  and result.final_consistency and result.final_consistency.ok)))
+    result.ok = bool(
+        result.recovery_ok
+        and result.measurement
+        and all(v.passed for v in result.verdicts)
+        and result.consistency
+        and result.consistency.ok
+        and (
+            not params.rollback
+            or (result.rollback_ok and result.steady_after and result.final_consistency and result.final_consistency.ok)
+        )
+    )
     _report(topology, cluster, params, reporter, result, injection)
     if action_error is not None:
         raise action_error
     return result
 
 
-def _recover(topology: Topology, cluster: str, params: DrillParams, target: str | None,
-             injection: FaultInjection, reporter: RunReporter, result: DrillResult, lock: DrillLock) -> None:
+def _recover(
+    topology: Topology,
+    cluster: str,
+    params: DrillParams,
+    target: str | None,
+    injection: FaultInjection,
+    reporter: RunReporter,
+    result: DrillResult,
+    lock: DrillLock,
+) -> None:
     """Start the recovery runbook the way production would and wait for its outcome."""
     runbook = RECOVERY_RUNBOOK[params.scenario]
     reason = f"DR drill {current_run.get_name() or ''} ({params.scenario})".strip()
     if params.recovery_path == "alert":
         # The alert's run is not ours: it may take the cluster lock over; we take it back after.
         lock.hand_to_failover()
-        labels = {"cluster": cluster, "node": target or "", "region": topology.node(cluster, target).region
-                  if target else "", "severity": "critical", "source": "dr-drill"}
-        payload = alertmanager_payload(ALERT_FOR[params.scenario], labels, injection.at,
-                                       f"DR drill: {params.scenario} injected into {target}")
+        labels = {
+            "cluster": cluster,
+            "node": target or "",
+            "region": topology.node(cluster, target).region if target else "",
+            "severity": "critical",
+            "source": "dr-drill",
+        }
+        payload = alertmanager_payload(
+            ALERT_FOR[params.scenario], labels, injection.at, f"DR drill: {params.scenario} injected into {target}"
+        )
         reporter.step(post_alert(topology, payload).sentence())
         run = wait_for_started_run(runbook, cluster, injection.at, timeout=60, topology=params.topology)
         reporter.step(f"the alert's automation started {runbook} run {run.name}")
@@ -390,17 +495,39 @@ def _recover(topology: Topology, cluster: str, params: DrillParams, target: str 
         lock.take_back(cluster, 60, reporter)
     else:
         if runbook == "failover":
-            state = failover(FailoverParams(topology=params.topology, cluster=cluster, node=target, reason=reason,
-                                            grace_seconds=params.confirmation_seconds, probes=3,
-                                            probe_timeout_seconds=1, lock_wait_seconds=30,
-                                            notify=params.notify), return_state=True)
+            state = failover(
+                FailoverParams(
+                    topology=params.topology,
+                    cluster=cluster,
+                    node=target,
+                    reason=reason,
+                    grace_seconds=params.confirmation_seconds,
+                    probes=3,
+                    probe_timeout_seconds=1,
+                    lock_wait_seconds=30,
+                    notify=params.notify,
+                ),
+                return_state=True,
+            )
         elif runbook == "replica-resync":
-            state = replica_resync(ResyncParams(topology=params.topology, cluster=cluster, node=target,
-                                                verify_timeout_seconds=params.recovery_timeout_seconds,
-                                                lock_wait_seconds=30, notify=params.notify), return_state=True)
+            state = replica_resync(
+                ResyncParams(
+                    topology=params.topology,
+                    cluster=cluster,
+                    node=target,
+                    verify_timeout_seconds=params.recovery_timeout_seconds,
+                    lock_wait_seconds=30,
+                    notify=params.notify,
+                ),
+                return_state=True,
+            )
         else:
-            state = switchover(SwitchoverParams(topology=params.topology, cluster=cluster, target=target,
-                                                lock_wait_seconds=30, notify=params.notify), return_state=True)
+            state = switchover(
+                SwitchoverParams(
+                    topology=params.topology, cluster=cluster, target=target, lock_wait_seconds=30, notify=params.notify
+                ),
+                return_state=True,
+            )
         result.recovery_ok = state.is_completed()
         try:
             outcome = state.result()
@@ -412,8 +539,15 @@ def _recover(topology: Topology, cluster: str, params: DrillParams, target: str 
         reporter.step(resume_fault(topology, params.scenario, cluster, target).sentence())
 
 
-def _measure(topology: Topology, cluster: str, params: DrillParams, canary: CanaryWriter,
-             injection: FaultInjection, reporter: RunReporter, result: DrillResult) -> None:
+def _measure(
+    topology: Topology,
+    cluster: str,
+    params: DrillParams,
+    canary: CanaryWriter,
+    injection: FaultInjection,
+    reporter: RunReporter,
+    result: DrillResult,
+) -> None:
     """RTO, RPO, catch-up and consistency, from the canary and the nodes themselves."""
     try:
         first = wait_first_ack_after(canary, injection.at, timeout=30 if result.recovery_ok else 5)
@@ -449,8 +583,9 @@ def _measure(topology: Topology, cluster: str, params: DrillParams, canary: Cana
         reporter.step(f"measurement incomplete: {type(exc).__name__}: {exc}")
 
 
-def _consistency(topology: Topology, cluster: str, primary: str, replicas: list[str],
-                 skipped: dict[str, str] | None = None) -> ConsistencyCheck:
+def _consistency(
+    topology: Topology, cluster: str, primary: str, replicas: list[str], skipped: dict[str, str] | None = None
+) -> ConsistencyCheck:
     c = topology.clusters[cluster]
     tables = sorted({f"public.{CANARY_TABLE}", *c.backup.fingerprint_tables})
     # Every node is read at one common point: the application keeps writing throughout.
@@ -458,8 +593,15 @@ def _consistency(topology: Topology, cluster: str, primary: str, replicas: list[
     return compare_fingerprints(primary, prints, not_compared=skipped, point=point)
 
 
-def _rollback(topology: Topology, cluster: str, params: DrillParams, original: str, target: str | None,
-              reporter: RunReporter, result: DrillResult) -> None:
+def _rollback(
+    topology: Topology,
+    cluster: str,
+    params: DrillParams,
+    original: str,
+    target: str | None,
+    reporter: RunReporter,
+    result: DrillResult,
+) -> None:
     """Put the original topology back: resume, resync every node, switchover back, steady state again."""
     notes: list[str] = []
     ok = True
@@ -471,8 +613,16 @@ def _rollback(topology: Topology, cluster: str, params: DrillParams, original: s
     try:
         if params.scenario in ("region-outage", "primary-freeze"):
             note(resume_fault(topology, params.scenario, cluster, target).sentence())
-        resync = replica_resync(ResyncParams(topology=params.topology, cluster=cluster, verify_timeout_seconds=120,
-                                             lock_wait_seconds=60, notify=False), return_state=True)
+        resync = replica_resync(
+            ResyncParams(
+                topology=params.topology,
+                cluster=cluster,
+                verify_timeout_seconds=120,
+                lock_wait_seconds=60,
+                notify=False,
+            ),
+            return_state=True,
+        )
         ok &= resync.is_completed()
         note(_outcome("replica-resync", resync))
         if params.scenario == "replica-loss":
@@ -480,8 +630,12 @@ def _rollback(topology: Topology, cluster: str, params: DrillParams, original: s
         states = observe_cluster(topology, cluster)
         view = find_primary(topology, cluster, states, writer_node(topology, cluster))
         if view.primary != original:
-            back = switchover(SwitchoverParams(topology=params.topology, cluster=cluster, target=original,
-                                               lock_wait_seconds=60, notify=False), return_state=True)
+            back = switchover(
+                SwitchoverParams(
+                    topology=params.topology, cluster=cluster, target=original, lock_wait_seconds=60, notify=False
+                ),
+                return_state=True,
+            )
             ok &= back.is_completed()
             note(_outcome(f"switchover back to {original}", back))
         steady = _steady_state(topology, cluster, params, reporter, "after the rollback")
@@ -507,34 +661,75 @@ def _outcome(what: str, state: Any) -> str:
 
 
 # -- report ---------------------------------------------------------------------------------------
-def _report(topology: Topology, cluster: str, params: DrillParams, reporter: RunReporter, result: DrillResult,
-            injection: FaultInjection | None) -> None:
+def _report(
+    topology: Topology,
+    cluster: str,
+    params: DrillParams,
+    reporter: RunReporter,
+    result: DrillResult,
+    injection: FaultInjection | None,
+) -> None:
     t0 = injection.at if injection else reporter.started_at
-    timeline = [{"t (s)": f"{(at - t0).total_seconds():+.2f}", "at (UTC)": f"{at:%H:%M:%S.%f}"[:-3], "step": s}
-                for at, s in reporter.steps]
-    objectives = [{"figure": v.name, "measured (s)": "not reached" if v.measured is None else f"{v.measured:.2f}",
-                   "objective (s)": f"{v.objective:g}", "result": "pass" if v.passed else "FAIL"}
-                  for v in result.verdicts]
-    m = result.measurement
-    figures = [] if m is None else [
-        {"figure": "RTO (write outage)" if params.scenario == "planned-switchover"
-         else "RTO (fault -> first acknowledged write)", "value": f"{m.rto_seconds} s"},
-        {"figure": "RPO (acknowledged writes lost)", "value": f"{m.rpo_rows} rows, {m.rpo_seconds:.2f} s of writes"},
-        {"figure": "write outage (longest gap between acknowledgements)", "value": f"{m.unavailable_seconds:.2f} s"},
-        {"figure": "replicas caught up within", "value": f"{result.catch_up_seconds} s"},
-        {"figure": "canary writes acknowledged", "value": f"{m.writes_acknowledged} of {m.writes_sent}"},
-        {"figure": "late acknowledgements (committed after the client gave up)", "value": str(len(m.late_acks))},
+    timeline = [
+        {"t (s)": f"{(at - t0).total_seconds():+.2f}", "at (UTC)": f"{at:%H:%M:%S.%f}"[:-3], "step": s}
+        for at, s in reporter.steps
     ]
-    summary = [result.sentence(), f"recovery: {result.recovery or 'not started'}",
-               result.consistency.sentence() if result.consistency else "consistency not checked",
-               f"rollback: {'ok' if result.rollback_ok else 'FAILED' if result.rollback_ok is False else 'not run'}"
-               + (f"; steady state {'holds' if result.steady_after else 'does NOT hold'} again"
-                  if result.steady_after is not None else "")]
+    objectives = [
+        {
+            "figure": v.name,
+            "measured (s)": "not reached" if v.measured is None else f"{v.measured:.2f}",
+            "objective (s)": f"{v.objective:g}",
+            "result": "pass" if v.passed else "FAIL",
+        }
+        for v in result.verdicts
+    ]
+    m = result.measurement
+    figures = (
+        []
+        if m is None
+        else [
+            {
+                "figure": "RTO (write outage)"
+                if params.scenario == "planned-switchover"
+                else "RTO (fault -> first acknowledged write)",
+                "value": f"{m.rto_seconds} s",
+            },
+            {
+                "figure": "RPO (acknowledged writes lost)",
+                "value": f"{m.rpo_rows} rows, {m.rpo_seconds:.2f} s of writes",
+            },
+            {
+                "figure": "write outage (longest gap between acknowledgements)",
+                "value": f"{m.unavailable_seconds:.2f} s",
+            },
+            {"figure": "replicas caught up within", "value": f"{result.catch_up_seconds} s"},
+            {"figure": "canary writes acknowledged", "value": f"{m.writes_acknowledged} of {m.writes_sent}"},
+            {"figure": "late acknowledgements (committed after the client gave up)", "value": str(len(m.late_acks))},
+        ]
+    )
+    summary = [
+        result.sentence(),
+        f"recovery: {result.recovery or 'not started'}",
+        result.consistency.sentence() if result.consistency else "consistency not checked",
+        f"rollback: {'ok' if result.rollback_ok else 'FAILED' if result.rollback_ok is False else 'not run'}"
+        + (
+            f"; steady state {'holds' if result.steady_after else 'does NOT hold'} again"
+            if result.steady_after is not None
+            else ""
+        ),
+    ]
     trend = _append_trend(cluster, params, result)
-    reporter.finish("passed" if result.ok else "failed", summary,
-                    tables={"objectives": objectives, "figures": figures, "timeline": timeline,
-                            "rollback": [{"step": i, "outcome": s} for i, s in enumerate(result.rollback, 1)],
-                            "trend (last 10 drills)": trend[-10:]})
+    reporter.finish(
+        "passed" if result.ok else "failed",
+        summary,
+        tables={
+            "objectives": objectives,
+            "figures": figures,
+            "timeline": timeline,
+            "rollback": [{"step": i, "outcome": s} for i, s in enumerate(result.rollback, 1)],
+            "trend (last 10 drills)": trend[-10:],
+        },
+    )
 
 
 def trend_key(cluster: str) -> str:
@@ -554,18 +749,25 @@ def _append_trend(cluster: str, params: DrillParams, result: DrillResult) -> lis
     except Exception as exc:  # noqa: BLE001 - a missing trend starts a new one
         log.warning("could not read the drill trend: %s", exc)
     m = result.measurement
-    rows.append({
-        "date (UTC)": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}", "run": current_run.get_name() or "",
-        "scenario": params.scenario, "path": params.recovery_path,
-        "RTO s": m.rto_seconds if m else None, "RPO rows": m.rpo_rows if m else None,
-        "RPO s": m.rpo_seconds if m else None, "outage s": m.unavailable_seconds if m else None,
-        "consistent": bool(result.consistency and result.consistency.ok),
-        "result": "pass" if result.ok else "FAIL",
-    })
+    rows.append(
+        {
+            "date (UTC)": f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
+            "run": current_run.get_name() or "",
+            "scenario": params.scenario,
+            "path": params.recovery_path,
+            "RTO s": m.rto_seconds if m else None,
+            "RPO rows": m.rpo_rows if m else None,
+            "RPO s": m.rpo_seconds if m else None,
+            "outage s": m.unavailable_seconds if m else None,
+            "consistent": bool(result.consistency and result.consistency.ok),
+            "result": "pass" if result.ok else "FAIL",
+        }
+    )
     rows = rows[-TREND_ROWS:]
     try:
-        create_table_artifact(key=trend_key(cluster), table=rows,
-                              description=f"DR drills of {cluster}: one row per drill, newest last")
+        create_table_artifact(
+            key=trend_key(cluster), table=rows, description=f"DR drills of {cluster}: one row per drill, newest last"
+        )
     except Exception as exc:  # noqa: BLE001 - the report must not fail on the trend
         log.warning("could not write the drill trend: %s", exc)
     return rows

@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 from prefect import flow
-from prefect.runtime import flow_run as current_run
 from pydantic import BaseModel, Field
 
 from regionops.decisions import (
@@ -33,7 +32,6 @@ from regionops.decisions import (
     assess_failover_loss,
     choose_promotion_candidate,
     decide_primary_down,
-    estimate_data_loss,
     find_primary,
 )
 from regionops.errors import RunbookError, VerificationFailed
@@ -75,12 +73,15 @@ class FailoverParams(ClusterChangeParams):
     grace_seconds: float = Field(10, ge=0, description="The probes must fail over at least this long")
     probe_timeout_seconds: float = Field(2, gt=0, description="Connect timeout of one probe")
     replay_wait_seconds: float = Field(
-        5, ge=0, description="How long replicas may take to replay WAL they received before one is chosen")
+        5, ge=0, description="How long replicas may take to replay WAL they received before one is chosen"
+    )
     verify_timeout_seconds: float = Field(60, gt=0, description="How long the write verification may take")
     approval_timeout_seconds: int = Field(900, gt=0, description="How long to wait for the approval")
     page_if_no_failover: bool = Field(
-        False, description="Page in Slack when the run ends without failing over, with the reason (the alert "
-                           "trigger sets it: a primary-down alert must never go unanswered silently)")
+        False,
+        description="Page in Slack when the run ends without failing over, with the reason (the alert "
+        "trigger sets it: a primary-down alert must never go unanswered silently)",
+    )
 
 
 class FailoverResult(BaseModel):
@@ -105,12 +106,16 @@ class FailoverResult(BaseModel):
 
     def sentence(self) -> str:
         if self.dry_run:
-            return (f"dry run: would fail {self.cluster} over from {self.old_primary} to {self.new_primary}; "
-                    f"nothing was changed")
+            return (
+                f"dry run: would fail {self.cluster} over from {self.old_primary} to {self.new_primary}; "
+                f"nothing was changed"
+            )
         loss = self.data_loss.reason if self.data_loss else "data loss unknown"
-        return (f"failed {self.cluster} over from {self.old_primary} to {self.new_primary} (timeline "
-                f"{self.timeline}); writes accepted {self.writes_accepted_after_seconds:.1f} s after the run "
-                f"started; {loss}")
+        return (
+            f"failed {self.cluster} over from {self.old_primary} to {self.new_primary} (timeline "
+            f"{self.timeline}); writes accepted {self.writes_accepted_after_seconds:.1f} s after the run "
+            f"started; {loss}"
+        )
 
 
 def failover_plan(old: str, new: str, followers: list[str], writer_record: str) -> list[str]:
@@ -131,9 +136,17 @@ def failover(params: FailoverParams = FailoverParams()) -> FailoverResult:
     """Promote the best replica of a cluster whose primary is down, fencing the old one."""
     topology = load_topology(params.topology)
     cluster_name, _ = topology.cluster(params.cluster)
-    run = RunbookRun(topology, "failover", cluster_name, f"Failover of {cluster_name}", params, start_lines=[
-        f"started by: {params.reason or 'a human'}",
-        "dry run: nothing will be changed" if params.dry_run else "this run changes the cluster"])
+    run = RunbookRun(
+        topology,
+        "failover",
+        cluster_name,
+        f"Failover of {cluster_name}",
+        params,
+        start_lines=[
+            f"started by: {params.reason or 'a human'}",
+            "dry run: nothing will be changed" if params.dry_run else "this run changes the cluster",
+        ],
+    )
     try:
         with run:
             return _failover(topology, cluster_name, params, run)
@@ -145,14 +158,20 @@ def failover(params: FailoverParams = FailoverParams()) -> FailoverResult:
 
 def _page_no_failover(cluster_name: str, params: FailoverParams, run: RunbookRun, exc: Exception) -> None:
     """A primary-down alert that did not lead to a failover is a page, never a silent refusal."""
-    what = ("the failover failed half-way: the cluster WAS changed" if run.changed
-            else "nothing was changed: the primary may still be down")
-    run.reporter.alert(f"PAGE: primary-down alert on {cluster_name} did not lead to a failover", [
-        f"started by: {params.reason or 'an alert'}",
-        f"why: {type(exc).__name__}: {exc}",
-        what,
-        "check region health now; runbooks/failover.md says what to do next",
-    ])
+    what = (
+        "the failover failed half-way: the cluster WAS changed"
+        if run.changed
+        else "nothing was changed: the primary may still be down"
+    )
+    run.reporter.alert(
+        f"PAGE: primary-down alert on {cluster_name} did not lead to a failover",
+        [
+            f"started by: {params.reason or 'an alert'}",
+            f"why: {type(exc).__name__}: {exc}",
+            what,
+            "check region health now; runbooks/failover.md says what to do next",
+        ],
+    )
 
 
 def _failover(topology: Topology, cluster_name: str, params: FailoverParams, run: RunbookRun) -> FailoverResult:
@@ -169,19 +188,26 @@ def _failover(topology: Topology, cluster_name: str, params: FailoverParams, run
     if params.node and params.node != old:
         raise run.refuse(f"the alert names {params.node}, but the primary is {old} ({view.reason})")
     replicas = [n for n in cluster.nodes if n != old]
-    probes = probe_primary(topology, cluster_name, old, params.probes, params.grace_seconds,
-                           params.probe_timeout_seconds)
+    probes = probe_primary(
+        topology, cluster_name, old, params.probes, params.grace_seconds, params.probe_timeout_seconds
+    )
     states = {**states, **observe_cluster(topology, cluster_name, replicas)}
-    down = decide_primary_down(old, probes, {n: states[n] for n in replicas}, grace_seconds=params.grace_seconds,
-                               min_failed_probes=params.probes)
+    down = decide_primary_down(
+        old,
+        probes,
+        {n: states[n] for n in replicas},
+        grace_seconds=params.grace_seconds,
+        min_failed_probes=params.probes,
+    )
     if not down.down:
         raise run.refuse(f"failover refused: {down.reason}")
     reporter.step(down.reason)
 
     # 3. Choose the replica that holds the most WAL.
     states = {**states, **_replay_received(topology, cluster_name, states, replicas, params.replay_wait_seconds)}
-    choice = choose_promotion_candidate(topology, cluster_name, states, old_primary=old,
-                                        exclude_regions=set(params.exclude_regions), fenced=set(fenced))
+    choice = choose_promotion_candidate(
+        topology, cluster_name, states, old_primary=old, exclude_regions=set(params.exclude_regions), fenced=set(fenced)
+    )
     if choice.candidate is None:
         raise run.refuse(f"failover refused: {choice.reason}")
     reporter.step(choice.reason)
@@ -191,11 +217,22 @@ def _failover(topology: Topology, cluster_name: str, params: FailoverParams, run
 
     # 4. Dry run or approval.
     if params.dry_run:
-        reporter.finish("dry run", [f"would fail over from {old} to {new}; nothing was changed"],
-                        tables={"plan": plan_table(plan), "candidates": _ranking(choice)})
-        return FailoverResult(cluster=cluster_name, ok=True, dry_run=True, old_primary=old, new_primary=new,
-                              down_reason=down.reason, choice_reason=choice.reason, plan=plan,
-                              steps=[s for _, s in reporter.steps])
+        reporter.finish(
+            "dry run",
+            [f"would fail over from {old} to {new}; nothing was changed"],
+            tables={"plan": plan_table(plan), "candidates": _ranking(choice)},
+        )
+        return FailoverResult(
+            cluster=cluster_name,
+            ok=True,
+            dry_run=True,
+            old_primary=old,
+            new_primary=new,
+            down_reason=down.reason,
+            choice_reason=choice.reason,
+            plan=plan,
+            steps=[s for _, s in reporter.steps],
+        )
     if params.require_approval:
         run.approve(plan, f"promote {new}")
 
@@ -210,8 +247,9 @@ def _failover(topology: Topology, cluster_name: str, params: FailoverParams, run
     # 6. Promote, slots, writer record.
     promotion = promote(topology, cluster_name, new)
     reporter.step(promotion.sentence())
-    reporter.step(ensure_slots(topology, cluster_name, new, [n for n in cluster.nodes if n != new]).sentence(),
-                  slack=False)
+    reporter.step(
+        ensure_slots(topology, cluster_name, new, [n for n in cluster.nodes if n != new]).sentence(), slack=False
+    )
     reporter.step(switch_writer(topology, cluster_name, new).sentence())
 
     # 7. The other replicas follow the new timeline.
@@ -224,42 +262,63 @@ def _failover(topology: Topology, cluster_name: str, params: FailoverParams, run
     # 8. Writes work, and reach every follower.
     written = verify_write(topology, cluster_name, new, followers, params.verify_timeout_seconds, "failover")
     reporter.step(written.sentence())
-    accepted_after = (
-        (written.accepted_at - reporter.started_at).total_seconds() if written.accepted_at else None
-    )
+    accepted_after = (written.accepted_at - reporter.started_at).total_seconds() if written.accepted_at else None
 
     # 9. What did it cost?
     loss, source = _data_loss(topology, cluster_name, old, replicas, states, promotion)
     reporter.step(f"data loss: {loss.reason} (old primary's last LSN from {source})")
 
     result = FailoverResult(
-        cluster=cluster_name, ok=written.ok, dry_run=False, old_primary=old, new_primary=new,
-        down_reason=down.reason, choice_reason=choice.reason, plan=plan, steps=[s for _, s in reporter.steps],
-        fence=fence, promoted_lsn=promotion.promoted_lsn, timeline=promotion.timeline, followers=followers,
+        cluster=cluster_name,
+        ok=written.ok,
+        dry_run=False,
+        old_primary=old,
+        new_primary=new,
+        down_reason=down.reason,
+        choice_reason=choice.reason,
+        plan=plan,
+        steps=[s for _, s in reporter.steps],
+        fence=fence,
+        promoted_lsn=promotion.promoted_lsn,
+        timeline=promotion.timeline,
+        followers=followers,
         writes_accepted_after_seconds=round(accepted_after, 2) if accepted_after is not None else None,
-        data_loss=loss, data_loss_source=source,
+        data_loss=loss,
+        data_loss_source=source,
     )
     tables = {"candidates": _ranking(choice)}
     if not written.ok:
-        reporter.finish("failed", [f"{new} is primary but writes are not verified: {written.sentence()}",
-                                   fence.sentence(), loss.reason], tables=tables)
+        reporter.finish(
+            "failed",
+            [f"{new} is primary but writes are not verified: {written.sentence()}", fence.sentence(), loss.reason],
+            tables=tables,
+        )
         raise VerificationFailed(written.sentence())
-    reporter.finish("succeeded",
-                    [result.sentence(), fence.sentence(), f"run replica-resync to bring {old} back as a replica"],
-                    tables=tables)
+    reporter.finish(
+        "succeeded",
+        [result.sentence(), fence.sentence(), f"run replica-resync to bring {old} back as a replica"],
+        tables=tables,
+    )
     return result
 
 
-def _replay_received(topology: Topology, cluster_name: str, states: dict[str, NodeState], replicas: list[str],
-                     timeout: float) -> dict[str, NodeState]:
+def _replay_received(
+    topology: Topology, cluster_name: str, states: dict[str, NodeState], replicas: list[str], timeout: float
+) -> dict[str, NodeState]:
     """Give replicas a moment to replay WAL they already hold, then observe them again.
 
     The candidate is ranked by replayed WAL; WAL received but not yet replayed would be
     replayed at promotion anyway, so waiting briefly makes the ranking reflect what each
     replica really holds.
     """
-    behind = [n for n in replicas if states[n].reachable and states[n].receive_lsn and states[n].replay_lsn
-              and states[n].replay_lsn < states[n].receive_lsn]
+    behind = [
+        n
+        for n in replicas
+        if states[n].reachable
+        and states[n].receive_lsn
+        and states[n].replay_lsn
+        and states[n].replay_lsn < states[n].receive_lsn
+    ]
     if not behind:
         return {}
     for node in behind:
@@ -267,8 +326,9 @@ def _replay_received(topology: Topology, cluster_name: str, states: dict[str, No
     return observe_cluster(topology, cluster_name, behind)
 
 
-def _fence(topology: Topology, cluster_name: str, old: str, states: dict[str, NodeState],
-           reporter: RunReporter) -> OldPrimaryFence:
+def _fence(
+    topology: Topology, cluster_name: str, old: str, states: dict[str, NodeState], reporter: RunReporter
+) -> OldPrimaryFence:
     """Make sure the old primary can never take writes again, before anything is promoted.
 
     An old primary that was only unreachable (a freeze that ended, a partition that
@@ -300,36 +360,57 @@ def _fence(topology: Topology, cluster_name: str, old: str, states: dict[str, No
         notes.append(f"{old} could not be stopped or fenced on disk: {exc}")
     last = states[old]
     marker = FenceMarker(
-        cluster=cluster_name, node=old, stopped=stopped, read_only=read_only,
+        cluster=cluster_name,
+        node=old,
+        stopped=stopped,
+        read_only=read_only,
         reason="failed over: it was the primary and was found down",
-        last_lsn=last.current_lsn, timeline=last.timeline, by=current_fencer(topology, "failover"),
+        last_lsn=last.current_lsn,
+        timeline=last.timeline,
+        by=current_fencer(topology, "failover"),
     )
-    fence = OldPrimaryFence(node=old, read_only=read_only, stopped=stopped, notes=notes,
-                            record=mark_fenced(topology, marker))
+    fence = OldPrimaryFence(
+        node=old, read_only=read_only, stopped=stopped, notes=notes, record=mark_fenced(topology, marker)
+    )
     reporter.step(fence.sentence())
     return fence
 
 
-def _data_loss(topology: Topology, cluster_name: str, old: str, replicas: list[str], states: dict[str, NodeState],
-               promotion: Promotion) -> tuple[DataLossEstimate, str]:
+def _data_loss(
+    topology: Topology,
+    cluster_name: str,
+    old: str,
+    replicas: list[str],
+    states: dict[str, NodeState],
+    promotion: Promotion,
+) -> tuple[DataLossEstimate, str]:
     """Estimate the loss (pure: :func:`assess_failover_loss`) from the old primary's WAL end when readable."""
     try:
         wal_end = read_wal_end(topology, cluster_name, old)
     except RunbookError:
         wal_end = None  # its disk is out of reach: the decision falls back to what the replicas hold
     loss = assess_failover_loss(
-        promotion.promoted_lsn, old_primary=states[old], replicas=[states[n] for n in replicas],
-        wal_end_lsn=wal_end.lsn if wal_end else None, wal_end_note=wal_end.sentence() if wal_end else "",
+        promotion.promoted_lsn,
+        old_primary=states[old],
+        replicas=[states[n] for n in replicas],
+        wal_end_lsn=wal_end.lsn if wal_end else None,
+        wal_end_note=wal_end.sentence() if wal_end else "",
         old_last_commit_at=wal_end.last_commit_at if wal_end else None,
-        promoted_last_commit_at=promotion.last_replayed_commit_at)
+        promoted_last_commit_at=promotion.last_replayed_commit_at,
+    )
     return loss.estimate, loss.source
 
 
 def _ranking(choice: PromotionDecision) -> list[dict[str, object]]:
     return [
-        {"rank": r.rank, "node": r.node, "region": r.region, "lsn": str(r.lsn) if r.lsn else None,
-         "priority": r.priority, "eligible": r.eligible, "why": r.why}
+        {
+            "rank": r.rank,
+            "node": r.node,
+            "region": r.region,
+            "lsn": str(r.lsn) if r.lsn else None,
+            "priority": r.priority,
+            "eligible": r.eligible,
+            "why": r.why,
+        }
         for r in choice.ranking
     ]
-
-

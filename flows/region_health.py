@@ -65,10 +65,15 @@ def region_health(params: RegionHealthParams = RegionHealthParams()) -> RegionHe
     # 2. Decide what is wrong (pure) and report it.
     states = {name: fut.result() for name, fut in nodes.items()}
     report = assess_health(
-        topology, cluster_name, states,
+        topology,
+        cluster_name,
+        states,
         [fut.result() for fut in apps],
         [fut.result() for fut in buckets],
-        writer, limits, writer_error=writer_error, fenced=set(fences),
+        writer,
+        limits,
+        writer_error=writer_error,
+        fenced=set(fences),
     )
     for problem in report.problems:
         reporter.step(problem.message, slack=False)
@@ -79,9 +84,14 @@ def region_health(params: RegionHealthParams = RegionHealthParams()) -> RegionHe
         report.actions += done
         for sentence in done:
             reporter.step(sentence, slack=False)
-        reporter.alert(f"SPLIT BRAIN in {cluster_name}: fenced {node} accepted writes; fenced it again",
-                       [fences[node].sentence(), *done,
-                        f"writes {node} took since it was fenced are not on the primary: see runbooks/region-health.md"])
+        reporter.alert(
+            f"SPLIT BRAIN in {cluster_name}: fenced {node} accepted writes; fenced it again",
+            [
+                fences[node].sentence(),
+                *done,
+                f"writes {node} took since it was fenced are not on the primary: see runbooks/region-health.md",
+            ],
+        )
     # The monitoring system's view beside the runbook's own probes (when the topology names it).
     prometheus = read_prometheus_alerts(topology) if topology.monitoring.prometheus_url else None
     if prometheus is not None:
@@ -92,19 +102,29 @@ def region_health(params: RegionHealthParams = RegionHealthParams()) -> RegionHe
         if recorded:
             reporter.step(recorded, slack=False)
     if not report.healthy:
-        reporter.alert(f"Region health: {len(report.problems)} problem(s) in {cluster_name}",
-                       [p.message for p in report.problems])
+        reporter.alert(
+            f"Region health: {len(report.problems)} problem(s) in {cluster_name}", [p.message for p in report.problems]
+        )
     reporter.finish(
         "healthy" if report.healthy else "problems found",
         [report.sentence(), *report.actions],
         tables={
             "nodes": [row.model_dump(exclude={"detail"}) for row in report.nodes],
-            "apps": [a.model_dump(include={"region", "reachable", "status_code", "status", "version", "database"})
-                     for a in report.apps],
+            "apps": [
+                a.model_dump(include={"region", "reachable", "status_code", "status", "version", "database"})
+                for a in report.apps
+            ],
             "buckets": [b.model_dump() for b in report.buckets],
             "writer record": [report.writer.model_dump()],
-            **({"prometheus alerts": [a.model_dump(exclude={"labels"}) | {"labels": str(a.labels)}
-                                      for a in prometheus.alerts]} if prometheus else {}),
+            **(
+                {
+                    "prometheus alerts": [
+                        a.model_dump(exclude={"labels"}) | {"labels": str(a.labels)} for a in prometheus.alerts
+                    ]
+                }
+                if prometheus
+                else {}
+            ),
         },
     )
     return report

@@ -33,8 +33,9 @@ class RegionTrafficParams(BaseModel):
 
     topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
     region: str = Field(description="The region whose application traffic is drained or restored")
-    action: Literal["drain", "restore"] = Field("drain", description="drain: send its users elsewhere; "
-                                                                       "restore: take them back")
+    action: Literal["drain", "restore"] = Field(
+        "drain", description="drain: send its users elsewhere; restore: take them back"
+    )
     reason: str = Field("manual drain", description="Why; kept in the drain marker and the report")
     load_window_seconds: float = Field(2, gt=0, description="How long the apps' request rate is measured")
     dry_run: bool = Field(False, description="Check and decide; change nothing")
@@ -65,15 +66,23 @@ def region_traffic(params: RegionTrafficParams) -> RegionTrafficResult:
     """Drain a region's application traffic (after checking the others can take it), or restore it."""
     topology = load_topology(params.topology)
     if params.region not in topology.regions:
-        raise ConfigurationError(f"parameter region: unknown region {params.region!r} "
-                                 f"(the topology's regions: {', '.join(topology.regions)})")
-    reporter = RunReporter(topology, "region-traffic", f"{params.action.capitalize()} app traffic of {params.region}",
-                           slack=params.notify)
+        raise ConfigurationError(
+            f"parameter region: unknown region {params.region!r} "
+            f"(the topology's regions: {', '.join(topology.regions)})"
+        )
+    reporter = RunReporter(
+        topology, "region-traffic", f"{params.action.capitalize()} app traffic of {params.region}", slack=params.notify
+    )
     reporter.start([f"reason: {params.reason}"] + (["dry run: nothing will be changed"] if params.dry_run else []))
     state = read_traffic(topology)
     reporter.step(state.sentence(), slack=False)
-    result = RegionTrafficResult(region=params.region, action=params.action, dry_run=params.dry_run,
-                                 serving_before=sorted(state.serving), serving_after=sorted(state.serving))
+    result = RegionTrafficResult(
+        region=params.region,
+        action=params.action,
+        dry_run=params.dry_run,
+        serving_before=sorted(state.serving),
+        serving_after=sorted(state.serving),
+    )
     try:
         if params.action == "drain":
             decision = _decide(topology, params, sorted(state.serving))
@@ -84,8 +93,11 @@ def region_traffic(params: RegionTrafficParams) -> RegionTrafficResult:
         if params.dry_run:
             reporter.finish("dry run", [result.sentence()])
             return result
-        change = (drain_region(topology, params.region, params.reason) if params.action == "drain"
-                  else restore_region(topology, params.region))
+        change = (
+            drain_region(topology, params.region, params.reason)
+            if params.action == "drain"
+            else restore_region(topology, params.region)
+        )
         result.change = change
         reporter.step(change.sentence())
         after = read_traffic(topology)
@@ -94,12 +106,15 @@ def region_traffic(params: RegionTrafficParams) -> RegionTrafficResult:
         if serves == (params.action == "drain"):
             raise VerificationFailed(f"after the {params.action}, {after.sentence()}")
     except Exception as exc:
-        reporter.finish("refused" if isinstance(exc, PreconditionFailed) else "failed",
-                        [f"{type(exc).__name__}: {exc}"])
+        reporter.finish(
+            "refused" if isinstance(exc, PreconditionFailed) else "failed", [f"{type(exc).__name__}: {exc}"]
+        )
         raise
-    reporter.finish("succeeded", [result.sentence()],
-                    tables={"records": [{"region": r, "serving": r in result.serving_after}
-                                        for r in topology.regions]})
+    reporter.finish(
+        "succeeded",
+        [result.sentence()],
+        tables={"records": [{"region": r, "serving": r in result.serving_after} for r in topology.regions]},
+    )
     return result
 
 

@@ -63,8 +63,10 @@ class ReleaseParams(BaseModel):
     topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
     version: str = Field(description="The version to release, e.g. 1.4.2 (an image tag, a build number)")
     waves: list[list[str]] | None = Field(
-        None, description="Regions per wave, in order, every region exactly once; default: the canary region "
-                          "alone, then all the others")
+        None,
+        description="Regions per wave, in order, every region exactly once; default: the canary region "
+        "alone, then all the others",
+    )
     bake_seconds: float = Field(300, ge=0, description="How long each wave is watched before the next one")
     probe_interval_seconds: float = Field(5, gt=0, description="Time between health probes and gate checks")
     healthy_probes: int = Field(3, ge=1, description="Consecutive healthy probes a region needs after its deploy")
@@ -72,16 +74,20 @@ class ReleaseParams(BaseModel):
     max_p95_ms: float = Field(250, gt=0, description="Gate: largest p95 latency (ms) during the bake")
     min_requests: int = Field(1, ge=0, description="Gate: fewer requests measured than this fails the gate")
     deploy_timeout_seconds: float = Field(
-        600, gt=0, description="How long a region may take to run the new version and pass its probes")
+        600, gt=0, description="How long a region may take to run the new version and pass its probes"
+    )
     require_approval: bool = Field(False, description="Pause for a typed approval in the UI between waves")
     approval_timeout_seconds: int = Field(3600, gt=0, description="An approval not given in time rolls back")
     publish_assets: bool = Field(True, description="Publish the version's static assets and invalidate the CDN")
     assets_dir: str | None = Field(
-        None, description="Directory of this version's static assets; default the topology's assets source")
-    dry_run: bool = Field(False, description="Check, record versions, show the plan and the asset changes; "
-                                             "change nothing")
+        None, description="Directory of this version's static assets; default the topology's assets source"
+    )
+    dry_run: bool = Field(
+        False, description="Check, record versions, show the plan and the asset changes; change nothing"
+    )
     lock_wait_seconds: float = Field(
-        0, ge=0, description="0: refuse while another release runs; otherwise queue behind it this long")
+        0, ge=0, description="0: refuse while another release runs; otherwise queue behind it this long"
+    )
     reason: str | None = Field(None, description="Why (change ticket, CI pipeline); quoted in the report")
     notify: bool = Field(True, description="Report the run in a Slack thread")
 
@@ -93,14 +99,16 @@ class ReleaseParams(BaseModel):
         if not value:
             raise ValueError("version must not be empty")
         if not re.match(VERSION_PATTERN, value):
-            raise ValueError(f"version {value!r} may hold only letters, digits and . _ + - (and start with one "
-                             "letter or digit)")
+            raise ValueError(
+                f"version {value!r} may hold only letters, digits and . _ + - (and start with one letter or digit)"
+            )
         return value
 
     def limits(self) -> GateThresholds:
         """The gate thresholds of this run."""
-        return GateThresholds(max_error_rate=self.max_error_rate, max_p95_ms=self.max_p95_ms,
-                              min_requests=self.min_requests)
+        return GateThresholds(
+            max_error_rate=self.max_error_rate, max_p95_ms=self.max_p95_ms, min_requests=self.min_requests
+        )
 
 
 class WaveOutcome(BaseModel):
@@ -154,12 +162,23 @@ def release(params: ReleaseParams) -> ReleaseResult:
     files = _asset_files(topology, params)
 
     reporter = RunReporter(topology, "release", f"Release of {app.name} {params.version}", slack=params.notify)
-    reporter.start([f"waves: {' -> '.join('+'.join(w) for w in waves)}",
-                    f"started by: {params.reason or 'a human'}",
-                    "dry run: nothing will be changed" if params.dry_run else "this run changes every region"])
-    run = _Run(ReleaseResult(application=app.name, version=params.version, ok=False, dry_run=params.dry_run,
-                             outcome="started",
-                             waves=[WaveOutcome(wave=i, regions=w, outcome="pending") for i, w in enumerate(waves, 1)]))
+    reporter.start(
+        [
+            f"waves: {' -> '.join('+'.join(w) for w in waves)}",
+            f"started by: {params.reason or 'a human'}",
+            "dry run: nothing will be changed" if params.dry_run else "this run changes every region",
+        ]
+    )
+    run = _Run(
+        ReleaseResult(
+            application=app.name,
+            version=params.version,
+            ok=False,
+            dry_run=params.dry_run,
+            outcome="started",
+            waves=[WaveOutcome(wave=i, regions=w, outcome="pending") for i, w in enumerate(waves, 1)],
+        )
+    )
     try:
         lock = nullcontext() if params.dry_run else release_lock(app.name, params.lock_wait_seconds, reporter.step)
         with lock:
@@ -179,8 +198,14 @@ def _asset_files(topology: Topology, params: ReleaseParams) -> list[AssetFile] |
     return scan(source_dir(template, params.version), topology.app().assets.prefix)
 
 
-def _release(topology: Topology, params: ReleaseParams, waves: list[list[str]], files: list[AssetFile] | None,
-             reporter: RunReporter, run: _Run) -> ReleaseResult:
+def _release(
+    topology: Topology,
+    params: ReleaseParams,
+    waves: list[list[str]],
+    files: list[AssetFile] | None,
+    reporter: RunReporter,
+    run: _Run,
+) -> ReleaseResult:
     result = run.result
     regions = list(topology.regions)
 
@@ -190,15 +215,17 @@ def _release(topology: Topology, params: ReleaseParams, waves: list[list[str]], 
     result.before = {r: v.version for r, v in before.items()}
     unknown = [v.sentence() for v in before.values() if v.version is None]
     if unknown:
-        raise PreconditionFailed(f"cannot record the running version, so no rollback would be possible: "
-                                 f"{'; '.join(unknown)}")
+        raise PreconditionFailed(
+            f"cannot record the running version, so no rollback would be possible: {'; '.join(unknown)}"
+        )
     for v in before.values():
         reporter.step(v.sentence(), slack=False)
 
     # 4. Static assets, then the CDN paths that changed.
     if files is not None:
-        result.assets = [f.result() for f in
-                         [publish_assets.submit(topology, r, files, params.dry_run) for r in regions]]
+        result.assets = [
+            f.result() for f in [publish_assets.submit(topology, r, files, params.dry_run) for r in regions]
+        ]
         run.assets_changed = any(p.uploaded for p in result.assets) and not params.dry_run
         for p in result.assets:
             reporter.step(p.sentence(), slack=False)
@@ -228,15 +255,18 @@ def _release(topology: Topology, params: ReleaseParams, waves: list[list[str]], 
             raise VerificationFailed(f"after the last wave not every region runs {params.version}: {', '.join(wrong)}")
     except Exception as exc:
         _rollback(topology, params, before, reporter, run, exc)
-        raise RolledBack(f"release of {params.version} stopped: {exc}; rolled back "
-                         f"{', '.join(f'{r} to {before[r].version}' for r in run.changed) or 'nothing'}") from exc
+        raise RolledBack(
+            f"release of {params.version} stopped: {exc}; rolled back "
+            f"{', '.join(f'{r} to {before[r].version}' for r in run.changed) or 'nothing'}"
+        ) from exc
     result.ok, result.outcome = True, f"released to every region ({', '.join(regions)})"
     reporter.finish("succeeded", [result.sentence()], tables=_tables(run))
     return result
 
 
-def _run_wave(topology: Topology, params: ReleaseParams, i: int, wave: list[str], reporter: RunReporter,
-              run: _Run) -> None:
+def _run_wave(
+    topology: Topology, params: ReleaseParams, i: int, wave: list[str], reporter: RunReporter, run: _Run
+) -> None:
     """Deploy one wave's regions in parallel, wait for N healthy probes each, bake them; raise on any failure."""
     result = run.result
     outcome = result.waves[i - 1]
@@ -245,12 +275,24 @@ def _run_wave(topology: Topology, params: ReleaseParams, i: int, wave: list[str]
     run.changed += wave  # before the deploy: a deploy that fails half-way has changed the region too
     deploys = {r: deploy_region.submit(topology, r, params.version) for r in wave}
     _results(deploys, reporter, lambda d: d.sentence())
-    waits = {r: wait_healthy.submit(topology, r, params.version, i, params.healthy_probes,
-                                    params.probe_interval_seconds, params.deploy_timeout_seconds) for r in wave}
+    waits = {
+        r: wait_healthy.submit(
+            topology,
+            r,
+            params.version,
+            i,
+            params.healthy_probes,
+            params.probe_interval_seconds,
+            params.deploy_timeout_seconds,
+        )
+        for r in wave
+    }
     result.gates += _results(waits, reporter, lambda g: g.sentence())
     outcome.outcome = "baking"
-    bakes = {r: bake_region.submit(topology, r, i, params.limits(), params.bake_seconds,
-                                   params.probe_interval_seconds) for r in wave}
+    bakes = {
+        r: bake_region.submit(topology, r, i, params.limits(), params.bake_seconds, params.probe_interval_seconds)
+        for r in wave
+    }
     gates = _results(bakes, reporter, lambda g: g.sentence())
     result.gates += gates
     failed = [g for g in gates if not g.passed]
@@ -282,8 +324,13 @@ def _approve(reporter: RunReporter, params: ReleaseParams, next_wave: list[str],
     phrase = f"release {params.version} to {', '.join(next_wave)}"
     plan = [f"wave {wave} is done and healthy", f"deploy {params.version} to {', '.join(next_wave)}, then bake"]
     try:
-        request_approval(reporter, plan, phrase, params.approval_timeout_seconds,
-                         on_reject="every region changed so far is rolled back")
+        request_approval(
+            reporter,
+            plan,
+            phrase,
+            params.approval_timeout_seconds,
+            on_reject="every region changed so far is rolled back",
+        )
     except FlowPauseTimeout as exc:
         # Prefect leaves a timed-out pause to fail the run; the rollback still has to run, so
         # this run takes itself out of the pause before rolling back.
@@ -298,13 +345,20 @@ def _resume_self() -> None:
             client.set_flow_run_state(run_id, Running(message="approval timed out: rolling back"), force=True)
 
 
-def _rollback(topology: Topology, params: ReleaseParams, before: dict[str, RunningVersion], reporter: RunReporter,
-              run: _Run, cause: BaseException) -> None:
+def _rollback(
+    topology: Topology,
+    params: ReleaseParams,
+    before: dict[str, RunningVersion],
+    reporter: RunReporter,
+    run: _Run,
+    cause: BaseException,
+) -> None:
     """Return every changed region to its recorded version (and the assets), verify, and report."""
     result = run.result
     result.outcome = "rolling back"
-    reporter.step(f"release stopped ({type(cause).__name__}: {cause}); rolling back "
-                  f"{', '.join(run.changed) or 'no region'}")
+    reporter.step(
+        f"release stopped ({type(cause).__name__}: {cause}); rolling back {', '.join(run.changed) or 'no region'}"
+    )
     problems: list[str] = []
     deploys = {r: deploy_region.submit(topology, r, before[r].version or "", before[r].ref) for r in run.changed}
     for region, future in deploys.items():
@@ -312,9 +366,19 @@ def _rollback(topology: Topology, params: ReleaseParams, before: dict[str, Runni
             reporter.step(f"rollback: {future.result().sentence()}")
         except Exception as exc:  # noqa: BLE001 - every region gets its chance; all problems reported
             problems.append(f"{region}: rollback deploy failed: {exc}")
-    waits = {r: wait_healthy.submit(topology, r, before[r].version or "", 0, params.healthy_probes,
-                                    params.probe_interval_seconds, params.deploy_timeout_seconds)
-             for r in run.changed if not any(p.startswith(f"{r}:") for p in problems)}
+    waits = {
+        r: wait_healthy.submit(
+            topology,
+            r,
+            before[r].version or "",
+            0,
+            params.healthy_probes,
+            params.probe_interval_seconds,
+            params.deploy_timeout_seconds,
+        )
+        for r in run.changed
+        if not any(p.startswith(f"{r}:") for p in problems)
+    }
     for region, future in waits.items():
         try:
             gate = future.result()
@@ -333,18 +397,27 @@ def _rollback(topology: Topology, params: ReleaseParams, before: dict[str, Runni
     rejected = isinstance(cause, ApprovalRejected)
     if problems:
         result.outcome = "ROLLBACK INCOMPLETE"
-        reporter.finish("rollback failed", [f"{type(cause).__name__}: {cause}", *problems,
-                                            "act now: see runbooks/release-rollback.md"], tables=_tables(run))
+        reporter.finish(
+            "rollback failed",
+            [f"{type(cause).__name__}: {cause}", *problems, "act now: see runbooks/release-rollback.md"],
+            tables=_tables(run),
+        )
         raise RunbookError("rollback incomplete: " + "; ".join(problems)) from cause
     result.outcome = "rolled back"
-    reporter.finish("rejected, rolled back" if rejected else "rolled back",
-                    [f"{type(cause).__name__}: {cause}",
-                     f"rolled back {', '.join(f'{r} to {before[r].version}' for r in run.changed) or 'nothing'}; "
-                     f"every region runs its previous version"], tables=_tables(run))
+    reporter.finish(
+        "rejected, rolled back" if rejected else "rolled back",
+        [
+            f"{type(cause).__name__}: {cause}",
+            f"rolled back {', '.join(f'{r} to {before[r].version}' for r in run.changed) or 'nothing'}; "
+            f"every region runs its previous version",
+        ],
+        tables=_tables(run),
+    )
 
 
-def _restore_assets(topology: Topology, params: ReleaseParams, before: dict[str, RunningVersion],
-                    reporter: RunReporter) -> list[str]:
+def _restore_assets(
+    topology: Topology, params: ReleaseParams, before: dict[str, RunningVersion], reporter: RunReporter
+) -> list[str]:
     """Publish the previous version's assets again (only what differs), and invalidate those paths."""
     previous = Counter(v.version for v in before.values()).most_common(1)[0][0] or ""
     template = topology.app().assets.source
@@ -369,8 +442,15 @@ def _tables(run: _Run) -> dict[str, list[dict[str, Any]]]:
         "waves": [{"wave": w.wave, "regions": ", ".join(w.regions), "outcome": w.outcome} for w in result.waves],
         "gates": [g.row() for g in result.gates],
         "versions": [{"region": r, "before": v, "after": result.after.get(r)} for r, v in result.before.items()],
-        "assets": [{"region": p.region, "bucket": p.bucket, "uploaded": ", ".join(p.uploaded) or "-",
-                    "unchanged": len(p.unchanged)} for p in result.assets],
+        "assets": [
+            {
+                "region": p.region,
+                "bucket": p.bucket,
+                "uploaded": ", ".join(p.uploaded) or "-",
+                "unchanged": len(p.unchanged),
+            }
+            for p in result.assets
+        ],
     }
 
 

@@ -63,7 +63,8 @@ class ResyncParams(ClusterChangeParams):
     node: str | None = Field(None, description="Only this replica, e.g. eu-1; default every replica")
     max_lag_bytes: int | None = Field(None, ge=0, description="Healthy lag bound; default the topology's")
     verify_timeout_seconds: float = Field(
-        120, gt=0, description="How long a repaired (or lagging) replica may take to stream within the bound")
+        120, gt=0, description="How long a repaired (or lagging) replica may take to stream within the bound"
+    )
     allow_reclone: bool = Field(True, description="Allow re-cloning a replica from scratch with pg_basebackup")
     keep_replaced_data_dir: bool = Field(False, description="Keep the data directory a reclone replaced")
 
@@ -101,8 +102,11 @@ class ResyncResult(BaseModel):
             plan = "; ".join(f"{r.node}: {r.action}" for r in self.repairs)
             return f"dry run: resync of {self.cluster} would do {plan}; nothing was changed"
         verdict = "every replica streams" if self.ok else "NOT every replica streams"
-        return f"resync of {self.cluster} from {self.primary}: {verdict} (" + "; ".join(
-            r.sentence() for r in self.repairs) + ")"
+        return (
+            f"resync of {self.cluster} from {self.primary}: {verdict} ("
+            + "; ".join(r.sentence() for r in self.repairs)
+            + ")"
+        )
 
 
 @flow(name="replica-resync", **CHANGE_HOOKS)
@@ -110,9 +114,17 @@ def replica_resync(params: ResyncParams = ResyncParams()) -> ResyncResult:
     """Detect lagging, broken or diverged replicas and repair them (wait, repoint, pg_rewind or re-clone)."""
     topology = load_topology(params.topology)
     cluster_name, _ = topology.cluster(params.cluster)
-    run = RunbookRun(topology, "replica-resync", cluster_name, f"Replica resync of {cluster_name}", params,
-                     start_lines=[f"replicas: {params.node or 'all'}", "dry run: nothing will be changed"
-                                  if params.dry_run else "this run may change replicas"])
+    run = RunbookRun(
+        topology,
+        "replica-resync",
+        cluster_name,
+        f"Replica resync of {cluster_name}",
+        params,
+        start_lines=[
+            f"replicas: {params.node or 'all'}",
+            "dry run: nothing will be changed" if params.dry_run else "this run may change replicas",
+        ],
+    )
     with run:
         return _resync(topology, cluster_name, params, run)
 
@@ -131,8 +143,10 @@ def _resync(topology: Topology, cluster_name: str, params: ResyncParams, run: Ru
     fenced = fenced_nodes(topology, cluster_name)
     if primary in fenced:
         # A fenced node may hold a history nobody else has: never copy it onto the replicas.
-        raise run.refuse(f"resync refused: the primary {primary} is fenced, so it cannot be the source "
-                         f"({fenced[primary].sentence()})")
+        raise run.refuse(
+            f"resync refused: the primary {primary} is fenced, so it cannot be the source "
+            f"({fenced[primary].sentence()})"
+        )
     if params.node is not None:
         topology.node(cluster_name, params.node)  # unknown node: a ConfigurationError naming the known ones
         if params.node == primary:
@@ -145,17 +159,23 @@ def _resync(topology: Topology, cluster_name: str, params: ResyncParams, run: Ru
         reporter.step(d.reason, slack=d.action != "nothing")
     blocked = [d for d in decisions.values() if d.action == "reclone" and not params.allow_reclone]
     if blocked:
-        raise run.refuse("resync refused: " + "; ".join(
-            f"{d.node} needs a reclone, which allow_reclone=false forbids" for d in blocked))
+        raise run.refuse(
+            "resync refused: "
+            + "; ".join(f"{d.node} needs a reclone, which allow_reclone=false forbids" for d in blocked)
+        )
     plan = [f"{d.node}: {d.action}: {d.reason}" for d in decisions.values()]
 
     # 3. Dry run or approval.
     if params.dry_run:
         reporter.finish("dry run", ["nothing was changed"], tables={"plan": plan_table(plan)})
-        return ResyncResult(cluster=cluster_name, primary=primary, ok=True, dry_run=True,
-                            repairs=[NodeRepair(node=n, decisions=[d], ok=d.action == "nothing")
-                                     for n, d in decisions.items()],
-                            steps=[s for _, s in reporter.steps])
+        return ResyncResult(
+            cluster=cluster_name,
+            primary=primary,
+            ok=True,
+            dry_run=True,
+            repairs=[NodeRepair(node=n, decisions=[d], ok=d.action == "nothing") for n, d in decisions.items()],
+            steps=[s for _, s in reporter.steps],
+        )
     if params.require_approval and any(d.action in CHANGING for d in decisions.values()):
         run.approve(plan, f"resync {', '.join(sorted(decisions))}")
 
@@ -168,10 +188,18 @@ def _resync(topology: Topology, cluster_name: str, params: ResyncParams, run: Ru
         for node, decision in decisions.items()
     ]
 
-    result = ResyncResult(cluster=cluster_name, primary=primary, ok=all(r.ok for r in repairs), dry_run=False,
-                          repairs=repairs, steps=[s for _, s in reporter.steps])
-    table = [{"node": r.node, "actions": " then ".join(d.action for d in r.decisions), "ok": r.ok,
-              "result": r.verified} for r in repairs]
+    result = ResyncResult(
+        cluster=cluster_name,
+        primary=primary,
+        ok=all(r.ok for r in repairs),
+        dry_run=False,
+        repairs=repairs,
+        steps=[s for _, s in reporter.steps],
+    )
+    table = [
+        {"node": r.node, "actions": " then ".join(d.action for d in r.decisions), "ok": r.ok, "result": r.verified}
+        for r in repairs
+    ]
     if not result.ok:
         reporter.finish("failed", [result.sentence()], tables={"replicas": table})
         raise VerificationFailed(result.sentence())
@@ -179,8 +207,9 @@ def _resync(topology: Topology, cluster_name: str, params: ResyncParams, run: Ru
     return result
 
 
-def _decide(topology: Topology, cluster_name: str, node: str, states: dict[str, NodeState], primary: str,
-            bound: int) -> RepairDecision:
+def _decide(
+    topology: Topology, cluster_name: str, node: str, states: dict[str, NodeState], primary: str, bound: int
+) -> RepairDecision:
     """Observe-what-we-can and decide: a down node is judged by its control file (last known state)."""
     spec = topology.clusters[cluster_name].nodes[primary]
     state = states[node]
@@ -188,9 +217,14 @@ def _decide(topology: Topology, cluster_name: str, node: str, states: dict[str, 
     control = read_control_data(topology, cluster_name, node) if exists else None
     if not state.reachable and control is not None:
         state = control.last_known_state(state.error)
-    return decide_repair(state, states[primary], expected_primary_endpoint=(spec.host, spec.port),
-                         data_dir_exists=exists, max_lag_bytes=bound,
-                         rewind_possible=control.rewindable if control else True)
+    return decide_repair(
+        state,
+        states[primary],
+        expected_primary_endpoint=(spec.host, spec.port),
+        data_dir_exists=exists,
+        max_lag_bytes=bound,
+        rewind_possible=control.rewindable if control else True,
+    )
 
 
 def _act(topology: Topology, cluster_name: str, decision: RepairDecision, primary: str) -> list[str]:
@@ -214,8 +248,17 @@ def _act(topology: Topology, cluster_name: str, decision: RepairDecision, primar
     return done
 
 
-def _repair(topology: Topology, cluster_name: str, node: str, decision: RepairDecision, primary: str, bound: int,
-            params: ResyncParams, reporter: RunReporter, fenced: bool) -> NodeRepair:
+def _repair(
+    topology: Topology,
+    cluster_name: str,
+    node: str,
+    decision: RepairDecision,
+    primary: str,
+    bound: int,
+    params: ResyncParams,
+    reporter: RunReporter,
+    fenced: bool,
+) -> NodeRepair:
     """Act, verify, and when a change did not make the node stream, judge it again (up to MAX_ROUNDS)."""
     repair = NodeRepair(node=node, decisions=[decision], ok=False)
     for _ in range(MAX_ROUNDS):
@@ -228,8 +271,9 @@ def _repair(topology: Topology, cluster_name: str, node: str, decision: RepairDe
             reporter.step(repair.verified)
             return repair
         # A repoint either streams within seconds or the node diverged: judge it again soon.
-        timeout = min(params.verify_timeout_seconds, 30) if decision.action == "repoint" else (
-            params.verify_timeout_seconds)
+        timeout = (
+            min(params.verify_timeout_seconds, 30) if decision.action == "repoint" else (params.verify_timeout_seconds)
+        )
         check = wait_streaming(topology, cluster_name, node, primary, bound, timeout)
         repair.verified = check.sentence()
         if check.ok or decision.action not in CHANGING:
@@ -237,8 +281,7 @@ def _repair(topology: Topology, cluster_name: str, node: str, decision: RepairDe
         # It did not stream after the change: look again, it may have diverged after all.
         states = observe_cluster(topology, cluster_name, [node, primary])
         again = _decide(topology, cluster_name, node, states, primary, bound)
-        escalation = escalate_repair(repair.decisions, again, allow_reclone=params.allow_reclone,
-                                     max_rounds=MAX_ROUNDS)
+        escalation = escalate_repair(repair.decisions, again, allow_reclone=params.allow_reclone, max_rounds=MAX_ROUNDS)
         reporter.step(escalation.reason)
         if escalation.next is None:
             break
@@ -249,8 +292,13 @@ def _repair(topology: Topology, cluster_name: str, node: str, decision: RepairDe
     if repair.ok and decision.action in CHANGING:
         reporter.step(drop_stale_slots(topology, cluster_name, node).sentence(), slack=False)
     if repair.ok and fenced:
-        cleared = clear_fence(topology, cluster_name, node, current_fencer(topology, "replica-resync"),
-                              f"verified: it streams from {primary} again")
+        cleared = clear_fence(
+            topology,
+            cluster_name,
+            node,
+            current_fencer(topology, "replica-resync"),
+            f"verified: it streams from {primary} again",
+        )
         if cleared is not None:
             reporter.step(cleared.sentence())
     if repair.ok and "reclone" in {d.action for d in repair.decisions} and not params.keep_replaced_data_dir:

@@ -37,8 +37,8 @@ from pydantic import BaseModel, Field
 
 from regionops.backup.restore import plan_restore
 from regionops.backup.restore_model import (
-    Activation,
     ActivateRequest,
+    Activation,
     Phase,
     RestorePlan,
     StageRequest,
@@ -64,20 +64,29 @@ class RestoreParams(ClusterChangeParams, RestoreTargetParams):
     cluster: str | None = Field(None, description="Cluster of the node; default the topology's only cluster")
     node: str = Field(description="Node to restore onto (its data directory is replaced only after verification)")
     role: Literal["auto", "replica", "primary"] = Field(
-        "auto", description="replica: stream from the current primary; primary: a new primary (no other may run); "
-                            "auto: replica when a primary runs, else primary")
+        "auto",
+        description="replica: stream from the current primary; primary: a new primary (no other may run); "
+        "auto: replica when a primary runs, else primary",
+    )
     confirmed_down: list[str] = Field(
-        default_factory=list, description="Other nodes you confirm are stopped or lost for good: restoring a primary "
-                                          "refuses while another node is unreachable or fenced unless it is named "
-                                          "here (each named node is fenced first, so it can never start as a "
-                                          "second primary)")
-    keep_old: bool = Field(False, description="Keep the old data directory after success (as <data_dir>.pre-restore-<id>)")
+        default_factory=list,
+        description="Other nodes you confirm are stopped or lost for good: restoring a primary "
+        "refuses while another node is unreachable or fenced unless it is named "
+        "here (each named node is fenced first, so it can never start as a "
+        "second primary)",
+    )
+    keep_old: bool = Field(
+        False, description="Keep the old data directory after success (as <data_dir>.pre-restore-<id>)"
+    )
     require_approval: bool = Field(
-        True, description="Pause for a typed approval in the UI (approver, reason, confirmation phrase) "
-                          "before the first change")
+        True,
+        description="Pause for a typed approval in the UI (approver, reason, confirmation phrase) "
+        "before the first change",
+    )
     approval_timeout_seconds: int = Field(3600, gt=0, description="How long to wait for the approval")
     lock_wait_seconds: float = Field(
-        30, ge=0, description="How long to wait for another runbook to release the cluster before refusing")
+        30, ge=0, description="How long to wait for another runbook to release the cluster before refusing"
+    )
     start_timeout_seconds: int = Field(600, gt=0, description="How long PostgreSQL may take to start")
     recovery_timeout_seconds: float = Field(1800, gt=0, description="How long recovery may take to reach the target")
 
@@ -115,48 +124,79 @@ def restore(params: RestoreParams) -> RestoreResult:
     stanza = plan_stanza(topology, cluster_name)
     repo = stanza.repository(params.region) if params.region else stanza.repositories[0]
     wanted = f"{params.target_type} {params.target}" if params.target else params.target_type
-    run = RunbookRun(topology, "restore", cluster_name, f"Restore of {params.node} ({cluster_name})", params,
-                     start_lines=[f"node {params.node}, backup {params.label or 'newest'} from {repo.sentence()}, "
-                                  f"target {wanted}" + (" (dry run)" if params.dry_run else "")])
+    run = RunbookRun(
+        topology,
+        "restore",
+        cluster_name,
+        f"Restore of {params.node} ({cluster_name})",
+        params,
+        start_lines=[
+            f"node {params.node}, backup {params.label or 'newest'} from {repo.sentence()}, "
+            f"target {wanted}" + (" (dry run)" if params.dry_run else "")
+        ],
+    )
     with run:  # the cluster's change lock is taken before the plan: nothing moves under it
         result = _run(params, topology, cluster_name, repo.region, repo.index, run)
         run.reporter.finish(
-            "dry run" if params.dry_run else "succeeded", [result.sentence()],
-            tables={"phases": [{"phase": p.phase, "seconds": round(p.seconds, 2), "detail": p.detail}
-                               for p in result.phases]},
+            "dry run" if params.dry_run else "succeeded",
+            [result.sentence()],
+            tables={
+                "phases": [
+                    {"phase": p.phase, "seconds": round(p.seconds, 2), "detail": p.detail} for p in result.phases
+                ]
+            },
         )
         return result
 
 
-def _plan(params: RestoreParams, topology: Topology, cluster_name: str, region: str | None,
-          repo: int) -> RestorePlan:
+def _plan(params: RestoreParams, topology: Topology, cluster_name: str, region: str | None, repo: int) -> RestorePlan:
     """Observe the cluster, its fences and the node's disk (a node step), and plan.  Changes nothing."""
     cluster = topology.clusters[cluster_name]
-    states = {n: f.result() for n, f in {n: observe_node.submit(topology, cluster_name, n)
-                                         for n in cluster.nodes}.items()}
+    states = {
+        n: f.result() for n, f in {n: observe_node.submit(topology, cluster_name, n) for n in cluster.nodes}.items()
+    }
     fenced = fenced_nodes(topology, cluster_name)
     # The node's disk (free space, running, holds data) and the repository's sets are read on
     # the node's host: a node step (pgBackRest and the repository are reachable there).
     disk = rt.restore_facts(topology, cluster_name, params.node, repo)
-    target = rt.choose_target(topology, cluster_name, region, disk.sets, repo, params.label, params.target_type,
-                              params.target)
-    return plan_restore(topology, cluster_name, params.node, target, states, disk, params.role,
-                        fenced=set(fenced), confirmed_down=params.confirmed_down)
+    target = rt.choose_target(
+        topology, cluster_name, region, disk.sets, repo, params.label, params.target_type, params.target
+    )
+    return plan_restore(
+        topology,
+        cluster_name,
+        params.node,
+        target,
+        states,
+        disk,
+        params.role,
+        fenced=set(fenced),
+        confirmed_down=params.confirmed_down,
+    )
 
 
 def _what_changed(before: RestorePlan, after: RestorePlan) -> list[str]:
     """What differs between the approved plan and the plan made again after the approval."""
-    fields = {"role": "role", "primary": "primary to follow", "label": "backup set", "node_running": "node running",
-              "node_has_data": "node holds data"}
-    changed = [f"{what}: {getattr(before, f)} -> {getattr(after, f)}" for f, what in fields.items()
-               if getattr(before, f) != getattr(after, f)]
+    fields = {
+        "role": "role",
+        "primary": "primary to follow",
+        "label": "backup set",
+        "node_running": "node running",
+        "node_has_data": "node holds data",
+    }
+    changed = [
+        f"{what}: {getattr(before, f)} -> {getattr(after, f)}"
+        for f, what in fields.items()
+        if getattr(before, f) != getattr(after, f)
+    ]
     if before.target.describe() != after.target.describe():
         changed.append(f"target: {before.target.describe()} -> {after.target.describe()}")
     return changed
 
 
-def _run(params: RestoreParams, topology: Topology, cluster_name: str, region: str | None, repo: int,
-         run: RunbookRun) -> RestoreResult:
+def _run(
+    params: RestoreParams, topology: Topology, cluster_name: str, region: str | None, repo: int, run: RunbookRun
+) -> RestoreResult:
     cluster = topology.clusters[cluster_name]
     reporter = run.reporter
     plan = _plan(params, topology, cluster_name, region, repo)
@@ -170,8 +210,10 @@ def _run(params: RestoreParams, topology: Topology, cluster_name: str, region: s
         again = _plan(params, topology, cluster_name, region, repo)
         changed = _what_changed(plan, again)
         if changed:
-            raise run.refuse(f"the cluster changed while the restore waited for approval ({'; '.join(changed)}); "
-                             "start a new restore to approve the new plan")
+            raise run.refuse(
+                f"the cluster changed while the restore waited for approval ({'; '.join(changed)}); "
+                "start a new restore to approve the new plan"
+            )
         plan = result.plan = again
     run.changed = True
 
@@ -188,22 +230,37 @@ def _run(params: RestoreParams, topology: Topology, cluster_name: str, region: s
         reporter.step(_fence_confirmed_down(topology, cluster_name, node))
 
     # 1. On the node's host: restore beside its data and prove it; a failure removes only the staging copy.
-    staged = rt.stage(topology, cluster_name, StageRequest(
-        plan=plan, start_timeout_seconds=params.start_timeout_seconds,
-        recovery_timeout_seconds=params.recovery_timeout_seconds))
+    staged = rt.stage(
+        topology,
+        cluster_name,
+        StageRequest(
+            plan=plan,
+            start_timeout_seconds=params.start_timeout_seconds,
+            recovery_timeout_seconds=params.recovery_timeout_seconds,
+        ),
+    )
     done(staged.phases)
     result.tables = staged.tables
     result.verified_at = time.monotonic() - started
-    reporter.step(f"verified the restored copy of backup {plan.label} beside {plan.data_dir}; "
-                  "the old directory is untouched so far")
+    reporter.step(
+        f"verified the restored copy of backup {plan.label} beside {plan.data_dir}; "
+        "the old directory is untouched so far"
+    )
 
     # 2. The replica's slot on the primary (SQL), then on the node's host: swap, role, start;
     #    the step swaps back itself when any of that fails.
     if plan.role == "replica":
         rt.ensure_slot(primary_info, slot_name(plan.node))
-    activated = rt.activate(topology, cluster_name, ActivateRequest(
-        plan=plan, original_hba=staged.original_hba, start_timeout_seconds=params.start_timeout_seconds,
-        keep_old=params.keep_old))
+    activated = rt.activate(
+        topology,
+        cluster_name,
+        ActivateRequest(
+            plan=plan,
+            original_hba=staged.original_hba,
+            start_timeout_seconds=params.start_timeout_seconds,
+            keep_old=params.keep_old,
+        ),
+    )
     result.activation = activated.activation
     # The swap was done before the phases that followed it (role, start) on the node's host.
     result.swapped_at = time.monotonic() - started - sum(p.seconds for p in activated.phases)
@@ -213,8 +270,13 @@ def _run(params: RestoreParams, topology: Topology, cluster_name: str, region: s
     # 3. A restored primary is the cluster's writer: its old fence (about data now replaced) goes,
     #    and the writer record moves to it.
     if plan.role == "primary":
-        cleared = clear_fence(topology, cluster_name, plan.node, current_fencer(topology, "restore"),
-                              f"restored from backup {plan.label} as the primary")
+        cleared = clear_fence(
+            topology,
+            cluster_name,
+            plan.node,
+            current_fencer(topology, "restore"),
+            f"restored from backup {plan.label} as the primary",
+        )
         if cleared is not None:
             reporter.step(f"cleared {plan.node}'s fence: its data was replaced by the restore", slack=False)
         reporter.step(switch_writer(topology, cluster_name, plan.node).sentence())
@@ -229,7 +291,14 @@ def _fence_confirmed_down(topology: Topology, cluster_name: str, node: str) -> s
         on_disk = block_primary_start(topology, cluster_name, node).sentence()
     except RunbookError as exc:
         on_disk = f"its disk could not be reached ({exc})"
-    record = mark_fenced(topology, FenceMarker(
-        cluster=cluster_name, node=node, stopped=True, reason="confirmed down by the operator before a restore "
-        "made another node the primary", by=current_fencer(topology, "restore")))
+    record = mark_fenced(
+        topology,
+        FenceMarker(
+            cluster=cluster_name,
+            node=node,
+            stopped=True,
+            reason="confirmed down by the operator before a restore made another node the primary",
+            by=current_fencer(topology, "restore"),
+        ),
+    )
     return f"fenced {node} (confirmed down): {on_disk}; {'recorded' if record.created else 'already fenced'}"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow
@@ -37,8 +37,8 @@ from regionops.backup.scratch import free_port
 from regionops.drivers.pgbackrest import plan_stanza
 from regionops.drivers.postgres import ConnInfo
 from regionops.errors import RunbookError
-from regionops.runbook.params import RestoreTargetParams, RunbookParams
 from regionops.runbook.monitoring import RESTORE_VERIFY_JOB, publish, restore_verification_gauges
+from regionops.runbook.params import RestoreTargetParams, RunbookParams
 from regionops.runbook.reporting import RunReporter, report_failure
 from regionops.topology import load_topology
 from tasks import restore as rt
@@ -49,7 +49,8 @@ class RestoreVerifyParams(RunbookParams, RestoreTargetParams):
 
     cluster: str | None = Field(None, description="Cluster whose backup to verify; default the topology's only one")
     scratch_dir: str | None = Field(
-        None, description="Where the scratch data directory goes; default $REGIONOPS_SCRATCH_DIR or the system temp dir")
+        None, description="Where the scratch data directory goes; default $REGIONOPS_SCRATCH_DIR or the system temp dir"
+    )
     restore_timeout_seconds: float = Field(6 * 3600, gt=0, description="How long pgbackrest restore may take")
     start_timeout_seconds: int = Field(600, gt=0, description="How long PostgreSQL may take to start")
     recovery_timeout_seconds: float = Field(1800, gt=0, description="How long recovery may take to reach the target")
@@ -73,14 +74,20 @@ def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> Resto
     repo = stanza.repository(params.region) if params.region else stanza.repositories[0]
     reporter = RunReporter(topology, "restore-verify", f"Restore verification of {cluster_name}", slack=params.notify)
     wanted = f"{params.target_type} {params.target}" if params.target else params.target_type
-    reporter.start([f"cluster {cluster_name}, backup {params.label or 'newest'} from {repo.sentence()}, "
-                    f"target {wanted}"])
+    reporter.start(
+        [f"cluster {cluster_name}, backup {params.label or 'newest'} from {repo.sentence()}, target {wanted}"]
+    )
 
     run_id = str(current_run.get_id() or os.getpid())[:8]
     work = scratch_root(params.scratch_dir) / f"restore-verify-{cluster_name}-{run_id}"
     data_dir, pgbackrest_dir, log_file = work / "data", work / "pgbackrest", work / "postgres.log"
-    info = ConnInfo("127.0.0.1", free_port(), cluster.database, cluster.user,
-                    cluster.password.resolve() if cluster.password else None)
+    info = ConnInfo(
+        "127.0.0.1",
+        free_port(),
+        cluster.database,
+        cluster.user,
+        cluster.password.resolve() if cluster.password else None,
+    )
     phases: list[Phase] = []
     tables: list[TableCheck] = []
     target: RestoreTarget | None = None
@@ -97,16 +104,30 @@ def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> Resto
         done(rt.prepare_dir(str(work), cluster.os_user))
         done(rt.prepare_dir(str(data_dir), cluster.os_user))
         sets = rt.backup_sets(topology, cluster_name, str(data_dir), str(pgbackrest_dir), repo.index)
-        target = rt.choose_target(topology, cluster_name, repo.region, sets, repo.index, params.label,
-                                  params.target_type, params.target)
+        target = rt.choose_target(
+            topology, cluster_name, repo.region, sets, repo.index, params.label, params.target_type, params.target
+        )
         reporter.step(f"verifying {target.sentence()}")
-        timed.append(done(rt.restore_into(topology, cluster_name, str(data_dir), str(pgbackrest_dir), target,
-                                          "promoted")))
+        timed.append(
+            done(rt.restore_into(topology, cluster_name, str(data_dir), str(pgbackrest_dir), target, "promoted"))
+        )
         done(rt.configure_instance(topology, cluster_name, str(data_dir), f"verify-{target.label}", info.port))
-        timed.append(done(rt.start_instance(str(data_dir), str(log_file), cluster.os_user,
-                                            params.start_timeout_seconds)))
-        timed.append(done(rt.wait_recovered(info, str(data_dir), str(log_file), cluster.os_user, "promoted", target,
-                                            params.recovery_timeout_seconds)))
+        timed.append(
+            done(rt.start_instance(str(data_dir), str(log_file), cluster.os_user, params.start_timeout_seconds))
+        )
+        timed.append(
+            done(
+                rt.wait_recovered(
+                    info,
+                    str(data_dir),
+                    str(log_file),
+                    cluster.os_user,
+                    "promoted",
+                    target,
+                    params.recovery_timeout_seconds,
+                )
+            )
+        )
         phase, tables = rt.check_data(info, target)
         done(phase)
     except RunbookError as exc:
@@ -122,18 +143,39 @@ def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> Resto
         reporter.fail(error)
         raise error
     result = RestoreVerification(
-        label=target.label, cluster=cluster_name, repo=repo.index, target=target.describe(), passed=error is None,
-        phases=phases, restore_seconds=round(sum(p.seconds for p in timed), 3),
-        total_seconds=round(time.monotonic() - started, 3), tables=tables, error=str(error) if error else None,
+        label=target.label,
+        cluster=cluster_name,
+        repo=repo.index,
+        target=target.describe(),
+        passed=error is None,
+        phases=phases,
+        restore_seconds=round(sum(p.seconds for p in timed), 3),
+        total_seconds=round(time.monotonic() - started, 3),
+        tables=tables,
+        error=str(error) if error else None,
     )
-    rt.record_verification(topology, cluster_name, repo.region, Verification(
-        cluster=cluster_name, label=target.label, status="passed" if result.passed else "failed",
-        at=datetime.now(timezone.utc), target=target.describe(),
-        restore_seconds=result.restore_seconds if result.passed else None, detail=result.sentence(),
-        flow_run=str(current_run.get_id() or ""),
-    ))
-    publish(topology, RESTORE_VERIFY_JOB, cluster_name,
-            restore_verification_gauges(datetime.now(timezone.utc), result.passed, result.restore_seconds), reporter)
+    rt.record_verification(
+        topology,
+        cluster_name,
+        repo.region,
+        Verification(
+            cluster=cluster_name,
+            label=target.label,
+            status="passed" if result.passed else "failed",
+            at=datetime.now(UTC),
+            target=target.describe(),
+            restore_seconds=result.restore_seconds if result.passed else None,
+            detail=result.sentence(),
+            flow_run=str(current_run.get_id() or ""),
+        ),
+    )
+    publish(
+        topology,
+        RESTORE_VERIFY_JOB,
+        cluster_name,
+        restore_verification_gauges(datetime.now(UTC), result.passed, result.restore_seconds),
+        reporter,
+    )
     reporter.finish(
         "passed" if result.passed else "failed",
         [result.sentence()],

@@ -63,11 +63,14 @@ class SwitchoverParams(ClusterChangeParams):
     cluster: str | None = Field(None, description="Cluster whose primary moves; default the topology's only cluster")
     target: str | None = Field(None, description="Replica to promote, e.g. us-1; default the most advanced healthy one")
     max_lag_bytes: int | None = Field(
-        None, ge=0, description="Refuse when the target lags more; default the topology's bound")
+        None, ge=0, description="Refuse when the target lags more; default the topology's bound"
+    )
     catch_up_timeout_seconds: float = Field(
-        30, gt=0, description="How long the target may take to replay the old primary's last WAL before rolling back")
+        30, gt=0, description="How long the target may take to replay the old primary's last WAL before rolling back"
+    )
     verify_timeout_seconds: float = Field(
-        60, gt=0, description="How long the final write and streaming checks may take")
+        60, gt=0, description="How long the final write and streaming checks may take"
+    )
 
 
 class SwitchoverResult(BaseModel):
@@ -85,11 +88,15 @@ class SwitchoverResult(BaseModel):
 
     def sentence(self) -> str:
         if self.dry_run:
-            return f"dry run: switchover of {self.cluster} from {self.old_primary} to {self.new_primary} would " \
-                   f"take {len(self.plan)} steps; nothing was changed"
-        return (f"switched {self.cluster} over from {self.old_primary} to {self.new_primary} (timeline "
-                f"{self.timeline}) with no data loss: the target replayed the old primary's final WAL "
-                f"{self.final_lsn}; writes verified on the new primary and every replica")
+            return (
+                f"dry run: switchover of {self.cluster} from {self.old_primary} to {self.new_primary} would "
+                f"take {len(self.plan)} steps; nothing was changed"
+            )
+        return (
+            f"switched {self.cluster} over from {self.old_primary} to {self.new_primary} (timeline "
+            f"{self.timeline}) with no data loss: the target replayed the old primary's final WAL "
+            f"{self.final_lsn}; writes verified on the new primary and every replica"
+        )
 
 
 def switchover_plan(old: str, new: str, others: list[str], writer_record: str) -> list[str]:
@@ -112,17 +119,33 @@ def switchover(params: SwitchoverParams = SwitchoverParams()) -> SwitchoverResul
     """Move the primary of a cluster to a healthy replica with zero data loss."""
     topology = load_topology(params.topology)
     cluster_name, _ = topology.cluster(params.cluster)
-    run = RunbookRun(topology, "switchover", cluster_name, f"Switchover of {cluster_name}", params, start_lines=[
-        f"target: {params.target or 'the most advanced healthy replica'}",
-        "dry run: nothing will be changed" if params.dry_run else "this run changes the cluster"])
+    run = RunbookRun(
+        topology,
+        "switchover",
+        cluster_name,
+        f"Switchover of {cluster_name}",
+        params,
+        start_lines=[
+            f"target: {params.target or 'the most advanced healthy replica'}",
+            "dry run: nothing will be changed" if params.dry_run else "this run changes the cluster",
+        ],
+    )
     with run:
-        quiet = run.hold(PlannedWorkSilence(topology, cluster_name, "switchover", run.reporter,
-                                            600 + params.catch_up_timeout_seconds + params.verify_timeout_seconds))
+        quiet = run.hold(
+            PlannedWorkSilence(
+                topology,
+                cluster_name,
+                "switchover",
+                run.reporter,
+                600 + params.catch_up_timeout_seconds + params.verify_timeout_seconds,
+            )
+        )
         return _switchover(topology, cluster_name, params, run, quiet)
 
 
-def _switchover(topology: Topology, cluster_name: str, params: SwitchoverParams, run: RunbookRun,
-                quiet: PlannedWorkSilence) -> SwitchoverResult:
+def _switchover(
+    topology: Topology, cluster_name: str, params: SwitchoverParams, run: RunbookRun, quiet: PlannedWorkSilence
+) -> SwitchoverResult:
     cluster = topology.clusters[cluster_name]
     reporter = run.reporter
     bound = cluster.health.max_lag_bytes if params.max_lag_bytes is None else params.max_lag_bytes
@@ -131,8 +154,9 @@ def _switchover(topology: Topology, cluster_name: str, params: SwitchoverParams,
     states = observe_cluster(topology, cluster_name)
     view = find_primary(topology, cluster_name, states, writer_node(topology, cluster_name))
     fenced = fenced_nodes(topology, cluster_name)
-    check = check_switchover(topology, cluster_name, states, view, target=params.target, max_lag_bytes=bound,
-                             fenced=set(fenced))
+    check = check_switchover(
+        topology, cluster_name, states, view, target=params.target, max_lag_bytes=bound, fenced=set(fenced)
+    )
     if not check.ok:
         raise run.refuse(check.reason)
     reporter.step(check.reason)
@@ -144,10 +168,20 @@ def _switchover(topology: Topology, cluster_name: str, params: SwitchoverParams,
 
     # 2. Dry run or approval.
     if params.dry_run:
-        reporter.finish("dry run", [f"would switch {cluster_name} over from {old} to {new}; nothing was changed"],
-                        tables={"plan": plan_table(plan)})
-        return SwitchoverResult(cluster=cluster_name, ok=True, dry_run=True, old_primary=old, new_primary=new,
-                                plan=plan, steps=[s for _, s in reporter.steps])
+        reporter.finish(
+            "dry run",
+            [f"would switch {cluster_name} over from {old} to {new}; nothing was changed"],
+            tables={"plan": plan_table(plan)},
+        )
+        return SwitchoverResult(
+            cluster=cluster_name,
+            ok=True,
+            dry_run=True,
+            old_primary=old,
+            new_primary=new,
+            plan=plan,
+            steps=[s for _, s in reporter.steps],
+        )
     if params.require_approval:
         run.approve(plan, f"switchover to {new}")
 
@@ -189,25 +223,41 @@ def _switchover(topology: Topology, cluster_name: str, params: SwitchoverParams,
         problems = [c.sentence() for c in streams if not c.ok] + ([] if written.ok else [written.sentence()])
         raise VerificationFailed(f"{new} is primary but verification failed: " + "; ".join(problems))
 
-    result = SwitchoverResult(cluster=cluster_name, ok=True, dry_run=False, old_primary=old, new_primary=new,
-                              plan=plan, steps=[s for _, s in reporter.steps], final_lsn=final_lsn,
-                              timeline=promotion.timeline)
-    reporter.finish("succeeded", [result.sentence()], tables={
-        "replicas": [{"node": s.node, "streams from": s.primary, "timeline": s.timeline, "lag bytes": s.lag_bytes}
-                     for s in streams],
-    })
+    result = SwitchoverResult(
+        cluster=cluster_name,
+        ok=True,
+        dry_run=False,
+        old_primary=old,
+        new_primary=new,
+        plan=plan,
+        steps=[s for _, s in reporter.steps],
+        final_lsn=final_lsn,
+        timeline=promotion.timeline,
+    )
+    reporter.finish(
+        "succeeded",
+        [result.sentence()],
+        tables={
+            "replicas": [
+                {"node": s.node, "streams from": s.primary, "timeline": s.timeline, "lag bytes": s.lag_bytes}
+                for s in streams
+            ],
+        },
+    )
     return result
 
 
-def _move_writes(topology: Topology, cluster_name: str, old: str, new: str, others: list[str],
-                 reporter: RunReporter) -> None:
+def _move_writes(
+    topology: Topology, cluster_name: str, old: str, new: str, others: list[str], reporter: RunReporter
+) -> None:
     """Slots for everyone on the new primary, then the writer record onto it (writes resume there)."""
     reporter.step(ensure_slots(topology, cluster_name, new, [old, *others]).sentence(), slack=False)
     reporter.step(switch_writer(topology, cluster_name, new).sentence())
 
 
-def _recover_failed_move(topology: Topology, cluster_name: str, old: str, new: str, others: list[str],
-                         failure: Exception, run: RunbookRun) -> Promotion:
+def _recover_failed_move(
+    topology: Topology, cluster_name: str, old: str, new: str, others: list[str], failure: Exception, run: RunbookRun
+) -> Promotion:
     """A failure after the old primary stopped taking writes: leave exactly one writable primary, and say which.
 
     Returns the promotion when the move could be completed (the run goes on with step 6);
@@ -233,9 +283,14 @@ def _recover_failed_move(topology: Topology, cluster_name: str, old: str, new: s
         try:
             _move_writes(topology, cluster_name, old, new, others, reporter)
         except Exception as exc:
-            run.reporter.alert(f"Switchover of {cluster_name}: {new} is primary, the writer record is NOT on it",
-                               [decision.reason, f"moving the writer record failed: {exc}",
-                                f"point {topology.writer_record(cluster_name)} at {new} by hand"])
+            run.reporter.alert(
+                f"Switchover of {cluster_name}: {new} is primary, the writer record is NOT on it",
+                [
+                    decision.reason,
+                    f"moving the writer record failed: {exc}",
+                    f"point {topology.writer_record(cluster_name)} at {new} by hand",
+                ],
+            )
             raise
         return Promotion(node=new, promoted_lsn=target.current_lsn, timeline=target.timeline, seconds=0)
     if decision.action == "restore-old":
@@ -243,15 +298,17 @@ def _recover_failed_move(topology: Topology, cluster_name: str, old: str, new: s
         reporter.step(unfence_writes(topology, cluster_name, old).sentence())
         if writer_node(topology, cluster_name) != old:
             reporter.step(switch_writer(topology, cluster_name, old).sentence())
-        raise RolledBack(f"switchover of {cluster_name} to {new} failed ({type(failure).__name__}: {failure}); "
-                         f"rolled back: {old} is the writable primary again and the writer record names it") \
-            from failure
+        raise RolledBack(
+            f"switchover of {cluster_name} to {new} failed ({type(failure).__name__}: {failure}); "
+            f"rolled back: {old} is the writable primary again and the writer record names it"
+        ) from failure
     run.reporter.alert(f"Switchover of {cluster_name} failed with NO writable primary", [decision.reason])
     raise failure
 
 
-def _stop_and_catch_up(topology: Topology, cluster_name: str, old: str, new: str, params: SwitchoverParams,
-                       reporter: RunReporter) -> Lsn:
+def _stop_and_catch_up(
+    topology: Topology, cluster_name: str, old: str, new: str, params: SwitchoverParams, reporter: RunReporter
+) -> Lsn:
     """Stop the fenced old primary cleanly and wait for the target to replay its final WAL.
 
     If that does not happen in time, roll back: the old primary is started again and
@@ -265,8 +322,9 @@ def _stop_and_catch_up(topology: Topology, cluster_name: str, old: str, new: str
         if control is None:
             raise VerificationFailed(f"{old}'s control file cannot be read after stopping it")
         # The shutdown checkpoint record starts at checkpoint_lsn: replay must be past it.
-        caught = wait_replayed(topology, cluster_name, new, control.checkpoint_lsn,
-                               params.catch_up_timeout_seconds, past=True)
+        caught = wait_replayed(
+            topology, cluster_name, new, control.checkpoint_lsn, params.catch_up_timeout_seconds, past=True
+        )
         reporter.step(caught.sentence())
         if not caught.reached:
             raise VerificationFailed(caught.sentence())

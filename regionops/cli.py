@@ -50,8 +50,12 @@ def cmd_lab(args: argparse.Namespace) -> int:
     """lab up | status | down."""
     lab = _lab(args)
     if args.lab_command == "up":
-        status = lab.up(progress=print, with_prefect=not args.no_prefect, with_monitoring=args.monitoring,
-                        with_workers=not (args.no_prefect or args.no_workers))
+        status = lab.up(
+            progress=print,
+            with_prefect=not args.no_prefect,
+            with_monitoring=args.monitoring,
+            with_workers=not (args.no_prefect or args.no_workers),
+        )
         _print_status(status, args.json)
         print(f"topology: {lab.cfg.topology_path}")
         # Without Prefect only its components may be down; the cluster must be healthy either way.
@@ -92,8 +96,11 @@ def _lab_fault(lab: Any, args: argparse.Namespace) -> int:
         view = find_primary(topology, LAB_CLUSTER, lab.observe_nodes(), writer_node(topology, LAB_CLUSTER))
         if view.primary is None:
             raise RunbookError(f"cannot tell which node is the primary ({view.reason}); name one with --node")
-        node = view.primary if args.name != "replica-loss" else min(
-            (n for n in cluster.nodes if n != view.primary), key=lambda n: cluster.nodes[n].priority)
+        node = (
+            view.primary
+            if args.name != "replica-loss"
+            else min((n for n in cluster.nodes if n != view.primary), key=lambda n: cluster.nodes[n].priority)
+        )
     print(injector.inject(args.name, LAB_CLUSTER, node).sentence())
     print("undo with `regionops lab heal`, or let the runbooks repair it (failover, replica-resync)")
     return EXIT_OK
@@ -161,8 +168,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             message = f"{type(exc).__name__}: {exc}"
         else:
             message = state.message or state.name
-        print(json.dumps({"runbook": rb.name, "state": state.name, "error": message}) if args.json
-              else f"{rb.name} {state.name.lower()}: {message}", file=sys.stdout if args.json else sys.stderr)
+        print(
+            json.dumps({"runbook": rb.name, "state": state.name, "error": message})
+            if args.json
+            else f"{rb.name} {state.name.lower()}: {message}",
+            file=sys.stdout if args.json else sys.stderr,
+        )
         return EXIT_FAILED
     result = state.result()
     if args.json:
@@ -179,8 +190,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     status = lab.up(progress=print, with_workers=True)  # one worker per region pool, as `lab up`
     _print_status(status, as_json=False)
     if not status.healthy:
-        print("regionops: the lab is not healthy; see `regionops lab status` and the logs in "
-              f"{lab.cfg.lab_dir / 'logs'}", file=sys.stderr)
+        print(
+            f"regionops: the lab is not healthy; see `regionops lab status` and the logs in {lab.cfg.lab_dir / 'logs'}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{lab.cfg.ports.prefect}/api"
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -215,8 +228,10 @@ def _demo_drill(lab: Any) -> Any:
     from flows.dr_drill import DrillParams, dr_drill
 
     print("\nrunning a primary-crash DR drill (eu-1 is killed, failover, measured, rolled back) ...")
-    state = dr_drill(DrillParams(topology=str(lab.cfg.topology_path), scenario="primary-crash",
-                                 confirmation_seconds=2), return_state=True)
+    state = dr_drill(
+        DrillParams(topology=str(lab.cfg.topology_path), scenario="primary-crash", confirmation_seconds=2),
+        return_state=True,
+    )
     if not state.is_completed():
         print(f"dr-drill {state.name.lower()}: {state.message}", file=sys.stderr)
         return state
@@ -224,8 +239,10 @@ def _demo_drill(lab: Any) -> Any:
     m = result.measurement
     print(f"\nresult: {result.sentence()}")
     if m is not None:
-        print(f"  RTO {m.rto_seconds} s (fault -> first acknowledged write), RPO {m.rpo_rows} rows "
-              f"({m.rpo_seconds} s of writes); objectives: " + ", ".join(v.sentence() for v in result.verdicts))
+        print(
+            f"  RTO {m.rto_seconds} s (fault -> first acknowledged write), RPO {m.rpo_rows} rows "
+            f"({m.rpo_seconds} s of writes); objectives: " + ", ".join(v.sentence() for v in result.verdicts)
+        )
     return state
 
 
@@ -247,8 +264,11 @@ def cmd_fence(args: argparse.Namespace) -> int:
         if not fenced:
             print(f"no node of {cluster} is fenced")
         return EXIT_OK
-    by = Fencer(runbook=f"regionops fence clear (by {getpass.getuser()})", worker_host=socket.gethostname(),
-                worker_region=os.environ.get("REGIONOPS_REGION"))
+    by = Fencer(
+        runbook=f"regionops fence clear (by {getpass.getuser()})",
+        worker_host=socket.gethostname(),
+        worker_region=os.environ.get("REGIONOPS_REGION"),
+    )
     cleared = unfence(topology, cluster, args.node, reason=args.reason, confirm=args.confirm, by=by)
     print(cleared.sentence())
     return EXIT_OK
@@ -256,13 +276,18 @@ def cmd_fence(args: argparse.Namespace) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     """The command line."""
-    parser = argparse.ArgumentParser(prog="regionops", description="Runbooks as code for a three-region PostgreSQL app.")
+    parser = argparse.ArgumentParser(
+        prog="regionops", description="Runbooks as code for a three-region PostgreSQL app."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     lab = sub.add_parser("lab", help="the local three-region lab")
     lab_sub = lab.add_subparsers(dest="lab_command", required=True)
-    for name, helptext in (("up", "start the lab (idempotent)"), ("status", "show every component"),
-                           ("down", "stop every lab process")):
+    for name, helptext in (
+        ("up", "start the lab (idempotent)"),
+        ("status", "show every component"),
+        ("down", "stop every lab process"),
+    ):
         p = lab_sub.add_parser(name, help=helptext)
         p.add_argument("--lab-dir", help="lab state directory (default $REGIONOPS_LAB_DIR or ./.lab)")
         p.add_argument("--json", action="store_true", help="print status as JSON")
@@ -270,12 +295,20 @@ def make_parser() -> argparse.ArgumentParser:
             p.add_argument("--base-port", type=int, help="first port of the lab's range (first up only)")
             p.add_argument("--free-ports", action="store_true", help="pick free ports (first up only)")
             p.add_argument("--no-prefect", action="store_true", help="skip the Prefect server")
-            p.add_argument("--no-workers", action="store_true",
-                           help="skip the work pools and the one process worker per region")
-            p.add_argument("--seed-rows", type=int,
-                           help="customers seeded into the application database on the first up (default 1000)")
-            p.add_argument("--monitoring", action=argparse.BooleanOptionalAction, default=None,
-                           help="run Prometheus, Alertmanager and the exporters (default: as last time, initially on)")
+            p.add_argument(
+                "--no-workers", action="store_true", help="skip the work pools and the one process worker per region"
+            )
+            p.add_argument(
+                "--seed-rows",
+                type=int,
+                help="customers seeded into the application database on the first up (default 1000)",
+            )
+            p.add_argument(
+                "--monitoring",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help="run Prometheus, Alertmanager and the exporters (default: as last time, initially on)",
+            )
         if name == "down":
             p.add_argument("--purge", action="store_true", help="also remove the lab directory")
     fault = lab_sub.add_parser("fault", help="inject a DR drill fault by hand")

@@ -27,8 +27,9 @@ from regionops.topology import Topology
 log = logging.getLogger(__name__)
 
 
-def rescue_cluster(topology: Topology, cluster: str, fault: str | None, target: str | None,
-                   since: datetime | None = None) -> list[str]:
+def rescue_cluster(
+    topology: Topology, cluster: str, fault: str | None, target: str | None, since: datetime | None = None
+) -> list[str]:
     """Leave exactly one writable primary that the writer record names.  Returns what was done, as sentences.
 
     ``since``: when the drill took the cluster lock; a fence laid after it is the drill's own.
@@ -41,11 +42,20 @@ def rescue_cluster(topology: Topology, cluster: str, fault: str | None, target: 
     fenced_on_disk = bool(target) and (Path(c.nodes[target].data_dir) / "standby.signal").exists()
     marker = FenceStore.for_topology(topology).get(cluster, target) if target else None
     ours = bool(marker and since and marker.fenced_at >= since)
-    actions = decide_rescue(fault or "", target, states, writer_node(topology, cluster),
-                            target_frozen=frozen, target_fenced_on_disk=fenced_on_disk, fenced_by_this_drill=ours)
+    actions = decide_rescue(
+        fault or "",
+        target,
+        states,
+        writer_node(topology, cluster),
+        target_frozen=frozen,
+        target_fenced_on_disk=fenced_on_disk,
+        fenced_by_this_drill=ours,
+    )
     if not actions:
-        return ["the cluster has exactly one writable primary and the writer record names it: nothing to do"
-                + (f"; run replica-resync to bring {target} back" if target and not states[target].reachable else "")]
+        return [
+            "the cluster has exactly one writable primary and the writer record names it: nothing to do"
+            + (f"; run replica-resync to bring {target} back" if target and not states[target].reachable else "")
+        ]
     return [_apply(topology, cluster, ops, action, fault) for action in actions]
 
 
@@ -77,7 +87,10 @@ def _unfence_and_start(topology: Topology, cluster: str, ops: LocalNodeOperator,
     """Undo a fence the cancelled drill's own failover laid: no standby.signal, no record, started as primary."""
     (Path(topology.clusters[cluster].nodes[node].data_dir) / "standby.signal").unlink(missing_ok=True)
     cleared = FenceStore.for_topology(topology).clear(
-        cluster, node, by=Fencer(runbook="dr-drill rescue"),
-        reason="the cancelled drill's failover fenced it but promoted nobody")
+        cluster,
+        node,
+        by=Fencer(runbook="dr-drill rescue"),
+        reason="the cancelled drill's failover fenced it but promoted nobody",
+    )
     started = ops.start(node).sentence()
     return f"lifted the drill's own fence of {node} ({'record cleared' if cleared else 'no record'}); {started}"

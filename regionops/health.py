@@ -7,7 +7,7 @@ a report whose problems each read as a sentence an engineer can act on.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel
@@ -116,7 +116,10 @@ def fenced_but_writable(states: Mapping[str, NodeState], fenced: Collection[str]
 
 
 def _assess_nodes(
-    topo: Topology, cluster: str, states: dict[str, NodeState], limits: HealthThresholds,
+    topo: Topology,
+    cluster: str,
+    states: dict[str, NodeState],
+    limits: HealthThresholds,
     fenced: Collection[str] = (),
 ) -> tuple[str | None, list[NodeHealth], list[HealthProblem]]:
     nodes = topo.clusters[cluster].nodes
@@ -125,28 +128,42 @@ def _assess_nodes(
     primaries = [n for n, s in states.items() if s.reachable and s.role == "primary" and n not in fenced]
     for node in fenced_but_writable(states, fenced):
         others = ", ".join(p for p in primaries if writable(states[p])) or "no other node"
-        problems.append(HealthProblem(
-            kind="split_brain", subject=node,
-            message=(f"SPLIT BRAIN: {node} is fenced but accepts writes (a primary, not read-only) while "
-                     f"{others} is the primary: writes to it are lost to the cluster"),
-        ))
+        problems.append(
+            HealthProblem(
+                kind="split_brain",
+                subject=node,
+                message=(
+                    f"SPLIT BRAIN: {node} is fenced but accepts writes (a primary, not read-only) while "
+                    f"{others} is the primary: writes to it are lost to the cluster"
+                ),
+            )
+        )
     primary = primaries[0] if len(primaries) == 1 else None
     if not primaries:
-        problems.append(HealthProblem(kind="no_primary", subject=cluster,
-                                      message=f"no reachable primary in cluster {cluster}"))
+        problems.append(
+            HealthProblem(kind="no_primary", subject=cluster, message=f"no reachable primary in cluster {cluster}")
+        )
     elif len(primaries) > 1:
-        problems.append(HealthProblem(
-            kind="multiple_primaries", subject=cluster,
-            message=f"{len(primaries)} nodes are primary at once ({', '.join(sorted(primaries))}): split brain",
-        ))
+        problems.append(
+            HealthProblem(
+                kind="multiple_primaries",
+                subject=cluster,
+                message=f"{len(primaries)} nodes are primary at once ({', '.join(sorted(primaries))}): split brain",
+            )
+        )
     pstate = states.get(primary) if primary else None
     rows: list[NodeHealth] = []
     for name, node in nodes.items():
         s = states[name]
         lag_bytes = lag_seconds = streaming = None
         if not s.reachable:
-            problems.append(HealthProblem(kind="node_unreachable", subject=name,
-                                          message=f"node {name} ({node.region}) is down or unreachable: {s.error}"))
+            problems.append(
+                HealthProblem(
+                    kind="node_unreachable",
+                    subject=name,
+                    message=f"node {name} ({node.region}) is down or unreachable: {s.error}",
+                )
+            )
         elif s.role == "replica":
             streaming = bool(s.wal_receiver and s.wal_receiver.status == "streaming")
             if pstate and pstate.current_lsn and s.replay_lsn:
@@ -154,31 +171,51 @@ def _assess_nodes(
             lag_seconds = s.replay_lag_seconds
             if not streaming:
                 receiver = s.wal_receiver.status if s.wal_receiver else "no WAL receiver running"
-                problems.append(HealthProblem(
-                    kind="replica_not_streaming", subject=name,
-                    message=f"replica {name} ({node.region}) is up but not streaming from the primary ({receiver})",
-                ))
+                problems.append(
+                    HealthProblem(
+                        kind="replica_not_streaming",
+                        subject=name,
+                        message=f"replica {name} ({node.region}) is up but not streaming from the primary ({receiver})",
+                    )
+                )
             elif pstate and s.timeline is not None and pstate.timeline is not None and s.timeline != pstate.timeline:
-                problems.append(HealthProblem(
-                    kind="replica_wrong_timeline", subject=name,
-                    message=f"replica {name} is on timeline {s.timeline}, the primary on {pstate.timeline}",
-                ))
+                problems.append(
+                    HealthProblem(
+                        kind="replica_wrong_timeline",
+                        subject=name,
+                        message=f"replica {name} is on timeline {s.timeline}, the primary on {pstate.timeline}",
+                    )
+                )
             over_bytes = lag_bytes is not None and lag_bytes > limits.max_lag_bytes
             over_secs = lag_seconds is not None and lag_seconds > limits.max_lag_seconds
             if over_bytes or over_secs or s.replay_paused:
                 secs = f"{lag_seconds:.0f} s" if lag_seconds is not None else "unknown time"
                 paused = ", replay is paused" if s.replay_paused else ""
-                problems.append(HealthProblem(
-                    kind="replica_lagging", subject=name,
-                    message=(f"replica {name} ({node.region}) lags {_mib(lag_bytes or 0)} / {secs} behind the "
-                             f"primary (limits {_mib(limits.max_lag_bytes)} / {limits.max_lag_seconds:g} s){paused}"),
-                ))
-        rows.append(NodeHealth(
-            node=name, region=node.region, reachable=s.reachable, role=s.role, timeline=s.timeline,
-            position=str(s.position) if s.position else None, lag_bytes=lag_bytes,
-            lag_seconds=round(lag_seconds, 1) if lag_seconds is not None else None,
-            streaming=streaming, fenced=name in fenced, detail=s.sentence(),
-        ))
+                problems.append(
+                    HealthProblem(
+                        kind="replica_lagging",
+                        subject=name,
+                        message=(
+                            f"replica {name} ({node.region}) lags {_mib(lag_bytes or 0)} / {secs} behind the "
+                            f"primary (limits {_mib(limits.max_lag_bytes)} / {limits.max_lag_seconds:g} s){paused}"
+                        ),
+                    )
+                )
+        rows.append(
+            NodeHealth(
+                node=name,
+                region=node.region,
+                reachable=s.reachable,
+                role=s.role,
+                timeline=s.timeline,
+                position=str(s.position) if s.position else None,
+                lag_bytes=lag_bytes,
+                lag_seconds=round(lag_seconds, 1) if lag_seconds is not None else None,
+                streaming=streaming,
+                fenced=name in fenced,
+                detail=s.sentence(),
+            )
+        )
     return primary, rows, problems
 
 
@@ -190,21 +227,33 @@ def _assess_slots(states: dict[str, NodeState], max_retained_bytes: int) -> list
             continue
         for slot in s.slots:
             if slot.wal_status == "lost":
-                problems.append(HealthProblem(
-                    kind="slot_lost", subject=f"{name}/{slot.slot_name}",
-                    message=f"replication slot {slot.slot_name} on {name} is lost (max_slot_wal_keep_size "
-                            f"removed the WAL it held): the node it serves needs a re-clone (replica-resync), "
-                            f"or drop the slot if that node is gone"))
+                problems.append(
+                    HealthProblem(
+                        kind="slot_lost",
+                        subject=f"{name}/{slot.slot_name}",
+                        message=f"replication slot {slot.slot_name} on {name} is lost (max_slot_wal_keep_size "
+                        f"removed the WAL it held): the node it serves needs a re-clone (replica-resync), "
+                        f"or drop the slot if that node is gone",
+                    )
+                )
             elif slot.retained_bytes is not None and slot.retained_bytes > max_retained_bytes:
-                problems.append(HealthProblem(
-                    kind="slot_retaining_wal", subject=f"{name}/{slot.slot_name}",
-                    message=f"replication slot {slot.slot_name} on {name} retains {slot.retained_bytes} bytes "
-                            f"({_mib(slot.retained_bytes)}) of WAL, more than {_mib(max_retained_bytes)} "
-                            f"({'active' if slot.active else 'inactive: its node is away'})"))
+                problems.append(
+                    HealthProblem(
+                        kind="slot_retaining_wal",
+                        subject=f"{name}/{slot.slot_name}",
+                        message=f"replication slot {slot.slot_name} on {name} retains {slot.retained_bytes} bytes "
+                        f"({_mib(slot.retained_bytes)}) of WAL, more than {_mib(max_retained_bytes)} "
+                        f"({'active' if slot.active else 'inactive: its node is away'})",
+                    )
+                )
         if s.role == "primary" and s.max_slot_wal_keep_size_mb == -1:
-            problems.append(HealthProblem(
-                kind="slot_keep_unlimited", subject=name,
-                message=f"primary {name} has max_slot_wal_keep_size = -1: a dead node's slot can fill its disk"))
+            problems.append(
+                HealthProblem(
+                    kind="slot_keep_unlimited",
+                    subject=name,
+                    message=f"primary {name} has max_slot_wal_keep_size = -1: a dead node's slot can fill its disk",
+                )
+            )
     return problems
 
 
@@ -212,11 +261,21 @@ def _assess_apps(apps: list[AppProbe]) -> list[HealthProblem]:
     problems = []
     for app in apps:
         if not app.reachable or (app.status_code or 500) >= 500:
-            problems.append(HealthProblem(kind="app_down", subject=f"app {app.region}",
-                                          message=f"app {app.region} is down: {app.error or app.status_code}"))
+            problems.append(
+                HealthProblem(
+                    kind="app_down",
+                    subject=f"app {app.region}",
+                    message=f"app {app.region} is down: {app.error or app.status_code}",
+                )
+            )
         elif not app.healthy:
-            problems.append(HealthProblem(kind="app_degraded", subject=f"app {app.region}",
-                                          message=f"app {app.region} is degraded: {app.sentence()}"))
+            problems.append(
+                HealthProblem(
+                    kind="app_degraded",
+                    subject=f"app {app.region}",
+                    message=f"app {app.region} is degraded: {app.sentence()}",
+                )
+            )
     return problems
 
 
@@ -225,13 +284,19 @@ def _assess_buckets(topo: Topology, buckets: list[BucketStatus]) -> list[HealthP
     problems = []
     for b in buckets:
         if not b.reachable:
-            problems.append(HealthProblem(kind="bucket_unreachable", subject=b.bucket,
-                                          message=f"bucket {b.bucket} is unreachable: {b.error}"))
+            problems.append(
+                HealthProblem(
+                    kind="bucket_unreachable", subject=b.bucket, message=f"bucket {b.bucket} is unreachable: {b.error}"
+                )
+            )
         elif b.region != expected.get(b.bucket):
-            problems.append(HealthProblem(
-                kind="bucket_wrong_region", subject=b.bucket,
-                message=f"bucket {b.bucket} is in {b.region}, the topology says {expected.get(b.bucket)}",
-            ))
+            problems.append(
+                HealthProblem(
+                    kind="bucket_wrong_region",
+                    subject=b.bucket,
+                    message=f"bucket {b.bucket} is in {b.region}, the topology says {expected.get(b.bucket)}",
+                )
+            )
     return problems
 
 
@@ -249,10 +314,13 @@ def _assess_writer(
     status = WriterStatus(record=name, target=target, node=node)
     if primary is not None and node != primary:
         who = f"{node}, which is not the primary" if node else f"{target}, which is no node of {cluster}"
-        return status, [HealthProblem(
-            kind="writer_not_primary", subject=name,
-            message=f"writer record {name} points at {who}; the primary is {primary}",
-        )]
+        return status, [
+            HealthProblem(
+                kind="writer_not_primary",
+                subject=name,
+                message=f"writer record {name} points at {who}; the primary is {primary}",
+            )
+        ]
     return status, []
 
 
@@ -277,7 +345,14 @@ def assess_health(
     writer, writer_problems = _assess_writer(topo, cluster, writer_record, primary, writer_error)
     problems += writer_problems
     return RegionHealthReport(
-        topology=topo.name, cluster=cluster, checked_at=now or datetime.now(timezone.utc),
-        healthy=not problems, primary=primary, nodes=nodes, apps=apps, buckets=buckets,
-        writer=writer, problems=problems,
+        topology=topo.name,
+        cluster=cluster,
+        checked_at=now or datetime.now(UTC),
+        healthy=not problems,
+        primary=primary,
+        nodes=nodes,
+        apps=apps,
+        buckets=buckets,
+        writer=writer,
+        problems=problems,
     )

@@ -6,7 +6,7 @@ importing a driver (and with it psycopg, boto3 or httpx).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, PrivateAttr
@@ -109,10 +109,9 @@ class NodeState(BaseModel):
                 f"with {len(self.replication)} replica(s) connected"
             )
         recv = self.wal_receiver.status if self.wal_receiver else "no WAL receiver"
-        return (
-            f"{self.node} is a replica on timeline {self.timeline}, replayed {self.replay_lsn} "
-            f"({recv})"
-        )
+        return f"{self.node} is a replica on timeline {self.timeline}, replayed {self.replay_lsn} ({recv})"
+
+
 class ControlData(BaseModel):
     """What a data directory's control file says, readable while the server is down."""
 
@@ -156,7 +155,7 @@ class ControlData(BaseModel):
             "error": error,
             "system_identifier": self.system_identifier,
             "timeline": self.timeline,
-            "observed_at": observed_at or datetime.now(timezone.utc),
+            "observed_at": observed_at or datetime.now(UTC),
         }
         if self.was_primary:
             return NodeState(role="primary", current_lsn=self.checkpoint_lsn, **common)
@@ -197,7 +196,10 @@ class CommonPoint(BaseModel):
     def sentence(self) -> str:
         """One line for a report."""
         missed = "".join(f"; {n} not at the point ({why})" for n, why in self.missed.items())
-        return (f"common point {self.lsn} on {self.primary}"
-                + (f" and {', '.join(self.nodes)}" if self.nodes else "")
-                + f", writers held {self.held_ms:.0f} ms"
-                + (f" (attempt {self.attempts})" if self.attempts > 1 else "") + missed)
+        return (
+            f"common point {self.lsn} on {self.primary}"
+            + (f" and {', '.join(self.nodes)}" if self.nodes else "")
+            + f", writers held {self.held_ms:.0f} ms"
+            + (f" (attempt {self.attempts})" if self.attempts > 1 else "")
+            + missed
+        )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 from pydantic import BaseModel
@@ -50,8 +50,15 @@ def desired_record(topology: Topology, region: str, traffic: Route53Traffic) -> 
     except ValueError:
         rtype, value = "CNAME", fqdn(host)
     check = traffic.ensure_health_check(url, settings.health_check_path, f"{topology.app().name}-{region}")
-    return RecordSet(name=fqdn(settings.record), type=rtype, ttl=topology.traffic.record_ttl, values=[value],
-                     set_identifier=region, region=topology.regions[region].aws_region, health_check_id=check)
+    return RecordSet(
+        name=fqdn(settings.record),
+        type=rtype,
+        ttl=topology.traffic.record_ttl,
+        values=[value],
+        set_identifier=region,
+        region=topology.regions[region].aws_region,
+        health_check_id=check,
+    )
 
 
 class TrafficState(BaseModel):
@@ -112,15 +119,24 @@ def drain(topology: Topology, region: str, reason: str, traffic: Route53Traffic 
     traffic = traffic or traffic_for(topology)
     zone = topology.traffic.route53_zone
     state = read_state(topology, traffic)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = f"drained {stamp}: {reason}".replace('"', "'")[:250]
-    traffic.change_record_set(zone, "UPSERT", RecordSet(name=marker_name(topology, region), type="TXT",
-                                                        ttl=topology.traffic.record_ttl, values=[f'"{text}"']))
+    traffic.change_record_set(
+        zone,
+        "UPSERT",
+        RecordSet(
+            name=marker_name(topology, region), type="TXT", ttl=topology.traffic.record_ttl, values=[f'"{text}"']
+        ),
+    )
     current = state.serving.get(region)
     if current is not None:
         traffic.change_record_set(zone, "DELETE", current)
-    return TrafficChange(region=region, action="drain", changed=current is not None,
-                         reason=f"record set removed from {state.record}; {text}")
+    return TrafficChange(
+        region=region,
+        action="drain",
+        changed=current is not None,
+        reason=f"record set removed from {state.record}; {text}",
+    )
 
 
 def restore(topology: Topology, region: str, traffic: Route53Traffic | None = None) -> TrafficChange:
@@ -135,8 +151,12 @@ def restore(topology: Topology, region: str, traffic: Route53Traffic | None = No
     marker = next((r for r in traffic.list_record_sets(zone, marker_name(topology, region)) if r.type == "TXT"), None)
     if marker is not None:
         traffic.change_record_set(zone, "DELETE", marker)
-    return TrafficChange(region=region, action="restore", changed=changed or marker is not None,
-                         reason=f"{want.sentence()}" + ("" if marker else " (was not marked drained)"))
+    return TrafficChange(
+        region=region,
+        action="restore",
+        changed=changed or marker is not None,
+        reason=f"{want.sentence()}" + ("" if marker else " (was not marked drained)"),
+    )
 
 
 def drain_for_lost_database(topology: Topology, region: str, reason: str) -> TrafficChange | None:

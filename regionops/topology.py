@@ -90,7 +90,8 @@ class Node(Strict):
     priority: int = Field(100, description="higher wins among equally advanced promotion candidates")
     dns_name: str | None = Field(None, description="the node's DNS name; default <node>.<cluster>.<zone>")
     exporter_port: int | None = Field(
-        None, ge=1, le=65535, description="port of this node's postgres_exporter; default monitoring.exporter_port")
+        None, ge=1, le=65535, description="port of this node's postgres_exporter; default monitoring.exporter_port"
+    )
 
 
 class Objectives(Strict):
@@ -124,11 +125,13 @@ class PgBackRestSettings(Strict):
 
     repo_path: str = Field("/pgbackrest", description="path of the repository inside each bucket")
     cipher_passphrase: SecretRef | None = Field(
-        None, description="repository encryption passphrase (aes-256-cbc); none: repositories are not encrypted")
+        None, description="repository encryption passphrase (aes-256-cbc); none: repositories are not encrypted"
+    )
     retention_full: int = Field(2, ge=1, description="full backups kept in each repository")
     retention_diff: int = Field(7, ge=1, description="differential backups kept in each repository")
     copy_retention_full: int | None = Field(
-        None, ge=1, description="full backups kept in copy repositories; default retention_full")
+        None, ge=1, description="full backups kept in copy repositories; default retention_full"
+    )
     compress_type: Literal["lz4", "zst", "gz", "bz2", "none"] = "lz4"
     process_max: int = Field(2, ge=1, le=64, description="parallel processes for backup, restore, archive-push")
     bundle: bool = Field(True, description="pack small files into few objects (repo-bundle)")
@@ -171,8 +174,8 @@ class Cluster(Strict):
     node_operator: Literal["local", "regional"] = Field(
         "local",
         description="where node steps (pg_ctl, data directory) run: 'local' on the machine running the runbook "
-                    "(every node's data directory is reachable there), 'regional' as runs of the "
-                    "node-operation deployment on the node's region's work pool",
+        "(every node's data directory is reachable there), 'regional' as runs of the "
+        "node-operation deployment on the node's region's work pool",
     )
 
     @field_validator("residency", mode="before")
@@ -218,7 +221,8 @@ class AwsSettings(Strict):
     access_key_id: SecretRef | None = None
     secret_access_key: SecretRef | None = None
     ca_bundle: str | None = Field(
-        None, description="CA certificate file (PEM) that S3/Route53 clients and pgBackRest trust; default the system's")
+        None, description="CA certificate file (PEM) that S3/Route53 clients and pgBackRest trust; default the system's"
+    )
 
 
 FAULT_NAMES = ("primary-crash", "region-outage", "primary-freeze", "replica-loss", "planned-switchover")
@@ -236,7 +240,8 @@ class FaultSettings(Strict):
     lab_dir: str | None = Field(None, description="the lab's state directory (driver lab)")
     commands: dict[str, str] = Field(default_factory=dict, description="fault name -> command template")
     heal_commands: dict[str, str] = Field(
-        default_factory=dict, description="fault name -> command that undoes it (resume, restart an app)")
+        default_factory=dict, description="fault name -> command that undoes it (resume, restart an app)"
+    )
     timeout_seconds: float = Field(60, gt=0, description="how long one fault command may run")
 
     @field_validator("commands", "heal_commands")
@@ -264,8 +269,11 @@ class AlertingSettings(Strict):
 class PrefectSettings(Strict):
     ui_url: str | None = Field(None, description="base URL of the Prefect UI, for links in reports")
     node_pickup_seconds: float = Field(
-        120, gt=0, description="how long a node step may wait for its region's worker to pick it up before the "
-                               "runbook stops (regional node operator): a gone worker is an error, not a hang")
+        120,
+        gt=0,
+        description="how long a node step may wait for its region's worker to pick it up before the "
+        "runbook stops (regional node operator): a gone worker is an error, not a hang",
+    )
 
 
 class CommandTargetSettings(Strict):
@@ -277,7 +285,8 @@ class CommandTargetSettings(Strict):
 
     deploy: str = Field(description="command that deploys {version} to {region}")
     current_version: str | None = Field(
-        None, description="command that prints the version running in {region}; default: the app's /version")
+        None, description="command that prints the version running in {region}; default: the app's /version"
+    )
     timeout_seconds: float = Field(600, gt=0, description="a deploy command running longer is killed")
 
 
@@ -301,20 +310,24 @@ class ReleaseSettings(Strict):
     canary_region: str | None = Field(None, description="first wave of a release; default the first region")
     probe_paths: list[str] = Field(
         default_factory=lambda: ["/health"],
-        description="paths each health probe requests (their answers feed the error-rate gate)")
+        description="paths each health probe requests (their answers feed the error-rate gate)",
+    )
 
 
 class AssetSettings(Strict):
     """Static assets: published to every region's bucket, fronted by a CDN."""
 
     source: str | None = Field(
-        None, description="directory holding a version's assets, with {version}; none: no static assets")
+        None, description="directory holding a version's assets, with {version}; none: no static assets"
+    )
     prefix: str = Field("static/", description="key prefix in each bucket")
     buckets: dict[str, str] = Field(
-        default_factory=dict, description="region -> assets bucket; default the region's bucket")
+        default_factory=dict, description="region -> assets bucket; default the region's bucket"
+    )
     cache_control: str = Field("public, max-age=300", description="Cache-Control of every published object")
     cdn_distribution: str | None = Field(
-        None, description="CloudFront distribution id (or its comment) whose changed paths are invalidated")
+        None, description="CloudFront distribution id (or its comment) whose changed paths are invalidated"
+    )
 
 
 class AppTraffic(Strict):
@@ -323,9 +336,11 @@ class AppTraffic(Strict):
     record: str = Field(description="the application's DNS name (latency records, one per region)")
     health_check_path: str = Field("/health", description="path Route53's health checks request")
     capacity_rps: dict[str, float] = Field(
-        default_factory=dict, description="region -> requests/s it can serve (drain checks the others can)")
+        default_factory=dict, description="region -> requests/s it can serve (drain checks the others can)"
+    )
     drain_on_database_loss: bool = Field(
-        False, description="failover and DR drill drain the app traffic of a region whose database is lost")
+        False, description="failover and DR drill drain the app traffic of a region whose database is lost"
+    )
 
 
 class Application(Strict):
@@ -335,6 +350,8 @@ class Application(Strict):
     release: ReleaseSettings = ReleaseSettings()
     assets: AssetSettings = AssetSettings()
     traffic: AppTraffic | None = None
+
+
 class AlertThresholds(Strict):
     """Thresholds of the alert rules that the topology (not the rules file) decides."""
 
@@ -359,7 +376,8 @@ class Monitoring(Strict):
     exporter_port: int = Field(9187, ge=1, le=65535, description="postgres_exporter port on each node's host")
     scrape_interval_seconds: float = Field(15, gt=0)
     max_alert_for_seconds: float | None = Field(
-        None, gt=0, description="cap on every alert rule's `for` (the lab uses a few seconds)")
+        None, gt=0, description="cap on every alert rule's `for` (the lab uses a few seconds)"
+    )
     thresholds: AlertThresholds = AlertThresholds()
 
 
@@ -399,9 +417,7 @@ class Topology(Strict):
         """A node of a cluster, with an error naming both when absent."""
         _, c = self.cluster(cluster)
         if node not in c.nodes:
-            raise ConfigurationError(
-                f"cluster {cluster} has no node {node!r}; it has: {', '.join(sorted(c.nodes))}"
-            )
+            raise ConfigurationError(f"cluster {cluster} has no node {node!r}; it has: {', '.join(sorted(c.nodes))}")
         return c.nodes[node]
 
     def node_dns_name(self, cluster: str, node: str) -> str:
@@ -496,9 +512,7 @@ def _check_references(topo: Topology) -> list[str]:
                 for n, node in cl.nodes.items()
                 if (node.host, node.port) == (host, port)
             ]
-            problems.append(
-                f"clusters: duplicate port {port} on host {host} (nodes {', '.join(users)})"
-            )
+            problems.append(f"clusters: duplicate port {port} on host {host} (nodes {', '.join(users)})")
     return problems
 
 
@@ -520,8 +534,9 @@ def _check_application(topo: Topology) -> list[str]:
     if app.traffic:
         regional.append(("application.traffic.capacity_rps", app.traffic.capacity_rps))
         if not fqdn(app.traffic.record).endswith("." + fqdn(topo.traffic.route53_zone)):
-            problems.append(f"application.traffic.record: {app.traffic.record!r} is not inside zone "
-                            f"{topo.traffic.route53_zone!r}")
+            problems.append(
+                f"application.traffic.record: {app.traffic.record!r} is not inside zone {topo.traffic.route53_zone!r}"
+            )
     for where, mapping in regional:
         problems += [f"{where}.{r}: unknown region {r!r}" for r in mapping if r not in topo.regions]
     return problems

@@ -48,6 +48,7 @@ def resume_fault(topology: Topology, fault: FaultName, cluster: str, node: str |
 @task(name="canary baseline", cache_policy=NO_CACHE)
 def wait_for_acks(canary: CanaryWriter, count: int, timeout: float) -> int:
     """Wait until the canary has ``count`` acknowledged writes (its steady state).  Returns how many."""
+
     def acked() -> int:
         n = sum(w.acked for w in canary.journal())
         return n if n >= count else 0
@@ -58,6 +59,7 @@ def wait_for_acks(canary: CanaryWriter, count: int, timeout: float) -> int:
 @task(name="wait for writes after the fault", cache_policy=NO_CACHE)
 def wait_first_ack_after(canary: CanaryWriter, after: datetime, timeout: float) -> datetime | None:
     """When the first write sent after ``after`` was acknowledged (None if none within ``timeout``)."""
+
     def first() -> datetime | None:
         acks = [w.acked_at for w in canary.journal() if w.acked and w.acked_at and w.sent_at >= after]
         return min(acks) if acks else None
@@ -75,19 +77,22 @@ def rows_on(topology: Topology, cluster: str, node: str, run_id: str) -> set[int
 
 
 @task(name="fingerprint at a common point", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def fingerprint_at_common_point(topology: Topology, cluster: str, primary: str, replicas: list[str],
-                                tables: list[str]) -> tuple[CommonPoint, dict[str, dict[str, Fingerprint]]]:
+def fingerprint_at_common_point(
+    topology: Topology, cluster: str, primary: str, replicas: list[str], tables: list[str]
+) -> tuple[CommonPoint, dict[str, dict[str, Fingerprint]]]:
     """Row count and checksum of each table on the primary and ``replicas``, all read at one point.
 
     Writers to the tables are held on the primary for an instant only (see
     :mod:`regionops.drivers.common_point`); the counting happens after.
     """
     c = topology.clusters[cluster]
-    reader = CommonPointReader(primary, conninfo_for(c, c.nodes[primary]),
-                               {n: conninfo_for(c, c.nodes[n]) for n in replicas})
+    reader = CommonPointReader(
+        primary, conninfo_for(c, c.nodes[primary]), {n: conninfo_for(c, c.nodes[n]) for n in replicas}
+    )
     point, prints = reader.read(tables)
-    return point, {node: {t: Fingerprint.model_validate(v) for t, v in by_table.items()}
-                   for node, by_table in prints.items()}
+    return point, {
+        node: {t: Fingerprint.model_validate(v) for t, v in by_table.items()} for node, by_table in prints.items()
+    }
 
 
 @task(name="post alert", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)

@@ -14,21 +14,25 @@ from tasks.common import TRANSIENT_RETRIES
 
 
 @task(name="silence planned work's alerts", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def silence_alerts(topology: Topology, cluster: str, runbook: str, run: str,
-                   duration_seconds: float) -> silences.PlannedSilence:
+def silence_alerts(
+    topology: Topology, cluster: str, runbook: str, run: str, duration_seconds: float
+) -> silences.PlannedSilence:
     """Silence the cluster's HA alerts in Alertmanager for the work's duration."""
     assert topology.monitoring.alertmanager_url
-    return silences.silence(AlertmanagerClient(topology.monitoring.alertmanager_url), topology, cluster, runbook,
-                            run, duration_seconds)
+    return silences.silence(
+        AlertmanagerClient(topology.monitoring.alertmanager_url), topology, cluster, runbook, run, duration_seconds
+    )
 
 
 @task(name="lift the silence", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def lift_silence(topology: Topology, planned: silences.PlannedSilence, settle_seconds: float,
-                 timeout_seconds: float) -> silences.SilenceLifted:
+def lift_silence(
+    topology: Topology, planned: silences.PlannedSilence, settle_seconds: float, timeout_seconds: float
+) -> silences.SilenceLifted:
     """Expire the silence once the alerts the work caused have resolved (or the timeout passed)."""
     assert topology.monitoring.alertmanager_url
-    return silences.lift(AlertmanagerClient(topology.monitoring.alertmanager_url), planned, settle_seconds,
-                         timeout_seconds)
+    return silences.lift(
+        AlertmanagerClient(topology.monitoring.alertmanager_url), planned, settle_seconds, timeout_seconds
+    )
 
 
 @task(name="publish result metrics", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)

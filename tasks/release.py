@@ -38,28 +38,53 @@ def deploy_region(topology: Topology, region: str, version: str, ref: str | None
 
 
 @task(name="wait until healthy", cache_policy=NO_CACHE)
-def wait_healthy(topology: Topology, region: str, version: str, wave: int, needed: int, interval: float,
-                 timeout: float) -> GateMeasurement:
+def wait_healthy(
+    topology: Topology, region: str, version: str, wave: int, needed: int, interval: float, timeout: float
+) -> GateMeasurement:
     """The region runs ``version`` and passes ``needed`` health probes in a row (deadline ``timeout``)."""
-    return health.wait_healthy(target_for(topology), HttpAppProber(), region, topology.regions[region].app_url,
-                               version, wave=wave, needed=needed, interval=interval, timeout=timeout)
+    return health.wait_healthy(
+        target_for(topology),
+        HttpAppProber(),
+        region,
+        topology.regions[region].app_url,
+        version,
+        wave=wave,
+        needed=needed,
+        interval=interval,
+        timeout=timeout,
+    )
 
 
 @task(name="bake region", cache_policy=NO_CACHE)
-def bake_region(topology: Topology, region: str, wave: int, limits: GateThresholds, seconds: float,
-                interval: float) -> GateMeasurement:
+def bake_region(
+    topology: Topology, region: str, wave: int, limits: GateThresholds, seconds: float, interval: float
+) -> GateMeasurement:
     """Watch the region's error rate and p95 from its metrics for ``seconds``; the first failure ends it."""
     with httpx.Client(timeout=5) as client:
-        return health.bake(HttpMetricsSource(), client, region, topology.regions[region].app_url,
-                           topology.app().release.probe_paths, limits, wave=wave, seconds=seconds,
-                           interval=interval)
+        return health.bake(
+            HttpMetricsSource(),
+            client,
+            region,
+            topology.regions[region].app_url,
+            topology.app().release.probe_paths,
+            limits,
+            wave=wave,
+            seconds=seconds,
+            interval=interval,
+        )
 
 
 @task(name="publish assets", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
 def publish_assets(topology: Topology, region: str, files: list[AssetFile], dry_run: bool) -> BucketPublish:
     """Upload the version's changed assets to the region's bucket (content type, cache headers)."""
-    return publish(objectstore_for(topology), region, topology.assets_bucket(region), files,
-                   topology.app().assets.cache_control, dry_run=dry_run)
+    return publish(
+        objectstore_for(topology),
+        region,
+        topology.assets_bucket(region),
+        files,
+        topology.app().assets.cache_control,
+        dry_run=dry_run,
+    )
 
 
 @task(name="invalidate CDN paths", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)

@@ -22,11 +22,13 @@ from tasks.common import TRANSIENT_RETRIES
 
 
 @task(name="probe primary", cache_policy=NO_CACHE)
-def probe_primary(topology: Topology, cluster: str, node: str, probes: int, grace_seconds: float,
-                  connect_timeout: float) -> list[ProbeOutcome]:
+def probe_primary(
+    topology: Topology, cluster: str, node: str, probes: int, grace_seconds: float, connect_timeout: float
+) -> list[ProbeOutcome]:
     """Several connection attempts to the primary, spread over the grace period."""
-    return sqlsteps.probe_primary(topology.clusters[cluster], node, probes=probes, grace_seconds=grace_seconds,
-                                  connect_timeout=connect_timeout)
+    return sqlsteps.probe_primary(
+        topology.clusters[cluster], node, probes=probes, grace_seconds=grace_seconds, connect_timeout=connect_timeout
+    )
 
 
 @task(name="writer record target", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
@@ -54,8 +56,9 @@ def clear_write_fence(topology: Topology, cluster: str, node: str) -> sqlsteps.W
 
 
 @task(name="wait for replay", cache_policy=NO_CACHE)
-def wait_replayed(topology: Topology, cluster: str, node: str, target: Lsn, timeout: float,
-                  past: bool = False) -> sqlsteps.CatchUp:
+def wait_replayed(
+    topology: Topology, cluster: str, node: str, target: Lsn, timeout: float, past: bool = False
+) -> sqlsteps.CatchUp:
     """Wait (with a deadline) until the node has replayed ``target``."""
     return sqlsteps.wait_replayed(topology.clusters[cluster], node, target, timeout, past=past)
 
@@ -97,15 +100,17 @@ def switch_writer(topology: Topology, cluster: str, node: str) -> writer.WriterS
 
 
 @task(name="verify a write", cache_policy=NO_CACHE)
-def verify_write(topology: Topology, cluster: str, primary: str, replicas: list[str], timeout: float,
-                 label: str) -> writer.WriteCheck:
+def verify_write(
+    topology: Topology, cluster: str, primary: str, replicas: list[str], timeout: float, label: str
+) -> writer.WriteCheck:
     """A write through the writer endpoint lands on ``primary`` and reaches ``replicas``."""
     return writer.verify_write(topology, cluster, primary, replicas, timeout=timeout, label=label)
 
 
 @task(name="verify streaming", cache_policy=NO_CACHE)
-def wait_streaming(topology: Topology, cluster: str, node: str, primary: str, max_lag_bytes: int,
-                   timeout: float) -> sqlsteps.StreamingCheck:
+def wait_streaming(
+    topology: Topology, cluster: str, node: str, primary: str, max_lag_bytes: int, timeout: float
+) -> sqlsteps.StreamingCheck:
     """Wait (with a deadline) until the replica streams from ``primary`` within the lag bound."""
     return sqlsteps.wait_streaming(topology.clusters[cluster], node, primary, max_lag_bytes, timeout)
 
@@ -118,8 +123,14 @@ def current_fencer(topology: Topology, runbook: str) -> Fencer:
         url = f"{topology.prefect.ui_url.rstrip('/')}/runs/flow-run/{run_id}"
     elif run_id:
         url = current_run.get_ui_url()
-    return Fencer(runbook=runbook, run_name=current_run.get_name(), run_id=str(run_id) if run_id else None,
-                  run_url=url, worker_region=os.environ.get("REGIONOPS_REGION"), worker_host=socket.gethostname())
+    return Fencer(
+        runbook=runbook,
+        run_name=current_run.get_name(),
+        run_id=str(run_id) if run_id else None,
+        run_url=url,
+        worker_region=os.environ.get("REGIONOPS_REGION"),
+        worker_host=socket.gethostname(),
+    )
 
 
 @task(name="fenced nodes", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)

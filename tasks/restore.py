@@ -38,19 +38,37 @@ def backup_sets(topology: Topology, cluster: str, data_dir: str, work_dir: str, 
 
 
 @task(name="choose set and target", cache_policy=NO_CACHE)
-def choose_target(topology: Topology, cluster: str, region: str | None, sets: list[BackupSet], repo: int,
-                  label: str | None, target_type: RequestedTarget, target: str | None) -> RestoreTarget:
+def choose_target(
+    topology: Topology,
+    cluster: str,
+    region: str | None,
+    sets: list[BackupSet],
+    repo: int,
+    label: str | None,
+    target_type: RequestedTarget,
+    target: str | None,
+) -> RestoreTarget:
     """The set (refused when missing or ending after the target) and where recovery stops, from its proof."""
     chosen = real.choose_set(cluster, sets, repo, label, target_type, target)
     proof = ProofStore.for_cluster(topology, cluster, region).proof(chosen.label)
-    expected = {t: Fingerprint(rows=f.rows, checksum=f.checksum) for t, f in (proof.fingerprint if proof else {}).items()}
-    return real.target_for(cluster, chosen, target_type, target, proof.restore_point if proof else None, expected,
-                           topology.clusters[cluster].backup.fingerprint_tables)
+    expected = {
+        t: Fingerprint(rows=f.rows, checksum=f.checksum) for t, f in (proof.fingerprint if proof else {}).items()
+    }
+    return real.target_for(
+        cluster,
+        chosen,
+        target_type,
+        target,
+        proof.restore_point if proof else None,
+        expected,
+        topology.clusters[cluster].backup.fingerprint_tables,
+    )
 
 
 @task(name="pgbackrest restore", cache_policy=NO_CACHE)
-def restore_into(topology: Topology, cluster: str, data_dir: str, work_dir: str, target: RestoreTarget,
-                 ending: scratch.Ending) -> Phase:
+def restore_into(
+    topology: Topology, cluster: str, data_dir: str, work_dir: str, target: RestoreTarget, ending: scratch.Ending
+) -> Phase:
     """``pgbackrest restore`` of the target's set into the empty scratch directory."""
     driver = restore_driver(topology, cluster, Path(data_dir), Path(work_dir))
     return scratch.restore_into(driver, Path(data_dir), target, ending)
@@ -70,8 +88,15 @@ def start_instance(data_dir: str, log_file: str, os_user: str | None, timeout: i
 
 
 @task(name="wait for recovery target", cache_policy=NO_CACHE)
-def wait_recovered(info: ConnInfo, data_dir: str, log_file: str, os_user: str | None, ending: scratch.Ending,
-                   target: RestoreTarget, timeout: float) -> Phase:
+def wait_recovered(
+    info: ConnInfo,
+    data_dir: str,
+    log_file: str,
+    os_user: str | None,
+    ending: scratch.Ending,
+    target: RestoreTarget,
+    timeout: float,
+) -> Phase:
     """Recovery reached the target (promoted or paused there): the instance is consistent."""
     return scratch.wait_recovered(info, Path(data_dir), Path(log_file), os_user, ending, target, timeout)
 

@@ -65,13 +65,18 @@ class Http:
 
     def runs(self, flow_name: str) -> list[dict[str, Any]]:
         """Every run of a runbook's served deployment, oldest first."""
-        body = {"flow_runs": {"deployment_id": {"any_": [self.deployment_id(flow_name)]}}, "sort": "EXPECTED_START_TIME_ASC"}
+        body = {
+            "flow_runs": {"deployment_id": {"any_": [self.deployment_id(flow_name)]}},
+            "sort": "EXPECTED_START_TIME_ASC",
+        }
         return self.client.post(f"{self.prefect}/flow_runs/filter", json=body).json()
 
     def start_run(self, flow_name: str, params: dict[str, Any]) -> str:
         """Create a run of the served deployment (what the UI's Run button does)."""
-        resp = self.client.post(f"{self.prefect}/deployments/{self.deployment_id(flow_name)}/create_flow_run",
-                                json={"parameters": {"params": params}})
+        resp = self.client.post(
+            f"{self.prefect}/deployments/{self.deployment_id(flow_name)}/create_flow_run",
+            json={"parameters": {"params": params}},
+        )
         resp.raise_for_status()
         return resp.json()["id"]
 
@@ -79,11 +84,16 @@ class Http:
         return self.client.get(f"{self.prefect}/flow_runs/{run_id}").json()
 
     def wait_finished(self, run_id: str, timeout: float = 120) -> dict[str, Any]:
-        return poll_until(lambda: (r := self.run(run_id))["state_type"] in TERMINAL and r, timeout=timeout,
-                          interval=0.5, what=f"flow run {run_id} to finish")
+        return poll_until(
+            lambda: (r := self.run(run_id))["state_type"] in TERMINAL and r,
+            timeout=timeout,
+            interval=0.5,
+            what=f"flow run {run_id} to finish",
+        )
 
     def wait_runs(self, flow_name: str, count: int, timeout: float = 60) -> list[dict[str, Any]]:
         """Wait until ``count`` runs of ``flow_name`` exist; fail at once if more appear."""
+
         def enough() -> list[dict[str, Any]] | None:
             found = self.runs(flow_name)
             assert len(found) <= count, f"{len(found)} {flow_name} runs, expected {count}: {names(found)}"
@@ -117,8 +127,11 @@ class Http:
     def failed_webhook_notifications(self) -> float:
         """Alertmanager's count of failed webhook deliveries (its own /metrics)."""
         text = self.client.get(f"{self.alertmanager}/metrics").text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("alertmanager_notifications_failed_total") and 'integration="webhook"' in line)
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("alertmanager_notifications_failed_total") and 'integration="webhook"' in line
+        )
 
     # -- Slack sink ----------------------------------------------------------------------
     def slack_messages(self) -> list[dict[str, Any]]:
@@ -131,6 +144,13 @@ def names(runs: list[dict[str, Any]]) -> list[str]:
 
 def wait_steady(http: Http, timeout: float = 60) -> None:
     """Prometheus knows every node's role and fires no HA alert: a fault is judged against this."""
-    poll_until(lambda: len(http.query("regionops:pg_last_seen_in_recovery")) == 3
-               and not http.firing("PostgresPrimaryDown") and not http.firing("PostgresReplicationBroken"),
-               timeout=timeout, interval=0.5, what="Prometheus to see a steady cluster")
+    poll_until(
+        lambda: (
+            len(http.query("regionops:pg_last_seen_in_recovery")) == 3
+            and not http.firing("PostgresPrimaryDown")
+            and not http.firing("PostgresReplicationBroken")
+        ),
+        timeout=timeout,
+        interval=0.5,
+        what="Prometheus to see a steady cluster",
+    )

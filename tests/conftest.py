@@ -22,7 +22,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 @contextmanager
-def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Iterator["Lab"]:  # noqa: F821
+def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Iterator[Lab]:  # noqa: F821
     """A running lab in a fresh directory on free ports; stopped and removed afterwards.
 
     Without monitoring by default: the session lab's faults (stopped replicas, paused
@@ -43,8 +43,12 @@ def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Ite
     old = {k: os.environ.get(k) for k in env}
     try:
         status = lab.up(progress=lambda m: None, with_prefect=with_prefect, with_monitoring=with_monitoring)
-        unhealthy = [c for c in status.components
-                     if not c.healthy and (with_prefect or c.name not in ("prefect server", "runbook deployments", "alert receiver"))]
+        unhealthy = [
+            c
+            for c in status.components
+            if not c.healthy
+            and (with_prefect or c.name not in ("prefect server", "runbook deployments", "alert receiver"))
+        ]
         assert not unhealthy, unhealthy
         os.environ.update(env)
         with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
@@ -59,7 +63,7 @@ def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Ite
 
 
 @contextmanager
-def running_lab(lab_dir: str) -> Iterator["Lab"]:  # noqa: F821
+def running_lab(lab_dir: str) -> Iterator[Lab]:  # noqa: F821
     """A lab that already runs (``regionops lab up --lab-dir DIR``), for quick runs while developing.
 
     Left running afterwards.  CI never sets REGIONOPS_TEST_LAB, so it always builds its own.
@@ -76,10 +80,10 @@ def running_lab(lab_dir: str) -> Iterator["Lab"]:  # noqa: F821
 
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator["Lab"]:  # noqa: F821
+def lab() -> Iterator[Lab]:  # noqa: F821
     """The session's shared lab (eu-1 primary); tests must leave it as they found it."""
     existing = os.environ.get("REGIONOPS_TEST_LAB")
-    with (running_lab(existing) if existing else started_lab()) as running:
+    with running_lab(existing) if existing else started_lab() as running:
         yield running
 
 

@@ -72,8 +72,13 @@ def streams_from(lab, node: str, primary: str) -> bool:
     """``node`` is a replica streaming from ``primary``'s port."""
     s = state(lab, node)
     r = s.wal_receiver
-    return bool(s.reachable and s.role == "replica" and r and r.status == "streaming"
-                and r.sender_port == lab.cfg.ports.postgres[primary])
+    return bool(
+        s.reachable
+        and s.role == "replica"
+        and r
+        and r.status == "streaming"
+        and r.sender_port == lab.cfg.ports.postgres[primary]
+    )
 
 
 def layout(lab) -> dict[str, str]:
@@ -95,8 +100,11 @@ def layout(lab) -> dict[str, str]:
 def expect_layout(lab, primary: str, timeout: float = 10) -> dict[str, str]:
     """Wait (deadline) until ``primary`` is primary and every other node streams from it."""
     want = {n: "primary" if n == primary else f"replica of {primary}" for n in LAB_NODES}
-    return poll_until(lambda: layout(lab) == want and layout(lab), timeout=timeout,
-                      what=f"{primary} primary with every other node streaming from it")
+    return poll_until(
+        lambda: layout(lab) == want and layout(lab),
+        timeout=timeout,
+        what=f"{primary} primary with every other node streaming from it",
+    )
 
 
 def writer(lab) -> str | None:
@@ -150,8 +158,11 @@ def report_markdown(flow_run: UUID) -> str:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run]), type=ArtifactFilterType(any_=["markdown"])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run]), type=ArtifactFilterType(any_=["markdown"])
+            )
+        )
     assert artifacts, f"flow run {flow_run} has no markdown artifact"
     return "\n".join(str(a.data) for a in artifacts)
 
@@ -162,11 +173,18 @@ def paused_run(lab, flow_name: str, timeout: float = 30) -> FlowRun:
 
     def find() -> FlowRun | None:
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED"]))))
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED"])))
+            )
             names = {f: client.read_flow(f).name for f in {r.flow_id for r in runs}}
-        return next((r for r in runs if names[r.flow_id] == flow_name
-                     and (r.parameters.get("params") or {}).get("topology") == topology), None)
+        return next(
+            (
+                r
+                for r in runs
+                if names[r.flow_id] == flow_name and (r.parameters.get("params") or {}).get("topology") == topology
+            ),
+            None,
+        )
 
     return poll_until(find, timeout=timeout, interval=0.3, what=f"a paused {flow_name} run")
 
@@ -213,7 +231,6 @@ def writing(lab, region: str = "us", interval: float = 0.05) -> Iterator[Backgro
     finally:
         w._stop.set()
         w._thread.join(5)
-
 
 
 class WritablePrimaryWatch:

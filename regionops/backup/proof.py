@@ -19,7 +19,7 @@ removes records of labels pgBackRest no longer lists).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel
@@ -80,8 +80,15 @@ def restore_point_name(cluster: str, label: str) -> str:
     return f"regionops-{cluster}-{label}"
 
 
-def take_fingerprint_point(topology: Topology, cluster_name: str, primary: str, label: str,
-                           tables: list[str], lock_timeout_ms: int = 3000, attempts: int = 3) -> BackupProof:
+def take_fingerprint_point(
+    topology: Topology,
+    cluster_name: str,
+    primary: str,
+    label: str,
+    tables: list[str],
+    lock_timeout_ms: int = 3000,
+    attempts: int = 3,
+) -> BackupProof:
     """On the primary: fix the point under a brief lock (snapshot + restore point), fingerprint from the snapshot.
 
     Call after the backup finished: recovery can only stop at a point past the backup's
@@ -100,8 +107,12 @@ def take_fingerprint_point(topology: Topology, cluster_name: str, primary: str, 
             if attempt == attempts:
                 raise
     return BackupProof(
-        cluster=cluster_name, label=label, backup_type=_type_of(label), taken_at=datetime.now(timezone.utc),
-        restore_point=point.restore_point, lsn=str(point.lsn),
+        cluster=cluster_name,
+        label=label,
+        backup_type=_type_of(label),
+        taken_at=datetime.now(UTC),
+        restore_point=point.restore_point,
+        lsn=str(point.lsn),
         fingerprint={t: TableFingerprint.model_validate(v) for t, v in point.fingerprint.items()},
         writes_held_ms=point.writes_held_ms,
     )
@@ -154,7 +165,8 @@ class ProofStore:
         """The latest verdict of ``label``, or None when it was never verified."""
         try:
             return Verification.model_validate_json(
-                self.store.get_bytes(self.repo.bucket, self._key("verifications", label)))
+                self.store.get_bytes(self.repo.bucket, self._key("verifications", label))
+            )
         except ObjectNotFound:
             return None
 
@@ -165,13 +177,22 @@ class ProofStore:
 
     def prune(self, keep_labels: set[str]) -> list[str]:
         """Delete the records of every label not in ``keep_labels`` (backups pgBackRest expired)."""
-        gone = [label for label in set(self.labels("proofs")) | set(self.labels("verifications"))
-                if label not in keep_labels]
+        gone = [
+            label
+            for label in set(self.labels("proofs")) | set(self.labels("verifications"))
+            if label not in keep_labels
+        ]
         keys = [self._key(kind, label) for label in gone for kind in ("proofs", "verifications")]
         if keys:
             self.store.delete(self.repo.bucket, keys)
         return sorted(gone)
 
 
-__all__ = ["BackupProof", "ProofStore", "TableFingerprint", "Verification", "restore_point_name",
-           "take_fingerprint_point"]
+__all__ = [
+    "BackupProof",
+    "ProofStore",
+    "TableFingerprint",
+    "Verification",
+    "restore_point_name",
+    "take_fingerprint_point",
+]

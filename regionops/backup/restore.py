@@ -21,9 +21,9 @@ from pydantic import BaseModel
 
 from regionops.backup import scratch
 from regionops.backup.restore_model import (
-    Activation,
     ActivatedRestore,
     ActivateRequest,
+    Activation,
     BackupSet,
     Fingerprint,
     Phase,
@@ -73,13 +73,18 @@ class RestoreVerification(BaseModel):
     error: str | None = None
 
     def sentence(self) -> str:
-        """'backup … of core restored to … and verified: restore time 3.1 s (total 4.0 s); public.orders 5000 rows match'."""
+        """The verdict as a sentence.
+
+        'backup … of core restored to … and verified: restore time 3.1 s (total 4.0 s); public.orders 5000 rows match'.
+        """
         if not self.passed:
             return f"restore verification of backup {self.label} of {self.cluster} FAILED: {self.error}"
         verb = "match the proof" if any(t.compared for t in self.tables) else "(counted)"
         data = "; ".join(f"{t.table} {t.restored_rows} rows" for t in self.tables) or "no fingerprint tables"
-        return (f"backup {self.label} of {self.cluster} restored from repo{self.repo} to {self.target} and verified: "
-                f"restore time {self.restore_seconds:.1f} s (total {self.total_seconds:.1f} s); {data} {verb}")
+        return (
+            f"backup {self.label} of {self.cluster} restored from repo{self.repo} to {self.target} and verified: "
+            f"restore time {self.restore_seconds:.1f} s (total {self.total_seconds:.1f} s); {data} {verb}"
+        )
 
 
 # -- which set, which target (pure: what pgBackRest lists and the proof record) -----------
@@ -93,8 +98,9 @@ def _parse_time(value: str) -> datetime:
     return when
 
 
-def choose_set(cluster: str, sets: list[BackupSet], repo: int, label: str | None,
-               target_type: RequestedTarget, target: str | None) -> BackupSet:
+def choose_set(
+    cluster: str, sets: list[BackupSet], repo: int, label: str | None, target_type: RequestedTarget, target: str | None
+) -> BackupSet:
     """The backup set to restore: ``label``, or the newest that ended before a time/LSN target (else the newest).
 
     Refuses a set that does not exist, and a target before the chosen set's end
@@ -119,43 +125,70 @@ def choose_set(cluster: str, sets: list[BackupSet], repo: int, label: str | None
     if label:
         chosen = next((s for s in sets if s.label == label), None)
         if chosen is None:
-            raise PreconditionFailed(f"backup set {label} does not exist in repo{repo} of {cluster}; sets there: "
-                                     + ", ".join(s.label for s in sets))
+            raise PreconditionFailed(
+                f"backup set {label} does not exist in repo{repo} of {cluster}; sets there: "
+                + ", ".join(s.label for s in sets)
+            )
         if not ended_before(chosen):
             ended = chosen.lsn_stop if lsn is not None else f"{chosen.stopped:%Y-%m-%d %H:%M:%S}+00"
             raise PreconditionFailed(
                 f"target {target_type} {target} is before backup set {label} ended ({ended}): recovery can only "
-                "stop after the end of the backup it starts from; choose an older set or a later target")
+                "stop after the end of the backup it starts from; choose an older set or a later target"
+            )
         return chosen
     fitting = [s for s in sets if ended_before(s)]
     if not fitting:
-        raise PreconditionFailed(f"no backup set in repo{repo} of {cluster} ended before {target_type} {target}; "
-                                 f"the oldest, {sets[0].label}, ended {sets[0].stopped:%Y-%m-%d %H:%M:%S}+00")
+        raise PreconditionFailed(
+            f"no backup set in repo{repo} of {cluster} ended before {target_type} {target}; "
+            f"the oldest, {sets[0].label}, ended {sets[0].stopped:%Y-%m-%d %H:%M:%S}+00"
+        )
     return fitting[-1]
 
 
-def target_for(cluster: str, chosen: BackupSet, target_type: RequestedTarget, target: str | None,
-               proof_point: str | None, proof: dict[str, Fingerprint], tables: list[str]) -> RestoreTarget:
+def target_for(
+    cluster: str,
+    chosen: BackupSet,
+    target_type: RequestedTarget,
+    target: str | None,
+    proof_point: str | None,
+    proof: dict[str, Fingerprint],
+    tables: list[str],
+) -> RestoreTarget:
     """Where recovery of ``chosen`` stops; ``proof`` applies when that is the set's proof restore point.
 
     ``proof``: the set's proof record has a restore point: stop there and compare the
     fingerprint; without one, recover to the end of the archive and count rows.
     """
-    base = dict(cluster=cluster, label=chosen.label, repo=chosen.repo,
-                set_stopped=f"{chosen.stopped:%Y-%m-%d %H:%M:%S}+00", tables=sorted(proof) or tables)
+    base = dict(
+        cluster=cluster,
+        label=chosen.label,
+        repo=chosen.repo,
+        set_stopped=f"{chosen.stopped:%Y-%m-%d %H:%M:%S}+00",
+        tables=sorted(proof) or tables,
+    )
     if target_type == "proof":
         if proof_point:
             return RestoreTarget(**base, type="name", target=proof_point, proof_point=True, expected=proof)
         return RestoreTarget(**base, type="default")
     at_proof = target_type == "name" and bool(proof_point) and target == proof_point
-    return RestoreTarget(**base, type=target_type, target=target, proof_point=at_proof,
-                         expected=proof if at_proof else {})
+    return RestoreTarget(
+        **base, type=target_type, target=target, proof_point=at_proof, expected=proof if at_proof else {}
+    )
 
 
 # -- restore onto a node ----------------------------------------------------------------
-def plan_restore(topology: Topology, cluster_name: str, node: str, target: RestoreTarget,
-                 states: dict[str, NodeState], disk: RestoreDiskFacts, role: str = "auto", *,
-                 fenced: Collection[str] = (), confirmed_down: Collection[str] = ()) -> RestorePlan:
+def plan_restore(
+    topology: Topology,
+    cluster_name: str,
+    node: str,
+    target: RestoreTarget,
+    states: dict[str, NodeState],
+    disk: RestoreDiskFacts,
+    role: str = "auto",
+    *,
+    fenced: Collection[str] = (),
+    confirmed_down: Collection[str] = (),
+) -> RestorePlan:
     """Decide role and paths, and refuse what would be unsafe.  Changes nothing.
 
     ``disk`` is what the node's host read (:func:`disk_facts`, through the node seam):
@@ -173,11 +206,13 @@ def plan_restore(topology: Topology, cluster_name: str, node: str, target: Resto
     if state is not None and state.reachable and state.role == "primary":
         raise PreconditionFailed(
             f"{node} is the running primary of {cluster_name}; restoring over it would take the cluster's writer "
-            "down. Fail over or stop it first")
+            "down. Fail over or stop it first"
+        )
     unknown = sorted(set(confirmed_down) - set(topology.clusters[cluster_name].nodes))
     if unknown or node in confirmed_down:
-        raise ConfigurationError(f"confirmed_down names {', '.join(unknown) or node}: only the cluster's other "
-                                 f"nodes can be confirmed down")
+        raise ConfigurationError(
+            f"confirmed_down names {', '.join(unknown) or node}: only the cluster's other nodes can be confirmed down"
+        )
     chosen: Role = ("replica" if primaries else "primary") if role == "auto" else role  # type: ignore[assignment]
     primary = primaries[0] if primaries else None
     if chosen == "replica" and primary is None:
@@ -192,32 +227,53 @@ def plan_restore(topology: Topology, cluster_name: str, node: str, target: Resto
     size = next((s.size for s in disk.sets if s.label == target.label), 0)
     needed = int(size * 1.1)
     if needed > disk.free_bytes:
-        raise PreconditionFailed(f"{data_dir.parent} has {human_bytes(disk.free_bytes)} free; restoring backup "
-                                 f"{target.label} needs about {human_bytes(needed)}")
+        raise PreconditionFailed(
+            f"{data_dir.parent} has {human_bytes(disk.free_bytes)} free; restoring backup "
+            f"{target.label} needs about {human_bytes(needed)}"
+        )
     return RestorePlan(
-        cluster=cluster_name, node=node, target=target, role=chosen, primary=primary, data_dir=str(data_dir),
-        staging_dir=f"{data_dir}.restore-{target.label}", old_dir=f"{data_dir}.pre-restore-{target.label}",
-        node_running=disk.running, node_has_data=disk.has_data, needed_bytes=needed, free_bytes=disk.free_bytes)
+        cluster=cluster_name,
+        node=node,
+        target=target,
+        role=chosen,
+        primary=primary,
+        data_dir=str(data_dir),
+        staging_dir=f"{data_dir}.restore-{target.label}",
+        old_dir=f"{data_dir}.pre-restore-{target.label}",
+        node_running=disk.running,
+        node_has_data=disk.has_data,
+        needed_bytes=needed,
+        free_bytes=disk.free_bytes,
+    )
 
 
-def _refuse_second_primary(cluster: str, node: str, states: dict[str, NodeState], primaries: list[str],
-                           fenced: Collection[str], confirmed_down: Collection[str]) -> None:
+def _refuse_second_primary(
+    cluster: str,
+    node: str,
+    states: dict[str, NodeState],
+    primaries: list[str],
+    fenced: Collection[str],
+    confirmed_down: Collection[str],
+) -> None:
     """PreconditionFailed naming every other node that could be (or become) a primary beside the restored one."""
     problems = [f"{p} is a reachable primary (split brain)" for p in primaries]
-    problems += [f"{n} is confirmed down but answers as a {states[n].role}" for n in sorted(confirmed_down)
-                 if n in states and states[n].reachable and n not in primaries]
+    problems += [
+        f"{n} is confirmed down but answers as a {states[n].role}"
+        for n in sorted(confirmed_down)
+        if n in states and states[n].reachable and n not in primaries
+    ]
     for other, st in sorted(states.items()):
         if other == node or other in primaries or other in confirmed_down:
             continue
         if other in fenced:
             problems.append(f"{other} is fenced (an old primary: its successor may be cut off, not gone)")
         elif not st.reachable:
-            problems.append(f"{other} does not answer ({st.error or 'unreachable'}): it may be a primary we cannot "
-                            "see")
+            problems.append(f"{other} does not answer ({st.error or 'unreachable'}): it may be a primary we cannot see")
     if problems:
         raise PreconditionFailed(
             f"cannot restore {node} as a primary: " + "; ".join(problems) + ". If a node is stopped or lost for "
-            "good, name it in confirmed_down (it is fenced before the restore)")
+            "good, name it in confirmed_down (it is fenced before the restore)"
+        )
 
 
 def disk_facts(topology: Topology, cluster_name: str, node: str, repo: int = 1) -> RestoreDiskFacts:
@@ -228,8 +284,14 @@ def disk_facts(topology: Topology, cluster_name: str, node: str, repo: int = 1) 
     free = shutil.disk_usage(parent if parent.exists() else "/").free
     has_data = data_dir.exists() and any(data_dir.iterdir())
     running = (data_dir / "postmaster.pid").exists() and PgCtl(data_dir, cluster.os_user).is_running()
-    return RestoreDiskFacts(node=node, data_dir=str(data_dir), free_bytes=free, running=running, has_data=has_data,
-                            sets=scratch.list_sets(topology, cluster_name, repo))
+    return RestoreDiskFacts(
+        node=node,
+        data_dir=str(data_dir),
+        free_bytes=free,
+        running=running,
+        has_data=has_data,
+        sets=scratch.list_sets(topology, cluster_name, repo),
+    )
 
 
 def work_dir_of(staging: Path) -> Path:
@@ -254,36 +316,56 @@ def stage(topology: Topology, request: StageRequest) -> StagedRestore:
     ending: scratch.Ending = "promoted" if target.type == "default" else "paused"
     first = scratch.prepare_empty_dir(staging, os_user)  # before the try: a refusal changes nothing
     port = scratch.free_port()  # free on THIS host, where the staging instance runs
-    info = ConnInfo(scratch.LOOPBACK, port, cluster.database, cluster.user,
-                    cluster.password.resolve() if cluster.password else None)
+    info = ConnInfo(
+        scratch.LOOPBACK, port, cluster.database, cluster.user, cluster.password.resolve() if cluster.password else None
+    )
     phases: list[Phase] = [first]
     try:
         shutil.rmtree(work, ignore_errors=True)  # only pgBackRest's files of an earlier attempt
         driver = pgbackrest.restore_driver(topology, plan.cluster, staging, work)
         phases.append(scratch.restore_into(driver, staging, target, ending))
         original_hba = (staging / "pg_hba.conf").read_text()
-        phases.append(scratch.configure_instance(staging, name=f"restore-{plan.node}", port=port, cluster=cluster,
-                                                 os_user=os_user))
+        phases.append(
+            scratch.configure_instance(
+                staging, name=f"restore-{plan.node}", port=port, cluster=cluster, os_user=os_user
+            )
+        )
         phases.append(scratch.start_instance(staging, log_file, os_user, request.start_timeout_seconds))
-        phases.append(scratch.wait_recovered(info, staging, log_file, os_user, ending, target,
-                                             request.recovery_timeout_seconds))
+        phases.append(
+            scratch.wait_recovered(info, staging, log_file, os_user, ending, target, request.recovery_timeout_seconds)
+        )
         phase, tables = scratch.check_data(info, target)
         phases.append(phase)
         if plan.role == "primary" and ending == "paused":
             started = time.monotonic()
             sql = BackupSql(info)
             sql.end_recovery()
-            poll_until(lambda: not sql.recovery_state().in_recovery, timeout=60, interval=0.2,
-                       what="the restored instance to leave recovery")
-            phases.append(Phase(phase="promote", seconds=time.monotonic() - started,
-                                detail="ended recovery at the target: a primary on a new timeline"))
+            poll_until(
+                lambda: not sql.recovery_state().in_recovery,
+                timeout=60,
+                interval=0.2,
+                what="the restored instance to leave recovery",
+            )
+            phases.append(
+                Phase(
+                    phase="promote",
+                    seconds=time.monotonic() - started,
+                    detail="ended recovery at the target: a primary on a new timeline",
+                )
+            )
         stop_instance(staging, os_user, mode="fast")  # clean, so the swapped directory needs no crash recovery
     except BaseException:
         scratch.remove_dir(staging, os_user)
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return StagedRestore(node=plan.node, staging_dir=str(staging), phases=phases, tables=tables,
-                         original_hba=original_hba, promoted=plan.role == "primary")
+    return StagedRestore(
+        node=plan.node,
+        staging_dir=str(staging),
+        phases=phases,
+        tables=tables,
+        original_hba=original_hba,
+        promoted=plan.role == "primary",
+    )
 
 
 def activate(topology: Topology, request: ActivateRequest) -> ActivatedRestore:
@@ -323,8 +405,13 @@ def swap_in(plan: RestorePlan, os_user: str | None) -> Activation:
         os.rename(data_dir, old)  # same parent, same filesystem: atomic
         moved_old = True
     os.rename(staging, data_dir)
-    return Activation(node=plan.node, data_dir=str(data_dir), old_dir=str(old) if moved_old else None,
-                      stopped_old=stopped, seconds=time.monotonic() - started)
+    return Activation(
+        node=plan.node,
+        data_dir=str(data_dir),
+        old_dir=str(old) if moved_old else None,
+        stopped_old=stopped,
+        seconds=time.monotonic() - started,
+    )
 
 
 def configure_role(plan: RestorePlan, topology: Topology, original_hba: str | None) -> Phase:
@@ -344,24 +431,43 @@ def configure_role(plan: RestorePlan, topology: Topology, original_hba: str | No
     write_node_settings(data_dir, node=plan.node, host=node.host, port=node.port, os_user=cluster.os_user)
     # The staging instance's overrides, and pgBackRest's recovery settings (its
     # restore_command names the staging configuration), must not outlive it.
-    set_auto_conf(data_dir, {"port": None, "listen_addresses": None, "cluster_name": None,
-                             "unix_socket_directories": None, "archive_mode": None, "hot_standby": None,
-                             "shared_buffers": None, "recovery_target_time": None, "recovery_target_xid": None},
-                  cluster.os_user)
+    set_auto_conf(
+        data_dir,
+        {
+            "port": None,
+            "listen_addresses": None,
+            "cluster_name": None,
+            "unix_socket_directories": None,
+            "archive_mode": None,
+            "hot_standby": None,
+            "shared_buffers": None,
+            "recovery_target_time": None,
+            "recovery_target_xid": None,
+        },
+        cluster.os_user,
+    )
     if (data_dir / ARCHIVE_CONF).exists():
         # The backup's archive settings name the node it was taken from: archive as this node.
         stanza = pgbackrest.plan_stanza(topology, plan.cluster)
         pgbackrest.write_config(topology, stanza, plan.node)
-        write_archive_settings(data_dir, pgbackrest.archive_settings(stanza, plan.node, pgbackrest.binary()),
-                               cluster.os_user)
+        write_archive_settings(
+            data_dir, pgbackrest.archive_settings(stanza, plan.node, pgbackrest.binary()), cluster.os_user
+        )
         if plan.role == "primary":
             _queue_history_files(data_dir, cluster.os_user)
     if plan.role == "replica":
         assert plan.primary is not None
-        configure_standby(data_dir, primary_conninfo=replication_conninfo(cluster, plan.primary, plan.node),
-                          slot=slot_name(plan.node), os_user=cluster.os_user)
-    return Phase(phase="configure role", seconds=time.monotonic() - started,
-                 detail=f"{plan.node} settings, port {node.port}, role {plan.role}")
+        configure_standby(
+            data_dir,
+            primary_conninfo=replication_conninfo(cluster, plan.primary, plan.node),
+            slot=slot_name(plan.node),
+            os_user=cluster.os_user,
+        )
+    return Phase(
+        phase="configure role",
+        seconds=time.monotonic() - started,
+        detail=f"{plan.node} settings, port {node.port}, role {plan.role}",
+    )
 
 
 def _queue_history_files(data_dir: Path, os_user: str | None) -> None:
@@ -433,10 +539,12 @@ def start_node(plan: RestorePlan, topology: Topology, timeout: float = 120) -> P
         return state if streaming else None
 
     try:
-        state = poll_until(playing_role, timeout=timeout, interval=0.2,
-                           what=f"{plan.node} to run as {plan.role}")
+        state = poll_until(playing_role, timeout=timeout, interval=0.2, what=f"{plan.node} to run as {plan.role}")
     except TransientError as exc:
-        tail = " | ".join(node_log(plan).read_text(errors="replace").strip().splitlines()[-3:]) \
-            if node_log(plan).exists() else ""
+        tail = (
+            " | ".join(node_log(plan).read_text(errors="replace").strip().splitlines()[-3:])
+            if node_log(plan).exists()
+            else ""
+        )
         raise VerificationFailed(f"{plan.node} started from the restored data but {exc}; log: {tail}") from exc
     return Phase(phase="start node", seconds=time.monotonic() - started, detail=state.sentence())

@@ -128,8 +128,11 @@ class RestorePlan(BaseModel):
 
     def sentence(self) -> str:
         """One line for the report and the approval form."""
-        keep = f"keeping the old directory as {self.old_dir} until the node runs" if self.node_has_data \
+        keep = (
+            f"keeping the old directory as {self.old_dir} until the node runs"
+            if self.node_has_data
             else "no old data to keep"
+        )
         upstream = f", then streaming from {self.primary}" if self.role == "replica" else ""
         return (
             f"restore {self.target.sentence()} onto {self.node} as {self.role}{upstream}: pgbackrest restore "

@@ -67,8 +67,11 @@ def prepare_empty_dir(path: Path, os_user: str | None) -> Phase:
 
 def backup_sets(driver: PgBackRest, repo: int) -> list[BackupSet]:
     """The good backup sets pgBackRest lists in ``repo``, oldest first."""
-    return [BackupSet(label=b.label, type=b.type, repo=b.repo, stopped=b.stopped, lsn_stop=b.lsn_stop, size=b.size)
-            for b in driver.info(repo=repo).backups if not b.error and b.repo == repo]
+    return [
+        BackupSet(label=b.label, type=b.type, repo=b.repo, stopped=b.stopped, lsn_stop=b.lsn_stop, size=b.size)
+        for b in driver.info(repo=repo).backups
+        if not b.error and b.repo == repo
+    ]
 
 
 def list_sets(topology: Topology, cluster: str, repo: int) -> list[BackupSet]:
@@ -81,8 +84,9 @@ def list_sets(topology: Topology, cluster: str, repo: int) -> list[BackupSet]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def restore_into(driver: PgBackRest, data_dir: Path, target: RestoreTarget, ending: Ending,
-                 timeout: float = 6 * 3600) -> Phase:
+def restore_into(
+    driver: PgBackRest, data_dir: Path, target: RestoreTarget, ending: Ending, timeout: float = 6 * 3600
+) -> Phase:
     """``pgbackrest restore`` of the target's set into the empty ``data_dir``, recovering to the target.
 
     ``ending``: ``promoted`` ends recovery at the target (a new timeline), ``paused``
@@ -90,16 +94,29 @@ def restore_into(driver: PgBackRest, data_dir: Path, target: RestoreTarget, endi
     """
     action = "pause" if ending == "paused" else "promote"
     try:
-        result = driver.restore(data_dir, target_type=target.type, target=target.target, repo=target.repo,
-                                backup_set=target.label, target_action=action, timeout=timeout)
+        result = driver.restore(
+            data_dir,
+            target_type=target.type,
+            target=target.target,
+            repo=target.repo,
+            backup_set=target.label,
+            target_action=action,
+            timeout=timeout,
+        )
     except ExternalSystemError as exc:
         raise _diagnosed(driver, target, exc) from exc
-    return Phase(phase="pgbackrest restore", seconds=result.seconds,
-                 detail=f"backup {target.label} from repo{target.repo} into {data_dir}, to {target.describe()}")
+    return Phase(
+        phase="pgbackrest restore",
+        seconds=result.seconds,
+        detail=f"backup {target.label} from repo{target.repo} into {data_dir}, to {target.describe()}",
+    )
 
 
 def _diagnosed(driver: PgBackRest, target: RestoreTarget, failure: ExternalSystemError) -> VerificationFailed:
-    """A failed restore, with what ``pgbackrest verify`` of the repository names (its message rarely names the object)."""
+    """A failed restore, with what ``pgbackrest verify`` of the repository names.
+
+    (pgBackRest's own message rarely names the object.)
+    """
     try:
         # verify reads every file of the repository with one request each: it waits on the
         # object store, not the CPU, so more processes than the backups' own get the answer sooner.
@@ -108,8 +125,9 @@ def _diagnosed(driver: PgBackRest, target: RestoreTarget, failure: ExternalSyste
         return VerificationFailed(f"backup {target.label}: {failure}; {found}")
     except RunbookError as other:
         return VerificationFailed(f"backup {target.label}: {failure}; pgbackrest verify could not run: {other}")
-    return VerificationFailed(f"backup {target.label}: {failure}; pgbackrest verify of repo{target.repo} found "
-                              "every object intact")
+    return VerificationFailed(
+        f"backup {target.label}: {failure}; pgbackrest verify of repo{target.repo} found every object intact"
+    )
 
 
 def configure_instance(data_dir: Path, *, name: str, port: int, cluster: Cluster, os_user: str | None) -> Phase:
@@ -121,15 +139,28 @@ def configure_instance(data_dir: Path, *, name: str, port: int, cluster: Cluster
     would hand both out.  The production rules may not admit loopback at all.
     """
     started = time.monotonic()
-    set_auto_conf(data_dir, {
-        "port": str(port), "listen_addresses": LOOPBACK, "cluster_name": name, "unix_socket_directories": "",
-        "archive_mode": "off", "hot_standby": "on", "shared_buffers": "32MB",
-        "primary_conninfo": None, "primary_slot_name": None,
-    }, os_user)
+    set_auto_conf(
+        data_dir,
+        {
+            "port": str(port),
+            "listen_addresses": LOOPBACK,
+            "cluster_name": name,
+            "unix_socket_directories": "",
+            "archive_mode": "off",
+            "hot_standby": "on",
+            "shared_buffers": "32MB",
+            "primary_conninfo": None,
+            "primary_slot_name": None,
+        },
+        os_user,
+    )
     (data_dir / "standby.signal").unlink(missing_ok=True)
     write_hba(data_dir, [f"host all {cluster.user} {LOOPBACK}/32 scram-sha-256"], os_user)
-    return Phase(phase="configure", seconds=time.monotonic() - started,
-                 detail=f"private instance on {LOOPBACK}:{port}, archiving off")
+    return Phase(
+        phase="configure",
+        seconds=time.monotonic() - started,
+        detail=f"private instance on {LOOPBACK}:{port}, archiving off",
+    )
 
 
 def _log_tail(log_file: Path) -> str:
@@ -147,13 +178,21 @@ def start_instance(data_dir: Path, log_file: Path, os_user: str | None, timeout:
     try:
         PgCtl(data_dir, os_user, log_file).start(timeout=timeout)
     except (ExternalSystemError, TransientError) as exc:
-        raise VerificationFailed(f"the restored instance in {data_dir} did not start: {exc}; "
-                                 f"log: {_log_tail(log_file)}") from exc
+        raise VerificationFailed(
+            f"the restored instance in {data_dir} did not start: {exc}; log: {_log_tail(log_file)}"
+        ) from exc
     return Phase(phase="start", seconds=time.monotonic() - started, detail="accepting connections")
 
 
-def wait_recovered(info: ConnInfo, data_dir: Path, log_file: Path, os_user: str | None, ending: Ending,
-                   target: RestoreTarget, timeout: float = 1800) -> Phase:
+def wait_recovered(
+    info: ConnInfo,
+    data_dir: Path,
+    log_file: Path,
+    os_user: str | None,
+    ending: Ending,
+    target: RestoreTarget,
+    timeout: float = 1800,
+) -> Phase:
     """Wait until recovery reached the target: paused there, or ended (promoted).
 
     Reaching it also means the instance is consistent.  PostgreSQL stops the server
@@ -167,8 +206,9 @@ def wait_recovered(info: ConnInfo, data_dir: Path, log_file: Path, os_user: str 
             state = sql.recovery_state()
         except TransientError:
             if not PgCtl(data_dir, os_user).is_running():
-                raise VerificationFailed(f"the restored instance stopped before reaching {target.describe()}: "
-                                         f"{_log_tail(log_file)}") from None
+                raise VerificationFailed(
+                    f"the restored instance stopped before reaching {target.describe()}: {_log_tail(log_file)}"
+                ) from None
             return False
         if ending == "promoted":
             return not state.in_recovery
@@ -177,8 +217,9 @@ def wait_recovered(info: ConnInfo, data_dir: Path, log_file: Path, os_user: str 
         return state.pause_state == "paused"
 
     poll_until(reached, timeout=timeout, interval=0.1, what=f"recovery to reach {target.describe()}")
-    return Phase(phase="recover", seconds=time.monotonic() - started,
-                 detail=f"{ending} at {target.describe()}: consistent")
+    return Phase(
+        phase="recover", seconds=time.monotonic() - started, detail=f"{ending} at {target.describe()}: consistent"
+    )
 
 
 def check_data(info: ConnInfo, target: RestoreTarget) -> tuple[Phase, list[TableCheck]]:
@@ -193,15 +234,25 @@ def check_data(info: ConnInfo, target: RestoreTarget) -> tuple[Phase, list[Table
     checks = []
     for table in sorted(target.tables):
         expected = target.expected.get(table) if target.proof_point else None
-        checks.append(TableCheck(
-            table=table, restored_rows=int(restored[table]["rows"]), restored_checksum=str(restored[table]["checksum"]),
-            expected_rows=expected.rows if expected else None, expected_checksum=expected.checksum if expected else None))
+        checks.append(
+            TableCheck(
+                table=table,
+                restored_rows=int(restored[table]["rows"]),
+                restored_checksum=str(restored[table]["checksum"]),
+                expected_rows=expected.rows if expected else None,
+                expected_checksum=expected.checksum if expected else None,
+            )
+        )
     bad = [c for c in checks if not c.matches]
     if bad:
         raise VerificationFailed(
-            f"backup {target.label}: fingerprint mismatch at {target.describe()}: " + "; ".join(
+            f"backup {target.label}: fingerprint mismatch at {target.describe()}: "
+            + "; ".join(
                 f"table {c.table} restored {c.restored_rows} rows (checksum {c.restored_checksum}), the proof says "
-                f"{c.expected_rows} rows (checksum {c.expected_checksum})" for c in bad))
+                f"{c.expected_rows} rows (checksum {c.expected_checksum})"
+                for c in bad
+            )
+        )
     rows = ", ".join(f"{c.table} {c.restored_rows} rows" for c in checks)
     detail = f"matches the proof: {rows}" if target.proof_point else f"counted (no proof at this target): {rows}"
     return Phase(phase="data", seconds=time.monotonic() - started, detail=detail), checks
@@ -237,5 +288,18 @@ def remove_dir(path: Path, os_user: str | None) -> Phase:
     return Phase(phase="teardown", seconds=time.monotonic() - started, detail=detail)
 
 
-__all__ = ["LOOPBACK", "backup_sets", "check_data", "configure_instance", "free_port", "human_bytes", "list_sets",
-           "prepare_empty_dir", "remove_dir", "restore_into", "start_instance", "stop_instance", "wait_recovered"]
+__all__ = [
+    "LOOPBACK",
+    "backup_sets",
+    "check_data",
+    "configure_instance",
+    "free_port",
+    "human_bytes",
+    "list_sets",
+    "prepare_empty_dir",
+    "remove_dir",
+    "restore_into",
+    "start_instance",
+    "stop_instance",
+    "wait_recovered",
+]

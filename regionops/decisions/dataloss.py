@@ -39,8 +39,7 @@ def estimate_data_loss(
             bytes=None,
             seconds=None,
             reason=(
-                f"data loss is unknown: the old primary's last LSN was never observed "
-                f"(promoted at {promoted_lsn})"
+                f"data loss is unknown: the old primary's last LSN was never observed (promoted at {promoted_lsn})"
             ),
         )
     diff = old_primary_last_lsn - promoted_lsn
@@ -108,18 +107,22 @@ def assess_failover_loss(
     promoted position nothing can be said.
     """
     if promoted_lsn is None:
-        unknown = DataLossEstimate(bytes=None, seconds=None,
-                                   reason="data loss is unknown: the promoted node did not report its position")
+        unknown = DataLossEstimate(
+            bytes=None, seconds=None, reason="data loss is unknown: the promoted node did not report its position"
+        )
         return FailoverLoss(estimate=unknown, source="nowhere (no promoted position)")
     if wal_end_lsn is not None:
         lost_seconds = None
         if old_last_commit_at and promoted_last_commit_at:
             lost_seconds = (old_last_commit_at - promoted_last_commit_at).total_seconds()
-        return FailoverLoss(estimate=estimate_data_loss(wal_end_lsn, promoted_lsn, lost_commit_seconds=lost_seconds),
-                            source=f"its own WAL on disk ({wal_end_note or wal_end_lsn})")
+        return FailoverLoss(
+            estimate=estimate_data_loss(wal_end_lsn, promoted_lsn, lost_commit_seconds=lost_seconds),
+            source=f"its own WAL on disk ({wal_end_note or wal_end_lsn})",
+        )
     seen = [lsn for s in replicas for lsn in (s.receive_lsn, s.replay_lsn) if lsn is not None]
     if old_primary.current_lsn is not None:
         seen.append(old_primary.current_lsn)
     return FailoverLoss(
         estimate=estimate_data_loss(max(seen) if seen else None, promoted_lsn),
-        source="the replicas' received WAL (a lower bound: it may have written more that nobody received)")
+        source="the replicas' received WAL (a lower bound: it may have written more that nobody received)",
+    )

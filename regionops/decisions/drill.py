@@ -8,6 +8,7 @@ figures and verdicts that read as sentences.
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Literal
 
@@ -32,14 +33,21 @@ class DrillMeasurement(BaseModel):
     late_acks: list[int]  # committed after the client had given up on them
 
     def sentence(self) -> str:
-        rto = f"RTO {self.rto_seconds:.2f} s" if self.rto_seconds is not None else "RTO not reached (no write acknowledged after the fault)"
-        return (f"{rto}; RPO {self.rpo_rows} acknowledged write(s) lost ({self.rpo_seconds:.2f} s of writes); "
-                f"writes unavailable for {self.unavailable_seconds:.2f} s; {self.writes_acknowledged} of "
-                f"{self.writes_sent} canary writes acknowledged")
+        rto = (
+            f"RTO {self.rto_seconds:.2f} s"
+            if self.rto_seconds is not None
+            else "RTO not reached (no write acknowledged after the fault)"
+        )
+        return (
+            f"{rto}; RPO {self.rpo_rows} acknowledged write(s) lost ({self.rpo_seconds:.2f} s of writes); "
+            f"writes unavailable for {self.unavailable_seconds:.2f} s; {self.writes_acknowledged} of "
+            f"{self.writes_sent} canary writes acknowledged"
+        )
 
 
-def measure(journal: list[CanaryWrite], injected_at: datetime, present_on_primary: set[int], *,
-            planned: bool = False) -> DrillMeasurement:
+def measure(
+    journal: list[CanaryWrite], injected_at: datetime, present_on_primary: set[int], *, planned: bool = False
+) -> DrillMeasurement:
     """Compute RTO, RPO and the outage from the canary journal and the rows really on the new primary.
 
     RTO runs from the injection to the acknowledgement of the first write *sent* after
@@ -55,7 +63,7 @@ def measure(journal: list[CanaryWrite], injected_at: datetime, present_on_primar
     lost = sorted((w for w in acked if w.seq not in present_on_primary), key=lambda w: w.seq)
     rpo_seconds = (max(w.acked_at for w in lost) - min(w.sent_at for w in lost)).total_seconds() if lost else 0.0  # type: ignore[type-var, operator]
     ack_times = sorted(w.acked_at for w in acked)  # type: ignore[type-var]
-    gaps = [(b - a).total_seconds() for a, b in zip(ack_times, ack_times[1:])]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(ack_times)]
     outage = round(max(gaps, default=0.0), 3)
     rto = round((first.acked_at - injected_at).total_seconds(), 3) if first and first.acked_at else None
     return DrillMeasurement(
@@ -89,10 +97,18 @@ def judge(measurement: DrillMeasurement, objectives: Objectives) -> list[Objecti
     """RTO and RPO (seconds of writes lost) against the topology's objectives."""
     rto = measurement.rto_seconds
     return [
-        ObjectiveVerdict(name="RTO", measured=rto, objective=objectives.rto_seconds,
-                         passed=rto is not None and rto <= objectives.rto_seconds),
-        ObjectiveVerdict(name="RPO", measured=measurement.rpo_seconds, objective=objectives.rpo_seconds,
-                         passed=measurement.rpo_seconds <= objectives.rpo_seconds),
+        ObjectiveVerdict(
+            name="RTO",
+            measured=rto,
+            objective=objectives.rto_seconds,
+            passed=rto is not None and rto <= objectives.rto_seconds,
+        ),
+        ObjectiveVerdict(
+            name="RPO",
+            measured=measurement.rpo_seconds,
+            objective=objectives.rpo_seconds,
+            passed=measurement.rpo_seconds <= objectives.rpo_seconds,
+        ),
     ]
 
 
@@ -119,16 +135,21 @@ class ConsistencyCheck(BaseModel):
 
     def sentence(self) -> str:
         skipped = "".join(f"; {n} not compared ({why})" for n, why in self.not_compared.items())
-        at = (f" at {self.point.lsn} (writers held {self.point.held_ms:.0f} ms)" if self.point else "")
+        at = f" at {self.point.lsn} (writers held {self.point.held_ms:.0f} ms)" if self.point else ""
         if self.ok:
-            return (f"consistent: {', '.join(self.nodes) or 'no replica'} hold the same rows and checksums as "
-                    f"{self.primary} in {len(self.tables)} table(s){at}{skipped}")
+            return (
+                f"consistent: {', '.join(self.nodes) or 'no replica'} hold the same rows and checksums as "
+                f"{self.primary} in {len(self.tables)} table(s){at}{skipped}"
+            )
         return f"INCONSISTENT{at}: {'; '.join(self.mismatches)}{skipped}"
 
 
-def compare_fingerprints(primary: str, fingerprints: dict[str, dict[str, Fingerprint]],
-                         not_compared: dict[str, str] | None = None,
-                         point: CommonPoint | None = None) -> ConsistencyCheck:
+def compare_fingerprints(
+    primary: str,
+    fingerprints: dict[str, dict[str, Fingerprint]],
+    not_compared: dict[str, str] | None = None,
+    point: CommonPoint | None = None,
+) -> ConsistencyCheck:
     """Compare every node's table fingerprints with the primary's.
 
     The fingerprints must be of one common ``point`` (:class:`CommonPoint`): compared at
@@ -144,15 +165,24 @@ def compare_fingerprints(primary: str, fingerprints: dict[str, dict[str, Fingerp
             if got is None:
                 mismatches.append(f"{node} has no table {table}")
             elif got != want:
-                mismatches.append(f"{table} on {node}: {got.rows} rows (checksum {got.checksum}) vs "
-                                  f"{want.rows} rows (checksum {want.checksum}) on {primary}")
+                mismatches.append(
+                    f"{table} on {node}: {got.rows} rows (checksum {got.checksum}) vs "
+                    f"{want.rows} rows (checksum {want.checksum}) on {primary}"
+                )
     missed = {n: f"not read at the common point: {why}" for n, why in (point.missed if point else {}).items()}
-    return ConsistencyCheck(primary=primary, nodes=replicas, tables=sorted(reference), mismatches=mismatches,
-                            not_compared={**(not_compared or {}), **missed}, point=point)
+    return ConsistencyCheck(
+        primary=primary,
+        nodes=replicas,
+        tables=sorted(reference),
+        mismatches=mismatches,
+        not_compared={**(not_compared or {}), **missed},
+        point=point,
+    )
 
 
-RescueKind = Literal["resume", "kill", "start", "unfence-start", "point-writer", "fence-writes", "start-app",
-                     "escalate"]
+RescueKind = Literal[
+    "resume", "kill", "start", "unfence-start", "point-writer", "fence-writes", "start-app", "escalate"
+]
 
 
 class RescueAction(BaseModel):
@@ -166,9 +196,16 @@ class RescueAction(BaseModel):
         return f"{self.kind} {self.node or ''}: {self.why}".replace("  ", " ")
 
 
-def decide_rescue(fault: str, target: str | None, states: dict[str, NodeState], writer: str | None, *,
-                  target_frozen: bool, target_fenced_on_disk: bool,
-                  fenced_by_this_drill: bool = False) -> list[RescueAction]:
+def decide_rescue(
+    fault: str,
+    target: str | None,
+    states: dict[str, NodeState],
+    writer: str | None,
+    *,
+    target_frozen: bool,
+    target_fenced_on_disk: bool,
+    fenced_by_this_drill: bool = False,
+) -> list[RescueAction]:
     """What a cancelled drill must do so that exactly one writable primary remains, named by the writer record.
 
     Never makes a second primary: a frozen target is resumed only when nobody else took
@@ -179,45 +216,81 @@ def decide_rescue(fault: str, target: str | None, states: dict[str, NodeState], 
     fenced old primary is then the only node that can take writes.  What needs a runbook
     is named, not done.
     """
-    writable = [n for n, s in states.items()
-                if s.reachable and s.role == "primary" and not s.read_only and n != target]
+    writable = [n for n, s in states.items() if s.reachable and s.role == "primary" and not s.read_only and n != target]
     actions: list[RescueAction] = []
     if fault == "region-outage" and target:
         actions.append(RescueAction(kind="start-app", node=target, why="the region's app was stopped by the drill"))
     if target and target_frozen:
         if writable:
-            actions.append(RescueAction(kind="kill", node=target,
-                                        why=f"{', '.join(writable)} took writes: the frozen old primary must not resume"))
+            actions.append(
+                RescueAction(
+                    kind="kill",
+                    node=target,
+                    why=f"{', '.join(writable)} took writes: the frozen old primary must not resume",
+                )
+            )
         else:
             actions.append(RescueAction(kind="resume", node=target, why="no other node took writes: it is the primary"))
             writable = [target]
-    elif target and states.get(target) is not None and not states[target].reachable and fault in (
-            "primary-crash", "region-outage"):
+    elif (
+        target
+        and states.get(target) is not None
+        and not states[target].reachable
+        and fault in ("primary-crash", "region-outage")
+    ):
         if writable:
             pass  # left down: replica-resync rewinds it later
         elif target_fenced_on_disk and fenced_by_this_drill:
-            actions.append(RescueAction(kind="unfence-start", node=target,
-                                        why="the drill's own failover fenced it and was cancelled before promoting "
-                                            "anyone: lifting that fence and starting it keeps one primary"))
+            actions.append(
+                RescueAction(
+                    kind="unfence-start",
+                    node=target,
+                    why="the drill's own failover fenced it and was cancelled before promoting "
+                    "anyone: lifting that fence and starting it keeps one primary",
+                )
+            )
             writable = [target]
         elif target_fenced_on_disk:
-            actions.append(RescueAction(kind="escalate", node=target,
-                                        why="no node is writable and the old primary is fenced: run the failover runbook"))
+            actions.append(
+                RescueAction(
+                    kind="escalate",
+                    node=target,
+                    why="no node is writable and the old primary is fenced: run the failover runbook",
+                )
+            )
         else:
-            actions.append(RescueAction(kind="start", node=target,
-                                        why="no other node took writes: restarting the crashed primary keeps one primary"))
+            actions.append(
+                RescueAction(
+                    kind="start",
+                    node=target,
+                    why="no other node took writes: restarting the crashed primary keeps one primary",
+                )
+            )
             writable = [target]
-    elif target and states.get(target) is not None and states[target].reachable and states[target].role == "primary" \
-            and not states[target].read_only:
+    elif (
+        target
+        and states.get(target) is not None
+        and states[target].reachable
+        and states[target].role == "primary"
+        and not states[target].read_only
+    ):
         writable = [target, *writable]
     if len(writable) > 1:
         keep = writer if writer in writable else writable[0]
         for node in writable:
             if node != keep:
-                actions.append(RescueAction(kind="fence-writes", node=node,
-                                            why=f"two writable primaries: the writer record names {keep}"))
+                actions.append(
+                    RescueAction(
+                        kind="fence-writes", node=node, why=f"two writable primaries: the writer record names {keep}"
+                    )
+                )
         writable = [keep]
     if len(writable) == 1 and writer != writable[0]:
-        actions.append(RescueAction(kind="point-writer", node=writable[0],
-                                    why=f"the writer record names {writer or 'no node'}, the primary is {writable[0]}"))
+        actions.append(
+            RescueAction(
+                kind="point-writer",
+                node=writable[0],
+                why=f"the writer record names {writer or 'no node'}, the primary is {writable[0]}",
+            )
+        )
     return actions

@@ -61,9 +61,7 @@ def _replica_evidence(
                 f"{fmt_seconds(receiver.last_msg_age_seconds)} ago"
             )
         else:
-            silent.append(
-                f"{name}'s last message is {fmt_seconds(receiver.last_msg_age_seconds)} old"
-            )
+            silent.append(f"{name}'s last message is {fmt_seconds(receiver.last_msg_age_seconds)} old")
     return hearing, heard, silent
 
 
@@ -120,8 +118,7 @@ def decide_primary_down(
     if span < grace_seconds:
         return result(
             False,
-            f"{primary_name} is not down yet: {failed}, less than the grace period of "
-            f"{fmt_seconds(grace_seconds)}",
+            f"{primary_name} is not down yet: {failed}, less than the grace period of {fmt_seconds(grace_seconds)}",
         )
     if hearing:
         return result(

@@ -55,37 +55,62 @@ def find_primary(
     if len(primaries) == 1:
         only = primaries[0]
         note = "" if writer_node in (None, only) else f" (but the writer record points at {writer_node})"
-        return PrimaryView(cluster=cluster, primary=only, reachable=True, writer_node=writer_node,
-                           reason=f"{only} is the only reachable primary{note}")
+        return PrimaryView(
+            cluster=cluster,
+            primary=only,
+            reachable=True,
+            writer_node=writer_node,
+            reason=f"{only} is the only reachable primary{note}",
+        )
     if len(primaries) > 1:
         others = tuple(p for p in primaries if p != writer_node)
         if writer_node in primaries:
             return PrimaryView(
-                cluster=cluster, primary=writer_node, reachable=True, other_primaries=others,
+                cluster=cluster,
+                primary=writer_node,
+                reachable=True,
+                other_primaries=others,
                 writer_node=writer_node,
-                reason=(f"{len(primaries)} nodes answer as primary ({', '.join(primaries)}); {writer_node} is "
-                        f"the one the writer record points at, so {', '.join(others)} hold(s) a diverged history"),
+                reason=(
+                    f"{len(primaries)} nodes answer as primary ({', '.join(primaries)}); {writer_node} is "
+                    f"the one the writer record points at, so {', '.join(others)} hold(s) a diverged history"
+                ),
             )
         return PrimaryView(
-            cluster=cluster, primary=None, reachable=False, other_primaries=tuple(primaries),
+            cluster=cluster,
+            primary=None,
+            reachable=False,
+            other_primaries=tuple(primaries),
             writer_node=writer_node,
             reason=f"{len(primaries)} nodes answer as primary ({', '.join(primaries)}) and none is the writer "
-                   f"record's target{writer}: which history is right is ambiguous",
+            f"record's target{writer}: which history is right is ambiguous",
         )
 
     writer_state = states.get(writer_node) if writer_node else None
     if writer_node and not (writer_state and writer_state.reachable and writer_state.role == "replica"):
-        return PrimaryView(cluster=cluster, primary=writer_node, reachable=False, writer_node=writer_node,
-                           reason=f"no node answers as primary; the writer record points at {writer_node}, "
-                                  f"which does not answer as a replica either, so it is the missing primary")
-    followed = Counter(
-        n for n in (_sender_node(topology, cluster, s) for s in states.values() if s.reachable) if n
-    )
+        return PrimaryView(
+            cluster=cluster,
+            primary=writer_node,
+            reachable=False,
+            writer_node=writer_node,
+            reason=f"no node answers as primary; the writer record points at {writer_node}, "
+            f"which does not answer as a replica either, so it is the missing primary",
+        )
+    followed = Counter(n for n in (_sender_node(topology, cluster, s) for s in states.values() if s.reachable) if n)
     if followed:
         (node, votes), *rest = followed.most_common()
         if not rest or rest[0][1] < votes:
-            return PrimaryView(cluster=cluster, primary=node, reachable=False, writer_node=writer_node,
-                               reason=f"no node answers as primary; {votes} replica(s) were following {node}"
-                                      f"{writer}")
-    return PrimaryView(cluster=cluster, primary=None, reachable=False, writer_node=writer_node,
-                       reason=f"no node answers as primary and the replicas do not agree whom they follow{writer}")
+            return PrimaryView(
+                cluster=cluster,
+                primary=node,
+                reachable=False,
+                writer_node=writer_node,
+                reason=f"no node answers as primary; {votes} replica(s) were following {node}{writer}",
+            )
+    return PrimaryView(
+        cluster=cluster,
+        primary=None,
+        reachable=False,
+        writer_node=writer_node,
+        reason=f"no node answers as primary and the replicas do not agree whom they follow{writer}",
+    )

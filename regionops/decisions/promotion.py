@@ -13,8 +13,8 @@ from collections.abc import Mapping, Set
 from typing import Literal
 
 from regionops.decisions._common import Decision, fmt_bytes, join_clauses
-from regionops.model import NodeState
 from regionops.lsn import Lsn
+from regionops.model import NodeState
 from regionops.topology import Topology
 
 LsnSource = Literal["replay", "receive"]
@@ -57,9 +57,7 @@ def _reference_system_identifier(
     if old is not None and old.system_identifier:
         return old.system_identifier, f"that of the old primary {old_primary}", False
     counts = Counter(
-        s.system_identifier
-        for name, s in states.items()
-        if name in members and s.reachable and s.system_identifier
+        s.system_identifier for name, s in states.items() if name in members and s.reachable and s.system_identifier
     )
     if not counts:
         # Nothing to compare against: the check is skipped rather than blocking failover.
@@ -146,9 +144,7 @@ def choose_promotion_candidate(
         else:
             lsn, source = _position(state)
             if state.role != "replica":
-                problems.append(
-                    "it is already a primary" if state.role == "primary" else "its role is unknown"
-                )
+                problems.append("it is already a primary" if state.role == "primary" else "its role is unknown")
             if ref_sid is None and ambiguous:
                 problems.append(f"the cluster's system identifier is {ref_how}")
             elif ref_sid is not None and state.system_identifier is None:
@@ -157,8 +153,7 @@ def choose_promotion_candidate(
                 # A node restored from another cluster's backup would happily promote and
                 # serve the wrong data: never a candidate.
                 problems.append(
-                    f"its system identifier {state.system_identifier} differs from the "
-                    f"cluster's {ref_sid} ({ref_how})"
+                    f"its system identifier {state.system_identifier} differs from the cluster's {ref_sid} ({ref_how})"
                 )
             if lsn is None and state.role == "replica":
                 problems.append("its WAL position is unknown (no replay or receive LSN)")
@@ -211,9 +206,7 @@ def choose_promotion_candidate(
         assert best.lsn is not None and second.lsn is not None
         ahead = best.lsn - second.lsn
         if ahead > 0:
-            why_best = (
-                f"it has {verb} the most WAL ({best.lsn}, {fmt_bytes(ahead)} ahead of {second.node})"
-            )
+            why_best = f"it has {verb} the most WAL ({best.lsn}, {fmt_bytes(ahead)} ahead of {second.node})"
         elif best.priority != second.priority:
             why_best = (
                 f"it is level with {second.node} at {best.lsn} and has the higher priority "

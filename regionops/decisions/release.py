@@ -33,7 +33,8 @@ def plan_waves(regions: list[str], canary: str, waves: list[list[str]] | None) -
         problems.append(f"the plan skips region(s) {', '.join(skipped)}: every region must be in exactly one wave")
     if problems:
         raise ConfigurationError(
-            f"parameter waves: {'; '.join(problems)} (the topology's regions: {', '.join(regions)})")
+            f"parameter waves: {'; '.join(problems)} (the topology's regions: {', '.join(regions)})"
+        )
     return [list(w) for w in waves]
 
 
@@ -65,13 +66,23 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
     return bounds[-1]
 
 
-def evaluate_gate(before: MetricsSample, after: MetricsSample, limits: GateThresholds, *, wave: int,
-                  check: str) -> GateMeasurement:
+def evaluate_gate(
+    before: MetricsSample, after: MetricsSample, limits: GateThresholds, *, wave: int, check: str
+) -> GateMeasurement:
     """Error rate and p95 latency between two readings of one region, against ``limits``."""
     region = after.region
     if not after.reachable:
-        return GateMeasurement(region=region, wave=wave, check=check, requests=0, errors=0, error_rate=None,
-                               p95_ms=None, passed=False, reason=f"metrics unreadable: {after.error}")
+        return GateMeasurement(
+            region=region,
+            wave=wave,
+            check=check,
+            requests=0,
+            errors=0,
+            error_rate=None,
+            p95_ms=None,
+            passed=False,
+            reason=f"metrics unreadable: {after.error}",
+        )
     requests, errors, buckets = _delta(before, after)
     rate = errors / requests if requests else None
     p95 = quantile(0.95, buckets)
@@ -83,10 +94,24 @@ def evaluate_gate(before: MetricsSample, after: MetricsSample, limits: GateThres
         failures.append(f"error rate {rate:.1%} > {limits.max_error_rate:.1%}")
     if p95_ms is not None and p95_ms > limits.max_p95_ms:
         failures.append(f"p95 {p95_ms:.0f} ms > {limits.max_p95_ms:g} ms")
-    measured = (f"{requests:g} requests, {errors:g} errors"
-                + (f" ({rate:.1%})" if rate is not None else "")
-                + (f", p95 {p95_ms:.0f} ms" if p95_ms is not None else ""))
-    reason = measured + ("; " + "; ".join(failures) if failures else
-                         f" within limits (error rate <= {limits.max_error_rate:.1%}, p95 <= {limits.max_p95_ms:g} ms)")
-    return GateMeasurement(region=region, wave=wave, check=check, requests=requests, errors=errors,
-                           error_rate=rate, p95_ms=p95_ms, passed=not failures, reason=reason)
+    measured = (
+        f"{requests:g} requests, {errors:g} errors"
+        + (f" ({rate:.1%})" if rate is not None else "")
+        + (f", p95 {p95_ms:.0f} ms" if p95_ms is not None else "")
+    )
+    reason = measured + (
+        "; " + "; ".join(failures)
+        if failures
+        else f" within limits (error rate <= {limits.max_error_rate:.1%}, p95 <= {limits.max_p95_ms:g} ms)"
+    )
+    return GateMeasurement(
+        region=region,
+        wave=wave,
+        check=check,
+        requests=requests,
+        errors=errors,
+        error_rate=rate,
+        p95_ms=p95_ms,
+        passed=not failures,
+        reason=reason,
+    )

@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Literal
 
 from regionops.decisions._common import Decision, fmt_bytes, fmt_endpoint
-from regionops.model import NodeState
 from regionops.lsn import Lsn
+from regionops.model import NodeState
 
 RepairAction = Literal["nothing", "wait", "repoint", "rewind", "reclone"]
 
@@ -189,9 +189,7 @@ def decide_repair(
         )
 
     if replica.role != "replica":
-        return decision(
-            "wait", f"{name} answers but its role is {replica.role}; observe it again before acting"
-        )
+        return decision("wait", f"{name} answers but its role is {replica.role}; observe it again before acting")
 
     on_timeline = (
         f"it is on the primary's timeline {primary.timeline} at {replica.replay_lsn}, not ahead of "
@@ -258,8 +256,9 @@ class Escalation(Decision):
     reason: str
 
 
-def escalate_repair(tried: list[RepairDecision], again: RepairDecision, *, allow_reclone: bool,
-                    max_rounds: int) -> Escalation:
+def escalate_repair(
+    tried: list[RepairDecision], again: RepairDecision, *, allow_reclone: bool, max_rounds: int
+) -> Escalation:
     """What to do when the repairs in ``tried`` (oldest first) left the node not streaming.
 
     ``again`` is the node judged anew after the last one.  Judged healthy or only behind
@@ -273,20 +272,27 @@ def escalate_repair(tried: list[RepairDecision], again: RepairDecision, *, allow
     if again.action not in LADDER:
         return Escalation(node=node, next=None, reason=f"{node} judged again: {again.reason}; no stronger repair")
     if len(tried) >= max_rounds:
-        return Escalation(node=node, next=None,
-                          reason=f"{node} still does not stream after {len(tried)} repairs "
-                                 f"({' then '.join(d.action for d in tried)}); giving up")
+        return Escalation(
+            node=node,
+            next=None,
+            reason=f"{node} still does not stream after {len(tried)} repairs "
+            f"({' then '.join(d.action for d in tried)}); giving up",
+        )
     floor = LADDER.index(last) + 1 if last in LADDER else 0
     if LADDER.index(again.action) >= floor:
         step = again
     elif floor < len(LADDER):
-        step = RepairDecision(node=node, action=LADDER[floor], lag_bytes=again.lag_bytes,
-                              reason=f"{node} did not stream after a {last} and was judged again ({again.reason}): "
-                                     f"escalating to a {LADDER[floor]}")
+        step = RepairDecision(
+            node=node,
+            action=LADDER[floor],
+            lag_bytes=again.lag_bytes,
+            reason=f"{node} did not stream after a {last} and was judged again ({again.reason}): "
+            f"escalating to a {LADDER[floor]}",
+        )
     else:
-        return Escalation(node=node, next=None,
-                          reason=f"{node} still does not stream after a {last}, the strongest repair; giving up")
+        return Escalation(
+            node=node, next=None, reason=f"{node} still does not stream after a {last}, the strongest repair; giving up"
+        )
     if step.action == "reclone" and not allow_reclone:
-        return Escalation(node=node, next=None,
-                          reason=f"{node} needs a reclone, which allow_reclone=false forbids")
+        return Escalation(node=node, next=None, reason=f"{node} needs a reclone, which allow_reclone=false forbids")
     return Escalation(node=node, next=step, reason=f"{node} still does not stream; next: {step.action}: {step.reason}")

@@ -32,7 +32,8 @@ class SwitchoverCheck(Decision):
 def _streams_from(state: NodeState, host: str, port: int) -> bool:
     receiver = state.wal_receiver
     return bool(
-        receiver and receiver.status == "streaming"
+        receiver
+        and receiver.status == "streaming"
         and (receiver.sender_host or "").rstrip(".").lower() == host.rstrip(".").lower()
         and receiver.sender_port in (None, port)
     )
@@ -89,28 +90,47 @@ def check_switchover(
                 if not _streams_from(tstate, spec.host, spec.port):
                     status = tstate.wal_receiver.status if tstate.wal_receiver else "no WAL receiver"
                     problems.append(f"the target {target} is not streaming from {pname} ({status})")
-                if (tstate.system_identifier and pstate.system_identifier
-                        and tstate.system_identifier != pstate.system_identifier):
-                    problems.append(f"the target {target} holds another cluster's data (system identifier "
-                                    f"{tstate.system_identifier}, {pname} has {pstate.system_identifier})")
+                if (
+                    tstate.system_identifier
+                    and pstate.system_identifier
+                    and tstate.system_identifier != pstate.system_identifier
+                ):
+                    problems.append(
+                        f"the target {target} holds another cluster's data (system identifier "
+                        f"{tstate.system_identifier}, {pname} has {pstate.system_identifier})"
+                    )
                 if pstate.current_lsn is not None and tstate.replay_lsn is not None:
                     lag = max(0, pstate.current_lsn - tstate.replay_lsn)
                     if lag > max_lag_bytes:
-                        problems.append(f"the target {target} lags {fmt_bytes(lag)} behind {pname} "
-                                        f"(bound {fmt_bytes(max_lag_bytes)})")
+                        problems.append(
+                            f"the target {target} lags {fmt_bytes(lag)} behind {pname} "
+                            f"(bound {fmt_bytes(max_lag_bytes)})"
+                        )
                 else:
                     problems.append(f"the target {target}'s lag is unknown")
             if tstate.replay_paused:
                 problems.append(f"WAL replay is paused on the target {target}")
 
     if problems:
-        return SwitchoverCheck(cluster=cluster, ok=False, primary=pname, target=target, target_lag_bytes=lag,
-                               problems=tuple(problems),
-                               reason="switchover refused, nothing was changed: " + join_clauses(problems))
+        return SwitchoverCheck(
+            cluster=cluster,
+            ok=False,
+            primary=pname,
+            target=target,
+            target_lag_bytes=lag,
+            problems=tuple(problems),
+            reason="switchover refused, nothing was changed: " + join_clauses(problems),
+        )
     return SwitchoverCheck(
-        cluster=cluster, ok=True, primary=pname, target=target, target_lag_bytes=lag,
-        reason=(f"switchover from {pname} to {target} can start: {target} streams from {pname}, "
-                f"{fmt_bytes(lag or 0)} behind (bound {fmt_bytes(max_lag_bytes)})"),
+        cluster=cluster,
+        ok=True,
+        primary=pname,
+        target=target,
+        target_lag_bytes=lag,
+        reason=(
+            f"switchover from {pname} to {target} can start: {target} streams from {pname}, "
+            f"{fmt_bytes(lag or 0)} behind (bound {fmt_bytes(max_lag_bytes)})"
+        ),
     )
 
 
@@ -121,8 +141,9 @@ class SwitchoverRecovery(Decision):
     reason: str
 
 
-def decide_switchover_recovery(old: str, target: str, target_state: NodeState | None, *,
-                               target_fenced_on_disk: bool = False) -> SwitchoverRecovery:
+def decide_switchover_recovery(
+    old: str, target: str, target_state: NodeState | None, *, target_fenced_on_disk: bool = False
+) -> SwitchoverRecovery:
     """After a failure between "writes stopped on ``old``" and "writer record on ``target``": which way back.
 
     Exactly one writable primary must come out of it, the one the writer record names:
@@ -138,18 +159,34 @@ def decide_switchover_recovery(old: str, target: str, target_state: NodeState | 
     """
     if target_state is not None and target_state.reachable:
         if target_state.role == "primary":
-            return SwitchoverRecovery(action="complete", reason=(
-                f"{target} was promoted before the failure: the move cannot be undone, so it is completed "
-                f"({old} follows {target}, the writer record moves to {target})"))
-        return SwitchoverRecovery(action="restore-old", reason=(
-            f"{target} is still a replica (not promoted): {old} is started again and given its writes back, "
-            f"the writer record stays on {old}"))
+            return SwitchoverRecovery(
+                action="complete",
+                reason=(
+                    f"{target} was promoted before the failure: the move cannot be undone, so it is completed "
+                    f"({old} follows {target}, the writer record moves to {target})"
+                ),
+            )
+        return SwitchoverRecovery(
+            action="restore-old",
+            reason=(
+                f"{target} is still a replica (not promoted): {old} is started again and given its writes back, "
+                f"the writer record stays on {old}"
+            ),
+        )
     if target_fenced_on_disk:
-        return SwitchoverRecovery(action="restore-old", reason=(
-            f"{target} does not answer, but it is stopped and can only start read-only: {old} is started again "
-            f"and given its writes back"))
+        return SwitchoverRecovery(
+            action="restore-old",
+            reason=(
+                f"{target} does not answer, but it is stopped and can only start read-only: {old} is started again "
+                f"and given its writes back"
+            ),
+        )
     error = target_state.error if target_state is not None else "not observed"
-    return SwitchoverRecovery(action="escalate", reason=(
-        f"{target} does not answer ({error}) and could not be stopped: it may have been promoted, so restarting "
-        f"{old} could make two primaries; {old} stays stopped and read-only. Find out whether {target} runs as a "
-        f"primary, then run failover (if it does not) or point the writer record at it (if it does)"))
+    return SwitchoverRecovery(
+        action="escalate",
+        reason=(
+            f"{target} does not answer ({error}) and could not be stopped: it may have been promoted, so restarting "
+            f"{old} could make two primaries; {old} stays stopped and read-only. Find out whether {target} runs as a "
+            f"primary, then run failover (if it does not) or point the writer record at it (if it does)"
+        ),
+    )

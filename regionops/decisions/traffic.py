@@ -22,8 +22,15 @@ class DrainDecision(BaseModel):
         return f"drain {self.region}: {'allowed' if self.allowed else 'refused'}: {self.reason}"
 
 
-def decide_drain(region: str, serving: list[str], unhealthy: dict[str, str], load_rps: dict[str, float | None],
-                 capacity_rps: dict[str, float], *, force: bool = False) -> DrainDecision:
+def decide_drain(
+    region: str,
+    serving: list[str],
+    unhealthy: dict[str, str],
+    load_rps: dict[str, float | None],
+    capacity_rps: dict[str, float],
+    *,
+    force: bool = False,
+) -> DrainDecision:
     """May ``region`` stop receiving traffic?
 
     ``serving``: regions whose record is in place (``region`` included if it is).
@@ -36,31 +43,51 @@ def decide_drain(region: str, serving: list[str], unhealthy: dict[str, str], loa
         return DrainDecision(region=region, allowed=False, reason=f"{region} is not serving (already drained)")
     remaining = [r for r in serving if r != region]
     if not remaining:
-        return DrainDecision(region=region, allowed=False,
-                             reason=f"{region} is the last region serving the application")
+        return DrainDecision(
+            region=region, allowed=False, reason=f"{region} is the last region serving the application"
+        )
     if force:
-        return DrainDecision(region=region, allowed=True,
-                             reason=f"its database is lost; {', '.join(remaining)} keep serving")
+        return DrainDecision(
+            region=region, allowed=True, reason=f"its database is lost; {', '.join(remaining)} keep serving"
+        )
     sick = [f"{r} is unhealthy ({unhealthy[r]})" for r in remaining if r in unhealthy]
     if sick:
-        return DrainDecision(region=region, allowed=False,
-                             reason="the regions that would take its traffic are not all healthy: " + "; ".join(sick))
+        return DrainDecision(
+            region=region,
+            allowed=False,
+            reason="the regions that would take its traffic are not all healthy: " + "; ".join(sick),
+        )
     unknown = [r for r in serving if load_rps.get(r) is None]
     if unknown:
-        return DrainDecision(region=region, allowed=False,
-                             reason=f"the load of {', '.join(unknown)} cannot be measured, so no one can say the "
-                                    f"others can take it")
+        return DrainDecision(
+            region=region,
+            allowed=False,
+            reason=f"the load of {', '.join(unknown)} cannot be measured, so no one can say the others can take it",
+        )
     load = sum(load_rps[r] or 0.0 for r in serving)
     undeclared = [r for r in remaining if r not in capacity_rps]
     if undeclared:
-        return DrainDecision(region=region, allowed=True, load_rps=load,
-                             reason=f"{', '.join(remaining)} are healthy; capacity of {', '.join(undeclared)} is not "
-                                    f"declared, so the load ({load:.1f} req/s) was not checked against it")
+        return DrainDecision(
+            region=region,
+            allowed=True,
+            load_rps=load,
+            reason=f"{', '.join(remaining)} are healthy; capacity of {', '.join(undeclared)} is not "
+            f"declared, so the load ({load:.1f} req/s) was not checked against it",
+        )
     capacity = sum(capacity_rps[r] for r in remaining)
     if load > capacity * CAPACITY_HEADROOM:
-        return DrainDecision(region=region, allowed=False, load_rps=load, remaining_capacity_rps=capacity,
-                             reason=f"the load ({load:.1f} req/s) exceeds {CAPACITY_HEADROOM:.0%} of what "
-                                    f"{', '.join(remaining)} can serve ({capacity:g} req/s)")
-    return DrainDecision(region=region, allowed=True, load_rps=load, remaining_capacity_rps=capacity,
-                         reason=f"{', '.join(remaining)} are healthy and can serve the load ({load:.1f} req/s of "
-                                f"{capacity:g} req/s)")
+        return DrainDecision(
+            region=region,
+            allowed=False,
+            load_rps=load,
+            remaining_capacity_rps=capacity,
+            reason=f"the load ({load:.1f} req/s) exceeds {CAPACITY_HEADROOM:.0%} of what "
+            f"{', '.join(remaining)} can serve ({capacity:g} req/s)",
+        )
+    return DrainDecision(
+        region=region,
+        allowed=True,
+        load_rps=load,
+        remaining_capacity_rps=capacity,
+        reason=f"{', '.join(remaining)} are healthy and can serve the load ({load:.1f} req/s of {capacity:g} req/s)",
+    )

@@ -8,7 +8,7 @@ connection problems and 5xx are :class:`TransientError`, other answers
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -43,7 +43,7 @@ class Silence(BaseModel):
 
     def sentence(self) -> str:
         """``silenced {cluster="core", ...} until 12:00:00 UTC (silence 1f2e...)``."""
-        until = self.ends_at.astimezone(timezone.utc).strftime("%H:%M:%S UTC")
+        until = self.ends_at.astimezone(UTC).strftime("%H:%M:%S UTC")
         return f"silenced {{{', '.join(m.text() for m in self.matchers)}}} until {until} (silence {self.id})"
 
 
@@ -57,8 +57,10 @@ class ActiveAlert(BaseModel):
     starts_at: datetime | None = None
 
     def sentence(self) -> str:
-        return f"{self.labels.get('alertname')} {{{', '.join(f'{k}={v}' for k, v in sorted(self.labels.items()))}}} " \
-               f"({self.state})"
+        return (
+            f"{self.labels.get('alertname')} {{{', '.join(f'{k}={v}' for k, v in sorted(self.labels.items()))}}} "
+            f"({self.state})"
+        )
 
 
 class AlertmanagerClient:
@@ -73,31 +75,42 @@ class AlertmanagerClient:
         try:
             resp = self.client.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
-            raise TransientError(f"Alertmanager at {self.base_url} did not answer {method} {path}: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+            raise TransientError(
+                f"Alertmanager at {self.base_url} did not answer {method} {path}: {type(exc).__name__}: {exc}"
+            ) from exc
         if resp.status_code >= 500:
             raise TransientError(f"Alertmanager {method} {path} answered {resp.status_code}: {resp.text[:200]}")
         if resp.status_code >= 400:
             raise ExternalSystemError(f"Alertmanager {method} {path} answered {resp.status_code}: {resp.text[:200]}")
         return resp.json() if resp.content else None
 
-    def create_silence(self, matchers: list[Matcher], duration_seconds: float, created_by: str,
-                       comment: str, now: datetime | None = None) -> Silence:
+    def create_silence(
+        self,
+        matchers: list[Matcher],
+        duration_seconds: float,
+        created_by: str,
+        comment: str,
+        now: datetime | None = None,
+    ) -> Silence:
         """Silence alerts matching every matcher from now for ``duration_seconds``."""
-        start = now or datetime.now(timezone.utc)
+        start = now or datetime.now(UTC)
         end = start + timedelta(seconds=duration_seconds)
         body = {
-            "matchers": [{"name": m.name, "value": m.value, "isRegex": m.is_regex, "isEqual": m.is_equal}
-                         for m in matchers],
-            "startsAt": start.isoformat(), "endsAt": end.isoformat(),
-            "createdBy": created_by, "comment": comment,
+            "matchers": [
+                {"name": m.name, "value": m.value, "isRegex": m.is_regex, "isEqual": m.is_equal} for m in matchers
+            ],
+            "startsAt": start.isoformat(),
+            "endsAt": end.isoformat(),
+            "createdBy": created_by,
+            "comment": comment,
         }
         answer = self._call("POST", "/silences", json=body)
         silence_id = (answer or {}).get("silenceID")
         if not silence_id:
             raise ExternalSystemError(f"Alertmanager created a silence but returned no id: {answer!r}")
-        return Silence(id=silence_id, matchers=matchers, starts_at=start, ends_at=end, created_by=created_by,
-                       comment=comment)
+        return Silence(
+            id=silence_id, matchers=matchers, starts_at=start, ends_at=end, created_by=created_by, comment=comment
+        )
 
     def silence_state(self, silence_id: str) -> str | None:
         """``active``, ``pending`` or ``expired``; None when Alertmanager does not know the id."""
@@ -122,7 +135,13 @@ class AlertmanagerClient:
         found = []
         for a in self._call("GET", "/alerts", params=params) or []:
             status = a.get("status") or {}
-            found.append(ActiveAlert(fingerprint=a["fingerprint"], labels=a.get("labels") or {},
-                                     state=status.get("state", "unknown"), silenced_by=status.get("silencedBy") or [],
-                                     starts_at=a.get("startsAt")))
+            found.append(
+                ActiveAlert(
+                    fingerprint=a["fingerprint"],
+                    labels=a.get("labels") or {},
+                    state=status.get("state", "unknown"),
+                    silenced_by=status.get("silencedBy") or [],
+                    starts_at=a.get("startsAt"),
+                )
+            )
         return found

@@ -9,7 +9,7 @@ each drill's alert a new alert (the receiver deduplicates on both).
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 from pydantic import BaseModel
@@ -20,8 +20,9 @@ from regionops.topology import Topology
 ALERTS_PATH = "/alerts"
 
 
-def alertmanager_payload(alertname: str, labels: dict[str, str], starts_at: datetime, summary: str,
-                         receiver: str = "regionops-runbooks") -> dict:
+def alertmanager_payload(
+    alertname: str, labels: dict[str, str], starts_at: datetime, summary: str, receiver: str = "regionops-runbooks"
+) -> dict:
     """One firing alert in an Alertmanager webhook notification (version 4)."""
     all_labels = {"alertname": alertname, **labels}
     fingerprint = hashlib.sha256(
@@ -38,15 +39,17 @@ def alertmanager_payload(alertname: str, labels: dict[str, str], starts_at: date
         "commonLabels": all_labels,
         "commonAnnotations": {"summary": summary},
         "externalURL": "",
-        "alerts": [{
-            "status": "firing",
-            "labels": all_labels,
-            "annotations": {"summary": summary},
-            "startsAt": starts_at.astimezone(timezone.utc).isoformat(),
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "",
-            "fingerprint": fingerprint,
-        }],
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": all_labels,
+                "annotations": {"summary": summary},
+                "startsAt": starts_at.astimezone(UTC).isoformat(),
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "",
+                "fingerprint": fingerprint,
+            }
+        ],
     }
 
 

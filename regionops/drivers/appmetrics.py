@@ -50,8 +50,9 @@ def parse_metrics(region: str, text: str, at: float = 0.0) -> MetricsSample:
                 buckets[le] = buckets.get(le, 0.0) + sample.value
             elif family.name == VERSION and sample.value == 1:
                 version = labels.get("version")
-    return MetricsSample(region=region, reachable=True, at=at, requests=requests, errors=errors,
-                         buckets=buckets, version=version)
+    return MetricsSample(
+        region=region, reachable=True, at=at, requests=requests, errors=errors, buckets=buckets, version=version
+    )
 
 
 class HttpMetricsSource:

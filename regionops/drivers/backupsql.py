@@ -22,6 +22,7 @@ from regionops.drivers.common_point import fingerprint_in, import_snapshot, lock
 from regionops.drivers.postgres import ConnInfo, connect
 from regionops.lsn import Lsn
 
+
 class FingerprintPoint(BaseModel):
     """Table fingerprints and the restore point at which they hold exactly."""
 
@@ -48,8 +49,12 @@ class BackupSql:
         self.statement_timeout_ms = statement_timeout_ms
 
     def _connect(self):
-        return connect(self.info, connect_timeout=self.connect_timeout,
-                       statement_timeout_ms=self.statement_timeout_ms, application_name="regionops-backup")
+        return connect(
+            self.info,
+            connect_timeout=self.connect_timeout,
+            statement_timeout_ms=self.statement_timeout_ms,
+            application_name="regionops-backup",
+        )
 
     def fingerprints(self, tables: list[str]) -> dict[str, dict[str, int | str]]:
         """Row count and checksum of each table, read in one snapshot."""
@@ -78,8 +83,9 @@ class BackupSql:
                 prints = fingerprint_in(reader, tables)
             finally:
                 reader.execute("COMMIT")
-        return FingerprintPoint(restore_point=restore_point, lsn=Lsn.parse(row["lsn"]), fingerprint=prints,
-                                writes_held_ms=round(held_ms, 1))
+        return FingerprintPoint(
+            restore_point=restore_point, lsn=Lsn.parse(row["lsn"]), fingerprint=prints, writes_held_ms=round(held_ms, 1)
+        )
 
     def recovery_state(self) -> RecoveryState:
         """Whether the server is in recovery, where replay is, and whether it is paused."""
@@ -88,8 +94,9 @@ class BackupSql:
                 "SELECT pg_is_in_recovery() AS r, pg_last_wal_replay_lsn()::text AS lsn, "
                 "CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS pause"
             ).fetchone()
-        return RecoveryState(in_recovery=row["r"], replay_lsn=Lsn.parse(row["lsn"]) if row["lsn"] else None,
-                             pause_state=row["pause"])
+        return RecoveryState(
+            in_recovery=row["r"], replay_lsn=Lsn.parse(row["lsn"]) if row["lsn"] else None, pause_state=row["pause"]
+        )
 
     def end_recovery(self) -> None:
         """Resume replay of a server paused at its recovery target: it ends recovery and promotes."""

@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from regionops.drivers.postgres import SqlNode, conninfo_for, connect
+from regionops.drivers.postgres import SqlNode, connect, conninfo_for
 from regionops.drivers.traffic import TrafficDriver, traffic_for
 from regionops.errors import RunbookError
 from regionops.model import CanaryWrite
@@ -45,9 +45,18 @@ _INSERT_SQL = f"INSERT INTO {CANARY_TABLE} (run_id, seq, sent_at, node) VALUES (
 class CanaryWriter:
     """Writes a heartbeat row every ``interval`` seconds in a background thread until stopped."""
 
-    def __init__(self, topology: Topology, cluster: str, run_id: str, *, interval: float = 0.05,
-                 connect_timeout: float = 1, statement_timeout_ms: int = 1000, write_timeout: float = 2.0,
-                 traffic: TrafficDriver | None = None):
+    def __init__(
+        self,
+        topology: Topology,
+        cluster: str,
+        run_id: str,
+        *,
+        interval: float = 0.05,
+        connect_timeout: float = 1,
+        statement_timeout_ms: int = 1000,
+        write_timeout: float = 2.0,
+        traffic: TrafficDriver | None = None,
+    ):
         self.topology = topology
         self.cluster_name, self.cluster = topology.cluster(cluster)
         self.run_id = run_id
@@ -64,8 +73,9 @@ class CanaryWriter:
     # -- set-up ---------------------------------------------------------------------------
     def writer_node(self) -> str | None:
         """The node the writer record names now (resolved through Route53 every time)."""
-        record = self.traffic.get_record(self.topology.traffic.route53_zone,
-                                         self.topology.writer_record(self.cluster_name))
+        record = self.traffic.get_record(
+            self.topology.traffic.route53_zone, self.topology.writer_record(self.cluster_name)
+        )
         return self.topology.node_for_dns_name(self.cluster_name, record.values[0]) if record else None
 
     def ensure_table(self) -> str:
@@ -101,7 +111,7 @@ class CanaryWriter:
         next_at = time.monotonic()
         while not self._stop.is_set():
             seq += 1
-            write = CanaryWrite(seq=seq, sent_at=datetime.now(timezone.utc))
+            write = CanaryWrite(seq=seq, sent_at=datetime.now(UTC))
             with self._lock:
                 self._journal.append(write)
             worker = threading.Thread(target=self._write, args=(write,), daemon=True)
@@ -122,10 +132,14 @@ class CanaryWriter:
                 raise RunbookError("writer record names no node")
             write.node = node
             info = conninfo_for(self.cluster, self.cluster.nodes[node])
-            with connect(info, connect_timeout=self.connect_timeout, statement_timeout_ms=self.statement_timeout_ms,
-                         application_name="regionops-canary") as conn:
+            with connect(
+                info,
+                connect_timeout=self.connect_timeout,
+                statement_timeout_ms=self.statement_timeout_ms,
+                application_name="regionops-canary",
+            ) as conn:
                 conn.execute(_INSERT_SQL, (self.run_id, write.seq, write.sent_at, node))
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             with self._lock:
                 if write._given_up:
                     write.late_ack_at = now
@@ -139,6 +153,5 @@ class CanaryWriter:
 def canary_rows(topology: Topology, cluster: str, node: str, run_id: str) -> set[int]:
     """The sequence numbers of ``run_id``'s canary rows present on ``node``."""
     c = topology.clusters[cluster]
-    rows = SqlNode(conninfo_for(c, c.nodes[node])).query(
-        f"SELECT seq FROM {CANARY_TABLE} WHERE run_id = %s", (run_id,))
+    rows = SqlNode(conninfo_for(c, c.nodes[node])).query(f"SELECT seq FROM {CANARY_TABLE} WHERE run_id = %s", (run_id,))
     return {int(r["seq"]) for r in rows}

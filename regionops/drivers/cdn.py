@@ -31,8 +31,10 @@ class Invalidation(BaseModel):
 
     def sentence(self) -> str:
         """One line for logs and reports."""
-        return (f"invalidated {len(self.paths)} path(s) on CloudFront distribution {self.distribution} "
-                f"(invalidation {self.id}, {self.status})")
+        return (
+            f"invalidated {len(self.paths)} path(s) on CloudFront distribution {self.distribution} "
+            f"(invalidation {self.id}, {self.status})"
+        )
 
 
 class Cdn(Protocol):
@@ -68,7 +70,8 @@ class CloudFrontCdn:
             raise translate_error(exc, "CloudFront list distributions") from exc
         if len(found) != 1:
             raise ExternalSystemError(
-                f"CloudFront distribution {ref!r}: {'not found' if not found else f'{len(found)} match'}")
+                f"CloudFront distribution {ref!r}: {'not found' if not found else f'{len(found)} match'}"
+            )
         return found[0]
 
     def invalidate(self, ref: str, paths: list[str]) -> Invalidation:
@@ -76,9 +79,15 @@ class CloudFrontCdn:
         dist = self.distribution_id(ref)
         if len(paths) > MAX_PATHS:
             paths = ["/*"]  # more paths than one batch may hold: invalidating everything is the honest fallback
-        reply = self._call(f"invalidation on {dist}", "create_invalidation", DistributionId=dist,
-                           InvalidationBatch={"Paths": {"Quantity": len(paths), "Items": paths},
-                                              "CallerReference": f"regionops-{uuid.uuid4()}"})
+        reply = self._call(
+            f"invalidation on {dist}",
+            "create_invalidation",
+            DistributionId=dist,
+            InvalidationBatch={
+                "Paths": {"Quantity": len(paths), "Items": paths},
+                "CallerReference": f"regionops-{uuid.uuid4()}",
+            },
+        )
         inv = reply["Invalidation"]
         log.info("invalidation %s on %s: %d path(s)", inv["Id"], dist, len(paths))
         return Invalidation(distribution=dist, id=inv["Id"], status=inv.get("Status", ""), paths=paths)
@@ -86,25 +95,46 @@ class CloudFrontCdn:
     def invalidated_paths(self, ref: str) -> list[list[str]]:
         """The paths of every invalidation of the distribution (newest first as CloudFront lists them)."""
         dist = self.distribution_id(ref)
-        summaries = self._call(f"invalidations of {dist}", "list_invalidations",
-                               DistributionId=dist).get("InvalidationList", {}).get("Items", []) or []
-        return [self._call(f"invalidation {s['Id']}", "get_invalidation", DistributionId=dist, Id=s["Id"])
-                ["Invalidation"]["InvalidationBatch"]["Paths"].get("Items", []) for s in summaries]
+        summaries = (
+            self._call(f"invalidations of {dist}", "list_invalidations", DistributionId=dist)
+            .get("InvalidationList", {})
+            .get("Items", [])
+            or []
+        )
+        return [
+            self._call(f"invalidation {s['Id']}", "get_invalidation", DistributionId=dist, Id=s["Id"])["Invalidation"][
+                "InvalidationBatch"
+            ]["Paths"].get("Items", [])
+            for s in summaries
+        ]
 
     def ensure_distribution(self, comment: str, origin_domain: str) -> str:
         """A distribution with ``comment`` in front of ``origin_domain`` (the lab's); returns its id."""
         for d in self._distributions():
             if d.get("Comment") == comment:
                 return d["Id"]
-        reply = self._call(f"distribution {comment}", "create_distribution", DistributionConfig={
-            "CallerReference": comment, "Comment": comment, "Enabled": True,
-            "Origins": {"Quantity": 1, "Items": [{"Id": "assets", "DomainName": origin_domain,
-                                                  "S3OriginConfig": {"OriginAccessIdentity": ""}}]},
-            "DefaultCacheBehavior": {"TargetOriginId": "assets", "ViewerProtocolPolicy": "redirect-to-https",
-                                     "MinTTL": 0, "ForwardedValues": {"QueryString": False,
-                                                                       "Cookies": {"Forward": "none"}},
-                                     "TrustedSigners": {"Enabled": False, "Quantity": 0}},
-        })
+        reply = self._call(
+            f"distribution {comment}",
+            "create_distribution",
+            DistributionConfig={
+                "CallerReference": comment,
+                "Comment": comment,
+                "Enabled": True,
+                "Origins": {
+                    "Quantity": 1,
+                    "Items": [
+                        {"Id": "assets", "DomainName": origin_domain, "S3OriginConfig": {"OriginAccessIdentity": ""}}
+                    ],
+                },
+                "DefaultCacheBehavior": {
+                    "TargetOriginId": "assets",
+                    "ViewerProtocolPolicy": "redirect-to-https",
+                    "MinTTL": 0,
+                    "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
+                    "TrustedSigners": {"Enabled": False, "Quantity": 0},
+                },
+            },
+        )
         return reply["Distribution"]["Id"]
 
 

@@ -73,12 +73,14 @@ class LockedSnapshot:
 
 def _lock_tables(tables: list[str]) -> sql.Composed:
     return sql.SQL("LOCK TABLE {} IN SHARE MODE").format(
-        sql.SQL(", ").join(sql.Identifier(*t.split(".", 1)) for t in tables))
+        sql.SQL(", ").join(sql.Identifier(*t.split(".", 1)) for t in tables)
+    )
 
 
 @contextmanager
-def locked_snapshot(conn: psycopg.Connection, tables: list[str], lock_timeout_ms: int,
-                    where: str) -> Iterator[LockedSnapshot]:
+def locked_snapshot(
+    conn: psycopg.Connection, tables: list[str], lock_timeout_ms: int, where: str
+) -> Iterator[LockedSnapshot]:
     """Inside the block, ``tables`` are locked against writes on ``conn`` (an autocommit primary session).
 
     The block fixes the point (imports the snapshot elsewhere, writes a restore point);
@@ -93,8 +95,10 @@ def locked_snapshot(conn: psycopg.Connection, tables: list[str], lock_timeout_ms
             if tables:
                 conn.execute(_lock_tables(tables))
         except psycopg.errors.LockNotAvailable as exc:
-            raise TransientError(f"tables {', '.join(tables)} could not be locked within {lock_timeout_ms} ms on "
-                                 f"{where} (a long transaction writes to them)") from exc
+            raise TransientError(
+                f"tables {', '.join(tables)} could not be locked within {lock_timeout_ms} ms on "
+                f"{where} (a long transaction writes to them)"
+            ) from exc
         # LOCK takes no snapshot, so the transaction's snapshot is taken by this statement,
         # after the lock was granted: it holds every commit to the tables, and nothing else can commit.
         row = conn.execute("SELECT pg_current_wal_insert_lsn()::text AS lsn, pg_export_snapshot() AS snap").fetchone()
@@ -120,9 +124,19 @@ def _replayed(conn: psycopg.Connection, lsn: Lsn) -> bool:
 class CommonPointReader:
     """Fingerprints a primary and its replicas at one common point (see the module's text)."""
 
-    def __init__(self, primary: str, primary_info: ConnInfo, replicas: dict[str, ConnInfo], *,
-                 lock_timeout_ms: int = 250, max_hold_seconds: float = 0.8, attempts: int = 3,
-                 catch_up_seconds: float = 10, statement_timeout_ms: int = 300_000, connect_timeout: float = 3):
+    def __init__(
+        self,
+        primary: str,
+        primary_info: ConnInfo,
+        replicas: dict[str, ConnInfo],
+        *,
+        lock_timeout_ms: int = 250,
+        max_hold_seconds: float = 0.8,
+        attempts: int = 3,
+        catch_up_seconds: float = 10,
+        statement_timeout_ms: int = 300_000,
+        connect_timeout: float = 3,
+    ):
         self.primary = primary
         self.primary_info = primary_info
         self.replicas = replicas
@@ -134,9 +148,14 @@ class CommonPointReader:
         self.connect_timeout = connect_timeout
 
     def _connect(self, info: ConnInfo, stack: ExitStack) -> psycopg.Connection:
-        return stack.enter_context(connect(info, connect_timeout=self.connect_timeout,
-                                           statement_timeout_ms=self.statement_timeout_ms,
-                                           application_name="regionops-consistency"))
+        return stack.enter_context(
+            connect(
+                info,
+                connect_timeout=self.connect_timeout,
+                statement_timeout_ms=self.statement_timeout_ms,
+                application_name="regionops-consistency",
+            )
+        )
 
     def read(self, tables: list[str]) -> tuple[CommonPoint, dict[str, Fingerprints]]:
         """The point and every node's fingerprints at it (replicas that missed it are in ``point.missed``)."""
@@ -180,8 +199,12 @@ class CommonPointReader:
                 except (TransientError, ExternalSystemError) as exc:
                     missed[name] = f"unreachable: {exc}"
             opened: dict[str, psycopg.Connection] = {}
-            with locked_snapshot(lock_conn, tables, self.lock_timeout_ms,
-                                 f"{self.primary} ({self.primary_info.host}:{self.primary_info.port})") as point:
+            with locked_snapshot(
+                lock_conn,
+                tables,
+                self.lock_timeout_ms,
+                f"{self.primary} ({self.primary_info.host}:{self.primary_info.port})",
+            ) as point:
                 deadline = point.locked_at + self.max_hold_seconds
                 pending = dict(replicas)
                 while pending:
@@ -198,16 +221,24 @@ class CommonPointReader:
                 import_snapshot(reader, point.snapshot)
             held_ms = (time.monotonic() - point.locked_at) * 1000
             for name in pending:
-                missed[name] = (f"had not replayed {point.lsn} within {self.max_hold_seconds:g} s "
-                                f"(writers are never held longer)")
+                missed[name] = (
+                    f"had not replayed {point.lsn} within {self.max_hold_seconds:g} s (writers are never held longer)"
+                )
             prints = self._fingerprint_all({self.primary: reader, **opened}, tables)
-            result = CommonPoint(primary=self.primary, lsn=point.lsn, held_ms=round(held_ms, 1),
-                                 nodes=sorted(opened), missed=missed, attempts=attempt)
+            result = CommonPoint(
+                primary=self.primary,
+                lsn=point.lsn,
+                held_ms=round(held_ms, 1),
+                nodes=sorted(opened),
+                missed=missed,
+                attempts=attempt,
+            )
             return result, prints
 
     @staticmethod
     def _fingerprint_all(conns: dict[str, psycopg.Connection], tables: list[str]) -> dict[str, Fingerprints]:
         """Fingerprint every node from its snapshot, all at once (each connection in its own thread)."""
+
         def one(conn: psycopg.Connection) -> Fingerprints:
             try:
                 return fingerprint_in(conn, tables)

@@ -112,9 +112,13 @@ class LabTarget:
         """Restart the region's app with ``version``."""
         started = time.monotonic()
         self._lab().set_app_version(region, version)
-        return DeployResult(region=region, version=version, target=self.kind,
-                            seconds=round(time.monotonic() - started, 2),
-                            output=f"app-{region} restarted with version {version}")
+        return DeployResult(
+            region=region,
+            version=version,
+            target=self.kind,
+            seconds=round(time.monotonic() - started, 2),
+            output=f"app-{region} restarted with version {version}",
+        )
 
 
 def render(template: str, **values: str) -> str:
@@ -132,15 +136,22 @@ def run_command(command: str, timeout: float, what: str) -> str:
     group (a shell's children too) and raises TransientError; a non-zero exit raises
     ExternalSystemError with the output's tail.
     """
-    proc = subprocess.Popen(["/bin/sh", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
-        raise TransientError(f"{what}: command timed out after {timeout:g} s and was killed; output: "
-                             f"{_tail(output)}") from None
+        raise TransientError(
+            f"{what}: command timed out after {timeout:g} s and was killed; output: {_tail(output)}"
+        ) from None
     if proc.returncode != 0:
         raise ExternalSystemError(f"{what}: command exited {proc.returncode}; output: {_tail(output)}")
     return output[-OUTPUT_LIMIT:]
@@ -165,8 +176,12 @@ class CommandTarget:
         self.application = app.name
 
     def _values(self, region: str, version: str = "") -> dict[str, str]:
-        return {"region": region, "aws_region": self.topology.regions[region].aws_region,
-                "version": version, "application": self.application}
+        return {
+            "region": region,
+            "aws_region": self.topology.regions[region].aws_region,
+            "version": version,
+            "application": self.application,
+        }
 
     def current(self, region: str) -> RunningVersion:
         """The version-command's last output line, or the app's /version."""
@@ -175,8 +190,9 @@ class CommandTarget:
             output = run_command(command, self.settings.timeout_seconds, f"version of {region}")
             lines = [line.strip() for line in output.splitlines() if line.strip()]
             return RunningVersion(region=region, version=lines[-1] if lines else None, detail="version command")
-        return RunningVersion(region=region, version=app_version(self.topology.regions[region].app_url),
-                              detail="app /version")
+        return RunningVersion(
+            region=region, version=app_version(self.topology.regions[region].app_url), detail="app /version"
+        )
 
     def deploy(self, region: str, version: str, ref: str | None = None) -> DeployResult:
         """Run the deploy command for ``region`` and ``version``."""
@@ -184,8 +200,13 @@ class CommandTarget:
         command = render(self.settings.deploy, **self._values(region, version))
         log.info("deploying %s to %s: %s", version, region, command)
         output = run_command(command, self.settings.timeout_seconds, f"deploy of {version} to {region}")
-        return DeployResult(region=region, version=version, target=self.kind,
-                            seconds=round(time.monotonic() - started, 2), output=output)
+        return DeployResult(
+            region=region,
+            version=version,
+            target=self.kind,
+            seconds=round(time.monotonic() - started, 2),
+            output=output,
+        )
 
 
 def image_version(image: str) -> str | None:
@@ -196,9 +217,24 @@ def image_version(image: str) -> str | None:
 
 
 # Fields of a task definition that a new revision must carry over (describe returns more).
-_REGISTRABLE = ("family", "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions", "volumes",
-                "placementConstraints", "requiresCompatibilities", "cpu", "memory", "runtimePlatform",
-                "pidMode", "ipcMode", "proxyConfiguration", "inferenceAccelerators", "ephemeralStorage")
+_REGISTRABLE = (
+    "family",
+    "taskRoleArn",
+    "executionRoleArn",
+    "networkMode",
+    "containerDefinitions",
+    "volumes",
+    "placementConstraints",
+    "requiresCompatibilities",
+    "cpu",
+    "memory",
+    "runtimePlatform",
+    "pidMode",
+    "ipcMode",
+    "proxyConfiguration",
+    "inferenceAccelerators",
+    "ephemeralStorage",
+)
 
 
 class EcsTarget:
@@ -233,23 +269,26 @@ class EcsTarget:
 
     def _service(self, region: str) -> dict[str, Any]:
         cluster, service = self._names(region)
-        reply = self._call(region, f"service {cluster}/{service}", "describe_services",
-                           cluster=cluster, services=[service])
+        reply = self._call(
+            region, f"service {cluster}/{service}", "describe_services", cluster=cluster, services=[service]
+        )
         found = [s for s in reply.get("services", []) if s.get("status") != "INACTIVE"]
         if not found:
             raise ExternalSystemError(f"ECS service {cluster}/{service} in {region} does not exist")
         return found[0]
 
     def _task_definition(self, region: str, arn: str) -> dict[str, Any]:
-        return self._call(region, f"task definition {arn}", "describe_task_definition",
-                          taskDefinition=arn)["taskDefinition"]
+        return self._call(region, f"task definition {arn}", "describe_task_definition", taskDefinition=arn)[
+            "taskDefinition"
+        ]
 
     def _container(self, taskdef: dict[str, Any]) -> dict[str, Any]:
         for container in taskdef.get("containerDefinitions", []):
             if container.get("name") == self.settings.container:
                 return container
-        raise ConfigurationError(f"task definition {taskdef.get('taskDefinitionArn')} has no container "
-                                 f"{self.settings.container!r}")
+        raise ConfigurationError(
+            f"task definition {taskdef.get('taskDefinitionArn')} has no container {self.settings.container!r}"
+        )
 
     def current(self, region: str) -> RunningVersion:
         """The image tag of the service's task definition, with the task definition ARN as the ref."""
@@ -262,13 +301,28 @@ class EcsTarget:
         started = time.monotonic()
         cluster, service = self._names(region)
         arn = ref or self._register(region, version)
-        self._call(region, f"service {cluster}/{service}", "update_service",
-                   cluster=cluster, service=service, taskDefinition=arn)
-        poll_until(lambda: self._stable(region, arn), timeout=self.settings.stable_timeout_seconds,
-                   interval=self.poll_interval, what=f"ECS service {cluster}/{service} in {region} to be stable")
-        return DeployResult(region=region, version=version, target=self.kind, ref=arn,
-                            seconds=round(time.monotonic() - started, 2),
-                            output=f"service {cluster}/{service} runs {arn}")
+        self._call(
+            region,
+            f"service {cluster}/{service}",
+            "update_service",
+            cluster=cluster,
+            service=service,
+            taskDefinition=arn,
+        )
+        poll_until(
+            lambda: self._stable(region, arn),
+            timeout=self.settings.stable_timeout_seconds,
+            interval=self.poll_interval,
+            what=f"ECS service {cluster}/{service} in {region} to be stable",
+        )
+        return DeployResult(
+            region=region,
+            version=version,
+            target=self.kind,
+            ref=arn,
+            seconds=round(time.monotonic() - started, 2),
+            output=f"service {cluster}/{service} runs {arn}",
+        )
 
     def _register(self, region: str, version: str) -> str:
         current = self._task_definition(region, self._service(region)["taskDefinition"])
@@ -290,8 +344,11 @@ class EcsTarget:
         if any(d.get("rolloutState") == "FAILED" for d in deployments):
             reason = next(d.get("rolloutStateReason") for d in deployments if d.get("rolloutState") == "FAILED")
             raise ExternalSystemError(f"ECS deployment of {arn} in {region} failed: {reason}")
-        return (svc.get("taskDefinition") == arn and len(deployments) <= 1
-                and svc.get("runningCount", 0) >= svc.get("desiredCount", 0))
+        return (
+            svc.get("taskDefinition") == arn
+            and len(deployments) <= 1
+            and svc.get("runningCount", 0) >= svc.get("desiredCount", 0)
+        )
 
 
 def target_for(topology: Topology) -> ReleaseTarget:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from pydantic import BaseModel
@@ -109,7 +109,7 @@ class CommandFaultInjector:
 
     def _execute(self, fault: FaultName, cluster: str, node: str | None, argv: list[str], verb: str) -> FaultInjection:
         started = time.monotonic()
-        at = datetime.now(timezone.utc)
+        at = datetime.now(UTC)
         try:
             proc = self._run(argv, capture_output=True, timeout=self.settings.timeout_seconds, text=True)
         except subprocess.TimeoutExpired as exc:
@@ -123,16 +123,28 @@ class CommandFaultInjector:
         if proc.returncode != 0:
             raise FaultInjectionFailed(f"{verb} {fault}: `{shlex.join(argv)}` exited {proc.returncode}: {tail}")
         region = self.topology.node(cluster, node).region if node else None
-        return FaultInjection(fault=fault, cluster=cluster, node=node, region=region, at=at, changed=True,
-                              seconds=round(time.monotonic() - started, 2),
-                              detail=f"{verb} {fault} on {node or cluster}: `{shlex.join(argv)}` "
-                                     f"succeeded{f' ({tail})' if tail else ''}")
+        return FaultInjection(
+            fault=fault,
+            cluster=cluster,
+            node=node,
+            region=region,
+            at=at,
+            changed=True,
+            seconds=round(time.monotonic() - started, 2),
+            detail=f"{verb} {fault} on {node or cluster}: `{shlex.join(argv)}` succeeded{f' ({tail})' if tail else ''}",
+        )
 
     def inject(self, fault: FaultName, cluster: str, node: str | None) -> FaultInjection:
         if fault == "planned-switchover":
-            return FaultInjection(fault=fault, cluster=cluster, node=node, region=None,
-                                  at=datetime.now(timezone.utc), changed=False,
-                                  detail="planned-switchover: no fault injected")
+            return FaultInjection(
+                fault=fault,
+                cluster=cluster,
+                node=node,
+                region=None,
+                at=datetime.now(UTC),
+                changed=False,
+                detail="planned-switchover: no fault injected",
+            )
         self.check(fault, cluster, node)
         argv = self._argv(self.settings.commands, fault, cluster, node)
         assert argv is not None
@@ -141,9 +153,15 @@ class CommandFaultInjector:
     def resume(self, fault: FaultName, cluster: str, node: str | None) -> FaultInjection:
         argv = self._argv(self.settings.heal_commands, fault, cluster, node)
         if argv is None:
-            return FaultInjection(fault=fault, cluster=cluster, node=node, region=None,
-                                  at=datetime.now(timezone.utc), changed=False,
-                                  detail=f"no heal command for {fault}: the recovery runbooks repair it")
+            return FaultInjection(
+                fault=fault,
+                cluster=cluster,
+                node=node,
+                region=None,
+                at=datetime.now(UTC),
+                changed=False,
+                detail=f"no heal command for {fault}: the recovery runbooks repair it",
+            )
         try:
             return self._execute(fault, cluster, node, argv, "healed")
         except FaultInjectionFailed as exc:

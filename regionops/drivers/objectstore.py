@@ -100,9 +100,17 @@ class ObjectStore(Protocol):
 
     def bucket_status(self, bucket: str) -> BucketStatus: ...
     def ensure_bucket(self, bucket: str, aws_region: str) -> bool: ...
-    def put_bytes(self, bucket: str, key: str, data: bytes, metadata: dict[str, str] | None = None, *,
-                  content_type: str | None = None, cache_control: str | None = None,
-                  if_absent: bool = False) -> ObjectInfo: ...
+    def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        metadata: dict[str, str] | None = None,
+        *,
+        content_type: str | None = None,
+        cache_control: str | None = None,
+        if_absent: bool = False,
+    ) -> ObjectInfo: ...
     def head_metadata(self, bucket: str, key: str) -> dict[str, str] | None: ...
     def get_bytes(self, bucket: str, key: str) -> bytes: ...
     def iter_object(self, bucket: str, key: str, chunk_size: int = MiB) -> Iterator[bytes]: ...
@@ -244,12 +252,18 @@ class S3ObjectStore:
         ``if_absent`` makes it a create-only write (S3 conditional write, ``If-None-Match: *``):
         when an object is already there, nothing is written and :class:`ObjectExists` is raised.
         """
-        extra = {k: v for k, v in (("ContentType", content_type), ("CacheControl", cache_control),
-                                   ("IfNoneMatch", "*" if if_absent else None)) if v}
+        extra = {
+            k: v
+            for k, v in (
+                ("ContentType", content_type),
+                ("CacheControl", cache_control),
+                ("IfNoneMatch", "*" if if_absent else None),
+            )
+            if v
+        }
         try:
             with _s3_errors(bucket, key):
-                reply = self._client().put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata or {},
-                                                  **extra)
+                reply = self._client().put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata or {}, **extra)
         except RunbookError as exc:
             if if_absent and error_code(exc.__cause__) in _EXISTS_CODES:
                 raise ObjectExists(bucket, key) from exc.__cause__
@@ -393,7 +407,10 @@ class S3ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             log.warning(
                 "could not abort multipart upload %s of s3://%s/%s (abort_pending_uploads cleans it): %s",
-                upload_id, bucket, key, exc,
+                upload_id,
+                bucket,
+                key,
+                exc,
             )
 
     def pending_uploads(self, bucket: str, prefix: str = "") -> list[tuple[str, str]]:

@@ -16,15 +16,15 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
@@ -62,7 +62,8 @@ def binary() -> str:
     if not path:
         raise ConfigurationError(
             f"pgBackRest is not installed: no {BINARY} on PATH (Debian: apt-get install {PACKAGE}; "
-            "`make monitoring-tools`, which `make demo` and `make test` run, installs it when run as root)")
+            "`make monitoring-tools`, which `make demo` and `make test` run, installs it when run as root)"
+        )
     return path
 
 
@@ -80,8 +81,10 @@ class Repository(BaseModel):
 
     def sentence(self) -> str:
         """``repo1: s3://regionops-lab-eu/pgbackrest (eu, keep 2 full, 7 diff)``."""
-        return (f"repo{self.index}: s3://{self.bucket}{self.path} ({self.region}, keep {self.retention_full} full, "
-                f"{self.retention_diff} diff)")
+        return (
+            f"repo{self.index}: s3://{self.bucket}{self.path} ({self.region}, keep {self.retention_full} full, "
+            f"{self.retention_diff} diff)"
+        )
 
 
 class StanzaPlan(BaseModel):
@@ -104,8 +107,10 @@ class StanzaPlan(BaseModel):
         for repo in self.repositories:
             if repo.region == region:
                 return repo
-        raise ConfigurationError(f"cluster {self.cluster} has no pgBackRest repository in region {region!r}; "
-                                 f"repositories: {', '.join(r.region for r in self.repositories)}")
+        raise ConfigurationError(
+            f"cluster {self.cluster} has no pgBackRest repository in region {region!r}; "
+            f"repositories: {', '.join(r.region for r in self.repositories)}"
+        )
 
     def sentence(self) -> str:
         return f"stanza {self.cluster}: " + "; ".join(r.sentence() for r in self.repositories)
@@ -125,8 +130,17 @@ def plan_stanza(topology: Topology, cluster_name: str) -> StanzaPlan:
     for index, region_name in enumerate(regions, 1):
         region = topology.regions[region_name]
         full = settings.retention_full if index == 1 else (settings.copy_retention_full or settings.retention_full)
-        repos.append(Repository(index=index, region=region_name, aws_region=region.aws_region, bucket=region.bucket,
-                                path=settings.repo_path, retention_full=full, retention_diff=settings.retention_diff))
+        repos.append(
+            Repository(
+                index=index,
+                region=region_name,
+                aws_region=region.aws_region,
+                bucket=region.bucket,
+                path=settings.repo_path,
+                retention_full=full,
+                retention_diff=settings.retention_diff,
+            )
+        )
     return StanzaPlan(cluster=name, repositories=repos, settings=settings)
 
 
@@ -165,9 +179,16 @@ def render_config(topology: Topology, plan: StanzaPlan, node: str) -> str:
     for repo in plan.repositories:
         p = f"repo{repo.index}-"
         host, port = _s3_endpoint(topology, repo.aws_region)
-        glob |= {p + "type": "s3", p + "path": repo.path, p + "s3-bucket": repo.bucket, p + "s3-region": repo.aws_region,
-                 p + "s3-endpoint": host, p + "retention-full": str(repo.retention_full),
-                 p + "retention-diff": str(repo.retention_diff), p + "bundle": "y" if s.bundle else "n"}
+        glob |= {
+            p + "type": "s3",
+            p + "path": repo.path,
+            p + "s3-bucket": repo.bucket,
+            p + "s3-region": repo.aws_region,
+            p + "s3-endpoint": host,
+            p + "retention-full": str(repo.retention_full),
+            p + "retention-diff": str(repo.retention_diff),
+            p + "bundle": "y" if s.bundle else "n",
+        }
         if port:
             glob[p + "storage-port"] = str(port)
         if aws.endpoint_url:
@@ -184,8 +205,12 @@ def render_config(topology: Topology, plan: StanzaPlan, node: str) -> str:
         if s.cipher_passphrase:
             glob[p + "cipher-type"] = "aes-256-cbc"
             glob[p + "cipher-pass"] = s.cipher_passphrase.resolve()
-    stanza = {"pg1-path": spec.data_dir, "pg1-port": str(spec.port), "pg1-socket-path": s.socket_dir,
-              "pg1-user": cluster.user}
+    stanza = {
+        "pg1-path": spec.data_dir,
+        "pg1-port": str(spec.port),
+        "pg1-socket-path": s.socket_dir,
+        "pg1-user": cluster.user,
+    }
     lines = ["# written by regionops from the topology; holds secrets (mode 0600)", "[global]"]
     lines += [f"{k}={v}" for k, v in glob.items()]
     lines += ["", f"[{plan.cluster}]"] + [f"{k}={v}" for k, v in stanza.items()]
@@ -216,8 +241,11 @@ def write_config(topology: Topology, plan: StanzaPlan, node: str) -> Path:
 def archive_settings(plan: StanzaPlan, node: str, binary_path: str = BINARY) -> dict[str, str]:
     """PostgreSQL settings that archive every WAL segment of ``node`` through pgBackRest (async)."""
     command = f"{binary_path} --config={plan.config_path(node)} --stanza={plan.cluster} archive-push %p"
-    return {"archive_mode": "on", "archive_command": "'" + command.replace("'", "''") + "'",
-            "unix_socket_directories": "'" + plan.settings.socket_dir.replace("'", "''") + "'"}
+    return {
+        "archive_mode": "on",
+        "archive_command": "'" + command.replace("'", "''") + "'",
+        "unix_socket_directories": "'" + plan.settings.socket_dir.replace("'", "''") + "'",
+    }
 
 
 # -- running commands ----------------------------------------------------------------------
@@ -250,8 +278,9 @@ class LocalRunner:
         started = time.monotonic()
         # Its own process group: on a timeout, pgbackrest and the processes it started go
         # too, not only runuser (a left-over backup would hold the stanza's lock).
-        proc = subprocess.Popen(as_user(argv, self.os_user), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd="/", start_new_session=True)
+        proc = subprocess.Popen(
+            as_user(argv, self.os_user), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", start_new_session=True
+        )
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -261,8 +290,13 @@ class LocalRunner:
                 pass
             proc.communicate()
             raise TransientError(f"pgbackrest {_command_of(argv)} did not finish within {timeout:g}s") from exc
-        return RunOutput(tuple(argv), proc.returncode, stdout.decode(errors="replace"),
-                         stderr.decode(errors="replace"), time.monotonic() - started)
+        return RunOutput(
+            tuple(argv),
+            proc.returncode,
+            stdout.decode(errors="replace"),
+            stderr.decode(errors="replace"),
+            time.monotonic() - started,
+        )
 
 
 def _command_of(argv: Sequence[str]) -> str:
@@ -318,8 +352,10 @@ class BackupInfo(BaseModel):
     error: bool = False
 
     def sentence(self) -> str:
-        return (f"{self.type} backup {self.label} in repo{self.repo}, {self.size} bytes ({self.repo_size} stored), "
-                f"taken {self.started:%Y-%m-%d %H:%M:%S}Z-{self.stopped:%H:%M:%S}Z")
+        return (
+            f"{self.type} backup {self.label} in repo{self.repo}, {self.size} bytes ({self.repo_size} stored), "
+            f"taken {self.started:%Y-%m-%d %H:%M:%S}Z-{self.stopped:%H:%M:%S}Z"
+        )
 
 
 class RepoStatus(BaseModel):
@@ -393,8 +429,10 @@ class RestoreResult(BaseModel):
 
     def sentence(self) -> str:
         source = f"backup {self.backup_set}" if self.backup_set else "the newest backup"
-        return (f"restored {source} from repo{self.repo} into {self.directory}, recovering to {self.target}, "
-                f"in {self.seconds:.1f} s")
+        return (
+            f"restored {source} from repo{self.repo} into {self.directory}, recovering to {self.target}, "
+            f"in {self.seconds:.1f} s"
+        )
 
 
 def _lsn_pair(value: dict | None) -> tuple[str | None, str | None]:
@@ -414,24 +452,42 @@ def parse_info(text: str, stanza: str) -> StanzaInfo:
     for b in doc.get("backup", []):
         wal_start, wal_stop = _lsn_pair(b.get("archive"))
         lsn_start, lsn_stop = _lsn_pair(b.get("lsn"))
-        backups.append(BackupInfo(
-            label=b["label"], type=b["type"], repo=int(b.get("database", {}).get("repo-key", 1)),
-            started=datetime.fromtimestamp(b["timestamp"]["start"], timezone.utc),
-            stopped=datetime.fromtimestamp(b["timestamp"]["stop"], timezone.utc),
-            size=int(b.get("info", {}).get("size", 0)),
-            repo_size=int(b.get("info", {}).get("repository", {}).get("size", 0)),
-            delta=int(b.get("info", {}).get("delta", 0)),
-            wal_start=wal_start, wal_stop=wal_stop, lsn_start=lsn_start, lsn_stop=lsn_stop,
-            prior=b.get("prior"), error=bool(b.get("error", False))))
+        backups.append(
+            BackupInfo(
+                label=b["label"],
+                type=b["type"],
+                repo=int(b.get("database", {}).get("repo-key", 1)),
+                started=datetime.fromtimestamp(b["timestamp"]["start"], UTC),
+                stopped=datetime.fromtimestamp(b["timestamp"]["stop"], UTC),
+                size=int(b.get("info", {}).get("size", 0)),
+                repo_size=int(b.get("info", {}).get("repository", {}).get("size", 0)),
+                delta=int(b.get("info", {}).get("delta", 0)),
+                wal_start=wal_start,
+                wal_stop=wal_stop,
+                lsn_start=lsn_start,
+                lsn_stop=lsn_stop,
+                prior=b.get("prior"),
+                error=bool(b.get("error", False)),
+            )
+        )
     backups.sort(key=lambda b: (b.stopped, b.label))
     archives = doc.get("archive", [])
     status = doc.get("status", {})
-    repos = [RepoStatus(repo=int(r["key"]), ok=r.get("status", {}).get("code") == 0,
-                        message=r.get("status", {}).get("message", "")) for r in doc.get("repo", [])]
-    return StanzaInfo(stanza=stanza, ok=status.get("code") == 0, status=status.get("message", "unknown"),
-                      backups=backups, repos=repos,
-                      archive_min=min((a["min"] for a in archives if a.get("min")), default=None),
-                      archive_max=max((a["max"] for a in archives if a.get("max")), default=None))
+    repos = [
+        RepoStatus(
+            repo=int(r["key"]), ok=r.get("status", {}).get("code") == 0, message=r.get("status", {}).get("message", "")
+        )
+        for r in doc.get("repo", [])
+    ]
+    return StanzaInfo(
+        stanza=stanza,
+        ok=status.get("code") == 0,
+        status=status.get("message", "unknown"),
+        backups=backups,
+        repos=repos,
+        archive_min=min((a["min"] for a in archives if a.get("min")), default=None),
+        archive_max=max((a["max"] for a in archives if a.get("max")), default=None),
+    )
 
 
 # -- the driver ----------------------------------------------------------------------------
@@ -468,8 +524,9 @@ class PgBackRest:
         return out
 
     def _result(self, command: str, out: RunOutput, detail: str = "") -> CommandResult:
-        return CommandResult(command=command, stanza=self.plan.cluster, node=self.node, seconds=out.seconds,
-                             detail=detail)
+        return CommandResult(
+            command=command, stanza=self.plan.cluster, node=self.node, seconds=out.seconds, detail=detail
+        )
 
     def stanza_create(self, timeout: float = 300, lock_wait: float = 60) -> CommandResult:
         """Create the stanza in every repository (idempotent: an existing, matching stanza is fine).
@@ -500,8 +557,9 @@ class PgBackRest:
         """Check the configuration and that WAL reaches every repository (run on the primary)."""
         return self._result("check", self.run("check", timeout=timeout), "WAL archiving reaches every repository")
 
-    def backup(self, backup_type: BackupType = "full", repo: int = 1, *, describe: bool = False,
-               timeout: float = 6 * 3600) -> BackupResult:
+    def backup(
+        self, backup_type: BackupType = "full", repo: int = 1, *, describe: bool = False, timeout: float = 6 * 3600
+    ) -> BackupResult:
         """Take a ``full``, ``diff`` or ``incr`` backup into repository ``repo``.
 
         The label comes from pgBackRest's own log line; ``describe`` also reads ``info``
@@ -510,15 +568,13 @@ class PgBackRest:
         if backup_type not in ("full", "diff", "incr"):
             raise ConfigurationError(f"backup type {backup_type!r}: use full, diff or incr")
         self._repo(repo)
-        out = self.run("backup", f"--type={backup_type}", f"--repo={repo}", "--log-level-console=info",
-                       timeout=timeout)
+        out = self.run("backup", f"--type={backup_type}", f"--repo={repo}", "--log-level-console=info", timeout=timeout)
         found = re.search(r"new backup label = (\S+)", out.stdout + out.stderr)
         label = found.group(1) if found else None
         info = None
         if describe:
             info = next((b for b in self.info(repo=repo).backups if b.label == label), None)
-        return BackupResult(node=self.node, repo=repo, type=backup_type, label=label, seconds=out.seconds,
-                            backup=info)
+        return BackupResult(node=self.node, repo=repo, type=backup_type, label=label, seconds=out.seconds, backup=info)
 
     def info(self, repo: int | None = None, timeout: float = 300) -> StanzaInfo:
         """The stanza's backups and WAL archive, typed."""
@@ -536,18 +592,38 @@ class PgBackRest:
         # verify names each bad file only in its INFO log lines ("invalid result <file>: ...").
         # No job retries: a corrupt file fails the same way again, after a 15 s back-off each.
         parallel = [f"--process-max={process_max}"] if process_max else []
-        out = self.runner(self.argv("verify", f"--repo={repo}", "--verbose", "--output=text",
-                                    "--log-level-console=info", "--job-retry=0", *parallel), timeout=timeout)
+        out = self.runner(
+            self.argv(
+                "verify",
+                f"--repo={repo}",
+                "--verbose",
+                "--output=text",
+                "--log-level-console=info",
+                "--job-retry=0",
+                *parallel,
+            ),
+            timeout=timeout,
+        )
         problems = _verify_problems(out)
         if out.exit_code != 0 or problems:
-            result = VerifyResult(repo=repo, ok=False, seconds=out.seconds,
-                                  problems=problems or [pgbackrest_error(out).args[0]])
+            result = VerifyResult(
+                repo=repo, ok=False, seconds=out.seconds, problems=problems or [pgbackrest_error(out).args[0]]
+            )
             raise VerificationFailed(f"stanza {self.plan.cluster}: {result.sentence()}")
         return VerifyResult(repo=repo, ok=True, seconds=out.seconds)
 
-    def restore(self, directory: Path, *, target_type: TargetType = "default", target: str | None = None,
-                repo: int = 1, backup_set: str | None = None, target_action: str = "promote",
-                extra_options: Sequence[str] = (), timeout: float = 6 * 3600) -> RestoreResult:
+    def restore(
+        self,
+        directory: Path,
+        *,
+        target_type: TargetType = "default",
+        target: str | None = None,
+        repo: int = 1,
+        backup_set: str | None = None,
+        target_action: str = "promote",
+        extra_options: Sequence[str] = (),
+        timeout: float = 6 * 3600,
+    ) -> RestoreResult:
         """Restore into ``directory`` (must be empty) recovering to a target, then ``target_action``.
 
         ``target_type``: ``time`` (``2026-11-24 14:04:00+00``), ``lsn``, ``name`` (a restore
@@ -560,8 +636,13 @@ class PgBackRest:
         self._repo(repo)
         if directory.exists() and any(directory.iterdir()):
             raise PreconditionFailed(f"{directory} is not empty; a restore never writes into a used directory")
-        options = [f"--pg1-path={directory}", f"--repo={repo}", f"--type={target_type}", "--archive-mode=off",
-                   *extra_options]
+        options = [
+            f"--pg1-path={directory}",
+            f"--repo={repo}",
+            f"--type={target_type}",
+            "--archive-mode=off",
+            *extra_options,
+        ]
         if target:
             options += [f"--target={target}"]
         if target_type != "default":
@@ -569,10 +650,14 @@ class PgBackRest:
         if backup_set:
             options += [f"--set={backup_set}"]
         out = self.run("restore", *options, timeout=timeout)
-        described = f"{target_type} {target}" if target else ("the backup's end" if target_type == "immediate"
-                                                               else "the end of the WAL archive")
-        return RestoreResult(directory=str(directory), target=described, repo=repo, backup_set=backup_set,
-                             seconds=out.seconds)
+        described = (
+            f"{target_type} {target}"
+            if target
+            else ("the backup's end" if target_type == "immediate" else "the end of the WAL archive")
+        )
+        return RestoreResult(
+            directory=str(directory), target=described, repo=repo, backup_set=backup_set, seconds=out.seconds
+        )
 
     def expire(self, repo: int | None = None, timeout: float = 3600) -> CommandResult:
         """Apply each repository's retention (or ``repo``'s only)."""
@@ -581,8 +666,10 @@ class PgBackRest:
 
     def _repo(self, repo: int) -> None:
         if not any(r.index == repo for r in self.plan.repositories):
-            raise ConfigurationError(f"stanza {self.plan.cluster} has no repo{repo}; repositories: "
-                                     + ", ".join(f"repo{r.index}" for r in self.plan.repositories))
+            raise ConfigurationError(
+                f"stanza {self.plan.cluster} has no repo{repo}; repositories: "
+                + ", ".join(f"repo{r.index}" for r in self.plan.repositories)
+            )
 
 
 def _verify_problems(out: RunOutput) -> list[str]:
@@ -591,16 +678,24 @@ def _verify_problems(out: RunOutput) -> list[str]:
     named = [m.group(1).strip() for m in re.finditer(r"INFO: (invalid \S+ .*?)(?:\n\s*\[|$)", text, re.M)]
     if named:
         return named
-    return ["status: error (" + " ".join(ln.strip() for ln in text.splitlines() if "invalid" in ln or "missing:" in ln)
-            + ")"] if re.search(r"^\s*status: error", text, re.M) else []
+    return (
+        [
+            "status: error ("
+            + " ".join(ln.strip() for ln in text.splitlines() if "invalid" in ln or "missing:" in ln)
+            + ")"
+        ]
+        if re.search(r"^\s*status: error", text, re.M)
+        else []
+    )
 
 
 # -- restoring into a directory of our own (restore verification, a node's staging copy) --
 RESTORE_NODE = "restore"  # the driver's node name for such a configuration: <work_dir>/<cluster>-restore.conf
 
 
-def restore_driver(topology: Topology, cluster_name: str, data_dir: Path, work_dir: Path,
-                   runner: Runner | None = None) -> PgBackRest:
+def restore_driver(
+    topology: Topology, cluster_name: str, data_dir: Path, work_dir: Path, runner: Runner | None = None
+) -> PgBackRest:
     """A driver on this machine whose configuration restores into ``data_dir`` (its pg1-path).
 
     The stanza's repositories as every node has them, but the file, spool, lock and log
@@ -613,9 +708,15 @@ def restore_driver(topology: Topology, cluster_name: str, data_dir: Path, work_d
 
     base = plan_stanza(topology, cluster_name)
     _, cluster = topology.cluster(base.cluster)
-    settings = base.settings.model_copy(update={
-        "config_dir": str(work_dir), "spool_dir": str(work_dir / "spool"), "lock_dir": str(work_dir / "lock"),
-        "log_dir": str(work_dir / "log"), "archive_async": False})
+    settings = base.settings.model_copy(
+        update={
+            "config_dir": str(work_dir),
+            "spool_dir": str(work_dir / "spool"),
+            "lock_dir": str(work_dir / "lock"),
+            "log_dir": str(work_dir / "log"),
+            "archive_async": False,
+        }
+    )
     plan = base.model_copy(update={"settings": settings})
     text = render_config(topology, plan, next(iter(cluster.nodes)))
     head = text.split(f"\n[{plan.cluster}]\n", 1)[0]

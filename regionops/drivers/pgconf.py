@@ -72,8 +72,9 @@ def write_archive_settings(data_dir: Path, settings: dict[str, str], os_user: st
     node's settings, keeps archiving.  Returns True when the file changed (a running
     server needs a restart for archive_mode and the socket directory).
     """
-    body = ("# written by regionops; WAL archiving through pgBackRest\n"
-            + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+    body = "# written by regionops; WAL archiving through pgBackRest\n" + "".join(
+        f"{k} = {v}\n" for k, v in settings.items()
+    )
     path = data_dir / ARCHIVE_CONF
     changed = not path.exists() or path.read_text() != body
     if changed:
@@ -102,9 +103,7 @@ def _set_auto_conf(data_dir: Path, settings: dict[str, str | None]) -> None:
     path.write_text("\n".join(kept) + "\n")
 
 
-def configure_standby(
-    data_dir: Path, *, primary_conninfo: str, slot: str | None, os_user: str | None
-) -> None:
+def configure_standby(data_dir: Path, *, primary_conninfo: str, slot: str | None, os_user: str | None) -> None:
     """Make the data directory start as a streaming replica of ``primary_conninfo``.
 
     Writes primary_conninfo and primary_slot_name into postgresql.auto.conf and creates
@@ -137,8 +136,13 @@ def set_auto_conf(data_dir: Path, settings: dict[str, str | None], os_user: str 
 
 
 RECOVERY_SETTINGS = (
-    "restore_command", "recovery_target", "recovery_target_name", "recovery_target_lsn",
-    "recovery_target_action", "recovery_target_timeline", "recovery_target_inclusive",
+    "restore_command",
+    "recovery_target",
+    "recovery_target_name",
+    "recovery_target_lsn",
+    "recovery_target_action",
+    "recovery_target_timeline",
+    "recovery_target_inclusive",
 )
 
 
@@ -150,8 +154,12 @@ def configure_recovery_target(data_dir: Path, target: dict[str, str], os_user: s
     """
     (data_dir / "standby.signal").unlink(missing_ok=True)
     settings: dict[str, str | None] = {k: None for k in RECOVERY_SETTINGS}
-    settings |= {"restore_command": "false", "recovery_target_action": "pause",
-                 "recovery_target_timeline": "current", **target}
+    settings |= {
+        "restore_command": "false",
+        "recovery_target_action": "pause",
+        "recovery_target_timeline": "current",
+        **target,
+    }
     _set_auto_conf(data_dir, settings)
     (data_dir / "recovery.signal").touch()
     for name in (AUTO_CONF, "recovery.signal"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from regionops.drivers.pgtools import as_user, run_tool, tool
@@ -30,8 +30,7 @@ _MAX_SEGMENTS_TRIED = 6
 
 def read_control_data(data_dir: Path, os_user: str | None) -> dict[str, str]:
     """pg_controldata's fields as ``{label: value}`` (e.g. ``"Database cluster state"``)."""
-    out = run_tool([tool("pg_controldata"), "-D", str(data_dir)], os_user=os_user, timeout=30,
-                   env={"LC_ALL": "C"})
+    out = run_tool([tool("pg_controldata"), "-D", str(data_dir)], os_user=os_user, timeout=30, env={"LC_ALL": "C"})
     fields: dict[str, str] = {}
     for line in out.splitlines():
         label, sep, value = line.partition(":")
@@ -82,7 +81,7 @@ def parse_waldump(output: str) -> tuple[Lsn, datetime | None] | None:
         total, start = records[-1]
         end = Lsn(_align8(Lsn.parse(start).value + int(total)))
     commits = _COMMIT.findall(output)
-    last_commit = datetime.fromisoformat(commits[-1]).replace(tzinfo=timezone.utc) if commits else None
+    last_commit = datetime.fromisoformat(commits[-1]).replace(tzinfo=UTC) if commits else None
     return end, last_commit
 
 
@@ -90,15 +89,17 @@ def _waldump_output(path: Path, os_user: str | None) -> str:
     """pg_waldump's whole output (stdout and stderr): it exits non-zero at the end of WAL by design."""
     argv = as_user([tool("pg_waldump"), str(path)], os_user)
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=60, cwd="/",
-                              env={**os.environ, "TZ": "UTC", "LC_ALL": "C"})
+        proc = subprocess.run(
+            argv, capture_output=True, timeout=60, cwd="/", env={**os.environ, "TZ": "UTC", "LC_ALL": "C"}
+        )
     except subprocess.TimeoutExpired as exc:
         raise TransientError(f"pg_waldump did not finish within 60s on {path.name}") from exc
     return (proc.stdout + proc.stderr).decode(errors="replace")
 
 
-def pg_rewind(data_dir: Path, source_conninfo: str, os_user: str | None, timeout: float = 900,
-              password: str | None = None) -> str:
+def pg_rewind(
+    data_dir: Path, source_conninfo: str, os_user: str | None, timeout: float = 900, password: str | None = None
+) -> str:
     """Rewind ``data_dir`` to the source server's history.  Returns pg_rewind's output.
 
     ``source_conninfo`` must not hold the password: it is on the command line, which
@@ -116,7 +117,13 @@ def pg_rewind(data_dir: Path, source_conninfo: str, os_user: str | None, timeout
 
 
 def pg_basebackup(
-    dest: Path, *, host: str, port: int, user: str, os_user: str | None, password: str | None = None,
+    dest: Path,
+    *,
+    host: str,
+    port: int,
+    user: str,
+    os_user: str | None,
+    password: str | None = None,
     timeout: float = 3600,
 ) -> str:
     """Copy a running server into the new directory ``dest`` (WAL streamed alongside, fast checkpoint).
@@ -126,8 +133,22 @@ def pg_basebackup(
     """
     env = {"PGPASSWORD": password} if password else None
     return run_tool(
-        [tool("pg_basebackup"), "-h", host, "-p", str(port), "-U", user, "-D", str(dest),
-         "-X", "stream", "-c", "fast", "--no-password"],
+        [
+            tool("pg_basebackup"),
+            "-h",
+            host,
+            "-p",
+            str(port),
+            "-U",
+            user,
+            "-D",
+            str(dest),
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "--no-password",
+        ],
         os_user=os_user,
         timeout=timeout,
         env=env,

@@ -106,7 +106,9 @@ def reachable_by(os_user: str | None, path: Path) -> bool:
     probe = path
     while not probe.exists():
         probe = probe.parent
-    return subprocess.run(["runuser", "-u", os_user, "--", "test", "-x", str(probe)], capture_output=True).returncode == 0
+    return (
+        subprocess.run(["runuser", "-u", os_user, "--", "test", "-x", str(probe)], capture_output=True).returncode == 0
+    )
 
 
 def chown_to(path: Path, os_user: str | None) -> None:
@@ -145,7 +147,7 @@ def child_pids(parent: int) -> list[int]:
     return children
 
 
-def signal_instance(ctl: "PgCtl", sig: signal.Signals, timeout: float = 10) -> int:
+def signal_instance(ctl: PgCtl, sig: signal.Signals, timeout: float = 10) -> int:
     """Send ``sig`` to a server's postmaster and every process it started; returns how many.
 
     For SIGSTOP and SIGCONT it waits until every process has really stopped (state T) or
@@ -164,13 +166,15 @@ def signal_instance(ctl: "PgCtl", sig: signal.Signals, timeout: float = 10) -> i
         # A process that exited meanwhile (None, Z) no longer matters either way.
         while any(process_state(p) not in (None, "Z") and (process_state(p) == "T") != stopped for p in pids):
             if time.monotonic() > deadline:
-                raise TransientError(f"{ctl.data_dir}: processes did not {'stop' if stopped else 'resume'} "
-                                     f"within {timeout:g}s of {sig.name}")
+                raise TransientError(
+                    f"{ctl.data_dir}: processes did not {'stop' if stopped else 'resume'} "
+                    f"within {timeout:g}s of {sig.name}"
+                )
             time.sleep(0.02)
     return len(pids)
 
 
-def kill_instance(ctl: "PgCtl", timeout: float = 10) -> int:
+def kill_instance(ctl: PgCtl, timeout: float = 10) -> int:
     """SIGKILL a server's postmaster and every process it started; wait until they are gone.
 
     Returns how many processes were signalled.  Killing the children too matters: a

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
@@ -20,12 +20,12 @@ from psycopg.rows import dict_row
 
 from regionops.errors import ExternalSystemError, TransientError
 from regionops.lsn import Lsn
+
 # Observed-state models live in the driver-free regionops.model; re-exported here for callers.
 from regionops.model import NodeState, ReplicationConnection, Role, Slot, WalReceiver  # noqa: F401
 from regionops.topology import Cluster, Node
 
 log = logging.getLogger(__name__)
-
 
 
 class NodeUnreachable(TransientError):
@@ -160,7 +160,7 @@ class SqlObserver:
 
     def observe(self, node_name: str, info: ConnInfo) -> NodeState:
         """Read role, timeline, LSNs, lag, WAL receiver, replication and slots of one node."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         try:
             with connect(info, connect_timeout=self.connect_timeout, statement_timeout_ms=5000) as conn:
                 common = conn.execute(_COMMON_SQL).fetchone()
@@ -203,8 +203,10 @@ class SqlNode:
 
     @contextmanager
     def _conn(self, dbname: str | None = None, statement_timeout_ms: int = 15_000):
-        info = self.info if dbname is None else ConnInfo(
-            self.info.host, self.info.port, dbname, self.info.user, self.info.password
+        info = (
+            self.info
+            if dbname is None
+            else ConnInfo(self.info.host, self.info.port, dbname, self.info.user, self.info.password)
         )
         with connect(info, connect_timeout=self.connect_timeout, statement_timeout_ms=statement_timeout_ms) as c:
             yield c
@@ -279,9 +281,7 @@ class SqlNode:
                 if value is None:
                     c.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
                 else:
-                    c.execute(
-                        sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
-                    )
+                    c.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
             c.execute("SELECT pg_reload_conf()")
 
     def set_password(self, role: str, password: str) -> None:
@@ -333,7 +333,5 @@ class SqlNode:
 
     def list_user_tables(self) -> list[str]:
         """Every ordinary table outside the system schemas, as schema.name."""
-        rows = self.query(
-            "SELECT schemaname || '.' || relname AS name FROM pg_stat_user_tables ORDER BY 1"
-        )
+        rows = self.query("SELECT schemaname || '.' || relname AS name FROM pg_stat_user_tables ORDER BY 1")
         return [r["name"] for r in rows]

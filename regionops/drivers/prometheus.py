@@ -59,7 +59,13 @@ class PrometheusClient:
             raw = resp.json()["data"]["alerts"]
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             return PrometheusView(url=self.base_url, reachable=False, error=f"{type(exc).__name__}: {exc}")
-        alerts = [PrometheusAlert(alertname=a["labels"].get("alertname", "?"), state=a.get("state", "?"),
-                                  labels=a["labels"], summary=(a.get("annotations") or {}).get("summary", ""))
-                  for a in raw]
+        alerts = [
+            PrometheusAlert(
+                alertname=a["labels"].get("alertname", "?"),
+                state=a.get("state", "?"),
+                labels=a["labels"],
+                summary=(a.get("annotations") or {}).get("summary", ""),
+            )
+            for a in raw
+        ]
         return PrometheusView(url=self.base_url, reachable=True, alerts=alerts)

@@ -62,8 +62,9 @@ class PushgatewayClient:
         """Replace the metrics of group ``{job, cluster}`` with ``gauges``."""
         url = f"{self.base_url}/metrics/job/{quote(job, safe='')}/cluster/{quote(cluster, safe='')}"
         try:
-            resp = self.client.put(url, content=exposition(gauges).encode(),
-                                   headers={"Content-Type": "text/plain; version=0.0.4"})
+            resp = self.client.put(
+                url, content=exposition(gauges).encode(), headers={"Content-Type": "text/plain; version=0.0.4"}
+            )
         except httpx.HTTPError as exc:
             raise TransientError(f"Pushgateway at {self.base_url} did not answer: {type(exc).__name__}: {exc}") from exc
         if resp.status_code >= 500:

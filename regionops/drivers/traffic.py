@@ -57,8 +57,12 @@ class RecordSet(BaseModel):
 
     def to_aws(self) -> dict[str, Any]:
         """The ResourceRecordSet for a change batch."""
-        rrset: dict[str, Any] = {"Name": self.name, "Type": self.type, "TTL": self.ttl,
-                                 "ResourceRecords": [{"Value": v} for v in self.values]}
+        rrset: dict[str, Any] = {
+            "Name": self.name,
+            "Type": self.type,
+            "TTL": self.ttl,
+            "ResourceRecords": [{"Value": v} for v in self.values],
+        }
         if self.set_identifier:
             rrset["SetIdentifier"] = self.set_identifier
         if self.region:
@@ -70,10 +74,15 @@ class RecordSet(BaseModel):
     @classmethod
     def from_aws(cls, rrset: dict[str, Any]) -> RecordSet:
         """A record set as Route53 lists it."""
-        return cls(name=fqdn(rrset["Name"]), type=rrset["Type"], ttl=rrset.get("TTL"),
-                   values=[r["Value"] for r in rrset.get("ResourceRecords", [])],
-                   set_identifier=rrset.get("SetIdentifier"), region=rrset.get("Region"),
-                   health_check_id=rrset.get("HealthCheckId"))
+        return cls(
+            name=fqdn(rrset["Name"]),
+            type=rrset["Type"],
+            ttl=rrset.get("TTL"),
+            values=[r["Value"] for r in rrset.get("ResourceRecords", [])],
+            set_identifier=rrset.get("SetIdentifier"),
+            region=rrset.get("Region"),
+            health_check_id=rrset.get("HealthCheckId"),
+        )
 
 
 class TrafficDriver(Protocol):
@@ -178,7 +187,6 @@ class Route53Traffic:
             raise ExternalSystemError(f"record {name} {type} in zone {fqdn(zone_name)} is missing right after UPSERT")
         return record
 
-
     # -- record sets with routing (the application's latency records) -----------------
 
     def list_record_sets(self, zone_name: str, name: str | None = None) -> list[RecordSet]:
@@ -198,7 +206,10 @@ class Route53Traffic:
         try:
             self._client.change_resource_record_sets(
                 HostedZoneId=zone_id,
-                ChangeBatch={"Comment": "regionops", "Changes": [{"Action": action, "ResourceRecordSet": record.to_aws()}]},
+                ChangeBatch={
+                    "Comment": "regionops",
+                    "Changes": [{"Action": action, "ResourceRecordSet": record.to_aws()}],
+                },
             )
         except (ClientError, BotoCoreError) as exc:
             raise translate_error(exc, f"{action} {record.sentence()}") from exc
@@ -212,8 +223,13 @@ class Route53Traffic:
         """
         parsed = urlparse(url)
         https = parsed.scheme == "https"
-        config: dict[str, Any] = {"Type": "HTTPS" if https else "HTTP", "Port": parsed.port or (443 if https else 80),
-                                  "ResourcePath": path, "RequestInterval": 30, "FailureThreshold": 3}
+        config: dict[str, Any] = {
+            "Type": "HTTPS" if https else "HTTP",
+            "Port": parsed.port or (443 if https else 80),
+            "ResourcePath": path,
+            "RequestInterval": 30,
+            "FailureThreshold": 3,
+        }
         host = parsed.hostname or ""
         try:
             ipaddress.ip_address(host)

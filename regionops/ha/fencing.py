@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
@@ -58,7 +58,7 @@ class FenceMarker(BaseModel):
 
     cluster: str
     node: str
-    fenced_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    fenced_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     stopped: bool = Field(description="the node was stopped (True) or could only be marked (False)")
     read_only: bool | None = Field(None, description="it was made to refuse writes over SQL first")
     reason: str
@@ -69,8 +69,7 @@ class FenceMarker(BaseModel):
     def sentence(self) -> str:
         how = "stopped and marked fenced" if self.stopped else "marked fenced (it could not be stopped)"
         who = f" by {self.by.sentence()}" if self.by else ""
-        return (f"{self.node} of {self.cluster} was {how} at {self.fenced_at:%Y-%m-%d %H:%M:%S} UTC{who}: "
-                f"{self.reason}")
+        return f"{self.node} of {self.cluster} was {how} at {self.fenced_at:%Y-%m-%d %H:%M:%S} UTC{who}: {self.reason}"
 
 
 class FenceWrite(BaseModel):
@@ -84,7 +83,8 @@ class FenceWrite(BaseModel):
         if self.created:
             return f"fence recorded at {self.location}: {self.marker.sentence()}"
         return f"{self.marker.node} was already fenced (the earlier record at {self.location} is kept): " + (
-            self.marker.sentence())
+            self.marker.sentence()
+        )
 
 
 class FenceCleared(BaseModel):
@@ -93,14 +93,16 @@ class FenceCleared(BaseModel):
     marker: FenceMarker
     cleared_by: Fencer
     reason: str
-    cleared_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    cleared_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     archived_at: str
 
     def sentence(self) -> str:
-        return (f"cleared the fence of {self.marker.node} ({self.reason}) by {self.cleared_by.sentence()}; "
-                f"it had been fenced at {self.marker.fenced_at:%Y-%m-%d %H:%M:%S} UTC"
-                + (f" by {self.marker.by.sentence()}" if self.marker.by else "")
-                + f"; the record is kept at {self.archived_at}")
+        return (
+            f"cleared the fence of {self.marker.node} ({self.reason}) by {self.cleared_by.sentence()}; "
+            f"it had been fenced at {self.marker.fenced_at:%Y-%m-%d %H:%M:%S} UTC"
+            + (f" by {self.marker.by.sentence()}" if self.marker.by else "")
+            + f"; the record is kept at {self.archived_at}"
+        )
 
 
 def home_bucket(topology: Topology, cluster: str) -> str:
@@ -139,8 +141,13 @@ class FenceStore:
         location = self.location(marker.cluster, marker.node)
         for _ in range(3):  # a record cleared between our refused write and our read: write again
             try:
-                self.store.put_bytes(bucket, key, marker.model_dump_json(indent=2).encode(),
-                                     content_type="application/json", if_absent=True)
+                self.store.put_bytes(
+                    bucket,
+                    key,
+                    marker.model_dump_json(indent=2).encode(),
+                    content_type="application/json",
+                    if_absent=True,
+                )
                 log.info("fenced %s of %s: %s", marker.node, marker.cluster, location)
                 return FenceWrite(marker=marker, created=True, location=location)
             except ObjectExists:
@@ -161,9 +168,12 @@ class FenceStore:
     def fenced(self, cluster: str) -> dict[str, FenceMarker]:
         """Every fenced node of ``cluster``."""
         bucket, prefix = self.bucket_for(cluster), f"{PREFIX}/{cluster}/"
-        keys = [o.key for o in self.store.list(bucket, prefix)
-                if o.key.endswith(".json") and "/" not in o.key[len(prefix):]]
-        markers = (self.get(cluster, k[len(prefix):-len(".json")]) for k in keys)
+        keys = [
+            o.key
+            for o in self.store.list(bucket, prefix)
+            if o.key.endswith(".json") and "/" not in o.key[len(prefix) :]
+        ]
+        markers = (self.get(cluster, k[len(prefix) : -len(".json")]) for k in keys)
         return {m.node: m for m in markers if m is not None}
 
     def clear(self, cluster: str, node: str, *, by: Fencer, reason: str) -> FenceCleared | None:
@@ -175,12 +185,14 @@ class FenceStore:
         if marker is None:
             return None
         bucket = self.bucket_for(cluster)
-        cleared_at = datetime.now(timezone.utc)
+        cleared_at = datetime.now(UTC)
         archive = f"{PREFIX}/{cluster}/cleared/{node}-{cleared_at:%Y%m%dT%H%M%S%fZ}.json"
-        result = FenceCleared(marker=marker, cleared_by=by, reason=reason, cleared_at=cleared_at,
-                              archived_at=f"s3://{bucket}/{archive}")
-        self.store.put_bytes(bucket, archive, result.model_dump_json(indent=2).encode(),
-                             content_type="application/json")
+        result = FenceCleared(
+            marker=marker, cleared_by=by, reason=reason, cleared_at=cleared_at, archived_at=f"s3://{bucket}/{archive}"
+        )
+        self.store.put_bytes(
+            bucket, archive, result.model_dump_json(indent=2).encode(), content_type="application/json"
+        )
         self.store.delete(bucket, [self.key(cluster, node)])
         log.info("cleared the fence of %s of %s: %s", node, cluster, reason)
         return result
@@ -198,6 +210,8 @@ class OldPrimaryFence(BaseModel):
     def sentence(self) -> str:
         state = "stopped" if self.stopped else "NOT stopped (unreachable): fenced by record only"
         refused = "writes refused over SQL, " if self.read_only else ""
-        return (f"fenced {self.node} ({refused}{state}): {'; '.join(self.notes)}; {self.record.sentence()}; "
-                f"every runbook and the writer record stay away from it until replica-resync rebuilds it "
-                f"or it is unfenced")
+        return (
+            f"fenced {self.node} ({refused}{state}): {'; '.join(self.notes)}; {self.record.sentence()}; "
+            f"every runbook and the writer record stay away from it until replica-resync rebuilds it "
+            f"or it is unfenced"
+        )

@@ -13,7 +13,7 @@ that record, and refuses when there is none.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
@@ -30,14 +30,16 @@ class ClusterIdentity(BaseModel):
 
     cluster: str
     system_identifier: str
-    seen_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    seen_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     members: list[str]
     by: str  # what recorded it (region-health, lab up)
 
     def sentence(self) -> str:
         """``system identifier 7312... of core, recorded by region-health at 2026-12-04 21:00 UTC (eu-1, us-1)``."""
-        return (f"system identifier {self.system_identifier} of {self.cluster}, recorded by {self.by} when the "
-                f"cluster was last seen healthy ({self.seen_at:%Y-%m-%d %H:%M} UTC, {', '.join(self.members)})")
+        return (
+            f"system identifier {self.system_identifier} of {self.cluster}, recorded by {self.by} when the "
+            f"cluster was last seen healthy ({self.seen_at:%Y-%m-%d %H:%M} UTC, {', '.join(self.members)})"
+        )
 
 
 def agreed_identifier(states: dict[str, NodeState]) -> str | None:
@@ -79,9 +81,14 @@ class IdentityStore:
         current = self.get(cluster)
         if current is not None and current.system_identifier == sysid:
             return current
-        identity = ClusterIdentity(cluster=cluster, system_identifier=sysid, by=by,
-                                   members=sorted(n for n, s in states.items() if s.reachable))
-        self.store.put_bytes(home_bucket(self.topology, cluster), self.key(cluster),
-                             identity.model_dump_json(indent=2).encode(), content_type="application/json")
+        identity = ClusterIdentity(
+            cluster=cluster, system_identifier=sysid, by=by, members=sorted(n for n, s in states.items() if s.reachable)
+        )
+        self.store.put_bytes(
+            home_bucket(self.topology, cluster),
+            self.key(cluster),
+            identity.model_dump_json(indent=2).encode(),
+            content_type="application/json",
+        )
         log.info("recorded %s", identity.sentence())
         return identity

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
@@ -62,8 +62,12 @@ def fence_writes(cluster: Cluster, node: str, timeout: float = 10) -> WriteFence
     """
     db = sql_node(cluster, node)
     db.set_config("default_transaction_read_only", "on")
-    poll_until(lambda: db.show("default_transaction_read_only") == "on", timeout=timeout, interval=0.05,
-               what=f"{node} to reload default_transaction_read_only")
+    poll_until(
+        lambda: db.show("default_transaction_read_only") == "on",
+        timeout=timeout,
+        interval=0.05,
+        what=f"{node} to reload default_transaction_read_only",
+    )
     terminated = db.terminate_client_sessions()
     return WriteFence(node=node, sessions_terminated=terminated, lsn=db.current_lsn())
 
@@ -89,8 +93,10 @@ class WriteFenceCleared(BaseModel):
     node: str
 
     def sentence(self) -> str:
-        return (f"cleared the switchover's read-only setting on {self.node} (as a replica it is read-only "
-                f"anyway; a later promotion, even by hand, must not inherit it)")
+        return (
+            f"cleared the switchover's read-only setting on {self.node} (as a replica it is read-only "
+            f"anyway; a later promotion, even by hand, must not inherit it)"
+        )
 
 
 def clear_write_fence(cluster: Cluster, node: str) -> WriteFenceCleared:
@@ -143,8 +149,14 @@ def wait_replayed(cluster: Cluster, node: str, target: Lsn, timeout: float, *, p
         reached = True
     except DeadlineExceeded:
         reached = False
-    return CatchUp(node=node, target=target, past=past, replayed=seen[0], reached=reached,
-                   seconds=round(time.monotonic() - started, 2))
+    return CatchUp(
+        node=node,
+        target=target,
+        past=past,
+        replayed=seen[0],
+        reached=reached,
+        seconds=round(time.monotonic() - started, 2),
+    )
 
 
 class Promotion(BaseModel):
@@ -157,10 +169,7 @@ class Promotion(BaseModel):
     seconds: float
 
     def sentence(self) -> str:
-        return (
-            f"promoted {self.node} at LSN {self.promoted_lsn} on timeline {self.timeline} "
-            f"in {self.seconds:.1f} s"
-        )
+        return f"promoted {self.node} at LSN {self.promoted_lsn} on timeline {self.timeline} in {self.seconds:.1f} s"
 
 
 def promote(cluster: Cluster, node: str, timeout: int = 60) -> Promotion:
@@ -177,8 +186,12 @@ def promote(cluster: Cluster, node: str, timeout: int = 60) -> Promotion:
     if not db.promote(wait_seconds=timeout):
         raise ExternalSystemError(f"{node} did not finish promotion within {timeout} s")
     db.set_configs({"primary_conninfo": None, "primary_slot_name": None, "default_transaction_read_only": None})
-    poll_until(lambda: db.show("default_transaction_read_only") == "off", timeout=10, interval=0.05,
-               what=f"{node} to accept writes")
+    poll_until(
+        lambda: db.show("default_transaction_read_only") == "off",
+        timeout=10,
+        interval=0.05,
+        what=f"{node} to accept writes",
+    )
     after = observe(cluster, node)
     return Promotion(
         node=node,
@@ -241,8 +254,10 @@ class SlotsDropped(BaseModel):
     dropped: list[str]
 
     def sentence(self) -> str:
-        return f"dropped stale slot(s) {', '.join(self.dropped)} on {self.node}" if self.dropped else (
-            f"{self.node} holds no stale slot"
+        return (
+            f"dropped stale slot(s) {', '.join(self.dropped)} on {self.node}"
+            if self.dropped
+            else (f"{self.node} holds no stale slot")
         )
 
 
@@ -297,7 +312,10 @@ class StreamingCheck(BaseModel):
 def _streaming_from(state: NodeState, primary_host: str, primary_port: int) -> bool:
     receiver = state.wal_receiver
     return bool(
-        state.reachable and state.role == "replica" and receiver and receiver.status == "streaming"
+        state.reachable
+        and state.role == "replica"
+        and receiver
+        and receiver.status == "streaming"
         and (receiver.sender_host or "").rstrip(".").lower() == primary_host.rstrip(".").lower()
         and receiver.sender_port in (None, primary_port)
     )
@@ -330,15 +348,27 @@ def wait_streaming(cluster: Cluster, node: str, primary: str, max_lag_bytes: int
     seconds = round(time.monotonic() - started, 2)
     timeline = seen.timeline if seen else None
     if ok:
-        detail = (f"{node} streams from {primary} on timeline {timeline}, {fmt_bytes(lag or 0)} behind "
-                  f"(bound {fmt_bytes(max_lag_bytes)})")
+        detail = (
+            f"{node} streams from {primary} on timeline {timeline}, {fmt_bytes(lag or 0)} behind "
+            f"(bound {fmt_bytes(max_lag_bytes)})"
+        )
     else:
         state = seen.sentence() if seen else "never observed"
         lagging = f", {fmt_bytes(lag)} behind" if lag is not None else ""
-        detail = (f"{node} does not stream from {primary} within bound {fmt_bytes(max_lag_bytes)} "
-                  f"after {seconds:.0f} s: {state}{lagging}")
-    return StreamingCheck(node=node, primary=primary, ok=ok, timeline=timeline, lag_bytes=lag,
-                          max_lag_bytes=max_lag_bytes, detail=detail, seconds=seconds)
+        detail = (
+            f"{node} does not stream from {primary} within bound {fmt_bytes(max_lag_bytes)} "
+            f"after {seconds:.0f} s: {state}{lagging}"
+        )
+    return StreamingCheck(
+        node=node,
+        primary=primary,
+        ok=ok,
+        timeline=timeline,
+        lag_bytes=lag,
+        max_lag_bytes=max_lag_bytes,
+        detail=detail,
+        seconds=seconds,
+    )
 
 
 def require(check: StreamingCheck | CatchUp) -> None:
@@ -351,8 +381,9 @@ def require(check: StreamingCheck | CatchUp) -> None:
 # --- is the primary down? -----------------------------------------------------------------------
 
 
-def probe_primary(cluster: Cluster, node: str, *, probes: int, grace_seconds: float,
-                  connect_timeout: float = 2) -> list[ProbeOutcome]:
+def probe_primary(
+    cluster: Cluster, node: str, *, probes: int, grace_seconds: float, connect_timeout: float = 2
+) -> list[ProbeOutcome]:
     """Probe ``node`` ``probes`` times spread over ``grace_seconds``; stop early at the first success.
 
     A single failed connection is not evidence of death (a restart, a blip): the
@@ -362,11 +393,15 @@ def probe_primary(cluster: Cluster, node: str, *, probes: int, grace_seconds: fl
     interval = grace_seconds / max(1, probes - 1) + 0.01
 
     def probe() -> bool:
-        at = datetime.now(timezone.utc)
+        at = datetime.now(UTC)
         state = observe(cluster, node, connect_timeout=connect_timeout)
         outcomes.append(ProbeOutcome(at=at, reachable=state.reachable, error=state.error))
         return state.reachable or len(outcomes) >= probes
 
-    poll_until(probe, timeout=grace_seconds + probes * (connect_timeout + 1) + 5, interval=interval,
-               what=f"{probes} probes of {node}")
+    poll_until(
+        probe,
+        timeout=grace_seconds + probes * (connect_timeout + 1) + 5,
+        interval=interval,
+        what=f"{probes} probes of {node}",
+    )
     return outcomes

@@ -18,8 +18,16 @@ from regionops.health import writable
 from regionops.topology import Topology
 
 
-def unfence(topology: Topology, cluster: str, node: str, *, reason: str, confirm: str, by: Fencer,
-            fences: FenceStore | None = None) -> FenceCleared:
+def unfence(
+    topology: Topology,
+    cluster: str,
+    node: str,
+    *,
+    reason: str,
+    confirm: str,
+    by: Fencer,
+    fences: FenceStore | None = None,
+) -> FenceCleared:
     """Clear ``node``'s fence; refuses (changing nothing) unless deliberate and safe."""
     topology.node(cluster, node)  # unknown cluster or node: an error naming the known ones
     if confirm != node:
@@ -35,7 +43,8 @@ def unfence(topology: Topology, cluster: str, node: str, *, reason: str, confirm
     if writable(states[node]) and others:
         raise PreconditionFailed(
             f"refusing to unfence {node}: it takes writes while {', '.join(others)} is primary (split brain); "
-            f"region health fences it again, then replica-resync rebuilds it")
+            f"region health fences it again, then replica-resync rebuilds it"
+        )
     cleared = fences.clear(cluster, node, by=by, reason=reason)
     if cleared is None:
         raise PreconditionFailed(f"{node}'s fence was cleared by someone else meanwhile")

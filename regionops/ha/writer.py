@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
@@ -43,8 +43,9 @@ class WriterSwitch(BaseModel):
         return f"writer record {self.record} now points at {self.node} ({self.target}){was}"
 
 
-def switch_writer(topology: Topology, cluster: str, node: str, *, fences: FenceStore,
-                  traffic: TrafficDriver | None = None) -> WriterSwitch:
+def switch_writer(
+    topology: Topology, cluster: str, node: str, *, fences: FenceStore, traffic: TrafficDriver | None = None
+) -> WriterSwitch:
     """Point the cluster's writer record at ``node``; refuse when ``node`` is fenced."""
     marker = fences.get(cluster, node)
     if marker is not None:
@@ -85,8 +86,16 @@ class WriteCheck(BaseModel):
         return out
 
 
-def verify_write(topology: Topology, cluster: str, primary: str, replicas: list[str], *,
-                 timeout: float, label: str = "regionops", writer: HttpAppWriter | None = None) -> WriteCheck:
+def verify_write(
+    topology: Topology,
+    cluster: str,
+    primary: str,
+    replicas: list[str],
+    *,
+    timeout: float,
+    label: str = "regionops",
+    writer: HttpAppWriter | None = None,
+) -> WriteCheck:
     """Write a row through the apps until one lands on ``primary``, then wait for ``replicas`` to replay it.
 
     The app of the primary's region is tried first, then the others: a write through
@@ -109,12 +118,24 @@ def verify_write(topology: Topology, cluster: str, primary: str, replicas: list[
     try:
         poll_until(landed, timeout=timeout, interval=0.1, what=f"a write through the writer record on {primary}")
     except DeadlineExceeded:  # the check reports the failure as its result
-        return WriteCheck(ok=False, primary=primary, write=attempts[-1] if attempts else None,
-                          attempts=len(attempts), seconds=round(time.monotonic() - started, 2))
+        return WriteCheck(
+            ok=False,
+            primary=primary,
+            write=attempts[-1] if attempts else None,
+            attempts=len(attempts),
+            seconds=round(time.monotonic() - started, 2),
+        )
     write = attempts[-1]
-    accepted_at = datetime.now(timezone.utc)
+    accepted_at = datetime.now(UTC)
     assert write.lsn is not None
     remaining = max(1.0, timeout - (time.monotonic() - started))
     caught = [wait_replayed(topology.clusters[cluster], r, write.lsn, remaining) for r in replicas]
-    return WriteCheck(ok=all(c.reached for c in caught), primary=primary, write=write, attempts=len(attempts),
-                      accepted_at=accepted_at, replicas=caught, seconds=round(time.monotonic() - started, 2))
+    return WriteCheck(
+        ok=all(c.reached for c in caught),
+        primary=primary,
+        write=write,
+        attempts=len(attempts),
+        accepted_at=accepted_at,
+        replicas=caught,
+        seconds=round(time.monotonic() - started, 2),
+    )

@@ -151,8 +151,7 @@ def make_handler(app: RegionalApp) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-            app.metrics.observe(self.command, urlparse(self.path).path, status,
-                                time.perf_counter() - self._started)
+            app.metrics.observe(self.command, urlparse(self.path).path, status, time.perf_counter() - self._started)
 
         def handle_one_request(self) -> None:
             self._started = time.perf_counter()

@@ -31,16 +31,23 @@ class AppMetrics:
         self.region = region
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "regionops_app_requests", "Requests served by the regional app",
-            ["region", "method", "endpoint", "code"], registry=self.registry,
+            "regionops_app_requests",
+            "Requests served by the regional app",
+            ["region", "method", "endpoint", "code"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "regionops_app_request_duration_seconds", "Time to serve a request",
-            ["region", "endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "regionops_app_request_duration_seconds",
+            "Time to serve a request",
+            ["region", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.version_info = Gauge(
-            "regionops_app_version_info", "The application version this process serves (value 1)",
-            ["region", "version"], registry=self.registry,
+            "regionops_app_version_info",
+            "The application version this process serves (value 1)",
+            ["region", "version"],
+            registry=self.registry,
         )
         self._version: str | None = None
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 STYLE = "body { font-family: sans-serif; margin: 2rem; }\nh1 { color: #24476b; }\n"
-LOGO = ('<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32">'
-        '<circle cx="16" cy="16" r="14" fill="#24476b"/></svg>\n')
+LOGO = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32">'
+    '<circle cx="16" cy="16" r="14" fill="#24476b"/></svg>\n'
+)
 
 
 def assets_root(lab_dir: Path) -> Path:
@@ -25,7 +27,7 @@ def build_assets(lab_dir: Path, version: str) -> Path:
     root = assets_root(lab_dir) / version
     files = {
         "index.html": f"<!doctype html>\n<title>regionops lab app</title>\n<link rel=stylesheet href=style.css>\n"
-                      f"<h1>regionops lab app {version}</h1>\n<script src=app.js></script>\n",
+        f"<h1>regionops lab app {version}</h1>\n<script src=app.js></script>\n",
         "app.js": f"window.APP_VERSION = {version!r};\nconsole.log('regionops lab app', window.APP_VERSION);\n",
         "style.css": STYLE,
         "img/logo.svg": LOGO,

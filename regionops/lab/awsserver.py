@@ -30,7 +30,6 @@ import logging
 import os
 import pickle
 import signal
-import socket
 import ssl
 import sys
 import tempfile
@@ -212,12 +211,13 @@ class TlsClosingRequestHandler(MotoRequestHandler):
                 try:
                     conn.settimeout(1.0)  # a client that never answers close_notify must not hold the thread
                     conn.unwrap()
-                except (OSError, ValueError, socket.timeout):
+                except (TimeoutError, OSError, ValueError):
                     pass  # the client went first or is gone: nothing left to close cleanly
 
 
-def make_aws_server(host: str, port: int, state_file: Path, *, quiet_seconds: float = 2.0,
-                    ssl_context: Any = None) -> tuple[BaseWSGIServer, _Persisting]:
+def make_aws_server(
+    host: str, port: int, state_file: Path, *, quiet_seconds: float = 2.0, ssl_context: Any = None
+) -> tuple[BaseWSGIServer, _Persisting]:
     """moto's S3 + Route53 application behind the persistence middleware, bound but not yet serving."""
     load_state(state_file)
     app = _Persisting(DomainDispatcherApplication(create_backend_app), state_file, quiet_seconds)
@@ -233,8 +233,9 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-def serve(host: str, port: int, state_file: Path, quiet_seconds: float = 2.0,
-          ssl_context: ssl.SSLContext | None = None) -> None:
+def serve(
+    host: str, port: int, state_file: Path, quiet_seconds: float = 2.0, ssl_context: ssl.SSLContext | None = None
+) -> None:
     """Serve until SIGTERM/SIGINT, checkpointing after changes; save once more on the way out."""
     os.environ.setdefault("MOTO_PORT", str(port))  # moto builds some URLs from it
     server, app = make_aws_server(host, port, state_file, quiet_seconds=quiet_seconds, ssl_context=ssl_context)
@@ -243,8 +244,9 @@ def serve(host: str, port: int, state_file: Path, quiet_seconds: float = 2.0,
         signal.signal(sig, lambda *_: stopping.set())
     thread = threading.Thread(target=server.serve_forever, name="aws-server", daemon=True)
     thread.start()
-    log.info("serving S3 and Route53 on %s://%s:%d, state in %s", "https" if ssl_context else "http",
-             host, port, state_file)
+    log.info(
+        "serving S3 and Route53 on %s://%s:%d, state in %s", "https" if ssl_context else "http", host, port, state_file
+    )
     while not stopping.wait(min(1.0, quiet_seconds)):
         try:
             app.checkpoint()
@@ -262,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-file", type=Path, required=True, help="where the state is saved and loaded")
-    parser.add_argument("--quiet-seconds", type=float, default=2.0,
-                        help="checkpoint after changes once no request came for this long")
+    parser.add_argument(
+        "--quiet-seconds", type=float, default=2.0, help="checkpoint after changes once no request came for this long"
+    )
     parser.add_argument("--cert", type=Path, help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--key", type=Path, help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)

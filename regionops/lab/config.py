@@ -45,8 +45,15 @@ class LabPorts(BaseModel):
         ports |= {f"app {r}": p for r, p in self.apps.items()}
         ports |= {"moto": self.moto, "slack sink": self.slack, "prefect": self.prefect}
         ports |= {f"postgres_exporter {n}": p for n, p in (self.exporters or {}).items()}
-        ports |= {name: port for name, port in (("prometheus", self.prometheus), ("alertmanager", self.alertmanager),
-                                                ("pushgateway", self.pushgateway)) if port}
+        ports |= {
+            name: port
+            for name, port in (
+                ("prometheus", self.prometheus),
+                ("alertmanager", self.alertmanager),
+                ("pushgateway", self.pushgateway),
+            )
+            if port
+        }
         return ports | ({"alert receiver": self.alerts} if self.alerts else {})
 
     @classmethod
@@ -133,7 +140,10 @@ class LabConfig(BaseModel):
 
     @property
     def tls_dir(self) -> Path:
-        """The lab CA and S3 server certificate (beside the data directories when PostgreSQL's user cannot reach the lab dir)."""
+        """The lab CA and S3 server certificate.
+
+        Beside the data directories when PostgreSQL's user cannot reach the lab dir.
+        """
         return (self.pg_root or self.lab_dir) / "tls"
 
     def data_dir(self, node: str) -> Path:
@@ -165,4 +175,3 @@ class LabConfig(BaseModel):
             digest = hashlib.sha1(str(lab_dir).encode()).hexdigest()[:10]
             pg_root = Path(tempfile.gettempdir()) / f"regionops-lab-pg-{digest}"
         return cls(lab_dir=lab_dir, ports=ports, os_user=os_user, pg_root=pg_root)
-

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import signal
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from regionops.drivers.faults import FaultInjection, FaultInjectionFailed, FaultName
@@ -38,12 +38,27 @@ class LabFaultInjector:
     def _pgctl(self, cluster: str, node: str) -> PgCtl:
         return LocalNodeOperator(self.topology, cluster).pgctl(node)
 
-    def _result(self, fault: FaultName, cluster: str, node: str | None, started: float, detail: str,
-                changed: bool = True, at: datetime | None = None) -> FaultInjection:
+    def _result(
+        self,
+        fault: FaultName,
+        cluster: str,
+        node: str | None,
+        started: float,
+        detail: str,
+        changed: bool = True,
+        at: datetime | None = None,
+    ) -> FaultInjection:
         region = self.topology.node(cluster, node).region if node else None
-        return FaultInjection(fault=fault, cluster=cluster, node=node, region=region,
-                              at=at or datetime.now(timezone.utc), changed=changed, detail=detail,
-                              seconds=round(time.monotonic() - started, 2))
+        return FaultInjection(
+            fault=fault,
+            cluster=cluster,
+            node=node,
+            region=region,
+            at=at or datetime.now(UTC),
+            changed=changed,
+            detail=detail,
+            seconds=round(time.monotonic() - started, 2),
+        )
 
     def _signal(self, ctl: PgCtl, sig: signal.Signals) -> int:
         return signal_instance(ctl, sig)
@@ -64,8 +79,11 @@ class LabFaultInjector:
             if running_pid(self.lab_dir, f"app-{region}") is None:
                 raise FaultInjectionFailed(f"cannot inject region-outage into {region}: its app is not running")
             return f"would kill {node} (SIGKILL) and stop app {region}"
-        verbs = {"primary-crash": "kill {n} (SIGKILL)", "primary-freeze": "freeze {n} (SIGSTOP)",
-                 "replica-loss": "kill {n} (SIGKILL) and move its data directory aside"}
+        verbs = {
+            "primary-crash": "kill {n} (SIGKILL)",
+            "primary-freeze": "freeze {n} (SIGSTOP)",
+            "replica-loss": "kill {n} (SIGKILL) and move its data directory aside",
+        }
         return "would " + verbs[fault].format(n=node)
 
     def inject(self, fault: FaultName, cluster: str, node: str | None) -> FaultInjection:
@@ -75,7 +93,7 @@ class LabFaultInjector:
         self.check(fault, cluster, node)
         assert node is not None
         ctl = self._pgctl(cluster, node)
-        at = datetime.now(timezone.utc)
+        at = datetime.now(UTC)
         if fault == "primary-freeze":
             n = self._signal(ctl, signal.SIGSTOP)
             return self._result(fault, cluster, node, started, f"froze {node}: SIGSTOP to {n} process(es)", at=at)
@@ -87,7 +105,7 @@ class LabFaultInjector:
             detail += f"; stopped app {region} (region {region} is out)"
         elif fault == "replica-loss":
             data = Path(ctl.data_dir)
-            aside = data.with_name(f"{data.name}{LOST_MARK}{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
+            aside = data.with_name(f"{data.name}{LOST_MARK}{datetime.now(UTC):%Y%m%dT%H%M%S}")
             data.rename(aside)
             detail += f"; its data directory is gone (moved aside to {aside.name}): resync must re-clone it"
         return self._result(fault, cluster, node, started, detail, at=at)
@@ -97,8 +115,11 @@ class LabFaultInjector:
         notes = []
         if fault == "primary-freeze" and node:
             n = self._signal(self._pgctl(cluster, node), signal.SIGCONT)
-            notes.append(f"resumed {node}: SIGCONT to {n} process(es)" if n
-                         else f"{node} has no processes left to resume (its fence stopped it)")
+            notes.append(
+                f"resumed {node}: SIGCONT to {n} process(es)"
+                if n
+                else f"{node} has no processes left to resume (its fence stopped it)"
+            )
         if fault == "region-outage" and node:
             region = self.topology.node(cluster, node).region
             notes.append(self._start_app(region))
@@ -138,8 +159,10 @@ class LabFaultInjector:
             ctl = self._pgctl(cluster, node)
             if ctl.is_frozen() and node in fences:
                 # Resumed, a fenced old primary would take writes again beside the new one.
-                notes.append(f"killed frozen {node} (SIGKILL to {kill_instance(ctl)} process(es)) instead of "
-                             f"resuming it: it is fenced ({fences[node].sentence()})")
+                notes.append(
+                    f"killed frozen {node} (SIGKILL to {kill_instance(ctl)} process(es)) instead of "
+                    f"resuming it: it is fenced ({fences[node].sentence()})"
+                )
             elif ctl.is_frozen():
                 n = self._signal(ctl, signal.SIGCONT)
                 notes.append(f"resumed frozen {node} (SIGCONT to {n} process(es))")
@@ -159,8 +182,10 @@ class LabFaultInjector:
                 continue
             fenced = (data / "standby.signal").exists()
             if writable and not fenced:
-                notes.append(f"{node} is down and may have been a primary while {', '.join(writable)} is "
-                             f"primary now: not started; run `regionops run replica-resync` to rewind it")
+                notes.append(
+                    f"{node} is down and may have been a primary while {', '.join(writable)} is "
+                    f"primary now: not started; run `regionops run replica-resync` to rewind it"
+                )
                 continue
             self._pgctl(cluster, node).start(timeout=120)
             role = "read-only (fenced)" if fenced else "as it last ran"
@@ -190,4 +215,3 @@ def _remove_tree(path: Path) -> None:
 def lost_directories(data_dir: Path) -> list[Path]:
     """Data directories a replica-loss moved aside (for clean-up checks)."""
     return sorted(data_dir.parent.glob(f"{data_dir.name}{LOST_MARK}*"))
-

@@ -34,10 +34,14 @@ from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.postgres import NodeState, SqlObserver
 from regionops.drivers.probes import HttpAppProber
 from regionops.drivers.traffic import traffic_for
+from regionops.errors import ExternalSystemError, RunbookError
+from regionops.ha.fencing import FenceStore, home_bucket
+from regionops.ha.identity import IdentityStore
+from regionops.ha.writer import writer_node
+from regionops.health import RegionHealthReport, assess_health
 from regionops.lab import monitoring as labmon
 from regionops.lab import pglab
 from regionops.lab.assets import assets_root, build_assets
-from regionops.lab.tls import LabTls, serves_tls
 from regionops.lab.config import (
     LAB_CLUSTER,
     LAB_DATABASE,
@@ -46,11 +50,6 @@ from regionops.lab.config import (
     LAB_ZONE,
     LabConfig,
 )
-from regionops.errors import ExternalSystemError, RunbookError
-from regionops.ha.fencing import FenceStore, home_bucket
-from regionops.ha.writer import writer_node
-from regionops.health import RegionHealthReport, assess_health
-from regionops.lab.reconcile import WriterReconcile, advice_for, reconcile_writer
 from regionops.lab.processes import (
     http_ok,
     pid_alive,
@@ -61,7 +60,8 @@ from regionops.lab.processes import (
     wait_for_port,
     wait_port_free,
 )
-from regionops.ha.identity import IdentityStore
+from regionops.lab.reconcile import WriterReconcile, advice_for, reconcile_writer
+from regionops.lab.tls import LabTls, serves_tls
 from regionops.routing import ensure_app_traffic
 from regionops.topology import Topology, default_lab_dir, load_topology
 from regionops.waiting import poll_until
@@ -143,16 +143,32 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
         "aws": {"endpoint_url": f"https://127.0.0.1:{cfg.ports.moto}", "ca_bundle": str(LabTls(cfg.tls_dir).ca_file)},
         "prefect": {"ui_url": f"http://127.0.0.1:{cfg.ports.prefect}"},
         "drills": {"faults": {"driver": "lab", "lab_dir": str(cfg.lab_dir)}},
-        **({"alerting": {"receiver_url": f"http://127.0.0.1:{cfg.ports.alerts}",
-                         "token": {"file": str(cfg.path("secrets", "alert-token"))}}} if cfg.ports.alerts else {}),
+        **(
+            {
+                "alerting": {
+                    "receiver_url": f"http://127.0.0.1:{cfg.ports.alerts}",
+                    "token": {"file": str(cfg.path("secrets", "alert-token"))},
+                }
+            }
+            if cfg.ports.alerts
+            else {}
+        ),
         "state_dir": str(cfg.path("state")),
         "application": {
             "name": "app",
-            "release": {"target": "lab", "lab_dir": str(cfg.lab_dir), "canary_region": "eu",
-                        # /read feeds the error-rate gate: a 'bad' lab version fails it, not /health
-                        "probe_paths": ["/health", "/read?id=1"]},
-            "assets": {"source": str(assets_root(cfg.lab_dir)) + "/{version}", "prefix": "static/",
-                       "cache_control": "public, max-age=60", "cdn_distribution": LAB_CDN},
+            "release": {
+                "target": "lab",
+                "lab_dir": str(cfg.lab_dir),
+                "canary_region": "eu",
+                # /read feeds the error-rate gate: a 'bad' lab version fails it, not /health
+                "probe_paths": ["/health", "/read?id=1"],
+            },
+            "assets": {
+                "source": str(assets_root(cfg.lab_dir)) + "/{version}",
+                "prefix": "static/",
+                "cache_control": "public, max-age=60",
+                "cdn_distribution": LAB_CDN,
+            },
             "traffic": {"record": f"app.{LAB_ZONE}", "capacity_rps": {r: 200 for r in LAB_REGIONS}},
         },
         **({"monitoring": labmon.topology_section(cfg)} if labmon.enabled(cfg) else {}),
@@ -165,9 +181,14 @@ def pgbackrest_section(cfg: LabConfig) -> dict[str, Any]:
     return {
         "repo_path": "/pgbackrest",
         "cipher_passphrase": {"file": str(cfg.path("secrets", "pgbackrest-cipher"))},
-        "retention_full": 2, "retention_diff": 3, "process_max": 2,
-        "config_dir": str(root / "conf"), "spool_dir": str(root / "spool"), "lock_dir": str(root / "lock"),
-        "log_dir": str(root / "log"), "socket_dir": str(pglab.socket_dir(cfg)),
+        "retention_full": 2,
+        "retention_diff": 3,
+        "process_max": 2,
+        "config_dir": str(root / "conf"),
+        "spool_dir": str(root / "spool"),
+        "lock_dir": str(root / "lock"),
+        "log_dir": str(root / "log"),
+        "socket_dir": str(pglab.socket_dir(cfg)),
     }
 
 
@@ -216,8 +237,13 @@ class Lab:
         return load_topology(self.cfg.topology_path)
 
     # -- up -----------------------------------------------------------------------
-    def up(self, progress: Progress = print, with_prefect: bool = True,
-           with_monitoring: bool | None = None, with_workers: bool = False) -> LabStatus:
+    def up(
+        self,
+        progress: Progress = print,
+        with_prefect: bool = True,
+        with_monitoring: bool | None = None,
+        with_workers: bool = False,
+    ) -> LabStatus:
         """Start everything that is not running yet; create what does not exist yet.
 
         ``with_monitoring`` (default: as last time, initially on) runs Prometheus,
@@ -240,8 +266,15 @@ class Lab:
             # moto first: the fences (in the home bucket) say which nodes must stay stopped,
             # and the nodes archive their WAL into it as soon as they start.
             ("moto server (S3, Route53) over TLS", self._start_moto),
-            ("PostgreSQL cluster core (WAL archived through pgBackRest)", lambda: pglab.ensure_cluster(
-                cfg, lambda m: progress(f"      {m}"), keep_stopped=self.fenced_nodes(), archive=self._archive_settings)),
+            (
+                "PostgreSQL cluster core (WAL archived through pgBackRest)",
+                lambda: pglab.ensure_cluster(
+                    cfg,
+                    lambda m: progress(f"      {m}"),
+                    keep_stopped=self.fenced_nodes(),
+                    archive=self._archive_settings,
+                ),
+            ),
             ("buckets and writer record", lambda: self._ensure_aws_resources(lambda m: progress(f"      {m}"))),
             ("pgBackRest stanza core", lambda: self._ensure_stanza(lambda m: progress(f"      {m}"))),
             ("Slack sink", self._start_slack_sink),
@@ -251,14 +284,18 @@ class Lab:
             steps.append(("Prefect server and UI", self._start_prefect))
             steps.append(("runbook deployments served to the UI", self._start_serve))
             if with_workers:
-                steps.append(("work pools, node-operation and runbook deployments, one worker per region",
-                              self.start_workers))
+                steps.append(
+                    ("work pools, node-operation and runbook deployments, one worker per region", self.start_workers)
+                )
             if cfg.ports.alerts:
                 steps.append(("alert receiver (Alertmanager webhooks)", self._start_alert_receiver))
             if cfg.monitoring and cfg.ports.prometheus:
-                steps.append(("monitoring: postgres_exporter per node, Prometheus, Alertmanager, Pushgateway",
-                              lambda: labmon.LabMonitoring(cfg).start(self._start_process,
-                                                                      lambda m: progress(m))))
+                steps.append(
+                    (
+                        "monitoring: postgres_exporter per node, Prometheus, Alertmanager, Pushgateway",
+                        lambda: labmon.LabMonitoring(cfg).start(self._start_process, lambda m: progress(m)),
+                    )
+                )
         for i, (title, step) in enumerate(steps, 1):
             progress(f"[{i}/{len(steps)}] {title}")
             step()
@@ -269,9 +306,11 @@ class Lab:
         return status
 
     def _write_topology(self) -> None:
-        for name, value in (("slack-token", "xoxb-lab-" + secrets.token_hex(12)),
-                            ("pgbackrest-cipher", secrets.token_urlsafe(32)),
-                            ("postgres-password", secrets.token_urlsafe(24))):
+        for name, value in (
+            ("slack-token", "xoxb-lab-" + secrets.token_hex(12)),
+            ("pgbackrest-cipher", secrets.token_urlsafe(32)),
+            ("postgres-password", secrets.token_urlsafe(24)),
+        ):
             secret_file = self.cfg.path("secrets", name)
             if not secret_file.exists():
                 secret_file.write_text(value)
@@ -282,7 +321,9 @@ class Lab:
             + yaml.safe_dump(topology_document(self.cfg), sort_keys=False)
         )
 
-    def _start_process(self, name: str, argv: list[str], port: int, timeout: float = 30, env: dict | None = None) -> None:
+    def _start_process(
+        self, name: str, argv: list[str], port: int, timeout: float = 30, env: dict | None = None
+    ) -> None:
         if running_pid(self.cfg.lab_dir, name) and port_open(port):
             return
         stop(self.cfg.lab_dir, name)
@@ -302,8 +343,21 @@ class Lab:
             stop(self.cfg.lab_dir, "moto")
         self._start_process(
             "moto",
-            [self.python, "-m", "regionops.lab.awsserver", "--host", "127.0.0.1", "--port", str(port),
-             "--state-file", str(self.aws_state_file), "--cert", str(tls.cert_file), "--key", str(tls.key_file)],
+            [
+                self.python,
+                "-m",
+                "regionops.lab.awsserver",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--state-file",
+                str(self.aws_state_file),
+                "--cert",
+                str(tls.cert_file),
+                "--key",
+                str(tls.key_file),
+            ],
             port,
         )
 
@@ -349,11 +403,14 @@ class Lab:
         traffic.ensure_zone(topo.traffic.route53_zone)
         # The nodes say which one is primary; the record follows them (and is left alone when
         # they disagree: the runbooks read it to tell which history is the right one).
-        decision = reconcile_writer(self.observe_nodes(), writer_node(topo, LAB_CLUSTER, traffic),
-                                    self.fenced_nodes())
+        decision = reconcile_writer(self.observe_nodes(), writer_node(topo, LAB_CLUSTER, traffic), self.fenced_nodes())
         if decision.action == "point" and decision.primary:
-            traffic.set_record(topo.traffic.route53_zone, topo.writer_record(LAB_CLUSTER),
-                               topo.node_dns_name(LAB_CLUSTER, decision.primary), ttl=topo.traffic.record_ttl)
+            traffic.set_record(
+                topo.traffic.route53_zone,
+                topo.writer_record(LAB_CLUSTER),
+                topo.node_dns_name(LAB_CLUSTER, decision.primary),
+                ttl=topo.traffic.record_ttl,
+            )
         home = topo.regions["eu"]
         cdn_for(topo).ensure_distribution(LAB_CDN, f"{home.bucket}.s3.{home.aws_region}.amazonaws.com")
         ensure_app_traffic(topo)  # latency records + health checks; drained regions stay drained
@@ -365,9 +422,17 @@ class Lab:
         self._start_process(
             "slack-sink",
             [
-                self.python, "-m", "regionops.lab.slack_sink", "--host", "127.0.0.1",
-                "--port", str(cfg.ports.slack), "--token-file", str(cfg.path("secrets", "slack-token")),
-                "--store", str(cfg.path("slack-messages.jsonl")),
+                self.python,
+                "-m",
+                "regionops.lab.slack_sink",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(cfg.ports.slack),
+                "--token-file",
+                str(cfg.path("secrets", "slack-token")),
+                "--store",
+                str(cfg.path("slack-messages.jsonl")),
             ],
             cfg.ports.slack,
         )
@@ -389,8 +454,17 @@ class Lab:
         self._start_process(
             f"app-{region}",
             [
-                self.python, "-m", "regionops.lab.app", "--topology", str(cfg.topology_path),
-                "--region", region, "--port", str(port), "--version-file", str(version_file),
+                self.python,
+                "-m",
+                "regionops.lab.app",
+                "--topology",
+                str(cfg.topology_path),
+                "--region",
+                region,
+                "--port",
+                str(port),
+                "--version-file",
+                str(version_file),
             ],
             port,
         )
@@ -419,8 +493,12 @@ class Lab:
             return
         # Poll for runs every second: an alert-started failover should not wait 10 s to begin.
         env = lab_env(self.cfg) | {"PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-        pid = spawn(self.cfg.lab_dir, name,
-                    [self.python, "-m", "deployments.serve", "--topology", str(self.cfg.topology_path)], env=env)
+        pid = spawn(
+            self.cfg.lab_dir,
+            name,
+            [self.python, "-m", "deployments.serve", "--topology", str(self.cfg.topology_path)],
+            env=env,
+        )
         poll_until(lambda: self._serve_ready(pid), timeout=90, interval=0.5, what="runbook deployments")
 
     # -- regional workers ------------------------------------------------------------
@@ -444,8 +522,12 @@ class Lab:
         if deploy:
             out = subprocess.run(
                 [self.python, "-m", "deployments.workers", "--topology", str(self.cfg.topology_path), "--runbooks"],
-                env={**os.environ, **lab_env(self.cfg)}, capture_output=True, text=True, timeout=300,
-                cwd=str(Path(__file__).resolve().parents[2]))
+                env={**os.environ, **lab_env(self.cfg)},
+                capture_output=True,
+                text=True,
+                timeout=300,
+                cwd=str(Path(__file__).resolve().parents[2]),
+            )
             if out.returncode != 0:
                 raise ExternalSystemError("deploying to the work pools failed: " + out.stderr.strip()[-800:])
         prefect_bin = str(Path(self.python).parent / "prefect")
@@ -455,12 +537,20 @@ class Lab:
             if running_pid(self.cfg.lab_dir, name):
                 continue
             pool = topo.regions[region].work_pool
-            spawn(self.cfg.lab_dir, name, [prefect_bin, "worker", "start", "--pool", pool, "--type", "process",
-                                           "--name", f"lab-{region}"], env=self.worker_env(region))
+            spawn(
+                self.cfg.lab_dir,
+                name,
+                [prefect_bin, "worker", "start", "--pool", pool, "--type", "process", "--name", f"lab-{region}"],
+                env=self.worker_env(region),
+            )
             started.append(region)
         for region in started:
-            poll_until(lambda r=region: self._worker_online(r), timeout=60, interval=0.5,
-                       what=f"the {region} worker to report to Prefect")
+            poll_until(
+                lambda r=region: self._worker_online(r),
+                timeout=60,
+                interval=0.5,
+                what=f"the {region} worker to report to Prefect",
+            )
 
     def stop_worker(self, region: str) -> bool:
         """Stop one region's worker (a gone worker, for tests and drills)."""
@@ -477,8 +567,11 @@ class Lab:
             raise ExternalSystemError(f"the {region} worker exited during start-up: " + " | ".join(tail))
         pool = self.topology().regions[region].work_pool
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.cfg.ports.prefect}/api/work_pools/{pool}/workers/filter", data=b"{}",
-            method="POST", headers={"Content-Type": "application/json"})
+            f"http://127.0.0.1:{self.cfg.ports.prefect}/api/work_pools/{pool}/workers/filter",
+            data=b"{}",
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=3) as resp:  # noqa: S310 - loopback URL we built
                 workers = json.loads(resp.read())
@@ -495,10 +588,21 @@ class Lab:
         self._start_process(
             "alert-receiver",
             [
-                self.python, "-m", "deployments.alert_receiver", "--host", "127.0.0.1", "--port", str(cfg.ports.alerts),
-                "--token-file", str(token_file), "--state-dir", str(cfg.path("state")),
-                "--topology", str(cfg.topology_path),
-                "--prefect-api-url", f"http://127.0.0.1:{cfg.ports.prefect}/api",
+                self.python,
+                "-m",
+                "deployments.alert_receiver",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(cfg.ports.alerts),
+                "--token-file",
+                str(token_file),
+                "--state-dir",
+                str(cfg.path("state")),
+                "--topology",
+                str(cfg.topology_path),
+                "--prefect-api-url",
+                f"http://127.0.0.1:{cfg.ports.prefect}/api",
             ],
             cfg.ports.alerts,
             timeout=60,
@@ -512,7 +616,9 @@ class Lab:
 
     def _deployment_count(self) -> int:
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.cfg.ports.prefect}/api/deployments/count", data=b"{}", method="POST",
+            f"http://127.0.0.1:{self.cfg.ports.prefect}/api/deployments/count",
+            data=b"{}",
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         try:
@@ -559,8 +665,9 @@ class Lab:
         fenced = self.fenced_nodes() if topo is not None else set()
         report = self._assess(topo, states, fenced) if topo is not None else None
         about = _problems_by_subject(report)
-        split = report is not None and bool(report.problem_kinds() & {"no_primary", "multiple_primaries",
-                                                                     "split_brain"})
+        split = report is not None and bool(
+            report.problem_kinds() & {"no_primary", "multiple_primaries", "split_brain"}
+        )
         for node, state in states.items():
             port = cfg.ports.postgres[node]
             problems = about.get(node, [])
@@ -570,59 +677,104 @@ class Lab:
             detail = state.sentence() if state.reachable or running else "not running"
             if node in fenced:
                 detail += "; fenced (left stopped until replica-resync)"
-            comps.append(ComponentStatus(
-                name=f"postgres {node}", endpoint=f"127.0.0.1:{port}", running=running,
-                healthy=report is not None and state.reachable and not problems,
-                detail="; ".join([detail, *(p for p in problems if not p.startswith(f"node {node} ("))]),
-            ))
+            comps.append(
+                ComponentStatus(
+                    name=f"postgres {node}",
+                    endpoint=f"127.0.0.1:{port}",
+                    running=running,
+                    healthy=report is not None and state.reachable and not problems,
+                    detail="; ".join([detail, *(p for p in problems if not p.startswith(f"node {node} ("))]),
+                )
+            )
         comps.append(self._moto_status(topo, report, about))
         slack_ok = http_ok(f"http://127.0.0.1:{cfg.ports.slack}/messages")
-        comps.append(ComponentStatus(name="slack sink", endpoint=f"http://127.0.0.1:{cfg.ports.slack}/api/",
-                                     running=port_open(cfg.ports.slack), healthy=slack_ok,
-                                     detail="accepting messages" if slack_ok else "not answering"))
+        comps.append(
+            ComponentStatus(
+                name="slack sink",
+                endpoint=f"http://127.0.0.1:{cfg.ports.slack}/api/",
+                running=port_open(cfg.ports.slack),
+                healthy=slack_ok,
+                detail="accepting messages" if slack_ok else "not answering",
+            )
+        )
         probes = {a.region: a for a in report.apps} if report else {}
         for region, port in cfg.ports.apps.items():
             problems = about.get(f"app {region}", [])
             probe = probes.get(region)
             ok = probe is not None and probe.healthy and not problems
-            comps.append(ComponentStatus(name=f"app {region}", endpoint=f"http://127.0.0.1:{port}",
-                                         running=port_open(port), healthy=ok,
-                                         detail="; ".join(problems) or (probe.sentence() if probe else "not probed")))
+            comps.append(
+                ComponentStatus(
+                    name=f"app {region}",
+                    endpoint=f"http://127.0.0.1:{port}",
+                    running=port_open(port),
+                    healthy=ok,
+                    detail="; ".join(problems) or (probe.sentence() if probe else "not probed"),
+                )
+            )
         prefect_ok = self._prefect_healthy()
-        comps.append(ComponentStatus(name="prefect server", endpoint=f"http://127.0.0.1:{cfg.ports.prefect}",
-                                     running=port_open(cfg.ports.prefect), healthy=prefect_ok,
-                                     detail="UI and API answer" if prefect_ok else "not answering"))
+        comps.append(
+            ComponentStatus(
+                name="prefect server",
+                endpoint=f"http://127.0.0.1:{cfg.ports.prefect}",
+                running=port_open(cfg.ports.prefect),
+                healthy=prefect_ok,
+                detail="UI and API answer" if prefect_ok else "not answering",
+            )
+        )
         if cfg.ports.alerts:
             alerts_ok = http_ok(f"http://127.0.0.1:{cfg.ports.alerts}/healthz")
-            comps.append(ComponentStatus(name="alert receiver", endpoint=f"http://127.0.0.1:{cfg.ports.alerts}/alerts",
-                                         running=port_open(cfg.ports.alerts), healthy=alerts_ok,
-                                         detail="accepting Alertmanager webhooks" if alerts_ok else "not answering"))
+            comps.append(
+                ComponentStatus(
+                    name="alert receiver",
+                    endpoint=f"http://127.0.0.1:{cfg.ports.alerts}/alerts",
+                    running=port_open(cfg.ports.alerts),
+                    healthy=alerts_ok,
+                    detail="accepting Alertmanager webhooks" if alerts_ok else "not answering",
+                )
+            )
         comps += [ComponentStatus(**vars(c)) for c in labmon.LabMonitoring(cfg).status()]
         serving = running_pid(cfg.lab_dir, "prefect-serve") is not None
         count = self._deployment_count() if prefect_ok else 0
-        comps.append(ComponentStatus(name="runbook deployments", endpoint="prefect serve", running=serving,
-                                     healthy=serving and count > 0,
-                                     detail=f"{count} deployment(s) served" if serving else "not serving"))
+        comps.append(
+            ComponentStatus(
+                name="runbook deployments",
+                endpoint="prefect serve",
+                running=serving,
+                healthy=serving and count > 0,
+                detail=f"{count} deployment(s) served" if serving else "not serving",
+            )
+        )
         for name in self.worker_names():
             pid = running_pid(cfg.lab_dir, name)
             if pid is not None:
                 region = name.removeprefix("worker-")
                 online = prefect_ok and self._worker_online(region)
-                comps.append(ComponentStatus(
-                    name=f"worker {region}", endpoint=topo.regions[region].work_pool if topo else "", running=True,
-                    healthy=online, required=False,
-                    detail=f"process worker of pool {topo.regions[region].work_pool if topo else '?'} "
-                           f"(REGIONOPS_REGION={region}); " + ("online" if online else "not reporting")))
+                comps.append(
+                    ComponentStatus(
+                        name=f"worker {region}",
+                        endpoint=topo.regions[region].work_pool if topo else "",
+                        running=True,
+                        healthy=online,
+                        required=False,
+                        detail=f"process worker of pool {topo.regions[region].work_pool if topo else '?'} "
+                        f"(REGIONOPS_REGION={region}); " + ("online" if online else "not reporting"),
+                    )
+                )
         cluster_ok = report is not None and report.healthy
         stopped = [n for n in LAB_NODES if n not in fenced and not port_open(cfg.ports.postgres[n])]
-        advice = (advice_for(report, reconcile_writer(states, report.writer.node, fenced), fenced, stopped)
-                  if report else [])
+        advice = (
+            advice_for(report, reconcile_writer(states, report.writer.node, fenced), fenced, stopped) if report else []
+        )
         return LabStatus(
-            lab_dir=str(cfg.lab_dir), exists=exists,
+            lab_dir=str(cfg.lab_dir),
+            exists=exists,
             healthy=exists and cluster_ok and all(c.healthy for c in comps if c.required),
-            components=comps, prefect_ui=f"http://127.0.0.1:{cfg.ports.prefect}",
-            cluster_healthy=cluster_ok, cluster=report.sentence() if report else "no topology file",
-            problems=[p.message for p in report.problems] if report else [], advice=advice,
+            components=comps,
+            prefect_ui=f"http://127.0.0.1:{cfg.ports.prefect}",
+            cluster_healthy=cluster_ok,
+            cluster=report.sentence() if report else "no topology file",
+            problems=[p.message for p in report.problems] if report else [],
+            advice=advice,
         )
 
     def _assess(self, topo: Topology, states: dict[str, NodeState], fenced: set[str]) -> RegionHealthReport:
@@ -641,13 +793,19 @@ class Lab:
             error = "moto (S3, Route53) is not running"
         return assess_health(topo, LAB_CLUSTER, states, apps, buckets, record, writer_error=error, fenced=fenced)
 
-    def _moto_status(self, topo: Topology | None, report: RegionHealthReport | None,
-                     about: dict[str, list[str]]) -> ComponentStatus:
+    def _moto_status(
+        self, topo: Topology | None, report: RegionHealthReport | None, about: dict[str, list[str]]
+    ) -> ComponentStatus:
         endpoint = f"https://127.0.0.1:{self.cfg.ports.moto}"
         running = port_open(self.cfg.ports.moto)
         if not running or topo is None or report is None:
-            return ComponentStatus(name="moto (S3, Route53)", endpoint=endpoint, running=running, healthy=False,
-                                   detail="not running" if not running else "no topology file")
+            return ComponentStatus(
+                name="moto (S3, Route53)",
+                endpoint=endpoint,
+                running=running,
+                healthy=False,
+                detail="not running" if not running else "no topology file",
+            )
         subjects = [r.bucket for r in topo.regions.values()] + [topo.writer_record(LAB_CLUSTER)]
         bad = [p for s in subjects for p in about.get(s, [])]
         writer = report.writer
@@ -655,8 +813,13 @@ class Lab:
         detail += f"; writer -> {writer.node or writer.target or 'missing'}"
         if self.aws_state_file.exists():
             detail += "; state kept on disk"
-        return ComponentStatus(name="moto (S3, Route53)", endpoint=endpoint, running=True,
-                               healthy=not bad and len(report.buckets) == len(topo.regions), detail=detail)
+        return ComponentStatus(
+            name="moto (S3, Route53)",
+            endpoint=endpoint,
+            running=True,
+            healthy=not bad and len(report.buckets) == len(topo.regions),
+            detail=detail,
+        )
 
     # -- down ---------------------------------------------------------------------
     def down(self, progress: Progress = print, purge: bool = False) -> list[str]:
@@ -665,8 +828,15 @@ class Lab:
         Returns the ports still held afterwards (empty when all is well).
         """
         cfg = self.cfg
-        names = [*self.worker_names(), *labmon.LabMonitoring(cfg).process_names(), "alert-receiver", "prefect-serve", "prefect-server", *(f"app-{r}" for r in cfg.ports.apps),
-                 "slack-sink"]
+        names = [
+            *self.worker_names(),
+            *labmon.LabMonitoring(cfg).process_names(),
+            "alert-receiver",
+            "prefect-serve",
+            "prefect-server",
+            *(f"app-{r}" for r in cfg.ports.apps),
+            "slack-sink",
+        ]
         for name in names:
             if stop(cfg.lab_dir, name):
                 progress(f"stopped {name}")
@@ -689,7 +859,6 @@ def _problems_by_subject(report: RegionHealthReport | None) -> dict[str, list[st
     for p in report.problems if report else []:
         out.setdefault(p.subject, []).append(p.message)
     return out
-
 
 
 def default_lab() -> Lab:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from urllib.parse import quote
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from regionops.lab.config import LAB_NODES, LabConfig
 from regionops.lab.processes import http_ok, port_open
@@ -46,8 +46,9 @@ StartProcess = Callable[..., None]
 
 def enabled(cfg: LabConfig) -> bool:
     """Whether this lab runs the stack: asked for, ports allocated, and every binary installed."""
-    return bool(cfg.monitoring and cfg.ports.prometheus and cfg.ports.alerts and cfg.ports.exporters
-                and not missing_tools())
+    return bool(
+        cfg.monitoring and cfg.ports.prometheus and cfg.ports.alerts and cfg.ports.exporters and not missing_tools()
+    )
 
 
 def topology_section(cfg: LabConfig) -> dict[str, Any] | None:
@@ -82,7 +83,6 @@ class Component:
     required: bool = True
 
 
-
 def _post(url: str) -> None:
     req = urllib.request.Request(url, data=b"", method="POST")
     with urllib.request.urlopen(req, timeout=5):  # noqa: S310 - loopback URL we built
@@ -106,12 +106,16 @@ class LabMonitoring:
     def write_config(self) -> list[Path]:
         """Generate prometheus.yml, the rules (``for`` capped) and alertmanager.yml for the lab."""
         topology = load_topology(self.cfg.topology_path)
-        files = render(topology, str(self.cfg.topology_path), AlertmanagerInputs(
-            receiver_token_file=str(self.cfg.path("secrets", "alert-token")),
-            slack_token_file=str(self.cfg.path("secrets", "slack-token")),
-            slack_api_url=f"http://{HOST}:{self.cfg.ports.slack}/api/chat.postMessage",
-            timings=LAB_TIMINGS,
-        ))
+        files = render(
+            topology,
+            str(self.cfg.topology_path),
+            AlertmanagerInputs(
+                receiver_token_file=str(self.cfg.path("secrets", "alert-token")),
+                slack_token_file=str(self.cfg.path("secrets", "slack-token")),
+                slack_api_url=f"http://{HOST}:{self.cfg.ports.slack}/api/chat.postMessage",
+                timings=LAB_TIMINGS,
+            ),
+        )
         return write(self.dir, files)
 
     def start(self, start_process: StartProcess, progress: Callable[[str], None]) -> None:
@@ -119,61 +123,96 @@ class LabMonitoring:
         missing = missing_tools()
         if missing:
             progress("      skipped: " + "; ".join(t.missing() for t in missing))
-            progress(f"      install with: apt-get install {' '.join(packages_for(missing))}; the rest of the lab "
-                     "runs without monitoring")
+            progress(
+                f"      install with: apt-get install {' '.join(packages_for(missing))}; the rest of the lab "
+                "runs without monitoring"
+            )
             return
-        cfg, p = self.cfg, self.cfg.ports
+        p = self.cfg.ports
         assert p.prometheus and p.alertmanager and p.pushgateway and p.exporters
         self.write_config()
         for node, port in p.exporters.items():
             start_process(
                 f"postgres-exporter-{node}",
-                [POSTGRES_EXPORTER.find(), f"--web.listen-address={HOST}:{port}",
-                 f"--extend.query-path={EXPORTER_QUERIES}",
-                 # The lab's rules need only pg_up and the custom queries: keep 1 s scrapes cheap.
-                 "--disable-default-metrics", "--disable-settings-metrics",
-                 "--no-collector.database", "--no-collector.bgwriter", "--log.level=warn"],
+                [
+                    POSTGRES_EXPORTER.find(),
+                    f"--web.listen-address={HOST}:{port}",
+                    f"--extend.query-path={EXPORTER_QUERIES}",
+                    # The lab's rules need only pg_up and the custom queries: keep 1 s scrapes cheap.
+                    "--disable-default-metrics",
+                    "--disable-settings-metrics",
+                    "--no-collector.database",
+                    "--no-collector.bgwriter",
+                    "--log.level=warn",
+                ],
                 port,
                 # The password in the exporter's environment, never on its command line.
-                env={"DATA_SOURCE_NAME": f"postgresql://postgres:{quote(self.cfg.pg_password() or '', safe='')}"
-                                         f"@{HOST}:{p.postgres[node]}/postgres?sslmode=disable&connect_timeout=2"},
+                env={
+                    "DATA_SOURCE_NAME": f"postgresql://postgres:{quote(self.cfg.pg_password() or '', safe='')}"
+                    f"@{HOST}:{p.postgres[node]}/postgres?sslmode=disable&connect_timeout=2"
+                },
             )
         data = self.dir / "data"
-        start_process("pushgateway", [
-            PUSHGATEWAY.find(), f"--web.listen-address={HOST}:{p.pushgateway}",
-            f"--persistence.file={data / 'pushgateway.metrics'}", "--persistence.interval=5s",
-        ], p.pushgateway)
+        start_process(
+            "pushgateway",
+            [
+                PUSHGATEWAY.find(),
+                f"--web.listen-address={HOST}:{p.pushgateway}",
+                f"--persistence.file={data / 'pushgateway.metrics'}",
+                "--persistence.interval=5s",
+            ],
+            p.pushgateway,
+        )
         reload = self._running("alertmanager", p.alertmanager)
-        start_process("alertmanager", [
-            ALERTMANAGER.find(), f"--config.file={self.dir / 'alertmanager.yml'}",
-            f"--storage.path={data / 'alertmanager'}", f"--web.listen-address={HOST}:{p.alertmanager}",
-            f"--web.external-url=http://{HOST}:{p.alertmanager}",
-            "--cluster.listen-address=",  # no gossip port: one Alertmanager
-        ], p.alertmanager)
+        start_process(
+            "alertmanager",
+            [
+                ALERTMANAGER.find(),
+                f"--config.file={self.dir / 'alertmanager.yml'}",
+                f"--storage.path={data / 'alertmanager'}",
+                f"--web.listen-address={HOST}:{p.alertmanager}",
+                f"--web.external-url=http://{HOST}:{p.alertmanager}",
+                "--cluster.listen-address=",  # no gossip port: one Alertmanager
+            ],
+            p.alertmanager,
+        )
         if reload:
             _post(f"http://{HOST}:{p.alertmanager}/-/reload")
         reload = self._running("prometheus", p.prometheus)
-        start_process("prometheus", [
-            PROMETHEUS.find(), f"--config.file={self.dir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={data / 'prometheus'}", "--storage.tsdb.retention.time=2d",
-            f"--web.listen-address={HOST}:{p.prometheus}", f"--web.external-url=http://{HOST}:{p.prometheus}",
-            "--web.enable-lifecycle",
-            # Re-send firing alerts every second (default 1 min): an alert lost while
-            # Alertmanager was starting must not wait a minute.
-            "--rules.alert.resend-delay=1s",
-        ], p.prometheus)
+        start_process(
+            "prometheus",
+            [
+                PROMETHEUS.find(),
+                f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={data / 'prometheus'}",
+                "--storage.tsdb.retention.time=2d",
+                f"--web.listen-address={HOST}:{p.prometheus}",
+                f"--web.external-url=http://{HOST}:{p.prometheus}",
+                "--web.enable-lifecycle",
+                # Re-send firing alerts every second (default 1 min): an alert lost while
+                # Alertmanager was starting must not wait a minute.
+                "--rules.alert.resend-delay=1s",
+            ],
+            p.prometheus,
+        )
         if reload:
             _post(f"http://{HOST}:{p.prometheus}/-/reload")
         # `up` returns once Prometheus has scraped every target at least once, so a fault
         # injected right after it is seen against a known steady state.
-        poll_until(lambda: self._targets()[0] > 0 and self._targets()[1] == 0, timeout=60, interval=0.5,
-                   what="Prometheus to scrape every target once")
+        poll_until(
+            lambda: self._targets()[0] > 0 and self._targets()[1] == 0,
+            timeout=60,
+            interval=0.5,
+            what="Prometheus to scrape every target once",
+        )
 
     def _targets(self) -> tuple[int, int, int]:
         """(targets, not yet scraped, down) as Prometheus reports them; (0, -1, 0) when it does not answer."""
         try:
-            with urllib.request.urlopen(f"http://{HOST}:{self.cfg.ports.prometheus}/api/v1/targets",  # noqa: S310
-                                        timeout=3) as resp:
+            with urllib.request.urlopen(
+                f"http://{HOST}:{self.cfg.ports.prometheus}/api/v1/targets",  # noqa: S310
+                timeout=3,
+            ) as resp:
                 targets = json.loads(resp.read())["data"]["activeTargets"]
         except (OSError, ValueError, KeyError):
             return 0, -1, 0
@@ -193,27 +232,46 @@ class LabMonitoring:
             return []
         missing = missing_tools(LAB_TOOLS)
         if missing:
-            return [Component(name="monitoring", endpoint="-", running=False, healthy=False, required=False,
-                              detail="not installed: apt-get install " + " ".join(packages_for(missing)))]
+            return [
+                Component(
+                    name="monitoring",
+                    endpoint="-",
+                    running=False,
+                    healthy=False,
+                    required=False,
+                    detail="not installed: apt-get install " + " ".join(packages_for(missing)),
+                )
+            ]
         comps = []
         for node, port in p.exporters.items():
             url = f"http://{HOST}:{port}/metrics"
             ok = _exporter_sees_database(url)
-            comps.append(Component(
-                name=f"postgres_exporter {node}", endpoint=url, running=port_open(port), healthy=ok is not None,
-                detail=("not answering" if ok is None else "pg_up 1" if ok else "pg_up 0 (database unreachable)")))
+            comps.append(
+                Component(
+                    name=f"postgres_exporter {node}",
+                    endpoint=url,
+                    running=port_open(port),
+                    healthy=ok is not None,
+                    detail=("not answering" if ok is None else "pg_up 1" if ok else "pg_up 0 (database unreachable)"),
+                )
+            )
         for name, port, health, ui in (
-            ("prometheus", p.prometheus, "/-/ready", "UI"), ("alertmanager", p.alertmanager, "/-/ready", "UI"),
+            ("prometheus", p.prometheus, "/-/ready", "UI"),
+            ("alertmanager", p.alertmanager, "/-/ready", "UI"),
             ("pushgateway", p.pushgateway, "/-/ready", "UI"),
         ):
             ok = http_ok(f"http://{HOST}:{port}{health}")
             detail = f"ready; {ui} at http://{HOST}:{port}" if ok else "not answering"
             if ok and name == "prometheus":
                 total, unscraped, down = self._targets()
-                detail += f"; {total - down} of {total} targets up" + (f", {unscraped} not scraped yet"
-                                                                         if unscraped > 0 else "")
-            comps.append(Component(name=name, endpoint=f"http://{HOST}:{port}", running=port_open(port), healthy=ok,
-                                   detail=detail))
+                detail += f"; {total - down} of {total} targets up" + (
+                    f", {unscraped} not scraped yet" if unscraped > 0 else ""
+                )
+            comps.append(
+                Component(
+                    name=name, endpoint=f"http://{HOST}:{port}", running=port_open(port), healthy=ok, detail=detail
+                )
+            )
         return comps
 
 

@@ -146,8 +146,19 @@ def _init_primary(cfg: LabConfig) -> None:
     chown_to(pwfile, cfg.os_user)
     try:
         run_tool(
-            [tool("initdb"), "-D", str(data), "-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256",
-             f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"],
+            [
+                tool("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                SUPERUSER,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
             os_user=cfg.os_user,
             timeout=120,
         )
@@ -161,8 +172,22 @@ def _clone_replica(cfg: LabConfig, node: str, source: str) -> None:
     data = cfg.data_dir(node)
     run_tool(
         [
-            tool("pg_basebackup"), "-h", HOST, "-p", str(cfg.ports.postgres[source]), "-U", SUPERUSER,
-            "-D", str(data), "-X", "stream", "-c", "fast", "-S", slot_name(node), "--no-password",
+            tool("pg_basebackup"),
+            "-h",
+            HOST,
+            "-p",
+            str(cfg.ports.postgres[source]),
+            "-U",
+            SUPERUSER,
+            "-D",
+            str(data),
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-S",
+            slot_name(node),
+            "--no-password",
         ],
         os_user=cfg.os_user,
         timeout=300,
@@ -185,15 +210,22 @@ def _has_data(cfg: LabConfig, node: str) -> bool:
 def writable_nodes(cfg: LabConfig, nodes: Collection[str] = tuple(LAB_NODES)) -> list[str]:
     """The running nodes among ``nodes`` that are not in recovery (normally exactly one)."""
     observer = SqlObserver(connect_timeout=2)
-    return [n for n in nodes if pgctl(cfg, n).is_running()
-            and observer.observe(n, conninfo(cfg, n, dbname="postgres")).role == "primary"]
+    return [
+        n
+        for n in nodes
+        if pgctl(cfg, n).is_running() and observer.observe(n, conninfo(cfg, n, dbname="postgres")).role == "primary"
+    ]
 
 
 ArchiveSettings = Callable[[str], dict[str, str]]
 
 
-def ensure_cluster(cfg: LabConfig, progress: Callable[[str], None], keep_stopped: Collection[str] = (),
-                   archive: ArchiveSettings | None = None) -> str | None:
+def ensure_cluster(
+    cfg: LabConfig,
+    progress: Callable[[str], None],
+    keep_stopped: Collection[str] = (),
+    archive: ArchiveSettings | None = None,
+) -> str | None:
     """Create (first time) and start the three nodes; returns the primary, or None when not exactly one.
 
     Idempotent: existing nodes are only started, whichever of them is primary now (a
@@ -262,8 +294,9 @@ def _require_passwords(cfg: LabConfig, primary: str, progress: Callable[[str], N
     for node in LAB_NODES:
         if node != primary:
             replica = conninfo(cfg, primary, "postgres")
-            SqlNode(conninfo(cfg, node, "postgres")).set_config("primary_conninfo",
-                                                                 replica.libpq(application_name=node))
+            SqlNode(conninfo(cfg, node, "postgres")).set_config(
+                "primary_conninfo", replica.libpq(application_name=node)
+            )
     for node in LAB_NODES:
         write_hba(cfg.data_dir(node), HBA_LINES, cfg.os_user)
         SqlNode(conninfo(cfg, node, "postgres")).query("SELECT pg_reload_conf()")
@@ -279,12 +312,13 @@ def seed_application_data(app: SqlNode, customers: int) -> str | None:
     counts = {"customers": customers, "products": max(10, customers // 10), "orders": customers * 5}
     for statement in SEED_DATA_SQL:
         app.query(statement, counts)
-    return (f"seeded the application data: {counts['customers']} customers, {counts['products']} products, "
-            f"{counts['orders']} orders")
+    return (
+        f"seeded the application data: {counts['customers']} customers, {counts['products']} products, "
+        f"{counts['orders']} orders"
+    )
 
 
-def _write_archive(cfg: LabConfig, node: str, archive: ArchiveSettings | None,
-                   progress: Callable[[str], None]) -> None:
+def _write_archive(cfg: LabConfig, node: str, archive: ArchiveSettings | None, progress: Callable[[str], None]) -> None:
     if archive is None:
         return
     sockets = socket_dir(cfg)
@@ -311,8 +345,11 @@ def _ensure_running(cfg: LabConfig, node: str, progress: Callable[[str], None]) 
 def archiver_pids(cfg: LabConfig) -> list[int]:
     """pgBackRest processes of this lab (asynchronous archive-push outlives the server that started it)."""
     marker = str(pgbackrest_dir(cfg)).encode()
-    return [pid for pid, cmdline in command_lines()
-            if (cmdline.startswith(b"pgbackrest") or b"/pgbackrest\0" in cmdline) and marker in cmdline]
+    return [
+        pid
+        for pid, cmdline in command_lines()
+        if (cmdline.startswith(b"pgbackrest") or b"/pgbackrest\0" in cmdline) and marker in cmdline
+    ]
 
 
 def stop_archivers(cfg: LabConfig, timeout: float = 15) -> list[int]:

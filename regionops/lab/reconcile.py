@@ -55,8 +55,9 @@ def _describe(name: str, state: NodeState, fenced: Collection[str]) -> str:
     return f"{name} is a replica{'' if streaming else ' (not streaming)'}"
 
 
-def reconcile_writer(states: Mapping[str, NodeState], writer_before: str | None,
-                     fenced: Collection[str] = ()) -> WriterReconcile:
+def reconcile_writer(
+    states: Mapping[str, NodeState], writer_before: str | None, fenced: Collection[str] = ()
+) -> WriterReconcile:
     """Decide the writer record from the nodes' observed roles.
 
     - Exactly one reachable primary: the record points at it (``keep`` or ``point``).
@@ -69,32 +70,45 @@ def reconcile_writer(states: Mapping[str, NodeState], writer_before: str | None,
     if len(primaries) == 1:
         primary = primaries[0]
         action: WriterAction = "keep" if writer_before == primary else "point"
-        return WriterReconcile(action=action, primary=primary, writer_before=writer_before,
-                               reason=f"{primary} is the only primary ({nodes})")
+        return WriterReconcile(
+            action=action,
+            primary=primary,
+            writer_before=writer_before,
+            reason=f"{primary} is the only primary ({nodes})",
+        )
     if not primaries:
         return WriterReconcile(
-            action="leave", primary=None, writer_before=writer_before,
+            action="leave",
+            primary=None,
+            writer_before=writer_before,
             reason=f"no node is primary ({nodes})",
             advice="`regionops run failover` to promote the most advanced replica, then "
-                   "`regionops run replica-resync` to bring the others back",
+            "`regionops run replica-resync` to bring the others back",
         )
     if writer_before in primaries:
         others = ", ".join(p for p in primaries if p != writer_before)
-        advice = (f"`regionops run replica-resync` to rewind {others} onto {writer_before}, whose history "
-                  "the writer record names (their writes since the split are discarded)")
+        advice = (
+            f"`regionops run replica-resync` to rewind {others} onto {writer_before}, whose history "
+            "the writer record names (their writes since the split are discarded)"
+        )
     else:
-        advice = ("decide whose history to keep and point the writer record at that node; "
-                  "`regionops run replica-resync` then rewinds the others onto it")
+        advice = (
+            "decide whose history to keep and point the writer record at that node; "
+            "`regionops run replica-resync` then rewinds the others onto it"
+        )
     return WriterReconcile(
-        action="leave", primary=None, writer_before=writer_before,
+        action="leave",
+        primary=None,
+        writer_before=writer_before,
         reason=f"{len(primaries)} nodes are primary at once, split brain ({nodes}); the writer record points at "
-               f"{writer_before or 'no node'}",
+        f"{writer_before or 'no node'}",
         advice=advice,
     )
 
 
-def advice_for(report: RegionHealthReport, writer: WriterReconcile, fenced: Collection[str] = (),
-               stopped: Collection[str] = ()) -> list[str]:
+def advice_for(
+    report: RegionHealthReport, writer: WriterReconcile, fenced: Collection[str] = (), stopped: Collection[str] = ()
+) -> list[str]:
     """What to run about each kind of problem region health found in the lab (empty when healthy).
 
     ``stopped``: nodes whose server is not running at all (and not fenced): ``lab up``
@@ -105,15 +119,18 @@ def advice_for(report: RegionHealthReport, writer: WriterReconcile, fenced: Coll
         return ["`regionops lab up` starts the lab (every node is stopped)"]
     advice: list[str] = []
     if stopped:
-        advice.append(f"`regionops lab up` starts the stopped node(s) {', '.join(sorted(stopped))} "
-                      "as they last ran")
+        advice.append(f"`regionops lab up` starts the stopped node(s) {', '.join(sorted(stopped))} as they last ran")
     if kinds & {"no_primary", "multiple_primaries"} and writer.advice:
         advice.append(f"{writer.reason}: run {writer.advice}")
     elif kinds & {"writer_not_primary", "writer_record_missing"}:
         advice.append("`regionops lab up` points the writer record at the primary")
     replicas = sorted(
-        {p.subject for p in report.problems
-         if p.kind in {"replica_not_streaming", "replica_wrong_timeline", "node_unreachable"}} | set(fenced)
+        {
+            p.subject
+            for p in report.problems
+            if p.kind in {"replica_not_streaming", "replica_wrong_timeline", "node_unreachable"}
+        }
+        | set(fenced)
     )
     if replicas and report.primary:
         advice.append(f"`regionops run replica-resync` to repair {', '.join(replicas)}")

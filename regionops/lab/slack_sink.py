@@ -33,7 +33,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ def _parse_ts(ts: str) -> int:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _apply_event(messages: list[dict[str, Any]], event: dict[str, Any]) -> None:
@@ -157,8 +157,11 @@ class SinkState:
             raise SlackApiFailure("no_text")
         if not text and attachments:
             # What Slack shows in notifications for attachment-only messages (Alertmanager's).
-            text = "\n".join(str(a.get("fallback") or " ".join(filter(None, (a.get("title"), a.get("text")))))
-                             for a in attachments if isinstance(a, dict))
+            text = "\n".join(
+                str(a.get("fallback") or " ".join(filter(None, (a.get("title"), a.get("text")))))
+                for a in attachments
+                if isinstance(a, dict)
+            )
         with self._lock:
             thread_ts = args.get("thread_ts") or None
             if thread_ts is not None:

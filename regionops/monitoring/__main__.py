@@ -35,9 +35,15 @@ def main(argv: list[str] | None = None) -> int:
             if not args.out:
                 p.error("--out is required (or --write-shipped)")
             topology = load_topology(args.topology)
-            files = render(topology, args.topology or "the default topology", AlertmanagerInputs(
-                receiver_token_file=args.receiver_token_file, slack_token_file=args.slack_token_file,
-                slack_api_url=args.slack_api_url))
+            files = render(
+                topology,
+                args.topology or "the default topology",
+                AlertmanagerInputs(
+                    receiver_token_file=args.receiver_token_file,
+                    slack_token_file=args.slack_token_file,
+                    slack_api_url=args.slack_api_url,
+                ),
+            )
             paths = write(Path(args.out), files)
     except RunbookError as exc:
         print(f"regionops.monitoring: {exc}", file=sys.stderr)

@@ -60,10 +60,10 @@ def alertmanager_config(
         "channel": slack_channel,
         "send_resolved": True,
         "title": '[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Alerts.Firing | len }}{{ end }}] '
-                 '{{ .CommonLabels.alertname }}{{ with .CommonLabels.cluster }} cluster {{ . }}{{ end }}'
-                 '{{ with .CommonLabels.region }} region {{ . }}{{ end }}',
-        "text": '{{ range .Alerts }}{{ .Annotations.summary }}'
-                '{{ with .Annotations.runbook }} (runbook: {{ . }}){{ end }}\n{{ end }}',
+        "{{ .CommonLabels.alertname }}{{ with .CommonLabels.cluster }} cluster {{ . }}{{ end }}"
+        "{{ with .CommonLabels.region }} region {{ . }}{{ end }}",
+        "text": "{{ range .Alerts }}{{ .Annotations.summary }}"
+        "{{ with .Annotations.runbook }} (runbook: {{ . }}){{ end }}\n{{ end }}",
     }
     if slack_token_file:
         slack["http_config"] = {"authorization": {"type": "Bearer", "credentials_file": slack_token_file}}
@@ -86,18 +86,25 @@ def alertmanager_config(
                 {"receiver": SLACK_RECEIVER},
             ],
         },
-        "inhibit_rules": [{
-            "source_matchers": ['alertname="PostgresPrimaryDown"'],
-            "target_matchers": [f'alertname=~"{"|".join(INHIBITED_BY_PRIMARY_DOWN)}"'],
-            "equal": ["cluster"],
-        }],
+        "inhibit_rules": [
+            {
+                "source_matchers": ['alertname="PostgresPrimaryDown"'],
+                "target_matchers": [f'alertname=~"{"|".join(INHIBITED_BY_PRIMARY_DOWN)}"'],
+                "equal": ["cluster"],
+            }
+        ],
         "receivers": [
-            {"name": RUNBOOK_RECEIVER, "webhook_configs": [{
-                "url": receiver_url,
-                "send_resolved": True,
-                "max_alerts": 0,
-                "http_config": {"authorization": {"type": "Bearer", "credentials_file": receiver_token_file}},
-            }]},
+            {
+                "name": RUNBOOK_RECEIVER,
+                "webhook_configs": [
+                    {
+                        "url": receiver_url,
+                        "send_resolved": True,
+                        "max_alerts": 0,
+                        "http_config": {"authorization": {"type": "Bearer", "credentials_file": receiver_token_file}},
+                    }
+                ],
+            },
             {"name": SLACK_RECEIVER, "slack_configs": [slack]},
         ],
     }

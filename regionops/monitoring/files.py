@@ -50,8 +50,9 @@ class AlertmanagerInputs:
     timings: Timings = Timings()
 
 
-def render(topology: Topology, source: str, am: AlertmanagerInputs,
-           scrape_interval: float | None = None) -> dict[str, str]:
+def render(
+    topology: Topology, source: str, am: AlertmanagerInputs, scrape_interval: float | None = None
+) -> dict[str, str]:
     """file name -> text of every generated file for ``topology`` (rules copied under rules/)."""
     mon = topology.monitoring
     files: dict[str, str] = {}
@@ -61,8 +62,10 @@ def render(topology: Topology, source: str, am: AlertmanagerInputs,
         rule_names.append(name)
         if mon.max_alert_for_seconds is not None:
             doc = cap_for(yaml.safe_load(path.read_text()), mon.max_alert_for_seconds)
-            files[name] = (f"# {path.name} with every `for` capped at {mon.max_alert_for_seconds:g} s "
-                           f"(monitoring.max_alert_for_seconds)\n" + dump(doc, source))
+            files[name] = (
+                f"# {path.name} with every `for` capped at {mon.max_alert_for_seconds:g} s "
+                f"(monitoring.max_alert_for_seconds)\n" + dump(doc, source)
+            )
         else:
             files[name] = path.read_text()
     rule_names.append("thresholds.rules.yml")
@@ -70,11 +73,17 @@ def render(topology: Topology, source: str, am: AlertmanagerInputs,
     files["prometheus.yml"] = dump(prometheus_config(topology, rule_names, scrape_interval=scrape_interval), source)
     if mon.alert_receiver_url and topology.notifications.slack:
         slack = topology.notifications.slack
-        files["alertmanager.yml"] = dump(alertmanager_config(
-            receiver_url=mon.alert_receiver_url, receiver_token_file=am.receiver_token_file,
-            slack_api_url=am.slack_api_url, slack_channel=slack.channel, slack_token_file=am.slack_token_file,
-            timings=am.timings,
-        ), source)
+        files["alertmanager.yml"] = dump(
+            alertmanager_config(
+                receiver_url=mon.alert_receiver_url,
+                receiver_token_file=am.receiver_token_file,
+                slack_api_url=am.slack_api_url,
+                slack_channel=slack.channel,
+                slack_token_file=am.slack_token_file,
+                timings=am.timings,
+            ),
+            source,
+        )
     return files
 
 
@@ -94,8 +103,12 @@ def shipped_files() -> dict[str, str]:
     from regionops.topology import load_topology
 
     topology = load_topology(EXAMPLE_TOPOLOGY)
-    rendered = render(topology, "deployments/topologies/example-aws.yaml", AlertmanagerInputs(
-        receiver_token_file=f"{EXAMPLE_SECRETS}/regionops-alert-token",
-        slack_token_file=f"{EXAMPLE_SECRETS}/slack-bot-token",
-    ))
+    rendered = render(
+        topology,
+        "deployments/topologies/example-aws.yaml",
+        AlertmanagerInputs(
+            receiver_token_file=f"{EXAMPLE_SECRETS}/regionops-alert-token",
+            slack_token_file=f"{EXAMPLE_SECRETS}/slack-bot-token",
+        ),
+    )
     return {name: text for name, text in rendered.items() if not name.startswith("rules/")}

@@ -46,8 +46,12 @@ def postgres_targets(topology: Topology) -> list[dict[str, Any]]:
     for cluster_name, cluster in topology.clusters.items():
         for node_name, node in cluster.nodes.items():
             port = node.exporter_port or topology.monitoring.exporter_port
-            groups.append({"targets": [f"{node.host}:{port}"],
-                           "labels": {"cluster": cluster_name, "node": node_name, "region": node.region}})
+            groups.append(
+                {
+                    "targets": [f"{node.host}:{port}"],
+                    "labels": {"cluster": cluster_name, "node": node_name, "region": node.region},
+                }
+            )
     return groups
 
 
@@ -56,10 +60,15 @@ def app_scrape_jobs(topology: Topology) -> list[dict[str, Any]]:
     jobs: dict[tuple[str, str], dict[str, Any]] = {}
     for region_name, region in topology.regions.items():
         scheme, address, path = _host_port(region.app_url, f"regions.{region_name}.app_url")
-        job = jobs.setdefault((scheme, path), {
-            "job_name": APP_JOB if not jobs else f"{APP_JOB}-{len(jobs) + 1}",
-            "scheme": scheme, "metrics_path": f"{path}/metrics", "static_configs": [],
-        })
+        job = jobs.setdefault(
+            (scheme, path),
+            {
+                "job_name": APP_JOB if not jobs else f"{APP_JOB}-{len(jobs) + 1}",
+                "scheme": scheme,
+                "metrics_path": f"{path}/metrics",
+                "static_configs": [],
+            },
+        )
         job["static_configs"].append({"targets": [address], "labels": {"region": region_name}})
     return list(jobs.values())
 
@@ -95,9 +104,15 @@ def prometheus_config(
     if mon.pushgateway_url:
         scheme, address, path = _host_port(mon.pushgateway_url, "monitoring.pushgateway_url")
         # honor_labels: the pushed `cluster` (and job) labels are the runbooks' own.
-        config["scrape_configs"].append({"job_name": PUSHGATEWAY_JOB, "honor_labels": True, "scheme": scheme,
-                                         "metrics_path": f"{path}/metrics",
-                                         "static_configs": [{"targets": [address]}]})
+        config["scrape_configs"].append(
+            {
+                "job_name": PUSHGATEWAY_JOB,
+                "honor_labels": True,
+                "scheme": scheme,
+                "metrics_path": f"{path}/metrics",
+                "static_configs": [{"targets": [address]}],
+            }
+        )
     if mon.alertmanager_url:
         scheme, address, path = _host_port(mon.alertmanager_url, "monitoring.alertmanager_url")
         am: dict[str, Any] = {"scheme": scheme, "static_configs": [{"targets": [address]}]}

@@ -22,8 +22,7 @@ from regionops.topology import Topology
 from regionops.waiting import poll_until
 
 # The alerts a planned primary move causes by design (never the backup or app alerts).
-PLANNED_WORK_ALERTS = ("PostgresPrimaryDown", "PostgresReplicationBroken", "PostgresReplicaLagging",
-                       "PostgresNodeDown")
+PLANNED_WORK_ALERTS = ("PostgresPrimaryDown", "PostgresReplicationBroken", "PostgresReplicaLagging", "PostgresNodeDown")
 
 
 def planned_work_matchers(topology: Topology, cluster: str) -> list[Matcher]:
@@ -55,25 +54,40 @@ class SilenceLifted(BaseModel):
 
     def sentence(self) -> str:
         if self.still_firing:
-            return (f"lifted silence {self.silence_id} after {self.waited_seconds:.0f} s although "
-                    f"{len(self.still_firing)} alert(s) it covered still fire (they notify now): "
-                    + "; ".join(self.still_firing))
-        return (f"lifted silence {self.silence_id} after {self.waited_seconds:.0f} s: every alert the work "
-                f"caused has resolved")
+            return (
+                f"lifted silence {self.silence_id} after {self.waited_seconds:.0f} s although "
+                f"{len(self.still_firing)} alert(s) it covered still fire (they notify now): "
+                + "; ".join(self.still_firing)
+            )
+        return (
+            f"lifted silence {self.silence_id} after {self.waited_seconds:.0f} s: every alert the work "
+            f"caused has resolved"
+        )
 
 
-def silence(am: AlertmanagerClient, topology: Topology, cluster: str, runbook: str, run: str,
-            duration_seconds: float) -> PlannedSilence:
+def silence(
+    am: AlertmanagerClient, topology: Topology, cluster: str, runbook: str, run: str, duration_seconds: float
+) -> PlannedSilence:
     """Silence ``cluster``'s HA alerts for ``duration_seconds`` (it expires by itself if never lifted)."""
     matchers = planned_work_matchers(topology, cluster)
     before = [a.fingerprint for a in am.alerts(matchers)]
-    created = am.create_silence(matchers, duration_seconds, created_by=f"regionops {runbook}",
-                                comment=f"planned {runbook} of cluster {cluster} (run {run})")
+    created = am.create_silence(
+        matchers,
+        duration_seconds,
+        created_by=f"regionops {runbook}",
+        comment=f"planned {runbook} of cluster {cluster} (run {run})",
+    )
     return PlannedSilence(silence=created, already_firing=before)
 
 
-def lift(am: AlertmanagerClient, planned: PlannedSilence, settle_seconds: float, timeout_seconds: float,
-         sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> SilenceLifted:
+def lift(
+    am: AlertmanagerClient,
+    planned: PlannedSilence,
+    settle_seconds: float,
+    timeout_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> SilenceLifted:
     """Wait ``settle_seconds`` (Prometheus sees the end state), then until no new matching alert remains; expire.
 
     Alerts that fired before the silence are not waited for: they were not the work's.
@@ -88,10 +102,17 @@ def lift(am: AlertmanagerClient, planned: PlannedSilence, settle_seconds: float,
 
     remaining: list[str] = []
     try:
-        poll_until(lambda: not new_alerts(), timeout=max(0.0, timeout_seconds - settle_seconds), interval=0.5,
-                   what="the alerts the planned work caused to resolve", sleep=sleep, clock=clock)
+        poll_until(
+            lambda: not new_alerts(),
+            timeout=max(0.0, timeout_seconds - settle_seconds),
+            interval=0.5,
+            what="the alerts the planned work caused to resolve",
+            sleep=sleep,
+            clock=clock,
+        )
     except DeadlineExceeded:
         remaining = new_alerts()
     am.expire_silence(planned.silence.id)
-    return SilenceLifted(silence_id=planned.silence.id, waited_seconds=round(clock() - started, 1),
-                         still_firing=remaining)
+    return SilenceLifted(
+        silence_id=planned.silence.id, waited_seconds=round(clock() - started, 1), still_firing=remaining
+    )

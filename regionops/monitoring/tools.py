@@ -28,16 +28,19 @@ class Tool:
 
     def missing(self) -> str:
         """Why it cannot run, naming the package: ``prometheus is not installed (apt-get install prometheus)``."""
-        return (f"{self.name} is not installed: none of {', '.join(self.binaries)} on PATH "
-                f"(Debian: apt-get install {self.package})")
+        return (
+            f"{self.name} is not installed: none of {', '.join(self.binaries)} on PATH "
+            f"(Debian: apt-get install {self.package})"
+        )
 
 
 PROMETHEUS = Tool("prometheus", ("prometheus",), "prometheus")
 PROMTOOL = Tool("promtool", ("promtool",), "prometheus")
 ALERTMANAGER = Tool("alertmanager", ("alertmanager", "prometheus-alertmanager"), "prometheus-alertmanager")
 AMTOOL = Tool("amtool", ("amtool",), "prometheus-alertmanager")
-POSTGRES_EXPORTER = Tool("postgres_exporter", ("postgres_exporter", "prometheus-postgres-exporter"),
-                         "prometheus-postgres-exporter")
+POSTGRES_EXPORTER = Tool(
+    "postgres_exporter", ("postgres_exporter", "prometheus-postgres-exporter"), "prometheus-postgres-exporter"
+)
 PUSHGATEWAY = Tool("pushgateway", ("pushgateway", "prometheus-pushgateway"), "prometheus-pushgateway")
 
 LAB_TOOLS: tuple[Tool, ...] = (PROMETHEUS, ALERTMANAGER, POSTGRES_EXPORTER, PUSHGATEWAY)
@@ -92,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for tool in missing:
         print(f"note: {tool.missing()}")
-    print("the lab runs without monitoring; the monitoring tests fail until these are installed "
-          f"(apt-get install {' '.join(packages_for(missing))})")
+    print(
+        "the lab runs without monitoring; the monitoring tests fail until these are installed "
+        f"(apt-get install {' '.join(packages_for(missing))})"
+    )
     return 1 if required else 0
 
 

@@ -23,11 +23,14 @@ from regionops.node.operator import (
 )
 from regionops.topology import Topology
 
-
 # The local operator loads the PostgreSQL drivers, the regional one Prefect: both only when
 # asked for, so the pure parts (regionops.node.standing, .operator, .messages) stay driver-free.
-_LAZY = {"LocalNodeOperator": "regionops.node.local", "kill_instance": "regionops.drivers.pgtools",
-         "replication_conninfo": "regionops.node.local", "RegionalNodeOperator": "regionops.node.regional"}
+_LAZY = {
+    "LocalNodeOperator": "regionops.node.local",
+    "kill_instance": "regionops.drivers.pgtools",
+    "replication_conninfo": "regionops.node.local",
+    "RegionalNodeOperator": "regionops.node.regional",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -51,5 +54,16 @@ def node_operator_for(topology: Topology, cluster: str) -> NodeOperator:
     return LocalNodeOperator(topology, cluster)
 
 
-__all__ = ["LocalNodeOperator", "RegionalNodeOperator", "NodeOperator", "NodeOpResult", "Operation", "StopMode", "RECLONE_MARK",
-           "REPLACED_MARK", "kill_instance", "node_operator_for", "replication_conninfo"]
+__all__ = [
+    "LocalNodeOperator",
+    "RegionalNodeOperator",
+    "NodeOperator",
+    "NodeOpResult",
+    "Operation",
+    "StopMode",
+    "RECLONE_MARK",
+    "REPLACED_MARK",
+    "kill_instance",
+    "node_operator_for",
+    "replication_conninfo",
+]

@@ -21,7 +21,6 @@ REGION_ENV = "REGIONOPS_REGION"
 NEEDS_PEER = {"configure-standby", "rewind", "reclone"}
 
 
-
 def perform(params: NodeOpParams, worker_region: str | None) -> NodeOpReply:
     """Check where this worker stands, then run the one step (PreconditionFailed when it stands wrong)."""
     op = LocalNodeOperator(params.topology, params.cluster, worker_region=worker_region, check_region=True)

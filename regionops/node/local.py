@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from regionops.backup.restore_model import (
@@ -49,8 +49,15 @@ log = logging.getLogger(__name__)
 class LocalNodeOperator:
     """Performs node operations on this machine: the lab, or a node's own worker."""
 
-    def __init__(self, topology: Topology, cluster: str, start_timeout: int = 120, *,
-                 worker_region: str | None = None, check_region: bool = False):
+    def __init__(
+        self,
+        topology: Topology,
+        cluster: str,
+        start_timeout: int = 120,
+        *,
+        worker_region: str | None = None,
+        check_region: bool = False,
+    ):
         """``check_region``: refuse unless ``worker_region`` is the node's (a regional worker's run)."""
         self.topology = topology
         self.cluster_name, self.cluster = topology.cluster(cluster)
@@ -73,17 +80,29 @@ class LocalNodeOperator:
             except RunbookError as exc:
                 log.warning("pg_controldata of %s failed: %s", data, exc)
             cluster_sysid, reported_by = self._cluster_system_identifier(node)
-        return judge_standing(StandingFacts(
-            node=node, node_region=spec.region, node_port=spec.port, worker_region=self.worker_region,
-            check_region=self.check_region, data_dir=str(data), data_dir_exists=exists,
-            dir_system_identifier=dir_sysid, dir_port=dir_port,
-            cluster_system_identifier=cluster_sysid, reported_by=reported_by))
+        return judge_standing(
+            StandingFacts(
+                node=node,
+                node_region=spec.region,
+                node_port=spec.port,
+                worker_region=self.worker_region,
+                check_region=self.check_region,
+                data_dir=str(data),
+                data_dir_exists=exists,
+                dir_system_identifier=dir_sysid,
+                dir_port=dir_port,
+                cluster_system_identifier=cluster_sysid,
+                reported_by=reported_by,
+            )
+        )
 
     def _cluster_system_identifier(self, node: str) -> tuple[str | None, str | None]:
         """The system identifier a reachable member reports over SQL (the other members first), else the record
         made when the cluster was last seen healthy."""
         for member in [*(n for n in self.cluster.nodes if n != node), node]:
-            state = SqlObserver(connect_timeout=2).observe(member, conninfo_for(self.cluster, self.cluster.nodes[member]))
+            state = SqlObserver(connect_timeout=2).observe(
+                member, conninfo_for(self.cluster, self.cluster.nodes[member])
+            )
             if state.reachable and state.system_identifier:
                 return state.system_identifier, member
         try:
@@ -128,12 +147,17 @@ class LocalNodeOperator:
             # The copied archive settings name the SOURCE's pgBackRest config (its data
             # directory, its spool): once promoted, this node would archive through them.
             plan = pgbackrest.plan_stanza(self.topology, self.cluster_name)
-            write_archive_settings(data_dir, pgbackrest.archive_settings(plan, node, pgbackrest.binary()),
-                                   self.cluster.os_user)
+            write_archive_settings(
+                data_dir, pgbackrest.archive_settings(plan, node, pgbackrest.binary()), self.cluster.os_user
+            )
 
     def _follow(self, node: str, data_dir: Path, primary: str) -> None:
-        configure_standby(data_dir, primary_conninfo=self._source_conninfo(primary, node), slot=slot_name(node),
-                          os_user=self.cluster.os_user)
+        configure_standby(
+            data_dir,
+            primary_conninfo=self._source_conninfo(primary, node),
+            slot=slot_name(node),
+            os_user=self.cluster.os_user,
+        )
 
     def _settle_copy(self, node: str, data_dir: Path, source: str) -> None:
         """A directory copied from ``source`` (rewind, re-clone) gets the node's own settings and follows it."""
@@ -194,27 +218,46 @@ class LocalNodeOperator:
         if ctl.is_running():
             return NodeOpResult(node=node, operation="start", changed=False, detail=f"{node} was already running")
         ctl.start(timeout=self.start_timeout)
-        return NodeOpResult(node=node, operation="start", changed=True, seconds=self._timed(started),
-                            detail=f"started {node} in {self._timed(started):.1f} s")
+        return NodeOpResult(
+            node=node,
+            operation="start",
+            changed=True,
+            seconds=self._timed(started),
+            detail=f"started {node} in {self._timed(started):.1f} s",
+        )
 
     def stop(self, node: str, mode: StopMode = "fast") -> NodeOpResult:
         self.require_standing(node)
         started = time.monotonic()
         if not self.data_dir_exists(node):
-            return NodeOpResult(node=node, operation="stop", changed=False,
-                                detail=f"{node} has no data directory, so nothing runs there")
+            return NodeOpResult(
+                node=node,
+                operation="stop",
+                changed=False,
+                detail=f"{node} has no data directory, so nothing runs there",
+            )
         ctl = self._pgctl(node)
         if not ctl.is_running():
             return NodeOpResult(node=node, operation="stop", changed=False, detail=f"{node} was not running")
         if mode == "immediate" and ctl.is_frozen():
             # A stopped (hung) postmaster never acts on pg_ctl's SIGQUIT: kill the instance.
             killed = kill_instance(ctl)
-            return NodeOpResult(node=node, operation="stop", changed=True, seconds=self._timed(started),
-                                detail=f"killed {node} (SIGKILL to {killed} frozen process(es)): a hung server "
-                                       f"cannot honour an immediate stop")
+            return NodeOpResult(
+                node=node,
+                operation="stop",
+                changed=True,
+                seconds=self._timed(started),
+                detail=f"killed {node} (SIGKILL to {killed} frozen process(es)): a hung server "
+                f"cannot honour an immediate stop",
+            )
         ctl.stop(mode, timeout=60)
-        return NodeOpResult(node=node, operation="stop", changed=True, seconds=self._timed(started),
-                            detail=f"stopped {node} ({mode}) in {self._timed(started):.1f} s")
+        return NodeOpResult(
+            node=node,
+            operation="stop",
+            changed=True,
+            seconds=self._timed(started),
+            detail=f"stopped {node} ({mode}) in {self._timed(started):.1f} s",
+        )
 
     def configure_standby(self, node: str, primary: str) -> NodeOpResult:
         self.require_standing(node)
@@ -222,24 +265,40 @@ class LocalNodeOperator:
         if self._pgctl(node).is_running():
             raise PreconditionFailed(f"cannot configure {node} as a standby on disk while it runs; stop it first")
         self._follow(node, data, primary)
-        return NodeOpResult(node=node, operation="configure-standby", changed=True,
-                            detail=f"configured {node} as a standby of {primary} (slot {slot_name(node)})")
+        return NodeOpResult(
+            node=node,
+            operation="configure-standby",
+            changed=True,
+            detail=f"configured {node} as a standby of {primary} (slot {slot_name(node)})",
+        )
 
     def block_primary_start(self, node: str) -> NodeOpResult:
         self.require_standing(node)
         data = self.data_dir(node)
         if not (data / "PG_VERSION").exists():
-            return NodeOpResult(node=node, operation="block-primary-start", changed=False,
-                                detail=f"{node} has no data directory to fence")
+            return NodeOpResult(
+                node=node,
+                operation="block-primary-start",
+                changed=False,
+                detail=f"{node} has no data directory to fence",
+            )
         signal = data / "standby.signal"
         if signal.exists():
-            return NodeOpResult(node=node, operation="block-primary-start", changed=False,
-                                detail=f"{node} already has standby.signal: it can only start read-only")
+            return NodeOpResult(
+                node=node,
+                operation="block-primary-start",
+                changed=False,
+                detail=f"{node} already has standby.signal: it can only start read-only",
+            )
         signal.touch()
         chown_to(signal, self.cluster.os_user)
-        return NodeOpResult(node=node, operation="block-primary-start", changed=True,
-                            detail=f"wrote standby.signal into {node}'s data directory: if anything starts it, "
-                                   f"it starts read-only, never as a second primary")
+        return NodeOpResult(
+            node=node,
+            operation="block-primary-start",
+            changed=True,
+            detail=f"wrote standby.signal into {node}'s data directory: if anything starts it, "
+            f"it starts read-only, never as a second primary",
+        )
 
     def rewind(self, node: str, source: str) -> NodeOpResult:
         self.require_standing(node)
@@ -252,25 +311,35 @@ class LocalNodeOperator:
         for name in ("standby.signal", "recovery.signal"):
             (data / name).unlink(missing_ok=True)
         # The password travels in pg_rewind's environment, never on its command line.
-        out = pg_rewind(data, replication_conninfo(self.cluster, source, node, with_password=False),
-                        self.cluster.os_user, password=conninfo_for(self.cluster, self.cluster.nodes[source]).password)
+        out = pg_rewind(
+            data,
+            replication_conninfo(self.cluster, source, node, with_password=False),
+            self.cluster.os_user,
+            password=conninfo_for(self.cluster, self.cluster.nodes[source]).password,
+        )
         if "are on the same timeline" in out:
             # The source's pg_control still shows its old timeline (a promotion whose
             # checkpoint has not finished): pg_rewind then does nothing, and the node would
             # start on a diverged history.  Fail loudly; a CHECKPOINT on the source fixes it.
-            raise TransientError(f"pg_rewind of {node} saw {source} on {node}'s own timeline; "
-                                 f"run CHECKPOINT on {source} and retry")
+            raise TransientError(
+                f"pg_rewind of {node} saw {source} on {node}'s own timeline; run CHECKPOINT on {source} and retry"
+            )
         self._settle_copy(node, data, source)
         summary = _rewind_summary(out)
-        return NodeOpResult(node=node, operation="rewind", changed=True, seconds=self._timed(started),
-                            detail=f"rewound {node} from {source} with pg_rewind in {self._timed(started):.1f} s "
-                                   f"({summary}) and configured it as a standby of {source}")
+        return NodeOpResult(
+            node=node,
+            operation="rewind",
+            changed=True,
+            seconds=self._timed(started),
+            detail=f"rewound {node} from {source} with pg_rewind in {self._timed(started):.1f} s "
+            f"({summary}) and configured it as a standby of {source}",
+        )
 
     def reclone(self, node: str, source: str) -> NodeOpResult:
         self.require_standing(node)
         started = time.monotonic()
         data = self.data_dir(node)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         fresh = data.with_name(f"{data.name}{RECLONE_MARK}{stamp}")
         if not data.parent.exists():
             data.parent.mkdir(parents=True)
@@ -278,8 +347,14 @@ class LocalNodeOperator:
         spec = self.cluster.nodes[source]
         info = conninfo_for(self.cluster, spec)
         try:
-            pg_basebackup(fresh, host=spec.host, port=spec.port, user=self.cluster.replication_user,
-                          os_user=self.cluster.os_user, password=info.password)
+            pg_basebackup(
+                fresh,
+                host=spec.host,
+                port=spec.port,
+                user=self.cluster.replication_user,
+                os_user=self.cluster.os_user,
+                password=info.password,
+            )
             self._settle_copy(node, fresh, source)
         except Exception:
             # The old data directory was never touched: leave the node as it was.
@@ -294,9 +369,13 @@ class LocalNodeOperator:
             data.rename(set_aside)
         fresh.rename(data)
         kept = f"; the old data directory is kept at {set_aside} until the node is verified" if set_aside else ""
-        return NodeOpResult(node=node, operation="reclone", changed=True, seconds=self._timed(started),
-                            detail=f"re-cloned {node} from {source} with pg_basebackup in "
-                                   f"{self._timed(started):.1f} s{kept}")
+        return NodeOpResult(
+            node=node,
+            operation="reclone",
+            changed=True,
+            seconds=self._timed(started),
+            detail=f"re-cloned {node} from {source} with pg_basebackup in {self._timed(started):.1f} s{kept}",
+        )
 
     def remove_replaced(self, node: str) -> NodeOpResult:
         self.require_standing(node)
@@ -304,9 +383,12 @@ class LocalNodeOperator:
         old = sorted(data.parent.glob(f"{data.name}{REPLACED_MARK}*"))
         for path in old:
             shutil.rmtree(path)
-        return NodeOpResult(node=node, operation="remove-replaced", changed=bool(old),
-                            detail=f"removed {len(old)} set-aside data director{'y' if len(old) == 1 else 'ies'} "
-                                   f"of {node}")
+        return NodeOpResult(
+            node=node,
+            operation="remove-replaced",
+            changed=bool(old),
+            detail=f"removed {len(old)} set-aside data director{'y' if len(old) == 1 else 'ies'} of {node}",
+        )
 
     # -- pgBackRest with the node's own configuration ---------------------------------
     def pgbackrest(self, node: str, command: PgBackRestCommand) -> PgBackRestRun:
@@ -337,12 +419,12 @@ class LocalNodeOperator:
     def _require_own_plan(self, node: str, plan: RestorePlan) -> None:
         """A restore step touches only this node's data directory and the paths derived from it."""
         data = str(self.data_dir(node))
-        expected = (self.cluster_name, node, data, f"{data}.restore-{plan.label}",
-                    f"{data}.pre-restore-{plan.label}")
+        expected = (self.cluster_name, node, data, f"{data}.restore-{plan.label}", f"{data}.pre-restore-{plan.label}")
         if (plan.cluster, plan.node, plan.data_dir, plan.staging_dir, plan.old_dir) != expected:
             raise PreconditionFailed(
                 f"refusing to restore onto {node}: the plan names {plan.node} of {plan.cluster} with data directory "
-                f"{plan.data_dir} (staging {plan.staging_dir}), not {node}'s {data}; nothing was changed")
+                f"{plan.data_dir} (staging {plan.staging_dir}), not {node}'s {data}; nothing was changed"
+            )
 
 
 def server_log(data_dir: Path, node: str) -> Path:
@@ -351,8 +433,6 @@ def server_log(data_dir: Path, node: str) -> Path:
     The one definition for every start of a node (the seam's, restore's, a swap back's).
     """
     return data_dir.parent / f"{node}.log"
-
-
 
 
 def replication_conninfo(cluster: Cluster, primary: str, for_node: str, *, with_password: bool = True) -> str:
@@ -373,8 +453,6 @@ def _rewind_summary(output: str) -> str:
     """The lines of pg_rewind's output that say what it did."""
     wanted = ("servers diverged", "no rewind required", "need to copy")
     picked = [
-        line.removeprefix("pg_rewind: ").strip()
-        for line in output.splitlines()
-        if any(w in line for w in wanted)
+        line.removeprefix("pg_rewind: ").strip() for line in output.splitlines() if any(w in line for w in wanted)
     ]
     return "; ".join(picked) or "done"

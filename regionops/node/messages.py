@@ -38,11 +38,14 @@ def deployment_name(region: str) -> str:
 class NodeOpParams(BaseModel):
     """One node step: which node of which cluster, what to do, and with which peer."""
 
-    topology: Topology = Field(description="the environment's topology (secrets are references, resolved on the worker)")
+    topology: Topology = Field(
+        description="the environment's topology (secrets are references, resolved on the worker)"
+    )
     cluster: str = Field(description="cluster the node belongs to")
     node: str = Field(description="node to act on; its region's worker must run this")
     operation: Operation | ReadOperation | RestoreOperation | PgBackRestOperation = Field(
-        description="the one step to perform")
+        description="the one step to perform"
+    )
     mode: StopMode = Field("fast", description="stop mode (stop only)")
     peer: str | None = Field(None, description="primary (configure-standby) or source (rewind, reclone)")
     repo: int = Field(1, ge=1, description="pgBackRest repository whose backup sets to list (restore-facts only)")

@@ -24,8 +24,7 @@ from regionops.model import ControlData, WalEnd
 from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun
 
 StopMode = Literal["smart", "fast", "immediate"]
-Operation = Literal["start", "stop", "configure-standby", "block-primary-start", "rewind", "reclone",
-                    "remove-replaced"]
+Operation = Literal["start", "stop", "configure-standby", "block-primary-start", "rewind", "reclone", "remove-replaced"]
 ReadOperation = Literal["data-dir-exists", "is-running", "control-data", "wal-end"]
 # Restore's disk steps: read what the plan needs, restore beside the data and prove it, swap in.
 RestoreOperation = Literal["restore-facts", "restore-stage", "restore-activate"]

@@ -39,12 +39,16 @@ class PgBackRestCommand(BaseModel):
     def check(self) -> PgBackRestCommand:
         """Itself, or a ConfigurationError when it is not a runbook's pgBackRest command."""
         if self.command() not in ALLOWED_COMMANDS:
-            raise ConfigurationError(f"pgbackrest node step: command {self.command() or '(none)'!r} is not one of "
-                                     f"{', '.join(sorted(ALLOWED_COMMANDS))}")
+            raise ConfigurationError(
+                f"pgbackrest node step: command {self.command() or '(none)'!r} is not one of "
+                f"{', '.join(sorted(ALLOWED_COMMANDS))}"
+            )
         bad = [a for a in self.args if a.startswith(_FORBIDDEN_OPTIONS)]
         if bad:
-            raise ConfigurationError(f"pgbackrest node step: {', '.join(bad)} not allowed (the node uses its own "
-                                     "configuration and the cluster's stanza)")
+            raise ConfigurationError(
+                f"pgbackrest node step: {', '.join(bad)} not allowed (the node uses its own "
+                "configuration and the cluster's stanza)"
+            )
         return self
 
 
@@ -60,18 +64,27 @@ class PgBackRestRun(BaseModel):
 
     def sentence(self) -> str:
         """One line for logs and reports."""
-        return (f"pgbackrest {PgBackRestCommand(args=self.args).command()} on {self.node} exited {self.exit_code} "
-                f"in {self.seconds:.1f} s")
+        return (
+            f"pgbackrest {PgBackRestCommand(args=self.args).command()} on {self.node} exited {self.exit_code} "
+            f"in {self.seconds:.1f} s"
+        )
 
 
-def run_on_this_machine(topology: Topology, cluster: str, os_user: str | None, node: str,
-                        command: PgBackRestCommand) -> PgBackRestRun:
+def run_on_this_machine(
+    topology: Topology, cluster: str, os_user: str | None, node: str, command: PgBackRestCommand
+) -> PgBackRestRun:
     """Run ``command`` with ``node``'s own configuration on this machine (the caller checked where it stands)."""
     command.check()
     driver = PgBackRest(plan_stanza(topology, cluster), node, LocalRunner(os_user))
     out = driver.runner([*driver.prefix(), *command.args], timeout=command.timeout)
-    return PgBackRestRun(node=node, args=command.args, exit_code=out.exit_code, stdout=out.stdout, stderr=out.stderr,
-                         seconds=round(out.seconds, 3))
+    return PgBackRestRun(
+        node=node,
+        args=command.args,
+        exit_code=out.exit_code,
+        stdout=out.stdout,
+        stderr=out.stderr,
+        seconds=round(out.seconds, 3),
+    )
 
 
 class RunsPgBackRest(Protocol):
@@ -90,8 +103,9 @@ class SeamRunner:
         self.node = node
 
     def __call__(self, argv: Sequence[str], *, timeout: float) -> RunOutput:
-        run = self.operator.pgbackrest(self.node, PgBackRestCommand(args=list(argv[self.prefix_length:]),
-                                                                    timeout=timeout))
+        run = self.operator.pgbackrest(
+            self.node, PgBackRestCommand(args=list(argv[self.prefix_length :]), timeout=timeout)
+        )
         return RunOutput(tuple(argv), run.exit_code, run.stdout, run.stderr, run.seconds)
 
 

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from uuid import UUID
 
 from prefect import get_client
+from prefect.client.schemas.objects import State
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
-from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 
 from regionops.backup.restore_model import (
@@ -61,34 +61,66 @@ class RegionalNodeOperator:
         ui = self.topology.prefect.ui_url
         return f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else f"flow run {run_id}"
 
-    def call(self, node: str, operation: str, *, mode: StopMode = "fast", peer: str | None = None,
-             stage: StageRequest | None = None, activate: ActivateRequest | None = None,
-             repo: int = 1, pgbackrest: PgBackRestCommand | None = None) -> NodeOpReply:
+    def call(
+        self,
+        node: str,
+        operation: str,
+        *,
+        mode: StopMode = "fast",
+        peer: str | None = None,
+        stage: StageRequest | None = None,
+        activate: ActivateRequest | None = None,
+        repo: int = 1,
+        pgbackrest: PgBackRestCommand | None = None,
+    ) -> NodeOpReply:
         """Run one node step on the node's regional worker and return its typed reply."""
         region = self.cluster.nodes[node].region
-        params = NodeOpParams(topology=self.topology, cluster=self.cluster_name, node=node,
-                              operation=operation, mode=mode, peer=peer, stage=stage, activate=activate,
-                              repo=repo, pgbackrest=pgbackrest)
+        params = NodeOpParams(
+            topology=self.topology,
+            cluster=self.cluster_name,
+            node=node,
+            operation=operation,
+            mode=mode,
+            peer=peer,
+            stage=stage,
+            activate=activate,
+            repo=repo,
+            pgbackrest=pgbackrest,
+        )
         where = f"node step {operation} of {node} (region {region}, pool {self.pool(node)})"
         try:
             # timeout=0: only create the (child) run; the waits below have deadlines of their own.
             run = run_deployment(
-                deployment_name(region), parameters={"params": params.model_dump(mode="json")},
-                timeout=0, flow_run_name=f"{operation} {node}",
-                tags=["regionops", "node-operation", f"node:{node}"])
+                deployment_name(region),
+                parameters={"params": params.model_dump(mode="json")},
+                timeout=0,
+                flow_run_name=f"{operation} {node}",
+                tags=["regionops", "node-operation", f"node:{node}"],
+            )
         except ObjectNotFound as exc:
-            raise NodeStepFailed(f"{where} could not start: there is no deployment {deployment_name(region)} "
-                                 f"(deploy the node-operation flow to that pool)", node=node,
-                                 operation=operation) from exc
+            raise NodeStepFailed(
+                f"{where} could not start: there is no deployment {deployment_name(region)} "
+                f"(deploy the node-operation flow to that pool)",
+                node=node,
+                operation=operation,
+            ) from exc
         url = self.run_url(run.id)
         state = self._wait(run.id, where, node, operation, url)
         if not state.is_completed():
-            raise NodeStepFailed(f"{where} ended {state.name}: {state.message or 'no message'}",
-                                 node=node, operation=operation, run_url=url)
+            raise NodeStepFailed(
+                f"{where} ended {state.name}: {state.message or 'no message'}",
+                node=node,
+                operation=operation,
+                run_url=url,
+            )
         reply = state.result()
         if not isinstance(reply, NodeOpReply):
-            raise NodeStepFailed(f"{where} returned {type(reply).__name__}, not a node-operation reply",
-                                 node=node, operation=operation, run_url=url)
+            raise NodeStepFailed(
+                f"{where} returned {type(reply).__name__}, not a node-operation reply",
+                node=node,
+                operation=operation,
+                run_url=url,
+            )
         log.info("%s -> %s (%s)", where, reply.sentence(), url)
         return reply
 
@@ -101,26 +133,43 @@ class RegionalNodeOperator:
                 with get_client(sync_client=True) as client:
                     seen[0] = client.read_flow_run(run_id).state
                 return seen[0] is not None and done(seen[0])
+
             return check
 
         pickup = self.topology.prefect.node_pickup_seconds
         try:
-            poll_until(reached(lambda s: not s.is_scheduled()), timeout=pickup,
-                       interval=self.poll_interval, what=f"a worker of pool {self.pool(node)} to pick up {where}")
+            poll_until(
+                reached(lambda s: not s.is_scheduled()),
+                timeout=pickup,
+                interval=self.poll_interval,
+                what=f"a worker of pool {self.pool(node)} to pick up {where}",
+            )
         except DeadlineExceeded as exc:
             self._cancel(run_id)
-            raise NodeStepFailed(f"{where}: no worker of pool {self.pool(node)} picked it up within {pickup:.0f} s "
-                                 f"(is the {self.cluster.nodes[node].region} worker running?); the run was "
-                                 f"cancelled so it cannot act later", node=node, operation=operation,
-                                 run_url=url) from exc
+            raise NodeStepFailed(
+                f"{where}: no worker of pool {self.pool(node)} picked it up within {pickup:.0f} s "
+                f"(is the {self.cluster.nodes[node].region} worker running?); the run was "
+                f"cancelled so it cannot act later",
+                node=node,
+                operation=operation,
+                run_url=url,
+            ) from exc
         try:
-            poll_until(reached(lambda s: s.is_final()), timeout=self.timeout, interval=self.poll_interval,
-                       what=f"{where} to finish")
+            poll_until(
+                reached(lambda s: s.is_final()),
+                timeout=self.timeout,
+                interval=self.poll_interval,
+                what=f"{where} to finish",
+            )
         except DeadlineExceeded as exc:
             self._cancel(run_id)
-            raise NodeStepFailed(f"{where} did not finish within {self.timeout:.0f} s (last state "
-                                 f"{seen[0].name if seen[0] else 'unknown'}); the run was cancelled", node=node,
-                                 operation=operation, run_url=url) from exc
+            raise NodeStepFailed(
+                f"{where} did not finish within {self.timeout:.0f} s (last state "
+                f"{seen[0].name if seen[0] else 'unknown'}); the run was cancelled",
+                node=node,
+                operation=operation,
+                run_url=url,
+            ) from exc
         assert seen[0] is not None
         return seen[0]
 

@@ -68,12 +68,16 @@ def judge_standing(f: StandingFacts) -> Standing:
             reasons.append(
                 f"no member of the cluster answered over SQL and no system identifier was recorded when it was last "
                 f"seen healthy, so nothing proves that {f.data_dir} holds this cluster's data (run region health "
-                f"once the cluster is healthy to record it)")
+                f"once the cluster is healthy to record it)"
+            )
         elif f.dir_system_identifier != f.cluster_system_identifier:
             reasons.append(
                 f"the data directory {f.data_dir} has system identifier {f.dir_system_identifier or 'unknown'}, "
-                f"but the cluster ({f.reported_by}) reports {f.cluster_system_identifier}")
+                f"but the cluster ({f.reported_by}) reports {f.cluster_system_identifier}"
+            )
         if f.dir_port != f.node_port:
-            reasons.append(f"the data directory {f.data_dir} is configured for port {f.dir_port or 'unknown'}, "
-                           f"not {f.node}'s port {f.node_port}")
+            reasons.append(
+                f"the data directory {f.data_dir} is configured for port {f.dir_port or 'unknown'}, "
+                f"not {f.node}'s port {f.node_port}"
+            )
     return Standing(node=f.node, ok=not reasons, reasons=reasons, notes=notes)

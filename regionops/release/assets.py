@@ -42,8 +42,7 @@ class BucketPublish(BaseModel):
     def sentence(self) -> str:
         """One line for logs and reports."""
         verb = "would upload" if self.dry_run else "uploaded"
-        return (f"assets in {self.bucket} ({self.region}): {verb} {len(self.uploaded)}, "
-                f"{len(self.unchanged)} unchanged")
+        return f"assets in {self.bucket} ({self.region}): {verb} {len(self.uploaded)}, {len(self.unchanged)} unchanged"
 
 
 def source_dir(template: str, version: str) -> Path:
@@ -60,26 +59,43 @@ def scan(root: Path, prefix: str) -> list[AssetFile]:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         data = path.read_bytes()
         rel = path.relative_to(root).as_posix()
-        files.append(AssetFile(key=prefix + rel, path=str(path), sha256=hashlib.sha256(data).hexdigest(),
-                               size=len(data),
-                               content_type=mimetypes.guess_type(rel)[0] or "application/octet-stream"))
+        files.append(
+            AssetFile(
+                key=prefix + rel,
+                path=str(path),
+                sha256=hashlib.sha256(data).hexdigest(),
+                size=len(data),
+                content_type=mimetypes.guess_type(rel)[0] or "application/octet-stream",
+            )
+        )
     return files
 
 
-def publish(store: ObjectStore, region: str, bucket: str, files: list[AssetFile], cache_control: str,
-            dry_run: bool = False) -> BucketPublish:
+def publish(
+    store: ObjectStore, region: str, bucket: str, files: list[AssetFile], cache_control: str, dry_run: bool = False
+) -> BucketPublish:
     """Upload each file whose content differs from the bucket's object; report uploads and skips."""
     result = BucketPublish(region=region, bucket=bucket, dry_run=dry_run)
     for f in files:
         meta = store.head_metadata(bucket, f.key)
-        same = (meta is not None and meta.get(SHA_KEY) == f.sha256 and meta.get("content-type") == f.content_type
-                and meta.get("cache-control") == cache_control)
+        same = (
+            meta is not None
+            and meta.get(SHA_KEY) == f.sha256
+            and meta.get("content-type") == f.content_type
+            and meta.get("cache-control") == cache_control
+        )
         if same:
             result.unchanged.append(f.key)
             continue
         if not dry_run:
-            store.put_bytes(bucket, f.key, Path(f.path).read_bytes(), {SHA_KEY: f.sha256},
-                            content_type=f.content_type, cache_control=cache_control)
+            store.put_bytes(
+                bucket,
+                f.key,
+                Path(f.path).read_bytes(),
+                {SHA_KEY: f.sha256},
+                content_type=f.content_type,
+                cache_control=cache_control,
+            )
         result.uploaded.append(f.key)
     return result
 

@@ -22,10 +22,20 @@ from regionops.errors import DeadlineExceeded
 from regionops.release.model import GateMeasurement, GateThresholds
 
 
-def wait_healthy(target: ReleaseTarget, prober: AppProber, region: str, base_url: str, version: str, *,
-                 wave: int, needed: int, interval: float, timeout: float,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> GateMeasurement:
+def wait_healthy(
+    target: ReleaseTarget,
+    prober: AppProber,
+    region: str,
+    base_url: str,
+    version: str,
+    *,
+    wave: int,
+    needed: int,
+    interval: float,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> GateMeasurement:
     """Wait until ``region`` runs ``version`` and its health probe passes ``needed`` times in a row.
 
     Returns the passing measurement; raises DeadlineExceeded (with what was last seen)
@@ -48,20 +58,39 @@ def wait_healthy(target: ReleaseTarget, prober: AppProber, region: str, base_url
             last = running.sentence() if running.version != version else probe.sentence()
         if streak >= needed:
             return GateMeasurement(
-                region=region, wave=wave, check="health", requests=probes, errors=failures, error_rate=None,
-                p95_ms=None, passed=True,
+                region=region,
+                wave=wave,
+                check="health",
+                requests=probes,
+                errors=failures,
+                error_rate=None,
+                p95_ms=None,
+                passed=True,
                 reason=f"runs {version}, {needed} healthy probe(s) in a row after {probes} probe(s) "
-                       f"(slowest {worst_ms:.0f} ms)")
+                f"(slowest {worst_ms:.0f} ms)",
+            )
         if clock() >= deadline:
-            raise DeadlineExceeded(f"{region} did not run {version} with {needed} healthy probe(s) in a row within "
-                                   f"{timeout:g} s ({probes} probe(s); last: {last})")
+            raise DeadlineExceeded(
+                f"{region} did not run {version} with {needed} healthy probe(s) in a row within "
+                f"{timeout:g} s ({probes} probe(s); last: {last})"
+            )
         sleep(interval)
 
 
-def bake(metrics: MetricsSource, client: httpx.Client, region: str, base_url: str, probe_paths: list[str],
-         limits: GateThresholds, *, wave: int, seconds: float, interval: float,
-         clock: Callable[[], float] = time.monotonic,
-         sleep: Callable[[float], None] = time.sleep) -> GateMeasurement:
+def bake(
+    metrics: MetricsSource,
+    client: httpx.Client,
+    region: str,
+    base_url: str,
+    probe_paths: list[str],
+    limits: GateThresholds,
+    *,
+    wave: int,
+    seconds: float,
+    interval: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> GateMeasurement:
     """Watch ``region`` for ``seconds``: error rate and p95 since the bake began, checked every interval.
 
     Returns the final measurement, or the first failing one (the caller stops the release).

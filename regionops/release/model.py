@@ -56,7 +56,10 @@ class GateMeasurement(BaseModel):
     def row(self) -> dict[str, object]:
         """A row of the report's gate table."""
         return {
-            "wave": self.wave, "region": self.region, "check": self.check, "requests": int(self.requests),
+            "wave": self.wave,
+            "region": self.region,
+            "check": self.check,
+            "requests": int(self.requests),
             "errors": int(self.errors),
             "error rate": None if self.error_rate is None else f"{self.error_rate:.1%}",
             "p95 ms": None if self.p95_ms is None else round(self.p95_ms, 1),

@@ -56,14 +56,19 @@ def judge_answer(answer: ApprovalForm, phrase: str, on_reject: str = "nothing wa
 def approval_description(plan: list[str], phrase: str, on_reject: str) -> str:
     """The markdown shown above the form: the plan and what to type."""
     return "\n".join(
-        ["### The runbook will do this", *[f"1. {step}" for step in plan], "",
-         f"Type your name into *approver*, why into *reason*, and **`{phrase}`** into *confirm* to approve. "
-         f"A different phrase rejects: {on_reject}."]
+        [
+            "### The runbook will do this",
+            *[f"1. {step}" for step in plan],
+            "",
+            f"Type your name into *approver*, why into *reason*, and **`{phrase}`** into *confirm* to approve. "
+            f"A different phrase rejects: {on_reject}.",
+        ]
     )
 
 
-def request_approval(reporter: RunReporter, plan: list[str], phrase: str, timeout_seconds: int,
-                     *, on_reject: str = "nothing was changed") -> Approval:
+def request_approval(
+    reporter: RunReporter, plan: list[str], phrase: str, timeout_seconds: int, *, on_reject: str = "nothing was changed"
+) -> Approval:
     """Pause until someone fills the form with ``phrase``; return the approval.  Raises ApprovalRejected otherwise.
 
     A pause that times out fails the run (Prefect's behaviour), which is a rejection too.
@@ -72,7 +77,8 @@ def request_approval(reporter: RunReporter, plan: list[str], phrase: str, timeou
     reporter.step(f"waiting for approval: fill the paused run's form in the Prefect UI and type '{phrase}'")
     answer = pause_flow_run(
         wait_for_input=ApprovalForm.with_initial_data(
-            description=approval_description(plan, phrase, on_reject), approver="", reason="", confirm=""),
+            description=approval_description(plan, phrase, on_reject), approver="", reason="", confirm=""
+        ),
         timeout=timeout_seconds,
         poll_interval=POLL_SECONDS,
     )

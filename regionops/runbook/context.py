@@ -43,8 +43,17 @@ class RunbookRun:
     lock (one backup at a time, without ever holding up a failover) or none.
     """
 
-    def __init__(self, topology: Topology, runbook: str, cluster: str, title: str, params: ClusterChangeParams,
-                 *, start_lines: list[str] | None = None, lock: Literal["change", "backup"] | None = "change"):
+    def __init__(
+        self,
+        topology: Topology,
+        runbook: str,
+        cluster: str,
+        title: str,
+        params: ClusterChangeParams,
+        *,
+        start_lines: list[str] | None = None,
+        lock: Literal["change", "backup"] | None = "change",
+    ):
         self.topology = topology
         self.runbook = runbook
         self.cluster = cluster
@@ -62,9 +71,15 @@ class RunbookRun:
         try:
             if self._lock == "change":
                 # A failover goes first: it takes the lock from a run that has changed nothing yet.
-                self.held = self._stack.enter_context(cluster_lock(
-                    self.cluster, self.runbook, self.params.lock_wait_seconds, preempt=self.runbook == "failover",
-                    on_wait=lambda line: self.reporter.step(line)))
+                self.held = self._stack.enter_context(
+                    cluster_lock(
+                        self.cluster,
+                        self.runbook,
+                        self.params.lock_wait_seconds,
+                        preempt=self.runbook == "failover",
+                        on_wait=lambda line: self.reporter.step(line),
+                    )
+                )
             elif self._lock == "backup":
                 self.held = self._stack.enter_context(backup_lock(self.cluster, self.params.lock_wait_seconds))
         except Exception as exc:
@@ -102,6 +117,7 @@ class RunbookRun:
 
     def approve(self, plan: list[str], phrase: str, *, on_reject: str = "nothing was changed") -> Approval:
         """Pause for the typed approval form; ApprovalRejected when the answer is not ``phrase`` and a name."""
-        self.approval = request_approval(self.reporter, plan, phrase, self.params.approval_timeout_seconds,
-                                         on_reject=on_reject)
+        self.approval = request_approval(
+            self.reporter, plan, phrase, self.params.approval_timeout_seconds, on_reject=on_reject
+        )
         return self.approval

@@ -21,7 +21,7 @@ one sees it (see :func:`regionops.runbook.locks.held_lock`).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect.variables import Variable
 from pydantic import BaseModel
@@ -113,4 +113,4 @@ def read_preemption(lease_id: str) -> Preemption | None:
 
 def now() -> datetime:
     """The time records carry (UTC)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -78,8 +78,14 @@ def ensure_limit(name: str) -> str:
 
 
 @contextmanager
-def cluster_lock(cluster: str, runbook: str, wait_seconds: float = 0, *, preempt: bool = False,
-                 on_wait: Callable[[str], None] | None = None) -> Iterator[HeldLock]:
+def cluster_lock(
+    cluster: str,
+    runbook: str,
+    wait_seconds: float = 0,
+    *,
+    preempt: bool = False,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[HeldLock]:
     """Hold ``cluster``'s change lock for the block; yields the :class:`HeldLock`.
 
     Raises PreconditionFailed (nothing changed) when another runbook holds it for longer
@@ -88,16 +94,26 @@ def cluster_lock(cluster: str, runbook: str, wait_seconds: float = 0, *, preempt
     that has changed nothing yet, or that yields to this runbook, loses the lock at once
     (:func:`held_lock`); a holder that has changed the cluster is waited for.
     """
-    with held_lock(ensure_cluster_lock(cluster), wait_seconds, what=f"{runbook} refused: another runbook is "
-                   f"changing cluster {cluster}", runbook=runbook, preempt=preempt, on_wait=on_wait) as held:
+    with held_lock(
+        ensure_cluster_lock(cluster),
+        wait_seconds,
+        what=f"{runbook} refused: another runbook is changing cluster {cluster}",
+        runbook=runbook,
+        preempt=preempt,
+        on_wait=on_wait,
+    ) as held:
         yield held
 
 
 @contextmanager
 def drill_lock(cluster: str, wait_seconds: float = 0) -> Iterator[HeldLock]:
     """One DR drill per cluster at a time (it takes the cluster's change lock too, see flows/dr_drill.py)."""
-    with held_lock(ensure_limit(f"regionops-drill-{cluster}"), wait_seconds,
-                   what=f"dr-drill refused: another drill of cluster {cluster} is running", runbook="dr-drill") as held:
+    with held_lock(
+        ensure_limit(f"regionops-drill-{cluster}"),
+        wait_seconds,
+        what=f"dr-drill refused: another drill of cluster {cluster} is running",
+        runbook="dr-drill",
+    ) as held:
         yield held
 
 
@@ -108,9 +124,13 @@ def backup_lock(cluster: str, wait_seconds: float = 0) -> Iterator[HeldLock]:
     Not the change lock: a backup may run for hours, and a failover must never wait
     for one (a backup whose source node goes away fails and is retried next time).
     """
-    with held_lock(ensure_limit(f"regionops-backup-{cluster}"), wait_seconds,
-                   what=f"backup refused: another backup of cluster {cluster} is running",
-                   lease_seconds=BACKUP_LEASE_SECONDS, runbook="backup") as held:
+    with held_lock(
+        ensure_limit(f"regionops-backup-{cluster}"),
+        wait_seconds,
+        what=f"backup refused: another backup of cluster {cluster} is running",
+        lease_seconds=BACKUP_LEASE_SECONDS,
+        runbook="backup",
+    ) as held:
         yield held
 
 
@@ -163,8 +183,15 @@ class HeldLock:
 
 def _me(lock: str, lease_id: str, runbook: str) -> LockHolder:
     run_id = flow_run.get_id()
-    return LockHolder(lock=lock, lease_id=lease_id, runbook=runbook, run_id=str(run_id) if run_id else None,
-                      root_run_id=_root_run_id(), run_name=flow_run.get_name(), since=now())
+    return LockHolder(
+        lock=lock,
+        lease_id=lease_id,
+        runbook=runbook,
+        run_id=str(run_id) if run_id else None,
+        root_run_id=_root_run_id(),
+        run_name=flow_run.get_name(),
+        since=now(),
+    )
 
 
 def _shared_with_root(name: str, lease_seconds: float) -> HeldLock | None:
@@ -191,10 +218,19 @@ def _may_preempt(holder: LockHolder, runbook: str) -> bool:
 
 def _preempt(name: str, holder: LockHolder, runbook: str) -> bool:
     """Revoke ``holder``'s lease for ``runbook``; True when the holder cannot have started changing things."""
-    record_preemption(holder.lease_id, Preemption(
-        by_runbook=runbook, by_run=flow_run.get_name(), at=now(),
-        reason=(f"it yields to {runbook}" if runbook in holder.yields_to else
-                f"a {runbook} goes first, and {holder.runbook} had changed nothing yet")))
+    record_preemption(
+        holder.lease_id,
+        Preemption(
+            by_runbook=runbook,
+            by_run=flow_run.get_name(),
+            at=now(),
+            reason=(
+                f"it yields to {runbook}"
+                if runbook in holder.yields_to
+                else f"a {runbook} goes first, and {holder.runbook} had changed nothing yet"
+            ),
+        ),
+    )
     _release(holder.lease_id)
     # Read again *after* the revocation: a holder that announced its first change before it
     # noticed may be acting now, without a lease; then it must be waited for, not overtaken.
@@ -203,9 +239,16 @@ def _preempt(name: str, holder: LockHolder, runbook: str) -> bool:
 
 
 @contextmanager
-def held_lock(name: str, wait_seconds: float, what: str, lease_seconds: float = LEASE_SECONDS, *,
-              runbook: str = "runbook", preempt: bool = False,
-              on_wait: Callable[[str], None] | None = None) -> Iterator[HeldLock]:
+def held_lock(
+    name: str,
+    wait_seconds: float,
+    what: str,
+    lease_seconds: float = LEASE_SECONDS,
+    *,
+    runbook: str = "runbook",
+    preempt: bool = False,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[HeldLock]:
     """Hold limit ``name`` for the block; PreconditionFailed starting with ``what`` when it stays taken.
 
     The slot is a lease on the Prefect server, renewed in the background.  Its id is
@@ -244,8 +287,9 @@ def held_lock(name: str, wait_seconds: float, what: str, lease_seconds: float = 
     # Even "no wait" allows a few seconds: taking a free lock is an HTTP round trip to the
     # Prefect server, and a busy server must not read as "another runbook holds it".
     try:
-        lease_id = poll_until(attempt, timeout=max(wait_seconds, MIN_LOCK_WAIT_SECONDS), interval=0.5,
-                              what=f"lock {name}")
+        lease_id = poll_until(
+            attempt, timeout=max(wait_seconds, MIN_LOCK_WAIT_SECONDS), interval=0.5, what=f"lock {name}"
+        )
     except DeadlineExceeded as exc:
         by = f", by {waiting_on[0].sentence()}" if waiting_on else ""
         raise PreconditionFailed(f"{what} (lock {name} is held{by}); nothing was changed") from exc
@@ -253,8 +297,12 @@ def held_lock(name: str, wait_seconds: float, what: str, lease_seconds: float = 
     write_holder(held.holder, point=True)
     _remember_lease(lease_id)
     stop = threading.Event()
-    renewer = threading.Thread(target=_renew_until, args=(lease_id, stop, lease_seconds, PREFECT_API_URL.value()),
-                               name=f"lease-{name}", daemon=True)
+    renewer = threading.Thread(
+        target=_renew_until,
+        args=(lease_id, stop, lease_seconds, PREFECT_API_URL.value()),
+        name=f"lease-{name}",
+        daemon=True,
+    )
     renewer.start()
     try:
         yield held
@@ -276,8 +324,9 @@ def _forget(name: str, lease_id: str) -> None:
 def _try_acquire(name: str, lease_seconds: float) -> str | None:
     with get_client(sync_client=True) as client:
         try:
-            resp = client.increment_concurrency_slots_with_lease(names=[name], slots=1, mode="concurrency",
-                                                                  lease_duration=lease_seconds)
+            resp = client.increment_concurrency_slots_with_lease(
+                names=[name], slots=1, mode="concurrency", lease_duration=lease_seconds
+            )
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code == 423:  # Locked: every slot is taken
                 return None
@@ -378,8 +427,9 @@ def _held(name: str) -> bool:
 
 
 @contextmanager
-def release_lock(application: str, wait_seconds: float = 0,
-                 on_queue: Callable[[str], None] | None = None) -> Iterator[None]:
+def release_lock(
+    application: str, wait_seconds: float = 0, on_queue: Callable[[str], None] | None = None
+) -> Iterator[None]:
     """Hold ``application``'s release lock for the block (one release at a time).
 
     A second release is refused at once (``wait_seconds`` 0) or queued behind the running

@@ -33,8 +33,7 @@ class PlannedWorkSilence:
     Alertmanager in the topology: nothing to do.  Never raises.
     """
 
-    def __init__(self, topology: Topology, cluster: str, runbook: str, reporter: RunReporter,
-                 duration_seconds: float):
+    def __init__(self, topology: Topology, cluster: str, runbook: str, reporter: RunReporter, duration_seconds: float):
         self.topology = topology
         self.cluster = cluster
         self.runbook = runbook
@@ -47,12 +46,15 @@ class PlannedWorkSilence:
         if self.planned is not None or not self.topology.monitoring.alertmanager_url:
             return
         try:
-            self.planned = silence_alerts(self.topology, self.cluster, self.runbook, str(current_run.get_id() or ""),
-                                          self.duration_seconds)
+            self.planned = silence_alerts(
+                self.topology, self.cluster, self.runbook, str(current_run.get_id() or ""), self.duration_seconds
+            )
             self.reporter.step(self.planned.sentence())
         except Exception as exc:  # noqa: BLE001 - never stop the work for monitoring
-            self.reporter.step(f"could not silence the alerts of {self.cluster} ({exc}): the work will page and "
-                               "may start alert-driven runbooks")
+            self.reporter.step(
+                f"could not silence the alerts of {self.cluster} ({exc}): the work will page and "
+                "may start alert-driven runbooks"
+            )
 
     def __enter__(self) -> PlannedWorkSilence:
         return self
@@ -67,8 +69,10 @@ class PlannedWorkSilence:
             lifted = lift_silence(self.topology, self.planned, settle, settle + max(30.0, 8 * scrape))
             self.reporter.step(lifted.sentence(), slack=bool(lifted.still_firing))
         except Exception as error:  # noqa: BLE001 - the silence expires by itself
-            self.reporter.step(f"could not lift silence {self.planned.silence.id} ({error}); it expires at "
-                               f"{self.planned.silence.ends_at:%H:%M:%S} UTC")
+            self.reporter.step(
+                f"could not lift silence {self.planned.silence.id} ({error}); it expires at "
+                f"{self.planned.silence.ends_at:%H:%M:%S} UTC"
+            )
 
 
 def publish(topology: Topology, job: str, cluster: str, gauges: list[Gauge], reporter: RunReporter) -> None:
@@ -79,29 +83,46 @@ def publish(topology: Topology, job: str, cluster: str, gauges: list[Gauge], rep
         reporter.step(publish_metrics(topology, job, cluster, gauges).sentence(), slack=False)
     except Exception as exc:  # noqa: BLE001 - the runbook's own outcome stands
         log.warning("could not publish %s metrics of %s: %s", job, cluster, exc)
-        reporter.step(f"could not publish the result to the Pushgateway ({exc}); alerts on it may fire",
-                      slack=False)
+        reporter.step(f"could not publish the result to the Pushgateway ({exc}); alerts on it may fire", slack=False)
 
 
 def backup_gauges(finished_at: datetime, size_bytes: int, duration_seconds: float) -> list[Gauge]:
     """What a successful backup publishes."""
     return [
-        Gauge(name="regionops_backup_last_success_timestamp_seconds", help="End of the newest successful backup",
-              value=finished_at.timestamp()),
-        Gauge(name="regionops_backup_last_size_bytes", help="Bytes stored by the newest successful backup",
-              value=float(size_bytes)),
-        Gauge(name="regionops_backup_last_duration_seconds", help="Duration of the newest successful backup",
-              value=duration_seconds),
+        Gauge(
+            name="regionops_backup_last_success_timestamp_seconds",
+            help="End of the newest successful backup",
+            value=finished_at.timestamp(),
+        ),
+        Gauge(
+            name="regionops_backup_last_size_bytes",
+            help="Bytes stored by the newest successful backup",
+            value=float(size_bytes),
+        ),
+        Gauge(
+            name="regionops_backup_last_duration_seconds",
+            help="Duration of the newest successful backup",
+            value=duration_seconds,
+        ),
     ]
 
 
 def restore_verification_gauges(at: datetime, passed: bool, restore_seconds: float) -> list[Gauge]:
     """What a restore verification publishes, pass or fail."""
     return [
-        Gauge(name="regionops_restore_verification_last_timestamp_seconds", help="When the last verification ended",
-              value=at.timestamp()),
-        Gauge(name="regionops_restore_verification_last_passed", help="1 when the last verification passed",
-              value=1.0 if passed else 0.0),
-        Gauge(name="regionops_restore_verification_restore_seconds", help="Measured restore time of the last pass",
-              value=restore_seconds),
+        Gauge(
+            name="regionops_restore_verification_last_timestamp_seconds",
+            help="When the last verification ended",
+            value=at.timestamp(),
+        ),
+        Gauge(
+            name="regionops_restore_verification_last_passed",
+            help="1 when the last verification passed",
+            value=1.0 if passed else 0.0,
+        ),
+        Gauge(
+            name="regionops_restore_verification_restore_seconds",
+            help="Measured restore time of the last pass",
+            value=restore_seconds,
+        ),
     ]

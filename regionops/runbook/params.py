@@ -37,25 +37,36 @@ class ClusterChangeParams(RunbookParams):
 
     dry_run: bool = Field(False, description="Plan and check everything, show the plan; change nothing")
     require_approval: bool = Field(
-        False, description="Pause for a typed approval in the UI (approver, reason, confirmation phrase) "
-                           "before the first change")
+        False,
+        description="Pause for a typed approval in the UI (approver, reason, confirmation phrase) "
+        "before the first change",
+    )
     approval_timeout_seconds: int = Field(1800, gt=0, description="How long to wait for the approval")
     lock_wait_seconds: float = Field(
-        0, ge=0, description="How long to wait for another runbook to release the cluster before refusing")
+        0, ge=0, description="How long to wait for another runbook to release the cluster before refusing"
+    )
     notify: bool = Field(True, description="Report the run in a Slack thread")
 
 
 class RestoreTargetParams(BaseModel):
     """Which backup set to restore and where recovery stops (restore and restore-verify share them)."""
 
-    label: str | None = Field(None, description="pgBackRest backup set (e.g. 20261124-140400F); default the newest in "
-                                                "the repository (for a time or LSN target: the newest that ended "
-                                                "before it)")
+    label: str | None = Field(
+        None,
+        description="pgBackRest backup set (e.g. 20261124-140400F); default the newest in "
+        "the repository (for a time or LSN target: the newest that ended "
+        "before it)",
+    )
     region: str | None = Field(None, description="Region whose repository to restore from; default the home one")
     target_type: RequestedTarget = Field(
-        "proof", description="Where recovery stops: proof (the set's proof restore point, where the data is compared "
-                             "with its fingerprint; without one the end of the archive), time, lsn, name (with "
-                             "`target`), immediate (the backup's end) or default (the end of the WAL archive; a "
-                             "restored replica stops at the backup's end instead, then streams the rest)")
-    target: str | None = Field(None, description="The time ('2026-11-24 14:04:00+00'), LSN ('0/5000060') or restore "
-                                                 "point name, for target_type time, lsn or name")
+        "proof",
+        description="Where recovery stops: proof (the set's proof restore point, where the data is compared "
+        "with its fingerprint; without one the end of the archive), time, lsn, name (with "
+        "`target`), immediate (the backup's end) or default (the end of the WAL archive; a "
+        "restored replica stops at the backup's end instead, then streams the rest)",
+    )
+    target: str | None = Field(
+        None,
+        description="The time ('2026-11-24 14:04:00+00'), LSN ('0/5000060') or restore "
+        "point name, for target_type time, lsn or name",
+    )

@@ -29,7 +29,8 @@ class ProgressArtifact:
             return
         self._last = now
         try:
-            update_progress_artifact(self._id, progress=round(100 * fraction, 1),
-                                     description=description or self.description)
+            update_progress_artifact(
+                self._id, progress=round(100 * fraction, 1), description=description or self.description
+            )
         except Exception as exc:  # noqa: BLE001 - see above
             get_run_logger().warning("could not update progress artifact: %s", exc)

@@ -9,7 +9,7 @@ the report says that Slack delivery failed.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import get_run_logger
@@ -66,7 +66,7 @@ class RunReporter:
         self.notifier = notifier_for(topology) if slack else NullNotifier("Slack reporting off for this run")
         self.thread: ThreadRef | None = None
         self.steps: list[tuple[datetime, str]] = []
-        self.started_at = datetime.now(timezone.utc)
+        self.started_at = datetime.now(UTC)
         self.url = run_url(topology)
         self.log = _logger()
         self.approval: str | None = None  # who approved and why, once someone did
@@ -81,7 +81,7 @@ class RunReporter:
 
     def step(self, sentence: str, *, slack: bool = True) -> None:
         """Record one step's result; log it and, when the thread is open, reply in it."""
-        self.steps.append((datetime.now(timezone.utc), sentence))
+        self.steps.append((datetime.now(UTC), sentence))
         self.log.info(sentence)
         if slack and self.thread is not None:
             self.notifier.post(self.thread, sentence)
@@ -115,11 +115,12 @@ class RunReporter:
 
     def markdown(self, status: str, summary: list[str], details: str, tables: dict[str, list[dict[str, Any]]]) -> str:
         """The run's report as markdown."""
-        finished = datetime.now(timezone.utc)
+        finished = datetime.now(UTC)
         out = [
             f"# {self.title}: {status}",
             "",
-            f"Started {self.started_at:%Y-%m-%d %H:%M:%S} UTC, took {(finished - self.started_at).total_seconds():.1f} s"
+            f"Started {self.started_at:%Y-%m-%d %H:%M:%S} UTC, "
+            f"took {(finished - self.started_at).total_seconds():.1f} s"
             f" (topology `{self.topology.name}`).",
             "",
             "## Summary",
@@ -143,12 +144,12 @@ class RunReporter:
         if not current_run.get_id():
             return
         try:
-            create_markdown_artifact(key=artifact_key(f"{self.runbook}-report"), markdown=markdown,
-                                     description=f"{self.title} report")
+            create_markdown_artifact(
+                key=artifact_key(f"{self.runbook}-report"), markdown=markdown, description=f"{self.title} report"
+            )
             for name, rows in tables.items():
                 if rows:
-                    create_table_artifact(key=artifact_key(f"{self.runbook}-{name}"), table=rows,
-                                          description=name)
+                    create_table_artifact(key=artifact_key(f"{self.runbook}-{name}"), table=rows, description=name)
         except Exception as exc:  # noqa: BLE001 - a UI artifact must not fail the runbook
             self.log.warning("could not create report artifacts: %s", exc)
 

@@ -28,15 +28,19 @@ def _matches(run: FlowRun, cluster: str, topology: str | None) -> bool:
     return topology is None or params.get("topology") in (None, topology)
 
 
-def wait_for_started_run(flow_name: str, cluster: str, since: datetime, timeout: float,
-                         topology: str | None = None) -> FlowRun:
+def wait_for_started_run(
+    flow_name: str, cluster: str, since: datetime, timeout: float, topology: str | None = None
+) -> FlowRun:
     """The first run of ``flow_name`` for ``cluster`` created after ``since``; DeadlineExceeded if none appears."""
     window = FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since - timedelta(seconds=1)))
 
     def find() -> FlowRun | None:
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                                         flow_run_filter=window, sort=FlowRunSort.EXPECTED_START_TIME_ASC)
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                flow_run_filter=window,
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+            )
         return next((r for r in runs if _matches(r, cluster, topology)), None)
 
     return poll_until(find, timeout=timeout, interval=0.5, what=f"a {flow_name} run started for {cluster}")
@@ -44,6 +48,7 @@ def wait_for_started_run(flow_name: str, cluster: str, since: datetime, timeout:
 
 def wait_for_run_end(run_id: object, timeout: float) -> FlowRun:
     """Wait until the run is in a final state; return it.  DeadlineExceeded otherwise."""
+
     def final() -> FlowRun | None:
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(run_id)
@@ -57,5 +62,5 @@ def runs_started_since(flow_name: str, since: datetime) -> list[FlowRun]:
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-            flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since)))
-
+            flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since)),
+        )

@@ -49,12 +49,12 @@ def test_region_health_reports_what_prometheus_has_firing(stack):
     assert all(shown[f"postgres_exporter {n}"] == "pg_up 1" for n in ("eu-1", "us-1", "apac-1"))
     # A fresh lab has never been backed up: once the rule's `for` has passed, Prometheus fires
     # BackupTooOld (waited for: on a loaded machine the first evaluations come late).
-    poll_until(lambda: http.firing("BackupTooOld"), timeout=30, interval=0.3,
-               what="BackupTooOld to fire in Prometheus")
+    poll_until(lambda: http.firing("BackupTooOld"), timeout=30, interval=0.3, what="BackupTooOld to fire in Prometheus")
     run = http.wait_finished(http.start_run("region-health", {"topology": str(lab.cfg.topology_path)}))
     assert run["state_type"] == "COMPLETED", run["state"]
-    artifacts = http.client.post(f"{http.prefect}/artifacts/filter",
-                                 json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
+    artifacts = http.client.post(
+        f"{http.prefect}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
+    ).json()
     report = " ".join(str(a["data"]) for a in artifacts)
     # Region health reports what Prometheus has firing.
     assert f"Prometheus at {http.prometheus} has" in report and "BackupTooOld" in report, report[:2000]
@@ -68,7 +68,7 @@ def test_a_planned_switchover_silences_its_alerts_and_starts_no_failover(stack):
     assert run["state_type"] == "COMPLETED", run["state"]
     ha.expect_layout(lab, "us-1")
     texts = " ".join(m["text"] for m in http.slack_messages())
-    assert "silenced {environment=\"lab\", cluster=\"core\"" in texts.replace("\\", "")
+    assert 'silenced {environment="lab", cluster="core"' in texts.replace("\\", "")
     # The silence was lifted (expired), not left to hide the next real problem.
     states = {s["status"]["state"] for s in http.silences()}
     assert states == {"expired"}, http.silences()
@@ -80,8 +80,12 @@ def test_a_stopped_replica_starts_one_resync_that_brings_it_back(stack):
     wait_steady(http)
     before = run_counts(http)
     ha.crash(lab, "apac-1")
-    poll_until(lambda: http.firing("PostgresReplicationBroken"), timeout=30, interval=0.3,
-               what="PostgresReplicationBroken to fire in Prometheus")
+    poll_until(
+        lambda: http.firing("PostgresReplicationBroken"),
+        timeout=30,
+        interval=0.3,
+        what="PostgresReplicationBroken to fire in Prometheus",
+    )
     runs = http.wait_runs("replica-resync", before["replica-resync"] + 1)
     resync = runs[-1]
     assert resync["parameters"]["params"]["node"] == "apac-1"
@@ -98,8 +102,12 @@ def test_an_alert_sent_while_the_receiver_is_down_is_delivered_when_it_is_back(s
     lab.stop_process("alert-receiver")
     try:
         ha.crash(lab, "eu-1")
-        poll_until(lambda: http.failed_webhook_notifications() > failed, timeout=30, interval=0.3,
-                   what="Alertmanager to fail delivering to the stopped receiver")
+        poll_until(
+            lambda: http.failed_webhook_notifications() > failed,
+            timeout=30,
+            interval=0.3,
+            what="Alertmanager to fail delivering to the stopped receiver",
+        )
         assert run_counts(http) == before
     finally:
         lab._start_alert_receiver()
@@ -115,9 +123,13 @@ def test_a_killed_primary_starts_exactly_one_failover_which_completes(stack):
     wait_steady(http)
     before = run_counts(http)
     ha.crash(lab, "us-1")
-    poll_until(lambda: http.firing("PostgresPrimaryDown"), timeout=30, interval=0.3,
-               what="PostgresPrimaryDown to fire in Prometheus")
-    [failover] = http.wait_runs("failover", before["failover"] + 1)[before["failover"]:]
+    poll_until(
+        lambda: http.firing("PostgresPrimaryDown"),
+        timeout=30,
+        interval=0.3,
+        what="PostgresPrimaryDown to fire in Prometheus",
+    )
+    [failover] = http.wait_runs("failover", before["failover"] + 1)[before["failover"] :]
     assert failover["parameters"]["params"]["cluster"] == "core"
     assert failover["parameters"]["params"]["reason"].startswith("alert PostgresPrimaryDown")
     done = http.wait_finished(failover["id"], timeout=120)

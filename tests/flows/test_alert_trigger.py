@@ -110,8 +110,21 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Receiver:
-        argv = [sys.executable, "-m", "deployments.alert_receiver", "--host", "127.0.0.1", "--port", str(self.port),
-                "--token-file", str(self.token_file), "--state-dir", str(self.state_dir), "--log-level", "INFO"]
+        argv = [
+            sys.executable,
+            "-m",
+            "deployments.alert_receiver",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--token-file",
+            str(self.token_file),
+            "--state-dir",
+            str(self.state_dir),
+            "--log-level",
+            "INFO",
+        ]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, cwd=REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
         poll_until(self._ready, timeout=60, interval=0.2, what=f"alert receiver on port {self.port}")
@@ -145,12 +158,23 @@ class Receiver:
 
 
 # -- payloads ----------------------------------------------------------------------------
-def alert(cluster: str, name: str = "PostgresPrimaryDown", fingerprint: str | None = None, node: str = "eu-1",
-          status: str = "firing", starts: str = "2024-05-01T03:00:00Z") -> dict:
+def alert(
+    cluster: str,
+    name: str = "PostgresPrimaryDown",
+    fingerprint: str | None = None,
+    node: str = "eu-1",
+    status: str = "firing",
+    starts: str = "2024-05-01T03:00:00Z",
+) -> dict:
     return {
         "status": status,
-        "labels": {"alertname": name, "cluster": cluster, "node": node, "region": node.split("-")[0],
-                   "severity": "page"},
+        "labels": {
+            "alertname": name,
+            "cluster": cluster,
+            "node": node,
+            "region": node.split("-")[0],
+            "severity": "page",
+        },
         "annotations": {"summary": f"{name} on {node} of {cluster}"},
         "startsAt": starts,
         "endsAt": "0001-01-01T00:00:00Z",
@@ -161,9 +185,16 @@ def alert(cluster: str, name: str = "PostgresPrimaryDown", fingerprint: str | No
 
 def notification(*alerts: dict) -> dict:
     return {
-        "version": "4", "groupKey": "{}:{alertname=\"PostgresPrimaryDown\"}", "truncatedAlerts": 0,
-        "status": "firing", "receiver": "regionops", "groupLabels": {}, "commonLabels": {},
-        "commonAnnotations": {}, "externalURL": "http://alertmanager:9093", "alerts": list(alerts),
+        "version": "4",
+        "groupKey": '{}:{alertname="PostgresPrimaryDown"}',
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "regionops",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": list(alerts),
     }
 
 
@@ -189,6 +220,7 @@ class AlertSetup:
 
     def wait_for_runs(self, intent: str, cluster: str, count: int = 1) -> list[FlowRun]:
         """Wait until ``count`` runs exist; fail if more appear."""
+
         def enough() -> list[FlowRun] | None:
             found = self.runs(intent, cluster)
             assert len(found) <= count, f"{len(found)} {intent} runs for {cluster}, expected {count}"
@@ -209,8 +241,12 @@ class AlertSetup:
         """After a barrier, exactly ``count`` runs exist and stay so for QUIET_SECONDS."""
         self.barrier()
         try:
-            poll_until(lambda: len(self.runs(intent, cluster)) != count, timeout=QUIET_SECONDS, interval=0.5,
-                       what="the run count to change")
+            poll_until(
+                lambda: len(self.runs(intent, cluster)) != count,
+                timeout=QUIET_SECONDS,
+                interval=0.5,
+                what="the run count to change",
+            )
         except DeadlineExceeded:
             return
         raise AssertionError(f"{len(self.runs(intent, cluster))} {intent} runs for {cluster}, expected {count}")
@@ -277,13 +313,15 @@ def test_firing_alert_starts_one_failover_run_with_parameters_from_the_event(set
     assert result["outcome"] == "emitted" and result["intent"] == "failover"
 
     [run] = setup.wait_for_runs("failover", cluster)
-    assert run.parameters == {"params": {
-        "cluster": cluster,
-        "node": "eu-1",
-        "reason": "alert PostgresPrimaryDown (fingerprint a1a1a1a1a1a1a1a1, firing since 2024-05-01T03:00:00+00:00)",
-        "lock_wait_seconds": 1800,
-        "page_if_no_failover": True,
-    }}
+    assert run.parameters == {
+        "params": {
+            "cluster": cluster,
+            "node": "eu-1",
+            "reason": "alert PostgresPrimaryDown (fingerprint a1a1a1a1a1a1a1a1, firing since 2024-05-01T03:00:00+00:00)",
+            "lock_wait_seconds": 1800,
+            "page_if_no_failover": True,
+        }
+    }
     assert run.state is not None and run.state.type == StateType.SCHEDULED
     assert run.deployment_id == setup.deployments["failover"]
 
@@ -364,7 +402,7 @@ def test_malformed_payloads_and_bad_tokens_start_nothing(setup):
     assert resp.status_code == 422 and resp.json()["problems"] == ["alerts.0.fingerprint: required field is missing"]
     resp = setup.receiver.post(v3)
     assert resp.status_code == 400 and "version '3'" in resp.json()["problems"][0]
-    assert setup.receiver.post(b"{\"version\": \"4\", ").status_code == 400
+    assert setup.receiver.post(b'{"version": "4", ').status_code == 400
     assert setup.receiver.post(no_cluster).status_code == 422
     setup.assert_run_count("failover", cluster, 0)
     # ...and nothing was remembered: the same alert, sent properly, still starts its run.

@@ -39,8 +39,12 @@ def run(lab, topology: str | None = None, **overrides):
     verify reads every file of every backup with one request each, and moto answers each in
     tens of ms: more processes than the lab's two keep it to seconds.
     """
-    params = BackupParams(**({"topology": topology or str(lab.cfg.topology_path), "lock_wait_seconds": 60,
-                              "verify_processes": 8} | overrides))
+    params = BackupParams(
+        **(
+            {"topology": topology or str(lab.cfg.topology_path), "lock_wait_seconds": 60, "verify_processes": 8}
+            | overrides
+        )
+    )
     state = backup(params, return_state=True)
     return state.result(), ha_tools.run_id(state)
 
@@ -61,8 +65,9 @@ def bucket_keys(lab) -> dict[str, set[str]]:
     for region in topo.regions.values():
         s3 = s3_client(topo, region.aws_region)
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=region.bucket)
-        out[region.bucket] = {o["Key"] for page in pages for o in page.get("Contents", [])
-                              if "/archive/" not in o["Key"]}
+        out[region.bucket] = {
+            o["Key"] for page in pages for o in page.get("Contents", []) if "/archive/" not in o["Key"]
+        }
     return out
 
 
@@ -73,7 +78,8 @@ def row_counts(lab, tables: list[str]) -> dict[str, int]:
 def insert_events(lab, n: int) -> None:
     labtools.sql(lab, LAB_PRIMARY).query(
         "INSERT INTO app_events (region, payload) SELECT 'eu', 'backup-runbook-' || g FROM generate_series(1, %s) g",
-        (n,))
+        (n,),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -128,15 +134,20 @@ def test_a_backup_killed_half_way_is_never_listed_and_the_next_run_succeeds(lab,
 
     def new_backup_dirs() -> set[str]:
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=repo.bucket, Prefix=prefix)
-        keys = {o["Key"][len(prefix):] for page in pages for o in page.get("Contents", [])}
+        keys = {o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", [])}
         return {k.split("/", 1)[0] for k in keys if "/" in k} - before - {"backup.history"}
 
     out = tmp_path / "pgbackrest.out"
     with out.open("wb") as sink:
-        proc = subprocess.Popen(as_user(pgbr.argv("backup", "--type=full", f"--repo={repo.index}"),
-                                        lab.cfg.os_user), cwd="/", start_new_session=True,
-                                stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            as_user(pgbr.argv("backup", "--type=full", f"--repo={repo.index}"), lab.cfg.os_user),
+            cwd="/",
+            start_new_session=True,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
+
         def half_way() -> str | None:
             assert proc.poll() is None, f"the backup ended before it could be killed: {out.read_text()}"
             return min(new_backup_dirs(), default=None)
@@ -196,7 +207,9 @@ def test_a_second_backup_waits_then_refuses_visibly_and_a_dry_run_changes_nothin
             state.result()
         # A dry run needs no lock: it plans while the other backup runs.
         dry, _ = run(lab, backup_type="diff", dry_run=True)
-    assert dry.sentence() == ("dry run: would take a diff backup of core from eu-1 into repo1 (eu), repo2 (us), "
-                              "then verify; nothing was changed")
+    assert dry.sentence() == (
+        "dry run: would take a diff backup of core from eu-1 into repo1 (eu), repo2 (us), "
+        "then verify; nothing was changed"
+    )
     assert dry.repos == [] and dry.label is None
     assert bucket_keys(lab) == before

@@ -30,8 +30,9 @@ TABLES = ["public.app_events", "public.customers", "public.orders", "public.prod
 def _check(lab):
     topo = lab.topology()
     c = topo.clusters["core"]
-    reader = CommonPointReader("eu-1", conninfo_for(c, c.nodes["eu-1"]),
-                               {n: conninfo_for(c, c.nodes[n]) for n in ("us-1", "apac-1")})
+    reader = CommonPointReader(
+        "eu-1", conninfo_for(c, c.nodes["eu-1"]), {n: conninfo_for(c, c.nodes[n]) for n in ("us-1", "apac-1")}
+    )
     point, prints = reader.read(TABLES)
     typed = {n: {t: Fingerprint.model_validate(v) for t, v in by.items()} for n, by in prints.items()}
     return compare_fingerprints("eu-1", typed, point=point)

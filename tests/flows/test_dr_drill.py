@@ -7,6 +7,8 @@ replicas streaming from it.  Every test checks that before it hands the lab on.
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 from prefect import get_client
 
@@ -22,8 +24,9 @@ def _params(lab, **kw) -> DrillParams:
 
 
 def _trend_rows(cluster: str = "core") -> int:
-    from prefect.artifacts import Artifact
     import json
+
+    from prefect.artifacts import Artifact
 
     art = Artifact.get(trend_key(cluster))
     if art is None:
@@ -66,19 +69,22 @@ def test_planned_switchover_drill_under_live_writes_loses_nothing_and_restores_t
 
 
 def test_primary_crash_drill_through_the_alert_path_measures_what_was_really_lost(lab):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from regionops.runbook.triggered_runs import runs_started_since
 
     ha.expect_layout(lab, "eu-1")
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     with ha.watching_primaries(lab) as watch:
         state = dr_drill(_params(lab, scenario="primary-crash", recovery_path="alert"), return_state=True)
         result = state.result()
     assert watch.looks > 20 and not watch.seen_two, watch.seen_two
     # the alert started exactly one failover run, which promoted a replica
-    failovers = [r for r in runs_started_since("failover", started)
-                 if (r.parameters.get("params") or {}).get("cluster") == "core"]
+    failovers = [
+        r
+        for r in runs_started_since("failover", started)
+        if (r.parameters.get("params") or {}).get("cluster") == "core"
+    ]
     assert len(failovers) == 1, [r.name for r in failovers]
     assert result.recovery_ok and failovers[0].name in (result.recovery or "")
     assert result.new_primary in ("us-1", "apac-1")
@@ -145,16 +151,32 @@ def test_cancelling_a_drill_mid_action_leaves_one_writable_primary_and_resync_re
 
     ha.expect_layout(lab, "eu-1")
     with ha.watching_primaries(lab) as watch:
-        run = run_deployment("dr-drill/lab", parameters={"params": {
-            "topology": str(lab.cfg.topology_path), "scenario": "primary-crash", "confirmation_seconds": 3}},
-            timeout=0)
+        run = run_deployment(
+            "dr-drill/lab",
+            parameters={
+                "params": {
+                    "topology": str(lab.cfg.topology_path),
+                    "scenario": "primary-crash",
+                    "confirmation_seconds": 3,
+                }
+            },
+            timeout=0,
+        )
         # When the fault is in (eu-1 killed), the run is cancelled from the UI/API
-        poll_until(lambda: not pglab.pgctl(lab.cfg, "eu-1").is_running(), timeout=90, interval=0.1,
-                   what="the drill to kill eu-1")
+        poll_until(
+            lambda: not pglab.pgctl(lab.cfg, "eu-1").is_running(),
+            timeout=90,
+            interval=0.1,
+            what="the drill to kill eu-1",
+        )
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(run.id, Cancelling(), force=True)
-            poll_until(lambda: client.read_flow_run(run.id).state.is_cancelled(), timeout=60, interval=0.5,
-                       what="the drill run to be cancelled")
+            poll_until(
+                lambda: client.read_flow_run(run.id).state.is_cancelled(),
+                timeout=60,
+                interval=0.5,
+                what="the drill run to be cancelled",
+            )
         # Then exactly one node takes writes, and the writer record names it
         layout = ha.layout(lab)
         writable = [n for n in layout if layout[n] == "primary" and not ha.state(lab, n).read_only]
@@ -168,8 +190,7 @@ def test_cancelling_a_drill_mid_action_leaves_one_writable_primary_and_resync_re
         assert "replica-resync" in str(nxt.message) or "repair" in ha.report_markdown(ha.run_id(nxt))
     assert replica_resync(ResyncParams(topology=str(lab.cfg.topology_path), lock_wait_seconds=30)).ok
     if writable[0] != "eu-1":
-        assert switchover(SwitchoverParams(topology=str(lab.cfg.topology_path), target="eu-1",
-                                           lock_wait_seconds=30)).ok
+        assert switchover(SwitchoverParams(topology=str(lab.cfg.topology_path), target="eu-1", lock_wait_seconds=30)).ok
     ha.expect_layout(lab, "eu-1", timeout=30)
     assert dr_drill(_params(lab, scenario="planned-switchover", dry_run=True)).ok
 

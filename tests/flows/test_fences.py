@@ -25,12 +25,12 @@ import yaml
 from flows.failover import FailoverParams, _fence, failover
 from flows.region_health import RegionHealthParams, region_health
 from flows.replica_resync import ResyncParams, replica_resync
-from regionops.runbook.reporting import RunReporter
 from flows.switchover import SwitchoverParams, switchover
 from regionops import cli
 from regionops.drivers.faults import fault_injector_for
-from regionops.ha.fencing import Fencer, FenceMarker, FenceStore
+from regionops.ha.fencing import FenceMarker, Fencer, FenceStore
 from regionops.lab.config import LAB_CLUSTER
+from regionops.runbook.reporting import RunReporter
 from regionops.waiting import poll_until
 from tests import ha_tools as ha
 from tests import labtools
@@ -72,8 +72,7 @@ def _refusal(state) -> str:
     raise AssertionError("a failed state must carry the error")
 
 
-def test_a_fence_recorded_through_one_state_dir_refuses_candidates_and_sources_in_another(cluster, tmp_path,
-                                                                                           capsys):
+def test_a_fence_recorded_through_one_state_dir_refuses_candidates_and_sources_in_another(cluster, tmp_path, capsys):
     lab = cluster
     other = other_topology(lab, tmp_path)
     by = Fencer(runbook="failover", run_name="test-fencer", worker_region="eu", worker_host="worker-eu")
@@ -82,13 +81,15 @@ def test_a_fence_recorded_through_one_state_dir_refuses_candidates_and_sources_i
         assert store.mark(FenceMarker(cluster=LAB_CLUSTER, node=node, stopped=False, reason="test", by=by)).created
     try:
         # Promotion candidate: a switchover to apac-1 and a failover that may only pick apac-1.
-        refused = _refusal(switchover(SwitchoverParams(topology=other, target="apac-1", lock_wait_seconds=15),
-                                      return_state=True))
+        refused = _refusal(
+            switchover(SwitchoverParams(topology=other, target="apac-1", lock_wait_seconds=15), return_state=True)
+        )
         assert "apac-1 is fenced" in refused
         ha.crash(lab, "eu-1")
         try:
-            refused = _refusal(failover(FailoverParams(topology=other, exclude_regions=["us"], **FAST),
-                                        return_state=True))
+            refused = _refusal(
+                failover(FailoverParams(topology=other, exclude_regions=["us"], **FAST), return_state=True)
+            )
             assert "fenced" in refused and "apac-1" in refused
         finally:
             ha.start(lab, "eu-1")
@@ -98,14 +99,31 @@ def test_a_fence_recorded_through_one_state_dir_refuses_candidates_and_sources_i
         assert "by failover run test-fencer on worker-eu in region eu" in refused
         assert ha.writer(lab) == "eu-1"
         # Unfence is deliberate: the node's name twice and a reason.
-        assert cli.main(["fence", "clear", "--topology", other, "--node", "eu-1", "--reason", "test",
-                         "--confirm", "us-1"]) == 1
+        assert (
+            cli.main(["fence", "clear", "--topology", other, "--node", "eu-1", "--reason", "test", "--confirm", "us-1"])
+            == 1
+        )
         assert "not confirmed" in capsys.readouterr().err and "eu-1" in ha.fences(lab)
     finally:
         for node in ("apac-1", "eu-1"):
             if node in ha.fences(lab):
-                assert cli.main(["fence", "clear", "--topology", other, "--node", node, "--reason",
-                                 "the test is over", "--confirm", node]) == 0
+                assert (
+                    cli.main(
+                        [
+                            "fence",
+                            "clear",
+                            "--topology",
+                            other,
+                            "--node",
+                            node,
+                            "--reason",
+                            "the test is over",
+                            "--confirm",
+                            node,
+                        ]
+                    )
+                    == 0
+                )
     out = capsys.readouterr().out
     assert "cleared the fence of eu-1 (the test is over) by regionops fence clear" in out
     assert ha.fences(lab) == {}
@@ -152,8 +170,7 @@ def test_an_old_primary_that_comes_back_writable_is_fenced_by_region_health_as_s
     resync = replica_resync(ResyncParams(topology=str(lab.cfg.topology_path), node="eu-1", lock_wait_seconds=15))
     assert resync.ok and "eu-1" not in ha.fences(lab)
     assert any("cleared the fence of eu-1" in s and "by replica-resync" in s for s in resync.steps), resync.steps
-    assert switchover(SwitchoverParams(topology=str(lab.cfg.topology_path), target="eu-1",
-                                       lock_wait_seconds=15)).ok
+    assert switchover(SwitchoverParams(topology=str(lab.cfg.topology_path), target="eu-1", lock_wait_seconds=15)).ok
     ha.expect_layout(lab, "eu-1", timeout=30)
 
 

@@ -36,8 +36,13 @@ def test_with_every_node_down_a_step_trusts_only_the_recorded_identifier(lab):
         with pytest.raises(PreconditionFailed, match="no member of the cluster answered .* nothing was changed"):
             LocalNodeOperator(topo, "core").start("eu-1")
         # Another cluster's identifier on record: refused too, naming both.
-        store.store.put_bytes(bucket, store.key("core"), ClusterIdentity(
-            cluster="core", system_identifier="1234567890", members=["eu-1"], by="test").model_dump_json().encode())
+        store.store.put_bytes(
+            bucket,
+            store.key("core"),
+            ClusterIdentity(cluster="core", system_identifier="1234567890", members=["eu-1"], by="test")
+            .model_dump_json()
+            .encode(),
+        )
         with pytest.raises(PreconditionFailed, match="but the cluster .*reports 1234567890"):
             LocalNodeOperator(topo, "core").start("eu-1")
         assert not pglab.pgctl(lab.cfg, "eu-1").is_running()

@@ -35,9 +35,18 @@ def start_scratch(lab, data_dir: Path) -> ConnInfo:
     """Start a restored directory as a private instance on a free loopback port."""
     port = free_port()
     os_user = lab.cfg.os_user
-    set_auto_conf(data_dir, {"port": str(port), "listen_addresses": "127.0.0.1", "cluster_name": "pitr-scratch",
-                             "unix_socket_directories": "", "primary_conninfo": None,
-                             "primary_slot_name": None}, os_user)
+    set_auto_conf(
+        data_dir,
+        {
+            "port": str(port),
+            "listen_addresses": "127.0.0.1",
+            "cluster_name": "pitr-scratch",
+            "unix_socket_directories": "",
+            "primary_conninfo": None,
+            "primary_slot_name": None,
+        },
+        os_user,
+    )
     write_hba(data_dir, ["host all postgres 127.0.0.1/32 trust"], os_user)
     start_instance(data_dir, data_dir.parent / "scratch.log", os_user, timeout=120)
     return ConnInfo("127.0.0.1", port, "app", "postgres")
@@ -52,8 +61,9 @@ def test_point_in_time_restore_brings_back_every_row_before_the_drop_and_none_af
     insert(primary, range(1, 51))
 
     backup = driver.backup("full", describe=True)
-    assert backup.backup is not None and backup.backup.type == "full" and backup.backup.label == backup.label, \
+    assert backup.backup is not None and backup.backup.type == "full" and backup.backup.label == backup.label, (
         backup.sentence()
+    )
 
     insert(primary, range(51, 101))
     target = primary.query("SELECT clock_timestamp()::text AS t")[0]["t"]  # after row 100 committed
@@ -71,8 +81,11 @@ def test_point_in_time_restore_brings_back_every_row_before_the_drop_and_none_af
         assert f"time {target}" in restored.sentence()
         info = start_scratch(lab, data_dir)
         node = SqlNode(info)
-        poll_until(lambda: not node.query("SELECT pg_is_in_recovery() AS r")[0]["r"], timeout=60,
-                   what="the restored instance to promote at the target")
+        poll_until(
+            lambda: not node.query("SELECT pg_is_in_recovery() AS r")[0]["r"],
+            timeout=60,
+            what="the restored instance to promote at the target",
+        )
         ids = [r["id"] for r in node.query(f"SELECT id FROM {TABLE} ORDER BY id")]
         assert ids == list(range(1, 101))
         with pytest.raises(PreconditionFailed, match="not empty"):
@@ -89,8 +102,9 @@ def test_verify_names_a_damaged_repository_object_and_passes_once_it_is_repaired
     repo = driver.plan.repository("us")  # the copy repository: the session's repo1 stays untouched
     s3 = s3_client(topo, repo.aws_region)
     prefix = f"{repo.path.strip('/')}/archive/{LAB_CLUSTER}/"
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=repo.bucket, Prefix=prefix)["Contents"]
-            if o["Key"].endswith(".lz4")]
+    keys = [
+        o["Key"] for o in s3.list_objects_v2(Bucket=repo.bucket, Prefix=prefix)["Contents"] if o["Key"].endswith(".lz4")
+    ]
     key = sorted(keys)[-1]
     original = s3.get_object(Bucket=repo.bucket, Key=key)["Body"].read()
     s3.put_object(Bucket=repo.bucket, Key=key, Body=original[:-64] + b"\0" * 64)

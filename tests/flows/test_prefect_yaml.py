@@ -33,8 +33,11 @@ def test_every_deployment_is_bound_to_a_region_pool_and_each_pool_has_a_node_ope
 
     pools = {r.work_pool for r in load_topology(ROOT / "deployments/topologies/example-aws.yaml").regions.values()}
     assert {d["work_pool"]["name"] for d in declared()} <= pools
-    node_ops = {d["work_pool"]["name"]: d["name"] for d in declared()
-                if d["entrypoint"] == "regionops/node/flow.py:node_operation"}
+    node_ops = {
+        d["work_pool"]["name"]: d["name"]
+        for d in declared()
+        if d["entrypoint"] == "regionops/node/flow.py:node_operation"
+    }
     assert node_ops == {"regionops-eu": "eu", "regionops-us": "us", "regionops-apac": "apac"}
 
 
@@ -58,10 +61,16 @@ def test_prefect_deploy_all_creates_every_deployment(lab):
     prefect = str(Path(sys.executable).parent / "prefect")
     pools = {d["work_pool"]["name"] for d in declared()}
     for pool in pools:
-        subprocess.run([prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"],
-                       env=env, capture_output=True, check=True, timeout=60)
-    result = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+        subprocess.run(
+            [prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"],
+            env=env,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+    result = subprocess.run(
+        [prefect, "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     with get_client(sync_client=True) as client:
@@ -75,8 +84,11 @@ def test_prefect_deploy_all_creates_every_deployment(lab):
                 slugs = {s.slug for s in deployment.schedules}
                 assert slugs == {s["slug"] for s in dep.get("schedules") or []}
                 # A deployment's triggers become automations owned by it.
-                owned = [a for a in client.read_automations()
-                         if any(getattr(act, "deployment_id", None) == deployment.id for act in a.actions)]
+                owned = [
+                    a
+                    for a in client.read_automations()
+                    if any(getattr(act, "deployment_id", None) == deployment.id for act in a.actions)
+                ]
                 assert len(owned) == len(dep.get("triggers") or []), (dep["entrypoint"], owned)
         finally:
             # The lab's served deployments carry the same triggers: leave only those, or

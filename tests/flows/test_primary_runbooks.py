@@ -141,13 +141,15 @@ def test_a_second_failover_is_refused_while_the_first_holds_the_cluster_lock(clu
     lab = cluster
     with primary_crashed(lab):
         box: dict = {}
-        first = in_thread(lambda: box.update(state=failover(
-            FailoverParams(**_params(lab, require_approval=True, **FAST)), return_state=True)))
+        first = in_thread(
+            lambda: box.update(
+                state=failover(FailoverParams(**_params(lab, require_approval=True, **FAST)), return_state=True)
+            )
+        )
         try:
             # The first failover confirmed the outage and waits for approval, holding the lock
             paused = ha.paused_run(lab, "failover")
-            error = _refusal(failover(FailoverParams(**_params(lab, lock_wait_seconds=0, **FAST)),
-                                      return_state=True))
+            error = _refusal(failover(FailoverParams(**_params(lab, lock_wait_seconds=0, **FAST)), return_state=True))
             assert "another runbook is changing cluster core" in error and "nothing was changed" in error
             unchanged(lab, down=("eu-1",))
             # A wrong confirmation rejects the first one: it changes nothing either
@@ -167,8 +169,9 @@ def test_a_primary_down_alert_that_does_not_lead_to_a_failover_pages(cluster):
     # A run that has changed the cluster holds the lock: the failover waits for it, then gives up and pages
     with cluster_lock("core", "replica-resync") as held:
         held.mark_changed()
-        error = _refusal(failover(FailoverParams(**_params(lab, **{**alert, "lock_wait_seconds": 2})),
-                                  return_state=True))
+        error = _refusal(
+            failover(FailoverParams(**_params(lab, **{**alert, "lock_wait_seconds": 2})), return_state=True)
+        )
         assert "another runbook is changing cluster core" in error and "replica-resync run" in error, error
         assert "has changed the cluster" in error
     texts = ha.slack_texts(lab)
@@ -178,8 +181,9 @@ def test_a_primary_down_alert_that_does_not_lead_to_a_failover_pages(cluster):
     # A holder that changed nothing loses the lock to the failover, which then finds eu-1 up: a page again
     labtools.clear_slack(lab)
     with cluster_lock("core", "switchover") as held:
-        error = _refusal(failover(FailoverParams(**_params(lab, **{**alert, "lock_wait_seconds": 0})),
-                                  return_state=True))
+        error = _refusal(
+            failover(FailoverParams(**_params(lab, **{**alert, "lock_wait_seconds": 0})), return_state=True)
+        )
         assert "eu-1 is not down" in error, error
         with pytest.raises(LockLost, match="failover run .* took the lock"):
             held.mark_changed()
@@ -201,14 +205,19 @@ def test_a_cancelled_switchover_releases_the_cluster_lock_at_once(cluster):
             return client.read_global_concurrency_limit_by_name(lock_name("core")).active_slots
 
     # A served switchover paused for approval holds the lock; cancelling it kills its process
-    run = run_deployment("switchover/lab", parameters={"params": _params(lab, target="us-1", require_approval=True)},
-                         timeout=0)
+    run = run_deployment(
+        "switchover/lab", parameters={"params": _params(lab, target="us-1", require_approval=True)}, timeout=0
+    )
     paused = ha.paused_run(lab, "switchover")
     assert paused.id == run.id and lock_holders() == 1
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(run.id, Cancelling(), force=True)
-        poll_until(lambda: client.read_flow_run(run.id).state.is_cancelled(), timeout=60, interval=0.5,
-                   what="the switchover run to be cancelled")
+        poll_until(
+            lambda: client.read_flow_run(run.id).state.is_cancelled(),
+            timeout=60,
+            interval=0.5,
+            what="the switchover run to be cancelled",
+        )
     # Its on_cancellation hook frees the lock long before the lease would expire
     poll_until(lambda: lock_holders() == 0, timeout=LEASE_SECONDS / 10, interval=0.5, what="the lock to be free")
     unchanged(lab)
@@ -216,8 +225,9 @@ def test_a_cancelled_switchover_releases_the_cluster_lock_at_once(cluster):
 
 def test_cli_runs_failover_by_name_and_exits_1_on_refusal(cluster, capsys):
     lab = cluster
-    code = cli.main(["run", "failover", "--topology", str(lab.cfg.topology_path),
-                     "--set", "grace_seconds=1", "--set", "probes=2"])
+    code = cli.main(
+        ["run", "failover", "--topology", str(lab.cfg.topology_path), "--set", "grace_seconds=1", "--set", "probes=2"]
+    )
     assert code == cli.EXIT_FAILED
     assert "eu-1 is not down" in capsys.readouterr().err
     unchanged(lab)
@@ -229,8 +239,9 @@ def test_cli_runs_failover_by_name_and_exits_1_on_refusal(cluster, capsys):
 def test_switchover_refuses_a_lagging_target_and_changes_nothing(cluster):
     lab = cluster
     with labtools.replay_paused(lab, "apac-1"):
-        error = _refusal(switchover(SwitchoverParams(**_params(lab, target="apac-1", max_lag_bytes=1000)),
-                                    return_state=True))
+        error = _refusal(
+            switchover(SwitchoverParams(**_params(lab, target="apac-1", max_lag_bytes=1000)), return_state=True)
+        )
         assert "the target apac-1 lags" in error and "WAL replay is paused on the target apac-1" in error
         unchanged(lab)
         assert labtools.sql(lab, "eu-1").show("default_transaction_read_only") == "off"
@@ -247,13 +258,17 @@ def test_switchover_dry_run_changes_nothing(cluster):
 def test_switchover_waits_for_typed_approval_and_a_wrong_answer_changes_nothing(cluster):
     lab = cluster
     box: dict = {}
-    run = in_thread(lambda: box.update(state=switchover(
-        SwitchoverParams(**_params(lab, target="us-1", require_approval=True)), return_state=True)))
+    run = in_thread(
+        lambda: box.update(
+            state=switchover(SwitchoverParams(**_params(lab, target="us-1", require_approval=True)), return_state=True)
+        )
+    )
     try:
         paused = ha.paused_run(lab, "switchover")
         unchanged(lab)  # paused before the first change
-        resume_flow_run(paused.id, run_input={"approver": "test", "reason": "wrong target",
-                                              "confirm": "switchover to apac-1"})
+        resume_flow_run(
+            paused.id, run_input={"approver": "test", "reason": "wrong target", "confirm": "switchover to apac-1"}
+        )
     finally:
         run.join(60)
     error = _refusal(box["state"])
@@ -314,13 +329,18 @@ def test_resync_repoints_a_replica_that_follows_nobody_once_approved(cluster):
 
     # The approve path: the run pauses for the typed form and goes on once it is filled in right
     box: dict = {}
-    run = in_thread(lambda: box.update(state=replica_resync(
-        ResyncParams(**_params(lab, node="apac-1", require_approval=True)), return_state=True)))
+    run = in_thread(
+        lambda: box.update(
+            state=replica_resync(ResyncParams(**_params(lab, node="apac-1", require_approval=True)), return_state=True)
+        )
+    )
     try:
         paused = ha.paused_run(lab, "replica-resync")
         assert not ha.streams_from(lab, "apac-1", "eu-1")  # nothing changed while paused
-        resume_flow_run(paused.id, run_input={"approver": "Ada Oncall", "reason": "apac-1 lost its primary",
-                                              "confirm": "resync apac-1"})
+        resume_flow_run(
+            paused.id,
+            run_input={"approver": "Ada Oncall", "reason": "apac-1 lost its primary", "confirm": "resync apac-1"},
+        )
     finally:
         run.join(60)
     result = box["state"].result()
@@ -394,22 +414,36 @@ def test_a_failover_takes_the_lock_from_a_switchover_that_waits_for_approval(clu
     lab = cluster
     labtools.clear_slack(lab)
     box: dict = {}
-    waiting = in_thread(lambda: box.update(state=switchover(
-        SwitchoverParams(**_params(lab, target="us-1", require_approval=True)), return_state=True)))
+    waiting = in_thread(
+        lambda: box.update(
+            state=switchover(SwitchoverParams(**_params(lab, target="us-1", require_approval=True)), return_state=True)
+        )
+    )
     try:
         paused = ha.paused_run(lab, "switchover")
         with primary_crashed(lab):
             # an alert's failover (no lock wait): it takes the lock from the paused switchover
-            state = failover(FailoverParams(**_params(lab, lock_wait_seconds=0, page_if_no_failover=True,
-                                                      reason="alert PostgresPrimaryDown (test)", **FAST)),
-                             return_state=True)
+            state = failover(
+                FailoverParams(
+                    **_params(
+                        lab,
+                        lock_wait_seconds=0,
+                        page_if_no_failover=True,
+                        reason="alert PostgresPrimaryDown (test)",
+                        **FAST,
+                    )
+                ),
+                return_state=True,
+            )
             result = state.result()
             assert result.ok and result.new_primary == "us-1", result
             report = ha.report_markdown(ha.run_id(state))
             assert "took lock regionops-cluster-core from switchover run" in report, report
             assert "has changed nothing yet" in report
             # the approval comes too late: the switchover stops at its first change, changing nothing
-            resume_flow_run(paused.id, run_input={"approver": "test", "reason": "planned", "confirm": "switchover to us-1"})
+            resume_flow_run(
+                paused.id, run_input={"approver": "test", "reason": "planned", "confirm": "switchover to us-1"}
+            )
             waiting.join(60)
             error = _refusal(box["state"])
             assert "LockLost" in error and "failover run" in error and "nothing was changed" in error, error

@@ -29,7 +29,9 @@ def test_healthy_lab_is_reported_healthy(lab):
     assert len({n.timeline for n in report.nodes}) == 1  # drills move the primary and back: any one timeline
     assert {a.region: a.version for a in report.apps} == {"eu": "1.0.0", "us": "1.0.0", "apac": "1.0.0"}
     assert {b.bucket: b.region for b in report.buckets} == {
-        "regionops-lab-eu": "eu-west-1", "regionops-lab-us": "us-east-1", "regionops-lab-apac": "ap-southeast-1",
+        "regionops-lab-eu": "eu-west-1",
+        "regionops-lab-us": "us-east-1",
+        "regionops-lab-apac": "ap-southeast-1",
     }
     assert report.writer.node == "eu-1"
 

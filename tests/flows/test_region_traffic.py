@@ -91,8 +91,13 @@ def ecs_topology(topology):
     suffix = uuid.uuid4().hex[:6]
     data["application"]["release"] = {
         "target": "ecs",
-        "ecs": {"cluster": f"web-{suffix}", "service": "web-{region}", "container": "web",
-                "image": "registry.example.com/web:{version}", "stable_timeout_seconds": 10},
+        "ecs": {
+            "cluster": f"web-{suffix}",
+            "service": "web-{region}",
+            "container": "web",
+            "image": "registry.example.com/web:{version}",
+            "stable_timeout_seconds": 10,
+        },
     }
     return parse_topology(data)
 
@@ -102,9 +107,13 @@ def test_ecs_target_registers_a_revision_waits_until_stable_and_returns_to_the_e
     ecs = service_client(topo, "ecs", "eu-west-1")
     cluster = topo.application.release.ecs.cluster
     ecs.create_cluster(clusterName=cluster)
-    first = ecs.register_task_definition(family="web-eu", containerDefinitions=[
-        {"name": "web", "image": "registry.example.com/web:1.0.0", "memory": 128},
-        {"name": "sidecar", "image": "envoy:1.30", "memory": 64}])["taskDefinition"]["taskDefinitionArn"]
+    first = ecs.register_task_definition(
+        family="web-eu",
+        containerDefinitions=[
+            {"name": "web", "image": "registry.example.com/web:1.0.0", "memory": 128},
+            {"name": "sidecar", "image": "envoy:1.30", "memory": 64},
+        ],
+    )["taskDefinition"]["taskDefinitionArn"]
     ecs.create_service(cluster=cluster, serviceName="web-eu", taskDefinition=first, desiredCount=0)
     target = EcsTarget(topo, poll_interval=0.2)
 
@@ -114,7 +123,9 @@ def test_ecs_target_registers_a_revision_waits_until_stable_and_returns_to_the_e
     assert deployed.ref != first and target.current("eu").version == "1.1.0"
     revision = ecs.describe_task_definition(taskDefinition=deployed.ref)["taskDefinition"]
     assert {c["name"]: c["image"] for c in revision["containerDefinitions"]} == {
-        "web": "registry.example.com/web:1.1.0", "sidecar": "envoy:1.30"}
+        "web": "registry.example.com/web:1.1.0",
+        "sidecar": "envoy:1.30",
+    }
     # Rollback goes back to the recorded task definition itself, not a rebuilt copy.
     target.deploy("eu", before.version, before.ref)
     assert target.current("eu").ref == first
@@ -126,8 +137,11 @@ def command_topology(topology, tmp_path, deploy: str, timeout: float = 10):
     data = topology.model_dump(mode="json", exclude_none=True)
     data["application"]["release"] = {
         "target": "command",
-        "command": {"deploy": deploy, "current_version": f"cat {tmp_path}/{{region}}.version 2>/dev/null || echo none",
-                    "timeout_seconds": timeout},
+        "command": {
+            "deploy": deploy,
+            "current_version": f"cat {tmp_path}/{{region}}.version 2>/dev/null || echo none",
+            "timeout_seconds": timeout,
+        },
     }
     return parse_topology(data)
 
@@ -145,8 +159,11 @@ def test_command_target_runs_the_templated_command_quotes_values_and_keeps_its_o
 
 
 def test_command_target_kills_a_command_past_its_timeout_and_reports_a_failing_one(topology, tmp_path):
-    slow = CommandTarget(command_topology(topology, tmp_path, f"echo started; {sys.executable} -c "
-                                                               "'import time; time.sleep(30)'", timeout=1))
+    slow = CommandTarget(
+        command_topology(
+            topology, tmp_path, f"echo started; {sys.executable} -c 'import time; time.sleep(30)'", timeout=1
+        )
+    )
     with pytest.raises(TransientError, match="timed out after 1 s .*started"):
         slow.deploy("eu", "1.0.1")
     failing = CommandTarget(command_topology(topology, tmp_path, "echo no such cluster >&2; exit 3"))

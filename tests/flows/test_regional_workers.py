@@ -63,8 +63,11 @@ def params(path: Path, **kw) -> dict:
 def node_runs(parent: UUID) -> list[FlowRun]:
     """The node-operation runs started by a flow run's tasks (its child runs), oldest first."""
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(operator="and_", any_=[parent])))
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(operator="and_", any_=[parent])
+            )
+        )
     return sorted((r for r in runs if "node-operation" in r.tags), key=lambda r: r.created)
 
 
@@ -88,10 +91,14 @@ def test_a_node_step_on_the_wrong_regions_worker_refuses_and_changes_nothing(reg
     data = cluster.cfg.data_dir("eu-1")
     before = sorted(p.name for p in data.iterdir())
     pid = pglab.pgctl(cluster.cfg, "eu-1").postmaster_pid()
-    step = NodeOpParams(topology=load_topology(path), cluster="core", node="eu-1", operation="stop",
-                        mode="immediate")
-    run = run_deployment("node-operation/us", parameters={"params": step.model_dump(mode="json")},
-                         timeout=90, poll_interval=1, as_subflow=False)
+    step = NodeOpParams(topology=load_topology(path), cluster="core", node="eu-1", operation="stop", mode="immediate")
+    run = run_deployment(
+        "node-operation/us",
+        parameters={"params": step.model_dump(mode="json")},
+        timeout=90,
+        poll_interval=1,
+        as_subflow=False,
+    )
     assert run.work_pool_name == "regionops-us" and run.state.is_failed()
     assert "this worker runs in region us, but eu-1 is in eu" in run.state.message
     assert "nothing was changed" in run.state.message
@@ -111,7 +118,9 @@ def test_pgbackrest_through_the_seam_runs_on_the_nodes_pool_with_its_own_configu
     info = seam_driver(topo, "core", "apac-1", node_operator_for(topo, "core")).info()
     assert info.stanza == "core" and [r.repo for r in info.repos] == [1, 2], info.sentence()
     with get_client(sync_client=True) as client:
-        (run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["pgbackrest apac-1"])))
+        (run,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["pgbackrest apac-1"]))
+        )
     assert run.work_pool_name == "regionops-apac" and run.state.is_completed()
 
 
@@ -179,8 +188,13 @@ def test_a_switchover_through_the_workers_runs_the_old_primarys_steps_on_its_poo
 def test_failover_on_the_us_pool_runs_eu_steps_on_the_eu_pool_then_resync_reclones_on_the_eu_pool(regional):
     cluster, path = regional
     ha.crash(cluster, "eu-1")
-    run = run_deployment("failover/core", as_subflow=False, timeout=240, poll_interval=1, parameters={
-        "params": params(path, cluster="core", grace_seconds=1.0, probes=2, probe_timeout_seconds=1)})
+    run = run_deployment(
+        "failover/core",
+        as_subflow=False,
+        timeout=240,
+        poll_interval=1,
+        parameters={"params": params(path, cluster="core", grace_seconds=1.0, probes=2, probe_timeout_seconds=1)},
+    )
     assert run.work_pool_name == "regionops-us"
     assert run.state.is_completed(), run.state
     steps = assert_on_pools(node_runs(run.id), run.id)
@@ -215,8 +229,17 @@ def test_restore_of_a_replica_runs_its_disk_steps_on_the_nodes_pool(regional):
     before = ha.write_rows(cluster, 5)
     taken = take_backup(load_topology(str(path)), "core", "full")
     after = ha.write_rows(cluster, 5)  # not in the backup: streamed once apac-1 runs again
-    state = restore(RestoreParams(topology=str(path), node="apac-1", role="replica", require_approval=False,
-                                  notify=False, lock_wait_seconds=15), return_state=True)
+    state = restore(
+        RestoreParams(
+            topology=str(path),
+            node="apac-1",
+            role="replica",
+            require_approval=False,
+            notify=False,
+            lock_wait_seconds=15,
+        ),
+        return_state=True,
+    )
     assert state.is_completed(), state
     result = state.result()
     assert result.plan.label == taken.label and result.plan.primary == primary
@@ -224,8 +247,11 @@ def test_restore_of_a_replica_runs_its_disk_steps_on_the_nodes_pool(regional):
     assert steps == {"apac-1": ["restore-facts", "restore-stage", "restore-activate"]}
     assert result.verified_at is not None and result.swapped_at is not None and result.verified_at < result.swapped_at
     poll_until(lambda: ha.streams_from(cluster, "apac-1", primary), timeout=30, what=f"apac-1 streaming from {primary}")
-    poll_until(lambda: set(before + after) <= ha.row_ids(cluster, "apac-1"), timeout=30,
-               what="apac-1 to have the rows of the backup and those written after it")
+    poll_until(
+        lambda: set(before + after) <= ha.row_ids(cluster, "apac-1"),
+        timeout=30,
+        what="apac-1 to have the rows of the backup and those written after it",
+    )
     data = cluster.cfg.data_dir("apac-1")
     assert not data.with_name(f"{data.name}.restore-{taken.label}").exists()
     assert not data.with_name(f"{data.name}.pre-restore-{taken.label}").exists()

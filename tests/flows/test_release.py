@@ -152,8 +152,9 @@ def test_a_rejected_approval_rolls_back_and_a_second_release_is_refused_meanwhil
     build_assets(lab.cfg.lab_dir, version)
     box: dict = {}
     with watching(lab, ("us", "apac")) as seen:
-        first = in_thread(lambda: box.update(state=release(
-            params(lab, version, require_approval=True), return_state=True)))
+        first = in_thread(
+            lambda: box.update(state=release(params(lab, version, require_approval=True), return_state=True))
+        )
         try:
             paused = ha.paused_run(lab, "release", timeout=60)
             assert versions(lab)["eu"] == version  # the canary wave is done; the run waits before wave 2
@@ -180,11 +181,14 @@ def test_an_approval_that_times_out_rolls_back(lab, restored):
     assert "rejected, rolled back" in ha.report_markdown(ha.run_id(state))
 
 
-@pytest.mark.parametrize("waves, version, problem", [
-    ([["eu"], ["us", "mars"]], "9.9.9", "wave 2: unknown region 'mars'"),
-    ([["eu"], ["us"]], "9.9.9", "the plan skips region(s) apac"),
-    ([["eu", "us"], ["us", "apac"]], "9.9.9", "region 'us' is already in wave 1"),
-])
+@pytest.mark.parametrize(
+    "waves, version, problem",
+    [
+        ([["eu"], ["us", "mars"]], "9.9.9", "wave 2: unknown region 'mars'"),
+        ([["eu"], ["us"]], "9.9.9", "the plan skips region(s) apac"),
+        ([["eu", "us"], ["us", "apac"]], "9.9.9", "region 'us' is already in wave 1"),
+    ],
+)
 def test_a_bad_wave_plan_is_a_named_parameter_error_before_anything_changes(lab, restored, waves, version, problem):
     state = release(params(lab, version, waves=waves), return_state=True)
     error = error_of(state)
@@ -206,8 +210,11 @@ def test_a_dry_run_shows_asset_changes_and_changes_nothing(lab, restored):
     version = f"{restored['eu']}-dry"
     build_assets(lab.cfg.lab_dir, version)
     store = objectstore_for(topo)
-    before = {r: store.get_bytes(topo.assets_bucket(r), "static/app.js") for r in REGIONS
-              if store.head(topo.assets_bucket(r), "static/app.js")}
+    before = {
+        r: store.get_bytes(topo.assets_bucket(r), "static/app.js")
+        for r in REGIONS
+        if store.head(topo.assets_bucket(r), "static/app.js")
+    }
     result = release(params(lab, version, dry_run=True))
     assert result.dry_run and all(p.dry_run and "static/app.js" in p.uploaded for p in result.assets)
     assert versions(lab) == restored

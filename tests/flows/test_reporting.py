@@ -48,8 +48,7 @@ def test_report_artifact_is_stored_on_the_server(lab):
 
 def test_a_failed_runbook_is_posted_to_slack_by_its_state_hook(lab):
     labtools.clear_slack(lab)
-    state = region_health(RegionHealthParams(topology=str(lab.cfg.topology_path), cluster="nope"),
-                          return_state=True)
+    state = region_health(RegionHealthParams(topology=str(lab.cfg.topology_path), cluster="nope"), return_state=True)
     assert state.is_failed()
     texts = " ".join(m["text"] for m in labtools.slack_messages(lab))
     assert "region-health failed" in texts and "unknown cluster 'nope'" in texts

@@ -29,9 +29,9 @@ from regionops.backup.scratch import free_port
 from regionops.drivers.aws import s3_client
 from regionops.drivers.pgbackrest import PgBackRest, plan_stanza
 from regionops.drivers.pgtools import PgCtl
-from regionops.lab import pglab
 from regionops.drivers.postgres import ConnInfo, SqlNode
 from regionops.errors import ApprovalRejected, PreconditionFailed, VerificationFailed
+from regionops.lab import pglab
 from regionops.runbook.locks import cluster_lock
 from regionops.waiting import poll_until
 from tests import ha_tools as ha
@@ -49,7 +49,8 @@ def topo_path(lab) -> str:
 
 def insert_rows(lab, n: int, tag: str, node: str = "eu-1") -> None:
     labtools.sql(lab, node).query(
-        "INSERT INTO app_events (region, payload) SELECT 'eu', %s || g FROM generate_series(1, %s) g", (tag, n))
+        "INSERT INTO app_events (region, payload) SELECT 'eu', %s || g FROM generate_series(1, %s) g", (tag, n)
+    )
 
 
 def variant(lab, tmp_path: Path, name: str, change) -> str:
@@ -81,7 +82,7 @@ def damaged_bundle(lab, proof):
     key = max(objects, key=lambda o: o["Size"])["Key"]
     original = s3.get_object(Bucket=repo.bucket, Key=key)["Body"].read()
     middle = len(original) // 2
-    s3.put_object(Bucket=repo.bucket, Key=key, Body=original[:middle] + bytes(64) + original[middle + 64:])
+    s3.put_object(Bucket=repo.bucket, Key=key, Body=original[:middle] + bytes(64) + original[middle + 64 :])
     yield key
     s3.put_object(Bucket=repo.bucket, Key=key, Body=original)
 
@@ -98,8 +99,10 @@ def test_restore_verify_of_a_full_backup_matches_its_proof_and_stores_the_verdic
     assert 0 < verdict.restore_seconds <= verdict.total_seconds
     tables = {t.table: t for t in verdict.tables}
     assert set(tables) == set(proof.fingerprint) and all(t.compared and t.matches for t in verdict.tables)
-    assert (tables[TABLE].restored_rows, tables[TABLE].restored_checksum) == \
-        (proof.fingerprint[TABLE].rows, proof.fingerprint[TABLE].checksum)
+    assert (tables[TABLE].restored_rows, tables[TABLE].restored_checksum) == (
+        proof.fingerprint[TABLE].rows,
+        proof.fingerprint[TABLE].checksum,
+    )
     now = labtools.sql(lab, "eu-1").query("SELECT count(*) AS n FROM app_events")[0]["n"]
     assert now >= tables[TABLE].restored_rows + 200  # rows written after the proof point are not in the restore
     stored = ProofStore.for_cluster(lab.topology(), "core").verification(proof.label)
@@ -111,8 +114,9 @@ def test_restore_verify_of_a_full_backup_matches_its_proof_and_stores_the_verdic
 
 def test_a_corrupted_repository_object_fails_restore_verification_naming_it(lab, proof, damaged_bundle):
     # (pgBackRest retries the failing restore job after 15 s, then verify reads the repository: ~40 s)
-    state = restore_verify(RestoreVerifyParams(topology=topo_path(lab), label=proof.label, notify=False),
-                           return_state=True)
+    state = restore_verify(
+        RestoreVerifyParams(topology=topo_path(lab), label=proof.label, notify=False), return_state=True
+    )
     assert state.is_failed()
     with pytest.raises(VerificationFailed) as err:
         state.result()
@@ -128,8 +132,15 @@ def test_restore_verify_refuses_a_set_that_does_not_exist_or_a_target_before_its
     with pytest.raises(PreconditionFailed, match="backup set 20200101-000000F does not exist in repo1"):
         restore_verify(RestoreVerifyParams(topology=topo_path(lab), label="20200101-000000F", notify=False))
     with pytest.raises(PreconditionFailed, match=f"is before backup set {proof.label} ended"):
-        restore_verify(RestoreVerifyParams(topology=topo_path(lab), label=proof.label, target_type="time",
-                                           target="2020-01-01 00:00:00+00", notify=False))
+        restore_verify(
+            RestoreVerifyParams(
+                topology=topo_path(lab),
+                label=proof.label,
+                target_type="time",
+                target="2020-01-01 00:00:00+00",
+                notify=False,
+            )
+        )
 
 
 # --- point in time, across a failover ---------------------------------------------------
@@ -149,8 +160,12 @@ def write_numbered(node: SqlNode, ids: range) -> None:
 
 def test_point_in_time_across_a_failover_brings_back_every_row_before_t_and_none_after(lab, tmp_path):
     with ha.private_cluster() as cluster:
-        path = variant(cluster, tmp_path, "pitr", lambda c: c["backup"].__setitem__(
-            "fingerprint_tables", [*c["backup"]["fingerprint_tables"], PITR]))
+        path = variant(
+            cluster,
+            tmp_path,
+            "pitr",
+            lambda c: c["backup"].__setitem__("fingerprint_tables", [*c["backup"]["fingerprint_tables"], PITR]),
+        )
         from regionops.topology import load_topology
 
         topo = load_topology(path)
@@ -160,14 +175,25 @@ def test_point_in_time_across_a_failover_brings_back_every_row_before_t_and_none
         taken = take_backup(topo, "core", "full")
         assert taken.fingerprint[PITR].rows == 0
         write_numbered(eu, range(1, 51))
-        poll_until(lambda: ha.sql(cluster, "us-1").query(f"SELECT count(*) AS n FROM {PITR}")[0]["n"] == 50,
-                   timeout=30, what="us-1 to replay rows 1-50")
+        poll_until(
+            lambda: ha.sql(cluster, "us-1").query(f"SELECT count(*) AS n FROM {PITR}")[0]["n"] == 50,
+            timeout=30,
+            what="us-1 to replay rows 1-50",
+        )
         PgBackRest.for_node(topo, "core", "eu-1").check()
 
         # When eu-1 crashes and failover promotes us-1 (a new timeline), and rows keep coming there
         ha.crash(cluster, "eu-1")
-        moved = failover(FailoverParams(topology=path, grace_seconds=1.0, probes=2, probe_timeout_seconds=1,
-                                        reason="test: point in time across a failover", lock_wait_seconds=15))
+        moved = failover(
+            FailoverParams(
+                topology=path,
+                grace_seconds=1.0,
+                probes=2,
+                probe_timeout_seconds=1,
+                reason="test: point in time across a failover",
+                lock_wait_seconds=15,
+            )
+        )
         assert moved.ok and moved.new_primary == "us-1"
         us = ha.sql(cluster, "us-1")
         wal = us.query("SELECT pg_walfile_name(pg_current_wal_lsn()) AS f")[0]["f"]
@@ -191,8 +217,16 @@ def test_point_in_time_across_a_failover_brings_back_every_row_before_t_and_none
         # And the restore runbook, with the writers stopped, makes eu-1 a primary at T: the table is back.
         for node in ("us-1", "apac-1"):
             pglab.pgctl(cluster.cfg, node).stop("fast")
-        as_primary = dict(topology=path, node="eu-1", role="primary", target_type="time", target=t,
-                          require_approval=False, notify=False, lock_wait_seconds=15)
+        as_primary = dict(
+            topology=path,
+            node="eu-1",
+            role="primary",
+            target_type="time",
+            target=t,
+            require_approval=False,
+            notify=False,
+            lock_wait_seconds=15,
+        )
         # Stopped nodes do not answer: each could be a primary nobody can see, so the runbook refuses
         # until the operator confirms them down (and then fences them first).
         refused = restore(RestoreParams(**as_primary), return_state=True)
@@ -230,8 +264,14 @@ def fourth_node(lab, tmp_path):
     port = free_port()
 
     def change(cluster: dict) -> None:
-        cluster["nodes"]["eu-2"] = {"region": "eu", "host": "127.0.0.1", "port": port,
-                                    "data_dir": str(data_dir), "priority": 0}
+        cluster["nodes"]["eu-2"] = {
+            "region": "eu",
+            "host": "127.0.0.1",
+            "port": port,
+            "data_dir": str(data_dir),
+            "priority": 0,
+        }
+
     path = variant(lab, tmp_path, "four-nodes", change)
     data_dir.mkdir(parents=True)
     (data_dir / "OLD_DATA_MARKER").write_text("the data that was here before the restore\n")
@@ -280,6 +320,7 @@ def test_restore_dry_run_and_a_rejected_approval_change_nothing(lab, proof, four
     thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
     thread.start()
     with get_client(sync_client=True) as client:
+
         def paused_run():
             assert "state" not in outcome, f"the restore ended without pausing: {outcome['state']}"
             paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
@@ -307,8 +348,9 @@ def test_restore_dry_run_and_a_rejected_approval_change_nothing(lab, proof, four
         (data_dir / "OLD_DATA_MARKER").rename(data_dir.parent / "eu-2-marker-moved-by-test")
         resume_flow_run(run_.id, run_input={"approver": "test", "reason": "tonight", "confirm": "restore eu-2"})
         thread.join(timeout=60)
-    with pytest.raises(PreconditionFailed, match="changed while the restore waited for approval \\(node holds "
-                                                 "data: True -> False\\)"):
+    with pytest.raises(
+        PreconditionFailed, match="changed while the restore waited for approval \\(node holds data: True -> False\\)"
+    ):
         outcome["state"].result()
     assert not Path(plan.plan.staging_dir).exists()
 
@@ -318,8 +360,17 @@ def test_a_restore_that_fails_verification_leaves_the_old_directory_untouched(la
     staging = Path(f"{data_dir}.restore-{proof.label}")
     # A restore point the WAL archive never reaches: PostgreSQL stops before the target.
     with pytest.raises(VerificationFailed, match="stopped before reaching name regionops-no-such-point"):
-        restore(RestoreParams(topology=path, node="eu-2", label=proof.label, target_type="name",
-                              target="regionops-no-such-point", require_approval=False, notify=False))
+        restore(
+            RestoreParams(
+                topology=path,
+                node="eu-2",
+                label=proof.label,
+                target_type="name",
+                target="regionops-no-such-point",
+                require_approval=False,
+                notify=False,
+            )
+        )
     assert [p.name for p in data_dir.iterdir()] == ["OLD_DATA_MARKER"]
     assert not staging.exists() and not Path(f"{staging}.pgbackrest").exists()
 
@@ -330,8 +381,11 @@ def test_restore_swaps_in_only_after_verification_and_streams(lab, proof, fourth
     insert_rows(lab, 10, "before-restore-")
     # While it runs, the application keeps writing and a watch counts writable primaries.
     with ha.watching_primaries(lab) as watch, ha.writing(lab) as writer:
-        result = restore(RestoreParams(topology=path, node="eu-2", label=proof.label, require_approval=False,
-                                       keep_old=True, notify=False))
+        result = restore(
+            RestoreParams(
+                topology=path, node="eu-2", label=proof.label, require_approval=False, keep_old=True, notify=False
+            )
+        )
     assert watch.looks > 1 and not watch.seen_two, watch.seen_two
     assert result.verified_at is not None and result.swapped_at is not None
     assert result.verified_at < result.swapped_at
@@ -341,16 +395,26 @@ def test_restore_swaps_in_only_after_verification_and_streams(lab, proof, fourth
     assert (old / "OLD_DATA_MARKER").exists() and not (data_dir / "OLD_DATA_MARKER").exists()
     assert (data_dir / "PG_VERSION").exists() and not staging.exists()
     replica = SqlNode(ConnInfo("127.0.0.1", port, "app", "postgres", lab.cfg.pg_password()))
-    poll_until(lambda: replica.query("SELECT count(*) AS n FROM app_events")[0]["n"]
-               == labtools.sql(lab, "eu-1").query("SELECT count(*) AS n FROM app_events")[0]["n"],
-               timeout=30, what="eu-2 to catch up with eu-1")
-    states = {r["application_name"] for r in labtools.sql(lab, "eu-1").query(
-        "SELECT application_name FROM pg_stat_replication")}
+    poll_until(
+        lambda: (
+            replica.query("SELECT count(*) AS n FROM app_events")[0]["n"]
+            == labtools.sql(lab, "eu-1").query("SELECT count(*) AS n FROM app_events")[0]["n"]
+        ),
+        timeout=30,
+        what="eu-2 to catch up with eu-1",
+    )
+    states = {
+        r["application_name"]
+        for r in labtools.sql(lab, "eu-1").query("SELECT application_name FROM pg_stat_replication")
+    }
     assert "eu-2" in states
     # Every write the application saw acknowledged is on the primary and on the restored replica.
     acked = writer.ids
     assert acked and acked <= ha.row_ids(lab, "eu-1")
-    poll_until(lambda: acked <= {r["id"] for r in replica.query("SELECT id FROM app_events")}, timeout=30,
-               what="eu-2 to have every acknowledged write")
+    poll_until(
+        lambda: acked <= {r["id"] for r in replica.query("SELECT id FROM app_events")},
+        timeout=30,
+        what="eu-2 to have every acknowledged write",
+    )
     with cluster_lock("core", "probe", wait_seconds=5):  # the restore released the cluster's change lock
         pass

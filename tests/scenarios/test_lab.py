@@ -30,11 +30,16 @@ def test_replicas_stream_from_the_primary(lab):
 
 def test_a_row_written_on_the_primary_is_on_both_replicas_within_a_second(lab):
     row = labtools.sql(lab, "eu-1").query(
-        "INSERT INTO app_events (region, payload) VALUES ('eu', 'scenario') RETURNING id")[0]
+        "INSERT INTO app_events (region, payload) VALUES ('eu', 'scenario') RETURNING id"
+    )[0]
     for node in ("us-1", "apac-1"):
         replica = labtools.sql(lab, node)
-        poll_until(lambda r=replica: r.query("SELECT 1 FROM app_events WHERE id = %s", (row["id"],)),
-                   timeout=1.0, interval=0.02, what=f"row {row['id']} on {node}")
+        poll_until(
+            lambda r=replica: r.query("SELECT 1 FROM app_events WHERE id = %s", (row["id"],)),
+            timeout=1.0,
+            interval=0.02,
+            what=f"row {row['id']} on {node}",
+        )
 
 
 def test_each_bucket_reports_its_region_and_the_writer_points_at_the_primary(topology):
@@ -54,8 +59,11 @@ def test_app_metrics_count_requests_and_name_the_version(lab):
         urllib.request.urlopen(f"{base}/no-such-page", timeout=5)
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    samples = {(s.name, frozenset(s.labels.items())): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
     def value(name: str, **labels: str) -> float:
         return samples.get((name, frozenset(labels.items())), 0.0)
@@ -68,8 +76,12 @@ def test_app_metrics_count_requests_and_name_the_version(lab):
 
 def test_app_writes_through_the_writer_and_reads_locally(lab):
     ports = lab.cfg.ports.apps
-    req = urllib.request.Request(f"http://127.0.0.1:{ports['us']}/write", data=b'{"payload": "via app"}',
-                                 method="POST", headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{ports['us']}/write",
+        data=b'{"payload": "via app"}',
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         written = json.load(resp)
     assert resp.status == 201 and written["node"] == "eu-1"
@@ -98,8 +110,9 @@ def test_up_again_is_idempotent(lab):
 
 
 def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "regionops.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "regionops.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_cli_up_status_down_leaves_no_process_and_no_port():
@@ -123,12 +136,21 @@ def test_cli_up_status_down_leaves_no_process_and_no_port():
 
         cfg = json.loads((lab_dir / "lab.json").read_text())
         pids = [int(p.read_text()) for p in (lab_dir / "run").glob("*.pid")]
-        postmasters = [int((lab_dir / "pg" / n / "postmaster.pid").read_text().split()[0])
-                       for n in ("eu-1", "us-1", "apac-1")]
-        ports = [*cfg["ports"]["postgres"].values(), *cfg["ports"]["apps"].values(), cfg["ports"]["alerts"],
-                 cfg["ports"]["moto"], cfg["ports"]["slack"], cfg["ports"]["prefect"],
-                 *cfg["ports"]["exporters"].values(), cfg["ports"]["prometheus"], cfg["ports"]["alertmanager"],
-                 cfg["ports"]["pushgateway"]]
+        postmasters = [
+            int((lab_dir / "pg" / n / "postmaster.pid").read_text().split()[0]) for n in ("eu-1", "us-1", "apac-1")
+        ]
+        ports = [
+            *cfg["ports"]["postgres"].values(),
+            *cfg["ports"]["apps"].values(),
+            cfg["ports"]["alerts"],
+            cfg["ports"]["moto"],
+            cfg["ports"]["slack"],
+            cfg["ports"]["prefect"],
+            *cfg["ports"]["exporters"].values(),
+            cfg["ports"]["prometheus"],
+            cfg["ports"]["alertmanager"],
+            cfg["ports"]["pushgateway"],
+        ]
     finally:
         down = _cli("lab", "down", "--purge", env=env)
     assert down.returncode == 0, down.stdout + down.stderr

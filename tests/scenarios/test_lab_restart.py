@@ -70,15 +70,24 @@ def test_restart_after_failover_keeps_primary_fence_and_backups(ha_lab):
     ha.expect_layout(lab, "eu-1")
     # Given a backup of core (its fingerprint known) and rows written after it
     labtools.sql(lab, "eu-1").query(
-        "INSERT INTO app_events (region, payload) SELECT 'eu', 'before-backup ' || g FROM generate_series(1, 200) g")
+        "INSERT INTO app_events (region, payload) SELECT 'eu', 'before-backup ' || g FROM generate_series(1, 200) g"
+    )
     taken = take_backup(lab, "core", "full")
     expected = taken.fingerprint[TABLE]
     ha.write_rows(lab, 5)
 
     # And eu-1 crashed and failover promoted us-1 (eu-1 fenced, stopped)
     ha.crash(lab, "eu-1")
-    moved = failover(FailoverParams(topology=topo, grace_seconds=1.5, probes=3, probe_timeout_seconds=1,
-                                    reason="test: eu-1 crashed before a lab restart", lock_wait_seconds=15))
+    moved = failover(
+        FailoverParams(
+            topology=topo,
+            grace_seconds=1.5,
+            probes=3,
+            probe_timeout_seconds=1,
+            reason="test: eu-1 crashed before a lab restart",
+            lock_wait_seconds=15,
+        )
+    )
     assert moved.ok and moved.new_primary == "us-1"
 
     # When the lab is stopped and started

@@ -49,8 +49,9 @@ def test_switchover_eu_to_us_and_back_loses_no_acknowledged_write(ha_lab):
     with ha.writing(lab, "us") as load:
         time.sleep(0.5)
         # When the switchover to us-1 runs
-        state = switchover(SwitchoverParams(topology=_topology(lab), target="us-1", lock_wait_seconds=15),
-                           return_state=True)
+        state = switchover(
+            SwitchoverParams(topology=_topology(lab), target="us-1", lock_wait_seconds=15), return_state=True
+        )
         result = state.result()
         # Then writes resume on us-1 (within 10 s of the run's end at the latest)
         poll_until(lambda: any(n == "us-1" for _, _, n in load.acked), timeout=10, what="a write on us-1")
@@ -65,8 +66,11 @@ def test_switchover_eu_to_us_and_back_loses_no_acknowledged_write(ha_lab):
     assert load.ids <= on_us, f"acknowledged writes lost: {sorted(load.ids - on_us)}"
     assert any(n == "eu-1" for _, _, n in load.acked), "the writer must have written on eu-1 before the move"
     # and each replica replays them too
-    poll_until(lambda: load.ids <= ha.row_ids(lab, "apac-1") and load.ids <= ha.row_ids(lab, "eu-1"),
-               timeout=10, what="every acknowledged row on both replicas")
+    poll_until(
+        lambda: load.ids <= ha.row_ids(lab, "apac-1") and load.ids <= ha.row_ids(lab, "eu-1"),
+        timeout=10,
+        what="every acknowledged row on both replicas",
+    )
     assert "switched core over from eu-1 to us-1" in ha.slack_texts(lab)
     assert "no data loss" in ha.report_markdown(ha.run_id(state))
 
@@ -98,8 +102,17 @@ def test_primary_crash_failover_then_resync_rewinds_the_old_primary(ha_lab):
     watch.start()
     ha.crash(lab, "eu-1")
     started = time.monotonic()
-    state = failover(FailoverParams(topology=topo, grace_seconds=1.5, probes=3, probe_timeout_seconds=1,
-                                    reason="test: eu-1 crashed", lock_wait_seconds=15), return_state=True)
+    state = failover(
+        FailoverParams(
+            topology=topo,
+            grace_seconds=1.5,
+            probes=3,
+            probe_timeout_seconds=1,
+            reason="test: eu-1 crashed",
+            lock_wait_seconds=15,
+        ),
+        return_state=True,
+    )
     result = state.result()
     took = time.monotonic() - started
 

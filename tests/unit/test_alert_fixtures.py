@@ -73,8 +73,11 @@ def test_replication_broken_starts_a_resync_of_that_replica(client, emitter):
     resp = post(client, captured("firing-replication-broken.json")["body"])
     assert resp.status_code == 200, resp.text
     [event] = emitter.events
-    assert (event.intent, event.resource["regionops.node"], event.resource["regionops.region"]) == \
-        ("replica-resync", "apac-1", "apac")
+    assert (event.intent, event.resource["regionops.node"], event.resource["regionops.region"]) == (
+        "replica-resync",
+        "apac-1",
+        "apac",
+    )
 
 
 def test_resolved_notifications_start_nothing(client, emitter):
@@ -84,10 +87,13 @@ def test_resolved_notifications_start_nothing(client, emitter):
     assert emitter.events == []
 
 
-@pytest.mark.parametrize(("token", "reason"), [
-    ("not-the-token", "invalid bearer token"),
-    (None, "missing Authorization header (expected: Bearer <token>)"),
-])
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("not-the-token", "invalid bearer token"),
+        (None, "missing Authorization header (expected: Bearer <token>)"),
+    ],
+)
 def test_a_wrong_or_missing_token_is_401_and_starts_nothing(client, emitter, token, reason):
     resp = post(client, captured("firing-primary-down.json")["body"], token=token)
     assert resp.status_code == 401
@@ -121,12 +127,16 @@ def test_alertmanagers_slack_message_lands_in_the_lab_sink():
     with SlackSink(token="xoxb-test") as sink:
         import urllib.request
 
-        req = urllib.request.Request(sink.api_url + "chat.postMessage", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json", "Authorization": "Bearer xoxb-test"})
+        req = urllib.request.Request(
+            sink.api_url + "chat.postMessage",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": "Bearer xoxb-test"},
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - the local sink
             assert json.loads(resp.read())["ok"] is True
-        hook = urllib.request.Request(sink.url + "/services/T0/B0/x", data=json.dumps(body).encode(),
-                                      headers={"Content-Type": "application/json"})
+        hook = urllib.request.Request(
+            sink.url + "/services/T0/B0/x", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(hook, timeout=5) as resp:  # noqa: S310 - the local sink
             assert resp.read() == b"ok"
         messages = sink.messages()

@@ -64,8 +64,13 @@ class Clock:
         return self.now
 
 
-def alert(name: str = "PostgresPrimaryDown", fingerprint: str = "5f1c2a9e0b7d4c11", status: str = "firing",
-          starts: str = STARTS, **labels: str) -> dict:
+def alert(
+    name: str = "PostgresPrimaryDown",
+    fingerprint: str = "5f1c2a9e0b7d4c11",
+    status: str = "firing",
+    starts: str = STARTS,
+    **labels: str,
+) -> dict:
     labels = {"cluster": "core", "region": "eu", "node": "eu-1", **labels}
     return {
         "status": status,
@@ -142,12 +147,15 @@ def outcomes(resp) -> list[str]:
 
 
 # -- token --------------------------------------------------------------------------
-@pytest.mark.parametrize("headers, reason", [
-    ({}, "missing Authorization header"),
-    ({"Authorization": "Bearer wrong-token"}, "invalid bearer token"),
-    ({"Authorization": f"Basic {TOKEN}"}, "not a bearer token"),
-    ({"Authorization": "Bearer "}, "not a bearer token"),
-])
+@pytest.mark.parametrize(
+    "headers, reason",
+    [
+        ({}, "missing Authorization header"),
+        ({"Authorization": "Bearer wrong-token"}, "invalid bearer token"),
+        ({"Authorization": f"Basic {TOKEN}"}, "not a bearer token"),
+        ({"Authorization": "Bearer "}, "not a bearer token"),
+    ],
+)
 def test_missing_or_wrong_token_is_401_and_emits_nothing(client, emitter, headers, reason):
     resp = post(client, payload(), headers)
     assert resp.status_code == 401
@@ -197,16 +205,19 @@ def test_wrong_version_is_400_naming_it(client, emitter, version, named):
     assert emitter.events == []
 
 
-@pytest.mark.parametrize("mutate, problem", [
-    (lambda b: b["alerts"][0].pop("fingerprint"), "alerts.0.fingerprint: required field is missing"),
-    (lambda b: b["alerts"][0].update(status="exploding"), "alerts.0.status:"),
-    (lambda b: b["alerts"][0].update(startsAt="yesterday"), "alerts.0.startsAt:"),
-    (lambda b: b["alerts"][0].update(startsAt="2024-05-01T03:00:00"), "alerts.0.startsAt:"),
-    (lambda b: b["alerts"][0]["labels"].update(cluster=7), "alerts.0.labels.cluster:"),
-    (lambda b: b.pop("groupKey"), "groupKey: required field is missing"),
-    (lambda b: b.update(alerts="many"), "alerts:"),
-    (lambda b: b.update(truncatedAlerts=-1), "truncatedAlerts:"),
-])
+@pytest.mark.parametrize(
+    "mutate, problem",
+    [
+        (lambda b: b["alerts"][0].pop("fingerprint"), "alerts.0.fingerprint: required field is missing"),
+        (lambda b: b["alerts"][0].update(status="exploding"), "alerts.0.status:"),
+        (lambda b: b["alerts"][0].update(startsAt="yesterday"), "alerts.0.startsAt:"),
+        (lambda b: b["alerts"][0].update(startsAt="2024-05-01T03:00:00"), "alerts.0.startsAt:"),
+        (lambda b: b["alerts"][0]["labels"].update(cluster=7), "alerts.0.labels.cluster:"),
+        (lambda b: b.pop("groupKey"), "groupKey: required field is missing"),
+        (lambda b: b.update(alerts="many"), "alerts:"),
+        (lambda b: b.update(truncatedAlerts=-1), "truncatedAlerts:"),
+    ],
+)
 def test_schema_problems_are_422_naming_the_field(client, emitter, mutate, problem):
     body = payload(alert(), alert(fingerprint="0000000000000002"))
     mutate(body)
@@ -230,9 +241,7 @@ def test_missing_cluster_label_rejects_the_whole_notification(client, emitter):
     body["commonLabels"] = {}
     resp = post(client, body)
     assert resp.status_code == 422
-    assert resp.json()["problems"] == [
-        "alerts.1.labels.cluster: required for PostgresPrimaryDown (failover), missing"
-    ]
+    assert resp.json()["problems"] == ["alerts.1.labels.cluster: required for PostgresPrimaryDown (failover), missing"]
     assert emitter.events == []
 
 
@@ -317,11 +326,14 @@ def test_instance_label_stands_in_for_node(client, emitter):
 
 
 def test_resolved_and_unknown_alerts_start_nothing(client, emitter):
-    resp = post(client, payload(
-        alert(status="resolved"),
-        alert("DiskAlmostFull", fingerprint="00000000000000aa"),
-        status="resolved",
-    ))
+    resp = post(
+        client,
+        payload(
+            alert(status="resolved"),
+            alert("DiskAlmostFull", fingerprint="00000000000000aa"),
+            status="resolved",
+        ),
+    )
     assert resp.status_code == 200
     assert outcomes(resp) == ["resolved-ignored", "unknown-alertname-ignored"]
     assert "DiskAlmostFull" in resp.json()["results"][1]["detail"]
@@ -329,12 +341,15 @@ def test_resolved_and_unknown_alerts_start_nothing(client, emitter):
 
 
 def test_mixed_notification_reports_each_alert(client, emitter):
-    resp = post(client, payload(
-        alert(fingerprint="00000000000000a1"),
-        alert(status="resolved", fingerprint="00000000000000a2"),
-        alert("Watchdog", fingerprint="00000000000000a3", cluster=None),
-        alert("PostgresReplicaLagging", fingerprint="00000000000000a4", node="us-1"),
-    ))
+    resp = post(
+        client,
+        payload(
+            alert(fingerprint="00000000000000a1"),
+            alert(status="resolved", fingerprint="00000000000000a2"),
+            alert("Watchdog", fingerprint="00000000000000a3", cluster=None),
+            alert("PostgresReplicaLagging", fingerprint="00000000000000a4", node="us-1"),
+        ),
+    )
     assert outcomes(resp) == ["emitted", "resolved-ignored", "unknown-alertname-ignored", "emitted"]
     assert resp.json()["emitted"] == 2
     assert "2 emitted, 1 resolved-ignored, 1 unknown-alertname-ignored" in resp.json()["summary"]

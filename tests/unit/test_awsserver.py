@@ -28,26 +28,48 @@ ZONE, RECORD = "lab.example.internal.", "writer.core.lab.example.internal."
 
 
 def topology_for(port: int) -> Topology:
-    return parse_topology({
-        "name": "unit",
-        "regions": {"eu": {"aws_region": "eu-west-1", "residency": "eu", "app_url": "http://eu",
-                           "bucket": "persist-eu", "work_pool": "eu"}},
-        "clusters": {"core": {
-            "nodes": {"eu-1": {"region": "eu", "host": "127.0.0.1", "port": 5432, "data_dir": "/d"}},
-            "writer_record": RECORD,
-        }},
-        "traffic": {"route53_zone": ZONE},
-        "aws": {"endpoint_url": f"http://127.0.0.1:{port}"},
-    })
+    return parse_topology(
+        {
+            "name": "unit",
+            "regions": {
+                "eu": {
+                    "aws_region": "eu-west-1",
+                    "residency": "eu",
+                    "app_url": "http://eu",
+                    "bucket": "persist-eu",
+                    "work_pool": "eu",
+                }
+            },
+            "clusters": {
+                "core": {
+                    "nodes": {"eu-1": {"region": "eu", "host": "127.0.0.1", "port": 5432, "data_dir": "/d"}},
+                    "writer_record": RECORD,
+                }
+            },
+            "traffic": {"route53_zone": ZONE},
+            "aws": {"endpoint_url": f"http://127.0.0.1:{port}"},
+        }
+    )
 
 
 @contextmanager
 def server(state: Path, port: int, quiet: float = 60) -> Iterator[subprocess.Popen]:
     """The server as the lab runs it, in its own process; SIGTERM on leaving unless already gone."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "regionops.lab.awsserver", "--port", str(port), "--state-file", str(state),
-         "--quiet-seconds", str(quiet)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "regionops.lab.awsserver",
+            "--port",
+            str(port),
+            "--state-file",
+            str(state),
+            "--quiet-seconds",
+            str(quiet),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         wait_for_port(port, timeout=30, what="awsserver", pid=proc.pid)
@@ -76,8 +98,13 @@ def test_graceful_stop_keeps_buckets_versions_uploads_and_records(tmp_path):
         assert raw_meta(topo, "fence/eu-1") == {"by": "test"}
         store.put_bytes("persist-eu", "backups/big", os.urandom(3 * 1024 * 1024))
         upload = raw.create_multipart_upload(Bucket="persist-eu", Key="backups/partial")["UploadId"]
-        raw.upload_part(Bucket="persist-eu", Key="backups/partial", UploadId=upload, PartNumber=1,
-                        Body=io.BytesIO(b"x" * (5 * 1024 * 1024)))
+        raw.upload_part(
+            Bucket="persist-eu",
+            Key="backups/partial",
+            UploadId=upload,
+            PartNumber=1,
+            Body=io.BytesIO(b"x" * (5 * 1024 * 1024)),
+        )
         traffic = traffic_for(topo)
         traffic.ensure_zone(ZONE)
         traffic.set_record(ZONE, RECORD, "us-1.core.lab.example.internal.", ttl=5)
@@ -112,8 +139,12 @@ def test_a_hard_kill_keeps_what_the_last_checkpoint_saved(tmp_path):
         store.put_bytes("persist-eu", "backups/manifest.json", b"{}")
         written = time.time()
         # A checkpoint written AFTER the put (on a loaded machine one may come between the two writes).
-        poll_until(lambda: state.exists() and state.stat().st_mtime > written, timeout=10, interval=0.1,
-                   what="a checkpoint after the writes")
+        poll_until(
+            lambda: state.exists() and state.stat().st_mtime > written,
+            timeout=10,
+            interval=0.1,
+            what="a checkpoint after the writes",
+        )
         proc.send_signal(signal.SIGKILL)
     with server(state, port):
         assert objectstore_for(topo).get_bytes("persist-eu", "backups/manifest.json") == b"{}"
@@ -126,7 +157,9 @@ def test_a_state_file_from_another_moto_version_is_refused_naming_it(tmp_path):
     state.write_bytes(pickle.dumps({"format": FORMAT, "moto": "0.0.1", "services": {}}))
     proc = subprocess.run(
         [sys.executable, "-m", "regionops.lab.awsserver", "--port", str(port), "--state-file", str(state)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert f"{state} was written by moto 0.0.1" in proc.stderr and "move the file aside" in proc.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from regionops.errors import ConfigurationError
 from regionops.lsn import Lsn
 from regionops.topology import Topology, parse_topology
 
-NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 SYSID = "7300000000000000001"
 OTHER_SYSID = "7399999999999999999"
 EU_EP = ("db-eu-1", 5432)
@@ -38,9 +38,7 @@ US_EP = ("db-us-1", 5432)
 # --- builders -----------------------------------------------------------------------
 
 
-def make_topology(
-    priorities: dict[str, int] | None = None, residency: str | list[str] = "global"
-) -> Topology:
+def make_topology(priorities: dict[str, int] | None = None, residency: str | list[str] = "global") -> Topology:
     """core: eu-1 (eu, primary), us-1 (us), apac-1 (apac); priorities 100/90/80 unless given."""
     prio = {"eu-1": 100, "us-1": 90, "apac-1": 80, **(priorities or {})}
     regions = {
@@ -158,8 +156,13 @@ PROMOTION_CASES: list[tuple[str, dict[str, Any]]] = [
         dict(
             states=states(down("eu-1"), replica("us-1", replay="0/5000000"), replica("apac-1", replay="0/5000078")),
             want="apac-1",
-            mentions=["promote apac-1", "replayed the most WAL", "0/5000078", "120 bytes ahead of us-1",
-                      "eu-1 (it is the old primary and it is unreachable (connection refused))"],
+            mentions=[
+                "promote apac-1",
+                "replayed the most WAL",
+                "0/5000078",
+                "120 bytes ahead of us-1",
+                "eu-1 (it is the old primary and it is unreachable (connection refused))",
+            ],
         ),
     ),
     (
@@ -255,8 +258,9 @@ PROMOTION_CASES: list[tuple[str, dict[str, Any]]] = [
                 replica("apac-1"),
             ),
             want="apac-1",
-            mentions=[f"its system identifier {OTHER_SYSID} differs from the cluster's {SYSID} "
-                      "(that of the old primary eu-1)"],
+            mentions=[
+                f"its system identifier {OTHER_SYSID} differs from the cluster's {SYSID} (that of the old primary eu-1)"
+            ],
         ),
     ),
     (
@@ -401,9 +405,18 @@ REPAIR_CASES: list[tuple[str, dict[str, Any]]] = [
     # nothing
     (
         "nothing-streaming-right-sender-small-lag",
-        dict(replica=replica("us-1", replay="0/4FFFF00"), want="nothing", lag=256,
-             mentions=["us-1 is healthy", "streaming from db-eu-1:5432", "timeline 1", "256 bytes behind eu-1",
-                       "bound 1024 bytes (1.0 KiB)"]),
+        dict(
+            replica=replica("us-1", replay="0/4FFFF00"),
+            want="nothing",
+            lag=256,
+            mentions=[
+                "us-1 is healthy",
+                "streaming from db-eu-1:5432",
+                "timeline 1",
+                "256 bytes behind eu-1",
+                "bound 1024 bytes (1.0 KiB)",
+            ],
+        ),
     ),
     (
         "nothing-at-exactly-the-bound",
@@ -419,13 +432,23 @@ REPAIR_CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "nothing-sender-unchecked-without-expected-endpoint",
-        dict(replica=replica("us-1", sender=("anything", 5999)), endpoint=None, want="nothing", lag=0,
-             mentions=["anything:5999 (sender not checked)"]),
+        dict(
+            replica=replica("us-1", sender=("anything", 5999)),
+            endpoint=None,
+            want="nothing",
+            lag=0,
+            mentions=["anything:5999 (sender not checked)"],
+        ),
     ),
     (
         "nothing-apparent-lead-while-streaming-is-an-observation-race",
-        dict(replica=replica("us-1", replay="0/5000180", receive="0/5000200"), primary=primary(lsn="0/5000100"),
-             want="nothing", lag=0, mentions=["0 bytes behind eu-1"]),
+        dict(
+            replica=replica("us-1", replay="0/5000180", receive="0/5000200"),
+            primary=primary(lsn="0/5000100"),
+            want="nothing",
+            lag=0,
+            mentions=["0 bytes behind eu-1"],
+        ),
     ),
     (
         "nothing-node-is-the-primary",
@@ -434,13 +457,21 @@ REPAIR_CASES: list[tuple[str, dict[str, Any]]] = [
     # wait
     (
         "wait-lagging",
-        dict(replica=replica("us-1", replay="0/4000000"), want="wait", lag=16 * 1024 * 1024,
-             mentions=["streams from db-eu-1:5432", "16777216 bytes (16.0 MiB) behind eu-1", "let it catch up"]),
+        dict(
+            replica=replica("us-1", replay="0/4000000"),
+            want="wait",
+            lag=16 * 1024 * 1024,
+            mentions=["streams from db-eu-1:5432", "16777216 bytes (16.0 MiB) behind eu-1", "let it catch up"],
+        ),
     ),
     (
         "wait-lagging-with-paused-replay",
-        dict(replica=replica("us-1", replay="0/4000000", paused=True), want="wait", lag=16 * 1024 * 1024,
-             mentions=["WAL replay is paused on it"]),
+        dict(
+            replica=replica("us-1", replay="0/4000000", paused=True),
+            want="wait",
+            lag=16 * 1024 * 1024,
+            mentions=["WAL replay is paused on it"],
+        ),
     ),
     (
         "wait-no-primary",
@@ -448,94 +479,158 @@ REPAIR_CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "wait-primary-unreachable",
-        dict(replica=replica("us-1"), primary=down("eu-1", "timeout"), data_dir=False, want="wait",
-             mentions=["the primary eu-1 is unreachable (timeout)"]),
+        dict(
+            replica=replica("us-1"),
+            primary=down("eu-1", "timeout"),
+            data_dir=False,
+            want="wait",
+            mentions=["the primary eu-1 is unreachable (timeout)"],
+        ),
     ),
     (
         "wait-primary-is-not-a-primary",
-        dict(replica=replica("us-1"), primary=replica("eu-1"), want="wait",
-             mentions=["eu-1 is not a primary (role replica)"]),
+        dict(
+            replica=replica("us-1"),
+            primary=replica("eu-1"),
+            want="wait",
+            mentions=["eu-1 is not a primary (role replica)"],
+        ),
     ),
     (
         "wait-lag-unknown",
-        dict(replica=replica("us-1", replay=None, receive="0/5000000"), want="wait",
-             mentions=["its lag is unknown (replay LSN None"]),
+        dict(
+            replica=replica("us-1", replay=None, receive="0/5000000"),
+            want="wait",
+            mentions=["its lag is unknown (replay LSN None"],
+        ),
     ),
     (
         "wait-role-unknown",
-        dict(replica=NodeState(node="us-1", reachable=True, role="unknown", observed_at=NOW), want="wait",
-             mentions=["its role is unknown"]),
+        dict(
+            replica=NodeState(node="us-1", reachable=True, role="unknown", observed_at=NOW),
+            want="wait",
+            mentions=["its role is unknown"],
+        ),
     ),
     # repoint
     (
         "repoint-streaming-from-old-primary",
-        dict(replica=replica("apac-1", sender=EU_EP, timeline=2), primary=primary("us-1", timeline=2),
-             endpoint=US_EP, want="repoint",
-             mentions=["apac-1 streams from db-eu-1:5432 but the primary us-1 is db-us-1:5432",
-                       "on the primary's timeline 2", "not ahead of the primary's 0/5000000",
-                       "pointing primary_conninfo at db-us-1:5432"]),
+        dict(
+            replica=replica("apac-1", sender=EU_EP, timeline=2),
+            primary=primary("us-1", timeline=2),
+            endpoint=US_EP,
+            want="repoint",
+            mentions=[
+                "apac-1 streams from db-eu-1:5432 but the primary us-1 is db-us-1:5432",
+                "on the primary's timeline 2",
+                "not ahead of the primary's 0/5000000",
+                "pointing primary_conninfo at db-us-1:5432",
+            ],
+        ),
     ),
     (
         "repoint-wrong-port",
-        dict(replica=replica("us-1", sender=("db-eu-1", 5433)), want="repoint",
-             mentions=["streams from db-eu-1:5433 but the primary eu-1 is db-eu-1:5432"]),
+        dict(
+            replica=replica("us-1", sender=("db-eu-1", 5433)),
+            want="repoint",
+            mentions=["streams from db-eu-1:5433 but the primary eu-1 is db-eu-1:5432"],
+        ),
     ),
     (
         "repoint-no-wal-receiver",
-        dict(replica=replica("us-1", status=None), want="repoint",
-             mentions=["us-1 is not streaming: it has no WAL receiver", "the primary eu-1 (db-eu-1:5432)"]),
+        dict(
+            replica=replica("us-1", status=None),
+            want="repoint",
+            mentions=["us-1 is not streaming: it has no WAL receiver", "the primary eu-1 (db-eu-1:5432)"],
+        ),
     ),
     (
         "repoint-receiver-not-streaming",
-        dict(replica=replica("us-1", status="waiting", sender=("db-old", 5432)), want="repoint",
-             mentions=["its WAL receiver is waiting (configured for db-old:5432)"]),
+        dict(
+            replica=replica("us-1", status="waiting", sender=("db-old", 5432)),
+            want="repoint",
+            mentions=["its WAL receiver is waiting (configured for db-old:5432)"],
+        ),
     ),
     (
         "repoint-unknown-timeline",
-        dict(replica=replica("us-1", status=None, timeline=None), want="repoint",
-             mentions=["its timeline is unknown"]),
+        dict(replica=replica("us-1", status=None, timeline=None), want="repoint", mentions=["its timeline is unknown"]),
     ),
     (
         "repoint-means-start-when-down-and-intact",
-        dict(replica=down("us-1", "connection refused"), want="repoint", start=True,
-             mentions=["us-1 is down (connection refused)", "data directory intact",
-                       "start it as a replica of the primary eu-1 (db-eu-1:5432)"]),
+        dict(
+            replica=down("us-1", "connection refused"),
+            want="repoint",
+            start=True,
+            mentions=[
+                "us-1 is down (connection refused)",
+                "data directory intact",
+                "start it as a replica of the primary eu-1 (db-eu-1:5432)",
+            ],
+        ),
     ),
     # rewind
     (
         "rewind-second-primary",
-        dict(replica=primary("eu-1", lsn="0/5000100", timeline=1), primary=primary("us-1", timeline=2),
-             endpoint=US_EP, want="rewind",
-             mentions=["eu-1 is a second primary (timeline 1 at 0/5000100)", "us-1 is the primary on timeline 2",
-                       "pg_rewind it from the primary us-1 (db-us-1:5432)"]),
+        dict(
+            replica=primary("eu-1", lsn="0/5000100", timeline=1),
+            primary=primary("us-1", timeline=2),
+            endpoint=US_EP,
+            want="rewind",
+            mentions=[
+                "eu-1 is a second primary (timeline 1 at 0/5000100)",
+                "us-1 is the primary on timeline 2",
+                "pg_rewind it from the primary us-1 (db-us-1:5432)",
+            ],
+        ),
     ),
     (
         "rewind-older-timeline",
-        dict(replica=replica("apac-1", timeline=1, status=None), primary=primary("us-1", timeline=2),
-             endpoint=US_EP, want="rewind",
-             mentions=["apac-1 is on timeline 1, older than the primary us-1's timeline 2", "pg_rewind"]),
+        dict(
+            replica=replica("apac-1", timeline=1, status=None),
+            primary=primary("us-1", timeline=2),
+            endpoint=US_EP,
+            want="rewind",
+            mentions=["apac-1 is on timeline 1, older than the primary us-1's timeline 2", "pg_rewind"],
+        ),
     ),
     (
         "rewind-newer-timeline",
-        dict(replica=replica("us-1", timeline=3), primary=primary("eu-1", timeline=2), want="rewind",
-             mentions=["us-1 is on timeline 3, newer than the primary eu-1's timeline 2"]),
+        dict(
+            replica=replica("us-1", timeline=3),
+            primary=primary("eu-1", timeline=2),
+            want="rewind",
+            mentions=["us-1 is on timeline 3, newer than the primary eu-1's timeline 2"],
+        ),
     ),
     (
         "rewind-ahead-on-same-timeline-when-not-streaming",
-        dict(replica=replica("us-1", replay="0/5000100", status=None), primary=primary(lsn="0/5000000"),
-             want="rewind", mentions=["holds WAL up to 0/5000100, 256 bytes past the primary eu-1's 0/5000000"]),
+        dict(
+            replica=replica("us-1", replay="0/5000100", status=None),
+            primary=primary(lsn="0/5000000"),
+            want="rewind",
+            mentions=["holds WAL up to 0/5000100, 256 bytes past the primary eu-1's 0/5000000"],
+        ),
     ),
     (
         "rewind-down-node-known-diverged",
-        dict(replica=down("eu-1", role="primary", timeline=1, current_lsn="0/5000100"),
-             primary=primary("us-1", timeline=2), endpoint=US_EP, want="rewind",
-             mentions=["eu-1 is a second primary"]),
+        dict(
+            replica=down("eu-1", role="primary", timeline=1, current_lsn="0/5000100"),
+            primary=primary("us-1", timeline=2),
+            endpoint=US_EP,
+            want="rewind",
+            mentions=["eu-1 is a second primary"],
+        ),
     ),
     # reclone
     (
         "reclone-data-dir-missing",
-        dict(replica=replica("us-1"), data_dir=False, want="reclone",
-             mentions=["us-1's data directory is missing", "reclone it from the primary eu-1 (db-eu-1:5432)"]),
+        dict(
+            replica=replica("us-1"),
+            data_dir=False,
+            want="reclone",
+            mentions=["us-1's data directory is missing", "reclone it from the primary eu-1 (db-eu-1:5432)"],
+        ),
     ),
     (
         "reclone-down-and-data-dir-missing",
@@ -543,20 +638,33 @@ REPAIR_CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "reclone-other-system-identifier",
-        dict(replica=replica("us-1", sysid=OTHER_SYSID), want="reclone",
-             mentions=[f"system identifier {OTHER_SYSID} but eu-1 has {SYSID}", "different cluster's data"]),
+        dict(
+            replica=replica("us-1", sysid=OTHER_SYSID),
+            want="reclone",
+            mentions=[f"system identifier {OTHER_SYSID} but eu-1 has {SYSID}", "different cluster's data"],
+        ),
     ),
     (
         "reclone-diverged-but-rewind-impossible",
-        dict(replica=primary("eu-1", timeline=1), primary=primary("us-1", timeline=2), endpoint=US_EP,
-             rewind_possible=False, want="reclone",
-             mentions=["eu-1 is a second primary", "pg_rewind is not possible for it, so reclone it"]),
+        dict(
+            replica=primary("eu-1", timeline=1),
+            primary=primary("us-1", timeline=2),
+            endpoint=US_EP,
+            rewind_possible=False,
+            want="reclone",
+            mentions=["eu-1 is a second primary", "pg_rewind is not possible for it, so reclone it"],
+        ),
     ),
     (
         "reclone-down-diverged-rewind-impossible",
-        dict(replica=down("apac-1", role="replica", timeline=1), primary=primary("us-1", timeline=2),
-             endpoint=US_EP, rewind_possible=False, want="reclone",
-             mentions=["older than the primary us-1's timeline 2", "pg_rewind is not possible"]),
+        dict(
+            replica=down("apac-1", role="replica", timeline=1),
+            primary=primary("us-1", timeline=2),
+            endpoint=US_EP,
+            rewind_possible=False,
+            want="reclone",
+            mentions=["older than the primary us-1's timeline 2", "pg_rewind is not possible"],
+        ),
     ),
 ]
 
@@ -597,39 +705,70 @@ SILENT_REPLICAS = states(replica("us-1", status="waiting"), down("apac-1"))
 PRIMARY_DOWN_CASES: list[tuple[str, dict[str, Any]]] = [
     (
         "down-all-evidence",
-        dict(probes=FAILED_4_OVER_12, replicas=SILENT_REPLICAS, want=True,
-             mentions=["eu-1 is down", "4 probe(s) failed over 12.0 s", "last error: refused at +12s",
-                       "grace period of 10.0 s", "us-1's WAL receiver is waiting", "apac-1 is unreachable"]),
+        dict(
+            probes=FAILED_4_OVER_12,
+            replicas=SILENT_REPLICAS,
+            want=True,
+            mentions=[
+                "eu-1 is down",
+                "4 probe(s) failed over 12.0 s",
+                "last error: refused at +12s",
+                "grace period of 10.0 s",
+                "us-1's WAL receiver is waiting",
+                "apac-1 is unreachable",
+            ],
+        ),
     ),
     (
         "down-span-exactly-grace",
-        dict(probes=probes((0, False), (5, False), (10, False)), replicas={}, want=True,
-             mentions=["3 probe(s) failed over 10.0 s", "no replicas observed"]),
+        dict(
+            probes=probes((0, False), (5, False), (10, False)),
+            replicas={},
+            want=True,
+            mentions=["3 probe(s) failed over 10.0 s", "no replicas observed"],
+        ),
     ),
     (
         "down-probes-out-of-order",
-        dict(probes=list(reversed(FAILED_4_OVER_12)), replicas={}, want=True,
-             mentions=["failed over 12.0 s", "last error: refused at +12s"]),
+        dict(
+            probes=list(reversed(FAILED_4_OVER_12)),
+            replicas={},
+            want=True,
+            mentions=["failed over 12.0 s", "last error: refused at +12s"],
+        ),
     ),
     (
         "down-replica-streaming-but-stale",
-        dict(probes=FAILED_4_OVER_12, replicas=states(replica("us-1", msg_age=30.0)), want=True,
-             mentions=["us-1's last message is 30.0 s old"]),
+        dict(
+            probes=FAILED_4_OVER_12,
+            replicas=states(replica("us-1", msg_age=30.0)),
+            want=True,
+            mentions=["us-1's last message is 30.0 s old"],
+        ),
     ),
     (
         "down-replica-streaming-without-message-time",
-        dict(probes=FAILED_4_OVER_12, replicas=states(replica("us-1", msg_age=None)), want=True,
-             mentions=["us-1 streams but has no message time"]),
+        dict(
+            probes=FAILED_4_OVER_12,
+            replicas=states(replica("us-1", msg_age=None)),
+            want=True,
+            mentions=["us-1 streams but has no message time"],
+        ),
     ),
     (
         "down-replica-without-receiver",
-        dict(probes=FAILED_4_OVER_12, replicas=states(replica("us-1", status=None)), want=True,
-             mentions=["us-1 has no WAL receiver"]),
+        dict(
+            probes=FAILED_4_OVER_12,
+            replicas=states(replica("us-1", status=None)),
+            want=True,
+            mentions=["us-1 has no WAL receiver"],
+        ),
     ),
     (
         "down-with-min-failed-probes-one",
-        dict(probes=probes((0, False), (10, False)), replicas={}, min_failed=1, want=True,
-             mentions=["2 probe(s) failed"]),
+        dict(
+            probes=probes((0, False), (10, False)), replicas={}, min_failed=1, want=True, mentions=["2 probe(s) failed"]
+        ),
     ),
     (
         "not-down-no-probes",
@@ -637,27 +776,45 @@ PRIMARY_DOWN_CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "not-down-single-failed-probe",
-        dict(probes=probes((0, False)), replicas=SILENT_REPLICAS, want=False,
-             mentions=["not down yet: only 1 probe(s) failed", "3 failures are needed"]),
+        dict(
+            probes=probes((0, False)),
+            replicas=SILENT_REPLICAS,
+            want=False,
+            mentions=["not down yet: only 1 probe(s) failed", "3 failures are needed"],
+        ),
     ),
     (
         "not-down-grace-not-elapsed",
-        dict(probes=probes((0, False), (2, False), (4, False)), replicas=SILENT_REPLICAS, want=False,
-             mentions=["3 probe(s) failed over 4.0 s", "less than the grace period of 10.0 s"]),
+        dict(
+            probes=probes((0, False), (2, False), (4, False)),
+            replicas=SILENT_REPLICAS,
+            want=False,
+            mentions=["3 probe(s) failed over 4.0 s", "less than the grace period of 10.0 s"],
+        ),
     ),
     (
         "not-down-one-success-among-failures",
-        dict(probes=probes((0, False), (4, False), (6, True), (8, False), (12, False)), replicas=SILENT_REPLICAS,
-             want=False, mentions=["a probe reached it at 2024-05-01T12:00:06+00:00", "4 of 5 probes failed"]),
+        dict(
+            probes=probes((0, False), (4, False), (6, True), (8, False), (12, False)),
+            replicas=SILENT_REPLICAS,
+            want=False,
+            mentions=["a probe reached it at 2024-05-01T12:00:06+00:00", "4 of 5 probes failed"],
+        ),
     ),
     (
         "not-down-replica-still-streaming",
-        dict(probes=FAILED_4_OVER_12,
-             replicas=states(replica("us-1", msg_age=1.5), replica("apac-1", msg_age=30.0)),
-             want=False, hearing=("us-1",),
-             mentions=["eu-1 is not down", "4 probe(s) failed over 12.0 s",
-                       "us-1 streams from db-eu-1:5432, last message 1.5 s ago",
-                       "orchestrator is probably cut off"]),
+        dict(
+            probes=FAILED_4_OVER_12,
+            replicas=states(replica("us-1", msg_age=1.5), replica("apac-1", msg_age=30.0)),
+            want=False,
+            hearing=("us-1",),
+            mentions=[
+                "eu-1 is not down",
+                "4 probe(s) failed over 12.0 s",
+                "us-1 streams from db-eu-1:5432, last message 1.5 s ago",
+                "orchestrator is probably cut off",
+            ],
+        ),
     ),
 ]
 
@@ -689,35 +846,69 @@ def test_primary_down_records_the_evidence() -> None:
 DATA_LOSS_CASES: list[tuple[str, dict[str, Any]]] = [
     (
         "known-with-rate",
-        dict(last="0/5000100", promoted="0/5000000", rate=128.0, bytes=256, seconds=2.0,
-             mentions=["at least 256 bytes of WAL lost", "last seen at 0/5000100", "promoted at 0/5000000",
-                       "about 2.0 s of writes at 128 bytes/s"]),
+        dict(
+            last="0/5000100",
+            promoted="0/5000000",
+            rate=128.0,
+            bytes=256,
+            seconds=2.0,
+            mentions=[
+                "at least 256 bytes of WAL lost",
+                "last seen at 0/5000100",
+                "promoted at 0/5000000",
+                "about 2.0 s of writes at 128 bytes/s",
+            ],
+        ),
     ),
     (
         "known-without-rate",
-        dict(last="0/6000000", promoted="0/5000000", rate=None, bytes=16 * 1024 * 1024, seconds=None,
-             mentions=["16777216 bytes (16.0 MiB)", "duration is unknown without a WAL rate"]),
+        dict(
+            last="0/6000000",
+            promoted="0/5000000",
+            rate=None,
+            bytes=16 * 1024 * 1024,
+            seconds=None,
+            mentions=["16777216 bytes (16.0 MiB)", "duration is unknown without a WAL rate"],
+        ),
     ),
     (
         "known-with-zero-rate",
-        dict(last="0/5000100", promoted="0/5000000", rate=0.0, bytes=256, seconds=None,
-             mentions=["duration is unknown"]),
+        dict(
+            last="0/5000100", promoted="0/5000000", rate=0.0, bytes=256, seconds=None, mentions=["duration is unknown"]
+        ),
     ),
     (
         "unknown-old-primary-lsn",
-        dict(last=None, promoted="0/5000000", rate=128.0, bytes=None, seconds=None,
-             mentions=["data loss is unknown", "last LSN was never observed", "promoted at 0/5000000"]),
+        dict(
+            last=None,
+            promoted="0/5000000",
+            rate=128.0,
+            bytes=None,
+            seconds=None,
+            mentions=["data loss is unknown", "last LSN was never observed", "promoted at 0/5000000"],
+        ),
     ),
     (
         "negative-clamped-to-zero",
-        dict(last="0/5000000", promoted="0/5000100", rate=128.0, bytes=0, seconds=0.0,
-             mentions=["no data loss visible", "256 bytes past the old primary's last observed LSN 0/5000000",
-                       "stale"]),
+        dict(
+            last="0/5000000",
+            promoted="0/5000100",
+            rate=128.0,
+            bytes=0,
+            seconds=0.0,
+            mentions=["no data loss visible", "256 bytes past the old primary's last observed LSN 0/5000000", "stale"],
+        ),
     ),
     (
         "equal-is-zero",
-        dict(last="0/5000000", promoted="0/5000000", rate=None, bytes=0, seconds=0.0,
-             mentions=["no data loss visible", "0/5000000"]),
+        dict(
+            last="0/5000000",
+            promoted="0/5000000",
+            rate=None,
+            bytes=0,
+            seconds=0.0,
+            mentions=["no data loss visible", "0/5000000"],
+        ),
     ),
 ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -14,19 +14,30 @@ from regionops.drivers.postgres import NodeState
 from regionops.model import CanaryWrite
 from regionops.topology import Objectives, parse_topology
 
-T0 = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 
 
 def w(seq: int, sent: float, acked: float | None, node: str = "eu-1") -> CanaryWrite:
-    return CanaryWrite(seq=seq, sent_at=T0 + timedelta(seconds=sent), acked=acked is not None,
-                       acked_at=T0 + timedelta(seconds=acked) if acked is not None else None,
-                       node=node, error=None if acked is not None else "connection refused")
+    return CanaryWrite(
+        seq=seq,
+        sent_at=T0 + timedelta(seconds=sent),
+        acked=acked is not None,
+        acked_at=T0 + timedelta(seconds=acked) if acked is not None else None,
+        node=node,
+        error=None if acked is not None else "connection refused",
+    )
 
 
 JOURNAL = [
-    w(1, -0.20, -0.19), w(2, -0.15, -0.14), w(3, -0.10, -0.09), w(4, -0.05, -0.04),  # acked by eu-1
-    w(5, 0.00, None), w(6, 1.0, None), w(7, 2.0, None),                          # outage
-    w(8, 3.0, 3.02, "us-1"), w(9, 3.05, 3.07, "us-1"),
+    w(1, -0.20, -0.19),
+    w(2, -0.15, -0.14),
+    w(3, -0.10, -0.09),
+    w(4, -0.05, -0.04),  # acked by eu-1
+    w(5, 0.00, None),
+    w(6, 1.0, None),
+    w(7, 2.0, None),  # outage
+    w(8, 3.0, 3.02, "us-1"),
+    w(9, 3.05, 3.07, "us-1"),
 ]
 
 
@@ -67,38 +78,78 @@ def test_a_late_acknowledgement_is_reported_not_counted():
 
 def test_consistency_names_each_table_that_differs():
     same = {"public.orders": Fingerprint(rows=5, checksum="9")}
-    check = compare_fingerprints("us-1", {"us-1": same, "apac-1": same, "eu-1": {
-        "public.orders": Fingerprint(rows=4, checksum="7")}}, not_compared={})
+    check = compare_fingerprints(
+        "us-1",
+        {"us-1": same, "apac-1": same, "eu-1": {"public.orders": Fingerprint(rows=4, checksum="7")}},
+        not_compared={},
+    )
     assert not check.ok
     assert check.mismatches == ["public.orders on eu-1: 4 rows (checksum 7) vs 5 rows (checksum 9) on us-1"]
     assert compare_fingerprints("us-1", {"us-1": same, "apac-1": same}).ok
 
 
 def state(node: str, role: str = "replica", reachable: bool = True, read_only: bool = False) -> NodeState:
-    return NodeState(node=node, reachable=reachable, role=role if reachable else "unknown", read_only=read_only,
-                     observed_at=T0)
+    return NodeState(
+        node=node, reachable=reachable, role=role if reachable else "unknown", read_only=read_only, observed_at=T0
+    )
 
 
-@pytest.mark.parametrize("case, states, writer, frozen, fenced, expected", [
-    ("crash before promotion: restart the old primary",
-     {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1")}, "eu-1", False, False,
-     [("start", "eu-1")]),
-    ("crash after promotion, writer already moved: nothing to do",
-     {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1", "primary")}, "us-1", False, True, []),
-    ("promoted but the writer record not moved yet",
-     {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1", "primary")}, "eu-1", False, True,
-     [("point-writer", "us-1")]),
-    ("fenced and nobody promoted: a human runs failover",
-     {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1")}, "eu-1", False, True,
-     [("escalate", "eu-1")]),
-    ("frozen, nobody took writes: resume it",
-     {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1")}, "eu-1", True, False, [("resume", "eu-1")]),
-    ("frozen while another took writes: kill it, never resume",
-     {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1", "primary")}, "us-1", True, False,
-     [("kill", "eu-1")]),
-])
-def test_rescue_after_a_cancelled_drill_leaves_exactly_one_writable_primary(case, states, writer, frozen, fenced,
-                                                                             expected):
+@pytest.mark.parametrize(
+    "case, states, writer, frozen, fenced, expected",
+    [
+        (
+            "crash before promotion: restart the old primary",
+            {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1")},
+            "eu-1",
+            False,
+            False,
+            [("start", "eu-1")],
+        ),
+        (
+            "crash after promotion, writer already moved: nothing to do",
+            {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1", "primary")},
+            "us-1",
+            False,
+            True,
+            [],
+        ),
+        (
+            "promoted but the writer record not moved yet",
+            {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1", "primary")},
+            "eu-1",
+            False,
+            True,
+            [("point-writer", "us-1")],
+        ),
+        (
+            "fenced and nobody promoted: a human runs failover",
+            {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1")},
+            "eu-1",
+            False,
+            True,
+            [("escalate", "eu-1")],
+        ),
+        (
+            "frozen, nobody took writes: resume it",
+            {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1")},
+            "eu-1",
+            True,
+            False,
+            [("resume", "eu-1")],
+        ),
+        (
+            "frozen while another took writes: kill it, never resume",
+            {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1", "primary")},
+            "us-1",
+            True,
+            False,
+            [("kill", "eu-1")],
+        ),
+    ],
+)
+def test_rescue_after_a_cancelled_drill_leaves_exactly_one_writable_primary(
+    case, states, writer, frozen, fenced, expected
+):
     fault = "primary-freeze" if frozen else "primary-crash"
     actions = decide_rescue(fault, "eu-1", states, writer, target_frozen=frozen, target_fenced_on_disk=fenced)
     assert [(a.kind, a.node) for a in actions] == expected, case
@@ -120,30 +171,45 @@ def test_a_bad_scenario_or_an_alert_started_switchover_is_a_named_parameter_erro
 
 
 def topology(commands: dict[str, str], timeout: float = 5):
-    return parse_topology({
-        "name": "t",
-        "regions": {"eu": {"aws_region": "eu-west-1", "residency": "eu", "app_url": "http://eu", "bucket": "b-eu",
-                           "work_pool": "p-eu"}},
-        "clusters": {"core": {"nodes": {"eu-1": {"region": "eu", "host": "db1", "port": 5432, "data_dir": "/d"}},
-                              "writer_record": "writer.core.example.com"}},
-        "traffic": {"route53_zone": "example.com"},
-        "drills": {"faults": {"driver": "command", "commands": commands, "timeout_seconds": timeout}},
-    })
+    return parse_topology(
+        {
+            "name": "t",
+            "regions": {
+                "eu": {
+                    "aws_region": "eu-west-1",
+                    "residency": "eu",
+                    "app_url": "http://eu",
+                    "bucket": "b-eu",
+                    "work_pool": "p-eu",
+                }
+            },
+            "clusters": {
+                "core": {
+                    "nodes": {"eu-1": {"region": "eu", "host": "db1", "port": 5432, "data_dir": "/d"}},
+                    "writer_record": "writer.core.example.com",
+                }
+            },
+            "traffic": {"route53_zone": "example.com"},
+            "drills": {"faults": {"driver": "command", "commands": commands, "timeout_seconds": timeout}},
+        }
+    )
 
 
 def test_command_faults_run_the_templated_command_for_the_node():
     py = sys.executable
-    injector = CommandFaultInjector(topology({"primary-crash": f"{py} -c \"print('kill {{node}} on {{host}}:{{port}}')\""}))
+    injector = CommandFaultInjector(
+        topology({"primary-crash": f"{py} -c \"print('kill {{node}} on {{host}}:{{port}}')\""})
+    )
     done = injector.inject("primary-crash", "core", "eu-1")
     assert done.changed and "kill eu-1 on db1:5432" in done.sentence()
 
 
 def test_a_failing_or_hanging_fault_command_is_a_named_refusal():
     py = sys.executable
-    failing = CommandFaultInjector(topology({"primary-crash": f"{py} -c \"import sys; sys.exit(3)\""}))
+    failing = CommandFaultInjector(topology({"primary-crash": f'{py} -c "import sys; sys.exit(3)"'}))
     with pytest.raises(FaultInjectionFailed, match="exited 3"):
         failing.inject("primary-crash", "core", "eu-1")
-    hanging = CommandFaultInjector(topology({"primary-crash": f"{py} -c \"import time; time.sleep(5)\""}, timeout=0.3))
+    hanging = CommandFaultInjector(topology({"primary-crash": f'{py} -c "import time; time.sleep(5)"'}, timeout=0.3))
     with pytest.raises(FaultInjectionFailed, match="did not finish within 0.3 s"):
         hanging.inject("primary-crash", "core", "eu-1")
     with pytest.raises(FaultInjectionFailed, match="no command for it"):
@@ -159,16 +225,30 @@ def test_an_unknown_fault_in_the_topology_is_named():
 
 def test_rescue_lifts_the_drills_own_fence_when_nobody_was_promoted():
     states = {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1"), "apac-1": state("apac-1")}
-    ours = decide_rescue("primary-crash", "eu-1", states, "eu-1", target_frozen=False, target_fenced_on_disk=True,
-                         fenced_by_this_drill=True)
+    ours = decide_rescue(
+        "primary-crash",
+        "eu-1",
+        states,
+        "eu-1",
+        target_frozen=False,
+        target_fenced_on_disk=True,
+        fenced_by_this_drill=True,
+    )
     assert [(a.kind, a.node) for a in ours] == [("unfence-start", "eu-1")]
     # someone else's fence (laid before the drill held the lock) is never lifted by the rescue
     theirs = decide_rescue("primary-crash", "eu-1", states, "eu-1", target_frozen=False, target_fenced_on_disk=True)
     assert [(a.kind, a.node) for a in theirs] == [("escalate", "eu-1")]
     # and once a replica was promoted, the drill's fence stays: eu-1 is left for replica-resync
     promoted = {**states, "us-1": state("us-1", "primary")}
-    after = decide_rescue("primary-crash", "eu-1", promoted, "us-1", target_frozen=False, target_fenced_on_disk=True,
-                          fenced_by_this_drill=True)
+    after = decide_rescue(
+        "primary-crash",
+        "eu-1",
+        promoted,
+        "us-1",
+        target_frozen=False,
+        target_fenced_on_disk=True,
+        fenced_by_this_drill=True,
+    )
     assert after == []
 
 
@@ -184,8 +264,13 @@ def test_consistency_names_a_replica_not_read_at_the_common_point():
     from regionops.model import CommonPoint
 
     same = {"public.orders": Fingerprint(rows=5, checksum="9")}
-    point = CommonPoint(primary="eu-1", lsn=Lsn.parse("0/5000060"), held_ms=12, nodes=["us-1"],
-                        missed={"apac-1": "had not replayed 0/5000060 within 0.8 s"})
+    point = CommonPoint(
+        primary="eu-1",
+        lsn=Lsn.parse("0/5000060"),
+        held_ms=12,
+        nodes=["us-1"],
+        missed={"apac-1": "had not replayed 0/5000060 within 0.8 s"},
+    )
     check = compare_fingerprints("eu-1", {"eu-1": same, "us-1": same}, point=point)
     assert check.ok and check.nodes == ["us-1"]
     assert "apac-1" in check.not_compared and "0/5000060" in check.not_compared["apac-1"]

@@ -6,15 +6,21 @@ import pytest
 
 from regionops.drivers.objectstore import ObjectExists, S3ObjectStore
 from regionops.errors import PreconditionFailed
-from regionops.ha.fencing import Fencer, FenceMarker, FenceStore, home_bucket
+from regionops.ha.fencing import FenceMarker, Fencer, FenceStore, home_bucket
 from regionops.ha.writer import switch_writer
 from regionops.lsn import Lsn
 from regionops.topology import Topology
 from tests.unit.test_ha_decisions import FakeTraffic
 from tests.unit.test_objectstore import endpoint, new_bucket, store, topology  # noqa: F401 - fixtures
 
-FIRST = Fencer(runbook="failover", run_name="brave-owl", run_id="r1", run_url="http://ui/runs/flow-run/r1",
-               worker_region="us", worker_host="worker-us-1")
+FIRST = Fencer(
+    runbook="failover",
+    run_name="brave-owl",
+    run_id="r1",
+    run_url="http://ui/runs/flow-run/r1",
+    worker_region="us",
+    worker_host="worker-us-1",
+)
 SECOND = Fencer(runbook="failover", run_name="calm-fox", run_id="r2", worker_region="apac", worker_host="w-apac")
 
 
@@ -25,8 +31,7 @@ def fences(store: S3ObjectStore) -> FenceStore:  # noqa: F811 - the imported fix
 
 
 def marker(by: Fencer, node: str = "eu-1", **kw) -> FenceMarker:
-    return FenceMarker(**{"cluster": "core", "node": node, "stopped": False, "reason": "failed over", "by": by,
-                          **kw})
+    return FenceMarker(**{"cluster": "core", "node": node, "stopped": False, "reason": "failed over", "by": by, **kw})
 
 
 def test_the_home_bucket_is_the_bucket_of_the_highest_priority_nodes_region(topology: Topology) -> None:  # noqa: F811

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from regionops.drivers.objectstore import BucketStatus
 from regionops.drivers.postgres import NodeState, WalReceiver
@@ -12,38 +12,59 @@ from regionops.health import assess_health, fenced_but_writable
 from regionops.lsn import Lsn
 from regionops.topology import parse_topology
 
-NOW = datetime(2026, 11, 24, 3, 0, tzinfo=timezone.utc)
-TOPO = parse_topology({
-    "name": "t",
-    "regions": {
-        r: {"aws_region": a, "residency": r, "app_url": f"http://{r}", "bucket": f"b-{r}", "work_pool": r}
-        for r, a in {"eu": "eu-west-1", "us": "us-east-1"}.items()
-    },
-    "clusters": {"core": {
-        "nodes": {"eu-1": {"region": "eu", "host": "h1", "port": 1, "data_dir": "/d"},
-                  "us-1": {"region": "us", "host": "h2", "port": 1, "data_dir": "/d"}},
-        "writer_record": "writer.core.z.",
-        "health": {"max_lag_bytes": 1000, "max_lag_seconds": 10},
-    }},
-    "traffic": {"route53_zone": "z."},
-})
+NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+TOPO = parse_topology(
+    {
+        "name": "t",
+        "regions": {
+            r: {"aws_region": a, "residency": r, "app_url": f"http://{r}", "bucket": f"b-{r}", "work_pool": r}
+            for r, a in {"eu": "eu-west-1", "us": "us-east-1"}.items()
+        },
+        "clusters": {
+            "core": {
+                "nodes": {
+                    "eu-1": {"region": "eu", "host": "h1", "port": 1, "data_dir": "/d"},
+                    "us-1": {"region": "us", "host": "h2", "port": 1, "data_dir": "/d"},
+                },
+                "writer_record": "writer.core.z.",
+                "health": {"max_lag_bytes": 1000, "max_lag_seconds": 10},
+            }
+        },
+        "traffic": {"route53_zone": "z."},
+    }
+)
 
 
 def primary(name="eu-1", lsn="0/5000000", tl=1) -> NodeState:
-    return NodeState(node=name, reachable=True, role="primary", timeline=tl, current_lsn=Lsn.parse(lsn),
-                     observed_at=NOW)
+    return NodeState(
+        node=name, reachable=True, role="primary", timeline=tl, current_lsn=Lsn.parse(lsn), observed_at=NOW
+    )
 
 
 def replica(name="us-1", lsn="0/5000000", tl=1, status="streaming", lag_s=0.0) -> NodeState:
-    return NodeState(node=name, reachable=True, role="replica", timeline=tl, replay_lsn=Lsn.parse(lsn),
-                     receive_lsn=Lsn.parse(lsn), replay_lag_seconds=lag_s,
-                     wal_receiver=WalReceiver(status=status) if status else None, observed_at=NOW)
+    return NodeState(
+        node=name,
+        reachable=True,
+        role="replica",
+        timeline=tl,
+        replay_lsn=Lsn.parse(lsn),
+        receive_lsn=Lsn.parse(lsn),
+        replay_lag_seconds=lag_s,
+        wal_receiver=WalReceiver(status=status) if status else None,
+        observed_at=NOW,
+    )
 
 
-APPS = [AppProbe(region=r, url=f"http://{r}/health", reachable=True, status_code=200, status="ok", version="1",
-                 database="ok") for r in ("eu", "us")]
-BUCKETS = [BucketStatus(bucket="b-eu", reachable=True, region="eu-west-1"),
-           BucketStatus(bucket="b-us", reachable=True, region="us-east-1")]
+APPS = [
+    AppProbe(
+        region=r, url=f"http://{r}/health", reachable=True, status_code=200, status="ok", version="1", database="ok"
+    )
+    for r in ("eu", "us")
+]
+BUCKETS = [
+    BucketStatus(bucket="b-eu", reachable=True, region="eu-west-1"),
+    BucketStatus(bucket="b-us", reachable=True, region="us-east-1"),
+]
 WRITER = DnsRecord(name="writer.core.z.", type="CNAME", ttl=5, values=["eu-1.core.z."])
 
 
@@ -94,8 +115,10 @@ def test_wrong_timeline():
 
 
 def test_bucket_in_wrong_region_and_unreachable():
-    buckets = [BucketStatus(bucket="b-eu", reachable=True, region="us-west-2"),
-               BucketStatus(bucket="b-us", reachable=False, error="AccessDenied")]
+    buckets = [
+        BucketStatus(bucket="b-eu", reachable=True, region="us-west-2"),
+        BucketStatus(bucket="b-us", reachable=False, error="AccessDenied"),
+    ]
     report = assess([primary(), replica()], buckets=buckets)
     assert kinds(report) == ["bucket_unreachable", "bucket_wrong_region"]
 
@@ -110,8 +133,10 @@ def test_writer_missing_unreadable_or_elsewhere():
 
 
 def test_app_down_and_degraded():
-    apps = [AppProbe(region="eu", url="u", reachable=False, error="ConnectError"),
-            AppProbe(region="us", url="u", reachable=True, status_code=200, status="degraded", database="unreachable")]
+    apps = [
+        AppProbe(region="eu", url="u", reachable=False, error="ConnectError"),
+        AppProbe(region="us", url="u", reachable=True, status_code=200, status="degraded", database="unreachable"),
+    ]
     assert kinds(assess([primary(), replica()], apps=apps)) == ["app_degraded", "app_down"]
 
 
@@ -119,11 +144,16 @@ def test_slots_retaining_too_much_wal_lost_slots_and_an_uncapped_primary():
     from regionops.model import Slot
 
     gib = 1024**3
-    p = primary().model_copy(update={"max_slot_wal_keep_size_mb": -1, "slots": [
-        Slot(slot_name="us_1", active=True, retained_bytes=1024),
-        Slot(slot_name="gone_1", active=False, retained_bytes=2 * gib),
-        Slot(slot_name="apac_1", active=False, wal_status="lost"),
-    ]})
+    p = primary().model_copy(
+        update={
+            "max_slot_wal_keep_size_mb": -1,
+            "slots": [
+                Slot(slot_name="us_1", active=True, retained_bytes=1024),
+                Slot(slot_name="gone_1", active=False, retained_bytes=2 * gib),
+                Slot(slot_name="apac_1", active=False, wal_status="lost"),
+            ],
+        }
+    )
     report = assess([p, replica()])
     assert kinds(report) == ["slot_keep_unlimited", "slot_lost", "slot_retaining_wal"]
     by_kind = {x.kind: x.message for x in report.problems}

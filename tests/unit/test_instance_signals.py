@@ -19,8 +19,9 @@ class Instance:
     """A process tree standing in for a postmaster and its children."""
 
     def __init__(self, children: int = 3):
-        self.procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-                      for _ in range(children + 1)]
+        self.procs = [
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(children + 1)
+        ]
         self.data_dir = "/nowhere"
 
     def instance_pids(self) -> list[int]:

@@ -38,8 +38,11 @@ def test_the_lab_topology_names_the_stack_and_each_nodes_exporter(tmp_path):
     assert topo.monitoring.prometheus_url == "http://127.0.0.1:20070"
     assert topo.monitoring.alert_receiver_url == "http://127.0.0.1:20093/alerts"
     assert topo.monitoring.max_alert_for_seconds == 2
-    assert {n: node.exporter_port for n, node in topo.clusters["core"].nodes.items()} == \
-        {"eu-1": 20075, "us-1": 20076, "apac-1": 20077}
+    assert {n: node.exporter_port for n, node in topo.clusters["core"].nodes.items()} == {
+        "eu-1": 20075,
+        "us-1": 20076,
+        "apac-1": 20077,
+    }
 
 
 def test_missing_binaries_are_named_with_their_packages_and_the_rest_goes_on(tmp_path, monkeypatch):
@@ -49,8 +52,10 @@ def test_missing_binaries_are_named_with_their_packages_and_the_rest_goes_on(tmp
     assert "monitoring" not in topology_document(cfg)  # runbooks neither silence nor publish
     [component] = labmon.LabMonitoring(cfg).status()
     assert component.required is False and not component.healthy
-    assert component.detail == ("not installed: apt-get install prometheus prometheus-alertmanager "
-                                "prometheus-postgres-exporter prometheus-pushgateway")
+    assert component.detail == (
+        "not installed: apt-get install prometheus prometheus-alertmanager "
+        "prometheus-postgres-exporter prometheus-pushgateway"
+    )
     said: list[str] = []
     started: list[str] = []
     labmon.LabMonitoring(cfg).start(lambda name, *a, **k: started.append(name), said.append)

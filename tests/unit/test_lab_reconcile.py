@@ -18,11 +18,14 @@ def states(*nodes: NodeState) -> dict[str, NodeState]:
     return {s.node: s for s in nodes}
 
 
-@pytest.mark.parametrize(("writer", "action", "said"), [
-    ("us-1", "keep", "writer record already points at the primary us-1"),
-    ("eu-1", "point", "writer record now points at the primary us-1 (it pointed at eu-1)"),
-    (None, "point", "writer record now points at the primary us-1 (it was missing)"),
-])
+@pytest.mark.parametrize(
+    ("writer", "action", "said"),
+    [
+        ("us-1", "keep", "writer record already points at the primary us-1"),
+        ("eu-1", "point", "writer record now points at the primary us-1 (it pointed at eu-1)"),
+        (None, "point", "writer record now points at the primary us-1 (it was missing)"),
+    ],
+)
 def test_one_primary_the_record_follows_it(writer, action, said):
     d = reconcile_writer(states(replica("eu-1"), primary("us-1")), writer)
     assert (d.action, d.primary, d.healthy, d.advice) == (action, "us-1", True, None)
@@ -62,8 +65,9 @@ def test_advice_for_a_healthy_lab_is_empty():
 
 def test_advice_for_a_fenced_down_replica_names_resync_and_the_node():
     observed = states(primary("us-1"), down("eu-1"))
-    report = assess(list(observed.values()), writer=DnsRecord(name="writer.core.z.", type="CNAME", ttl=5,
-                                                              values=["us-1.core.z."]))
+    report = assess(
+        list(observed.values()), writer=DnsRecord(name="writer.core.z.", type="CNAME", ttl=5, values=["us-1.core.z."])
+    )
     advice = advice_for(report, reconcile_writer(observed, "us-1", {"eu-1"}), {"eu-1"})
     assert advice == ["`regionops run replica-resync` to repair eu-1"]
 
@@ -81,7 +85,8 @@ def test_advice_for_a_stopped_lab_is_lab_up_only():
     observed = states(down("eu-1"), down("us-1"))
     report = assess(list(observed.values()))
     assert advice_for(report, reconcile_writer(observed, "eu-1"), stopped=["eu-1", "us-1"]) == [
-        "`regionops lab up` starts the lab (every node is stopped)"]
+        "`regionops lab up` starts the lab (every node is stopped)"
+    ]
 
 
 def test_advice_for_a_crashed_primary_offers_lab_up_and_failover():

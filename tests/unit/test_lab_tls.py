@@ -33,9 +33,23 @@ def test_https_server_is_trusted_through_the_ca_and_closes_tls_cleanly(tmp_path)
     tls = LabTls(tmp_path / "tls")
     tls.ensure()
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "regionops.lab.awsserver", "--port", str(port),
-                             "--state-file", str(tmp_path / "state"), "--cert", str(tls.cert_file),
-                             "--key", str(tls.key_file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "regionops.lab.awsserver",
+            "--port",
+            str(port),
+            "--state-file",
+            str(tmp_path / "state"),
+            "--cert",
+            str(tls.cert_file),
+            "--key",
+            str(tls.key_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, timeout=30, what="awsserver", pid=proc.pid)
         assert serves_tls(port, tls.ca_file)

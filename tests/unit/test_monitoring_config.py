@@ -48,13 +48,16 @@ def test_amtool_accepts_the_shipped_alertmanager_config():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize(("labels", "receivers"), [
-    (["alertname=PostgresPrimaryDown", "cluster=core"], f"{RUNBOOK_RECEIVER},{SLACK_RECEIVER}"),
-    (["alertname=PostgresReplicationBroken", "cluster=core", "node=us-1"], f"{RUNBOOK_RECEIVER},{SLACK_RECEIVER}"),
-    (["alertname=PostgresReplicaLagging", "cluster=core", "node=us-1"], f"{RUNBOOK_RECEIVER},{SLACK_RECEIVER}"),
-    (["alertname=AppDown", "region=us"], SLACK_RECEIVER),
-    (["alertname=BackupTooOld", "cluster=core"], SLACK_RECEIVER),
-])
+@pytest.mark.parametrize(
+    ("labels", "receivers"),
+    [
+        (["alertname=PostgresPrimaryDown", "cluster=core"], f"{RUNBOOK_RECEIVER},{SLACK_RECEIVER}"),
+        (["alertname=PostgresReplicationBroken", "cluster=core", "node=us-1"], f"{RUNBOOK_RECEIVER},{SLACK_RECEIVER}"),
+        (["alertname=PostgresReplicaLagging", "cluster=core", "node=us-1"], f"{RUNBOOK_RECEIVER},{SLACK_RECEIVER}"),
+        (["alertname=AppDown", "region=us"], SLACK_RECEIVER),
+        (["alertname=BackupTooOld", "cluster=core"], SLACK_RECEIVER),
+    ],
+)
 def test_runbook_alerts_reach_the_receiver_and_every_alert_reaches_slack(labels, receivers):
     done = run_tool(AMTOOL, "config", "routes", "test", "--config.file=alertmanager.yml", *labels)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -64,7 +67,8 @@ def test_runbook_alerts_reach_the_receiver_and_every_alert_reaches_slack(labels,
 def test_generated_files_are_up_to_date():
     for name, text in shipped_files().items():
         assert (SHIPPED_DIR / name).read_text() == text, (
-            f"deployments/monitoring/{name} is stale: run `python -m regionops.monitoring --write-shipped`")
+            f"deployments/monitoring/{name} is stale: run `python -m regionops.monitoring --write-shipped`"
+        )
 
 
 def test_every_alert_that_starts_a_runbook_has_a_rule():
@@ -93,8 +97,10 @@ def test_scrape_config_labels_every_node_and_app_from_the_topology():
         {"targets": ["h1:9187"], "labels": {"cluster": "core", "node": "eu-1", "region": "eu"}},
         {"targets": ["h2:19187"], "labels": {"cluster": "core", "node": "us-1", "region": "us"}},
     ]
-    assert jobs["app"]["static_configs"] == [{"targets": ["eu:80"], "labels": {"region": "eu"}},
-                                             {"targets": ["us:80"], "labels": {"region": "us"}}]
+    assert jobs["app"]["static_configs"] == [
+        {"targets": ["eu:80"], "labels": {"region": "eu"}},
+        {"targets": ["us:80"], "labels": {"region": "us"}},
+    ]
     assert jobs["pushgateway"]["honor_labels"] is True
     assert config["global"]["scrape_interval"] == "1s"
     assert config["alerting"]["alertmanagers"][0]["static_configs"] == [{"targets": ["am:9093"]}]
@@ -111,9 +117,18 @@ def test_thresholds_come_from_the_topology():
 
 
 def test_cap_for_shortens_only_longer_waits():
-    doc = {"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "1", "for": "2m"},
-                                              {"alert": "B", "expr": "1", "for": "1s"},
-                                              {"record": "r", "expr": "1"}]}]}
+    doc = {
+        "groups": [
+            {
+                "name": "g",
+                "rules": [
+                    {"alert": "A", "expr": "1", "for": "2m"},
+                    {"alert": "B", "expr": "1", "for": "1s"},
+                    {"record": "r", "expr": "1"},
+                ],
+            }
+        ]
+    }
     capped = cap_for(doc, 3)
     assert [r.get("for") for r in capped["groups"][0]["rules"]] == ["3s", "1s", None]
     assert doc["groups"][0]["rules"][0]["for"] == "2m"  # the original is untouched
@@ -121,16 +136,28 @@ def test_cap_for_shortens_only_longer_waits():
 
 
 def test_a_lab_style_config_with_capped_rules_passes_promtool(tmp_path):
-    topo = topology(alertmanager_url="http://127.0.0.1:1", alert_receiver_url="http://127.0.0.1:2/alerts",
-                    scrape_interval_seconds=1, max_alert_for_seconds=2)
+    topo = topology(
+        alertmanager_url="http://127.0.0.1:1",
+        alert_receiver_url="http://127.0.0.1:2/alerts",
+        scrape_interval_seconds=1,
+        max_alert_for_seconds=2,
+    )
     doc = base()
     doc["notifications"] = {"slack": {"channel": "#c", "token": {"file": "/nonexistent"}}}
-    files = render(topo.model_copy(update={"notifications": parse_topology(doc).notifications}), "test",
-                   AlertmanagerInputs(receiver_token_file=str(tmp_path / "t"), slack_token_file=str(tmp_path / "s"),
-                                      timings=LAB_TIMINGS))
+    files = render(
+        topo.model_copy(update={"notifications": parse_topology(doc).notifications}),
+        "test",
+        AlertmanagerInputs(
+            receiver_token_file=str(tmp_path / "t"), slack_token_file=str(tmp_path / "s"), timings=LAB_TIMINGS
+        ),
+    )
     write(tmp_path, files)
-    assert set(files) == {"prometheus.yml", "alertmanager.yml", "thresholds.rules.yml",
-                          *(f"rules/{p.name}" for p in RULES_DIR.glob("*.rules.yml"))}
+    assert set(files) == {
+        "prometheus.yml",
+        "alertmanager.yml",
+        "thresholds.rules.yml",
+        *(f"rules/{p.name}" for p in RULES_DIR.glob("*.rules.yml")),
+    }
     postgres = yaml.safe_load(files["rules/postgres.rules.yml"])
     assert {r["for"] for g in postgres["groups"] for r in g["rules"] if "for" in r} == {"2s"}
     done = run_tool(PROMTOOL, "check", "config", "prometheus.yml", cwd=tmp_path)

@@ -49,17 +49,24 @@ def am_client(fake: FakeAlertmanager) -> AlertmanagerClient:
 
 
 def alert(fp: str, name: str = "PostgresPrimaryDown") -> dict:
-    return {"fingerprint": fp, "labels": {"alertname": name, "cluster": "core"},
-            "status": {"state": "suppressed", "silencedBy": ["s1"]}, "startsAt": "2024-05-01T03:00:00Z"}
+    return {
+        "fingerprint": fp,
+        "labels": {"alertname": name, "cluster": "core"},
+        "status": {"state": "suppressed", "silencedBy": ["s1"]},
+        "startsAt": "2024-05-01T03:00:00Z",
+    }
 
 
 def test_create_silence_sends_matchers_and_window():
     fake = FakeAlertmanager()
-    s = am_client(fake).create_silence([Matcher(name="cluster", value="core"),
-                                        Matcher(name="alertname", value="A|B", is_regex=True)], 600, "me", "why")
+    s = am_client(fake).create_silence(
+        [Matcher(name="cluster", value="core"), Matcher(name="alertname", value="A|B", is_regex=True)], 600, "me", "why"
+    )
     body = fake.silences[s.id]
-    assert body["matchers"] == [{"name": "cluster", "value": "core", "isRegex": False, "isEqual": True},
-                                {"name": "alertname", "value": "A|B", "isRegex": True, "isEqual": True}]
+    assert body["matchers"] == [
+        {"name": "cluster", "value": "core", "isRegex": False, "isEqual": True},
+        {"name": "alertname", "value": "A|B", "isRegex": True, "isEqual": True},
+    ]
     assert (s.ends_at - s.starts_at).total_seconds() == 600
     assert 'alertname=~"A|B"' in s.sentence()
 
@@ -71,8 +78,10 @@ def test_errors_are_translated_at_the_boundary():
     client = AlertmanagerClient("http://am", client=httpx.Client(transport=httpx.MockTransport(refuse)))
     with pytest.raises(TransientError, match="did not answer"):
         client.alerts([])
-    bad = AlertmanagerClient("http://am", client=httpx.Client(
-        transport=httpx.MockTransport(lambda r: httpx.Response(400, text="bad matcher"))))
+    bad = AlertmanagerClient(
+        "http://am",
+        client=httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(400, text="bad matcher"))),
+    )
     with pytest.raises(ExternalSystemError, match="400: bad matcher"):
         bad.alerts([])
 
@@ -85,9 +94,11 @@ def test_lift_waits_for_the_works_alerts_not_for_older_ones():
     planned = silences.silence(am, topo, "core", "switchover", "run-1", 600)
     assert planned.already_firing == ["old"]
     filters = fake.requests[0].url.params.get_list("filter")
-    assert filters == ['environment="t"', 'cluster="core"',
-                       'alertname=~"PostgresPrimaryDown|PostgresReplicationBroken|PostgresReplicaLagging|'
-                       'PostgresNodeDown"']
+    assert filters == [
+        'environment="t"',
+        'cluster="core"',
+        'alertname=~"PostgresPrimaryDown|PostgresReplicationBroken|PostgresReplicaLagging|PostgresNodeDown"',
+    ]
     fake.alerts.append(alert("new"))
     now = [0.0]
 
@@ -125,8 +136,10 @@ def test_pushgateway_puts_the_group_in_text_format():
     assert seen[0].method == "PUT"
     assert seen[0].url.path == "/metrics/job/regionops-backup/cluster/core"
     assert seen[0].content.decode() == "# HELP a_seconds h\n# TYPE a_seconds gauge\na_seconds 1.5\n"
-    assert pushed.sentence() == ("published a_seconds=1.5 for cluster core (job regionops-backup) to "
-                                 "http://pg:9091/metrics/job/regionops-backup/cluster/core")
+    assert pushed.sentence() == (
+        "published a_seconds=1.5 for cluster core (job regionops-backup) to "
+        "http://pg:9091/metrics/job/regionops-backup/cluster/core"
+    )
     with pytest.raises(ValueError, match="not a Prometheus metric name"):
         exposition([Gauge(name="bad-name", help="h", value=1)])
 
@@ -134,15 +147,26 @@ def test_pushgateway_puts_the_group_in_text_format():
 def test_prometheus_alerts_are_read_and_an_unreachable_prometheus_is_a_result():
     from regionops.drivers.prometheus import PrometheusClient
 
-    body = {"status": "success", "data": {"alerts": [
-        {"labels": {"alertname": "BackupTooOld", "cluster": "core"}, "annotations": {"summary": "no backup"},
-         "state": "firing"},
-        {"labels": {"alertname": "PostgresPrimaryDown", "cluster": "core", "node": "eu-1"}, "state": "pending"}]}}
-    ok = PrometheusClient("http://prom", client=httpx.Client(
-        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=body)))).alerts()
+    body = {
+        "status": "success",
+        "data": {
+            "alerts": [
+                {
+                    "labels": {"alertname": "BackupTooOld", "cluster": "core"},
+                    "annotations": {"summary": "no backup"},
+                    "state": "firing",
+                },
+                {"labels": {"alertname": "PostgresPrimaryDown", "cluster": "core", "node": "eu-1"}, "state": "pending"},
+            ]
+        },
+    }
+    ok = PrometheusClient(
+        "http://prom", client=httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200, json=body)))
+    ).alerts()
     assert [a.alertname for a in ok.firing()] == ["BackupTooOld"]
-    assert ok.sentence() == ("Prometheus at http://prom has 1 alert(s) firing: BackupTooOld (cluster=core) "
-                             "firing: no backup")
+    assert ok.sentence() == (
+        "Prometheus at http://prom has 1 alert(s) firing: BackupTooOld (cluster=core) firing: no backup"
+    )
 
     def refuse(request):
         raise httpx.ConnectError("refused")

@@ -10,9 +10,19 @@ SYSID = "7300000000000000001"
 
 
 def facts(**over) -> StandingFacts:
-    base = dict(node="eu-1", node_region="eu", node_port=5432, worker_region="eu", check_region=True,
-                data_dir="/var/lib/postgresql/15/main", data_dir_exists=True, dir_system_identifier=SYSID,
-                dir_port=5432, cluster_system_identifier=SYSID, reported_by="us-1")
+    base = dict(
+        node="eu-1",
+        node_region="eu",
+        node_port=5432,
+        worker_region="eu",
+        check_region=True,
+        data_dir="/var/lib/postgresql/15/main",
+        data_dir_exists=True,
+        dir_system_identifier=SYSID,
+        dir_port=5432,
+        cluster_system_identifier=SYSID,
+        reported_by="us-1",
+    )
     return StandingFacts(**(base | over))
 
 
@@ -22,21 +32,27 @@ def test_the_right_worker_on_the_right_directory_may_act():
     assert verdict.sentence() == "this worker stands where eu-1's steps belong"
 
 
-@pytest.mark.parametrize("over, reason", [
-    ({"worker_region": "us"}, "this worker runs in region us, but eu-1 is in eu"),
-    ({"worker_region": None}, "this worker has no REGIONOPS_REGION, so it cannot prove it runs in eu"),
-    ({"dir_system_identifier": "7399999999999999999"},
-     "has system identifier 7399999999999999999, but the cluster (us-1) reports 7300000000000000001"),
-    ({"dir_system_identifier": None}, "has system identifier unknown"),
-    ({"dir_port": 5433}, "is configured for port 5433, not eu-1's port 5432"),
-    ({"dir_port": None}, "is configured for port unknown"),
-])
+@pytest.mark.parametrize(
+    "over, reason",
+    [
+        ({"worker_region": "us"}, "this worker runs in region us, but eu-1 is in eu"),
+        ({"worker_region": None}, "this worker has no REGIONOPS_REGION, so it cannot prove it runs in eu"),
+        (
+            {"dir_system_identifier": "7399999999999999999"},
+            "has system identifier 7399999999999999999, but the cluster (us-1) reports 7300000000000000001",
+        ),
+        ({"dir_system_identifier": None}, "has system identifier unknown"),
+        ({"dir_port": 5433}, "is configured for port 5433, not eu-1's port 5432"),
+        ({"dir_port": None}, "is configured for port unknown"),
+    ],
+)
 def test_standing_in_the_wrong_place_refuses_and_says_why(over, reason):
     verdict = judge_standing(facts(**over))
     assert not verdict.ok
     assert any(reason in r for r in verdict.reasons), verdict.reasons
     assert verdict.sentence().startswith("refusing to act on eu-1: ") and verdict.sentence().endswith(
-        "nothing was changed")
+        "nothing was changed"
+    )
 
 
 def test_every_reason_is_given_at_once():
@@ -61,8 +77,9 @@ def test_with_no_member_answering_and_no_recorded_identifier_a_step_refuses():
     assert "no system identifier was recorded when it was last seen healthy" in verdict.sentence()
     assert "nothing was changed" in verdict.sentence()
     # a directory that does not exist has nothing to protect: a re-clone may create it
-    assert judge_standing(facts(cluster_system_identifier=None, data_dir_exists=False, dir_system_identifier=None,
-                                dir_port=None)).ok
+    assert judge_standing(
+        facts(cluster_system_identifier=None, data_dir_exists=False, dir_system_identifier=None, dir_port=None)
+    ).ok
 
 
 def test_with_no_member_answering_the_recorded_identifier_decides():
@@ -76,8 +93,10 @@ def test_the_standing_decision_and_the_observed_state_models_load_no_driver():
     import subprocess
     import sys
 
-    code = ("import sys, regionops.model, regionops.node.standing, regionops.node.messages, "
-            "regionops.backup.restore_model; "
-            "print(sorted(m for m in ('psycopg', 'boto3', 'httpx', 'prefect') if m in sys.modules))")
+    code = (
+        "import sys, regionops.model, regionops.node.standing, regionops.node.messages, "
+        "regionops.backup.restore_model; "
+        "print(sorted(m for m in ('psycopg', 'boto3', 'httpx', 'prefect') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"

@@ -41,10 +41,20 @@ def topology(endpoint: str) -> Topology:
         {
             "name": "unit",
             "regions": {
-                "eu": {"aws_region": "eu-west-1", "residency": "eu", "app_url": "http://eu",
-                       "bucket": "unit-eu", "work_pool": "eu"},
-                "us": {"aws_region": "us-west-2", "residency": "us", "app_url": "http://us",
-                       "bucket": "unit-us", "work_pool": "us"},
+                "eu": {
+                    "aws_region": "eu-west-1",
+                    "residency": "eu",
+                    "app_url": "http://eu",
+                    "bucket": "unit-eu",
+                    "work_pool": "eu",
+                },
+                "us": {
+                    "aws_region": "us-west-2",
+                    "residency": "us",
+                    "app_url": "http://us",
+                    "bucket": "unit-us",
+                    "work_pool": "us",
+                },
             },
             "clusters": {
                 "core": {
@@ -110,8 +120,9 @@ def test_multipart_upload_stores_exactly_the_bytes_it_hashed(store: S3ObjectStor
     data = os.urandom(40 * MiB)
     progress: list[int] = []
 
-    result = store.upload_stream(bucket, "base/1.tar", TrickleStream(data), part_size=5 * MiB,
-                                 on_progress=progress.append)
+    result = store.upload_stream(
+        bucket, "base/1.tar", TrickleStream(data), part_size=5 * MiB, on_progress=progress.append
+    )
 
     expected = hashlib.sha256(data).hexdigest()
     assert (result.size, result.parts, result.sha256) == (len(data), 8, expected)
@@ -145,9 +156,7 @@ def test_a_stream_failing_halfway_leaves_no_upload_and_no_object(store: S3Object
     assert store.head(bucket, "base/broken.tar") is None
 
 
-def test_abort_pending_uploads_cleans_orphaned_parts_under_the_prefix(
-    store: S3ObjectStore, topology: Topology
-) -> None:
+def test_abort_pending_uploads_cleans_orphaned_parts_under_the_prefix(store: S3ObjectStore, topology: Topology) -> None:
     bucket = new_bucket(store)
     raw = s3_client(topology, "eu-west-1")
     orphan = raw.create_multipart_upload(Bucket=bucket, Key="base/2.tar")["UploadId"]
@@ -197,7 +206,11 @@ def test_put_list_and_delete(store: S3ObjectStore) -> None:
 def test_unreachable_endpoint_is_transient() -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     client = boto3.session.Session().client(
-        "s3", region_name="eu-west-1", endpoint_url=dead, aws_access_key_id="x", aws_secret_access_key="x",
+        "s3",
+        region_name="eu-west-1",
+        endpoint_url=dead,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
         config=Config(connect_timeout=1, retries={"total_max_attempts": 1}),
     )
     store = S3ObjectStore(lambda region: client)

@@ -42,7 +42,9 @@ def test_repositories_home_bucket_first_then_allowed_copies():
     topo = load_topology(EXAMPLE)
     plan = plan_stanza(topo, "core")
     assert [(r.index, r.region, r.bucket) for r in plan.repositories] == [
-        (1, "eu", "example-regionops-backups-eu-west-1"), (2, "us", "example-regionops-backups-us-east-1")]
+        (1, "eu", "example-regionops-backups-eu-west-1"),
+        (2, "us", "example-regionops-backups-us-east-1"),
+    ]
     assert [r.retention_full for r in plan.repositories] == [4, 2]  # copy_retention_full for the copy
     assert plan.config_path("us-1") == Path("/etc/pgbackrest/core-us-1.conf")
 
@@ -62,7 +64,9 @@ def test_config_resolves_secret_references_and_is_written_0600(tmp_path, monkeyp
     doc = yaml.safe_load(EXAMPLE.read_text())
     cluster = doc["clusters"]["customers-eu"]
     cluster["os_user"] = None
-    cluster["backup"]["pgbackrest"] |= {f: str(tmp_path / f) for f in ("config_dir", "spool_dir", "lock_dir", "log_dir")}
+    cluster["backup"]["pgbackrest"] |= {
+        f: str(tmp_path / f) for f in ("config_dir", "spool_dir", "lock_dir", "log_dir")
+    }
     topo = parse_topology(doc)
     monkeypatch.setenv("CUSTOMERS_EU_PGBACKREST_CIPHER", "s3cret-passphrase")
     plan = plan_stanza(topo, "customers-eu")
@@ -86,7 +90,8 @@ def test_archive_command_names_the_nodes_own_config():
     settings = archive_settings(plan, "apac-1", "/usr/bin/pgbackrest")
     assert settings["archive_mode"] == "on"
     assert settings["archive_command"] == (
-        "'/usr/bin/pgbackrest --config=/etc/pgbackrest/core-apac-1.conf --stanza=core archive-push %p'")
+        "'/usr/bin/pgbackrest --config=/etc/pgbackrest/core-apac-1.conf --stanza=core archive-push %p'"
+    )
 
 
 def test_commands_go_through_the_runner_and_errors_carry_pgbackrests_message():
@@ -95,8 +100,17 @@ def test_commands_go_through_the_runner_and_errors_carry_pgbackrests_message():
     driver = PgBackRest(plan, "eu-1", runner, binary_path="/usr/bin/pgbackrest")
     with pytest.raises(TransientError, match="unable to acquire lock"):
         driver.backup("diff", repo=2)
-    assert runner.calls == [["/usr/bin/pgbackrest", "--config=/etc/pgbackrest/core-eu-1.conf", "--stanza=core",
-                             "--type=diff", "--repo=2", "--log-level-console=info", "backup"]]
+    assert runner.calls == [
+        [
+            "/usr/bin/pgbackrest",
+            "--config=/etc/pgbackrest/core-eu-1.conf",
+            "--stanza=core",
+            "--type=diff",
+            "--repo=2",
+            "--log-level-console=info",
+            "backup",
+        ]
+    ]
     with pytest.raises(ConfigurationError, match="no repo3"):
         driver.backup("full", repo=3)
     assert "exited 1" in str(pgbackrest_error(RunOutput(("pgbackrest", "check"), 1, "", "boom", 0.0)))

@@ -31,7 +31,7 @@ def test_only_the_arguments_after_binary_config_and_stanza_travel_and_the_label_
     op = FakeOperator(stdout="P00   INFO: new backup label = 20261125-013000F_20261125-020000I\n")
     driver = seam_driver(load_topology(EXAMPLE), "core", "us-1", op)
     result = driver.backup("incr", repo=2)
-    (node, command), = op.steps
+    ((node, command),) = op.steps
     assert node == "us-1" and command.command() == "backup" and command.timeout == 6 * 3600
     assert command.args == ["--type=incr", "--repo=2", "--log-level-console=info", "backup"]
     assert result.label == "20261125-013000F_20261125-020000I" and result.seconds == 1.5
@@ -43,25 +43,39 @@ def test_a_failed_command_on_the_node_is_the_drivers_project_error():
         seam_driver(load_topology(EXAMPLE), "core", "eu-1", op).check()
 
 
-@pytest.mark.parametrize("args, problem", [
-    (["archive-push", "/x"], "command 'archive-push' is not one of"),
-    ([], "command '(none)'"),
-    (["--config=/tmp/other.conf", "backup"], "--config=/tmp/other.conf not allowed"),
-    (["--stanza=other", "info"], "--stanza=other not allowed"),
-])
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (["archive-push", "/x"], "command 'archive-push' is not one of"),
+        ([], "command '(none)'"),
+        (["--config=/tmp/other.conf", "backup"], "--config=/tmp/other.conf not allowed"),
+        (["--stanza=other", "info"], "--stanza=other not allowed"),
+    ],
+)
 def test_the_node_refuses_other_commands_and_another_config_or_stanza(args, problem):
     with pytest.raises(ConfigurationError, match=problem.replace("(", r"\(").replace(")", r"\)")):
         PgBackRestCommand(args=args).check()
 
 
 def test_the_step_ships_as_json_and_its_reply_reads_as_a_sentence():
-    params = NodeOpParams(topology=load_topology(EXAMPLE), cluster="core", node="eu-1", operation="pgbackrest",
-                          pgbackrest=PgBackRestCommand(args=["--output=json", "info"], timeout=60))
+    params = NodeOpParams(
+        topology=load_topology(EXAMPLE),
+        cluster="core",
+        node="eu-1",
+        operation="pgbackrest",
+        pgbackrest=PgBackRestCommand(args=["--output=json", "info"], timeout=60),
+    )
     again = NodeOpParams.model_validate_json(params.model_dump_json())
     assert again.pgbackrest == params.pgbackrest
-    reply = NodeOpReply(node="eu-1", operation="pgbackrest", worker_region="eu", standing="ok",
-                        pgbackrest=PgBackRestRun(node="eu-1", args=["--output=json", "info"], exit_code=0,
-                                                 stdout="[]", stderr="", seconds=0.4))
+    reply = NodeOpReply(
+        node="eu-1",
+        operation="pgbackrest",
+        worker_region="eu",
+        standing="ok",
+        pgbackrest=PgBackRestRun(
+            node="eu-1", args=["--output=json", "info"], exit_code=0, stdout="[]", stderr="", seconds=0.4
+        ),
+    )
     assert reply.sentence() == "pgbackrest of eu-1 on the eu worker: pgbackrest info on eu-1 exited 0 in 0.4 s"
 
 

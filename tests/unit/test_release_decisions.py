@@ -23,12 +23,15 @@ def test_default_waves_are_the_canary_then_the_rest():
     assert plan_waves(["eu"], "eu", None) == [["eu"]]
 
 
-@pytest.mark.parametrize("waves, problem", [
-    ([["eu"], ["us", "mars"]], "wave 2: unknown region 'mars'"),
-    ([["eu"], ["us"]], "the plan skips region(s) apac"),
-    ([["eu"], [], ["us", "apac"]], "wave 2 is empty"),
-    ([["eu", "eu"], ["us", "apac"]], "region 'eu' is already in wave 1"),
-])
+@pytest.mark.parametrize(
+    "waves, problem",
+    [
+        ([["eu"], ["us", "mars"]], "wave 2: unknown region 'mars'"),
+        ([["eu"], ["us"]], "the plan skips region(s) apac"),
+        ([["eu"], [], ["us", "apac"]], "wave 2 is empty"),
+        ([["eu", "eu"], ["us", "apac"]], "region 'eu' is already in wave 1"),
+    ],
+)
 def test_bad_wave_plans_name_the_parameter_and_the_problem(waves, problem):
     with pytest.raises(ConfigurationError, match="parameter waves") as err:
         plan_waves(REGIONS, "eu", waves)
@@ -52,7 +55,9 @@ def test_gate_passes_within_limits_and_names_each_exceeded_limit():
     good = evaluate_gate(before, sample(200, 2, {0.05: 200, 0.5: 200, INF: 200}), limits, wave=1, check="bake")
     assert good.passed and good.error_rate == pytest.approx(0.01) and "within limits" in good.reason
     bad = evaluate_gate(before, sample(200, 41, {0.05: 110, 0.5: 200, INF: 200}), limits, wave=1, check="bake")
-    assert not bad.passed and "error rate 40.0% > 5.0%" in bad.reason and "p95" in bad.reason and "> 100 ms" in bad.reason
+    assert (
+        not bad.passed and "error rate 40.0% > 5.0%" in bad.reason and "p95" in bad.reason and "> 100 ms" in bad.reason
+    )
 
 
 def test_gate_fails_without_traffic_or_metrics_and_handles_a_counter_reset():
@@ -93,24 +98,53 @@ class FakeProber:
 
     def probe(self, region, base_url):
         ok = next(self.healthy)
-        return AppProbe(region=region, url=base_url, reachable=True, status_code=200,
-                        status="ok" if ok else "degraded", version="2", latency_ms=3)
+        return AppProbe(
+            region=region,
+            url=base_url,
+            reachable=True,
+            status_code=200,
+            status="ok" if ok else "degraded",
+            version="2",
+            latency_ms=3,
+        )
 
 
 def test_health_wait_needs_consecutive_healthy_probes_on_the_new_version():
     clock = iter(range(100)).__next__
     target = FakeTarget(["1", "2", "2", "2", "2"])
     prober = FakeProber([True, True, False, True, True])
-    gate = wait_healthy(target, prober, "eu", "http://x", "2", wave=1, needed=2, interval=1, timeout=50,
-                        clock=clock, sleep=lambda s: None)
+    gate = wait_healthy(
+        target,
+        prober,
+        "eu",
+        "http://x",
+        "2",
+        wave=1,
+        needed=2,
+        interval=1,
+        timeout=50,
+        clock=clock,
+        sleep=lambda s: None,
+    )
     assert gate.passed and gate.requests == 5 and gate.errors == 2
 
 
 def test_health_wait_has_a_deadline_and_says_what_it_last_saw():
     clock = iter(range(100)).__next__
     with pytest.raises(DeadlineExceeded, match="eu runs version 1"):
-        wait_healthy(FakeTarget(["1"] * 10), FakeProber([True] * 10), "eu", "http://x", "2", wave=1, needed=2,
-                     interval=1, timeout=3, clock=clock, sleep=lambda s: None)
+        wait_healthy(
+            FakeTarget(["1"] * 10),
+            FakeProber([True] * 10),
+            "eu",
+            "http://x",
+            "2",
+            wave=1,
+            needed=2,
+            interval=1,
+            timeout=3,
+            clock=clock,
+            sleep=lambda s: None,
+        )
 
 
 def test_drain_decisions():

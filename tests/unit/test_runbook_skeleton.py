@@ -13,8 +13,15 @@ from regionops.errors import ApprovalRejected
 from regionops.runbook.approval import ApprovalForm, judge_answer
 from regionops.runbook.params import ClusterChangeParams
 
-SHARED = ("topology", "cluster", "dry_run", "require_approval", "approval_timeout_seconds", "lock_wait_seconds",
-          "notify")
+SHARED = (
+    "topology",
+    "cluster",
+    "dry_run",
+    "require_approval",
+    "approval_timeout_seconds",
+    "lock_wait_seconds",
+    "notify",
+)
 
 
 @pytest.mark.parametrize("model", [SwitchoverParams, FailoverParams, ResyncParams, BackupParams, RestoreParams])
@@ -48,11 +55,14 @@ def test_the_right_phrase_and_a_name_approve() -> None:
     assert approval.sentence() == "approved by Ada: planned (typed 'promote us-1')"
 
 
-@pytest.mark.parametrize(("answer", "message"), [
-    (form("yes"), "approval rejected by Ada (planned): expected 'promote us-1', got 'yes'; nothing was changed"),
-    (form("promote apac-1", reason=""), "rejected by Ada: expected 'promote us-1', got 'promote apac-1'"),
-    (form("promote us-1", approver=" "), "the approver's name is blank; nothing was changed"),
-])
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (form("yes"), "approval rejected by Ada (planned): expected 'promote us-1', got 'yes'; nothing was changed"),
+        (form("promote apac-1", reason=""), "rejected by Ada: expected 'promote us-1', got 'promote apac-1'"),
+        (form("promote us-1", approver=" "), "the approver's name is blank; nothing was changed"),
+    ],
+)
 def test_a_wrong_phrase_or_no_name_rejects(answer: ApprovalForm, message: str) -> None:
     with pytest.raises(ApprovalRejected) as err:
         judge_answer(answer, "promote us-1")

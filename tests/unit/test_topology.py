@@ -19,8 +19,20 @@ def base() -> dict:
     return {
         "name": "t",
         "regions": {
-            "eu": {"aws_region": "eu-west-1", "residency": "eu", "app_url": "http://eu", "bucket": "b-eu", "work_pool": "p-eu"},
-            "us": {"aws_region": "us-east-1", "residency": "us", "app_url": "http://us", "bucket": "b-us", "work_pool": "p-us"},
+            "eu": {
+                "aws_region": "eu-west-1",
+                "residency": "eu",
+                "app_url": "http://eu",
+                "bucket": "b-eu",
+                "work_pool": "p-eu",
+            },
+            "us": {
+                "aws_region": "us-east-1",
+                "residency": "us",
+                "app_url": "http://us",
+                "bucket": "b-us",
+                "work_pool": "p-us",
+            },
         },
         "clusters": {
             "core": {

@@ -25,8 +25,13 @@ def traffic() -> Iterator[Route53Traffic]:
         {
             "name": "unit",
             "regions": {
-                "eu": {"aws_region": "eu-west-1", "residency": "eu", "app_url": "http://eu",
-                       "bucket": "unit-eu", "work_pool": "eu"},
+                "eu": {
+                    "aws_region": "eu-west-1",
+                    "residency": "eu",
+                    "app_url": "http://eu",
+                    "bucket": "unit-eu",
+                    "work_pool": "eu",
+                },
             },
             "clusters": {
                 "core": {
