@@ -57,25 +57,26 @@ def measure(
     counts the acknowledged writes absent from the new primary; its seconds are the time
     from the first lost write being sent to the last one being acknowledged.
     """
-    acked = [w for w in journal if w.acked and w.acked_at is not None]
-    after = [w for w in acked if w.sent_at >= injected_at]
-    first = min(after, key=lambda w: w.acked_at) if after else None  # type: ignore[arg-type, return-value]
-    lost = sorted((w for w in acked if w.seq not in present_on_primary), key=lambda w: w.seq)
-    rpo_seconds = (max(w.acked_at for w in lost) - min(w.sent_at for w in lost)).total_seconds() if lost else 0.0  # type: ignore[type-var, operator]
-    ack_times = sorted(w.acked_at for w in acked)  # type: ignore[type-var]
+    # Each acknowledged write with its acknowledgement time (never None for these).
+    acked = [(w, w.acked_at) for w in journal if w.acked and w.acked_at is not None]
+    after = [(w, at) for w, at in acked if w.sent_at >= injected_at]
+    first_ack = min((at for _, at in after), default=None)
+    lost = sorted(((w, at) for w, at in acked if w.seq not in present_on_primary), key=lambda pair: pair[0].seq)
+    rpo_seconds = (max(at for _, at in lost) - min(w.sent_at for w, _ in lost)).total_seconds() if lost else 0.0
+    ack_times = sorted(at for _, at in acked)
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(ack_times)]
     outage = round(max(gaps, default=0.0), 3)
-    rto = round((first.acked_at - injected_at).total_seconds(), 3) if first and first.acked_at else None
+    rto = round((first_ack - injected_at).total_seconds(), 3) if first_ack else None
     return DrillMeasurement(
         writes_sent=len(journal),
         writes_acknowledged=len(acked),
         injected_at=injected_at,
-        first_ack_after_fault_at=first.acked_at if first else None,
+        first_ack_after_fault_at=first_ack,
         rto_seconds=outage if planned and rto is not None else rto,
         unavailable_seconds=outage,
         rpo_rows=len(lost),
         rpo_seconds=round(rpo_seconds, 3),
-        lost_seqs=[w.seq for w in lost],
+        lost_seqs=[w.seq for w, _ in lost],
         late_acks=[w.seq for w in journal if w.late_ack_at is not None],
     )
 
