@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup monitoring-tools demo test test-unit bench lab-up lab-status lab-down clean
+.PHONY: setup monitoring-tools demo test test-unit lint bench lab-up lab-status lab-down clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,12 @@ test: setup monitoring-tools
 
 test-unit: setup
 	$(PY) -m pytest tests/unit
+
+# The gates CI runs before the tests: lint, formatting and types (configuration in pyproject.toml).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) bench/backup.py
