@@ -12,10 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from regionops.drivers.objectstore import BucketStatus
-from regionops.drivers.probes import AppProbe
-from regionops.drivers.traffic import DnsRecord
 from regionops.model import NodeState
+from regionops.model.probes import AppProbe, BucketStatus, DnsRecord
 from regionops.topology import HealthThresholds, Topology
 
 ProblemKind = Literal[

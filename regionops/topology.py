@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from regionops.errors import ConfigurationError, TopologyError
+from regionops.model.faults import FAULT_NAMES
 
 GLOBAL_RESIDENCY = "global"
 NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
@@ -223,9 +224,6 @@ class AwsSettings(Strict):
     ca_bundle: str | None = Field(
         None, description="CA certificate file (PEM) that S3/Route53 clients and pgBackRest trust; default the system's"
     )
-
-
-FAULT_NAMES = ("primary-crash", "region-outage", "primary-freeze", "replica-loss", "planned-switchover")
 
 
 class FaultSettings(Strict):

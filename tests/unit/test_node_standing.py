@@ -95,7 +95,7 @@ def test_the_standing_decision_and_the_observed_state_models_load_no_driver():
 
     code = (
         "import sys, regionops.model, regionops.node.standing, regionops.node.messages, "
-        "regionops.backup.restore_model; "
+        "regionops.model.restore; "
         "print(sorted(m for m in ('psycopg', 'boto3', 'httpx', 'prefect') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
