@@ -118,7 +118,7 @@ def check_flow_parameters(intent_name: str, flow: Any) -> None:
             continue
         model = hints.get(name)
         fields = getattr(model, "model_fields", None)
-        if isinstance(value, dict) and fields is not None:
+        if isinstance(value, dict) and model is not None and fields is not None:
             problems += [
                 f"{flow.name} parameter {name} ({model.__name__}) has no field {key!r}"
                 for key in value

@@ -124,14 +124,14 @@ def _assess_nodes(
     problems: list[HealthProblem] = []
     # A fenced node is out of service whatever it answers: never the primary the others follow.
     primaries = [n for n, s in states.items() if s.reachable and s.role == "primary" and n not in fenced]
-    for node in fenced_but_writable(states, fenced):
+    for split in fenced_but_writable(states, fenced):
         others = ", ".join(p for p in primaries if writable(states[p])) or "no other node"
         problems.append(
             HealthProblem(
                 kind="split_brain",
-                subject=node,
+                subject=split,
                 message=(
-                    f"SPLIT BRAIN: {node} is fenced but accepts writes (a primary, not read-only) while "
+                    f"SPLIT BRAIN: {split} is fenced but accepts writes (a primary, not read-only) while "
                     f"{others} is the primary: writes to it are lost to the cluster"
                 ),
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -327,7 +328,7 @@ def _check_application(topo: Topology) -> list[str]:
             problems.append(f"application.release.{kind}: required when target is {kind!r}")
     if rel.target == "lab" and not rel.lab_dir:
         problems.append("application.release.lab_dir: required when target is 'lab'")
-    regional = [("application.assets.buckets", app.assets.buckets)]
+    regional: list[tuple[str, Mapping[str, object]]] = [("application.assets.buckets", app.assets.buckets)]
     if app.traffic:
         regional.append(("application.traffic.capacity_rps", app.traffic.capacity_rps))
         if not fqdn(app.traffic.record).endswith("." + fqdn(topo.traffic.route53_zone)):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,7 +57,11 @@ class SecretRef(Strict):
                 raise ConfigurationError(f"secret {self.describe()} cannot be read: {exc.strerror}") from exc
         from prefect.blocks.system import Secret  # only here: Prefect is optional below flows
 
+        name = self.prefect_secret
+        if name is None:  # model_post_init allows exactly one source: unreachable
+            raise ConfigurationError("a secret reference needs exactly one of env, prefect_secret, file")
         try:
-            return Secret.load(self.prefect_secret).get()
+            # Called from sync code: Block.load returns the block (its stub says "or a coroutine").
+            return cast("Secret[Any]", Secret.load(name)).get()
         except Exception as exc:  # noqa: BLE001 - any failure to load is a config problem
             raise ConfigurationError(f"secret {self.describe()} cannot be loaded: {exc}") from exc
