@@ -38,7 +38,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import httpx  # noqa: E402
 
-from deployments.alert_ledger import LEDGER_FILE  # noqa: E402
+from regionops.alerting.ledger import LEDGER_FILE  # noqa: E402
 from regionops.drivers.appwrite import HttpAppWriter  # noqa: E402
 from regionops.lab import pglab  # noqa: E402
 from regionops.lab.lab import Lab  # noqa: E402

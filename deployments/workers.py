@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from prefect import Flow, get_client
@@ -41,11 +41,16 @@ def ensure_pools(topology: Topology) -> list[str]:
     return pools
 
 
+def _flow_from_source(source: Path, entrypoint: str) -> Flow[..., Any]:
+    # Called from sync code: Flow.from_source returns the flow (its stub says "or a coroutine").
+    return cast("Flow[..., Any]", Flow.from_source(source=str(source), entrypoint=entrypoint))
+
+
 def deploy_node_operations(topology: Topology, source: Path = REPO) -> list[str]:
     """One node-operation deployment per region, on the region's pool; returns ``flow/deployment`` names."""
     names = []
     for region, spec in topology.regions.items():
-        flow = Flow.from_source(source=str(source), entrypoint=NODE_ENTRYPOINT)
+        flow = _flow_from_source(source, NODE_ENTRYPOINT)
         flow.deploy(
             name=region,
             work_pool_name=spec.work_pool,
@@ -66,7 +71,7 @@ def deploy_runbooks(source: Path = REPO) -> list[str]:
     for spec in doc["deployments"]:
         if spec["entrypoint"] == NODE_ENTRYPOINT:
             continue  # deployed per region of the topology, by deploy_node_operations
-        flow = Flow.from_source(source=str(source), entrypoint=spec["entrypoint"])
+        flow = _flow_from_source(source, spec["entrypoint"])
         flow.deploy(
             name=spec["name"],
             work_pool_name=spec["work_pool"]["name"],

@@ -64,10 +64,10 @@ from regionops.decisions.drill import (
 from regionops.drill_rescue import rescue_cluster
 from regionops.drivers.alerts import alertmanager_payload
 from regionops.drivers.canary import CANARY_TABLE, CanaryWriter
-from regionops.drivers.faults import PRIMARY_FAULTS, FaultInjection, FaultName
 from regionops.drivers.notify import notifier_for
 from regionops.errors import ConfigurationError, PreconditionFailed, RunbookError
 from regionops.health import RegionHealthReport
+from regionops.model.faults import PRIMARY_FAULTS, FaultInjection, FaultName
 from regionops.runbook.common import Progress, observe_cluster, refuse, report_error
 from regionops.runbook.locks import HeldLock, LockLost, cluster_lock, drill_lock, release_run_leases
 from regionops.runbook.monitoring import PlannedWorkSilence

@@ -45,8 +45,8 @@ from regionops.errors import (
     RunbookError,
     VerificationFailed,
 )
+from regionops.model.release import GateMeasurement, GateThresholds
 from regionops.release.assets import AssetFile, BucketPublish, changed_paths, scan, source_dir
-from regionops.release.model import GateMeasurement, GateThresholds
 from regionops.runbook.approval import request_approval
 from regionops.runbook.context import CHANGE_HOOKS
 from regionops.runbook.locks import release_lock

@@ -36,7 +36,12 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from regionops.backup.restore import plan_restore
-from regionops.backup.restore_model import (
+from regionops.drivers.pgbackrest import plan_stanza
+from regionops.drivers.pgconf import slot_name
+from regionops.drivers.postgres import conninfo_for
+from regionops.errors import RunbookError
+from regionops.ha.fencing import FenceMarker
+from regionops.model.restore import (
     ActivateRequest,
     Activation,
     Phase,
@@ -44,11 +49,6 @@ from regionops.backup.restore_model import (
     StageRequest,
     TableCheck,
 )
-from regionops.drivers.pgbackrest import plan_stanza
-from regionops.drivers.pgconf import slot_name
-from regionops.drivers.postgres import conninfo_for
-from regionops.errors import RunbookError
-from regionops.ha.fencing import FenceMarker
 from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
 from regionops.runbook.params import ClusterChangeParams, RestoreTargetParams
 from regionops.topology import Topology, load_topology

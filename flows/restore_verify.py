@@ -32,11 +32,11 @@ from pydantic import Field
 
 from regionops.backup.proof import Verification
 from regionops.backup.restore import RestoreVerification
-from regionops.backup.restore_model import Phase, RestoreTarget, TableCheck
 from regionops.backup.scratch import free_port
 from regionops.drivers.pgbackrest import plan_stanza
 from regionops.drivers.postgres import ConnInfo
 from regionops.errors import RunbookError
+from regionops.model.restore import Phase, RestoreTarget, TableCheck
 from regionops.runbook.monitoring import RESTORE_VERIFY_JOB, publish, restore_verification_gauges
 from regionops.runbook.params import RestoreTargetParams, RunbookParams
 from regionops.runbook.reporting import RunReporter, report_failure

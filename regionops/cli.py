@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from regionops.errors import RunbookError
-from regionops.topology import FAULT_NAMES, default_lab_dir
+from regionops.model.faults import FAULT_NAMES
+from regionops.topology import default_lab_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_PROBLEMS = 0, 1, 3
 

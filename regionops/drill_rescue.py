@@ -15,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 
 from regionops.decisions.drill import RescueAction, decide_rescue
-from regionops.drivers.faults import fault_injector_for
 from regionops.drivers.postgres import SqlObserver, conninfo_for
 from regionops.errors import RunbookError
+from regionops.fault_injectors import fault_injector_for
 from regionops.ha import sqlsteps
 from regionops.ha.fencing import Fencer, FenceStore
 from regionops.ha.writer import switch_writer, writer_node

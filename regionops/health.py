@@ -12,10 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from regionops.drivers.objectstore import BucketStatus
-from regionops.drivers.probes import AppProbe
-from regionops.drivers.traffic import DnsRecord
 from regionops.model import NodeState
+from regionops.model.probes import AppProbe, BucketStatus, DnsRecord
 from regionops.topology import HealthThresholds, Topology
 
 ProblemKind = Literal[
@@ -126,14 +124,14 @@ def _assess_nodes(
     problems: list[HealthProblem] = []
     # A fenced node is out of service whatever it answers: never the primary the others follow.
     primaries = [n for n, s in states.items() if s.reachable and s.role == "primary" and n not in fenced]
-    for node in fenced_but_writable(states, fenced):
+    for split in fenced_but_writable(states, fenced):
         others = ", ".join(p for p in primaries if writable(states[p])) or "no other node"
         problems.append(
             HealthProblem(
                 kind="split_brain",
-                subject=node,
+                subject=split,
                 message=(
-                    f"SPLIT BRAIN: {node} is fenced but accepts writes (a primary, not read-only) while "
+                    f"SPLIT BRAIN: {split} is fenced but accepts writes (a primary, not read-only) while "
                     f"{others} is the primary: writes to it are lost to the cluster"
                 ),
             )

@@ -5,69 +5,36 @@ own file).  :func:`load_topology` validates the whole file and reports *every*
 problem at once, each naming the field: ``clusters.core.nodes.us-1.region: unknown
 region 'usa'``.  Residency is checked here (a node or a backup copy target outside
 the cluster's residency is rejected) and again by the runbooks before moving data.
+
+The settings of the services around the clusters (:mod:`regionops.topology_services`)
+and of the application (:mod:`regionops.topology_app`) live beside this module on the
+building blocks of :mod:`regionops.topology_base`; import every topology name from here.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from regionops.errors import ConfigurationError, TopologyError
+from regionops.topology_app import Application
+from regionops.topology_app import AppTraffic as AppTraffic  # re-exported: part of the topology's API
+from regionops.topology_base import Name, SecretRef, Strict
+from regionops.topology_services import (
+    AlertingSettings,
+    AwsSettings,
+    DrillSettings,
+    Monitoring,
+    Notifications,
+)
 
 GLOBAL_RESIDENCY = "global"
-NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
-Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-
-
-class Strict(BaseModel):
-    """Base for topology models: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SecretRef(Strict):
-    """Where a secret lives.  Exactly one of the sources; the value never enters the file."""
-
-    env: str | None = Field(None, description="environment variable holding the secret")
-    prefect_secret: str | None = Field(None, description="name of a Prefect Secret block")
-    file: str | None = Field(None, description="file holding the secret (mounted secret)")
-
-    def model_post_init(self, __context: Any) -> None:
-        given = [k for k in ("env", "prefect_secret", "file") if getattr(self, k)]
-        if len(given) != 1:
-            raise ValueError("a secret reference needs exactly one of env, prefect_secret, file")
-
-    def describe(self) -> str:
-        """Where the secret is read from, safe to log."""
-        if self.env:
-            return f"env:{self.env}"
-        if self.prefect_secret:
-            return f"prefect-secret:{self.prefect_secret}"
-        return f"file:{self.file}"
-
-    def resolve(self) -> str:
-        """Read the secret's value.  Raises ConfigurationError naming the source if missing."""
-        if self.env:
-            value = os.environ.get(self.env)
-            if not value:
-                raise ConfigurationError(f"secret {self.describe()} is not set")
-            return value
-        if self.file:
-            try:
-                return Path(self.file).read_text().strip()
-            except OSError as exc:
-                raise ConfigurationError(f"secret {self.describe()} cannot be read: {exc.strerror}") from exc
-        from prefect.blocks.system import Secret  # only here: Prefect is optional below flows
-
-        try:
-            return Secret.load(self.prefect_secret).get()
-        except Exception as exc:  # noqa: BLE001 - any failure to load is a config problem
-            raise ConfigurationError(f"secret {self.describe()} cannot be loaded: {exc}") from exc
 
 
 class Region(Strict):
@@ -202,70 +169,6 @@ class Traffic(Strict):
     record_ttl: int = Field(30, ge=0)
 
 
-class SlackSettings(Strict):
-    """Where run reports go in Slack."""
-
-    channel: str
-    token: SecretRef
-    base_url: str | None = Field(None, description="Web API base URL; default Slack's own")
-
-
-class Notifications(Strict):
-    slack: SlackSettings | None = None
-
-
-class AwsSettings(Strict):
-    """How to reach AWS.  ``endpoint_url`` is for S3/Route53 compatible servers (the lab)."""
-
-    endpoint_url: str | None = None
-    access_key_id: SecretRef | None = None
-    secret_access_key: SecretRef | None = None
-    ca_bundle: str | None = Field(
-        None, description="CA certificate file (PEM) that S3/Route53 clients and pgBackRest trust; default the system's"
-    )
-
-
-FAULT_NAMES = ("primary-crash", "region-outage", "primary-freeze", "replica-loss", "planned-switchover")
-
-
-class FaultSettings(Strict):
-    """How a DR drill injects faults into this environment.
-
-    ``lab`` acts on the local lab's processes and data directories.  ``command`` runs
-    a templated command per fault (an SSM document, ``systemctl stop``, an FIS
-    experiment start); placeholders: ``{cluster} {node} {region} {host} {port} {data_dir}``.
-    """
-
-    driver: Literal["lab", "command"] = "command"
-    lab_dir: str | None = Field(None, description="the lab's state directory (driver lab)")
-    commands: dict[str, str] = Field(default_factory=dict, description="fault name -> command template")
-    heal_commands: dict[str, str] = Field(
-        default_factory=dict, description="fault name -> command that undoes it (resume, restart an app)"
-    )
-    timeout_seconds: float = Field(60, gt=0, description="how long one fault command may run")
-
-    @field_validator("commands", "heal_commands")
-    @classmethod
-    def _known_faults(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - set(FAULT_NAMES))
-        if unknown:
-            raise ValueError(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(FAULT_NAMES)}")
-        return value
-
-
-class DrillSettings(Strict):
-    """Disaster-recovery drills of this environment."""
-
-    faults: FaultSettings = FaultSettings()
-
-
-class AlertingSettings(Strict):
-    """Where Alertmanager's webhooks go: the alert receiver (the DR drill's alert path posts there too)."""
-
-    receiver_url: str = Field(description="base URL of the alert receiver, e.g. https://alerts.example.com")
-    token: SecretRef = Field(description="bearer token the receiver expects")
-
-
 class PrefectSettings(Strict):
     ui_url: str | None = Field(None, description="base URL of the Prefect UI, for links in reports")
     node_pickup_seconds: float = Field(
@@ -274,111 +177,6 @@ class PrefectSettings(Strict):
         description="how long a node step may wait for its region's worker to pick it up before the "
         "runbook stops (regional node operator): a gone worker is an error, not a hang",
     )
-
-
-class CommandTargetSettings(Strict):
-    """Release by running a command per region (``kubectl set image``, ``helm upgrade``, a deploy script).
-
-    Placeholders, each shell-quoted when substituted: ``{region}``, ``{aws_region}``,
-    ``{version}``, ``{application}``.
-    """
-
-    deploy: str = Field(description="command that deploys {version} to {region}")
-    current_version: str | None = Field(
-        None, description="command that prints the version running in {region}; default: the app's /version"
-    )
-    timeout_seconds: float = Field(600, gt=0, description="a deploy command running longer is killed")
-
-
-class EcsTargetSettings(Strict):
-    """Release to an ECS service per region: a new task definition revision with the version's image."""
-
-    cluster: str = Field(description="ECS cluster name; may use {region}")
-    service: str = Field(description="ECS service name; may use {region}")
-    container: str = Field(description="container (in the task definition) whose image carries the version")
-    image: str = Field(description="image reference with {version}, e.g. registry/app:{version}")
-    stable_timeout_seconds: float = Field(900, gt=0, description="how long a service may take to become stable")
-
-
-class ReleaseSettings(Strict):
-    """How the application is released: which target, and its settings."""
-
-    target: Literal["lab", "command", "ecs"] = Field("lab", description="release target kind")
-    lab_dir: str | None = Field(None, description="lab target: the lab's directory")
-    command: CommandTargetSettings | None = None
-    ecs: EcsTargetSettings | None = None
-    canary_region: str | None = Field(None, description="first wave of a release; default the first region")
-    probe_paths: list[str] = Field(
-        default_factory=lambda: ["/health"],
-        description="paths each health probe requests (their answers feed the error-rate gate)",
-    )
-
-
-class AssetSettings(Strict):
-    """Static assets: published to every region's bucket, fronted by a CDN."""
-
-    source: str | None = Field(
-        None, description="directory holding a version's assets, with {version}; none: no static assets"
-    )
-    prefix: str = Field("static/", description="key prefix in each bucket")
-    buckets: dict[str, str] = Field(
-        default_factory=dict, description="region -> assets bucket; default the region's bucket"
-    )
-    cache_control: str = Field("public, max-age=300", description="Cache-Control of every published object")
-    cdn_distribution: str | None = Field(
-        None, description="CloudFront distribution id (or its comment) whose changed paths are invalidated"
-    )
-
-
-class AppTraffic(Strict):
-    """Geographic routing of the application: one latency-based record per region, each health-checked."""
-
-    record: str = Field(description="the application's DNS name (latency records, one per region)")
-    health_check_path: str = Field("/health", description="path Route53's health checks request")
-    capacity_rps: dict[str, float] = Field(
-        default_factory=dict, description="region -> requests/s it can serve (drain checks the others can)"
-    )
-    drain_on_database_loss: bool = Field(
-        False, description="failover and DR drill drain the app traffic of a region whose database is lost"
-    )
-
-
-class Application(Strict):
-    """The application the regions run: how it is released, its static assets, its traffic."""
-
-    name: Name = "app"
-    release: ReleaseSettings = ReleaseSettings()
-    assets: AssetSettings = AssetSettings()
-    traffic: AppTraffic | None = None
-
-
-class AlertThresholds(Strict):
-    """Thresholds of the alert rules that the topology (not the rules file) decides."""
-
-    app_error_ratio: float = Field(0.05, gt=0, le=1, description="5xx share of an app's requests over 5 min")
-    app_p95_seconds: float = Field(1.0, gt=0, description="p95 request latency of an app over 5 min")
-    backup_max_age_hours: float = Field(26, gt=0, description="age of a cluster's newest successful backup")
-    slot_retained_bytes: int = Field(1024**3, gt=0, description="WAL a replication slot may hold back on the primary")
-
-
-class Monitoring(Strict):
-    """Where Prometheus, Alertmanager and the Pushgateway of this environment live (all optional).
-
-    ``regionops.monitoring`` generates Prometheus' scrape config and the threshold rules
-    from this and the rest of the topology; runbooks use it to read Prometheus, publish
-    their results and silence the alerts planned work causes.
-    """
-
-    prometheus_url: str | None = Field(None, description="Prometheus base URL (region health reads it)")
-    alertmanager_url: str | None = Field(None, description="Alertmanager base URL (silences for planned work)")
-    pushgateway_url: str | None = Field(None, description="Pushgateway base URL (backup and restore results)")
-    alert_receiver_url: str | None = Field(None, description="the regionops alert receiver's POST /alerts URL")
-    exporter_port: int = Field(9187, ge=1, le=65535, description="postgres_exporter port on each node's host")
-    scrape_interval_seconds: float = Field(15, gt=0)
-    max_alert_for_seconds: float | None = Field(
-        None, gt=0, description="cap on every alert rule's `for` (the lab uses a few seconds)"
-    )
-    thresholds: AlertThresholds = AlertThresholds()
 
 
 class Topology(Strict):
@@ -530,7 +328,7 @@ def _check_application(topo: Topology) -> list[str]:
             problems.append(f"application.release.{kind}: required when target is {kind!r}")
     if rel.target == "lab" and not rel.lab_dir:
         problems.append("application.release.lab_dir: required when target is 'lab'")
-    regional = [("application.assets.buckets", app.assets.buckets)]
+    regional: list[tuple[str, Mapping[str, object]]] = [("application.assets.buckets", app.assets.buckets)]
     if app.traffic:
         regional.append(("application.traffic.capacity_rps", app.traffic.capacity_rps))
         if not fqdn(app.traffic.record).endswith("." + fqdn(topo.traffic.route53_zone)):

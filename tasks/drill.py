@@ -17,11 +17,12 @@ from regionops.decisions.drill import Fingerprint
 from regionops.drivers.alerts import AlertPosted, alert_client_for
 from regionops.drivers.canary import CanaryWriter, canary_rows
 from regionops.drivers.common_point import CommonPointReader
-from regionops.drivers.faults import FaultInjection, FaultName, fault_injector_for
 from regionops.drivers.postgres import SqlNode, conninfo_for
 from regionops.errors import DeadlineExceeded
+from regionops.fault_injectors import fault_injector_for
 from regionops.lsn import Lsn
 from regionops.model import CommonPoint
+from regionops.model.faults import FaultInjection, FaultName
 from regionops.topology import Topology
 from regionops.waiting import poll_until
 from tasks.common import TRANSIENT_RETRIES

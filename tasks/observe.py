@@ -10,12 +10,13 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from regionops.drivers.objectstore import BucketStatus, objectstore_for
+from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.postgres import NodeState, SqlObserver, conninfo_for
-from regionops.drivers.probes import AppProbe, HttpAppProber
-from regionops.drivers.traffic import DnsRecord, traffic_for
+from regionops.drivers.probes import HttpAppProber
+from regionops.drivers.traffic import traffic_for
 from regionops.errors import RunbookError
 from regionops.ha.identity import IdentityStore
+from regionops.model.probes import AppProbe, BucketStatus, DnsRecord
 from regionops.topology import Topology
 from tasks.common import TRANSIENT_RETRIES
 

@@ -15,9 +15,9 @@ from regionops.drivers.cdn import Invalidation, cdn_for
 from regionops.drivers.deploy import DeployResult, RunningVersion, target_for
 from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.probes import HttpAppProber
+from regionops.model.release import GateMeasurement, GateThresholds
 from regionops.release import health
 from regionops.release.assets import AssetFile, BucketPublish, publish
-from regionops.release.model import GateMeasurement, GateThresholds
 from regionops.topology import Topology
 from tasks.common import TRANSIENT_RETRIES
 

@@ -18,9 +18,9 @@ from prefect.cache_policies import NO_CACHE
 from regionops.backup import restore as real
 from regionops.backup import scratch
 from regionops.backup.proof import ProofStore, Verification
-from regionops.backup.restore_model import BackupSet, Fingerprint, Phase, RequestedTarget, RestoreTarget, TableCheck
 from regionops.drivers.pgbackrest import restore_driver
 from regionops.drivers.postgres import ConnInfo, SqlNode
+from regionops.model.restore import BackupSet, Fingerprint, Phase, RequestedTarget, RestoreTarget, TableCheck
 from regionops.node import node_operator_for
 from regionops.topology import Topology
 

@@ -7,7 +7,7 @@ What this package adds is what no backup tool keeps:
 - :mod:`.residency`: the rule that refuses a repository outside the cluster's residency;
 - :mod:`.proof`: the proof record beside each backup set (the fingerprint tables' rows
   at a named restore point taken after the backup) and the verdicts of restores;
-- :mod:`.restore_model`, :mod:`.restore`, :mod:`.scratch`: choosing the set and the
+- :mod:`regionops.model.restore`, :mod:`.restore`, :mod:`.scratch`: choosing the set and the
   target, ``pgbackrest restore`` into an empty directory, starting it and proving it.
 
 No Prefect imports here: the runbooks in ``flows/`` orchestrate these functions.

@@ -20,23 +20,6 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from regionops.backup import scratch
-from regionops.backup.restore_model import (
-    ActivatedRestore,
-    ActivateRequest,
-    Activation,
-    BackupSet,
-    Fingerprint,
-    Phase,
-    RequestedTarget,
-    RestoreDiskFacts,
-    RestorePlan,
-    RestoreTarget,
-    Role,
-    StagedRestore,
-    StageRequest,
-    TableCheck,
-    human_bytes,
-)
 from regionops.backup.scratch import stop_instance
 from regionops.drivers import pgbackrest
 from regionops.drivers.backupsql import BackupSql
@@ -53,6 +36,23 @@ from regionops.drivers.pgtools import PgCtl, chown_to
 from regionops.drivers.postgres import ConnInfo, NodeState, SqlObserver, conninfo_for
 from regionops.errors import ConfigurationError, PreconditionFailed, TransientError, VerificationFailed
 from regionops.lsn import Lsn
+from regionops.model.restore import (
+    ActivatedRestore,
+    ActivateRequest,
+    Activation,
+    BackupSet,
+    Fingerprint,
+    Phase,
+    RequestedTarget,
+    RestoreDiskFacts,
+    RestorePlan,
+    RestoreTarget,
+    Role,
+    StagedRestore,
+    StageRequest,
+    TableCheck,
+    human_bytes,
+)
 from regionops.node.local import replication_conninfo, server_log
 from regionops.topology import Topology
 from regionops.waiting import poll_until

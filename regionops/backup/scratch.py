@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from regionops.backup.restore_model import BackupSet, Phase, RestoreTarget, TableCheck, human_bytes
 from regionops.drivers.backupsql import BackupSql
 from regionops.drivers.pgbackrest import PgBackRest, restore_driver
 from regionops.drivers.pgconf import set_auto_conf, write_hba
@@ -33,6 +32,7 @@ from regionops.errors import (
     TransientError,
     VerificationFailed,
 )
+from regionops.model.restore import BackupSet, Phase, RestoreTarget, TableCheck, human_bytes
 from regionops.topology import Cluster, Topology
 from regionops.waiting import poll_until
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from regionops.errors import ConfigurationError
-from regionops.release.model import GateMeasurement, GateThresholds, MetricsSample
+from regionops.model.release import GateMeasurement, GateThresholds, MetricsSample
 
 
 def plan_waves(regions: list[str], canary: str, waves: list[list[str]] | None) -> list[list[str]]:

@@ -16,7 +16,7 @@ from typing import Protocol
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from regionops.release.model import MetricsSample
+from regionops.model.release import MetricsSample
 
 REQUESTS = "regionops_app_requests"
 LATENCY = "regionops_app_request_duration_seconds"

@@ -1,10 +1,11 @@
-"""Fault injection for disaster-recovery drills: one Protocol, a command implementation, a factory.
+"""Fault injection for disaster-recovery drills: the Protocol and the command implementation.
 
 A fault is injected into one node (and, for ``region-outage``, everything of that
 node's region).  The lab's implementation acts on the lab's own processes and data
 directories (:mod:`regionops.lab.faults`); the ``command`` implementation runs a
 templated command per fault from the topology, for production (an SSM document, a
 ``systemctl stop``, an FIS experiment start), with a timeout and its output kept.
+:func:`regionops.fault_injectors.fault_injector_for` picks one (a driver does not import the lab).
 
 Faults:
 
@@ -21,39 +22,11 @@ import shlex
 import subprocess
 import time
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
-from pydantic import BaseModel
-
-from regionops.errors import ConfigurationError, ExternalSystemError, PreconditionFailed
-from regionops.topology import FAULT_NAMES, Topology
-
-FaultName = Literal["primary-crash", "region-outage", "primary-freeze", "replica-loss", "planned-switchover"]
-assert set(FaultName.__args__) == set(FAULT_NAMES)  # type: ignore[attr-defined]
-
-# Faults aimed at the primary; replica-loss aims at a replica; planned-switchover at nothing.
-PRIMARY_FAULTS: frozenset[str] = frozenset({"primary-crash", "region-outage", "primary-freeze"})
-
-
-class FaultInjectionFailed(PreconditionFailed):
-    """The fault could not be injected (command failed, node unreachable); nothing was disturbed by it."""
-
-
-class FaultInjection(BaseModel):
-    """What one injection (or heal) did."""
-
-    fault: FaultName
-    cluster: str
-    node: str | None
-    region: str | None
-    at: datetime
-    changed: bool
-    detail: str
-    seconds: float = 0.0
-
-    def sentence(self) -> str:
-        """One line for logs and reports."""
-        return self.detail
+from regionops.errors import ConfigurationError, ExternalSystemError
+from regionops.model.faults import FaultInjection, FaultInjectionFailed, FaultName
+from regionops.topology import Topology
 
 
 class FaultInjector(Protocol):
@@ -166,15 +139,3 @@ class CommandFaultInjector:
             return self._execute(fault, cluster, node, argv, "healed")
         except FaultInjectionFailed as exc:
             raise ExternalSystemError(str(exc)) from exc
-
-
-def fault_injector_for(topology: Topology) -> FaultInjector:
-    """The fault injector the topology asks for (``drills.faults.driver``)."""
-    settings = topology.drills.faults
-    if settings.driver == "lab":
-        from regionops.lab.faults import LabFaultInjector  # the lab is optional below drivers
-
-        if not settings.lab_dir:
-            raise ConfigurationError("drills.faults.driver is lab but drills.faults.lab_dir is not set")
-        return LabFaultInjector(topology, settings.lab_dir)
-    return CommandFaultInjector(topology)

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from regionops.drivers.aws import error_code, s3_client, translate_error
 from regionops.errors import ExternalSystemError, RunbookError
+from regionops.model.probes import BucketStatus
 from regionops.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -53,21 +54,6 @@ class ObjectExists(ExternalSystemError):
         self.bucket = bucket
         self.key = key
         super().__init__(f"s3://{bucket}/{key} already exists (conditional write refused)")
-
-
-class BucketStatus(BaseModel):
-    """Whether a bucket answers, and in which region it lives."""
-
-    bucket: str
-    reachable: bool
-    region: str | None = None
-    error: str | None = None
-
-    def sentence(self) -> str:
-        """One line for logs and reports."""
-        if not self.reachable:
-            return f"bucket {self.bucket} is unreachable ({self.error})"
-        return f"bucket {self.bucket} in {self.region} is reachable"
 
 
 class ObjectInfo(BaseModel):

@@ -6,33 +6,8 @@ import time
 from typing import Protocol
 
 import httpx
-from pydantic import BaseModel
 
-
-class AppProbe(BaseModel):
-    """What one probe of an app's /health endpoint saw."""
-
-    region: str
-    url: str
-    reachable: bool
-    status_code: int | None = None
-    status: str | None = None
-    version: str | None = None
-    database: str | None = None
-    error: str | None = None
-    latency_ms: float | None = None
-
-    @property
-    def healthy(self) -> bool:
-        return self.reachable and self.status_code == 200 and self.status == "ok"
-
-    def sentence(self) -> str:
-        """One line for logs and reports."""
-        if not self.reachable:
-            return f"app {self.region} is unreachable at {self.url} ({self.error})"
-        if self.status_code != 200:
-            return f"app {self.region} answered HTTP {self.status_code} ({self.error or self.status})"
-        return f"app {self.region} is {self.status}, version {self.version}, database {self.database}"
+from regionops.model.probes import AppProbe
 
 
 class AppProber(Protocol):

@@ -20,22 +20,10 @@ from pydantic import BaseModel
 
 from regionops.drivers.aws import route53_client, translate_error
 from regionops.errors import ExternalSystemError
+from regionops.model.probes import DnsRecord
 from regionops.topology import Topology, fqdn
 
 log = logging.getLogger(__name__)
-
-
-class DnsRecord(BaseModel):
-    """One record set.  ``ttl`` is None for alias records."""
-
-    name: str
-    type: str
-    ttl: int | None
-    values: list[str]
-
-    def sentence(self) -> str:
-        """One line for logs and reports."""
-        return f"{self.name} {self.type} -> {', '.join(self.values)} (ttl {self.ttl})"
 
 
 class RecordSet(BaseModel):

@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from pydantic import BaseModel
 
 from regionops.drivers.appwrite import AppWrite, HttpAppWriter
-from regionops.drivers.traffic import DnsRecord, TrafficDriver, traffic_for
+from regionops.drivers.traffic import TrafficDriver, traffic_for
 from regionops.errors import DeadlineExceeded, PreconditionFailed
 from regionops.ha.fencing import FenceStore
 from regionops.ha.sqlsteps import CatchUp, wait_replayed
+from regionops.model.probes import DnsRecord
 from regionops.topology import Topology
 from regionops.waiting import poll_until
 

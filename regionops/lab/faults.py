@@ -1,6 +1,6 @@
 """The lab's fault injector: real faults on the lab's own processes and data directories.
 
-Used by the DR drill (through :func:`regionops.drivers.faults.fault_injector_for`), by
+Used by the DR drill (through :func:`regionops.fault_injectors.fault_injector_for`), by
 the tests, and by a person: ``regionops lab fault NAME [--node N]`` and
 ``regionops lab heal``.
 """
@@ -13,12 +13,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from regionops.drivers.faults import FaultInjection, FaultInjectionFailed, FaultName
 from regionops.drivers.pgtools import PgCtl, kill_instance, signal_instance
 from regionops.drivers.postgres import SqlObserver, conninfo_for
 from regionops.errors import ConfigurationError
 from regionops.ha.fencing import FenceStore
 from regionops.lab.processes import running_pid, stop
+from regionops.model.faults import FaultInjection, FaultInjectionFailed, FaultName
 from regionops.node import LocalNodeOperator
 from regionops.topology import Topology
 

@@ -590,7 +590,7 @@ class Lab:
             [
                 self.python,
                 "-m",
-                "deployments.alert_receiver",
+                "regionops.alerting.receiver",
                 "--host",
                 "127.0.0.1",
                 "--port",

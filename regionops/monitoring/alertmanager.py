@@ -1,6 +1,6 @@
 """Alertmanager's configuration: runbook alerts to the alert receiver, every alert to Slack.
 
-The routes that feed the receiver are built from :data:`deployments.alert_intents.ALERT_INTENTS`
+The routes that feed the receiver are built from :data:`regionops.alerting.intents.ALERT_INTENTS`
 (the one mapping of alert names to runbooks), so Alertmanager and the receiver cannot
 disagree about which alerts start runbooks.  While a cluster's primary is down, its
 replica alerts are inhibited: they follow from the primary's death, and the failover
@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from regionops.alerting.intents import ALERT_INTENTS
 from regionops.monitoring.prometheus import _seconds
 
 RUNBOOK_RECEIVER = "regionops-runbooks"
@@ -35,8 +36,6 @@ LAB_TIMINGS = Timings(group_wait=0.5, group_interval=2, repeat_interval=3600, re
 
 def runbook_alertnames() -> list[str]:
     """The alert names that start runbooks, from the receiver's own mapping."""
-    from deployments.alert_intents import ALERT_INTENTS
-
     return sorted(ALERT_INTENTS)
 
 

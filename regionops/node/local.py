@@ -14,14 +14,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from regionops.backup.restore_model import (
-    ActivatedRestore,
-    ActivateRequest,
-    RestoreDiskFacts,
-    RestorePlan,
-    StagedRestore,
-    StageRequest,
-)
 from regionops.drivers import pgbackrest
 from regionops.drivers.pgconf import (
     ARCHIVE_CONF,
@@ -38,6 +30,14 @@ from regionops.errors import ExternalSystemError, PreconditionFailed, RunbookErr
 from regionops.ha.identity import IdentityStore
 from regionops.lsn import Lsn
 from regionops.model import ControlData, WalEnd
+from regionops.model.restore import (
+    ActivatedRestore,
+    ActivateRequest,
+    RestoreDiskFacts,
+    RestorePlan,
+    StagedRestore,
+    StageRequest,
+)
 from regionops.node.operator import RECLONE_MARK, REPLACED_MARK, NodeOpResult, StopMode
 from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun, run_on_this_machine
 from regionops.node.standing import Standing, StandingFacts, judge_standing

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from regionops.backup.restore_model import (
+from regionops.model import ControlData, WalEnd
+from regionops.model.restore import (
     ActivatedRestore,
     ActivateRequest,
     RestoreDiskFacts,
     StagedRestore,
     StageRequest,
 )
-from regionops.model import ControlData, WalEnd
 from regionops.node.operator import (
     NodeOpResult,
     Operation,

@@ -13,14 +13,14 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
-from regionops.backup.restore_model import (
+from regionops.model import ControlData, WalEnd
+from regionops.model.restore import (
     ActivatedRestore,
     ActivateRequest,
     RestoreDiskFacts,
     StagedRestore,
     StageRequest,
 )
-from regionops.model import ControlData, WalEnd
 from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun
 
 StopMode = Literal["smart", "fast", "immediate"]

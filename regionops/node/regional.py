@@ -22,15 +22,15 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled
 
-from regionops.backup.restore_model import (
+from regionops.errors import DeadlineExceeded, NodeStepFailed
+from regionops.model import ControlData, WalEnd
+from regionops.model.restore import (
     ActivatedRestore,
     ActivateRequest,
     RestoreDiskFacts,
     StagedRestore,
     StageRequest,
 )
-from regionops.errors import DeadlineExceeded, NodeStepFailed
-from regionops.model import ControlData, WalEnd
 from regionops.node.messages import NodeOpParams, NodeOpReply, deployment_name
 from regionops.node.operator import NodeOpResult, StopMode
 from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun

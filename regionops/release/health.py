@@ -19,7 +19,7 @@ from regionops.drivers.appmetrics import MetricsSource
 from regionops.drivers.deploy import ReleaseTarget
 from regionops.drivers.probes import AppProber, request_path
 from regionops.errors import DeadlineExceeded
-from regionops.release.model import GateMeasurement, GateThresholds
+from regionops.model.release import GateMeasurement, GateThresholds
 
 
 def wait_healthy(

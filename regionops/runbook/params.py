@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from regionops.backup.restore_model import RequestedTarget
+from regionops.model.restore import RequestedTarget
 
 
 class RunbookParams(BaseModel):

@@ -35,8 +35,8 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.events.filters import EventFilter, EventIDFilter
 from pydantic import BaseModel, Field
 
-from deployments.alert_receiver import ALERTS_PATH
 from deployments.triggers import check_flow_parameters, deployment_triggers
+from regionops.alerting.receiver import ALERTS_PATH
 from regionops.errors import ConfigurationError, DeadlineExceeded
 from regionops.waiting import poll_until
 
@@ -97,7 +97,7 @@ def free_port() -> int:
 
 @dataclass
 class Receiver:
-    """A running `python -m deployments.alert_receiver` process."""
+    """A running `python -m regionops.alerting.receiver` process."""
 
     state_dir: Path
     token_file: Path
@@ -113,7 +113,7 @@ class Receiver:
         argv = [
             sys.executable,
             "-m",
-            "deployments.alert_receiver",
+            "regionops.alerting.receiver",
             "--host",
             "127.0.0.1",
             "--port",

@@ -27,7 +27,7 @@ from flows.region_health import RegionHealthParams, region_health
 from flows.replica_resync import ResyncParams, replica_resync
 from flows.switchover import SwitchoverParams, switchover
 from regionops import cli
-from regionops.drivers.faults import fault_injector_for
+from regionops.fault_injectors import fault_injector_for
 from regionops.ha.fencing import FenceMarker, Fencer, FenceStore
 from regionops.lab.config import LAB_CLUSTER
 from regionops.runbook.reporting import RunReporter

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from deployments.alert_ledger import AlertLedger
-from deployments.alert_receiver import ALERTS_PATH, create_app
+from regionops.alerting.ledger import AlertLedger
+from regionops.alerting.receiver import ALERTS_PATH, create_app
 from regionops.lab.config import LabConfig, LabPorts
 from regionops.lab.lab import topology_document
 from regionops.lab.slack_sink import SlackSink

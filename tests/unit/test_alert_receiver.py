@@ -21,12 +21,12 @@ from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from pydantic import BaseModel
 
 from deployments import triggers as trig
-from deployments.alert_emitter import EmitFailed
-from deployments.alert_intents import ALERT_INTENTS, EVENT_NAME, INTENTS, alert_event, intent_for
-from deployments.alert_ledger import AlertLedger
-from deployments.alert_payload import AlertmanagerPayload
-from deployments.alert_processing import AlertProcessor
-from deployments.alert_receiver import ALERTS_PATH, create_app, read_token
+from regionops.alerting.emitter import EmitFailed
+from regionops.alerting.intents import ALERT_INTENTS, EVENT_NAME, INTENTS, alert_event, intent_for
+from regionops.alerting.ledger import AlertLedger
+from regionops.alerting.payload import AlertmanagerPayload
+from regionops.alerting.processing import AlertProcessor
+from regionops.alerting.receiver import ALERTS_PATH, create_app, read_token
 from regionops.errors import ConfigurationError
 from regionops.topology import parse_topology
 

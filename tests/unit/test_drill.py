@@ -9,9 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from regionops.decisions.drill import Fingerprint, compare_fingerprints, decide_rescue, judge, measure
-from regionops.drivers.faults import CommandFaultInjector, FaultInjectionFailed
+from regionops.drivers.faults import CommandFaultInjector
 from regionops.drivers.postgres import NodeState
 from regionops.model import CanaryWrite
+from regionops.model.faults import FaultInjectionFailed
 from regionops.topology import Objectives, parse_topology
 
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)

@@ -20,9 +20,9 @@ from regionops.decisions import (
     find_primary,
 )
 from regionops.drivers.pgdata import parse_waldump
-from regionops.drivers.traffic import DnsRecord
 from regionops.lsn import Lsn
 from regionops.model import ControlData
+from regionops.model.probes import DnsRecord
 from tests.unit.test_decisions import EU_EP, NOW, TOPO, US_EP, assert_mentions, down, primary, replica, states
 
 # --- find_primary -------------------------------------------------------------------------

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from regionops.drivers.objectstore import BucketStatus
-from regionops.drivers.postgres import NodeState, WalReceiver
-from regionops.drivers.probes import AppProbe
-from regionops.drivers.traffic import DnsRecord
 from regionops.health import assess_health, fenced_but_writable
 from regionops.lsn import Lsn
+from regionops.model import NodeState, WalReceiver
+from regionops.model.probes import AppProbe, BucketStatus, DnsRecord
 from regionops.topology import parse_topology
 
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from regionops.drivers.postgres import NodeState
-from regionops.drivers.traffic import DnsRecord
 from regionops.lab.reconcile import advice_for, reconcile_writer
+from regionops.model.probes import DnsRecord
 from tests.unit.test_health import APPS, BUCKETS, NOW, assess, primary, replica
 
 

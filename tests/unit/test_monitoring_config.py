@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployments.alert_intents import ALERT_INTENTS
+from regionops.alerting.intents import ALERT_INTENTS
 from regionops.monitoring import RULES_DIR, SHIPPED_DIR
 from regionops.monitoring.alertmanager import LAB_TIMINGS, RUNBOOK_RECEIVER, SLACK_RECEIVER
 from regionops.monitoring.files import AlertmanagerInputs, render, rule_files, shipped_files, write

@@ -87,16 +87,3 @@ def test_with_no_member_answering_the_recorded_identifier_decides():
     assert judge_standing(recorded).ok
     other = judge_standing(facts(reported_by="the record of ...", dir_system_identifier="999"))
     assert not other.ok and "has system identifier 999" in other.sentence()
-
-
-def test_the_standing_decision_and_the_observed_state_models_load_no_driver():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, regionops.model, regionops.node.standing, regionops.node.messages, "
-        "regionops.backup.restore_model; "
-        "print(sorted(m for m in ('psycopg', 'boto3', 'httpx', 'prefect') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert out.stdout.strip() == "[]"

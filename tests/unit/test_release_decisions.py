@@ -8,11 +8,11 @@ from regionops.decisions.release import evaluate_gate, plan_waves, quantile
 from regionops.decisions.traffic import decide_drain
 from regionops.drivers.appmetrics import parse_metrics
 from regionops.drivers.deploy import RunningVersion, image_version, render
-from regionops.drivers.probes import AppProbe
 from regionops.errors import ConfigurationError, DeadlineExceeded
 from regionops.lab.app_metrics import AppMetrics
+from regionops.model.probes import AppProbe
+from regionops.model.release import GateThresholds, MetricsSample
 from regionops.release.health import wait_healthy
-from regionops.release.model import GateThresholds, MetricsSample
 
 REGIONS = ["eu", "us", "apac"]
 INF = float("inf")

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from regionops.backup.restore import choose_set, plan_restore, target_for
-from regionops.backup.restore_model import BackupSet, Fingerprint, RestoreDiskFacts, StageRequest, TableCheck
 from regionops.drivers.postgres import NodeState, WalReceiver
 from regionops.errors import ConfigurationError, PreconditionFailed
+from regionops.model.restore import BackupSet, Fingerprint, RestoreDiskFacts, StageRequest, TableCheck
 from regionops.node.local import LocalNodeOperator
 from regionops.node.messages import NodeOpParams
 from regionops.topology import parse_topology

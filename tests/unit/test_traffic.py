@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 from moto.server import ThreadedMotoServer
 
-from regionops.drivers.traffic import DnsRecord, Route53Traffic, traffic_for
+from regionops.drivers.traffic import Route53Traffic, traffic_for
 from regionops.errors import ExternalSystemError
+from regionops.model.probes import DnsRecord
 from regionops.topology import parse_topology
 
 

@@ -21,10 +21,10 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
-from deployments.alert_emitter import EventEmitter
-from deployments.alert_intents import ALERT_INTENTS, INTENTS, AlertEvent, LabelProblem, alert_event, intent_for
-from deployments.alert_ledger import AlertLedger
-from deployments.alert_payload import AlertmanagerPayload, PayloadError
+from regionops.alerting.emitter import EventEmitter
+from regionops.alerting.intents import ALERT_INTENTS, INTENTS, AlertEvent, LabelProblem, alert_event, intent_for
+from regionops.alerting.ledger import AlertLedger
+from regionops.alerting.payload import AlertmanagerPayload, PayloadError
 from regionops.runbook.locks import lock_name
 from regionops.topology import Topology
 

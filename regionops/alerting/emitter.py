@@ -18,7 +18,7 @@ from prefect.client.orchestration import PrefectClient
 from prefect.events import Event
 from prefect.settings import get_current_settings
 
-from deployments.alert_intents import AlertEvent
+from regionops.alerting.intents import AlertEvent
 from regionops.errors import ConfigurationError, TransientError
 
 

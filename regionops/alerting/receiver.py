@@ -2,7 +2,7 @@
 
 Prefect's self-hosted server has no webhooks, so Alertmanager posts here::
 
-    python -m deployments.alert_receiver --host 0.0.0.0 --port 9095 \\
+    python -m regionops.alerting.receiver --host 0.0.0.0 --port 9095 \\
         --token-file /run/secrets/alert-receiver-token --state-dir /var/lib/regionops
 
 ``POST /alerts`` checks ``Authorization: Bearer <token>`` (401, nothing emitted),
@@ -26,15 +26,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from deployments.alert_emitter import EmitFailed, EventEmitter, PrefectEventEmitter
-from deployments.alert_ledger import DEFAULT_TTL_SECONDS, LEDGER_FILE, AlertLedger
-from deployments.alert_payload import PayloadError, parse_payload
-from deployments.alert_processing import AlertProcessor
+from regionops.alerting.emitter import EmitFailed, EventEmitter, PrefectEventEmitter
+from regionops.alerting.ledger import DEFAULT_TTL_SECONDS, LEDGER_FILE, AlertLedger
+from regionops.alerting.payload import PayloadError, parse_payload
+from regionops.alerting.processing import AlertProcessor
 from regionops.errors import ConfigurationError, RunbookError
 from regionops.topology import SecretRef, Topology, default_lab_dir, load_topology
 
 # Named explicitly: run as `python -m`, __name__ is "__main__", outside our logger tree.
-logger = logging.getLogger("deployments.alert_receiver")
+logger = logging.getLogger("regionops.alerting.receiver")
 
 ALERTS_PATH = "/alerts"
 MAX_BODY_BYTES = 1024 * 1024
@@ -135,7 +135,7 @@ def state_dir_for(explicit: str | None, topology: Topology | None) -> Path:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m deployments.alert_receiver", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m regionops.alerting.receiver", description=__doc__.splitlines()[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9095)
     src = p.add_mutually_exclusive_group()
@@ -159,7 +159,7 @@ def _configure_logging(level: str) -> None:
     # which would silence the per-alert lines on-call engineers read: own our logger.
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    ours = logging.getLogger("deployments")
+    ours = logging.getLogger("regionops.alerting")
     ours.handlers[:] = [handler]
     ours.setLevel(level)
     ours.propagate = False

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from deployments.alert_payload import Alert, AlertmanagerPayload
+from regionops.alerting.payload import Alert, AlertmanagerPayload
 from regionops.topology import Topology
 
 EVENT_NAME = "regionops.alert.firing"

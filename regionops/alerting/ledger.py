@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
-from deployments.alert_intents import AlertEvent
+from regionops.alerting.intents import AlertEvent
 
 logger = logging.getLogger(__name__)
 
