@@ -12,12 +12,13 @@ from prefect.cache_policies import NO_CACHE
 
 from regionops.drivers.appmetrics import HttpMetricsSource
 from regionops.drivers.cdn import Invalidation, cdn_for
-from regionops.drivers.deploy import DeployResult, RunningVersion, target_for
+from regionops.drivers.deploy import DeployResult, RunningVersion
 from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.probes import HttpAppProber
 from regionops.model.release import GateMeasurement, GateThresholds
 from regionops.release import health
 from regionops.release.assets import AssetFile, BucketPublish, publish
+from regionops.release.targets import target_for
 from regionops.topology import Topology
 from tasks.common import TRANSIENT_RETRIES
 

@@ -1,8 +1,9 @@
 """Release targets: how a version reaches a region, and which version runs there now.
 
-One Protocol, three targets, chosen by the topology's ``application.release.target``:
+One Protocol and two targets here; :func:`regionops.release.targets.target_for` chooses
+one by the topology's ``application.release.target`` (the third, ``lab``, restarts the
+lab's regional app process, and lives with the lab in its ``release_target`` module):
 
-- ``lab``: the lab's regional app process is restarted with the new version.
 - ``command``: a templated shell command per region (``kubectl set image``, ``helm
   upgrade``, a deploy script), with a timeout; its output is kept for the run's logs.
 - ``ecs``: a new task definition revision with the version's image, the region's service
@@ -21,7 +22,6 @@ import shlex
 import signal
 import subprocess
 import time
-from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -83,42 +83,6 @@ def app_version(base_url: str, client: httpx.Client | None = None) -> str | None
         return str(resp.json().get("version")) if resp.status_code == 200 else None
     except (httpx.HTTPError, ValueError, AttributeError):
         return None
-
-
-class LabTarget:
-    """The lab: write the region's VERSION file and restart its app process."""
-
-    kind = "lab"
-
-    def __init__(self, topology: Topology, lab_dir: str):
-        self.topology = topology
-        self.lab_dir = Path(lab_dir)
-
-    def _lab(self) -> Any:
-        from regionops.lab.lab import Lab  # the lab imports drivers; import it only when used
-
-        return Lab.open(self.lab_dir)
-
-    def current(self, region: str) -> RunningVersion:
-        """What the app answers on /version; the VERSION file when the app does not answer."""
-        served = app_version(self.topology.regions[region].app_url)
-        if served is not None:
-            return RunningVersion(region=region, version=served, detail="app /version")
-        path = self.lab_dir / "apps" / region / "VERSION"
-        on_disk = path.read_text().strip() if path.exists() else None
-        return RunningVersion(region=region, version=on_disk, detail="app not answering; VERSION file")
-
-    def deploy(self, region: str, version: str, ref: str | None = None) -> DeployResult:
-        """Restart the region's app with ``version``."""
-        started = time.monotonic()
-        self._lab().set_app_version(region, version)
-        return DeployResult(
-            region=region,
-            version=version,
-            target=self.kind,
-            seconds=round(time.monotonic() - started, 2),
-            output=f"app-{region} restarted with version {version}",
-        )
 
 
 def render(template: str, **values: str) -> str:
@@ -349,15 +313,3 @@ class EcsTarget:
             and len(deployments) <= 1
             and svc.get("runningCount", 0) >= svc.get("desiredCount", 0)
         )
-
-
-def target_for(topology: Topology) -> ReleaseTarget:
-    """The release target the topology's application names."""
-    release = topology.app().release
-    if release.target == "lab":
-        if not release.lab_dir:
-            raise ConfigurationError("application.release.lab_dir is required for the lab target")
-        return LabTarget(topology, release.lab_dir)
-    if release.target == "command":
-        return CommandTarget(topology)
-    return EcsTarget(topology)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from moto.backends import get_backend
+from moto.core.base_backend import BackendDict
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.s3.utils import _VersionedKeyStore
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -74,13 +75,22 @@ def moto_version() -> str:
     return package_version("moto")
 
 
+def backends_of(service: str) -> BackendDict[Any]:
+    """moto's backends of one of :data:`SERVICES` (its ``get_backend`` is typed for literal names only)."""
+    if service == "s3":
+        return get_backend("s3")
+    if service == "route53":
+        return get_backend("route53")
+    raise ConfigurationError(f"the lab's AWS server keeps no {service!r} state (only {', '.join(SERVICES)})")
+
+
 def snapshot() -> dict[str, Any]:
     """The S3 and Route53 backends of every account and region, as plain nested dicts."""
     return {
         "format": FORMAT,
         "moto": moto_version(),
         "services": {
-            svc: {account: dict(dict.items(regions)) for account, regions in dict.items(get_backend(svc))}
+            svc: {account: dict(dict.items(regions)) for account, regions in dict.items(backends_of(svc))}
             for svc in SERVICES
         },
     }
@@ -128,7 +138,7 @@ def load_state(path: Path) -> int:
         )
     restored = 0
     for svc, accounts in doc["services"].items():
-        backends = get_backend(svc)
+        backends = backends_of(svc)
         for account, regions in accounts.items():
             for region, backend in regions.items():
                 backends[account][region] = backend

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from regionops.errors import ConfigurationError
+from regionops.lab.component import ComponentStatus, LabComponent, Observation, Progress
 from regionops.lab.config import LAB_NODES, LabConfig
-from regionops.lab.processes import http_ok, port_open
+from regionops.lab.processes import http_ok, port_open, running_pid
 from regionops.monitoring import EXPORTER_QUERIES
 from regionops.monitoring.alertmanager import LAB_TIMINGS
 from regionops.monitoring.files import AlertmanagerInputs, render, write
@@ -32,6 +32,7 @@ from regionops.monitoring.tools import (
     POSTGRES_EXPORTER,
     PROMETHEUS,
     PUSHGATEWAY,
+    Tool,
     missing_tools,
     packages_for,
 )
@@ -41,7 +42,6 @@ from regionops.waiting import poll_until
 LAB_SCRAPE_SECONDS = 1.0
 LAB_MAX_FOR_SECONDS = 2.0
 HOST = "127.0.0.1"
-StartProcess = Callable[..., None]
 
 
 def enabled(cfg: LabConfig) -> bool:
@@ -71,16 +71,12 @@ def exporter_port(cfg: LabConfig, node: str) -> int | None:
     return cfg.ports.exporters[node] if enabled(cfg) and cfg.ports.exporters else None
 
 
-@dataclass(frozen=True)
-class Component:
-    """One line of ``lab status`` for a monitoring process (lab.py turns it into ComponentStatus)."""
-
-    name: str
-    endpoint: str
-    running: bool
-    healthy: bool
-    detail: str
-    required: bool = True
+def _binary(tool: Tool) -> str:
+    """The path of an installed tool (``start`` checked that every one is)."""
+    path = tool.find()
+    if path is None:
+        raise ConfigurationError(tool.missing())
+    return path
 
 
 def _post(url: str) -> None:
@@ -89,14 +85,12 @@ def _post(url: str) -> None:
         pass
 
 
-class LabMonitoring:
+class LabMonitoring(LabComponent):
     """Writes the lab's monitoring config and starts, reports and names its processes."""
-
-    def __init__(self, cfg: LabConfig):
-        self.cfg = cfg
 
     @property
     def dir(self) -> Path:
+        """Where the stack's configuration and data live."""
         return self.cfg.path("monitoring")
 
     def process_names(self) -> list[str]:
@@ -118,7 +112,7 @@ class LabMonitoring:
         )
         return write(self.dir, files)
 
-    def start(self, start_process: StartProcess, progress: Callable[[str], None]) -> None:
+    def start(self, progress: Progress) -> None:
         """Start whatever is not running; reload the running servers' (re)generated config."""
         missing = missing_tools()
         if missing:
@@ -132,10 +126,10 @@ class LabMonitoring:
         assert p.prometheus and p.alertmanager and p.pushgateway and p.exporters
         self.write_config()
         for node, port in p.exporters.items():
-            start_process(
+            self.start_process(
                 f"postgres-exporter-{node}",
                 [
-                    POSTGRES_EXPORTER.find(),
+                    _binary(POSTGRES_EXPORTER),
                     f"--web.listen-address={HOST}:{port}",
                     f"--extend.query-path={EXPORTER_QUERIES}",
                     # The lab's rules need only pg_up and the custom queries: keep 1 s scrapes cheap.
@@ -153,10 +147,10 @@ class LabMonitoring:
                 },
             )
         data = self.dir / "data"
-        start_process(
+        self.start_process(
             "pushgateway",
             [
-                PUSHGATEWAY.find(),
+                _binary(PUSHGATEWAY),
                 f"--web.listen-address={HOST}:{p.pushgateway}",
                 f"--persistence.file={data / 'pushgateway.metrics'}",
                 "--persistence.interval=5s",
@@ -164,10 +158,10 @@ class LabMonitoring:
             p.pushgateway,
         )
         reload = self._running("alertmanager", p.alertmanager)
-        start_process(
+        self.start_process(
             "alertmanager",
             [
-                ALERTMANAGER.find(),
+                _binary(ALERTMANAGER),
                 f"--config.file={self.dir / 'alertmanager.yml'}",
                 f"--storage.path={data / 'alertmanager'}",
                 f"--web.listen-address={HOST}:{p.alertmanager}",
@@ -179,10 +173,10 @@ class LabMonitoring:
         if reload:
             _post(f"http://{HOST}:{p.alertmanager}/-/reload")
         reload = self._running("prometheus", p.prometheus)
-        start_process(
+        self.start_process(
             "prometheus",
             [
-                PROMETHEUS.find(),
+                _binary(PROMETHEUS),
                 f"--config.file={self.dir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={data / 'prometheus'}",
                 "--storage.tsdb.retention.time=2d",
@@ -221,11 +215,9 @@ class LabMonitoring:
         return len(targets), unscraped, down
 
     def _running(self, name: str, port: int) -> bool:
-        from regionops.lab.processes import running_pid
-
         return running_pid(self.cfg.lab_dir, name) is not None and port_open(port)
 
-    def status(self) -> list[Component]:
+    def status(self, seen: Observation) -> list[ComponentStatus]:
         """One component per process; when binaries are missing, one line naming the packages."""
         cfg, p = self.cfg, self.cfg.ports
         if not (cfg.monitoring and p.prometheus and p.alertmanager and p.pushgateway and p.exporters):
@@ -233,7 +225,7 @@ class LabMonitoring:
         missing = missing_tools(LAB_TOOLS)
         if missing:
             return [
-                Component(
+                ComponentStatus(
                     name="monitoring",
                     endpoint="-",
                     running=False,
@@ -247,7 +239,7 @@ class LabMonitoring:
             url = f"http://{HOST}:{port}/metrics"
             ok = _exporter_sees_database(url)
             comps.append(
-                Component(
+                ComponentStatus(
                     name=f"postgres_exporter {node}",
                     endpoint=url,
                     running=port_open(port),
@@ -268,7 +260,7 @@ class LabMonitoring:
                     f", {unscraped} not scraped yet" if unscraped > 0 else ""
                 )
             comps.append(
-                Component(
+                ComponentStatus(
                     name=name, endpoint=f"http://{HOST}:{port}", running=port_open(port), healthy=ok, detail=detail
                 )
             )

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from regionops.errors import ConfigurationError
+
 HOST = "127.0.0.1"
 DNS_NAMES = ("127.0.0.1", "localhost")
 VALID_DAYS = 3650  # a lab lives for months; renewal would only add a failure mode
@@ -131,6 +133,8 @@ def _write_ca(tls: LabTls) -> None:
 
 def _write_server_cert(tls: LabTls) -> None:
     ca_key = serialization.load_pem_private_key(tls.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):  # the lab makes EC keys; anything else is not its CA
+        raise ConfigurationError(f"{tls.ca_key} is not an EC private key: remove the lab's tls directory to remake it")
     ca = x509.load_pem_x509_certificate(tls.ca_file.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     san = x509.SubjectAlternativeName(
@@ -141,7 +145,7 @@ def _write_server_cert(tls: LabTls) -> None:
         .add_extension(san, critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     _write_private(tls.key_file, _key_pem(key))

@@ -110,7 +110,7 @@ def test_an_alert_sent_while_the_receiver_is_down_is_delivered_when_it_is_back(s
         )
         assert run_counts(http) == before
     finally:
-        lab._start_alert_receiver()
+        lab.alerts.start(lambda m: None)
     runs = http.wait_runs("replica-resync", before["replica-resync"] + 1, timeout=60)
     assert runs[-1]["parameters"]["params"]["node"] == "eu-1"
     assert http.wait_finished(runs[-1]["id"])["state_type"] == "COMPLETED"

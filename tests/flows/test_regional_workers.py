@@ -39,8 +39,8 @@ POOL = {"eu-1": "regionops-eu", "us-1": "regionops-us", "apac-1": "regionops-apa
 @pytest.fixture(scope="module")
 def workers(lab):
     """The session lab's work pools, deployments and one worker per region (stopped with the lab)."""
-    lab.start_workers()
-    yield lab
+    lab.workers.start()
+    yield lab.workers
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_a_failing_node_run_is_a_named_error_with_the_child_runs_link(regional):
 
 def test_a_gone_worker_stops_the_switchover_with_a_named_error_and_no_second_primary(regional, workers):
     cluster, path = regional
-    workers.stop_worker("eu")
+    workers.stop_region("eu")
     try:
         state = switchover(SwitchoverParams(**params(path, target="us-1")), return_state=True)
         assert state.is_failed()
@@ -150,7 +150,7 @@ def test_a_gone_worker_stops_the_switchover_with_a_named_error_and_no_second_pri
         assert "node step stop of eu-1 (region eu, pool regionops-eu)" in message
         assert "no worker of pool regionops-eu picked it up" in message and "/runs/flow-run/" in message
     finally:
-        workers.start_workers(["eu"], deploy=False)
+        workers.start(regions=["eu"], deploy=False)
     # Rolled back over SQL: eu-1 is still the one primary and takes writes; the writer did not move.
     shape = ha.expect_layout(cluster, "eu-1", timeout=20)
     assert list(shape.values()).count("primary") == 1

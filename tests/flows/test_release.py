@@ -18,12 +18,13 @@ from prefect.flow_runs import resume_flow_run
 
 from flows.release import ReleaseParams, release
 from regionops.drivers.cdn import cdn_for
-from regionops.drivers.deploy import app_version, target_for
+from regionops.drivers.deploy import app_version
 from regionops.drivers.objectstore import objectstore_for
 from regionops.errors import ConfigurationError
 from regionops.lab.assets import build_assets
 from regionops.lab.lab import LAB_CDN
 from regionops.release.assets import publish, scan
+from regionops.release.targets import target_for
 from tests import ha_tools as ha
 
 pytestmark = pytest.mark.lab

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from regionops.lab import monitoring as labmon
+from regionops.lab.component import Observation
 from regionops.lab.config import LAB_NODES, LabConfig, LabPorts
 from regionops.lab.lab import topology_document
 from regionops.topology import parse_topology
@@ -29,7 +30,7 @@ def test_a_lab_created_before_monitoring_loads_and_runs_without_it(tmp_path):
     assert cfg is not None and cfg.ports.prometheus is None
     assert not labmon.enabled(cfg)
     assert "monitoring" not in topology_document(cfg)
-    assert labmon.LabMonitoring(cfg).status() == []
+    assert labmon.LabMonitoring(cfg).status(Observation()) == []
 
 
 def test_the_lab_topology_names_the_stack_and_each_nodes_exporter(tmp_path):
@@ -50,7 +51,7 @@ def test_missing_binaries_are_named_with_their_packages_and_the_rest_goes_on(tmp
     cfg = LabConfig(lab_dir=tmp_path, ports=LabPorts.from_base(20000))
     assert not labmon.enabled(cfg)
     assert "monitoring" not in topology_document(cfg)  # runbooks neither silence nor publish
-    [component] = labmon.LabMonitoring(cfg).status()
+    [component] = labmon.LabMonitoring(cfg).status(Observation())
     assert component.required is False and not component.healthy
     assert component.detail == (
         "not installed: apt-get install prometheus prometheus-alertmanager "
@@ -58,6 +59,8 @@ def test_missing_binaries_are_named_with_their_packages_and_the_rest_goes_on(tmp
     )
     said: list[str] = []
     started: list[str] = []
-    labmon.LabMonitoring(cfg).start(lambda name, *a, **k: started.append(name), said.append)
+    monitoring = labmon.LabMonitoring(cfg)
+    monkeypatch.setattr(monitoring, "start_process", lambda name, *a, **k: started.append(name))
+    monitoring.start(said.append)
     assert started == []
     assert "prometheus is not installed" in said[0] and "apt-get install prometheus" in said[1]

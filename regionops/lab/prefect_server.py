@@ -1,0 +1,132 @@
+"""The lab's Prefect components: the server with its UI, and the runbook deployments served to it.
+
+``lab_env`` is the environment of every process that talks to that server (the served
+deployments, the workers, tests and benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from regionops.errors import ExternalSystemError
+from regionops.lab.component import ComponentStatus, LabComponent, Observation, Progress, http_service_status
+from regionops.lab.config import LabConfig
+from regionops.lab.processes import http_ok, pid_alive, running_pid, spawn
+from regionops.waiting import poll_until
+
+
+def lab_env(cfg: LabConfig) -> dict[str, str]:
+    """Environment for processes that talk to the lab's Prefect server."""
+    return {
+        "PREFECT_API_URL": f"http://127.0.0.1:{cfg.ports.prefect}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "REGIONOPS_TOPOLOGY": str(cfg.topology_path),
+        "REGIONOPS_LAB_DIR": str(cfg.lab_dir),
+    }
+
+
+def prefect_bin(python: str) -> str:
+    """The ``prefect`` command installed beside ``python``."""
+    return str(Path(python).parent / "prefect")
+
+
+def prefect_healthy(cfg: LabConfig) -> bool:
+    """Whether the lab's Prefect API answers."""
+    return http_ok(f"http://127.0.0.1:{cfg.ports.prefect}/api/health")
+
+
+def prefect_post(cfg: LabConfig, path: str) -> Any:
+    """POST ``{}`` to the lab's Prefect API at ``path``; its JSON answer, or None when it does not answer."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{cfg.ports.prefect}/api/{path}",
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=3) as resp:  # noqa: S310 - loopback URL we built
+            return json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+
+
+class LabPrefect(LabComponent):
+    """The Prefect server and UI, its database under ``<lab>/prefect``."""
+
+    def process_names(self) -> list[str]:
+        """The one server process."""
+        return ["prefect-server"]
+
+    def start(self, progress: Progress) -> None:
+        """Start the server unless it runs; return once its API is healthy."""
+        cfg = self.cfg
+        env = {
+            "PREFECT_HOME": str(cfg.path("prefect")),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_API_URL": f"http://127.0.0.1:{cfg.ports.prefect}/api",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+        }
+        self.start_process(
+            "prefect-server",
+            [prefect_bin(self.python), "server", "start", "--host", "127.0.0.1", "--port", str(cfg.ports.prefect)],
+            cfg.ports.prefect,
+            timeout=120,
+            env=env,
+        )
+        poll_until(lambda: prefect_healthy(cfg), timeout=120, interval=0.5, what="Prefect server health")
+
+    def status(self, seen: Observation) -> list[ComponentStatus]:
+        """Whether the UI and API answer."""
+        port = self.cfg.ports.prefect
+        url = f"http://127.0.0.1:{port}"
+        return [http_service_status("prefect server", url, port, f"{url}/api/health", "UI and API answer")]
+
+
+class LabRunbookServe(LabComponent):
+    """``deployments.serve``: every runbook served as a deployment the UI can start."""
+
+    def process_names(self) -> list[str]:
+        """The one serving process."""
+        return ["prefect-serve"]
+
+    def start(self, progress: Progress) -> None:
+        """Start serving unless it does; return once the server lists a deployment."""
+        name = "prefect-serve"
+        if running_pid(self.cfg.lab_dir, name):
+            return
+        # Poll for runs every second: an alert-started failover should not wait 10 s to begin.
+        env = lab_env(self.cfg) | {"PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+        pid = spawn(
+            self.cfg.lab_dir,
+            name,
+            [self.python, "-m", "deployments.serve", "--topology", str(self.cfg.topology_path)],
+            env=env,
+        )
+        poll_until(lambda: self._ready(pid), timeout=90, interval=0.5, what="runbook deployments")
+
+    def _ready(self, pid: int) -> bool:
+        if not pid_alive(pid):
+            log = self.cfg.path("logs", "prefect-serve.log").read_text(errors="replace").splitlines()[-5:]
+            raise ExternalSystemError("prefect-serve exited during start-up: " + " | ".join(log))
+        return self._deployment_count() > 0
+
+    def _deployment_count(self) -> int:
+        count = prefect_post(self.cfg, "deployments/count")
+        return count if isinstance(count, int) else 0
+
+    def status(self, seen: Observation) -> list[ComponentStatus]:
+        """Whether it serves, and how many deployments the server lists."""
+        serving = running_pid(self.cfg.lab_dir, "prefect-serve") is not None
+        count = self._deployment_count() if prefect_healthy(self.cfg) else 0
+        return [
+            ComponentStatus(
+                name="runbook deployments",
+                endpoint="prefect serve",
+                running=serving,
+                healthy=serving and count > 0,
+                detail=f"{count} deployment(s) served" if serving else "not serving",
+            )
+        ]
