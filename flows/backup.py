@@ -77,8 +77,10 @@ class BackupParams(ClusterChangeParams):
         description="Tables whose rows prove a restore; default the topology's (keep them small: they are "
         "locked against writes while counted)",
     )
-    lock_wait_seconds: float = Field(
-        60, ge=0, description="How long to wait for another backup of the cluster to finish before refusing"
+    lock_wait_seconds: float = ClusterChangeParams.default(
+        "lock_wait_seconds",
+        60,
+        description="How long to wait for another backup of the cluster to finish before refusing",
     )
 
 

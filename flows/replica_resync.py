@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from regionops.decisions import RepairAction, RepairDecision, decide_repair, escalate_repair, find_primary
 from regionops.errors import VerificationFailed
 from regionops.model import NodeState
-from regionops.runbook.common import observe_cluster, plan_table
+from regionops.runbook.common import plan_table
 from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
 from regionops.runbook.params import ClusterChangeParams
 from regionops.runbook.reporting import RunReporter
@@ -39,6 +39,7 @@ from tasks.nodeops import (
     start_node,
     stop_node,
 )
+from tasks.observe import observe_cluster
 from tasks.replication import (
     checkpoint,
     clear_fence,
