@@ -29,7 +29,7 @@ from regionops.drivers.faults import FaultInjection
 from regionops.errors import PreconditionFailed
 from regionops.health import RegionHealthReport
 from regionops.runbook.common import subflow_outcome
-from regionops.runbook.context import REPORT_HOOKS, RunbookRun
+from regionops.runbook.context import REPORT_HOOKS, FlowHooks, RunbookRun
 from regionops.runbook.drill import (
     ALERT_FOR,
     DrillParams,
@@ -72,11 +72,15 @@ def recovery_runbook(scenario: str) -> str:
     return intent.runbook if intent else "switchover"
 
 
-@flow(
-    name="dr-drill",
-    **REPORT_HOOKS,  # a crashed drill's leases expire; a cancelled one's are freed by its cancel hook
-    on_cancellation=[undo_on_cancel("dr-drill", "DR drill cancelled", rescue_from_journal)],
-)
+# A crashed drill's leases expire; a cancelled one's are freed by its cancel hook, which also
+# leaves one writable primary, from the run's journal.
+DRILL_HOOKS: FlowHooks = {
+    **REPORT_HOOKS,
+    "on_cancellation": [undo_on_cancel("dr-drill", "DR drill cancelled", rescue_from_journal)],
+}
+
+
+@flow(name="dr-drill", **DRILL_HOOKS)
 def dr_drill(params: DrillParams = DrillParams()) -> DrillResult:
     """Inject a fault, recover the way production does, measure RTO and RPO from real writes, roll back."""
     topology = load_topology(params.topology)

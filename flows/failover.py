@@ -312,19 +312,16 @@ def _replay_received(
     replayed at promotion anyway, so waiting briefly makes the ranking reflect what each
     replica really holds.
     """
-    behind = [
-        n
-        for n in replicas
-        if states[n].reachable
-        and states[n].receive_lsn
-        and states[n].replay_lsn
-        and states[n].replay_lsn < states[n].receive_lsn
-    ]
-    if not behind:
+    received: dict[str, Lsn] = {}
+    for n in replicas:
+        receive, replay = states[n].receive_lsn, states[n].replay_lsn
+        if states[n].reachable and receive and replay and replay < receive:
+            received[n] = receive
+    if not received:
         return {}
-    for node in behind:
-        wait_replayed(topology, cluster_name, node, states[node].receive_lsn, timeout)
-    return observe_cluster(topology, cluster_name, behind)
+    for node, position in received.items():
+        wait_replayed(topology, cluster_name, node, position, timeout)
+    return observe_cluster(topology, cluster_name, list(received))
 
 
 def _fence(

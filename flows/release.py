@@ -383,9 +383,9 @@ def _rollback(
         for r in changed.regions
         if not any(p.startswith(f"{r}:") for p in problems)
     }
-    for region, future in waits.items():
+    for region, waiting in waits.items():
         try:
-            gate = future.result()
+            gate = waiting.result()
             result.gates.append(gate)
             reporter.step(f"rollback verified: {gate.sentence()}")
         except Exception as exc:  # noqa: BLE001

@@ -289,7 +289,7 @@ def _repair(
         decision = escalation.next
         repair.decisions.append(decision)
     repair.ok = bool(repair.verified) and check.ok
-    reporter.step(repair.verified, slack=repair.ok is False or decision.action != "nothing")
+    reporter.step(check.sentence(), slack=repair.ok is False or decision.action != "nothing")
     if repair.ok and decision.action in CHANGING:
         reporter.step(drop_stale_slots(topology, cluster_name, node).sentence(), slack=False)
     if repair.ok and fenced:

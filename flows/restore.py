@@ -244,6 +244,7 @@ def _run(
     # 2. The replica's slot on the primary (SQL), then on the node's host: swap, role, start;
     #    the step swaps back itself when any of that fails.
     if plan.role == "replica":
+        assert primary_info is not None  # a replica's plan names the primary it streams from
         rt.ensure_slot(primary_info, slot_name(plan.node))
     activated = rt.activate(
         topology,

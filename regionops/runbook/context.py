@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from prefect.runtime import flow_run as current_run
 from pydantic import BaseModel
@@ -42,14 +42,23 @@ from regionops.runbook.locks import (
 from regionops.runbook.reporting import RunReporter, report_failure
 from regionops.topology import Topology
 
+
+class FlowHooks(TypedDict, total=False):
+    """Flow state hooks, as ``@flow(name=..., **HOOKS)`` takes them (typed per keyword)."""
+
+    on_failure: list[Any]
+    on_crashed: list[Any]
+    on_cancellation: list[Any]
+
+
 # Flow state hooks of every changing runbook: @flow(name=..., **CHANGE_HOOKS).
-CHANGE_HOOKS: dict[str, list[Any]] = {
+CHANGE_HOOKS: FlowHooks = {
     "on_failure": [report_failure],
     "on_crashed": [release_leases_hook, report_failure],
     "on_cancellation": [release_leases_hook, report_failure],
 }
 # Flow state hooks of a read-only runbook: it holds no lock, it only reports.
-REPORT_HOOKS: dict[str, list[Any]] = {"on_failure": [report_failure], "on_crashed": [report_failure]}
+REPORT_HOOKS: FlowHooks = {"on_failure": [report_failure], "on_crashed": [report_failure]}
 
 # change: the cluster's change lock (one changing runbook at a time; a failover goes first);
 # backup: one backup of the cluster at a time (never holding up a failover);

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from prefect import get_run_logger
 from prefect.artifacts import Artifact, create_markdown_artifact, create_table_artifact
@@ -159,9 +159,10 @@ def append_trend(key: str, row: dict[str, Any], description: str, keep: int = 20
     log = _logger()
     rows: list[dict[str, Any]] = []
     try:
-        previous = Artifact.get(key)
+        # Called from a flow's sync code: Artifact.get runs synchronously (its stub also admits a coroutine).
+        previous = cast("Artifact | None", Artifact.get(key))
         if previous is not None and previous.data:
-            data = previous.data if isinstance(previous.data, list) else json.loads(previous.data)
+            data = previous.data if isinstance(previous.data, list) else json.loads(str(previous.data))
             rows = [r for r in data if isinstance(r, dict)]
     except Exception as exc:  # noqa: BLE001 - a missing trend starts a new one
         log.warning("could not read the trend %s: %s", key, exc)
