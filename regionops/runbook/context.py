@@ -140,8 +140,10 @@ class RunbookRun:
             if isinstance(exc, Exception):
                 self._report(exc, changed=self.changed)
         finally:
-            if self._journaled:
-                self.journal.clear()  # the run ended: a cancel hook has nothing left to undo
+            # The run ended (or failed): nothing is left to undo.  Not when it is being killed
+            # (a cancellation arrives as a BaseException): its cancel hook reads the journal next.
+            if self._journaled and (exc is None or isinstance(exc, Exception)):
+                self.journal.clear()
             self._stack.close()  # the lock goes on success, failure and error alike
 
     def _report(self, exc: BaseException, *, changed: bool) -> None:
