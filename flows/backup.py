@@ -39,12 +39,13 @@ from regionops.backup.proof import BackupProof
 from regionops.backup.residency import check_all
 from regionops.drivers.pgbackrest import BackupResult, BackupType, Repository, StanzaPlan, VerifyResult, plan_stanza
 from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
-from regionops.runbook.monitoring import BACKUP_JOB, backup_gauges, publish
+from regionops.runbook.monitoring import BACKUP_JOB, backup_gauges
 from regionops.runbook.params import ClusterChangeParams
 from regionops.topology import Topology, load_topology
 from regionops.units import human_bytes
 from tasks import backup as bt
 from tasks.observe import observe_node
+from tasks.runbook_monitoring import publish
 
 
 class BackupParams(ClusterChangeParams):

@@ -44,7 +44,6 @@ from regionops.runbook.drill import (
 )
 from regionops.runbook.drill_report import report_drill, trend_key
 from regionops.runbook.journal import undo_on_cancel
-from regionops.runbook.monitoring import PlannedWorkSilence
 from regionops.runbook.triggered_runs import wait_for_run_end, wait_for_started_run
 from regionops.topology import Topology, load_topology
 from tasks.drill import (
@@ -62,6 +61,7 @@ from tasks.drill import (
 )
 from tasks.observe import observe_cluster
 from tasks.replication import fenced_nodes, wait_replayed, writer_node
+from tasks.runbook_monitoring import PlannedWorkSilence
 
 __all__ = ["DrillParams", "DrillResult", "dr_drill", "recovery_runbook", "trend_key"]
 

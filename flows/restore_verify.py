@@ -38,10 +38,11 @@ from regionops.drivers.pgbackrest import plan_stanza
 from regionops.drivers.postgres import ConnInfo
 from regionops.errors import RunbookError
 from regionops.runbook.context import REPORT_HOOKS, RunbookRun
-from regionops.runbook.monitoring import RESTORE_VERIFY_JOB, publish, restore_verification_gauges
+from regionops.runbook.monitoring import RESTORE_VERIFY_JOB, restore_verification_gauges
 from regionops.runbook.params import RestoreTargetParams, RunbookParams
 from regionops.topology import load_topology
 from tasks import restore as rt
+from tasks.runbook_monitoring import publish
 
 
 class RestoreVerifyParams(RunbookParams, RestoreTargetParams):

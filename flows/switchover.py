@@ -28,7 +28,6 @@ from regionops.ha.sqlsteps import Promotion
 from regionops.lsn import Lsn
 from regionops.runbook.common import plan_table
 from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
-from regionops.runbook.monitoring import PlannedWorkSilence
 from regionops.runbook.params import ClusterChangeParams
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
@@ -56,6 +55,7 @@ from tasks.replication import (
     wait_streaming,
     writer_node,
 )
+from tasks.runbook_monitoring import PlannedWorkSilence
 
 
 class SwitchoverParams(ClusterChangeParams):

@@ -6,8 +6,9 @@
 - :mod:`~regionops.runbook.approval`: the one typed approval form (approver, reason, phrase);
 - :mod:`~regionops.runbook.locks`: the cluster lock (a Prefect concurrency lease);
 - :mod:`~regionops.runbook.reporting`: the Slack thread and the report artifacts;
-- :mod:`~regionops.runbook.drill`: the DR drill's parts (its plan, checks and report);
-- :mod:`~regionops.runbook.common`, ``monitoring``, ``triggered_runs``: helpers.
+- :mod:`~regionops.runbook.drill`, ``drill_report``: the DR drill's parts (plan, step results, verdict) and report;
+- :mod:`~regionops.runbook.common`, ``monitoring`` (result gauges), ``triggered_runs``: helpers.
 
-``flows/`` holds the runbooks only.
+It imports nothing from ``tasks/`` (steps through tasks, such as the planned-work
+silence, are in :mod:`tasks.runbook_monitoring`); ``flows/`` holds the runbooks only.
 """
