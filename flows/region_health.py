@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from regionops.errors import RunbookError
 from regionops.health import RegionHealthReport, assess_health, fenced_but_writable
 from regionops.runbook.context import REPORT_HOOKS, RunbookRun
+from regionops.runbook.params import RunbookParams
 from regionops.topology import HealthThresholds, Topology, load_topology
 from tasks.monitoring import read_prometheus_alerts
 from tasks.nodeops import block_primary_start, node_running, stop_node
@@ -28,7 +29,7 @@ from tasks.replication import fence_writes, fenced_nodes
 class RegionHealthParams(BaseModel):
     """Parameters of the region-health runbook (rendered as a form in the Prefect UI)."""
 
-    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
+    topology: str | None = RunbookParams.default("topology", None)
     cluster: str | None = Field(None, description="Cluster to check; default the topology's only cluster")
     max_lag_bytes: int | None = Field(None, ge=0, description="Lag limit in bytes; default from the topology")
     max_lag_seconds: float | None = Field(None, ge=0, description="Lag limit in seconds; default from the topology")

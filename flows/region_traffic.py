@@ -23,6 +23,7 @@ from regionops.decisions.traffic import DrainDecision, decide_drain
 from regionops.errors import ConfigurationError, PreconditionFailed, VerificationFailed
 from regionops.routing import TrafficChange
 from regionops.runbook.context import REPORT_HOOKS, RunbookRun
+from regionops.runbook.params import ClusterChangeParams, RunbookParams
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
 from tasks.observe import probe_app
@@ -32,7 +33,7 @@ from tasks.traffic import drain_region, measure_load, read_traffic, restore_regi
 class RegionTrafficParams(BaseModel):
     """Parameters of the region-traffic runbook (rendered as a form in the Prefect UI)."""
 
-    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
+    topology: str | None = RunbookParams.default("topology", None)
     region: str = Field(description="The region whose application traffic is drained or restored")
     action: Literal["drain", "restore"] = Field(
         "drain", description="drain: send its users elsewhere; restore: take them back"
@@ -40,7 +41,7 @@ class RegionTrafficParams(BaseModel):
     reason: str = Field("manual drain", description="Why; kept in the drain marker and the report")
     load_window_seconds: float = Field(2, gt=0, description="How long the apps' request rate is measured")
     dry_run: bool = Field(False, description="Check and decide; change nothing")
-    notify: bool = Field(True, description="Report the run in a Slack thread")
+    notify: bool = ClusterChangeParams.default("notify", True)
 
 
 class RegionTrafficResult(BaseModel):

@@ -48,6 +48,7 @@ from regionops.release.assets import AssetFile, BucketPublish, changed_paths, sc
 from regionops.release.model import GateMeasurement, GateThresholds
 from regionops.runbook.approval import request_approval
 from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
+from regionops.runbook.params import ClusterChangeParams, RunbookParams
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
 from tasks.release import bake_region, deploy_region, invalidate_cdn, publish_assets, running_version, wait_healthy
@@ -58,7 +59,7 @@ VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
 class ReleaseParams(BaseModel):
     """Parameters of the release runbook (rendered as a form in the Prefect UI; CI fills `version`)."""
 
-    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
+    topology: str | None = RunbookParams.default("topology", None)
     version: str = Field(description="The version to release, e.g. 1.4.2 (an image tag, a build number)")
     waves: list[list[str]] | None = Field(
         None,
@@ -87,7 +88,7 @@ class ReleaseParams(BaseModel):
         0, ge=0, description="0: refuse while another release runs; otherwise queue behind it this long"
     )
     reason: str | None = Field(None, description="Why (change ticket, CI pipeline); quoted in the report")
-    notify: bool = Field(True, description="Report the run in a Slack thread")
+    notify: bool = ClusterChangeParams.default("notify", True)
 
     @field_validator("version", mode="before")
     @classmethod
