@@ -39,12 +39,13 @@ from regionops.backup.proof import BackupProof
 from regionops.backup.residency import check_all
 from regionops.drivers.pgbackrest import BackupResult, BackupType, Repository, StanzaPlan, VerifyResult, plan_stanza
 from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
-from regionops.runbook.monitoring import BACKUP_JOB, backup_gauges, publish
+from regionops.runbook.monitoring import BACKUP_JOB, backup_gauges
 from regionops.runbook.params import ClusterChangeParams
 from regionops.topology import Topology, load_topology
 from regionops.units import human_bytes
 from tasks import backup as bt
 from tasks.observe import observe_node
+from tasks.runbook_monitoring import publish
 
 
 class BackupParams(ClusterChangeParams):
@@ -77,8 +78,10 @@ class BackupParams(ClusterChangeParams):
         description="Tables whose rows prove a restore; default the topology's (keep them small: they are "
         "locked against writes while counted)",
     )
-    lock_wait_seconds: float = Field(
-        60, ge=0, description="How long to wait for another backup of the cluster to finish before refusing"
+    lock_wait_seconds: float = ClusterChangeParams.default(
+        "lock_wait_seconds",
+        60,
+        description="How long to wait for another backup of the cluster to finish before refusing",
     )
 
 

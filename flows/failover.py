@@ -40,12 +40,13 @@ from regionops.ha.sqlsteps import Promotion
 from regionops.lsn import Lsn
 from regionops.model import NodeState
 from regionops.routing import drain_for_lost_database
-from regionops.runbook.common import observe_cluster, plan_table
+from regionops.runbook.common import plan_table
 from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
 from regionops.runbook.params import ClusterChangeParams
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
 from tasks.nodeops import block_primary_start, data_dir_exists, node_running, read_wal_end, stop_node
+from tasks.observe import observe_cluster
 from tasks.replication import (
     current_fencer,
     ensure_slots,
@@ -76,7 +77,7 @@ class FailoverParams(ClusterChangeParams):
         5, ge=0, description="How long replicas may take to replay WAL they received before one is chosen"
     )
     verify_timeout_seconds: float = Field(60, gt=0, description="How long the write verification may take")
-    approval_timeout_seconds: int = Field(900, gt=0, description="How long to wait for the approval")
+    approval_timeout_seconds: int = ClusterChangeParams.default("approval_timeout_seconds", 900)
     page_if_no_failover: bool = Field(
         False,
         description="Page in Slack when the run ends without failing over, with the reason (the alert "
@@ -311,19 +312,16 @@ def _replay_received(
     replayed at promotion anyway, so waiting briefly makes the ranking reflect what each
     replica really holds.
     """
-    behind = [
-        n
-        for n in replicas
-        if states[n].reachable
-        and states[n].receive_lsn
-        and states[n].replay_lsn
-        and states[n].replay_lsn < states[n].receive_lsn
-    ]
-    if not behind:
+    received: dict[str, Lsn] = {}
+    for n in replicas:
+        receive, replay = states[n].receive_lsn, states[n].replay_lsn
+        if states[n].reachable and receive and replay and replay < receive:
+            received[n] = receive
+    if not received:
         return {}
-    for node in behind:
-        wait_replayed(topology, cluster_name, node, states[node].receive_lsn, timeout)
-    return observe_cluster(topology, cluster_name, behind)
+    for node, position in received.items():
+        wait_replayed(topology, cluster_name, node, position, timeout)
+    return observe_cluster(topology, cluster_name, list(received))
 
 
 def _fence(

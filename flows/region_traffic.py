@@ -22,8 +22,10 @@ from pydantic import BaseModel, Field
 from regionops.decisions.traffic import DrainDecision, decide_drain
 from regionops.errors import ConfigurationError, PreconditionFailed, VerificationFailed
 from regionops.routing import TrafficChange
-from regionops.runbook.reporting import RunReporter, report_failure
-from regionops.topology import load_topology
+from regionops.runbook.context import REPORT_HOOKS, RunbookRun
+from regionops.runbook.params import ClusterChangeParams, RunbookParams
+from regionops.runbook.reporting import RunReporter
+from regionops.topology import Topology, load_topology
 from tasks.observe import probe_app
 from tasks.traffic import drain_region, measure_load, read_traffic, restore_region
 
@@ -31,7 +33,7 @@ from tasks.traffic import drain_region, measure_load, read_traffic, restore_regi
 class RegionTrafficParams(BaseModel):
     """Parameters of the region-traffic runbook (rendered as a form in the Prefect UI)."""
 
-    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
+    topology: str | None = RunbookParams.default("topology", None)
     region: str = Field(description="The region whose application traffic is drained or restored")
     action: Literal["drain", "restore"] = Field(
         "drain", description="drain: send its users elsewhere; restore: take them back"
@@ -39,7 +41,7 @@ class RegionTrafficParams(BaseModel):
     reason: str = Field("manual drain", description="Why; kept in the drain marker and the report")
     load_window_seconds: float = Field(2, gt=0, description="How long the apps' request rate is measured")
     dry_run: bool = Field(False, description="Check and decide; change nothing")
-    notify: bool = Field(True, description="Report the run in a Slack thread")
+    notify: bool = ClusterChangeParams.default("notify", True)
 
 
 class RegionTrafficResult(BaseModel):
@@ -61,7 +63,7 @@ class RegionTrafficResult(BaseModel):
         return f"{self.action} {self.region}: serving now from {', '.join(self.serving_after) or 'no region'}"
 
 
-@flow(name="region-traffic", on_failure=[report_failure], on_crashed=[report_failure])
+@flow(name="region-traffic", **REPORT_HOOKS)
 def region_traffic(params: RegionTrafficParams) -> RegionTrafficResult:
     """Drain a region's application traffic (after checking the others can take it), or restore it."""
     topology = load_topology(params.topology)
@@ -70,10 +72,20 @@ def region_traffic(params: RegionTrafficParams) -> RegionTrafficResult:
             f"parameter region: unknown region {params.region!r} "
             f"(the topology's regions: {', '.join(topology.regions)})"
         )
-    reporter = RunReporter(
-        topology, "region-traffic", f"{params.action.capitalize()} app traffic of {params.region}", slack=params.notify
+    run = RunbookRun(
+        topology,
+        "region-traffic",
+        params.region,
+        f"{params.action.capitalize()} app traffic of {params.region}",
+        params,
+        start_lines=[f"reason: {params.reason}"] + (["dry run: nothing will be changed"] if params.dry_run else []),
+        lock="none",  # it takes no lock: the drain marker says who drained a region, and why
     )
-    reporter.start([f"reason: {params.reason}"] + (["dry run: nothing will be changed"] if params.dry_run else []))
+    with run:  # an error ends the report "refused" (a drain the others cannot take) or "failed"
+        return _change_traffic(topology, params, run.reporter)
+
+
+def _change_traffic(topology: Topology, params: RegionTrafficParams, reporter: RunReporter) -> RegionTrafficResult:
     state = read_traffic(topology)
     reporter.step(state.sentence(), slack=False)
     result = RegionTrafficResult(
@@ -83,33 +95,27 @@ def region_traffic(params: RegionTrafficParams) -> RegionTrafficResult:
         serving_before=sorted(state.serving),
         serving_after=sorted(state.serving),
     )
-    try:
-        if params.action == "drain":
-            decision = _decide(topology, params, sorted(state.serving))
-            result.decision = decision
-            reporter.step(decision.sentence())
-            if not decision.allowed:
-                raise PreconditionFailed(f"drain of {params.region} refused: {decision.reason}; nothing was changed")
-        if params.dry_run:
-            reporter.finish("dry run", [result.sentence()])
-            return result
-        change = (
-            drain_region(topology, params.region, params.reason)
-            if params.action == "drain"
-            else restore_region(topology, params.region)
-        )
-        result.change = change
-        reporter.step(change.sentence())
-        after = read_traffic(topology)
-        result.serving_after = sorted(after.serving)
-        serves = params.region in after.serving
-        if serves == (params.action == "drain"):
-            raise VerificationFailed(f"after the {params.action}, {after.sentence()}")
-    except Exception as exc:
-        reporter.finish(
-            "refused" if isinstance(exc, PreconditionFailed) else "failed", [f"{type(exc).__name__}: {exc}"]
-        )
-        raise
+    if params.action == "drain":
+        decision = _decide(topology, params, sorted(state.serving))
+        result.decision = decision
+        reporter.step(decision.sentence())
+        if not decision.allowed:
+            raise PreconditionFailed(f"drain of {params.region} refused: {decision.reason}; nothing was changed")
+    if params.dry_run:
+        reporter.finish("dry run", [result.sentence()])
+        return result
+    change = (
+        drain_region(topology, params.region, params.reason)
+        if params.action == "drain"
+        else restore_region(topology, params.region)
+    )
+    result.change = change
+    reporter.step(change.sentence())
+    after = read_traffic(topology)
+    result.serving_after = sorted(after.serving)
+    serves = params.region in after.serving
+    if serves == (params.action == "drain"):
+        raise VerificationFailed(f"after the {params.action}, {after.sentence()}")
     reporter.finish(
         "succeeded",
         [result.sentence()],
@@ -118,12 +124,12 @@ def region_traffic(params: RegionTrafficParams) -> RegionTrafficResult:
     return result
 
 
-def _decide(topology, params: RegionTrafficParams, serving: list[str]) -> DrainDecision:
+def _decide(topology: Topology, params: RegionTrafficParams, serving: list[str]) -> DrainDecision:
     """Probe the other serving regions' apps and measure every serving region's load; decide (pure)."""
     others = [r for r in serving if r != params.region]
     probes = {r: probe_app.submit(topology, r) for r in others}
     loads = {r: measure_load.submit(topology, r, params.load_window_seconds) for r in serving}
-    unhealthy = {}
+    unhealthy: dict[str, str] = {}
     for region, future in probes.items():
         probe = future.result()
         if not probe.healthy:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from contextlib import nullcontext
 from typing import Any
 
 from prefect import flow, get_client
@@ -48,8 +47,8 @@ from regionops.errors import (
 from regionops.model.release import GateMeasurement, GateThresholds
 from regionops.release.assets import AssetFile, BucketPublish, changed_paths, scan, source_dir
 from regionops.runbook.approval import request_approval
-from regionops.runbook.context import CHANGE_HOOKS
-from regionops.runbook.locks import release_lock
+from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
+from regionops.runbook.params import ClusterChangeParams, RunbookParams
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
 from tasks.release import bake_region, deploy_region, invalidate_cdn, publish_assets, running_version, wait_healthy
@@ -60,7 +59,7 @@ VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
 class ReleaseParams(BaseModel):
     """Parameters of the release runbook (rendered as a form in the Prefect UI; CI fills `version`)."""
 
-    topology: str | None = Field(None, description="Topology file; default $REGIONOPS_TOPOLOGY, else the lab's")
+    topology: str | None = RunbookParams.default("topology", None)
     version: str = Field(description="The version to release, e.g. 1.4.2 (an image tag, a build number)")
     waves: list[list[str]] | None = Field(
         None,
@@ -89,7 +88,7 @@ class ReleaseParams(BaseModel):
         0, ge=0, description="0: refuse while another release runs; otherwise queue behind it this long"
     )
     reason: str | None = Field(None, description="Why (change ticket, CI pipeline); quoted in the report")
-    notify: bool = Field(True, description="Report the run in a Slack thread")
+    notify: bool = ClusterChangeParams.default("notify", True)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -142,13 +141,13 @@ class ReleaseResult(BaseModel):
         return f"{self.application} {self.version}: {self.outcome}"
 
 
-class _Run:
-    """What the run has changed so far: the rollback's input."""
+class _Changed:
+    """What the release has changed so far: the rollback's input."""
 
     def __init__(self, result: ReleaseResult):
         self.result = result
-        self.changed: list[str] = []
-        self.assets_changed = False
+        self.regions: list[str] = []
+        self.assets = False
 
 
 @flow(name="release", **CHANGE_HOOKS)
@@ -161,15 +160,7 @@ def release(params: ReleaseParams) -> ReleaseResult:
     waves = plan_waves(regions, app.release.canary_region or regions[0], params.waves)
     files = _asset_files(topology, params)
 
-    reporter = RunReporter(topology, "release", f"Release of {app.name} {params.version}", slack=params.notify)
-    reporter.start(
-        [
-            f"waves: {' -> '.join('+'.join(w) for w in waves)}",
-            f"started by: {params.reason or 'a human'}",
-            "dry run: nothing will be changed" if params.dry_run else "this run changes every region",
-        ]
-    )
-    run = _Run(
+    changed = _Changed(
         ReleaseResult(
             application=app.name,
             version=params.version,
@@ -179,15 +170,29 @@ def release(params: ReleaseParams) -> ReleaseResult:
             waves=[WaveOutcome(wave=i, regions=w, outcome="pending") for i, w in enumerate(waves, 1)],
         )
     )
-    try:
-        lock = nullcontext() if params.dry_run else release_lock(app.name, params.lock_wait_seconds, reporter.step)
-        with lock:
-            return _release(topology, params, waves, files, reporter, run)
-    except Exception as exc:
-        if not run.changed and not run.assets_changed:
-            status = "refused" if isinstance(exc, (PreconditionFailed, ConfigurationError)) else "failed"
-            reporter.finish(status, [f"{type(exc).__name__}: {exc}", "nothing was changed"], tables=_tables(run))
-        raise
+    run = RunbookRun(
+        topology,
+        "release",
+        app.name,
+        f"Release of {app.name} {params.version}",
+        params,
+        start_lines=[
+            f"waves: {' -> '.join('+'.join(w) for w in waves)}",
+            f"started by: {params.reason or 'a human'}",
+            "dry run: nothing will be changed" if params.dry_run else "this run changes every region",
+        ],
+        lock="release",  # 2. one release at a time: refused, or queued lock_wait_seconds, visibly
+        on_error=lambda exc: _unchanged(run.reporter, exc, changed),
+    )
+    with run:
+        return _release(topology, params, waves, files, run.reporter, changed)
+
+
+def _unchanged(reporter: RunReporter, exc: BaseException, changed: _Changed) -> None:
+    """The report of a release that stopped before changing anything (a rollback reports the others)."""
+    if not changed.regions and not changed.assets:
+        status = "refused" if isinstance(exc, (PreconditionFailed, ConfigurationError)) else "failed"
+        reporter.finish(status, [f"{type(exc).__name__}: {exc}", "nothing was changed"], tables=_tables(changed))
 
 
 def _asset_files(topology: Topology, params: ReleaseParams) -> list[AssetFile] | None:
@@ -204,9 +209,9 @@ def _release(
     waves: list[list[str]],
     files: list[AssetFile] | None,
     reporter: RunReporter,
-    run: _Run,
+    changed: _Changed,
 ) -> ReleaseResult:
-    result = run.result
+    result = changed.result
     regions = list(topology.regions)
 
     # 3. Where every region is now: the rollback returns exactly there.
@@ -226,7 +231,7 @@ def _release(
         result.assets = [
             f.result() for f in [publish_assets.submit(topology, r, files, params.dry_run) for r in regions]
         ]
-        run.assets_changed = any(p.uploaded for p in result.assets) and not params.dry_run
+        changed.assets = any(p.uploaded for p in result.assets) and not params.dry_run
         for p in result.assets:
             reporter.step(p.sentence(), slack=False)
         paths = changed_paths(result.assets)
@@ -238,13 +243,13 @@ def _release(
 
     if params.dry_run:
         result.ok, result.outcome = True, "dry run"
-        reporter.finish("dry run", [result.sentence(), "nothing was changed"], tables=_tables(run))
+        reporter.finish("dry run", [result.sentence(), "nothing was changed"], tables=_tables(changed))
         return result
 
     # 5. Waves.
     try:
         for i, wave in enumerate(waves, start=1):
-            _run_wave(topology, params, i, wave, reporter, run)
+            _run_wave(topology, params, i, wave, reporter, changed)
             if params.require_approval and i < len(waves):
                 _approve(reporter, params, waves[i], i)
         # 7. Every region runs the new version, healthily.
@@ -254,25 +259,25 @@ def _release(
         if wrong:
             raise VerificationFailed(f"after the last wave not every region runs {params.version}: {', '.join(wrong)}")
     except Exception as exc:
-        _rollback(topology, params, before, reporter, run, exc)
+        _rollback(topology, params, before, reporter, changed, exc)
         raise RolledBack(
             f"release of {params.version} stopped: {exc}; rolled back "
-            f"{', '.join(f'{r} to {before[r].version}' for r in run.changed) or 'nothing'}"
+            f"{', '.join(f'{r} to {before[r].version}' for r in changed.regions) or 'nothing'}"
         ) from exc
     result.ok, result.outcome = True, f"released to every region ({', '.join(regions)})"
-    reporter.finish("succeeded", [result.sentence()], tables=_tables(run))
+    reporter.finish("succeeded", [result.sentence()], tables=_tables(changed))
     return result
 
 
 def _run_wave(
-    topology: Topology, params: ReleaseParams, i: int, wave: list[str], reporter: RunReporter, run: _Run
+    topology: Topology, params: ReleaseParams, i: int, wave: list[str], reporter: RunReporter, changed: _Changed
 ) -> None:
     """Deploy one wave's regions in parallel, wait for N healthy probes each, bake them; raise on any failure."""
-    result = run.result
+    result = changed.result
     outcome = result.waves[i - 1]
     reporter.step(f"wave {i}: deploying {params.version} to {', '.join(wave)}")
     outcome.outcome = "deploying"
-    run.changed += wave  # before the deploy: a deploy that fails half-way has changed the region too
+    changed.regions += wave  # before the deploy: a deploy that fails half-way has changed the region too
     deploys = {r: deploy_region.submit(topology, r, params.version) for r in wave}
     _results(deploys, reporter, lambda d: d.sentence())
     waits = {
@@ -350,17 +355,17 @@ def _rollback(
     params: ReleaseParams,
     before: dict[str, RunningVersion],
     reporter: RunReporter,
-    run: _Run,
+    changed: _Changed,
     cause: BaseException,
 ) -> None:
     """Return every changed region to its recorded version (and the assets), verify, and report."""
-    result = run.result
+    result = changed.result
     result.outcome = "rolling back"
     reporter.step(
-        f"release stopped ({type(cause).__name__}: {cause}); rolling back {', '.join(run.changed) or 'no region'}"
+        f"release stopped ({type(cause).__name__}: {cause}); rolling back {', '.join(changed.regions) or 'no region'}"
     )
     problems: list[str] = []
-    deploys = {r: deploy_region.submit(topology, r, before[r].version or "", before[r].ref) for r in run.changed}
+    deploys = {r: deploy_region.submit(topology, r, before[r].version or "", before[r].ref) for r in changed.regions}
     for region, future in deploys.items():
         try:
             reporter.step(f"rollback: {future.result().sentence()}")
@@ -376,19 +381,19 @@ def _rollback(
             params.probe_interval_seconds,
             params.deploy_timeout_seconds,
         )
-        for r in run.changed
+        for r in changed.regions
         if not any(p.startswith(f"{r}:") for p in problems)
     }
-    for region, future in waits.items():
+    for region, waiting in waits.items():
         try:
-            gate = future.result()
+            gate = waiting.result()
             result.gates.append(gate)
             reporter.step(f"rollback verified: {gate.sentence()}")
         except Exception as exc:  # noqa: BLE001
             problems.append(f"{region}: not healthy on {before[region].version} after rollback: {exc}")
-    if run.assets_changed:
+    if changed.assets:
         problems += _restore_assets(topology, params, before, reporter)
-    result.rolled_back = list(run.changed)
+    result.rolled_back = list(changed.regions)
     for w in result.waves:
         if w.outcome == "pending":
             w.outcome = "not started"
@@ -400,7 +405,7 @@ def _rollback(
         reporter.finish(
             "rollback failed",
             [f"{type(cause).__name__}: {cause}", *problems, "act now: see runbooks/release-rollback.md"],
-            tables=_tables(run),
+            tables=_tables(changed),
         )
         raise RunbookError("rollback incomplete: " + "; ".join(problems)) from cause
     result.outcome = "rolled back"
@@ -408,10 +413,10 @@ def _rollback(
         "rejected, rolled back" if rejected else "rolled back",
         [
             f"{type(cause).__name__}: {cause}",
-            f"rolled back {', '.join(f'{r} to {before[r].version}' for r in run.changed) or 'nothing'}; "
+            f"rolled back {', '.join(f'{r} to {before[r].version}' for r in changed.regions) or 'nothing'}; "
             f"every region runs its previous version",
         ],
-        tables=_tables(run),
+        tables=_tables(changed),
     )
 
 
@@ -436,8 +441,8 @@ def _restore_assets(
     return []
 
 
-def _tables(run: _Run) -> dict[str, list[dict[str, Any]]]:
-    result = run.result
+def _tables(changed: _Changed) -> dict[str, list[dict[str, Any]]]:
+    result = changed.result
     return {
         "waves": [{"wave": w.wave, "regions": ", ".join(w.regions), "outcome": w.outcome} for w in result.waves],
         "gates": [g.row() for g in result.gates],

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from regionops.decisions import RepairAction, RepairDecision, decide_repair, escalate_repair, find_primary
 from regionops.errors import VerificationFailed
 from regionops.model import NodeState
-from regionops.runbook.common import observe_cluster, plan_table
+from regionops.runbook.common import plan_table
 from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
 from regionops.runbook.params import ClusterChangeParams
 from regionops.runbook.reporting import RunReporter
@@ -39,6 +39,7 @@ from tasks.nodeops import (
     start_node,
     stop_node,
 )
+from tasks.observe import observe_cluster
 from tasks.replication import (
     checkpoint,
     clear_fence,
@@ -288,7 +289,7 @@ def _repair(
         decision = escalation.next
         repair.decisions.append(decision)
     repair.ok = bool(repair.verified) and check.ok
-    reporter.step(repair.verified, slack=repair.ok is False or decision.action != "nothing")
+    reporter.step(check.sentence(), slack=repair.ok is False or decision.action != "nothing")
     if repair.ok and decision.action in CHANGING:
         reporter.step(drop_stale_slots(topology, cluster_name, node).sentence(), slack=False)
     if repair.ok and fenced:

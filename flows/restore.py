@@ -78,15 +78,9 @@ class RestoreParams(ClusterChangeParams, RestoreTargetParams):
     keep_old: bool = Field(
         False, description="Keep the old data directory after success (as <data_dir>.pre-restore-<id>)"
     )
-    require_approval: bool = Field(
-        True,
-        description="Pause for a typed approval in the UI (approver, reason, confirmation phrase) "
-        "before the first change",
-    )
-    approval_timeout_seconds: int = Field(3600, gt=0, description="How long to wait for the approval")
-    lock_wait_seconds: float = Field(
-        30, ge=0, description="How long to wait for another runbook to release the cluster before refusing"
-    )
+    require_approval: bool = ClusterChangeParams.default("require_approval", True)
+    approval_timeout_seconds: int = ClusterChangeParams.default("approval_timeout_seconds", 3600)
+    lock_wait_seconds: float = ClusterChangeParams.default("lock_wait_seconds", 30)
     start_timeout_seconds: int = Field(600, gt=0, description="How long PostgreSQL may take to start")
     recovery_timeout_seconds: float = Field(1800, gt=0, description="How long recovery may take to reach the target")
 
@@ -250,6 +244,7 @@ def _run(
     # 2. The replica's slot on the primary (SQL), then on the node's host: swap, role, start;
     #    the step swaps back itself when any of that fails.
     if plan.role == "replica":
+        assert primary_info is not None  # a replica's plan names the primary it streams from
         rt.ensure_slot(primary_info, slot_name(plan.node))
     activated = rt.activate(
         topology,

@@ -37,11 +37,12 @@ from regionops.drivers.pgbackrest import plan_stanza
 from regionops.drivers.postgres import ConnInfo
 from regionops.errors import RunbookError
 from regionops.model.restore import Phase, RestoreTarget, TableCheck
-from regionops.runbook.monitoring import RESTORE_VERIFY_JOB, publish, restore_verification_gauges
+from regionops.runbook.context import REPORT_HOOKS, RunbookRun
+from regionops.runbook.monitoring import RESTORE_VERIFY_JOB, restore_verification_gauges
 from regionops.runbook.params import RestoreTargetParams, RunbookParams
-from regionops.runbook.reporting import RunReporter, report_failure
 from regionops.topology import load_topology
 from tasks import restore as rt
+from tasks.runbook_monitoring import publish
 
 
 class RestoreVerifyParams(RunbookParams, RestoreTargetParams):
@@ -65,125 +66,134 @@ def scratch_root(param: str | None) -> Path:
     return root
 
 
-@flow(name="restore-verify", on_failure=[report_failure], on_crashed=[report_failure])
+@flow(name="restore-verify", **REPORT_HOOKS)
 def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> RestoreVerification:
     """Restore a backup set into a scratch instance, prove it, measure the restore time, tear it down."""
     topology = load_topology(params.topology)
     cluster_name, cluster = topology.cluster(params.cluster)
     stanza = plan_stanza(topology, cluster_name)
     repo = stanza.repository(params.region) if params.region else stanza.repositories[0]
-    reporter = RunReporter(topology, "restore-verify", f"Restore verification of {cluster_name}", slack=params.notify)
     wanted = f"{params.target_type} {params.target}" if params.target else params.target_type
-    reporter.start(
-        [f"cluster {cluster_name}, backup {params.label or 'newest'} from {repo.sentence()}, target {wanted}"]
+    run = RunbookRun(
+        topology,
+        "restore-verify",
+        cluster_name,
+        f"Restore verification of {cluster_name}",
+        params,
+        start_lines=[
+            f"cluster {cluster_name}, backup {params.label or 'newest'} from {repo.sentence()}, target {wanted}"
+        ],
+        lock="none",  # it restores into a scratch instance of its own: the cluster is only read
     )
+    with run:
+        reporter = run.reporter
 
-    run_id = str(current_run.get_id() or os.getpid())[:8]
-    work = scratch_root(params.scratch_dir) / f"restore-verify-{cluster_name}-{run_id}"
-    data_dir, pgbackrest_dir, log_file = work / "data", work / "pgbackrest", work / "postgres.log"
-    info = ConnInfo(
-        "127.0.0.1",
-        free_port(),
-        cluster.database,
-        cluster.user,
-        cluster.password.resolve() if cluster.password else None,
-    )
-    phases: list[Phase] = []
-    tables: list[TableCheck] = []
-    target: RestoreTarget | None = None
-    error: RunbookError | None = None
-    started = time.monotonic()
+        run_id = str(current_run.get_id() or os.getpid())[:8]
+        work = scratch_root(params.scratch_dir) / f"restore-verify-{cluster_name}-{run_id}"
+        data_dir, pgbackrest_dir, log_file = work / "data", work / "pgbackrest", work / "postgres.log"
+        info = ConnInfo(
+            "127.0.0.1",
+            free_port(),
+            cluster.database,
+            cluster.user,
+            cluster.password.resolve() if cluster.password else None,
+        )
+        phases: list[Phase] = []
+        tables: list[TableCheck] = []
+        target: RestoreTarget | None = None
+        error: RunbookError | None = None
+        started = time.monotonic()
 
-    def done(phase: Phase) -> Phase:
-        phases.append(phase)
-        reporter.step(phase.sentence(), slack=False)
-        return phase
+        def done(phase: Phase) -> Phase:
+            phases.append(phase)
+            reporter.step(phase.sentence(), slack=False)
+            return phase
 
-    timed: list[Phase] = []
-    try:
-        done(rt.prepare_dir(str(work), cluster.os_user))
-        done(rt.prepare_dir(str(data_dir), cluster.os_user))
-        sets = rt.backup_sets(topology, cluster_name, str(data_dir), str(pgbackrest_dir), repo.index)
-        target = rt.choose_target(
-            topology, cluster_name, repo.region, sets, repo.index, params.label, params.target_type, params.target
-        )
-        reporter.step(f"verifying {target.sentence()}")
-        timed.append(
-            done(rt.restore_into(topology, cluster_name, str(data_dir), str(pgbackrest_dir), target, "promoted"))
-        )
-        done(rt.configure_instance(topology, cluster_name, str(data_dir), f"verify-{target.label}", info.port))
-        timed.append(
-            done(rt.start_instance(str(data_dir), str(log_file), cluster.os_user, params.start_timeout_seconds))
-        )
-        timed.append(
-            done(
-                rt.wait_recovered(
-                    info,
-                    str(data_dir),
-                    str(log_file),
-                    cluster.os_user,
-                    "promoted",
-                    target,
-                    params.recovery_timeout_seconds,
+        timed: list[Phase] = []
+        try:
+            done(rt.prepare_dir(str(work), cluster.os_user))
+            done(rt.prepare_dir(str(data_dir), cluster.os_user))
+            sets = rt.backup_sets(topology, cluster_name, str(data_dir), str(pgbackrest_dir), repo.index)
+            target = rt.choose_target(
+                topology, cluster_name, repo.region, sets, repo.index, params.label, params.target_type, params.target
+            )
+            reporter.step(f"verifying {target.sentence()}")
+            timed.append(
+                done(rt.restore_into(topology, cluster_name, str(data_dir), str(pgbackrest_dir), target, "promoted"))
+            )
+            done(rt.configure_instance(topology, cluster_name, str(data_dir), f"verify-{target.label}", info.port))
+            timed.append(
+                done(rt.start_instance(str(data_dir), str(log_file), cluster.os_user, params.start_timeout_seconds))
+            )
+            timed.append(
+                done(
+                    rt.wait_recovered(
+                        info,
+                        str(data_dir),
+                        str(log_file),
+                        cluster.os_user,
+                        "promoted",
+                        target,
+                        params.recovery_timeout_seconds,
+                    )
                 )
             )
-        )
-        phase, tables = rt.check_data(info, target)
-        done(phase)
-    except RunbookError as exc:
-        error = exc
-    finally:
-        try:
-            done(rt.remove_dir(str(work), cluster.os_user))
-        except Exception as exc:  # noqa: BLE001 - reported; the verdict below still stands
-            reporter.step(f"teardown failed: {exc}")
+            phase, tables = rt.check_data(info, target)
+            done(phase)
+        except RunbookError as exc:
+            error = exc
+        finally:
+            try:
+                done(rt.remove_dir(str(work), cluster.os_user))
+            except Exception as exc:  # noqa: BLE001 - reported; the verdict below still stands
+                reporter.step(f"teardown failed: {exc}")
 
-    if target is None:  # no set to verify (none, or not the one asked for): nothing to record
-        assert error is not None
-        reporter.fail(error)
-        raise error
-    result = RestoreVerification(
-        label=target.label,
-        cluster=cluster_name,
-        repo=repo.index,
-        target=target.describe(),
-        passed=error is None,
-        phases=phases,
-        restore_seconds=round(sum(p.seconds for p in timed), 3),
-        total_seconds=round(time.monotonic() - started, 3),
-        tables=tables,
-        error=str(error) if error else None,
-    )
-    rt.record_verification(
-        topology,
-        cluster_name,
-        repo.region,
-        Verification(
-            cluster=cluster_name,
+        if target is None:  # no set to verify (none, or not the one asked for): nothing to record
+            assert error is not None
+            reporter.finish("failed", [f"{type(error).__name__}: {error}"])
+            raise error
+        result = RestoreVerification(
             label=target.label,
-            status="passed" if result.passed else "failed",
-            at=datetime.now(UTC),
+            cluster=cluster_name,
+            repo=repo.index,
             target=target.describe(),
-            restore_seconds=result.restore_seconds if result.passed else None,
-            detail=result.sentence(),
-            flow_run=str(current_run.get_id() or ""),
-        ),
-    )
-    publish(
-        topology,
-        RESTORE_VERIFY_JOB,
-        cluster_name,
-        restore_verification_gauges(datetime.now(UTC), result.passed, result.restore_seconds),
-        reporter,
-    )
-    reporter.finish(
-        "passed" if result.passed else "failed",
-        [result.sentence()],
-        tables={
-            "phases": [{"phase": p.phase, "seconds": round(p.seconds, 2), "detail": p.detail} for p in phases],
-            "tables": [t.model_dump() | {"matches": t.matches} for t in tables],
-        },
-    )
-    if error is not None:
-        raise error
-    return result
+            passed=error is None,
+            phases=phases,
+            restore_seconds=round(sum(p.seconds for p in timed), 3),
+            total_seconds=round(time.monotonic() - started, 3),
+            tables=tables,
+            error=str(error) if error else None,
+        )
+        rt.record_verification(
+            topology,
+            cluster_name,
+            repo.region,
+            Verification(
+                cluster=cluster_name,
+                label=target.label,
+                status="passed" if result.passed else "failed",
+                at=datetime.now(UTC),
+                target=target.describe(),
+                restore_seconds=result.restore_seconds if result.passed else None,
+                detail=result.sentence(),
+                flow_run=str(current_run.get_id() or ""),
+            ),
+        )
+        publish(
+            topology,
+            RESTORE_VERIFY_JOB,
+            cluster_name,
+            restore_verification_gauges(datetime.now(UTC), result.passed, result.restore_seconds),
+            reporter,
+        )
+        reporter.finish(
+            "passed" if result.passed else "failed",
+            [result.sentence()],
+            tables={
+                "phases": [{"phase": p.phase, "seconds": round(p.seconds, 2), "detail": p.detail} for p in phases],
+                "tables": [t.model_dump() | {"matches": t.matches} for t in tables],
+            },
+        )
+        if error is not None:
+            raise error
+        return result

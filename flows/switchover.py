@@ -26,9 +26,8 @@ from regionops.decisions import check_switchover, decide_switchover_recovery, fi
 from regionops.errors import RolledBack, VerificationFailed
 from regionops.ha.sqlsteps import Promotion
 from regionops.lsn import Lsn
-from regionops.runbook.common import observe_cluster, plan_table
+from regionops.runbook.common import plan_table
 from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
-from regionops.runbook.monitoring import PlannedWorkSilence
 from regionops.runbook.params import ClusterChangeParams
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
@@ -40,6 +39,7 @@ from tasks.nodeops import (
     start_node,
     stop_node,
 )
+from tasks.observe import observe_cluster
 from tasks.replication import (
     clear_write_fence,
     drop_stale_slots,
@@ -55,6 +55,7 @@ from tasks.replication import (
     wait_streaming,
     writer_node,
 )
+from tasks.runbook_monitoring import PlannedWorkSilence
 
 
 class SwitchoverParams(ClusterChangeParams):

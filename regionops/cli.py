@@ -15,7 +15,7 @@ from typing import Any
 
 from regionops.errors import RunbookError
 from regionops.model.faults import FAULT_NAMES
-from regionops.topology import default_lab_dir
+from regionops.topology import PrefectSettings, default_lab_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_PROBLEMS = 0, 1, 3
 
@@ -203,6 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("\nrunning the region-health runbook on the lab ...")
     state = region_health(RegionHealthParams(topology=str(lab.cfg.topology_path)), return_state=True)
     ui = f"http://127.0.0.1:{lab.cfg.ports.prefect}"
+    runs = PrefectSettings(ui_url=ui)
     if state.is_completed():
         print(f"\nresult: {state.result().sentence()}")
     else:
@@ -213,8 +214,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         "\nwhere to look:\n"
         f"  Prefect UI:           {ui}\n"
-        f"  region-health run:    {ui}/runs/flow-run/{state.state_details.flow_run_id}  (Artifacts tab)\n"
-        f"  DR drill run/report:  {ui}/runs/flow-run/{drill_state.state_details.flow_run_id}  (Artifacts tab)\n"
+        f"  region-health run:    {runs.run_link(state.state_details.flow_run_id)}  (Artifacts tab)\n"
+        f"  DR drill run/report:  {runs.run_link(drill_state.state_details.flow_run_id)}  (Artifacts tab)\n"
         f"  all reports, trend:   {ui}/artifacts\n"
         f"  Slack messages:       http://127.0.0.1:{lab.cfg.ports.slack}/messages\n"
         f"  topology file:        {lab.cfg.topology_path}\n"

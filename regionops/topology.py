@@ -178,6 +178,10 @@ class PrefectSettings(Strict):
         "runbook stops (regional node operator): a gone worker is an error, not a hang",
     )
 
+    def run_link(self, run_id: object) -> str | None:
+        """The one builder of a flow run's link in the Prefect UI (None when no UI is named)."""
+        return f"{self.ui_url.rstrip('/')}/runs/flow-run/{run_id}" if self.ui_url else None
+
 
 class Topology(Strict):
     """A whole environment."""

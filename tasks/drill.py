@@ -13,9 +13,9 @@ from datetime import datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from regionops.decisions.drill import Fingerprint
+from regionops.decisions.drill import ConsistencyCheck, Fingerprint, compare_fingerprints
 from regionops.drivers.alerts import AlertPosted, alert_client_for
-from regionops.drivers.canary import CanaryWriter, canary_rows
+from regionops.drivers.canary import CANARY_TABLE, CanaryWrite, CanaryWriter, canary_rows
 from regionops.drivers.common_point import CommonPointReader
 from regionops.drivers.postgres import SqlNode, conninfo_for
 from regionops.errors import DeadlineExceeded
@@ -44,6 +44,21 @@ def inject_fault(topology: Topology, fault: FaultName, cluster: str, node: str |
 def resume_fault(topology: Topology, fault: FaultName, cluster: str, node: str | None) -> FaultInjection:
     """Undo what needs no runbook: resume frozen processes, restart stopped apps."""
     return fault_injector_for(topology).resume(fault, cluster, node)
+
+
+@task(name="start canary", cache_policy=NO_CACHE, persist_result=False)
+def start_canary(topology: Topology, cluster: str, run_id: str, interval: float) -> CanaryWriter:
+    """Create the canary table if needed and start writing a numbered row every ``interval`` seconds."""
+    canary = CanaryWriter(topology, cluster, run_id, interval=interval)
+    canary.ensure_table()
+    canary.start()
+    return canary
+
+
+@task(name="stop canary", cache_policy=NO_CACHE, persist_result=False)
+def stop_canary(canary: CanaryWriter) -> list[CanaryWrite]:
+    """Stop the canary (again: a no-op); returns its journal of writes."""
+    return canary.stop()
 
 
 @task(name="canary baseline", cache_policy=NO_CACHE)
@@ -107,3 +122,13 @@ def current_lsn(topology: Topology, cluster: str, node: str) -> Lsn:
     """The primary's WAL insert position now (what replicas must replay to have caught up)."""
     c = topology.clusters[cluster]
     return SqlNode(conninfo_for(c, c.nodes[node])).current_lsn()
+
+
+def consistency_at_common_point(
+    topology: Topology, cluster: str, primary: str, replicas: list[str], skipped: dict[str, str] | None = None
+) -> ConsistencyCheck:
+    """The canary and application tables compared on ``replicas`` against ``primary``, all read at one point
+    (the application keeps writing throughout); ``skipped``: nodes not compared, and why."""
+    tables = sorted({f"public.{CANARY_TABLE}", *topology.clusters[cluster].backup.fingerprint_tables})
+    point, prints = fingerprint_at_common_point(topology, cluster, primary, replicas, tables)
+    return compare_fingerprints(primary, prints, not_compared=skipped, point=point)

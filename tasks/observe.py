@@ -28,6 +28,13 @@ def observe_node(topology: Topology, cluster: str, node: str) -> NodeState:
     return SqlObserver().observe(node, conninfo_for(c, c.nodes[node]))
 
 
+def observe_cluster(topology: Topology, cluster: str, nodes: list[str] | None = None) -> dict[str, NodeState]:
+    """Every node's state, observed in parallel (unreachable nodes are states too)."""
+    names = nodes if nodes is not None else list(topology.clusters[cluster].nodes)
+    futures = {name: observe_node.submit(topology, cluster, name) for name in names}
+    return {name: fut.result() for name, fut in futures.items()}
+
+
 @task(name="probe app", cache_policy=NO_CACHE)
 def probe_app(topology: Topology, region: str) -> AppProbe:
     """GET the region's app /health."""

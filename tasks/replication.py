@@ -118,11 +118,7 @@ def wait_streaming(
 def current_fencer(topology: Topology, runbook: str) -> Fencer:
     """Who is acting: this runbook's run (name, id, link) and the worker it runs on (region, host)."""
     run_id = current_run.get_id()
-    url = None
-    if run_id and topology.prefect.ui_url:
-        url = f"{topology.prefect.ui_url.rstrip('/')}/runs/flow-run/{run_id}"
-    elif run_id:
-        url = current_run.get_ui_url()
+    url = (topology.prefect.run_link(run_id) or current_run.get_ui_url()) if run_id else None
     return Fencer(
         runbook=runbook,
         run_name=current_run.get_name(),

@@ -58,8 +58,7 @@ class RegionalNodeOperator:
 
     def run_url(self, run_id: UUID) -> str:
         """The child run's link in the Prefect UI (its id when the topology names no UI)."""
-        ui = self.topology.prefect.ui_url
-        return f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else f"flow run {run_id}"
+        return self.topology.prefect.run_link(run_id) or f"flow run {run_id}"
 
     def call(
         self,

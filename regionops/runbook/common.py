@@ -1,31 +1,16 @@
 """Pieces shared by the runbooks that change a cluster.
 
-Observing a cluster in parallel, and ending a run with the right words: a refusal
+Ending a run with the right words: a refusal
 ("nothing was changed") is not the same news as a failure half-way.
 :mod:`regionops.runbook.context` puts these together with the lock for one run.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from regionops.errors import ApprovalRejected, PreconditionFailed, RolledBack
-from regionops.model import NodeState
 from regionops.runbook.reporting import RunReporter
-from regionops.topology import Topology
-from tasks.observe import observe_node
-
-
-class Progress:
-    """Whether a run has changed anything yet: decides whether a failure reads "refused" or "failed"."""
-
-    def __init__(self) -> None:
-        self.changed = False
-
-
-def observe_cluster(topology: Topology, cluster: str, nodes: list[str] | None = None) -> dict[str, NodeState]:
-    """Every node's state, observed in parallel (unreachable nodes are states too)."""
-    names = nodes if nodes is not None else list(topology.clusters[cluster].nodes)
-    futures = {name: observe_node.submit(topology, cluster, name) for name in names}
-    return {name: fut.result() for name, fut in futures.items()}
 
 
 def refuse(reporter: RunReporter, reason: str) -> PreconditionFailed:
@@ -61,3 +46,12 @@ def report_error(reporter: RunReporter, exc: BaseException, changed: bool, table
 def plan_table(plan: list[str]) -> list[dict[str, object]]:
     """The plan as table rows for the report."""
     return [{"step": i, "action": line} for i, line in enumerate(plan, start=1)]
+
+
+def subflow_outcome(what: str, state: Any, *, prefix: bool = True) -> str:
+    """A subflow's final state as one line: its result's sentence (after ``what``), or its error."""
+    try:
+        sentence = state.result().sentence()
+        return f"{what}: {sentence}" if prefix else sentence
+    except Exception as exc:  # noqa: BLE001 - reported as the step's outcome
+        return f"{what} {state.name.lower()}: {type(exc).__name__}: {exc}"

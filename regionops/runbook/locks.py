@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from uuid import UUID
 
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -165,7 +166,7 @@ class HeldLock:
         """LockLost unless the lease is still valid (renewing it)."""
         try:
             with get_client(sync_client=True) as client:
-                client.renew_concurrency_lease(self.holder.lease_id, self.lease_seconds)
+                client.renew_concurrency_lease(UUID(self.holder.lease_id), self.lease_seconds)
             return
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code not in (404, 410):
@@ -343,7 +344,7 @@ def _renew_until(lease_id: str, stop: threading.Event, lease_seconds: float, api
         while not stop.wait(lease_seconds / 4):
             try:
                 with get_client(sync_client=True) as client:
-                    client.renew_concurrency_lease(lease_id, lease_seconds)
+                    client.renew_concurrency_lease(UUID(lease_id), lease_seconds)
             except Exception as exc:  # noqa: BLE001 - logged, retried at the next interval
                 log.warning("could not renew lease %s: %s", lease_id, exc)
 
@@ -351,7 +352,7 @@ def _renew_until(lease_id: str, stop: threading.Event, lease_seconds: float, api
 def _release(lease_id: str) -> None:
     try:
         with get_client(sync_client=True) as client:
-            client.release_concurrency_slots_with_lease(lease_id)
+            client.release_concurrency_slots_with_lease(UUID(lease_id))
     except Exception as exc:  # noqa: BLE001 - the lease expires on its own
         log.warning("could not release lease %s (it expires within %s s): %s", lease_id, LEASE_SECONDS, exc)
 
@@ -366,12 +367,18 @@ def _root_run_id() -> str | None:
     return str(flow_run.get_root_flow_run_id())
 
 
+def _leases(name: str) -> list[str]:
+    """The lease ids recorded in variable ``name`` (none when it does not exist)."""
+    recorded: list[Any] = Variable.get(name, default=[]) or []
+    return [str(x) for x in recorded]
+
+
 def _remember_lease(lease_id: str) -> None:
     root = _root_run_id()
     if root is None:
         return
     name = _variable_name(root)
-    held = Variable.get(name, default=[]) or []
+    held = _leases(name)
     Variable.set(name, [*held, lease_id], overwrite=True)
 
 
@@ -380,7 +387,7 @@ def _forget_lease(lease_id: str) -> None:
     if root is None:
         return
     name = _variable_name(root)
-    held = [x for x in (Variable.get(name, default=[]) or []) if x != lease_id]
+    held = [x for x in _leases(name) if x != lease_id]
     if held:
         Variable.set(name, held, overwrite=True)
     else:
@@ -390,7 +397,7 @@ def _forget_lease(lease_id: str) -> None:
 def release_run_leases(root_run_id: str) -> int:
     """Release every lock a run (and its subflows) still held; for a cancelled or crashed run.  Returns how many."""
     name = _variable_name(root_run_id)
-    held = Variable.get(name, default=[]) or []
+    held = _leases(name)
     for lease_id in held:
         record = read_holder_record(lease_id)
         if record is not None:

@@ -1,9 +1,10 @@
 """The parameters every runbook that changes a cluster shares (rendered as a form in the Prefect UI).
 
 A runbook's own model subclasses :class:`ClusterChangeParams` and adds its fields; a
-runbook whose default differs (restore asks for approval by default) redefines that
-one field.  Keeping the block here keeps its descriptions and its blank-is-none rule
-the same everywhere.
+runbook whose default differs (restore asks for approval by default) says only that,
+``require_approval: bool = ClusterChangeParams.default("require_approval", True)``:
+the field keeps its description and bounds from here.  Keeping the block here keeps
+its descriptions and its blank-is-none rule the same everywhere.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
 
 from regionops.model.restore import RequestedTarget
 
@@ -30,6 +32,14 @@ class RunbookParams(BaseModel):
         if value == "" and field is not None and field.default is None and not field.is_required():
             return None
         return value
+
+    @classmethod
+    def default(cls, name: str, value: Any, **changes: Any) -> Any:
+        """Field ``name`` as declared here with another default (``changes``: e.g. a runbook's own description).
+
+        For a runbook's model: ``lock_wait_seconds: float = ClusterChangeParams.default("lock_wait_seconds", 30)``.
+        """
+        return FieldInfo.merge_field_infos(cls.model_fields[name], default=value, **changes)
 
 
 class ClusterChangeParams(RunbookParams):

@@ -8,12 +8,13 @@ the report says that Slack delivery failed.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import Artifact, create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run as current_run
 
 from regionops.drivers.notify import NullNotifier, ThreadRef, notifier_for
@@ -28,9 +29,8 @@ def run_url(topology: Topology | None) -> str | None:
     run_id = current_run.get_id()
     if not run_id:
         return None
-    if topology is not None and topology.prefect.ui_url:
-        return f"{topology.prefect.ui_url.rstrip('/')}/runs/flow-run/{run_id}"
-    return current_run.get_ui_url()
+    link = topology.prefect.run_link(run_id) if topology is not None else None
+    return link or current_run.get_ui_url()
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -109,10 +109,6 @@ class RunReporter:
             _REPORTED_RUNS.add(str(run_id))
         return markdown
 
-    def fail(self, exc: BaseException) -> None:
-        """Report a failed run (the flow re-raises afterwards)."""
-        self.finish("failed", [f"{type(exc).__name__}: {exc}"])
-
     def markdown(self, status: str, summary: list[str], details: str, tables: dict[str, list[dict[str, Any]]]) -> str:
         """The run's report as markdown."""
         finished = datetime.now(UTC)
@@ -154,7 +150,31 @@ class RunReporter:
             self.log.warning("could not create report artifacts: %s", exc)
 
 
-def _topology_from_parameters(parameters: dict[str, Any]) -> Topology | None:
+def append_trend(key: str, row: dict[str, Any], description: str, keep: int = 200) -> list[dict[str, Any]]:
+    """Add ``row`` to the table artifact under the stable ``key`` (one row per run, across runs); returns the rows.
+
+    A trend that cannot be read starts again; one that cannot be written is logged: a
+    report never fails on its trend.
+    """
+    log = _logger()
+    rows: list[dict[str, Any]] = []
+    try:
+        # Called from a flow's sync code: Artifact.get runs synchronously (its stub also admits a coroutine).
+        previous = cast("Artifact | None", Artifact.get(key))
+        if previous is not None and previous.data:
+            data = previous.data if isinstance(previous.data, list) else json.loads(str(previous.data))
+            rows = [r for r in data if isinstance(r, dict)]
+    except Exception as exc:  # noqa: BLE001 - a missing trend starts a new one
+        log.warning("could not read the trend %s: %s", key, exc)
+    rows = [*rows, row][-keep:]
+    try:
+        create_table_artifact(key=key, table=rows, description=description)
+    except Exception as exc:  # noqa: BLE001 - the report must not fail on the trend
+        log.warning("could not write the trend %s: %s", key, exc)
+    return rows
+
+
+def topology_from_parameters(parameters: dict[str, Any]) -> Topology | None:
     params = parameters.get("params") or {}
     path = params.get("topology") if isinstance(params, dict) else getattr(params, "topology", None)
     try:
@@ -167,13 +187,12 @@ def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """Flow state hook (on_failure, on_crashed): tell Slack unless the flow already did."""
     if str(flow_run.id) in _REPORTED_RUNS and state.name != "Crashed":
         return
-    topology = _topology_from_parameters(flow_run.parameters or {})
+    topology = topology_from_parameters(flow_run.parameters or {})
     if topology is None:
         logging.getLogger(__name__).warning("cannot report %s of %s: topology not loadable", state.name, flow.name)
         return
-    url = None
-    if topology.prefect.ui_url:
-        url = f"{topology.prefect.ui_url.rstrip('/')}/runs/flow-run/{flow_run.id}"
     notifier_for(topology).alert(
-        f"{flow.name} {state.name.lower()}", [state.message or "no message", f"run {flow_run.name}"], url
+        f"{flow.name} {state.name.lower()}",
+        [state.message or "no message", f"run {flow_run.name}"],
+        topology.prefect.run_link(flow_run.id),
     )

@@ -7,6 +7,7 @@ must then find the run the deployment trigger created, and wait for it to finish
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from prefect import get_client
 from prefect.client.schemas.filters import (
@@ -46,7 +47,7 @@ def wait_for_started_run(
     return poll_until(find, timeout=timeout, interval=0.5, what=f"a {flow_name} run started for {cluster}")
 
 
-def wait_for_run_end(run_id: object, timeout: float) -> FlowRun:
+def wait_for_run_end(run_id: UUID, timeout: float) -> FlowRun:
     """Wait until the run is in a final state; return it.  DeadlineExceeded otherwise."""
 
     def final() -> FlowRun | None:

@@ -67,3 +67,79 @@ def test_a_wrong_phrase_or_no_name_rejects(answer: ApprovalForm, message: str) -
     with pytest.raises(ApprovalRejected) as err:
         judge_answer(answer, "promote us-1")
     assert message in str(err.value)
+
+
+def test_a_changed_default_keeps_the_shared_description_and_bounds() -> None:
+    shared = ClusterChangeParams.model_fields
+    for model, name, default in [
+        (RestoreParams, "require_approval", True),
+        (RestoreParams, "approval_timeout_seconds", 3600),
+        (RestoreParams, "lock_wait_seconds", 30),
+        (FailoverParams, "approval_timeout_seconds", 900),
+    ]:
+        field = model.model_fields[name]
+        assert field.default == default, (model.__name__, name)
+        assert field.description == shared[name].description and field.metadata == shared[name].metadata
+        schema = model.model_json_schema()["properties"][name]
+        assert schema["default"] == default and schema["description"] == shared[name].description
+    assert BackupParams().lock_wait_seconds == 60 and "another backup" in str(
+        BackupParams.model_fields["lock_wait_seconds"].description
+    )
+    with pytest.raises(ValueError):
+        RestoreParams(node="x", lock_wait_seconds=-1)
+    assert not ClusterChangeParams().require_approval  # the shared default is untouched
+
+
+def test_the_drill_shares_the_lock_and_slack_fields() -> None:
+    from regionops.runbook.drill import DrillParams
+
+    for name in ("lock_wait_seconds", "notify"):
+        assert DrillParams.model_fields[name].description == ClusterChangeParams.model_fields[name].description
+    assert DrillParams().dry_run is False and "inject nothing" in str(DrillParams.model_fields["dry_run"].description)
+
+
+def test_a_run_journal_is_read_back_only_by_its_own_run(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from regionops.runbook.journal import RunJournal
+
+    journal = RunJournal(SimpleNamespace(state_dir=str(tmp_path)), "dr-drill", "core")  # type: ignore[arg-type]
+    assert journal.read("run-1") == {}
+    journal.write({"run": "run-1", "scenario": "primary-crash", "target": "eu-1"})
+    assert journal.read("run-1")["target"] == "eu-1"
+    assert journal.read("run-2") == {}  # another run's record is not ours to undo
+    journal.clear()
+    assert journal.read("run-1") == {}
+    assert RunJournal(SimpleNamespace(state_dir=None), "dr-drill", "core").read("run-1") == {}  # type: ignore[arg-type]
+
+
+def test_the_drill_verdict_needs_every_step() -> None:
+    from datetime import UTC, datetime
+
+    from regionops.decisions.drill import ConsistencyCheck, DrillMeasurement
+    from regionops.runbook.drill import DrillParams, DrillResult, Measured, Recovery, Rollback
+
+    params = DrillParams()
+    planned = DrillResult.planned(params, "core", "eu-1", "eu-1", ["a", "b"], "run")
+    assert planned.canary_run_id.startswith("run-") and not planned.ok
+    consistent = ConsistencyCheck(primary="us-1", nodes=["eu-1"], tables=["public.t"], mismatches=[])
+    figures = DrillMeasurement(
+        writes_sent=10,
+        writes_acknowledged=10,
+        injected_at=datetime(2026, 12, 7, tzinfo=UTC),
+        first_ack_after_fault_at=None,
+        rto_seconds=1.0,
+        unavailable_seconds=1.0,
+        rpo_rows=0,
+        rpo_seconds=0.0,
+        lost_seqs=[],
+        late_acks=[],
+    )
+    measured = Measured(new_primary="us-1", measurement=figures, catch_up_seconds=0.5, consistency=consistent)
+    steady = Rollback(notes=["ok"], ok=True, steady_after=True, final_consistency=consistent)
+    assert planned.with_outcomes(Recovery(ok=True, sentence="done"), measured, steady).ok
+    assert planned.with_outcomes(Recovery(ok=True, sentence="done"), measured, None).ok  # no rollback asked for
+    assert not planned.with_outcomes(Recovery(ok=False), measured, steady).ok
+    assert not planned.with_outcomes(Recovery(ok=True), measured, Rollback(ok=True, steady_after=False)).ok
+    result = planned.with_outcomes(Recovery(ok=True, sentence="done"), measured, steady)
+    assert result.new_primary == "us-1" and result.rollback == ["ok"] and result.recovery == "done"
