@@ -36,7 +36,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 
 from regionops.drivers.appwrite import HttpAppWriter  # noqa: E402
-from regionops.drivers.postgres import SqlObserver  # noqa: E402
+from regionops.drivers.postgres import observer_for  # noqa: E402
 from regionops.drivers.traffic import traffic_for  # noqa: E402
 from regionops.ha import sqlsteps  # noqa: E402
 from regionops.ha.writer import writer_node  # noqa: E402
@@ -126,7 +126,7 @@ class Results:
 
 
 def primary_of(lab: Lab) -> str:
-    obs = SqlObserver(connect_timeout=1)
+    obs = observer_for(connect_timeout=1)
     for node in LAB_NODES:
         if obs.observe(node, pglab.conninfo(lab.cfg, node)).role == "primary":
             return node

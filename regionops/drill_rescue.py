@@ -16,7 +16,7 @@ from pathlib import Path
 
 from regionops.decisions.drill import RescueAction, decide_rescue
 from regionops.drivers.faults import fault_injector_for
-from regionops.drivers.postgres import SqlObserver, conninfo_for
+from regionops.drivers.postgres import conninfo_for, observer_for
 from regionops.errors import RunbookError
 from regionops.ha import sqlsteps
 from regionops.ha.fencing import Fencer, FenceStore
@@ -35,7 +35,7 @@ def rescue_cluster(
     ``since``: when the drill took the cluster lock; a fence laid after it is the drill's own.
     """
     c = topology.clusters[cluster]
-    observer = SqlObserver(connect_timeout=2)
+    observer = observer_for(connect_timeout=2)
     states = {n: observer.observe(n, conninfo_for(c, spec)) for n, spec in c.nodes.items()}
     ops = LocalNodeOperator(topology, cluster)
     frozen = bool(target) and ops.pgctl(target).is_frozen()

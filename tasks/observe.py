@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from regionops.drivers.objectstore import BucketStatus, objectstore_for
-from regionops.drivers.postgres import NodeState, SqlObserver, conninfo_for
+from regionops.drivers.postgres import NodeState, conninfo_for, observer_for
 from regionops.drivers.probes import AppProbe, HttpAppProber
 from regionops.drivers.traffic import DnsRecord, traffic_for
 from regionops.errors import RunbookError
@@ -24,7 +24,7 @@ from tasks.common import TRANSIENT_RETRIES
 def observe_node(topology: Topology, cluster: str, node: str) -> NodeState:
     """Role, timeline, LSNs, lag and replication of one node (unreachable is a result, not an error)."""
     c = topology.clusters[cluster]
-    return SqlObserver().observe(node, conninfo_for(c, c.nodes[node]))
+    return observer_for().observe(node, conninfo_for(c, c.nodes[node]))
 
 
 @task(name="probe app", cache_policy=NO_CACHE)

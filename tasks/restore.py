@@ -20,7 +20,7 @@ from regionops.backup import scratch
 from regionops.backup.proof import ProofStore, Verification
 from regionops.backup.restore_model import BackupSet, Fingerprint, Phase, RequestedTarget, RestoreTarget, TableCheck
 from regionops.drivers.pgbackrest import restore_driver
-from regionops.drivers.postgres import ConnInfo, SqlNode
+from regionops.drivers.postgres import ConnInfo, sql_node_at
 from regionops.node import node_operator_for
 from regionops.topology import Topology
 
@@ -146,4 +146,4 @@ def activate(topology: Topology, cluster: str, request: real.ActivateRequest) ->
 @task(name="ensure replication slot", cache_policy=NO_CACHE)
 def ensure_slot(primary_info: ConnInfo, slot: str) -> bool:
     """The restored replica's slot on the primary (created when missing): SQL, no host access needed."""
-    return SqlNode(primary_info).ensure_slot(slot)
+    return sql_node_at(primary_info).ensure_slot(slot)

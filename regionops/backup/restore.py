@@ -50,7 +50,7 @@ from regionops.drivers.pgconf import (
     write_node_settings,
 )
 from regionops.drivers.pgtools import PgCtl, chown_to
-from regionops.drivers.postgres import ConnInfo, NodeState, SqlObserver, conninfo_for
+from regionops.drivers.postgres import ConnInfo, NodeState, conninfo_for, observer_for
 from regionops.errors import ConfigurationError, PreconditionFailed, TransientError, VerificationFailed
 from regionops.lsn import Lsn
 from regionops.node.local import replication_conninfo, server_log
@@ -527,7 +527,7 @@ def start_node(plan: RestorePlan, topology: Topology, timeout: float = 120) -> P
     node = topology.node(plan.cluster, plan.node)
     PgCtl(plan.data_dir, cluster.os_user, node_log(plan)).start(timeout=int(timeout))
     info = conninfo_for(cluster, node)
-    observer = SqlObserver(connect_timeout=2)
+    observer = observer_for(connect_timeout=2)
 
     def playing_role() -> NodeState | None:
         state = observer.observe(plan.node, info)

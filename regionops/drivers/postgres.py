@@ -335,3 +335,21 @@ class SqlNode:
         """Every ordinary table outside the system schemas, as schema.name."""
         rows = self.query("SELECT schemaname || '.' || relname AS name FROM pg_stat_user_tables ORDER BY 1")
         return [r["name"] for r in rows]
+
+
+# --- the factory: every caller gets its SQL seam here -------------------------------
+
+
+def sql_node_at(info: ConnInfo, *, connect_timeout: float = 3) -> SqlNode:
+    """The SQL seam to a server known by its connection details (lab bootstrap, scratch instances)."""
+    return SqlNode(info, connect_timeout=connect_timeout)
+
+
+def sql_node_for(cluster: Cluster, node: str, *, dbname: str | None = None, connect_timeout: float = 3) -> SqlNode:
+    """The SQL seam to ``node`` of ``cluster``, its connection details taken from the topology."""
+    return sql_node_at(conninfo_for(cluster, cluster.nodes[node], dbname), connect_timeout=connect_timeout)
+
+
+def observer_for(*, connect_timeout: float = 3) -> DatabaseObserver:
+    """The observer of PostgreSQL servers (reports an unreachable node instead of raising)."""
+    return SqlObserver(connect_timeout=connect_timeout)

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from regionops.decisions import ProbeOutcome
 from regionops.decisions._common import fmt_bytes
 from regionops.drivers.pgconf import slot_name
-from regionops.drivers.postgres import NodeState, SqlNode, SqlObserver, conninfo_for
+from regionops.drivers.postgres import NodeState, SqlNode, conninfo_for, observer_for, sql_node_for
 from regionops.errors import DeadlineExceeded, ExternalSystemError, VerificationFailed
 from regionops.lsn import Lsn
 from regionops.node import replication_conninfo
@@ -28,12 +28,12 @@ log = logging.getLogger(__name__)
 
 def sql_node(cluster: Cluster, node: str, connect_timeout: float = 3) -> SqlNode:
     """SQL access to one node of ``cluster``."""
-    return SqlNode(conninfo_for(cluster, cluster.nodes[node]), connect_timeout=connect_timeout)
+    return sql_node_for(cluster, node, connect_timeout=connect_timeout)
 
 
 def observe(cluster: Cluster, node: str, connect_timeout: float = 2) -> NodeState:
     """One node's state now (unreachable is a result, not an error)."""
-    return SqlObserver(connect_timeout=connect_timeout).observe(node, conninfo_for(cluster, cluster.nodes[node]))
+    return observer_for(connect_timeout=connect_timeout).observe(node, conninfo_for(cluster, cluster.nodes[node]))
 
 
 # --- fencing writes (switchover) -----------------------------------------------------------

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 from regionops.drivers import pgbackrest
 from regionops.drivers.cdn import cdn_for
 from regionops.drivers.objectstore import objectstore_for
-from regionops.drivers.postgres import NodeState, SqlObserver
+from regionops.drivers.postgres import NodeState, observer_for
 from regionops.drivers.probes import HttpAppProber
 from regionops.drivers.traffic import traffic_for
 from regionops.errors import ExternalSystemError, RunbookError
@@ -391,7 +391,7 @@ class Lab:
 
     def observe_nodes(self) -> dict[str, NodeState]:
         """Every node's state now (a stopped node is an unreachable state, not an error)."""
-        observer = SqlObserver(connect_timeout=2)
+        observer = observer_for(connect_timeout=2)
         return {node: observer.observe(node, pglab.conninfo(self.cfg, node)) for node in LAB_NODES}
 
     def _ensure_aws_resources(self, progress: Progress = print) -> WriterReconcile:

@@ -33,7 +33,7 @@ from regionops.drivers.pgconf import (
 )
 from regionops.drivers.pgdata import pg_basebackup, pg_rewind, read_control_data, read_wal_end
 from regionops.drivers.pgtools import PgCtl, chown_to, kill_instance
-from regionops.drivers.postgres import SqlObserver, conninfo_for
+from regionops.drivers.postgres import conninfo_for, observer_for
 from regionops.errors import ExternalSystemError, PreconditionFailed, RunbookError, TransientError
 from regionops.ha.identity import IdentityStore
 from regionops.lsn import Lsn
@@ -100,7 +100,7 @@ class LocalNodeOperator:
         """The system identifier a reachable member reports over SQL (the other members first), else the record
         made when the cluster was last seen healthy."""
         for member in [*(n for n in self.cluster.nodes if n != node), node]:
-            state = SqlObserver(connect_timeout=2).observe(
+            state = observer_for(connect_timeout=2).observe(
                 member, conninfo_for(self.cluster, self.cluster.nodes[member])
             )
             if state.reachable and state.system_identifier:
