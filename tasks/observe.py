@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from regionops.drivers.objectstore import BucketStatus, objectstore_for
 from regionops.drivers.postgres import NodeState, conninfo_for, observer_for
-from regionops.drivers.probes import AppProbe, HttpAppProber
+from regionops.drivers.probes import AppProbe, prober_for
 from regionops.drivers.traffic import DnsRecord, traffic_for
 from regionops.errors import RunbookError
 from regionops.ha.identity import IdentityStore
@@ -30,7 +30,7 @@ def observe_node(topology: Topology, cluster: str, node: str) -> NodeState:
 @task(name="probe app", cache_policy=NO_CACHE)
 def probe_app(topology: Topology, region: str) -> AppProbe:
     """GET the region's app /health."""
-    return HttpAppProber().probe(region, topology.regions[region].app_url)
+    return prober_for(topology).probe(region, topology.regions[region].app_url)
 
 
 @task(name="check bucket", cache_policy=NO_CACHE)

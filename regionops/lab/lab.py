@@ -32,7 +32,7 @@ from regionops.drivers import pgbackrest
 from regionops.drivers.cdn import cdn_for
 from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.postgres import NodeState, observer_for
-from regionops.drivers.probes import HttpAppProber
+from regionops.drivers.probes import prober_for
 from regionops.drivers.traffic import traffic_for
 from regionops.errors import ExternalSystemError, RunbookError
 from regionops.ha.fencing import FenceStore, home_bucket
@@ -779,7 +779,7 @@ class Lab:
 
     def _assess(self, topo: Topology, states: dict[str, NodeState], fenced: set[str]) -> RegionHealthReport:
         """Region health's assessment of the lab as it is now (the same checks, not a copy of them)."""
-        prober = HttpAppProber(timeout=2)
+        prober = prober_for(topo, timeout=2)
         apps = [prober.probe(region, r.app_url) for region, r in topo.regions.items()]
         buckets, record, error = [], None, None
         if port_open(self.cfg.ports.moto):
