@@ -66,6 +66,20 @@ def conninfo_for(cluster: Cluster, node: Node, dbname: str | None = None) -> Con
     return ConnInfo(node.host, node.port, dbname or cluster.database, cluster.user, password)
 
 
+def replication_conninfo(cluster: Cluster, primary: str, for_node: str, *, with_password: bool = True) -> str:
+    """The libpq string a replica ``for_node`` uses to stream from ``primary`` (primary_conninfo).
+
+    application_name is the replica's name, so pg_stat_replication on the primary shows
+    which node is which.  ``with_password=False`` for a string that goes on a command
+    line (pg_rewind): the password then travels in the process's environment.
+    """
+    spec = cluster.nodes[primary]
+    info = conninfo_for(cluster, spec, dbname="postgres")
+    password = info.password if with_password else None
+    info = type(info)(info.host, info.port, info.dbname, cluster.replication_user, password)
+    return info.libpq(application_name=for_node)
+
+
 @contextmanager
 def connect(
     info: ConnInfo,

@@ -16,10 +16,16 @@ from pydantic import BaseModel
 from regionops.decisions import ProbeOutcome
 from regionops.decisions._common import fmt_bytes
 from regionops.drivers.pgconf import slot_name
-from regionops.drivers.postgres import NodeState, SqlNode, conninfo_for, observer_for, sql_node_for
+from regionops.drivers.postgres import (
+    NodeState,
+    SqlNode,
+    conninfo_for,
+    observer_for,
+    replication_conninfo,
+    sql_node_for,
+)
 from regionops.errors import DeadlineExceeded, ExternalSystemError, VerificationFailed
 from regionops.lsn import Lsn
-from regionops.node import replication_conninfo
 from regionops.topology import Cluster
 from regionops.waiting import poll_until
 

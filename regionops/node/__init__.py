@@ -28,7 +28,7 @@ from regionops.topology import Topology
 _LAZY = {
     "LocalNodeOperator": "regionops.node.local",
     "kill_instance": "regionops.drivers.pgtools",
-    "replication_conninfo": "regionops.node.local",
+    "replication_conninfo": "regionops.drivers.postgres",
     "RegionalNodeOperator": "regionops.node.regional",
 }
 
