@@ -12,7 +12,7 @@ T = TypeVar("T")
 
 
 def poll_until(
-    probe: Callable[[], T],
+    probe: Callable[[], T | None],
     *,
     timeout: float,
     interval: float = 0.2,
