@@ -13,6 +13,7 @@ import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from regionops.backup import restore_on_host
 from regionops.backup.restore_model import (
@@ -39,6 +40,7 @@ from regionops.errors import ExternalSystemError, PreconditionFailed, RunbookErr
 from regionops.ha.identity import IdentityStore
 from regionops.lsn import Lsn
 from regionops.model import ControlData, WalEnd
+from regionops.node import operations
 from regionops.node.operator import RECLONE_MARK, REPLACED_MARK, NodeOpResult, StopMode
 from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun, run_on_this_machine
 from regionops.node.standing import Standing, StandingFacts, judge_standing
@@ -168,6 +170,11 @@ class LocalNodeOperator:
     @staticmethod
     def _timed(started: float) -> float:
         return round(time.monotonic() - started, 2)
+
+    # -- the table's dispatch -------------------------------------------------------------
+    def perform(self, operation: str, node: str, *args: Any) -> Any:
+        """Run the step named ``operation`` (an OPERATIONS entry) on this machine."""
+        return getattr(self, operations.operation(operation).method)(node, *args)
 
     # -- reads --------------------------------------------------------------------------
     def data_dir_exists(self, node: str) -> bool:
