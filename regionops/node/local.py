@@ -218,6 +218,14 @@ class LocalNodeOperator:
         lsn, last_commit, segment = found
         return WalEnd(node=node, lsn=lsn, last_commit_at=last_commit, segment=segment)
 
+    def is_frozen(self, node: str) -> bool:
+        self.require_standing(node)
+        return self._pgctl(node).is_frozen()
+
+    def primary_start_blocked(self, node: str) -> bool:
+        self.require_standing(node)
+        return (self.data_dir(node) / "standby.signal").exists()
+
     # -- changes ------------------------------------------------------------------------
     def start(self, node: str) -> NodeOpResult:
         self.require_standing(node)
@@ -306,6 +314,16 @@ class LocalNodeOperator:
             changed=True,
             detail=f"wrote standby.signal into {node}'s data directory: if anything starts it, "
             f"it starts read-only, never as a second primary",
+        )
+
+    def allow_primary_start(self, node: str) -> NodeOpResult:
+        self.require_standing(node)
+        signal = self.data_dir(node) / "standby.signal"
+        changed = signal.exists()
+        signal.unlink(missing_ok=True)
+        detail = "removed standby.signal" if changed else "found no standby.signal"
+        return NodeOpResult(
+            node=node, operation="allow-primary-start", changed=changed, detail=f"{detail}: {node} may start as primary"
         )
 
     def rewind(self, node: str, source: str) -> NodeOpResult:

@@ -120,6 +120,20 @@ OPERATIONS: dict[str, NodeOperation] = {
             task="read WAL end",
             retried=True,
         ),
+        NodeOperation(
+            "is-frozen",
+            "is_frozen",
+            bool,
+            "flag",
+            "Whether the node's postmaster is stopped by a signal (a freeze): it cannot honour any pg_ctl request.",
+        ),
+        NodeOperation(
+            "primary-start-blocked",
+            "primary_start_blocked",
+            bool,
+            "flag",
+            "Whether the node is fenced on disk (standby.signal): it can only start read-only.",
+        ),
         # -- changes: each returns a NodeOpResult that reads as a sentence -------------------
         NodeOperation(
             "start",
@@ -154,6 +168,13 @@ OPERATIONS: dict[str, NodeOperation] = {
             "result",
             "Fence on disk: the node can only ever start read-only, never as a primary.",
             task="block primary start",
+        ),
+        NodeOperation(
+            "allow-primary-start",
+            "allow_primary_start",
+            NodeOpResult,
+            "result",
+            "Lift the fence on disk (remove standby.signal): the node may start as a primary again.",
         ),
         NodeOperation(
             "rewind",

@@ -75,6 +75,14 @@ class NodeOperator(Protocol):
         """Where the node's WAL on disk ends (meaningful while it is stopped)."""
         return self.perform("wal-end", node)
 
+    def is_frozen(self, node: str) -> bool:
+        """Whether the node's postmaster is stopped by a signal (a freeze fault)."""
+        return bool(self.perform("is-frozen", node))
+
+    def primary_start_blocked(self, node: str) -> bool:
+        """Whether the node is fenced on disk (standby.signal): it can only start read-only."""
+        return bool(self.perform("primary-start-blocked", node))
+
     def start(self, node: str) -> NodeOpResult:
         """Start the server and wait until it accepts connections."""
         return self.perform("start", node)
@@ -90,6 +98,10 @@ class NodeOperator(Protocol):
     def block_primary_start(self, node: str) -> NodeOpResult:
         """Fence on disk: the node can only start in recovery (read-only), never as a primary."""
         return self.perform("block-primary-start", node)
+
+    def allow_primary_start(self, node: str) -> NodeOpResult:
+        """Lift the fence on disk (remove standby.signal): the node may start as a primary again."""
+        return self.perform("allow-primary-start", node)
 
     def rewind(self, node: str, source: str) -> NodeOpResult:
         """pg_rewind the stopped node from ``source`` and configure it as a replica of it."""
