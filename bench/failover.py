@@ -201,7 +201,7 @@ def run_manual(lab: Lab) -> str:
     cluster = topo.clusters[LAB_CLUSTER]
     states = {n: sqlsteps.observe(cluster, n) for n in LAB_NODES}
     replicas = [n for n, s in states.items() if s.reachable and s.role == "replica"]
-    new = max(replicas, key=lambda n: states[n].replay_lsn.value if states[n].replay_lsn else 0)
+    new = max(replicas, key=lambda n: lsn.value if (lsn := states[n].replay_lsn) else 0)
     sqlsteps.sql_node(cluster, new).promote()
     sqlsteps.ensure_slots(cluster, new, [n for n in LAB_NODES if n != new])
     traffic_for(topo).set_record(

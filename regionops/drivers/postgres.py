@@ -27,6 +27,10 @@ from regionops.topology import Cluster, Node
 
 log = logging.getLogger(__name__)
 
+Row = dict[str, Any]
+# Every connection of the seam returns rows as dicts (see connect()).
+DictConnection = psycopg.Connection[Row]
+
 
 class NodeUnreachable(TransientError):
     """The server did not accept a connection (down, fenced, network)."""
@@ -88,7 +92,7 @@ def connect(
     statement_timeout_ms: int = 15_000,
     autocommit: bool = True,
     application_name: str = "regionops",
-) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+) -> Iterator[DictConnection]:
     """Open a connection with timeouts; translate psycopg errors into project errors."""
     try:
         conn = psycopg.connect(
@@ -112,6 +116,15 @@ def connect(
         raise TransientError(f"{info.host}:{info.port}: {_first_line(exc)}") from exc
     except psycopg.Error as exc:
         raise ExternalSystemError(f"{info.host}:{info.port}: {_first_line(exc)}") from exc
+
+
+def one_row(conn: DictConnection, statement: str | sql.SQL | sql.Composed, params: Any = None) -> Row:
+    """The row a statement that always returns one returned (ExternalSystemError when it returned none)."""
+    row = conn.execute(statement, params).fetchone()
+    if row is None:
+        text = statement.as_string(conn) if isinstance(statement, sql.Composable) else str(statement)
+        raise ExternalSystemError(f"no row from {' '.join(text.split())[:120]}")
+    return row
 
 
 def _first_line(exc: BaseException) -> str:
@@ -177,7 +190,7 @@ class SqlObserver:
         now = datetime.now(UTC)
         try:
             with connect(info, connect_timeout=self.connect_timeout, statement_timeout_ms=5000) as conn:
-                common = conn.execute(_COMMON_SQL).fetchone()
+                common = one_row(conn, _COMMON_SQL)
                 state: dict[str, Any] = {
                     "node": node_name,
                     "reachable": True,
@@ -190,14 +203,14 @@ class SqlObserver:
                 }
                 if common["in_recovery"]:
                     state["role"] = "replica"
-                    state.update(conn.execute(_REPLICA_SQL).fetchone())
+                    state.update(one_row(conn, _REPLICA_SQL))
                     receiver = conn.execute(_RECEIVER_SQL).fetchone()
                     if receiver:
                         state["wal_receiver"] = receiver
                     state["timeline"] = (receiver or {}).get("received_tli") or common["checkpoint_timeline"]
                 else:
                     state["role"] = "primary"
-                    state.update(conn.execute(_PRIMARY_SQL).fetchone())
+                    state.update(one_row(conn, _PRIMARY_SQL))
                     state["replication"] = conn.execute(_REPLICATION_SQL).fetchall()
                 return NodeState.model_validate(state)
         except (TransientError, ExternalSystemError) as exc:

@@ -247,7 +247,8 @@ class SlotsEnsured(BaseModel):
 def ensure_slots(cluster: Cluster, primary: str, nodes: list[str]) -> SlotsEnsured:
     """Create the slot of every node in ``nodes`` on ``primary`` (so it keeps their WAL)."""
     db = sql_node(cluster, primary)
-    created, existing = [], []
+    created: list[str] = []
+    existing: list[str] = []
     for node in nodes:
         (created if db.ensure_slot(slot_name(node)) else existing).append(slot_name(node))
     return SlotsEnsured(primary=primary, created=created, existing=existing)
