@@ -42,11 +42,12 @@ from prefect.client.schemas.objects import FlowRun, StateType  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
 from deployments.alert_ledger import LEDGER_FILE  # noqa: E402
-from regionops.drivers.appwrite import HttpAppWriter  # noqa: E402
+from regionops.drivers.appwrite import app_writer_for  # noqa: E402
 from regionops.drivers.prometheus import PrometheusClient  # noqa: E402
 from regionops.lab import pglab  # noqa: E402
 from regionops.lab.lab import Lab, lab_env  # noqa: E402
 from regionops.monitoring.tools import LAB_TOOLS, missing_tools  # noqa: E402
+from regionops.topology import Topology  # noqa: E402
 from regionops.waiting import poll_until  # noqa: E402
 
 STEPS = ("firing", "received", "created", "picked", "started", "writes", "completed")
@@ -60,14 +61,15 @@ def _epoch(when: datetime | None) -> float | None:
 class Writer(threading.Thread):
     """Writes through one app every 50 ms; remembers (time, node) of every acknowledged write."""
 
-    def __init__(self, url: str):
+    def __init__(self, topology: Topology, region: str):
         super().__init__(daemon=True)
-        self.url = url
+        self.url = topology.regions[region].app_url
+        self.app = app_writer_for(topology, timeout=1)
         self.acked: list[tuple[float, str]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
-        app = HttpAppWriter(timeout=1)
+        app = self.app
         i = 0
         while not self.stop.wait(0.05):
             i += 1
@@ -91,7 +93,7 @@ def one_run(index: int) -> dict[str, float]:
             timeout=60,
             what="Prometheus to know every node",
         )
-        writer = Writer(lab.topology().regions["apac"].app_url)
+        writer = Writer(lab.topology(), "apac")
         writer.start()
         time.sleep(1)
         ledger = lab.cfg.path("state", LEDGER_FILE)
