@@ -36,34 +36,40 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-import httpx  # noqa: E402
+from prefect import get_client  # noqa: E402
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName  # noqa: E402
+from prefect.client.schemas.objects import FlowRun, StateType  # noqa: E402
+from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
 from regionops.alerting.ledger import LEDGER_FILE  # noqa: E402
-from regionops.drivers.appwrite import HttpAppWriter  # noqa: E402
+from regionops.drivers.appwrite import app_writer_for  # noqa: E402
+from regionops.drivers.prometheus import PrometheusClient  # noqa: E402
 from regionops.lab import pglab  # noqa: E402
-from regionops.lab.lab import Lab  # noqa: E402
+from regionops.lab.lab import Lab, lab_env  # noqa: E402
 from regionops.monitoring.tools import LAB_TOOLS, missing_tools  # noqa: E402
+from regionops.topology import Topology  # noqa: E402
 from regionops.waiting import poll_until  # noqa: E402
 
 STEPS = ("firing", "received", "created", "picked", "started", "writes", "completed")
 GOAL_STARTED_SECONDS = 10.0
 
 
-def _epoch(text: str | None) -> float | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+def _epoch(when: datetime | None) -> float | None:
+    return when.timestamp() if when else None
 
 
 class Writer(threading.Thread):
     """Writes through one app every 50 ms; remembers (time, node) of every acknowledged write."""
 
-    def __init__(self, url: str):
+    def __init__(self, topology: Topology, region: str):
         super().__init__(daemon=True)
-        self.url = url
+        self.url = topology.regions[region].app_url
+        self.app = app_writer_for(topology, timeout=1)
         self.acked: list[tuple[float, str]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
-        app = HttpAppWriter(timeout=1)
+        app = self.app
         i = 0
         while not self.stop.wait(0.05):
             i += 1
@@ -77,25 +83,17 @@ def one_run(index: int) -> dict[str, float]:
     lab_dir = Path(tempfile.mkdtemp(prefix="regionops-bench-alerts-"))
     os.chmod(lab_dir, 0o755)
     lab = Lab.open(lab_dir, free_ports=True)
-    http = httpx.Client(timeout=5)
     try:
         status = lab.up(progress=lambda m: None, with_prefect=True, with_monitoring=True)
         assert status.healthy, [c for c in status.components if not c.healthy]
         p = lab.cfg.ports
-        prom, prefect = f"http://127.0.0.1:{p.prometheus}", f"http://127.0.0.1:{p.prefect}/api"
+        prom = PrometheusClient(f"http://127.0.0.1:{p.prometheus}")
         poll_until(
-            lambda: (
-                len(
-                    http.get(f"{prom}/api/v1/query", params={"query": "regionops:pg_last_seen_in_recovery"}).json()[
-                        "data"
-                    ]["result"]
-                )
-                == 3
-            ),
+            lambda: len(prom.vector("regionops:pg_last_seen_in_recovery") or []) == 3,
             timeout=60,
             what="Prometheus to know every node",
         )
-        writer = Writer(lab.topology().regions["apac"].app_url)
+        writer = Writer(lab.topology(), "apac")
         writer.start()
         time.sleep(1)
         ledger = lab.cfg.path("state", LEDGER_FILE)
@@ -103,19 +101,15 @@ def one_run(index: int) -> dict[str, float]:
         pglab.pgctl(lab.cfg, "eu-1").stop("immediate")
         at: dict[str, float] = {}
 
-        def alerts() -> list[dict]:
-            return http.get(f"{prom}/api/v1/alerts").json()["data"]["alerts"]
-
-        def failover_runs() -> list[dict]:
-            runs = http.post(f"{prefect}/flow_runs/filter", json={}).json()
-            flows = {f["id"]: f["name"] for f in http.post(f"{prefect}/flows/filter", json={}).json()}
-            return [r for r in runs if flows.get(r["flow_id"]) == "failover"]
+        def failover_runs() -> list[FlowRun]:
+            with temporary_settings(updates={PREFECT_API_URL: lab_env(lab.cfg)["PREFECT_API_URL"]}):
+                client = get_client(sync_client=True)
+            with client:
+                return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["failover"])))
 
         def look() -> bool:
             now = time.time()
-            if "firing" not in at and any(
-                a["labels"]["alertname"] == "PostgresPrimaryDown" and a["state"] == "firing" for a in alerts()
-            ):
+            if "firing" not in at and any(a.alertname == "PostgresPrimaryDown" for a in prom.alerts().firing()):
                 at["firing"] = now
             if "received" not in at and ledger.exists():
                 req = json.loads(ledger.read_text()).get("requests", {}).get("failover:core")
@@ -124,14 +118,14 @@ def one_run(index: int) -> dict[str, float]:
             runs = failover_runs()
             if runs:
                 run = runs[0]
-                at.setdefault("created", _epoch(run["created"]) or now)
-                if run["state_type"] != "SCHEDULED":
+                at.setdefault("created", _epoch(run.created) or now)
+                if run.state_type != StateType.SCHEDULED:
                     at.setdefault("picked", now)  # polled: within ~0.2 s
-                if run.get("start_time"):
-                    at.setdefault("started", _epoch(run["start_time"]) or now)
-                if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED"):
-                    assert run["state_type"] == "COMPLETED", f"failover run {run['name']}: {run['state']}"
-                    at.setdefault("completed", _epoch(run["end_time"]) or now)
+                if run.start_time:
+                    at.setdefault("started", _epoch(run.start_time) or now)
+                if run.state_type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED):
+                    assert run.state_type == StateType.COMPLETED, f"failover run {run.name}: {run.state}"
+                    at.setdefault("completed", _epoch(run.end_time) or now)
             first = next((t for t, node in writer.acked if t > t0 and node != "eu-1"), None)
             if first:
                 at.setdefault("writes", first)
@@ -145,7 +139,6 @@ def one_run(index: int) -> dict[str, float]:
         print(f"run {index + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.items()), flush=True)
         return result
     finally:
-        http.close()
         lab.down(progress=lambda m: None, purge=True)
 
 

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -67,7 +68,10 @@ def private_lab() -> Iterator[Lab]:
         lab.down(progress=lambda m: None, purge=True)
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
     started = time.monotonic()
     result = fn()
     return time.monotonic() - started, result
@@ -75,7 +79,7 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 def fill(lab: Lab, size_mb: int) -> int:
     """pgbench -i at the scale that gives about ``size_mb``; returns the scale."""
-    from regionops.drivers.postgres import SqlNode
+    from regionops.drivers.postgres import sql_node_at
     from regionops.lab import pglab
 
     scale = max(1, round(size_mb / PGBENCH_MB_PER_SCALE))
@@ -86,7 +90,7 @@ def fill(lab: Lab, size_mb: int) -> int:
         timeout=3600,
         env={"PGPASSWORD": lab.cfg.pg_password() or ""},
     )
-    SqlNode(pglab.conninfo(lab.cfg, "eu-1")).checkpoint()
+    sql_node_at(pglab.conninfo(lab.cfg, "eu-1")).checkpoint()
     return scale
 
 
@@ -95,7 +99,7 @@ def bare_restore(lab: Lab, label: str, work: Path) -> float:
     from regionops.backup.scratch import free_port, prepare_empty_dir, remove_dir, start_instance
     from regionops.drivers.pgbackrest import restore_driver
     from regionops.drivers.pgconf import set_auto_conf, write_hba
-    from regionops.drivers.postgres import ConnInfo, SqlNode
+    from regionops.drivers.postgres import ConnInfo, sql_node_at
     from regionops.lab.config import LAB_CLUSTER
     from regionops.waiting import poll_until
 
@@ -132,7 +136,7 @@ def bare_restore(lab: Lab, label: str, work: Path) -> float:
         )
         write_hba(data, ["host all postgres 127.0.0.1/32 trust"], os_user)
         start_instance(data, work / "pg.log", os_user)
-        node = SqlNode(ConnInfo("127.0.0.1", port, "app", "postgres"))
+        node = sql_node_at(ConnInfo("127.0.0.1", port, "app", "postgres"))
         poll_until(lambda: not node.query("SELECT pg_is_in_recovery() AS r")[0]["r"], timeout=600, what="promotion")
         node.query("SELECT count(*) AS n FROM pgbench_accounts")
         return time.monotonic() - started
@@ -188,7 +192,7 @@ def main() -> int:
     from flows.backup import BackupParams, backup
     from flows.restore_verify import RestoreVerifyParams, restore_verify
     from regionops.drivers.pgbackrest import PgBackRest
-    from regionops.drivers.postgres import SqlNode
+    from regionops.drivers.postgres import sql_node_at
     from regionops.lab import pglab
     from regionops.lab.config import LAB_CLUSTER, LAB_PRIMARY
 
@@ -232,7 +236,7 @@ def main() -> int:
             run_r.append(seconds)
             bare_r.append(bare_restore(lab, label, work))
         # A small change, an incremental backup, then a point in time after it.
-        primary = SqlNode(pglab.conninfo(lab.cfg, LAB_PRIMARY))
+        primary = sql_node_at(pglab.conninfo(lab.cfg, LAB_PRIMARY))
         primary.query("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 10000")
         incr = backup(BackupParams(topology=topo_path, backup_type="incr", repos=["eu"], verify=False, notify=False))
         target = primary.query("SELECT clock_timestamp()::text AS t")[0]["t"]

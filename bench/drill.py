@@ -29,6 +29,7 @@ import statistics
 import sys
 from datetime import datetime
 from pathlib import Path
+from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -57,7 +58,7 @@ def _union_seconds(intervals: list[tuple[datetime, datetime]]) -> float:
     return total
 
 
-def orchestration_share(flow_run_id: object) -> tuple[float, float]:
+def orchestration_share(flow_run_id: UUID) -> tuple[float, float]:
     """(wall seconds, orchestration seconds) of a drill run, from the Prefect API."""
     from prefect import get_client
     from prefect.client.schemas.filters import (
@@ -66,6 +67,7 @@ def orchestration_share(flow_run_id: object) -> tuple[float, float]:
         TaskRunFilter,
         TaskRunFilterFlowRunId,
     )
+    from prefect.client.schemas.objects import TaskRun
 
     with get_client(sync_client=True) as client:
         root = client.read_flow_run(flow_run_id)
@@ -76,7 +78,8 @@ def orchestration_share(flow_run_id: object) -> tuple[float, float]:
             )
             runs += children
             frontier = [c.id for c in children]
-        tasks, page = [], 200  # the API's largest page
+        tasks: list[TaskRun] = []
+        page = 200  # the API's largest page
         while True:
             batch = client.read_task_runs(
                 task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[r.id for r in runs])),
@@ -86,7 +89,9 @@ def orchestration_share(flow_run_id: object) -> tuple[float, float]:
             tasks += batch
             if len(batch) < page:
                 break
-    work = [(t.start_time, t.end_time) for t in tasks if t.start_time and t.end_time]
+    work: list[tuple[datetime, datetime]] = [(t.start_time, t.end_time) for t in tasks if t.start_time and t.end_time]
+    if root.start_time is None or root.end_time is None:
+        raise ValueError(f"flow run {flow_run_id} has not finished: no wall time to share out")
     wall = (root.end_time - root.start_time).total_seconds()
     return wall, max(0.0, wall - _union_seconds(work))
 
@@ -120,7 +125,9 @@ def run(scenarios: list[str], runs: int, window: float, keep: bool) -> int:
                     continue
                 result = state.result()
                 m = result.measurement
-                wall, orch = orchestration_share(state.state_details.flow_run_id)
+                run_id = state.state_details.flow_run_id
+                assert run_id is not None, "a finished drill state names its flow run"
+                wall, orch = orchestration_share(run_id)
                 walls.append(wall)
                 shares.append(orch / wall if wall else 0.0)
                 if m is not None:

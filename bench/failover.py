@@ -35,14 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 
-from regionops.drivers.appwrite import HttpAppWriter  # noqa: E402
-from regionops.drivers.postgres import SqlObserver  # noqa: E402
+from regionops.drivers.appwrite import app_writer_for  # noqa: E402
+from regionops.drivers.postgres import observer_for  # noqa: E402
 from regionops.drivers.traffic import traffic_for  # noqa: E402
 from regionops.ha import sqlsteps  # noqa: E402
 from regionops.ha.writer import writer_node  # noqa: E402
 from regionops.lab import pglab  # noqa: E402
 from regionops.lab.config import LAB_CLUSTER, LAB_NODES  # noqa: E402
 from regionops.lab.lab import Lab, lab_env  # noqa: E402
+from regionops.topology import Topology  # noqa: E402
 from regionops.waiting import poll_until  # noqa: E402
 
 WRITE_INTERVAL = 0.05
@@ -79,15 +80,16 @@ def private_lab(keep: bool) -> Iterator[Lab]:
 class Writer:
     """Inserts through one app every 50 ms; records (time, row id, node) of every acknowledged write."""
 
-    def __init__(self, url: str, region: str):
-        self.url, self.region = url, region
+    def __init__(self, topology: Topology, region: str):
+        self.url, self.region = topology.regions[region].app_url, region
+        self.app = app_writer_for(topology, timeout=2)
         self.acked: list[tuple[float, int, str]] = []
         self.refused = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        app = HttpAppWriter(timeout=2)
+        app = self.app
         i = 0
         while not self._stop.wait(WRITE_INTERVAL):
             i += 1
@@ -126,7 +128,7 @@ class Results:
 
 
 def primary_of(lab: Lab) -> str:
-    obs = SqlObserver(connect_timeout=1)
+    obs = observer_for(connect_timeout=1)
     for node in LAB_NODES:
         if obs.observe(node, pglab.conninfo(lab.cfg, node)).role == "primary":
             return node
@@ -166,7 +168,7 @@ def measure(
 ) -> Sample:
     """Under write load: inject ``fault``, then time ``move`` (which returns the new primary) from its start."""
     old = primary_of(lab)
-    with Writer(lab.topology().regions[region].app_url, region) as writer:
+    with Writer(lab.topology(), region) as writer:
         time.sleep(1.0)  # steady writes before the event
         if fault is not None:
             fault(lab)
@@ -201,7 +203,7 @@ def run_manual(lab: Lab) -> str:
     cluster = topo.clusters[LAB_CLUSTER]
     states = {n: sqlsteps.observe(cluster, n) for n in LAB_NODES}
     replicas = [n for n, s in states.items() if s.reachable and s.role == "replica"]
-    new = max(replicas, key=lambda n: states[n].replay_lsn.value if states[n].replay_lsn else 0)
+    new = max(replicas, key=lambda n: lsn.value if (lsn := states[n].replay_lsn) else 0)
     sqlsteps.sql_node(cluster, new).promote()
     sqlsteps.ensure_slots(cluster, new, [n for n in LAB_NODES if n != new])
     traffic_for(topo).set_record(

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from pathlib import Path
 
 from regionops.decisions.drill import RescueAction, decide_rescue
-from regionops.drivers.postgres import SqlObserver, conninfo_for
+from regionops.drivers.postgres import conninfo_for, observer_for
 from regionops.errors import RunbookError
 from regionops.fault_injectors import fault_injector_for
 from regionops.ha import sqlsteps
 from regionops.ha.fencing import Fencer, FenceStore
 from regionops.ha.writer import switch_writer, writer_node
-from regionops.node import LocalNodeOperator
+from regionops.node import NodeOperator, node_operator_for
 from regionops.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -35,11 +34,10 @@ def rescue_cluster(
     ``since``: when the drill took the cluster lock; a fence laid after it is the drill's own.
     """
     c = topology.clusters[cluster]
-    observer = SqlObserver(connect_timeout=2)
+    observer = observer_for(connect_timeout=2)
     states = {n: observer.observe(n, conninfo_for(c, spec)) for n, spec in c.nodes.items()}
-    ops = LocalNodeOperator(topology, cluster)
-    frozen = bool(target) and ops.pgctl(target).is_frozen()
-    fenced_on_disk = bool(target) and (Path(c.nodes[target].data_dir) / "standby.signal").exists()
+    ops = node_operator_for(topology, cluster)
+    frozen, fenced_on_disk, unread = _disk_facts(ops, target)
     marker = FenceStore.for_topology(topology).get(cluster, target) if target else None
     ours = bool(marker and since and marker.fenced_at >= since)
     actions = decide_rescue(
@@ -52,14 +50,25 @@ def rescue_cluster(
         fenced_by_this_drill=ours,
     )
     if not actions:
-        return [
+        return unread + [
             "the cluster has exactly one writable primary and the writer record names it: nothing to do"
             + (f"; run replica-resync to bring {target} back" if target and not states[target].reachable else "")
         ]
-    return [_apply(topology, cluster, ops, action, fault) for action in actions]
+    return unread + [_apply(topology, cluster, ops, action, fault) for action in actions]
 
 
-def _apply(topology: Topology, cluster: str, ops: LocalNodeOperator, action: RescueAction, fault: str | None) -> str:
+def _disk_facts(ops: NodeOperator, target: str | None) -> tuple[bool, bool, list[str]]:
+    """Whether the drill's target is frozen and fenced on disk (read through the node seam), and what was unreadable."""
+    if not target:
+        return False, False, []
+    try:
+        return ops.is_frozen(target), ops.primary_start_blocked(target), []
+    except RunbookError as exc:
+        log.warning("reading %s's process and disk failed: %s", target, exc)
+        return False, False, [f"could not read whether {target} is frozen or fenced on disk: {exc}"]
+
+
+def _apply(topology: Topology, cluster: str, ops: NodeOperator, action: RescueAction, fault: str | None) -> str:
     node = action.node
     try:
         if action.kind == "resume" and node:
@@ -83,9 +92,9 @@ def _apply(topology: Topology, cluster: str, ops: LocalNodeOperator, action: Res
         return f"could not {action.kind} {node}: {exc}"
 
 
-def _unfence_and_start(topology: Topology, cluster: str, ops: LocalNodeOperator, node: str) -> str:
+def _unfence_and_start(topology: Topology, cluster: str, ops: NodeOperator, node: str) -> str:
     """Undo a fence the cancelled drill's own failover laid: no standby.signal, no record, started as primary."""
-    (Path(topology.clusters[cluster].nodes[node].data_dir) / "standby.signal").unlink(missing_ok=True)
+    ops.allow_primary_start(node)
     cleared = FenceStore.for_topology(topology).clear(
         cluster,
         node,

@@ -17,7 +17,7 @@ from regionops.decisions.drill import ConsistencyCheck, Fingerprint, compare_fin
 from regionops.drivers.alerts import AlertPosted, alert_client_for
 from regionops.drivers.canary import CANARY_TABLE, CanaryWrite, CanaryWriter, canary_rows
 from regionops.drivers.common_point import CommonPointReader
-from regionops.drivers.postgres import SqlNode, conninfo_for
+from regionops.drivers.postgres import conninfo_for, sql_node_for
 from regionops.errors import DeadlineExceeded
 from regionops.fault_injectors import fault_injector_for
 from regionops.lsn import Lsn
@@ -121,7 +121,7 @@ def post_alert(topology: Topology, payload: dict) -> AlertPosted:
 def current_lsn(topology: Topology, cluster: str, node: str) -> Lsn:
     """The primary's WAL insert position now (what replicas must replay to have caught up)."""
     c = topology.clusters[cluster]
-    return SqlNode(conninfo_for(c, c.nodes[node])).current_lsn()
+    return sql_node_for(c, node).current_lsn()
 
 
 def consistency_at_common_point(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from regionops.drivers.alertmanager import AlertmanagerClient
+from regionops.drivers.alertmanager import alertmanager_for
 from regionops.drivers.prometheus import PrometheusClient, PrometheusView
 from regionops.drivers.pushgateway import Gauge, Pushed, PushgatewayClient
 from regionops.monitoring import silences
@@ -18,10 +18,7 @@ def silence_alerts(
     topology: Topology, cluster: str, runbook: str, run: str, duration_seconds: float
 ) -> silences.PlannedSilence:
     """Silence the cluster's HA alerts in Alertmanager for the work's duration."""
-    assert topology.monitoring.alertmanager_url
-    return silences.silence(
-        AlertmanagerClient(topology.monitoring.alertmanager_url), topology, cluster, runbook, run, duration_seconds
-    )
+    return silences.silence(alertmanager_for(topology), topology, cluster, runbook, run, duration_seconds)
 
 
 @task(name="lift the silence", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
@@ -29,10 +26,7 @@ def lift_silence(
     topology: Topology, planned: silences.PlannedSilence, settle_seconds: float, timeout_seconds: float
 ) -> silences.SilenceLifted:
     """Expire the silence once the alerts the work caused have resolved (or the timeout passed)."""
-    assert topology.monitoring.alertmanager_url
-    return silences.lift(
-        AlertmanagerClient(topology.monitoring.alertmanager_url), planned, settle_seconds, timeout_seconds
-    )
+    return silences.lift(alertmanager_for(topology), planned, settle_seconds, timeout_seconds)
 
 
 @task(name="publish result metrics", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)

@@ -1,82 +1,79 @@
-"""Node-local tasks: each runs one operation of the node-operation seam (:mod:`regionops.node`).
+"""Node-local tasks: one per operation of the node-operation seam, built from its table.
 
-These change a node's machine, so none retries on its own: a half-done rewind or
-clone is looked at by the next observation, not repeated blindly.  Reads retry when
-the failure is transient.
+Each task calls :meth:`regionops.node.NodeOperator.perform` with its entry of
+:data:`regionops.node.operations.OPERATIONS` (its name, description, arguments and
+result come from there).  These change a node's machine, so none retries on its own:
+a half-done rewind or clone is looked at by the next observation, not repeated blindly.
+Reads retry when the failure is transient.
 """
 
 from __future__ import annotations
 
-from prefect import task
+import inspect
+from typing import Any
+
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from regionops.model import ControlData, WalEnd
-from regionops.node import NodeOpResult, StopMode, node_operator_for
+from regionops.node import NodeOpResult, node_operator_for
+from regionops.node.operations import operation
 from regionops.topology import Topology
 from tasks.common import TRANSIENT_RETRIES
 
 
-@task(name="data directory exists", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def data_dir_exists(topology: Topology, cluster: str, node: str) -> bool:
-    """Whether the node's data directory holds a cluster."""
-    return node_operator_for(topology, cluster).data_dir_exists(node)
+def node_task(name: str, python_name: str) -> Task[..., Any]:
+    """The Prefect task of the node operation ``name``: ``(topology, cluster, node, *its arguments)``."""
+    step = operation(name)
+    if step.task is None:
+        raise ValueError(f"node operation {name} has no task (its entry names none)")
+
+    def run(topology: Topology, cluster: str, node: str, *args: Any, **kwargs: Any) -> Any:
+        values = []
+        for i, arg in enumerate(step.arguments):
+            if i < len(args):
+                values.append(args[i])
+            elif arg.name in kwargs:
+                values.append(kwargs[arg.name])
+            elif not arg.required:
+                values.append(arg.default)
+            else:
+                raise TypeError(f"{python_name}() needs {arg.name}")
+        return node_operator_for(topology, cluster).perform(step.name, node, *values)
+
+    # What Prefect shows and binds: the operation's own parameters, name and description.
+    fixed = [
+        inspect.Parameter("topology", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Topology),
+        inspect.Parameter("cluster", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
+        inspect.Parameter("node", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
+    ]
+    extra = [
+        inspect.Parameter(
+            a.name,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=a.type,
+            default=inspect.Parameter.empty if a.required else a.default,
+        )
+        for a in step.arguments
+    ]
+    returns = step.returns | None if step.optional else step.returns
+    run.__signature__ = inspect.Signature(fixed + extra, return_annotation=returns)  # type: ignore[attr-defined]
+    run.__name__ = run.__qualname__ = python_name  # distinct task keys, readable tracebacks
+    run.__doc__ = step.description
+    run.__module__ = __name__
+    policy = TRANSIENT_RETRIES if step.retried else {}
+    return task(name=step.task, cache_policy=NO_CACHE, **policy)(run)
 
 
-@task(name="read control data", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def read_control_data(topology: Topology, cluster: str, node: str) -> ControlData | None:
-    """The node's pg_control (role, timeline, checkpoint) even while it is down."""
-    return node_operator_for(topology, cluster).control_data(node)
-
-
-@task(name="read WAL end", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def read_wal_end(topology: Topology, cluster: str, node: str) -> WalEnd | None:
-    """Where the (stopped) node's WAL on disk ends."""
-    return node_operator_for(topology, cluster).wal_end(node)
-
-
-@task(name="node is running", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def node_running(topology: Topology, cluster: str, node: str) -> bool:
-    """Whether a postmaster runs on the node's data directory."""
-    return node_operator_for(topology, cluster).is_running(node)
-
-
-@task(name="start node", cache_policy=NO_CACHE)
-def start_node(topology: Topology, cluster: str, node: str) -> NodeOpResult:
-    """Start PostgreSQL on the node."""
-    return node_operator_for(topology, cluster).start(node)
-
-
-@task(name="stop node", cache_policy=NO_CACHE)
-def stop_node(topology: Topology, cluster: str, node: str, mode: StopMode = "fast") -> NodeOpResult:
-    """Stop PostgreSQL on the node."""
-    return node_operator_for(topology, cluster).stop(node, mode)
-
-
-@task(name="configure standby", cache_policy=NO_CACHE)
-def configure_standby(topology: Topology, cluster: str, node: str, primary: str) -> NodeOpResult:
-    """Make the stopped node start as a replica of ``primary``."""
-    return node_operator_for(topology, cluster).configure_standby(node, primary)
-
-
-@task(name="block primary start", cache_policy=NO_CACHE)
-def block_primary_start(topology: Topology, cluster: str, node: str) -> NodeOpResult:
-    """Fence on disk: the node can only ever start read-only."""
-    return node_operator_for(topology, cluster).block_primary_start(node)
-
-
-@task(name="rewind node", cache_policy=NO_CACHE)
-def rewind_node(topology: Topology, cluster: str, node: str, source: str) -> NodeOpResult:
-    """pg_rewind the stopped node from ``source`` and configure it as its replica."""
-    return node_operator_for(topology, cluster).rewind(node, source)
-
-
-@task(name="re-clone node", cache_policy=NO_CACHE)
-def reclone_node(topology: Topology, cluster: str, node: str, source: str) -> NodeOpResult:
-    """pg_basebackup the node afresh from ``source`` (old directory set aside, not deleted)."""
-    return node_operator_for(topology, cluster).reclone(node, source)
-
-
-@task(name="remove replaced data directory", cache_policy=NO_CACHE)
-def remove_replaced(topology: Topology, cluster: str, node: str) -> NodeOpResult:
-    """Delete the data directories a verified reclone set aside."""
-    return node_operator_for(topology, cluster).remove_replaced(node)
+# Typed for the flows that call them (the table's types, repeated where a checker can see them).
+data_dir_exists: Task[..., bool] = node_task("data-dir-exists", "data_dir_exists")
+node_running: Task[..., bool] = node_task("is-running", "node_running")
+read_control_data: Task[..., ControlData | None] = node_task("control-data", "read_control_data")
+read_wal_end: Task[..., WalEnd | None] = node_task("wal-end", "read_wal_end")
+start_node: Task[..., NodeOpResult] = node_task("start", "start_node")
+stop_node: Task[..., NodeOpResult] = node_task("stop", "stop_node")
+configure_standby: Task[..., NodeOpResult] = node_task("configure-standby", "configure_standby")
+block_primary_start: Task[..., NodeOpResult] = node_task("block-primary-start", "block_primary_start")
+rewind_node: Task[..., NodeOpResult] = node_task("rewind", "rewind_node")
+reclone_node: Task[..., NodeOpResult] = node_task("reclone", "reclone_node")
+remove_replaced: Task[..., NodeOpResult] = node_task("remove-replaced", "remove_replaced")

@@ -11,8 +11,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from regionops.drivers.objectstore import objectstore_for
-from regionops.drivers.postgres import NodeState, SqlObserver, conninfo_for
-from regionops.drivers.probes import HttpAppProber
+from regionops.drivers.postgres import NodeState, conninfo_for, observer_for
+from regionops.drivers.probes import prober_for
 from regionops.drivers.traffic import traffic_for
 from regionops.errors import RunbookError
 from regionops.ha.identity import IdentityStore
@@ -25,7 +25,7 @@ from tasks.common import TRANSIENT_RETRIES
 def observe_node(topology: Topology, cluster: str, node: str) -> NodeState:
     """Role, timeline, LSNs, lag and replication of one node (unreachable is a result, not an error)."""
     c = topology.clusters[cluster]
-    return SqlObserver().observe(node, conninfo_for(c, c.nodes[node]))
+    return observer_for().observe(node, conninfo_for(c, c.nodes[node]))
 
 
 def observe_cluster(topology: Topology, cluster: str, nodes: list[str] | None = None) -> dict[str, NodeState]:
@@ -38,7 +38,7 @@ def observe_cluster(topology: Topology, cluster: str, nodes: list[str] | None = 
 @task(name="probe app", cache_policy=NO_CACHE)
 def probe_app(topology: Topology, region: str) -> AppProbe:
     """GET the region's app /health."""
-    return HttpAppProber().probe(region, topology.regions[region].app_url)
+    return prober_for(topology).probe(region, topology.regions[region].app_url)
 
 
 @task(name="check bucket", cache_policy=NO_CACHE)

@@ -6,15 +6,14 @@ not for a blind second attempt (an ECS retry would register another revision).
 
 from __future__ import annotations
 
-import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from regionops.drivers.appmetrics import HttpMetricsSource
+from regionops.drivers.appmetrics import metrics_source_for
 from regionops.drivers.cdn import Invalidation, cdn_for
 from regionops.drivers.deploy import DeployResult, RunningVersion
 from regionops.drivers.objectstore import objectstore_for
-from regionops.drivers.probes import HttpAppProber
+from regionops.drivers.probes import prober_for, traffic_maker_for
 from regionops.model.release import GateMeasurement, GateThresholds
 from regionops.release import health
 from regionops.release.assets import AssetFile, BucketPublish, publish
@@ -45,7 +44,7 @@ def wait_healthy(
     """The region runs ``version`` and passes ``needed`` health probes in a row (deadline ``timeout``)."""
     return health.wait_healthy(
         target_for(topology),
-        HttpAppProber(),
+        prober_for(topology),
         region,
         topology.regions[region].app_url,
         version,
@@ -61,10 +60,10 @@ def bake_region(
     topology: Topology, region: str, wave: int, limits: GateThresholds, seconds: float, interval: float
 ) -> GateMeasurement:
     """Watch the region's error rate and p95 from its metrics for ``seconds``; the first failure ends it."""
-    with httpx.Client(timeout=5) as client:
+    with traffic_maker_for(topology) as traffic:
         return health.bake(
-            HttpMetricsSource(),
-            client,
+            metrics_source_for(topology),
+            traffic,
             region,
             topology.regions[region].app_url,
             topology.app().release.probe_paths,

@@ -19,8 +19,20 @@ from regionops.backup import restore as real
 from regionops.backup import scratch
 from regionops.backup.proof import ProofStore, Verification
 from regionops.drivers.pgbackrest import restore_driver
-from regionops.drivers.postgres import ConnInfo, SqlNode
-from regionops.model.restore import BackupSet, Fingerprint, Phase, RequestedTarget, RestoreTarget, TableCheck
+from regionops.drivers.postgres import ConnInfo, sql_node_at
+from regionops.model.restore import (
+    ActivatedRestore,
+    ActivateRequest,
+    BackupSet,
+    Fingerprint,
+    Phase,
+    RequestedTarget,
+    RestoreDiskFacts,
+    RestoreTarget,
+    StagedRestore,
+    StageRequest,
+    TableCheck,
+)
 from regionops.node import node_operator_for
 from regionops.topology import Topology
 
@@ -126,19 +138,19 @@ def record_verification(topology: Topology, cluster: str, region: str | None, ve
 
 
 @task(name="read restore facts", cache_policy=NO_CACHE)
-def restore_facts(topology: Topology, cluster: str, node: str, repo: int) -> real.RestoreDiskFacts:
+def restore_facts(topology: Topology, cluster: str, node: str, repo: int) -> RestoreDiskFacts:
     """Free space beside the node's data directory, running, holds data, and the repository's sets."""
     return node_operator_for(topology, cluster).restore_facts(node, repo)
 
 
 @task(name="restore beside the node and verify", cache_policy=NO_CACHE)
-def stage(topology: Topology, cluster: str, request: real.StageRequest) -> real.StagedRestore:
+def stage(topology: Topology, cluster: str, request: StageRequest) -> StagedRestore:
     """pgbackrest restore into an empty directory beside the node, start on a loopback port, recover, prove."""
     return node_operator_for(topology, cluster).restore_stage(request.plan.node, request)
 
 
 @task(name="swap in and start", cache_policy=NO_CACHE)
-def activate(topology: Topology, cluster: str, request: real.ActivateRequest) -> real.ActivatedRestore:
+def activate(topology: Topology, cluster: str, request: ActivateRequest) -> ActivatedRestore:
     """Swap the verified copy in, give the node its role, start it (swapped back on failure)."""
     return node_operator_for(topology, cluster).restore_activate(request.plan.node, request)
 
@@ -146,4 +158,4 @@ def activate(topology: Topology, cluster: str, request: real.ActivateRequest) ->
 @task(name="ensure replication slot", cache_policy=NO_CACHE)
 def ensure_slot(primary_info: ConnInfo, slot: str) -> bool:
     """The restored replica's slot on the primary (created when missing): SQL, no host access needed."""
-    return SqlNode(primary_info).ensure_slot(slot)
+    return sql_node_at(primary_info).ensure_slot(slot)

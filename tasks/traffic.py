@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from regionops import routing
-from regionops.drivers.appmetrics import HttpMetricsSource, request_rate
+from regionops.drivers.appmetrics import metrics_source_for, request_rate
 from regionops.topology import Topology
 from tasks.common import TRANSIENT_RETRIES
 
@@ -22,7 +22,7 @@ def read_traffic(topology: Topology) -> routing.TrafficState:
 @task(name="measure load", cache_policy=NO_CACHE)
 def measure_load(topology: Topology, region: str, window_seconds: float) -> float | None:
     """Requests per second the region's app served over ``window_seconds`` (None: metrics unreadable)."""
-    source = HttpMetricsSource()
+    source = metrics_source_for(topology)
     url = topology.regions[region].app_url
     first = source.sample(region, url)
     time.sleep(window_seconds)

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
-from regionops.errors import ExternalSystemError, TransientError
+from regionops.errors import ConfigurationError, ExternalSystemError, TransientError
+from regionops.topology import Topology
 
 
 class Matcher(BaseModel):
@@ -145,3 +146,10 @@ class AlertmanagerClient:
                 )
             )
         return found
+
+
+def alertmanager_for(topology: Topology) -> AlertmanagerClient:
+    """The Alertmanager of the topology's monitoring; refuses when the topology names none."""
+    if not topology.monitoring.alertmanager_url:
+        raise ConfigurationError("the topology names no Alertmanager (monitoring.alertmanager_url)")
+    return AlertmanagerClient(topology.monitoring.alertmanager_url)

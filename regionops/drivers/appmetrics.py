@@ -17,6 +17,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from regionops.model.release import MetricsSample
+from regionops.topology import Topology
 
 REQUESTS = "regionops_app_requests"
 LATENCY = "regionops_app_request_duration_seconds"
@@ -71,6 +72,11 @@ class HttpMetricsSource:
             return parse_metrics(region, resp.text, at)
         except (httpx.HTTPError, ValueError) as exc:
             return MetricsSample(region=region, reachable=False, at=at, error=f"{type(exc).__name__}: {exc}")
+
+
+def metrics_source_for(topology: Topology) -> MetricsSource:
+    """Where the topology's app metrics are read (each app's /metrics today)."""
+    return HttpMetricsSource()
 
 
 def request_rate(before: MetricsSample, after: MetricsSample) -> float | None:

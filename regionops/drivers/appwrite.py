@@ -14,6 +14,7 @@ import httpx
 from pydantic import BaseModel
 
 from regionops.lsn import Lsn
+from regionops.topology import Topology
 
 
 class AppWrite(BaseModel):
@@ -73,4 +74,10 @@ class HttpAppWriter:
         )
 
     def close(self) -> None:
+        """Release the HTTP connections."""
         self.client.close()
+
+
+def app_writer_for(topology: Topology, timeout: float = 3.0) -> HttpAppWriter:
+    """What writes through the topology's regional apps."""
+    return HttpAppWriter(timeout=timeout)

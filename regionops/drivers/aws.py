@@ -111,8 +111,8 @@ def service_client(topology: Topology, service: str, aws_region: str | None = No
     return _client(topology, service, aws_region or DEFAULT_REGION, _config())
 
 
-def error_code(exc: BaseException) -> str:
-    """The AWS error code of a ClientError ('' for anything else)."""
+def error_code(exc: BaseException | None) -> str:
+    """The AWS error code of a ClientError ('' for anything else, None included: an error without a cause)."""
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return ""

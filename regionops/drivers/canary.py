@@ -20,7 +20,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from regionops.drivers.postgres import SqlNode, connect, conninfo_for
+from regionops.drivers.postgres import connect, conninfo_for, sql_node_for
 from regionops.drivers.traffic import TrafficDriver, traffic_for
 from regionops.errors import RunbookError
 from regionops.model import CanaryWrite
@@ -83,7 +83,7 @@ class CanaryWriter:
         node = self.writer_node()
         if node is None:
             raise RunbookError("the writer record names no node of the cluster: the canary cannot write")
-        SqlNode(conninfo_for(self.cluster, self.cluster.nodes[node])).query(CANARY_SCHEMA_SQL)
+        sql_node_for(self.cluster, node).query(CANARY_SCHEMA_SQL)
         return node
 
     # -- the loop ---------------------------------------------------------------------------
@@ -153,5 +153,5 @@ class CanaryWriter:
 def canary_rows(topology: Topology, cluster: str, node: str, run_id: str) -> set[int]:
     """The sequence numbers of ``run_id``'s canary rows present on ``node``."""
     c = topology.clusters[cluster]
-    rows = SqlNode(conninfo_for(c, c.nodes[node])).query(f"SELECT seq FROM {CANARY_TABLE} WHERE run_id = %s", (run_id,))
+    rows = sql_node_for(c, node).query(f"SELECT seq FROM {CANARY_TABLE} WHERE run_id = %s", (run_id,))
     return {int(r["seq"]) for r in rows}

@@ -34,7 +34,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from regionops.drivers.postgres import ConnInfo, connect
+from regionops.drivers.postgres import ConnInfo, DictConnection, connect, one_row
 from regionops.errors import ExternalSystemError, TransientError
 from regionops.lsn import Lsn
 from regionops.model import CommonPoint
@@ -53,11 +53,11 @@ def fingerprint_statement(table: str) -> sql.Composed:
     ).format(ident)
 
 
-def fingerprint_in(conn: psycopg.Connection, tables: list[str]) -> Fingerprints:
+def fingerprint_in(conn: DictConnection, tables: list[str]) -> Fingerprints:
     """Fingerprint ``tables`` on an open connection (inside its current snapshot, if it has one)."""
     out: Fingerprints = {}
     for table in tables:
-        row = conn.execute(fingerprint_statement(table)).fetchone()
+        row = one_row(conn, fingerprint_statement(table))
         out[table] = {"rows": int(row["rows"]), "checksum": str(row["checksum"])}
     return out
 
@@ -79,7 +79,7 @@ def _lock_tables(tables: list[str]) -> sql.Composed:
 
 @contextmanager
 def locked_snapshot(
-    conn: psycopg.Connection, tables: list[str], lock_timeout_ms: int, where: str
+    conn: DictConnection, tables: list[str], lock_timeout_ms: int, where: str
 ) -> Iterator[LockedSnapshot]:
     """Inside the block, ``tables`` are locked against writes on ``conn`` (an autocommit primary session).
 
@@ -101,7 +101,7 @@ def locked_snapshot(
             ) from exc
         # LOCK takes no snapshot, so the transaction's snapshot is taken by this statement,
         # after the lock was granted: it holds every commit to the tables, and nothing else can commit.
-        row = conn.execute("SELECT pg_current_wal_insert_lsn()::text AS lsn, pg_export_snapshot() AS snap").fetchone()
+        row = one_row(conn, "SELECT pg_current_wal_insert_lsn()::text AS lsn, pg_export_snapshot() AS snap")
         yield LockedSnapshot(lsn=Lsn.parse(row["lsn"]), snapshot=row["snap"], locked_at=locked_at)
         conn.execute("COMMIT")
     except BaseException:
@@ -110,14 +110,14 @@ def locked_snapshot(
         raise
 
 
-def import_snapshot(conn: psycopg.Connection, snapshot: str) -> None:
+def import_snapshot(conn: DictConnection, snapshot: str) -> None:
     """Open a REPEATABLE READ transaction on ``conn`` that sees exactly the exported ``snapshot``."""
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
     conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
 
 
-def _replayed(conn: psycopg.Connection, lsn: Lsn) -> bool:
-    row = conn.execute("SELECT coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false) AS ok", (str(lsn),)).fetchone()
+def _replayed(conn: DictConnection, lsn: Lsn) -> bool:
+    row = one_row(conn, "SELECT coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false) AS ok", (str(lsn),))
     return bool(row["ok"])
 
 
@@ -147,7 +147,7 @@ class CommonPointReader:
         self.statement_timeout_ms = statement_timeout_ms
         self.connect_timeout = connect_timeout
 
-    def _connect(self, info: ConnInfo, stack: ExitStack) -> psycopg.Connection:
+    def _connect(self, info: ConnInfo, stack: ExitStack) -> DictConnection:
         return stack.enter_context(
             connect(
                 info,
@@ -177,7 +177,7 @@ class CommonPointReader:
     def _catch_up(self) -> None:
         """Let every replica replay the primary's current position first, so the lock is held briefly."""
         with connect(self.primary_info, connect_timeout=self.connect_timeout) as conn:
-            target = Lsn.parse(conn.execute("SELECT pg_current_wal_insert_lsn()::text AS l").fetchone()["l"])
+            target = Lsn.parse(one_row(conn, "SELECT pg_current_wal_insert_lsn()::text AS l")["l"])
         deadline = time.monotonic() + self.catch_up_seconds
         for name, info in self.replicas.items():
             try:
@@ -191,14 +191,14 @@ class CommonPointReader:
         with ExitStack() as stack:
             lock_conn = self._connect(self.primary_info, stack)
             reader = self._connect(self.primary_info, stack)
-            replicas: dict[str, psycopg.Connection] = {}
+            replicas: dict[str, DictConnection] = {}
             missed: dict[str, str] = {}
             for name, info in self.replicas.items():
                 try:
                     replicas[name] = self._connect(info, stack)
                 except (TransientError, ExternalSystemError) as exc:
                     missed[name] = f"unreachable: {exc}"
-            opened: dict[str, psycopg.Connection] = {}
+            opened: dict[str, DictConnection] = {}
             with locked_snapshot(
                 lock_conn,
                 tables,
@@ -236,10 +236,10 @@ class CommonPointReader:
             return result, prints
 
     @staticmethod
-    def _fingerprint_all(conns: dict[str, psycopg.Connection], tables: list[str]) -> dict[str, Fingerprints]:
+    def _fingerprint_all(conns: dict[str, DictConnection], tables: list[str]) -> dict[str, Fingerprints]:
         """Fingerprint every node from its snapshot, all at once (each connection in its own thread)."""
 
-        def one(conn: psycopg.Connection) -> Fingerprints:
+        def one(conn: DictConnection) -> Fingerprints:
             try:
                 return fingerprint_in(conn, tables)
             finally:

@@ -1,37 +1,52 @@
 """pgBackRest, the backup engine: configuration from the topology, commands through an injected runner.
 
-- **Configuration**: one stanza per cluster (named after it) and **one repository per
-  allowed bucket**: the home region's bucket is ``repo1``; each ``backup.copy_to`` region
-  adds one more, and a region outside the cluster's residency is refused (with the
-  rule) when the plan is made, before any pgBackRest command can run.  Each node has its
-  own file (``<config_dir>/<cluster>-<node>.conf``: its pg1-path, port and socket), as in
-  production where each node is a host.  Secrets are referenced in the topology and
-  resolved only into that 0600 file, owned by the cluster's OS user.
+- **Configuration** (:mod:`regionops.drivers.pgbackrest_config`): one stanza per cluster,
+  one repository per bucket its residency allows, one file per node.
 - **Commands** (stanza-create, check, backup, info, verify, restore, expire) are argv
   lists run by a :class:`Runner` on the node's machine as the cluster's OS user:
   :class:`LocalRunner` here, the node seam (a worker in the node's region) in
   production.  A failed command is a project error that carries pgBackRest's message.
+- **Results** (:mod:`regionops.drivers.pgbackrest_info`): typed, and ``pgbackrest info`` parsed.
+
+This module runs the commands; it re-exports the other two, so callers import one name.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
-from urllib.parse import urlsplit
+from typing import Protocol
 
-from pydantic import BaseModel, Field
-
-from regionops.backup.residency import check_all
+# The configuration and the results live beside this module; callers keep one import.
+from regionops.drivers.pgbackrest_config import (  # noqa: F401
+    BINARY,
+    PACKAGE,
+    BackupType,
+    Repository,
+    StanzaPlan,
+    TargetType,
+    archive_settings,
+    binary,
+    plan_stanza,
+    render_config,
+    write_config,
+)
+from regionops.drivers.pgbackrest_info import (  # noqa: F401
+    BackupInfo,
+    BackupResult,
+    CommandResult,
+    RepoStatus,
+    RestoreResult,
+    StanzaInfo,
+    VerifyResult,
+    parse_info,
+)
 from regionops.errors import (
     ConfigurationError,
     DeadlineExceeded,
@@ -41,211 +56,14 @@ from regionops.errors import (
     TransientError,
     VerificationFailed,
 )
-from regionops.topology import PgBackRestSettings, Topology, home_region
+from regionops.topology import Topology
 from regionops.waiting import poll_until
-
-PACKAGE = "pgbackrest"  # the Debian package (2.45 tested)
-BINARY = "pgbackrest"
-BackupType = Literal["full", "diff", "incr"]
-TargetType = Literal["time", "lsn", "name", "immediate", "default"]
 
 # pgBackRest error codes (its ``ERROR: [NNN]:`` lines) that name a condition which passes on
 # its own (a lock held by another run, an archive or host timeout): worth a retry.
 _TRANSIENT_CODES = frozenset({39, 50, 57, 82})  # HostConnect, LockAcquire, ProtocolTimeout, ArchiveTimeout
 _CONFIG_CODES = frozenset({31, 32, 37, 38})  # OptionInvalid, OptionInvalidValue, OptionRequired, ...
 _PRECONDITION_CODES = frozenset({55, 73, 75})  # FileMissing, PathMissing-like: stanza/backup not there
-
-
-def binary() -> str:
-    """The pgbackrest executable, or a ConfigurationError naming the package that provides it."""
-    path = shutil.which(BINARY)
-    if not path:
-        raise ConfigurationError(
-            f"pgBackRest is not installed: no {BINARY} on PATH (Debian: apt-get install {PACKAGE}; "
-            "`make monitoring-tools`, which `make demo` and `make test` run, installs it when run as root)"
-        )
-    return path
-
-
-# -- configuration -------------------------------------------------------------------------
-class Repository(BaseModel):
-    """One pgBackRest repository: a bucket that the cluster's residency allows."""
-
-    index: int = Field(description="pgBackRest's repo number: 1 is the home bucket")
-    region: str
-    aws_region: str
-    bucket: str
-    path: str
-    retention_full: int
-    retention_diff: int
-
-    def sentence(self) -> str:
-        """``repo1: s3://regionops-lab-eu/pgbackrest (eu, keep 2 full, 7 diff)``."""
-        return (
-            f"repo{self.index}: s3://{self.bucket}{self.path} ({self.region}, keep {self.retention_full} full, "
-            f"{self.retention_diff} diff)"
-        )
-
-
-class StanzaPlan(BaseModel):
-    """Everything needed to configure pgBackRest for one cluster, secrets still as references."""
-
-    cluster: str
-    repositories: list[Repository]
-    settings: PgBackRestSettings
-
-    def config_path(self, node: str) -> Path:
-        """The node's configuration file (on the node's machine)."""
-        return Path(self.settings.config_dir) / f"{self.cluster}-{node}.conf"
-
-    def spool_path(self, node: str) -> Path:
-        """The node's asynchronous archiving queue."""
-        return Path(self.settings.spool_dir) / f"{self.cluster}-{node}"
-
-    def repository(self, region: str) -> Repository:
-        """The repository in ``region``'s bucket (ConfigurationError when the plan has none)."""
-        for repo in self.repositories:
-            if repo.region == region:
-                return repo
-        raise ConfigurationError(
-            f"cluster {self.cluster} has no pgBackRest repository in region {region!r}; "
-            f"repositories: {', '.join(r.region for r in self.repositories)}"
-        )
-
-    def sentence(self) -> str:
-        return f"stanza {self.cluster}: " + "; ".join(r.sentence() for r in self.repositories)
-
-
-def plan_stanza(topology: Topology, cluster_name: str) -> StanzaPlan:
-    """The stanza and repositories of ``cluster_name``: home bucket first, then each allowed copy target.
-
-    Every region is checked against the cluster's residency before the plan exists, so a
-    copy target outside it is a ResidencyViolation naming the rule, and no command runs.
-    """
-    name, cluster = topology.cluster(cluster_name)
-    settings = cluster.backup.pgbackrest
-    regions = list(dict.fromkeys([home_region(cluster), *cluster.backup.copy_to]))
-    check_all(topology, name, regions, "pgBackRest repository")
-    repos = []
-    for index, region_name in enumerate(regions, 1):
-        region = topology.regions[region_name]
-        full = settings.retention_full if index == 1 else (settings.copy_retention_full or settings.retention_full)
-        repos.append(
-            Repository(
-                index=index,
-                region=region_name,
-                aws_region=region.aws_region,
-                bucket=region.bucket,
-                path=settings.repo_path,
-                retention_full=full,
-                retention_diff=settings.retention_diff,
-            )
-        )
-    return StanzaPlan(cluster=name, repositories=repos, settings=settings)
-
-
-def _s3_endpoint(topology: Topology, aws_region: str) -> tuple[str, int | None]:
-    """pgBackRest's repo-s3-endpoint (a host) and repo-storage-port for a region."""
-    url = topology.aws.endpoint_url
-    if not url:
-        return f"s3.{aws_region}.amazonaws.com", None
-    parts = urlsplit(url)
-    if parts.scheme != "https":
-        raise ConfigurationError(f"aws.endpoint_url {url}: pgBackRest reaches S3 only over https")
-    return parts.hostname or "", parts.port
-
-
-def render_config(topology: Topology, plan: StanzaPlan, node: str) -> str:
-    """The node's pgbackrest.conf text, secrets resolved (write it only with :func:`write_config`)."""
-    _, cluster = topology.cluster(plan.cluster)
-    spec = topology.node(plan.cluster, node)
-    s = plan.settings
-    glob: dict[str, str] = {
-        "compress-type": s.compress_type,
-        "process-max": str(s.process_max),
-        "archive-async": "y" if s.archive_async else "n",
-        "spool-path": str(plan.spool_path(node)),
-        "lock-path": s.lock_dir,
-        "log-path": s.log_dir,
-        "log-level-console": "off",  # stdout carries only --output=json; errors go to stderr
-        "log-level-stderr": "warn",
-        "log-level-file": "info",
-        "start-fast": "y",
-        "archive-timeout": "60",
-    }
-    aws = topology.aws
-    if bool(aws.access_key_id) != bool(aws.secret_access_key):
-        raise ConfigurationError("aws.access_key_id and aws.secret_access_key must be given together")
-    for repo in plan.repositories:
-        p = f"repo{repo.index}-"
-        host, port = _s3_endpoint(topology, repo.aws_region)
-        glob |= {
-            p + "type": "s3",
-            p + "path": repo.path,
-            p + "s3-bucket": repo.bucket,
-            p + "s3-region": repo.aws_region,
-            p + "s3-endpoint": host,
-            p + "retention-full": str(repo.retention_full),
-            p + "retention-diff": str(repo.retention_diff),
-            p + "bundle": "y" if s.bundle else "n",
-        }
-        if port:
-            glob[p + "storage-port"] = str(port)
-        if aws.endpoint_url:
-            glob[p + "s3-uri-style"] = "path"  # S3-compatible servers (moto) rarely have bucket subdomains
-        if aws.ca_bundle:
-            glob[p + "storage-ca-file"] = aws.ca_bundle
-        if aws.access_key_id and aws.secret_access_key:
-            glob[p + "s3-key"] = aws.access_key_id.resolve()
-            glob[p + "s3-key-secret"] = aws.secret_access_key.resolve()
-        elif aws.endpoint_url:
-            glob[p + "s3-key"] = glob[p + "s3-key-secret"] = "regionops"  # moto takes any credentials
-        else:
-            glob[p + "s3-key-type"] = "auto"  # the instance's IAM role
-        if s.cipher_passphrase:
-            glob[p + "cipher-type"] = "aes-256-cbc"
-            glob[p + "cipher-pass"] = s.cipher_passphrase.resolve()
-    stanza = {
-        "pg1-path": spec.data_dir,
-        "pg1-port": str(spec.port),
-        "pg1-socket-path": s.socket_dir,
-        "pg1-user": cluster.user,
-    }
-    lines = ["# written by regionops from the topology; holds secrets (mode 0600)", "[global]"]
-    lines += [f"{k}={v}" for k, v in glob.items()]
-    lines += ["", f"[{plan.cluster}]"] + [f"{k}={v}" for k, v in stanza.items()]
-    return "\n".join(lines) + "\n"
-
-
-def write_config(topology: Topology, plan: StanzaPlan, node: str) -> Path:
-    """Write the node's configuration file (0600, owned by the cluster's OS user when root); node-local."""
-    from regionops.drivers.pgtools import chown_to  # pg tools own the OS-user rule
-
-    _, cluster = topology.cluster(plan.cluster)
-    path = plan.config_path(node)
-    text = render_config(topology, plan, node)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    chown_to(tmp, cluster.os_user)
-    os.replace(tmp, path)
-    s = plan.settings
-    for directory in (plan.spool_path(node), Path(s.lock_dir), Path(s.log_dir)):
-        directory.mkdir(parents=True, exist_ok=True)
-        chown_to(directory, cluster.os_user)
-    return path
-
-
-def archive_settings(plan: StanzaPlan, node: str, binary_path: str = BINARY) -> dict[str, str]:
-    """PostgreSQL settings that archive every WAL segment of ``node`` through pgBackRest (async)."""
-    command = f"{binary_path} --config={plan.config_path(node)} --stanza={plan.cluster} archive-push %p"
-    return {
-        "archive_mode": "on",
-        "archive_command": "'" + command.replace("'", "''") + "'",
-        "unix_socket_directories": "'" + plan.settings.socket_dir.replace("'", "''") + "'",
-    }
 
 
 # -- running commands ----------------------------------------------------------------------
@@ -316,178 +134,6 @@ def pgbackrest_error(out: RunOutput) -> RunbookError:
     if code in _PRECONDITION_CODES:
         return PreconditionFailed(message)
     return ExternalSystemError(message)
-
-
-# -- typed results -------------------------------------------------------------------------
-class CommandResult(BaseModel):
-    """A command that succeeded (stanza-create, check, expire)."""
-
-    command: str
-    stanza: str
-    node: str
-    seconds: float
-    detail: str = ""
-
-    def sentence(self) -> str:
-        extra = f": {self.detail}" if self.detail else ""
-        return f"pgbackrest {self.command} of stanza {self.stanza} on {self.node} in {self.seconds:.1f} s{extra}"
-
-
-class BackupInfo(BaseModel):
-    """One backup in one repository, from ``info --output=json``."""
-
-    label: str
-    type: str
-    repo: int
-    started: datetime
-    stopped: datetime
-    size: int = Field(description="database size in bytes")
-    repo_size: int = Field(description="bytes stored in the repository")
-    delta: int = Field(0, description="bytes of the database this backup copied (all of it for a full)")
-    wal_start: str | None = None
-    wal_stop: str | None = None
-    lsn_start: str | None = None
-    lsn_stop: str | None = None
-    prior: str | None = None
-    error: bool = False
-
-    def sentence(self) -> str:
-        return (
-            f"{self.type} backup {self.label} in repo{self.repo}, {self.size} bytes ({self.repo_size} stored), "
-            f"taken {self.started:%Y-%m-%d %H:%M:%S}Z-{self.stopped:%H:%M:%S}Z"
-        )
-
-
-class RepoStatus(BaseModel):
-    """One repository's status in ``info``."""
-
-    repo: int
-    ok: bool
-    message: str
-
-
-class StanzaInfo(BaseModel):
-    """``info --output=json`` for one stanza: its backups (oldest first) and WAL archive range per repo."""
-
-    stanza: str
-    ok: bool
-    status: str
-    backups: list[BackupInfo]
-    repos: list[RepoStatus]
-    archive_min: str | None = None
-    archive_max: str | None = None
-
-    def newest(self, repo: int | None = None) -> BackupInfo | None:
-        """The newest good backup (of ``repo`` when given)."""
-        good = [b for b in self.backups if not b.error and (repo is None or b.repo == repo)]
-        return good[-1] if good else None
-
-    def sentence(self) -> str:
-        newest = self.newest()
-        tail = f"; newest: {newest.sentence()}" if newest else "; no backup yet"
-        wal = f"; WAL {self.archive_min}..{self.archive_max}" if self.archive_max else ""
-        return f"stanza {self.stanza} {self.status}: {len(self.backups)} backup(s){wal}{tail}"
-
-
-class BackupResult(BaseModel):
-    """A finished backup."""
-
-    node: str
-    repo: int
-    type: str
-    label: str | None = Field(None, description="pgBackRest's label, e.g. 20261124-225513F")
-    seconds: float
-    backup: BackupInfo | None = Field(None, description="its info entry, when asked for (describe=True)")
-
-    def sentence(self) -> str:
-        what = self.backup.sentence() if self.backup else f"{self.type} backup {self.label or ''} in repo{self.repo}"
-        return f"{what}; taken from {self.node} in {self.seconds:.1f} s"
-
-
-class VerifyResult(BaseModel):
-    """``verify``: the repository's backups and WAL are readable and match their checksums."""
-
-    repo: int
-    ok: bool
-    seconds: float
-    problems: list[str] = []
-
-    def sentence(self) -> str:
-        if self.ok:
-            return f"repo{self.repo} verified in {self.seconds:.1f} s: every backup and WAL file checks out"
-        return f"repo{self.repo} verification found {len(self.problems)} problem(s): " + "; ".join(self.problems)
-
-
-class RestoreResult(BaseModel):
-    """A restore into a directory (not started)."""
-
-    directory: str
-    target: str
-    repo: int
-    backup_set: str | None
-    seconds: float
-
-    def sentence(self) -> str:
-        source = f"backup {self.backup_set}" if self.backup_set else "the newest backup"
-        return (
-            f"restored {source} from repo{self.repo} into {self.directory}, recovering to {self.target}, "
-            f"in {self.seconds:.1f} s"
-        )
-
-
-def _lsn_pair(value: dict | None) -> tuple[str | None, str | None]:
-    return (value or {}).get("start"), (value or {}).get("stop")
-
-
-def parse_info(text: str, stanza: str) -> StanzaInfo:
-    """The typed form of ``pgbackrest info --output=json`` for ``stanza``."""
-    try:
-        docs = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ExternalSystemError(f"pgbackrest info printed no JSON: {text[:200]!r}") from exc
-    doc = next((d for d in docs if d.get("name") == stanza), None)
-    if doc is None:
-        raise PreconditionFailed(f"pgbackrest info knows no stanza {stanza!r}")
-    backups = []
-    for b in doc.get("backup", []):
-        wal_start, wal_stop = _lsn_pair(b.get("archive"))
-        lsn_start, lsn_stop = _lsn_pair(b.get("lsn"))
-        backups.append(
-            BackupInfo(
-                label=b["label"],
-                type=b["type"],
-                repo=int(b.get("database", {}).get("repo-key", 1)),
-                started=datetime.fromtimestamp(b["timestamp"]["start"], UTC),
-                stopped=datetime.fromtimestamp(b["timestamp"]["stop"], UTC),
-                size=int(b.get("info", {}).get("size", 0)),
-                repo_size=int(b.get("info", {}).get("repository", {}).get("size", 0)),
-                delta=int(b.get("info", {}).get("delta", 0)),
-                wal_start=wal_start,
-                wal_stop=wal_stop,
-                lsn_start=lsn_start,
-                lsn_stop=lsn_stop,
-                prior=b.get("prior"),
-                error=bool(b.get("error", False)),
-            )
-        )
-    backups.sort(key=lambda b: (b.stopped, b.label))
-    archives = doc.get("archive", [])
-    status = doc.get("status", {})
-    repos = [
-        RepoStatus(
-            repo=int(r["key"]), ok=r.get("status", {}).get("code") == 0, message=r.get("status", {}).get("message", "")
-        )
-        for r in doc.get("repo", [])
-    ]
-    return StanzaInfo(
-        stanza=stanza,
-        ok=status.get("code") == 0,
-        status=status.get("message", "unknown"),
-        backups=backups,
-        repos=repos,
-        archive_min=min((a["min"] for a in archives if a.get("min")), default=None),
-        archive_max=max((a["max"] for a in archives if a.get("max")), default=None),
-    )
 
 
 # -- the driver ----------------------------------------------------------------------------

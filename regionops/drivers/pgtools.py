@@ -284,3 +284,11 @@ class PgCtl:
     def reload(self) -> str:
         """Reload the configuration files."""
         return run_tool([tool("pg_ctl"), "reload", "-D", self.data_dir], os_user=self.os_user, timeout=30)
+
+
+def server_log(data_dir: Path, node: str) -> Path:
+    """Where a node's server logs: beside its data directory, which the server's OS user can write.
+
+    The one definition for every start of a node (the seam's, restore's, a swap back's).
+    """
+    return data_dir.parent / f"{node}.log"

@@ -27,6 +27,10 @@ from regionops.topology import Cluster, Node
 
 log = logging.getLogger(__name__)
 
+Row = dict[str, Any]
+# Every connection of the seam returns rows as dicts (see connect()).
+DictConnection = psycopg.Connection[Row]
+
 
 class NodeUnreachable(TransientError):
     """The server did not accept a connection (down, fenced, network)."""
@@ -66,6 +70,20 @@ def conninfo_for(cluster: Cluster, node: Node, dbname: str | None = None) -> Con
     return ConnInfo(node.host, node.port, dbname or cluster.database, cluster.user, password)
 
 
+def replication_conninfo(cluster: Cluster, primary: str, for_node: str, *, with_password: bool = True) -> str:
+    """The libpq string a replica ``for_node`` uses to stream from ``primary`` (primary_conninfo).
+
+    application_name is the replica's name, so pg_stat_replication on the primary shows
+    which node is which.  ``with_password=False`` for a string that goes on a command
+    line (pg_rewind): the password then travels in the process's environment.
+    """
+    spec = cluster.nodes[primary]
+    info = conninfo_for(cluster, spec, dbname="postgres")
+    password = info.password if with_password else None
+    info = type(info)(info.host, info.port, info.dbname, cluster.replication_user, password)
+    return info.libpq(application_name=for_node)
+
+
 @contextmanager
 def connect(
     info: ConnInfo,
@@ -74,7 +92,7 @@ def connect(
     statement_timeout_ms: int = 15_000,
     autocommit: bool = True,
     application_name: str = "regionops",
-) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+) -> Iterator[DictConnection]:
     """Open a connection with timeouts; translate psycopg errors into project errors."""
     try:
         conn = psycopg.connect(
@@ -98,6 +116,15 @@ def connect(
         raise TransientError(f"{info.host}:{info.port}: {_first_line(exc)}") from exc
     except psycopg.Error as exc:
         raise ExternalSystemError(f"{info.host}:{info.port}: {_first_line(exc)}") from exc
+
+
+def one_row(conn: DictConnection, statement: str | sql.SQL | sql.Composed, params: Any = None) -> Row:
+    """The row a statement that always returns one returned (ExternalSystemError when it returned none)."""
+    row = conn.execute(statement, params).fetchone()
+    if row is None:
+        text = statement.as_string(conn) if isinstance(statement, sql.Composable) else str(statement)
+        raise ExternalSystemError(f"no row from {' '.join(text.split())[:120]}")
+    return row
 
 
 def _first_line(exc: BaseException) -> str:
@@ -163,7 +190,7 @@ class SqlObserver:
         now = datetime.now(UTC)
         try:
             with connect(info, connect_timeout=self.connect_timeout, statement_timeout_ms=5000) as conn:
-                common = conn.execute(_COMMON_SQL).fetchone()
+                common = one_row(conn, _COMMON_SQL)
                 state: dict[str, Any] = {
                     "node": node_name,
                     "reachable": True,
@@ -176,14 +203,14 @@ class SqlObserver:
                 }
                 if common["in_recovery"]:
                     state["role"] = "replica"
-                    state.update(conn.execute(_REPLICA_SQL).fetchone())
+                    state.update(one_row(conn, _REPLICA_SQL))
                     receiver = conn.execute(_RECEIVER_SQL).fetchone()
                     if receiver:
                         state["wal_receiver"] = receiver
                     state["timeline"] = (receiver or {}).get("received_tli") or common["checkpoint_timeline"]
                 else:
                     state["role"] = "primary"
-                    state.update(conn.execute(_PRIMARY_SQL).fetchone())
+                    state.update(one_row(conn, _PRIMARY_SQL))
                     state["replication"] = conn.execute(_REPLICATION_SQL).fetchall()
                 return NodeState.model_validate(state)
         except (TransientError, ExternalSystemError) as exc:
@@ -335,3 +362,21 @@ class SqlNode:
         """Every ordinary table outside the system schemas, as schema.name."""
         rows = self.query("SELECT schemaname || '.' || relname AS name FROM pg_stat_user_tables ORDER BY 1")
         return [r["name"] for r in rows]
+
+
+# --- the factory: every caller gets its SQL seam here -------------------------------
+
+
+def sql_node_at(info: ConnInfo, *, connect_timeout: float = 3) -> SqlNode:
+    """The SQL seam to a server known by its connection details (lab bootstrap, scratch instances)."""
+    return SqlNode(info, connect_timeout=connect_timeout)
+
+
+def sql_node_for(cluster: Cluster, node: str, *, dbname: str | None = None, connect_timeout: float = 3) -> SqlNode:
+    """The SQL seam to ``node`` of ``cluster``, its connection details taken from the topology."""
+    return sql_node_at(conninfo_for(cluster, cluster.nodes[node], dbname), connect_timeout=connect_timeout)
+
+
+def observer_for(*, connect_timeout: float = 3) -> DatabaseObserver:
+    """The observer of PostgreSQL servers (reports an unreachable node instead of raising)."""
+    return SqlObserver(connect_timeout=connect_timeout)

@@ -8,9 +8,12 @@ from typing import Protocol
 import httpx
 
 from regionops.model.probes import AppProbe
+from regionops.topology import Topology
 
 
 class AppProber(Protocol):
+    """Probes one regional app's health; never raises."""
+
     def probe(self, region: str, base_url: str) -> AppProbe: ...
 
 
@@ -47,9 +50,41 @@ class HttpAppProber:
         )
 
 
-def request_path(client: httpx.Client, base_url: str, path: str) -> int | None:
-    """GET ``base_url + path`` (traffic for the release gates); the status code, None when unreachable."""
-    try:
-        return client.get(base_url.rstrip("/") + path).status_code
-    except httpx.HTTPError:
-        return None
+class TrafficMaker(Protocol):
+    """Requests an app's paths so a gate has traffic to judge even in a quiet region."""
+
+    def request(self, base_url: str, path: str) -> int | None: ...
+
+
+class HttpTrafficMaker:
+    """``GET {base_url}{path}``; the status code, None when unreachable.  Close it (or use ``with``)."""
+
+    def __init__(self, client: httpx.Client | None = None, timeout: float = 5.0):
+        self.client = client or httpx.Client(timeout=timeout)
+
+    def request(self, base_url: str, path: str) -> int | None:
+        """Request one path of the app at ``base_url``."""
+        try:
+            return self.client.get(base_url.rstrip("/") + path).status_code
+        except httpx.HTTPError:
+            return None
+
+    def close(self) -> None:
+        """Release the HTTP connections."""
+        self.client.close()
+
+    def __enter__(self) -> HttpTrafficMaker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prober_for(topology: Topology, timeout: float = 3.0) -> AppProber:
+    """The prober of the topology's regional apps (every app speaks HTTP today)."""
+    return HttpAppProber(timeout=timeout)
+
+
+def traffic_maker_for(topology: Topology, timeout: float = 5.0) -> HttpTrafficMaker:
+    """What requests the topology's apps' probe paths during a bake."""
+    return HttpTrafficMaker(timeout=timeout)

@@ -7,6 +7,8 @@ an unreachable Prometheus is part of the result.
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from pydantic import BaseModel
 
@@ -45,7 +47,7 @@ class PrometheusView(BaseModel):
 
 
 class PrometheusClient:
-    """``GET /api/v1/alerts``.  ``client`` is injected in tests."""
+    """``GET /api/v1/alerts`` and instant queries.  ``client`` is injected in tests."""
 
     def __init__(self, base_url: str, client: httpx.Client | None = None, timeout: float = 5.0):
         self.base_url = base_url.rstrip("/")
@@ -69,3 +71,12 @@ class PrometheusClient:
             for a in raw
         ]
         return PrometheusView(url=self.base_url, reachable=True, alerts=alerts)
+
+    def vector(self, expr: str) -> list[dict[str, Any]] | None:
+        """The series an instant query returns now (``GET /api/v1/query``); None when Prometheus did not answer."""
+        try:
+            resp = self.client.get(f"{self.base_url}/api/v1/query", params={"query": expr})
+            resp.raise_for_status()
+            return list(resp.json()["data"]["result"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None

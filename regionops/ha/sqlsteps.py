@@ -16,10 +16,16 @@ from pydantic import BaseModel
 from regionops.decisions import ProbeOutcome
 from regionops.decisions._common import fmt_bytes
 from regionops.drivers.pgconf import slot_name
-from regionops.drivers.postgres import NodeState, SqlNode, SqlObserver, conninfo_for
+from regionops.drivers.postgres import (
+    NodeState,
+    SqlNode,
+    conninfo_for,
+    observer_for,
+    replication_conninfo,
+    sql_node_for,
+)
 from regionops.errors import DeadlineExceeded, ExternalSystemError, VerificationFailed
 from regionops.lsn import Lsn
-from regionops.node import replication_conninfo
 from regionops.topology import Cluster
 from regionops.waiting import poll_until
 
@@ -28,12 +34,12 @@ log = logging.getLogger(__name__)
 
 def sql_node(cluster: Cluster, node: str, connect_timeout: float = 3) -> SqlNode:
     """SQL access to one node of ``cluster``."""
-    return SqlNode(conninfo_for(cluster, cluster.nodes[node]), connect_timeout=connect_timeout)
+    return sql_node_for(cluster, node, connect_timeout=connect_timeout)
 
 
 def observe(cluster: Cluster, node: str, connect_timeout: float = 2) -> NodeState:
     """One node's state now (unreachable is a result, not an error)."""
-    return SqlObserver(connect_timeout=connect_timeout).observe(node, conninfo_for(cluster, cluster.nodes[node]))
+    return observer_for(connect_timeout=connect_timeout).observe(node, conninfo_for(cluster, cluster.nodes[node]))
 
 
 # --- fencing writes (switchover) -----------------------------------------------------------
@@ -241,7 +247,8 @@ class SlotsEnsured(BaseModel):
 def ensure_slots(cluster: Cluster, primary: str, nodes: list[str]) -> SlotsEnsured:
     """Create the slot of every node in ``nodes`` on ``primary`` (so it keeps their WAL)."""
     db = sql_node(cluster, primary)
-    created, existing = [], []
+    created: list[str] = []
+    existing: list[str] = []
     for node in nodes:
         (created if db.ensure_slot(slot_name(node)) else existing).append(slot_name(node))
     return SlotsEnsured(primary=primary, created=created, existing=existing)

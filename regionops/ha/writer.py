@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from regionops.drivers.appwrite import AppWrite, HttpAppWriter
+from regionops.drivers.appwrite import AppWrite, HttpAppWriter, app_writer_for
 from regionops.drivers.traffic import TrafficDriver, traffic_for
 from regionops.errors import DeadlineExceeded, PreconditionFailed
 from regionops.ha.fencing import FenceStore
@@ -106,7 +106,7 @@ def verify_write(
     started = time.monotonic()
     spec = topology.node(cluster, primary)
     regions = [spec.region] + [r for r in topology.regions if r != spec.region]
-    writer = writer or HttpAppWriter(timeout=3)
+    writer = writer or app_writer_for(topology)
     payload = f"{label} write check {uuid.uuid4().hex[:8]}"
     attempts: list[AppWrite] = []
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from regionops.drivers.postgres import SqlNode, conninfo_for
+from regionops.drivers.postgres import SqlNode, sql_node_for
 from regionops.drivers.traffic import traffic_for
 from regionops.errors import RunbookError
 from regionops.lab.app_metrics import AppMetrics
@@ -98,7 +98,7 @@ class RegionalApp:
         return node
 
     def _sql(self, node: str) -> SqlNode:
-        return SqlNode(conninfo_for(self.cluster, self.cluster.nodes[node]), connect_timeout=2)
+        return sql_node_for(self.cluster, node, connect_timeout=2)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """200 with status ok, or degraded (still 200: the app serves) naming what is wrong."""

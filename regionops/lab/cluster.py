@@ -9,7 +9,7 @@ region health's verdict on it.
 from __future__ import annotations
 
 from regionops.drivers import pgbackrest
-from regionops.drivers.postgres import NodeState, SqlObserver
+from regionops.drivers.postgres import NodeState, observer_for
 from regionops.ha.fencing import FenceStore, home_bucket
 from regionops.lab import pglab
 from regionops.lab.component import ComponentStatus, LabComponent, Observation, Progress, indented
@@ -66,7 +66,7 @@ class LabCluster(LabComponent):
 
     def observe_nodes(self) -> dict[str, NodeState]:
         """Every node's state now (a stopped node is an unreachable state, not an error)."""
-        observer = SqlObserver(connect_timeout=2)
+        observer = observer_for(connect_timeout=2)
         return {node: observer.observe(node, pglab.conninfo(self.cfg, node)) for node in LAB_NODES}
 
     def stopped_nodes(self, fenced: set[str]) -> list[str]:

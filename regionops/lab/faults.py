@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from regionops.drivers.pgtools import PgCtl, kill_instance, signal_instance
-from regionops.drivers.postgres import SqlObserver, conninfo_for
+from regionops.drivers.postgres import conninfo_for, observer_for
 from regionops.errors import ConfigurationError
 from regionops.ha.fencing import FenceStore
 from regionops.lab.processes import running_pid, stop
@@ -167,7 +167,7 @@ class LabFaultInjector:
                 n = self._signal(ctl, signal.SIGCONT)
                 notes.append(f"resumed frozen {node} (SIGCONT to {n} process(es))")
         notes.append(self._start_all_apps())
-        observer = SqlObserver(connect_timeout=2)
+        observer = observer_for(connect_timeout=2)
         states = {n: observer.observe(n, conninfo_for(c, spec)) for n, spec in c.nodes.items()}
         writable = [n for n, s in states.items() if s.reachable and s.role == "primary" and not s.read_only]
         for node, state in states.items():

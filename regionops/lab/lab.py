@@ -27,10 +27,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from regionops.drivers import pgbackrest
-from regionops.drivers.objectstore import BucketStatus, objectstore_for
+from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.postgres import NodeState
-from regionops.drivers.probes import HttpAppProber
-from regionops.drivers.traffic import DnsRecord, traffic_for
+from regionops.drivers.probes import prober_for
+from regionops.drivers.traffic import traffic_for
 from regionops.errors import RunbookError
 from regionops.ha.identity import IdentityStore
 from regionops.health import RegionHealthReport, assess_health
@@ -46,6 +46,7 @@ from regionops.lab.reconcile import advice_for, reconcile_writer
 from regionops.lab.services import LabAlertReceiver, LabSlackSink
 from regionops.lab.topology_file import LAB_CDN, topology_document, write_topology
 from regionops.lab.workers import LabWorkers
+from regionops.model.probes import BucketStatus, DnsRecord
 from regionops.topology import Topology, default_lab_dir, load_topology
 
 
@@ -223,7 +224,7 @@ class Lab:
 
     def _assess(self, topo: Topology, states: dict[str, NodeState], fenced: set[str]) -> RegionHealthReport:
         """Region health's assessment of the lab as it is now (the same checks, not a copy of them)."""
-        prober = HttpAppProber(timeout=2)
+        prober = prober_for(topo, timeout=2)
         apps = [prober.probe(region, r.app_url) for region, r in topo.regions.items()]
         buckets: list[BucketStatus] = []
         record: DnsRecord | None = None

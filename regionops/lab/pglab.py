@@ -19,7 +19,7 @@ from regionops.drivers.pgconf import (
     write_node_settings,
 )
 from regionops.drivers.pgtools import PgCtl, chown_to, kill_instance, reachable_by, run_tool, tool
-from regionops.drivers.postgres import ConnInfo, SqlNode, SqlObserver
+from regionops.drivers.postgres import ConnInfo, SqlNode, observer_for, sql_node_at
 from regionops.errors import ConfigurationError, DeadlineExceeded
 from regionops.lab.config import LAB_DATABASE, LAB_NODES, LAB_PRIMARY, LabConfig
 from regionops.lab.processes import command_lines
@@ -209,7 +209,7 @@ def _has_data(cfg: LabConfig, node: str) -> bool:
 
 def writable_nodes(cfg: LabConfig, nodes: Collection[str] = tuple(LAB_NODES)) -> list[str]:
     """The running nodes among ``nodes`` that are not in recovery (normally exactly one)."""
-    observer = SqlObserver(connect_timeout=2)
+    observer = observer_for(connect_timeout=2)
     return [
         n
         for n in nodes
@@ -250,14 +250,14 @@ def ensure_cluster(
         progress(f"not exactly one primary ({', '.join(writable) or 'none'}): slots and schema left as they are")
     else:
         _require_passwords(cfg, primary, progress)
-        sql = SqlNode(conninfo(cfg, primary, dbname="postgres"))
+        sql = sql_node_at(conninfo(cfg, primary, dbname="postgres"))
         # A slot per replica keeps WAL on the primary for a replica that is briefly away.
         for node in LAB_NODES:
             if node != primary:
                 sql.ensure_slot(slot_name(node))
         if sql.ensure_database(LAB_DATABASE):
             progress(f"created database {LAB_DATABASE}")
-        app = SqlNode(conninfo(cfg, primary))
+        app = sql_node_at(conninfo(cfg, primary))
         app.query(SCHEMA_SQL)
         seeded = seed_application_data(app, cfg.seed_rows)
         if seeded:
@@ -290,16 +290,16 @@ def _require_passwords(cfg: LabConfig, primary: str, progress: Callable[[str], N
     password = cfg.pg_password()
     if password is None:
         return
-    SqlNode(conninfo(cfg, primary, "postgres")).set_password(SUPERUSER, password)
+    sql_node_at(conninfo(cfg, primary, "postgres")).set_password(SUPERUSER, password)
     for node in LAB_NODES:
         if node != primary:
             replica = conninfo(cfg, primary, "postgres")
-            SqlNode(conninfo(cfg, node, "postgres")).set_config(
+            sql_node_at(conninfo(cfg, node, "postgres")).set_config(
                 "primary_conninfo", replica.libpq(application_name=node)
             )
     for node in LAB_NODES:
         write_hba(cfg.data_dir(node), HBA_LINES, cfg.os_user)
-        SqlNode(conninfo(cfg, node, "postgres")).query("SELECT pg_reload_conf()")
+        sql_node_at(conninfo(cfg, node, "postgres")).query("SELECT pg_reload_conf()")
     progress("the nodes now require a password (scram-sha-256) for every TCP connection")
 
 

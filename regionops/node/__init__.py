@@ -1,5 +1,6 @@
 """The node-operation seam: steps that touch a node's own machine (pg_ctl, data directory, WAL files).
 
+- :mod:`regionops.node.operations`: the one table of node operations (name, arguments, typed result);
 - :mod:`regionops.node.operator`: the :class:`NodeOperator` protocol and :class:`NodeOpResult`;
 - :mod:`regionops.node.local`: :class:`LocalNodeOperator`, the steps performed on this machine;
 - :mod:`regionops.node.regional`: :class:`RegionalNodeOperator`, each step a run of the
@@ -28,7 +29,7 @@ from regionops.topology import Topology
 _LAZY = {
     "LocalNodeOperator": "regionops.node.local",
     "kill_instance": "regionops.drivers.pgtools",
-    "replication_conninfo": "regionops.node.local",
+    "replication_conninfo": "regionops.drivers.postgres",
     "RegionalNodeOperator": "regionops.node.regional",
 }
 

@@ -13,7 +13,9 @@ import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from regionops.backup import restore_on_host
 from regionops.drivers import pgbackrest
 from regionops.drivers.pgconf import (
     ARCHIVE_CONF,
@@ -24,8 +26,8 @@ from regionops.drivers.pgconf import (
     write_node_settings,
 )
 from regionops.drivers.pgdata import pg_basebackup, pg_rewind, read_control_data, read_wal_end
-from regionops.drivers.pgtools import PgCtl, chown_to, kill_instance
-from regionops.drivers.postgres import SqlObserver, conninfo_for
+from regionops.drivers.pgtools import PgCtl, chown_to, kill_instance, server_log
+from regionops.drivers.postgres import conninfo_for, observer_for, replication_conninfo
 from regionops.errors import ExternalSystemError, PreconditionFailed, RunbookError, TransientError
 from regionops.ha.identity import IdentityStore
 from regionops.lsn import Lsn
@@ -38,10 +40,11 @@ from regionops.model.restore import (
     StagedRestore,
     StageRequest,
 )
+from regionops.node import operations
 from regionops.node.operator import RECLONE_MARK, REPLACED_MARK, NodeOpResult, StopMode
 from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun, run_on_this_machine
 from regionops.node.standing import Standing, StandingFacts, judge_standing
-from regionops.topology import Cluster, Topology
+from regionops.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ class LocalNodeOperator:
         """The system identifier a reachable member reports over SQL (the other members first), else the record
         made when the cluster was last seen healthy."""
         for member in [*(n for n in self.cluster.nodes if n != node), node]:
-            state = SqlObserver(connect_timeout=2).observe(
+            state = observer_for(connect_timeout=2).observe(
                 member, conninfo_for(self.cluster, self.cluster.nodes[member])
             )
             if state.reachable and state.system_identifier:
@@ -168,6 +171,11 @@ class LocalNodeOperator:
     def _timed(started: float) -> float:
         return round(time.monotonic() - started, 2)
 
+    # -- the table's dispatch -------------------------------------------------------------
+    def perform(self, operation: str, node: str, *args: Any) -> Any:
+        """Run the step named ``operation`` (an OPERATIONS entry) on this machine."""
+        return getattr(self, operations.operation(operation).method)(node, *args)
+
     # -- reads --------------------------------------------------------------------------
     def data_dir_exists(self, node: str) -> bool:
         self.require_standing(node)
@@ -209,6 +217,14 @@ class LocalNodeOperator:
             return None
         lsn, last_commit, segment = found
         return WalEnd(node=node, lsn=lsn, last_commit_at=last_commit, segment=segment)
+
+    def is_frozen(self, node: str) -> bool:
+        self.require_standing(node)
+        return self._pgctl(node).is_frozen()
+
+    def primary_start_blocked(self, node: str) -> bool:
+        self.require_standing(node)
+        return (self.data_dir(node) / "standby.signal").exists()
 
     # -- changes ------------------------------------------------------------------------
     def start(self, node: str) -> NodeOpResult:
@@ -298,6 +314,16 @@ class LocalNodeOperator:
             changed=True,
             detail=f"wrote standby.signal into {node}'s data directory: if anything starts it, "
             f"it starts read-only, never as a second primary",
+        )
+
+    def allow_primary_start(self, node: str) -> NodeOpResult:
+        self.require_standing(node)
+        signal = self.data_dir(node) / "standby.signal"
+        changed = signal.exists()
+        signal.unlink(missing_ok=True)
+        detail = "removed standby.signal" if changed else "found no standby.signal"
+        return NodeOpResult(
+            node=node, operation="allow-primary-start", changed=changed, detail=f"{detail}: {node} may start as primary"
         )
 
     def rewind(self, node: str, source: str) -> NodeOpResult:
@@ -395,26 +421,20 @@ class LocalNodeOperator:
         self.require_standing(node)
         return run_on_this_machine(self.topology, self.cluster_name, self.cluster.os_user, node, command)
 
-    # -- restore's disk steps (regionops.backup.restore does the work) ----------------
+    # -- restore's disk steps (regionops.backup.restore_on_host does the work) ----------------
     def restore_facts(self, node: str, repo: int = 1) -> RestoreDiskFacts:
-        from regionops.backup import restore
-
         self.require_standing(node)
-        return restore.disk_facts(self.topology, self.cluster_name, node, repo)
+        return restore_on_host.disk_facts(self.topology, self.cluster_name, node, repo)
 
     def restore_stage(self, node: str, request: StageRequest) -> StagedRestore:
-        from regionops.backup import restore
-
         self.require_standing(node)
         self._require_own_plan(node, request.plan)
-        return restore.stage(self.topology, request)
+        return restore_on_host.stage(self.topology, request)
 
     def restore_activate(self, node: str, request: ActivateRequest) -> ActivatedRestore:
-        from regionops.backup import restore
-
         self.require_standing(node)
         self._require_own_plan(node, request.plan)
-        return restore.activate(self.topology, request)
+        return restore_on_host.activate(self.topology, request)
 
     def _require_own_plan(self, node: str, plan: RestorePlan) -> None:
         """A restore step touches only this node's data directory and the paths derived from it."""
@@ -425,28 +445,6 @@ class LocalNodeOperator:
                 f"refusing to restore onto {node}: the plan names {plan.node} of {plan.cluster} with data directory "
                 f"{plan.data_dir} (staging {plan.staging_dir}), not {node}'s {data}; nothing was changed"
             )
-
-
-def server_log(data_dir: Path, node: str) -> Path:
-    """Where a node's server logs: beside its data directory, which the server's OS user can write.
-
-    The one definition for every start of a node (the seam's, restore's, a swap back's).
-    """
-    return data_dir.parent / f"{node}.log"
-
-
-def replication_conninfo(cluster: Cluster, primary: str, for_node: str, *, with_password: bool = True) -> str:
-    """The libpq string a replica ``for_node`` uses to stream from ``primary`` (primary_conninfo).
-
-    application_name is the replica's name, so pg_stat_replication on the primary shows
-    which node is which.  ``with_password=False`` for a string that goes on a command
-    line (pg_rewind): the password then travels in the process's environment.
-    """
-    spec = cluster.nodes[primary]
-    info = conninfo_for(cluster, spec, dbname="postgres")
-    password = info.password if with_password else None
-    info = type(info)(info.host, info.port, info.dbname, cluster.replication_user, password)
-    return info.libpq(application_name=for_node)
 
 
 def _rewind_summary(output: str) -> str:

@@ -6,7 +6,7 @@ a result pickled from a class defined there could not be read back by the runboo
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from regionops.model import ControlData, WalEnd
 from regionops.model.restore import (
@@ -16,14 +16,8 @@ from regionops.model.restore import (
     StagedRestore,
     StageRequest,
 )
-from regionops.node.operator import (
-    NodeOpResult,
-    Operation,
-    PgBackRestOperation,
-    ReadOperation,
-    RestoreOperation,
-    StopMode,
-)
+from regionops.node.operations import OPERATIONS
+from regionops.node.operator import NodeOpResult, StopMode
 from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun
 from regionops.topology import Topology
 
@@ -43,15 +37,20 @@ class NodeOpParams(BaseModel):
     )
     cluster: str = Field(description="cluster the node belongs to")
     node: str = Field(description="node to act on; its region's worker must run this")
-    operation: Operation | ReadOperation | RestoreOperation | PgBackRestOperation = Field(
-        description="the one step to perform"
-    )
+    operation: str = Field(description="the one step to perform (an entry of regionops.node.operations)")
     mode: StopMode = Field("fast", description="stop mode (stop only)")
     peer: str | None = Field(None, description="primary (configure-standby) or source (rewind, reclone)")
     repo: int = Field(1, ge=1, description="pgBackRest repository whose backup sets to list (restore-facts only)")
     stage: StageRequest | None = Field(None, description="what to restore beside the node (restore-stage only)")
     activate: ActivateRequest | None = Field(None, description="the verified copy to swap in (restore-activate only)")
     pgbackrest: PgBackRestCommand | None = Field(None, description="the pgBackRest command to run (pgbackrest only)")
+
+    @field_validator("operation")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in OPERATIONS:
+            raise ValueError(f"unknown node operation {name!r}; known: {', '.join(OPERATIONS)}")
+        return name
 
 
 class NodeOpReply(BaseModel):

@@ -14,25 +14,19 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 from prefect import get_client
-from prefect.client.schemas.objects import State
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled
 
 from regionops.errors import DeadlineExceeded, NodeStepFailed
-from regionops.model import ControlData, WalEnd
-from regionops.model.restore import (
-    ActivatedRestore,
-    ActivateRequest,
-    RestoreDiskFacts,
-    StagedRestore,
-    StageRequest,
-)
+from regionops.node import operations
 from regionops.node.messages import NodeOpParams, NodeOpReply, deployment_name
-from regionops.node.operator import NodeOpResult, StopMode
+from regionops.node.operator import NodeOperator
 from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun
 from regionops.topology import Topology
 from regionops.waiting import poll_until
@@ -42,8 +36,12 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 3600.0  # once picked up: a re-clone of a large node takes a while
 
 
-class RegionalNodeOperator:
-    """Node steps run by the node's regional worker (``run_deployment``), same protocol as the local one."""
+class RegionalNodeOperator(NodeOperator):
+    """Node steps run by the node's regional worker (``run_deployment``), same protocol as the local one.
+
+    It implements only :meth:`perform`: the typed methods are the protocol's, each a
+    call of :meth:`perform` with its entry of :data:`regionops.node.operations.OPERATIONS`.
+    """
 
     def __init__(self, topology: Topology, cluster: str, timeout: float = DEFAULT_TIMEOUT, poll_interval: float = 0.5):
         self.topology = topology
@@ -60,31 +58,25 @@ class RegionalNodeOperator:
         """The child run's link in the Prefect UI (its id when the topology names no UI)."""
         return self.topology.prefect.run_link(run_id) or f"flow run {run_id}"
 
-    def call(
-        self,
-        node: str,
-        operation: str,
-        *,
-        mode: StopMode = "fast",
-        peer: str | None = None,
-        stage: StageRequest | None = None,
-        activate: ActivateRequest | None = None,
-        repo: int = 1,
-        pgbackrest: PgBackRestCommand | None = None,
-    ) -> NodeOpReply:
-        """Run one node step on the node's regional worker and return its typed reply."""
+    def perform(self, operation: str, node: str, *args: Any) -> Any:
+        """Run the step named ``operation`` on the node's regional worker; its typed result from the reply."""
+        step = operations.operation(operation)
+        reply = self.call(node, step.name, **step.shipped(args))
+        value = getattr(reply, step.reply)
+        if value is None and not step.optional:
+            raise NodeStepFailed(
+                f"node step {step.name} of {node} returned no {step.reply}", node=node, operation=step.name
+            )
+        return value
+
+    def call(self, node: str, operation: str, **fields: Any) -> NodeOpReply:
+        """Run one node step on the node's regional worker and return its typed reply.
+
+        ``fields`` are the step's NodeOpParams fields (peer, mode, repo, stage, activate, pgbackrest).
+        """
         region = self.cluster.nodes[node].region
         params = NodeOpParams(
-            topology=self.topology,
-            cluster=self.cluster_name,
-            node=node,
-            operation=operation,
-            mode=mode,
-            peer=peer,
-            stage=stage,
-            activate=activate,
-            repo=repo,
-            pgbackrest=pgbackrest,
+            topology=self.topology, cluster=self.cluster_name, node=node, operation=operation, **fields
         )
         where = f"node step {operation} of {node} (region {region}, pool {self.pool(node)})"
         try:
@@ -103,6 +95,8 @@ class RegionalNodeOperator:
                 node=node,
                 operation=operation,
             ) from exc
+        # run_deployment is sync-compatible: called from sync code (as here) it returns the run itself.
+        assert isinstance(run, FlowRun), f"run_deployment returned {type(run).__name__} in a sync context"
         url = self.run_url(run.id)
         state = self._wait(run.id, where, node, operation, url)
         if not state.is_completed():
@@ -177,62 +171,10 @@ class RegionalNodeOperator:
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(run_id, Cancelled(message="the calling runbook stopped waiting"), force=True)
 
-    # -- the protocol ---------------------------------------------------------------------
-    def data_dir_exists(self, node: str) -> bool:
-        return bool(self.call(node, "data-dir-exists").flag)
-
-    def is_running(self, node: str) -> bool:
-        return bool(self.call(node, "is-running").flag)
-
-    def control_data(self, node: str) -> ControlData | None:
-        return self.call(node, "control-data").control
-
-    def wal_end(self, node: str) -> WalEnd | None:
-        return self.call(node, "wal-end").wal_end
-
-    def start(self, node: str) -> NodeOpResult:
-        return self._change(self.call(node, "start"))
-
-    def stop(self, node: str, mode: StopMode = "fast") -> NodeOpResult:
-        return self._change(self.call(node, "stop", mode=mode))
-
-    def configure_standby(self, node: str, primary: str) -> NodeOpResult:
-        return self._change(self.call(node, "configure-standby", peer=primary))
-
-    def block_primary_start(self, node: str) -> NodeOpResult:
-        return self._change(self.call(node, "block-primary-start"))
-
-    def rewind(self, node: str, source: str) -> NodeOpResult:
-        return self._change(self.call(node, "rewind", peer=source))
-
-    def reclone(self, node: str, source: str) -> NodeOpResult:
-        return self._change(self.call(node, "reclone", peer=source))
-
-    def remove_replaced(self, node: str) -> NodeOpResult:
-        return self._change(self.call(node, "remove-replaced"))
-
-    def restore_facts(self, node: str, repo: int = 1) -> RestoreDiskFacts:
-        return self._got(self.call(node, "restore-facts", repo=repo), "restore_facts")
-
-    def restore_stage(self, node: str, request: StageRequest) -> StagedRestore:
-        return self._got(self.call(node, "restore-stage", stage=request), "staged")
-
-    def restore_activate(self, node: str, request: ActivateRequest) -> ActivatedRestore:
-        return self._got(self.call(node, "restore-activate", activate=request), "activated")
-
+    # -- the protocol: every step is the NodeOperator's, through perform(), but one ---------
     def pgbackrest(self, node: str, command: PgBackRestCommand) -> PgBackRestRun:
+        """Run one pgBackRest command on the node's worker, waiting as long as the command may take."""
         # A backup may run for hours: wait as long as the command may take, and a minute for the run around it.
         patient = copy.copy(self)
         patient.timeout = max(self.timeout, command.timeout + 60)
-        return self._got(patient.call(node, "pgbackrest", pgbackrest=command), "pgbackrest")
-
-    @staticmethod
-    def _got(reply: NodeOpReply, field: str):
-        value = getattr(reply, field)
-        assert value is not None, f"{reply.operation} of {reply.node} returned no {field}"
-        return value
-
-    @staticmethod
-    def _change(reply: NodeOpReply) -> NodeOpResult:
-        assert reply.result is not None, f"{reply.operation} of {reply.node} returned no result"
-        return reply.result
+        return patient.perform("pgbackrest", node, command)

@@ -12,12 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import httpx
-
 from regionops.decisions.release import evaluate_gate
 from regionops.drivers.appmetrics import MetricsSource
 from regionops.drivers.deploy import ReleaseTarget
-from regionops.drivers.probes import AppProber, request_path
+from regionops.drivers.probes import AppProber, TrafficMaker
 from regionops.errors import DeadlineExceeded
 from regionops.model.release import GateMeasurement, GateThresholds
 
@@ -79,7 +77,7 @@ def wait_healthy(
 
 def bake(
     metrics: MetricsSource,
-    client: httpx.Client,
+    traffic: TrafficMaker,
     region: str,
     base_url: str,
     probe_paths: list[str],
@@ -99,7 +97,7 @@ def bake(
     end_at = clock() + seconds
     while True:
         for path in probe_paths:
-            request_path(client, base_url, path)
+            traffic.request(base_url, path)
         measured = evaluate_gate(start, metrics.sample(region, base_url), limits, wave=wave, check="bake")
         if not measured.passed or clock() >= end_at:
             return measured

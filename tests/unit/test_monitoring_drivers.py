@@ -173,3 +173,21 @@ def test_prometheus_alerts_are_read_and_an_unreachable_prometheus_is_a_result():
 
     down = PrometheusClient("http://prom", client=httpx.Client(transport=httpx.MockTransport(refuse))).alerts()
     assert not down.reachable and "ConnectError" in down.sentence()
+
+
+def test_prometheus_instant_query_returns_the_series_or_none_when_unreachable():
+    from regionops.drivers.prometheus import PrometheusClient
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/v1/query" and request.url.params["query"] == "up"
+        return httpx.Response(200, json={"status": "success", "data": {"result": [{"metric": {}, "value": [0, "1"]}]}})
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    assert PrometheusClient("http://prom", client=httpx.Client(transport=httpx.MockTransport(answer))).vector("up") == [
+        {"metric": {}, "value": [0, "1"]}
+    ]
+    assert (
+        PrometheusClient("http://prom", client=httpx.Client(transport=httpx.MockTransport(refuse))).vector("up") is None
+    )

@@ -131,8 +131,8 @@ def test_info_json_becomes_typed_backups():
 
 
 def test_a_missing_pgbackrest_is_named_with_its_package(monkeypatch):
-    from regionops.drivers import pgbackrest
+    from regionops.drivers import pgbackrest, pgbackrest_config
 
-    monkeypatch.setattr(pgbackrest.shutil, "which", lambda name: None)
+    monkeypatch.setattr(pgbackrest_config.shutil, "which", lambda name: None)
     with pytest.raises(ConfigurationError, match="apt-get install pgbackrest"):
         pgbackrest.binary()
