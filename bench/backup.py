@@ -220,6 +220,7 @@ def main() -> int:
                     else:
                         seconds, result = timed(lambda: backup(params))
                         run_b.append(seconds)
+                        assert result.label, "the backup runbook named no backup set"
                         labels.append(result.label)
                         if result.proof and result.proof.writes_held_ms is not None:
                             held.append(result.proof.writes_held_ms)
@@ -249,7 +250,7 @@ def main() -> int:
         )
         info = {b.label: b for b in driver.info(repo=1).backups}
 
-    full, inc = info.get(label), info.get(incr.label)
+    full, inc = info.get(label), info.get(incr.label or "")
     b, rb = min(bare_b), min(run_b)
     r, rr = min(bare_r), min(run_r)
     print()

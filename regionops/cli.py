@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from regionops.errors import RunbookError
 from regionops.model.faults import FAULT_NAMES
 from regionops.topology import PrefectSettings, default_lab_dir
@@ -121,7 +123,7 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def build_params(model: type, values: dict[str, Any], runbook_name: str) -> Any:
+def build_params(model: type[BaseModel], values: dict[str, Any], runbook_name: str) -> Any:
     """Validate ``values`` against the runbook's parameter model with errors naming each key."""
     from pydantic import ValidationError
 
@@ -207,7 +209,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if state.is_completed():
         print(f"\nresult: {state.result().sentence()}")
     else:
-        print(f"\nregion-health {state.name.lower()}: {state.message}", file=sys.stderr)
+        print(f"\nregion-health {state.type.value.lower()}: {state.message}", file=sys.stderr)
         return EXIT_FAILED
     drill_state = _demo_drill(lab)
     drill_ok = drill_state.is_completed() and drill_state.result().ok
@@ -235,7 +237,7 @@ def _demo_drill(lab: Any) -> Any:
         return_state=True,
     )
     if not state.is_completed():
-        print(f"dr-drill {state.name.lower()}: {state.message}", file=sys.stderr)
+        print(f"dr-drill {state.type.value.lower()}: {state.message}", file=sys.stderr)
         return state
     result = state.result()
     m = result.measurement
