@@ -36,7 +36,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from regionops.backup.proof import BackupProof
-from regionops.backup.residency import check_all
+from regionops.decisions.residency import check_all
 from regionops.drivers.pgbackrest import BackupResult, BackupType, Repository, StanzaPlan, VerifyResult, plan_stanza
 from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
 from regionops.runbook.monitoring import BACKUP_JOB, backup_gauges

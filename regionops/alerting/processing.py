@@ -25,7 +25,7 @@ from regionops.alerting.emitter import EventEmitter
 from regionops.alerting.intents import ALERT_INTENTS, INTENTS, AlertEvent, LabelProblem, alert_event, intent_for
 from regionops.alerting.ledger import AlertLedger
 from regionops.alerting.payload import AlertmanagerPayload, PayloadError
-from regionops.runbook.locks import lock_name
+from regionops.model.locks import lock_name
 from regionops.topology import Topology
 
 logger = logging.getLogger(__name__)

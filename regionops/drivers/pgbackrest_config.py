@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
-from regionops.backup.residency import check_all
+from regionops.decisions.residency import check_all
 from regionops.errors import (
     ConfigurationError,
 )

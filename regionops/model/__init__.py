@@ -9,7 +9,8 @@ boto3, httpx or slack_sdk) or Prefect.  ``tests/unit/test_purity.py`` keeps it s
 - :mod:`.probes`: what probes of apps, buckets and DNS records saw;
 - :mod:`.restore`: what a restore plans, sends to a node's host and gets back;
 - :mod:`.release`: the release's metrics samples and health gates;
-- :mod:`.faults`: drill fault names and what an injection did.
+- :mod:`.faults`: drill fault names and what an injection did;
+- :mod:`.locks`: the names of the locks that guard a cluster or an application.
 """
 
 from regionops.model.state import (

@@ -35,6 +35,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.variables import Variable
 
 from regionops.errors import DeadlineExceeded, PreconditionFailed
+from regionops.model.locks import backup_lock_name, drill_lock_name, lock_name, release_lock_name
 from regionops.runbook.lock_holders import (
     LockHolder,
     Preemption,
@@ -56,11 +57,6 @@ LEASE_SECONDS = 300
 # a long renewal blip only cost time, never data.
 BACKUP_LEASE_SECONDS = 60
 MIN_LOCK_WAIT_SECONDS = 5
-
-
-def lock_name(cluster: str) -> str:
-    """The concurrency limit guarding changes to ``cluster``."""
-    return f"regionops-cluster-{cluster}"
 
 
 def ensure_cluster_lock(cluster: str) -> str:
@@ -110,7 +106,7 @@ def cluster_lock(
 def drill_lock(cluster: str, wait_seconds: float = 0) -> Iterator[HeldLock]:
     """One DR drill per cluster at a time (it takes the cluster's change lock too, see flows/dr_drill.py)."""
     with held_lock(
-        ensure_limit(f"regionops-drill-{cluster}"),
+        ensure_limit(drill_lock_name(cluster)),
         wait_seconds,
         what=f"dr-drill refused: another drill of cluster {cluster} is running",
         runbook="dr-drill",
@@ -126,7 +122,7 @@ def backup_lock(cluster: str, wait_seconds: float = 0) -> Iterator[HeldLock]:
     for one (a backup whose source node goes away fails and is retried next time).
     """
     with held_lock(
-        ensure_limit(f"regionops-backup-{cluster}"),
+        ensure_limit(backup_lock_name(cluster)),
         wait_seconds,
         what=f"backup refused: another backup of cluster {cluster} is running",
         lease_seconds=BACKUP_LEASE_SECONDS,
@@ -421,11 +417,6 @@ def release_leases_hook(flow: Any, flow_run: Any, state: Any) -> None:
         return
     if released:
         log.warning("released %d lock(s) held by %s run %s (%s)", released, flow.name, flow_run.name, state.name)
-
-
-def release_lock_name(application: str) -> str:
-    """The concurrency limit allowing one release of ``application`` at a time."""
-    return f"regionops-release-{application}"
 
 
 def _held(name: str) -> bool:

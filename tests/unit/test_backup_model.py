@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from regionops.backup.residency import check_all, check_backup_region
+from regionops.decisions.residency import check_all, check_backup_region
 from regionops.errors import ConfigurationError, ResidencyViolation
 from regionops.topology import home_region, parse_topology
 from regionops.units import human_bytes
