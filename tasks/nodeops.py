@@ -28,19 +28,6 @@ def node_task(name: str, python_name: str) -> Task[..., Any]:
     if step.task is None:
         raise ValueError(f"node operation {name} has no task (its entry names none)")
 
-    def run(topology: Topology, cluster: str, node: str, *args: Any, **kwargs: Any) -> Any:
-        values = []
-        for i, arg in enumerate(step.arguments):
-            if i < len(args):
-                values.append(args[i])
-            elif arg.name in kwargs:
-                values.append(kwargs[arg.name])
-            elif not arg.required:
-                values.append(arg.default)
-            else:
-                raise TypeError(f"{python_name}() needs {arg.name}")
-        return node_operator_for(topology, cluster).perform(step.name, node, *values)
-
     # What Prefect shows and binds: the operation's own parameters, name and description.
     fixed = [
         inspect.Parameter("topology", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Topology),
@@ -57,7 +44,16 @@ def node_task(name: str, python_name: str) -> Task[..., Any]:
         for a in step.arguments
     ]
     returns = step.returns | None if step.optional else step.returns
-    run.__signature__ = inspect.Signature(fixed + extra, return_annotation=returns)  # type: ignore[attr-defined]
+    signature = inspect.Signature(fixed + extra, return_annotation=returns)
+
+    def run(topology: Topology, cluster: str, node: str, *args: Any, **kwargs: Any) -> Any:
+        # The signature binds the call (TypeError naming a missing argument) and fills the defaults.
+        bound = signature.bind(topology, cluster, node, *args, **kwargs)
+        bound.apply_defaults()
+        values = [bound.arguments[a.name] for a in step.arguments]
+        return node_operator_for(topology, cluster).perform(step.name, node, *values)
+
+    run.__signature__ = signature  # type: ignore[attr-defined]
     run.__name__ = run.__qualname__ = python_name  # distinct task keys, readable tracebacks
     run.__doc__ = step.description
     run.__module__ = __name__
