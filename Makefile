@@ -36,11 +36,12 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: setup
-	$(PY) bench/backup.py
-	$(PY) bench/failover.py
-	$(PY) bench/drill.py
-	$(PY) bench/alert_path.py
+# Every speed goal printed against its figure, then one table of met / not met (bench/goals.py).
+BENCHES := backup failover drill alert_path node_step
+bench: setup monitoring-tools
+	@rm -f .bench-goals.jsonl
+	@for b in $(BENCHES); do REGIONOPS_BENCH_GOALS=$(CURDIR)/.bench-goals.jsonl $(PY) bench/$$b.py || echo "bench/$$b.py failed"; done
+	@$(PY) bench/goals.py .bench-goals.jsonl $(BENCHES)
 
 lab-up: setup
 	$(VENV)/bin/regionops lab up
