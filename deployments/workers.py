@@ -2,13 +2,12 @@
 
     python -m deployments.workers --topology .lab/topology.yaml [--runbooks]
 
-Creates every region's work pool (``regions.<r>.work_pool``, type process) when missing,
-deploys the node-operation flow once per region (``node-operation/<region>`` on that
-region's pool) and, with ``--runbooks``, every runbook deployment of prefect.yaml on the
-pool prefect.yaml names, from this checkout (no schedules or alert triggers: in the lab
-those stay with the served deployments of :mod:`deployments.serve`, so one alert starts
-one run).  Production uses ``prefect deploy --all`` for the runbooks; the node-operation
-deployments come from here or from the same calls.
+Creates every region's work pool (``regions.<r>.work_pool``, type process) when missing
+and, with ``--runbooks``, deploys every runbook deployment of prefect.yaml on the pool
+prefect.yaml names, from this checkout (no schedules or alert triggers: in the lab those
+stay with the served deployments of :mod:`deployments.serve`, so one alert starts one
+run).  Production uses ``prefect deploy --all`` for the runbooks.  Node steps need no
+deployment: each region's executor serves them (:mod:`regionops.node.executor`).
 """
 
 from __future__ import annotations
@@ -22,11 +21,9 @@ from prefect import Flow, get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 
-from regionops.node.messages import FLOW_NAME
 from regionops.topology import Topology, load_topology
 
 REPO = Path(__file__).resolve().parents[1]
-NODE_ENTRYPOINT = "regionops/node/flow.py:node_operation"
 
 
 def ensure_pools(topology: Topology) -> list[str]:
@@ -46,31 +43,11 @@ def _flow_from_source(source: Path, entrypoint: str) -> Flow[..., Any]:
     return cast("Flow[..., Any]", Flow.from_source(source=str(source), entrypoint=entrypoint))
 
 
-def deploy_node_operations(topology: Topology, source: Path = REPO) -> list[str]:
-    """One node-operation deployment per region, on the region's pool; returns ``flow/deployment`` names."""
-    names = []
-    for region, spec in topology.regions.items():
-        flow = _flow_from_source(source, NODE_ENTRYPOINT)
-        flow.deploy(
-            name=region,
-            work_pool_name=spec.work_pool,
-            tags=["regionops", "node-operation", region],
-            description=f"node steps of {region}'s nodes, run by {region}'s worker",
-            print_next_steps=False,
-            build=False,
-            push=False,
-        )
-        names.append(f"{FLOW_NAME}/{region}")
-    return names
-
-
 def deploy_runbooks(source: Path = REPO) -> list[str]:
     """prefect.yaml's runbook deployments on their pools, from ``source``, without schedules or triggers."""
     doc: dict[str, Any] = yaml.safe_load((REPO / "prefect.yaml").read_text())
     names = []
     for spec in doc["deployments"]:
-        if spec["entrypoint"] == NODE_ENTRYPOINT:
-            continue  # deployed per region of the topology, by deploy_node_operations
         flow = _flow_from_source(source, spec["entrypoint"])
         flow.deploy(
             name=spec["name"],
@@ -94,7 +71,6 @@ def main() -> None:
     args = parser.parse_args()
     topology = load_topology(args.topology)
     print("pools:", ", ".join(ensure_pools(topology)))
-    print("deployed:", ", ".join(deploy_node_operations(topology)))
     if args.runbooks:
         print("deployed:", ", ".join(deploy_runbooks()))
 

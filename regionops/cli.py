@@ -340,6 +340,9 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--cluster", help="cluster (default the topology's only cluster)")
 
     sub.add_parser("runbooks", help="list the runbooks")
+    executor = sub.add_parser("executor", help="serve this host's region's node steps (run on the database hosts)")
+    executor.add_argument("--region", required=True, help="the region of this host's nodes")
+    executor.add_argument("--limit", type=int, default=4, help="node steps run at once")
     demo = sub.add_parser("demo", help="start the lab, run region health, print where to look")
     demo.add_argument("--lab-dir", help="lab state directory (default $REGIONOPS_LAB_DIR or ./.lab)")
     return parser
@@ -357,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_demo(args)
         if args.command == "fence":
             return cmd_fence(args)
+        if args.command == "executor":
+            from regionops.node.executor import main as serve
+
+            serve(["--region", args.region, "--limit", str(args.limit)])
+            return EXIT_OK
         from flows.registry import RUNBOOKS
 
         for rb in RUNBOOKS.values():

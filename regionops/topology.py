@@ -141,8 +141,8 @@ class Cluster(Strict):
     node_operator: Literal["local", "regional"] = Field(
         "local",
         description="where node steps (pg_ctl, data directory) run: 'local' on the machine running the runbook "
-        "(every node's data directory is reachable there), 'regional' as runs of the "
-        "node-operation deployment on the node's region's work pool",
+        "(every node's data directory is reachable there), 'regional' on the executor of the node's "
+        "region (regionops executor --region R, a Prefect task worker on that region's hosts)",
     )
 
     @field_validator("residency", mode="before")
@@ -174,13 +174,13 @@ class PrefectSettings(Strict):
     node_pickup_seconds: float = Field(
         120,
         gt=0,
-        description="how long a node step may wait for its region's worker to pick it up before the "
-        "runbook stops (regional node operator): a gone worker is an error, not a hang",
+        description="how long a node step may wait for its region's executor to pick it up before the "
+        "runbook stops (regional node operator): a gone executor is an error, not a hang",
     )
 
-    def run_link(self, run_id: object) -> str | None:
-        """The one builder of a flow run's link in the Prefect UI (None when no UI is named)."""
-        return f"{self.ui_url.rstrip('/')}/runs/flow-run/{run_id}" if self.ui_url else None
+    def run_link(self, run_id: object, kind: Literal["flow-run", "task-run"] = "flow-run") -> str | None:
+        """The one builder of a (flow or task) run's link in the Prefect UI (None when no UI is named)."""
+        return f"{self.ui_url.rstrip('/')}/runs/{kind}/{run_id}" if self.ui_url else None
 
 
 class Topology(Strict):

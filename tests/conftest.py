@@ -32,7 +32,7 @@ def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Ite
     While it runs, Prefect clients in this process (and the environment of child
     processes) point at the lab's Prefect server.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
     from regionops.lab.lab import Lab, lab_env
 
@@ -51,7 +51,7 @@ def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Ite
         ]
         assert not unhealthy, unhealthy
         os.environ.update(env)
-        with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        with temporary_settings(updates=_prefect_settings(env)):
             yield lab
     finally:
         for k, v in old.items():
@@ -62,20 +62,30 @@ def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Ite
         lab.down(progress=lambda m: None, purge=True)
 
 
+def _prefect_settings(env: dict[str, str]) -> dict:
+    """The lab's Prefect settings for this process: its API, and the result storage node steps share."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_RESULTS_LOCAL_STORAGE_PATH
+
+    return {
+        PREFECT_API_URL: env["PREFECT_API_URL"],
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH: env["PREFECT_RESULTS_LOCAL_STORAGE_PATH"],
+    }
+
+
 @contextmanager
 def running_lab(lab_dir: str) -> Iterator[Lab]:  # noqa: F821
     """A lab that already runs (``regionops lab up --lab-dir DIR``), for quick runs while developing.
 
     Left running afterwards.  CI never sets REGIONOPS_TEST_LAB, so it always builds its own.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
     from regionops.lab.lab import Lab, lab_env
 
     lab = Lab.open(Path(lab_dir))
     env = lab_env(lab.cfg)
     os.environ.update(env)
-    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+    with temporary_settings(updates=_prefect_settings(env)):
         yield lab
 
 

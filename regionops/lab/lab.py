@@ -39,6 +39,7 @@ from regionops.lab.aws import LabAws
 from regionops.lab.cluster import LabCluster
 from regionops.lab.component import ComponentStatus, LabComponent, Observation, Progress
 from regionops.lab.config import LAB_CLUSTER, LabConfig
+from regionops.lab.executors import LabExecutors
 from regionops.lab.monitoring import LabMonitoring
 from regionops.lab.prefect_server import LabPrefect, LabRunbookServe, lab_env
 from regionops.lab.processes import port_open, stop, wait_port_free
@@ -78,6 +79,7 @@ class Lab:
         self.monitoring = LabMonitoring(cfg)
         self.serve = LabRunbookServe(cfg)
         self.workers = LabWorkers(cfg)
+        self.executors = LabExecutors(cfg)
 
     @classmethod
     def open(cls, lab_dir: Path, base_port: int | None = None, free_ports: bool = False) -> Lab:
@@ -93,6 +95,7 @@ class Lab:
             self.slack,
             self.apps,
             self.prefect,
+            self.executors,
             self.alerts,
             self.monitoring,
             self.serve,
@@ -141,11 +144,10 @@ class Lab:
         ]
         if with_prefect:
             steps.append(("Prefect server and UI", self.prefect.start))
+            steps.append(("node-step executors, one per region", self.executors.start))
             steps.append(("runbook deployments served to the UI", self.serve.start))
             if with_workers:
-                steps.append(
-                    ("work pools, node-operation and runbook deployments, one worker per region", self.workers.start)
-                )
+                steps.append(("work pools and runbook deployments, one worker per region", self.workers.start))
             if cfg.ports.alerts:
                 steps.append(("alert receiver (Alertmanager webhooks)", self.alerts.start))
             if cfg.monitoring and cfg.ports.prometheus:
@@ -250,6 +252,7 @@ class Lab:
         # PostgreSQL before moto: a node's last WAL segments are archived to S3 as it stops.
         for component in (
             self.workers,
+            self.executors,
             self.monitoring,
             self.alerts,
             self.serve,

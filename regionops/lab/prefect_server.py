@@ -25,6 +25,9 @@ def lab_env(cfg: LabConfig) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "REGIONOPS_TOPOLOGY": str(cfg.topology_path),
         "REGIONOPS_LAB_DIR": str(cfg.lab_dir),
+        # Node steps' parameters and typed replies: written by the runbook and the region's
+        # executor, read by the other, so every lab process names the same place.
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(cfg.path("results")),
     }
 
 

@@ -61,6 +61,8 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
                     for node, region in LAB_NODES.items()
                 },
                 "writer_record": f"writer.{LAB_CLUSTER}.{LAB_ZONE}",
+                # As in production: node steps run on the node's region's executor (lab up starts one per region).
+                "node_operator": "regional",
                 "objectives": {"rto_seconds": 30, "rpo_seconds": 5},
                 "health": {"max_lag_bytes": 4 * 1024 * 1024, "max_lag_seconds": 30},
                 "backup": {

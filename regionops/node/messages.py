@@ -1,7 +1,7 @@
-"""What a runbook sends to the node-operation flow and what it gets back (plain, importable models).
+"""What a runbook sends to a region's node-step executor and what it gets back (plain, importable models).
 
-They live here, not in the flow's module, because a worker loads the flow from its file:
-a result pickled from a class defined there could not be read back by the runbook.
+They live in their own module, importable by both sides without Prefect's engine: the
+reply is pickled by the executor and read back by the runbook.
 """
 
 from __future__ import annotations
@@ -20,13 +20,6 @@ from regionops.node.operations import OPERATIONS
 from regionops.node.operator import NodeOpResult, StopMode
 from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun
 from regionops.topology import Topology
-
-FLOW_NAME = "node-operation"
-
-
-def deployment_name(region: str) -> str:
-    """The node-operation deployment of a region, as ``run_deployment`` names it."""
-    return f"{FLOW_NAME}/{region}"
 
 
 class NodeOpParams(BaseModel):

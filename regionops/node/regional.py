@@ -1,12 +1,13 @@
-"""RegionalNodeOperator: every node step is a run of the node-operation deployment on the node's region pool.
+"""RegionalNodeOperator: every node step runs on the node's region's executor (:mod:`regionops.node.executor`).
 
-The runbook that calls it can run on any region's worker; the step itself runs on a
-worker of ``regions.<node's region>.work_pool`` (deployment ``node-operation/<region>``),
-as a child run of the calling task, so the Prefect UI shows it under the runbook.  The
-child's typed reply is read from its persisted result.  A child that fails, crashes, is
-refused (it stood in the wrong place) or does not finish in time raises
-:class:`NodeStepFailed` naming the step, the node and the child run's link; a child that
-did not finish is cancelled first, so it cannot act later behind the runbook's back.
+The runbook that calls it can run on any region's worker; the step itself is a task run
+of the region's node-step task, which only that region's executors receive, so it runs
+on the node's region's host.  Submitted from a runbook, the task run belongs to the
+runbook's flow run: the Prefect UI shows the step in the runbook's graph.  Its typed
+reply is read from its persisted result.  A step that fails, is refused (it stood in the
+wrong place) or does not finish in time raises :class:`NodeStepFailed` naming the step,
+the node and the step's link; a step no executor claimed within the pickup deadline is
+claimed by the caller and cancelled, so it cannot act later behind the runbook's back.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from typing import Any
 from uuid import UUID
 
 from prefect import get_client
-from prefect.client.schemas.objects import FlowRun, State
-from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 
 from regionops.errors import DeadlineExceeded, NodeStepFailed
 from regionops.node import operations
-from regionops.node.messages import NodeOpParams, NodeOpReply, deployment_name
+from regionops.node.executor import claim_sync, node_step_task
+from regionops.node.messages import NodeOpParams, NodeOpReply
 from regionops.node.operator import NodeOperator
 from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun
 from regionops.topology import Topology
@@ -37,26 +38,22 @@ DEFAULT_TIMEOUT = 3600.0  # once picked up: a re-clone of a large node takes a w
 
 
 class RegionalNodeOperator(NodeOperator):
-    """Node steps run by the node's regional worker (``run_deployment``), same protocol as the local one.
+    """Node steps run by the node's region's executor (a Prefect task run), same protocol as the local one.
 
     It implements only :meth:`perform`: the typed methods are the protocol's, each a
     call of :meth:`perform` with its entry of :data:`regionops.node.operations.OPERATIONS`.
     """
 
-    def __init__(self, topology: Topology, cluster: str, timeout: float = DEFAULT_TIMEOUT, poll_interval: float = 0.5):
+    def __init__(self, topology: Topology, cluster: str, timeout: float = DEFAULT_TIMEOUT, poll_interval: float = 0.05):
         self.topology = topology
         self.cluster_name, self.cluster = topology.cluster(cluster)
         self.timeout = timeout
         self.poll_interval = poll_interval
 
     # -- dispatch -----------------------------------------------------------------------
-    def pool(self, node: str) -> str:
-        """The work pool whose worker runs ``node``'s steps."""
-        return self.topology.regions[self.cluster.nodes[node].region].work_pool
-
     def run_url(self, run_id: UUID) -> str:
-        """The child run's link in the Prefect UI (its id when the topology names no UI)."""
-        return self.topology.prefect.run_link(run_id) or f"flow run {run_id}"
+        """The step's task run link in the Prefect UI (its id when the topology names no UI)."""
+        return self.topology.prefect.run_link(run_id, kind="task-run") or f"task run {run_id}"
 
     def perform(self, operation: str, node: str, *args: Any) -> Any:
         """Run the step named ``operation`` on the node's regional worker; its typed result from the reply."""
@@ -70,7 +67,7 @@ class RegionalNodeOperator(NodeOperator):
         return value
 
     def call(self, node: str, operation: str, **fields: Any) -> NodeOpReply:
-        """Run one node step on the node's regional worker and return its typed reply.
+        """Run one node step on the node's region's executor and return its typed reply.
 
         ``fields`` are the step's NodeOpParams fields (peer, mode, repo, stage, activate, pgbackrest).
         """
@@ -78,27 +75,14 @@ class RegionalNodeOperator(NodeOperator):
         params = NodeOpParams(
             topology=self.topology, cluster=self.cluster_name, node=node, operation=operation, **fields
         )
-        where = f"node step {operation} of {node} (region {region}, pool {self.pool(node)})"
-        try:
-            # timeout=0: only create the (child) run; the waits below have deadlines of their own.
-            run = run_deployment(
-                deployment_name(region),
-                parameters={"params": params.model_dump(mode="json")},
-                timeout=0,
-                flow_run_name=f"{operation} {node}",
-                tags=["regionops", "node-operation", f"node:{node}"],
-            )
-        except ObjectNotFound as exc:
-            raise NodeStepFailed(
-                f"{where} could not start: there is no deployment {deployment_name(region)} "
-                f"(deploy the node-operation flow to that pool)",
-                node=node,
-                operation=operation,
-            ) from exc
-        # run_deployment is sync-compatible: called from sync code (as here) it returns the run itself.
-        assert isinstance(run, FlowRun), f"run_deployment returned {type(run).__name__} in a sync context"
-        url = self.run_url(run.id)
-        state = self._wait(run.id, where, node, operation, url)
+        where = f"node step {operation} of {node} (region {region})"
+        step = node_step_task(region).with_options(tags=["regionops", "node-step", f"node:{node}", f"region:{region}"])
+        # Submitted, not called: the region's executor runs it.  Inside a runbook the task run
+        # belongs to the runbook's flow run, so the Prefect UI shows the step under it.
+        future = step.apply_async(kwargs={"params": params})
+        run_id = future.task_run_id
+        url = self.run_url(run_id)
+        state = self._wait(run_id, where, node, region, operation, url)
         if not state.is_completed():
             raise NodeStepFailed(
                 f"{where} ended {state.name}: {state.message or 'no message'}",
@@ -117,14 +101,26 @@ class RegionalNodeOperator(NodeOperator):
         log.info("%s -> %s (%s)", where, reply.sentence(), url)
         return reply
 
-    def _wait(self, run_id: UUID, where: str, node: str, operation: str, url: str) -> State:
-        """Wait for a worker to pick the run up (pickup deadline), then for it to end (step deadline)."""
+    def _wait(self, run_id: UUID, where: str, node: str, region: str, operation: str, url: str) -> State:
+        """Wait for the region's executor to claim the step (pickup deadline), then for it to end (step deadline)."""
         seen: list[State | None] = [None]
+        with get_client(sync_client=True) as client:
+            return self._wait_with(client, run_id, where, node, region, operation, url, seen)
 
+    def _wait_with(
+        self,
+        client: SyncPrefectClient,
+        run_id: UUID,
+        where: str,
+        node: str,
+        region: str,
+        operation: str,
+        url: str,
+        seen: list[State | None],
+    ) -> State:
         def reached(done: Callable[[State], bool]) -> Callable[[], bool]:
             def check() -> bool:
-                with get_client(sync_client=True) as client:
-                    seen[0] = client.read_flow_run(run_id).state
+                seen[0] = client.read_task_run(run_id).state
                 return seen[0] is not None and done(seen[0])
 
             return check
@@ -135,18 +131,18 @@ class RegionalNodeOperator(NodeOperator):
                 reached(lambda s: not s.is_scheduled()),
                 timeout=pickup,
                 interval=self.poll_interval,
-                what=f"a worker of pool {self.pool(node)} to pick up {where}",
+                what=f"the {region} executor to pick up {where}",
             )
         except DeadlineExceeded as exc:
-            self._cancel(run_id)
-            raise NodeStepFailed(
-                f"{where}: no worker of pool {self.pool(node)} picked it up within {pickup:.0f} s "
-                f"(is the {self.cluster.nodes[node].region} worker running?); the run was "
-                f"cancelled so it cannot act later",
-                node=node,
-                operation=operation,
-                run_url=url,
-            ) from exc
+            if self._cancel_unclaimed(client, run_id):
+                raise NodeStepFailed(
+                    f"{where}: no executor of region {region} picked it up within {pickup:g} s "
+                    f"(is the {region} executor running?); the step was cancelled so it cannot act later",
+                    node=node,
+                    operation=operation,
+                    run_url=url,
+                ) from exc
+            # An executor claimed it at the last moment: it runs; wait for it like any other.
         try:
             poll_until(
                 reached(lambda s: s.is_final()),
@@ -155,10 +151,10 @@ class RegionalNodeOperator(NodeOperator):
                 what=f"{where} to finish",
             )
         except DeadlineExceeded as exc:
-            self._cancel(run_id)
             raise NodeStepFailed(
-                f"{where} did not finish within {self.timeout:.0f} s (last state "
-                f"{seen[0].name if seen[0] else 'unknown'}); the run was cancelled",
+                f"{where} did not finish within {self.timeout:g} s (last state "
+                f"{seen[0].name if seen[0] else 'unknown'}); it may still be running on the {region} host: "
+                f"look at the step's run before acting on {node}",
                 node=node,
                 operation=operation,
                 run_url=url,
@@ -167,9 +163,12 @@ class RegionalNodeOperator(NodeOperator):
         return seen[0]
 
     @staticmethod
-    def _cancel(run_id: UUID) -> None:
-        with get_client(sync_client=True) as client:
-            client.set_flow_run_state(run_id, Cancelled(message="the calling runbook stopped waiting"), force=True)
+    def _cancel_unclaimed(client: SyncPrefectClient, run_id: UUID) -> bool:
+        """Claim the step as an executor would, then cancel it; False when an executor claimed it first."""
+        if not claim_sync(client, run_id):
+            return False
+        client.set_task_run_state(run_id, Cancelled(message="no executor picked it up in time"), force=True)
+        return True
 
     # -- the protocol: every step is the NodeOperator's, through perform(), but one ---------
     def pgbackrest(self, node: str, command: PgBackRestCommand) -> PgBackRestRun:

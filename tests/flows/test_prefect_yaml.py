@@ -23,22 +23,17 @@ def test_every_entrypoint_is_a_flow_of_the_registry():
     from flows.registry import RUNBOOKS
 
     flows = {f"{rb.module.replace('.', '/')}.py:{rb.flow}" for rb in RUNBOOKS.values()}
-    flows.add("regionops/node/flow.py:node_operation")  # node steps, started by runbooks
     for dep in declared():
         assert dep["entrypoint"] in flows, dep["entrypoint"]
 
 
-def test_every_deployment_is_bound_to_a_region_pool_and_each_pool_has_a_node_operation():
+def test_every_deployment_is_bound_to_a_region_pool_and_node_steps_are_not_deployments():
     from regionops.topology import load_topology
 
     pools = {r.work_pool for r in load_topology(ROOT / "deployments/topologies/example-aws.yaml").regions.values()}
     assert {d["work_pool"]["name"] for d in declared()} <= pools
-    node_ops = {
-        d["work_pool"]["name"]: d["name"]
-        for d in declared()
-        if d["entrypoint"] == "regionops/node/flow.py:node_operation"
-    }
-    assert node_ops == {"regionops-eu": "eu", "regionops-us": "us", "regionops-apac": "apac"}
+    # Node steps go to each region's executor (a task worker), not to a deployment.
+    assert not [d for d in declared() if "node" in d["entrypoint"]]
 
 
 def test_schedules_have_a_slug_and_a_timezone():

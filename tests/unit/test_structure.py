@@ -53,9 +53,9 @@ def test_one_builder_of_a_runs_ui_link() -> None:
         for package in ("regionops", "flows", "tasks")
         for path in sorted((ROOT / package).rglob("*.py"))
         for number, line in enumerate(path.read_text().splitlines(), start=1)
-        if "flow-run/" in line
+        if "/runs/" in line
     ]
-    # PrefectSettings.run_link: every report, alert and CLI line links a run through it.
+    # PrefectSettings.run_link: every report, alert, CLI line and node step links a (flow or task) run through it.
     assert len(builders) == 1 and builders[0].startswith("regionops/topology.py:"), builders
 
 
