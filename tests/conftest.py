@@ -35,6 +35,7 @@ def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Ite
     from prefect.settings import temporary_settings
 
     from regionops.lab.lab import Lab, lab_env
+    from regionops.lab.prefect_server import lab_prefect_settings
 
     lab_dir = Path(tempfile.mkdtemp(prefix="regionops-test-lab-"))
     os.chmod(lab_dir, 0o755)  # PostgreSQL runs as another user when tests run as root
@@ -51,7 +52,7 @@ def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Ite
         ]
         assert not unhealthy, unhealthy
         os.environ.update(env)
-        with temporary_settings(updates=_prefect_settings(env)):
+        with temporary_settings(updates=lab_prefect_settings(lab.cfg)):
             yield lab
     finally:
         for k, v in old.items():
@@ -60,16 +61,6 @@ def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Ite
             else:
                 os.environ[k] = v
         lab.down(progress=lambda m: None, purge=True)
-
-
-def _prefect_settings(env: dict[str, str]) -> dict:
-    """The lab's Prefect settings for this process: its API, and the result storage node steps share."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_RESULTS_LOCAL_STORAGE_PATH
-
-    return {
-        PREFECT_API_URL: env["PREFECT_API_URL"],
-        PREFECT_RESULTS_LOCAL_STORAGE_PATH: env["PREFECT_RESULTS_LOCAL_STORAGE_PATH"],
-    }
 
 
 @contextmanager
@@ -81,11 +72,12 @@ def running_lab(lab_dir: str) -> Iterator[Lab]:  # noqa: F821
     from prefect.settings import temporary_settings
 
     from regionops.lab.lab import Lab, lab_env
+    from regionops.lab.prefect_server import lab_prefect_settings
 
     lab = Lab.open(Path(lab_dir))
     env = lab_env(lab.cfg)
     os.environ.update(env)
-    with temporary_settings(updates=_prefect_settings(env)):
+    with temporary_settings(updates=lab_prefect_settings(lab.cfg)):
         yield lab
 
 

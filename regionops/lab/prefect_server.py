@@ -31,6 +31,21 @@ def lab_env(cfg: LabConfig) -> dict[str, str]:
     }
 
 
+def lab_prefect_settings(cfg: LabConfig) -> dict[Any, str]:
+    """The lab's Prefect settings for ``temporary_settings`` in a process already running (tests, bench).
+
+    Environment variables are read when Prefect is imported; a process that points at a
+    lab later needs these: the API, and the result storage node steps share with the executors.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_RESULTS_LOCAL_STORAGE_PATH
+
+    env = lab_env(cfg)
+    return {
+        PREFECT_API_URL: env["PREFECT_API_URL"],
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH: env["PREFECT_RESULTS_LOCAL_STORAGE_PATH"],
+    }
+
+
 def prefect_bin(python: str) -> str:
     """The ``prefect`` command installed beside ``python``."""
     return str(Path(python).parent / "prefect")
@@ -71,6 +86,9 @@ class LabPrefect(LabComponent):
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_API_URL": f"http://127.0.0.1:{cfg.ports.prefect}/api",
             "PREFECT_LOGGING_LEVEL": "WARNING",
+            # SQLite: a writer waits up to 30 s for the lock (default 10) before the API answers
+            # 503; two labs' servers and their runbooks on a 2-core machine do contend.
+            "PREFECT_API_DATABASE_TIMEOUT": "30",
         }
         self.start_process(
             "prefect-server",

@@ -33,7 +33,7 @@ from uuid import UUID
 
 from prefect import Task
 from prefect.client.orchestration import PrefectClient, SyncPrefectClient
-from prefect.client.schemas.objects import TaskRun
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
 from prefect.context import TaskRunContext
 from prefect.states import Pending
@@ -93,15 +93,25 @@ def _own_run_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return f"node-step-{context.task_run.id}"
 
 
+def _claim_state() -> State[Any]:
+    # Marked deferred, the proposal is judged by the server's background-task policy, whose
+    # PreventPendingTransitions refuses Pending from Pending, Running or Cancelled: the
+    # first claim wins, a later one (or one after a cancel) is refused.  Without the mark
+    # the core policy would accept Cancelled -> Pending.
+    state: State[Any] = Pending()
+    state.state_details.deferred = True
+    return state
+
+
 async def claim(client: PrefectClient, task_run_id: UUID) -> bool:
     """Move a scheduled step to Pending; True when this caller won (the server refuses a second claim)."""
-    result: OrchestrationResult[Any] = await client.set_task_run_state(task_run_id, Pending(), force=False)
+    result: OrchestrationResult[Any] = await client.set_task_run_state(task_run_id, _claim_state(), force=False)
     return result.status == SetStateStatus.ACCEPT
 
 
 def claim_sync(client: SyncPrefectClient, task_run_id: UUID) -> bool:
     """:func:`claim` for synchronous callers (the regional operator)."""
-    result = client.set_task_run_state(task_run_id, Pending(), force=False)
+    result = client.set_task_run_state(task_run_id, _claim_state(), force=False)
     return result.status == SetStateStatus.ACCEPT
 
 

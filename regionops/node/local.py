@@ -316,6 +316,21 @@ class LocalNodeOperator:
             f"it starts read-only, never as a second primary",
         )
 
+    def fence_on_host(self, node: str) -> NodeOpResult:
+        self.require_standing(node)
+        started = time.monotonic()
+        if not (self.data_dir(node) / "PG_VERSION").exists():
+            raise PreconditionFailed(f"{node} has no data directory here, so it could not be stopped or fenced on disk")
+        stopped = self.stop(node, "immediate")
+        blocked = self.block_primary_start(node)
+        return NodeOpResult(
+            node=node,
+            operation="fence-on-host",
+            changed=stopped.changed or blocked.changed,
+            seconds=self._timed(started),
+            detail=f"{stopped.detail}; {blocked.detail}",
+        )
+
     def allow_primary_start(self, node: str) -> NodeOpResult:
         self.require_standing(node)
         signal = self.data_dir(node) / "standby.signal"

@@ -2,7 +2,7 @@
 
 Every node step is one entry of :data:`OPERATIONS`.  The rest is derived from it:
 the regional operator ships a step by its entry (:mod:`regionops.node.regional`), the
-node-operation flow dispatches on it (:mod:`regionops.node.flow`), the Prefect tasks
+region's executor dispatches on it (:mod:`regionops.node.executor`), the Prefect tasks
 are built from it (:mod:`tasks.nodeops`), and a unit test holds the
 :class:`~regionops.node.operator.NodeOperator` protocol and the local implementation
 to it.  Adding an operation is one entry here plus its local implementation.
@@ -168,6 +168,15 @@ OPERATIONS: dict[str, NodeOperation] = {
             "result",
             "Fence on disk: the node can only ever start read-only, never as a primary.",
             task="block primary start",
+        ),
+        NodeOperation(
+            "fence-on-host",
+            "fence_on_host",
+            NodeOpResult,
+            "result",
+            "Stop the node at once if it runs (a hung one is killed) and fence it on disk (standby.signal): one "
+            "step, so a failover pays one round trip to the old primary's host before it promotes.",
+            task="stop and fence on disk",
         ),
         NodeOperation(
             "allow-primary-start",

@@ -99,6 +99,10 @@ class NodeOperator(Protocol):
         """Fence on disk: the node can only start in recovery (read-only), never as a primary."""
         return self.perform("block-primary-start", node)
 
+    def fence_on_host(self, node: str) -> NodeOpResult:
+        """Stop the node immediately if it runs and write standby.signal, in one step (PreconditionFailed: no data)."""
+        return self.perform("fence-on-host", node)
+
     def allow_primary_start(self, node: str) -> NodeOpResult:
         """Lift the fence on disk (remove standby.signal): the node may start as a primary again."""
         return self.perform("allow-primary-start", node)
