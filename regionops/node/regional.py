@@ -15,17 +15,20 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 from uuid import UUID
 
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled
 
 from regionops.errors import DeadlineExceeded, NodeStepFailed
 from regionops.node import operations
-from regionops.node.executor import claim_sync, node_step_task
+from regionops.node.executor import RUNBOOK_STAND_IN, claim_sync, node_step_task
 from regionops.node.messages import NodeOpParams, NodeOpReply
 from regionops.node.operator import NodeOperator
 from regionops.node.pgbackrest_step import PgBackRestCommand, PgBackRestRun
@@ -79,7 +82,10 @@ class RegionalNodeOperator(NodeOperator):
         step = node_step_task(region).with_options(tags=["regionops", "node-step", f"node:{node}", f"region:{region}"])
         # Submitted, not called: the region's executor runs it.  Inside a runbook the task run
         # belongs to the runbook's flow run, so the Prefect UI shows the step under it.
-        future = step.apply_async(kwargs={"params": params})
+        run_context = FlowRunContext.get()
+        carried = run_context.model_copy(update={"flow": RUNBOOK_STAND_IN}) if run_context else nullcontext()
+        with carried:
+            future = step.apply_async(kwargs={"params": params})
         run_id = future.task_run_id
         url = self.run_url(run_id)
         state = self._wait(run_id, where, node, region, operation, url)
@@ -120,7 +126,19 @@ class RegionalNodeOperator(NodeOperator):
     ) -> State:
         def reached(done: Callable[[State], bool]) -> Callable[[], bool]:
             def check() -> bool:
-                seen[0] = client.read_task_run(run_id).state
+                try:
+                    seen[0] = client.read_task_run(run_id).state
+                except ObjectNotFound as exc:
+                    # A task worker deletes a step it cannot load (its parameters unreadable,
+                    # e.g. an executor running another regionops version): say so, do not hang.
+                    raise NodeStepFailed(
+                        f"{where}: the {region} executor dropped the step without running it (it could "
+                        f"not load it: see the executor's log, and check it runs the same regionops "
+                        f"version and shares the step storage)",
+                        node=node,
+                        operation=operation,
+                        run_url=url,
+                    ) from exc
                 return seen[0] is not None and done(seen[0])
 
             return check
