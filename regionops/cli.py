@@ -148,8 +148,17 @@ def _use_lab_prefect_server() -> None:
 
     cfg = LabConfig.load(default_lab_dir())
     if cfg and port_open(cfg.ports.prefect):
-        os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{cfg.ports.prefect}/api"
+        _use_lab_env(cfg)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _use_lab_env(cfg: Any) -> None:
+    """The lab's Prefect API and the storage its executors share with runbooks (before Prefect is imported)."""
+    from regionops.lab.prefect_server import lab_env
+
+    env = lab_env(cfg)
+    for key in ("PREFECT_API_URL", "PREFECT_RESULTS_LOCAL_STORAGE_PATH"):
+        os.environ[key] = env[key]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -198,7 +207,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{lab.cfg.ports.prefect}/api"
+    _use_lab_env(lab.cfg)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.region_health import RegionHealthParams, region_health
 
