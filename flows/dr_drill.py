@@ -10,7 +10,6 @@ A cancelled drill's hook leaves exactly one writable primary, from the run's jou
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow
@@ -21,7 +20,6 @@ from flows.region_health import RegionHealthParams, region_health
 from flows.replica_resync import ResyncParams, replica_resync
 from flows.switchover import SwitchoverParams, switchover
 from regionops.alerting.intents import intent_for
-from regionops.decisions import find_primary
 from regionops.decisions.drill import judge, measure
 from regionops.drivers.alerts import alertmanager_payload
 from regionops.drivers.canary import CanaryWriter
@@ -47,20 +45,16 @@ from regionops.runbook.journal import undo_on_cancel
 from regionops.runbook.triggered_runs import wait_for_run_end, wait_for_started_run
 from regionops.topology import Topology, load_topology
 from tasks.drill import (
-    check_fault,
+    canary_after_fault,
+    catch_up,
     consistency_at_common_point,
-    current_lsn,
+    drill_preconditions,
     inject_fault,
     post_alert,
+    primary_and_rows,
     resume_fault,
-    rows_on,
-    start_canary,
-    stop_canary,
-    wait_first_ack_after,
-    wait_for_acks,
+    start_canary_baseline,
 )
-from tasks.observe import observe_cluster
-from tasks.replication import fenced_nodes, wait_replayed, writer_node
 from tasks.runbook_monitoring import PlannedWorkSilence
 
 __all__ = ["DrillParams", "DrillResult", "dr_drill", "recovery_runbook", "trend_key"]
@@ -102,7 +96,10 @@ def dr_drill(params: DrillParams = DrillParams()) -> DrillResult:
         steady = _steady_state(params, cluster, run, "before the drill")
         if not steady.healthy:
             raise run.refuse(not_steady(steady.problems))
-        fenced = fenced_nodes(topology, cluster)
+        original = steady.primary
+        assert original is not None  # a healthy steady state has one primary
+        target = choose_target(topology, cluster, params, original)
+        fenced, injectable = drill_preconditions(topology, params.scenario, cluster, target)
         if fenced:
             raise run.refuse(
                 "the drill did not start: "
@@ -110,10 +107,7 @@ def dr_drill(params: DrillParams = DrillParams()) -> DrillResult:
                     f"{n} is fenced ({m.sentence()}); run replica-resync to bring it back" for n, m in fenced.items()
                 )
             )
-        original = steady.primary
-        assert original is not None  # a healthy steady state has one primary
-        target = choose_target(topology, cluster, params, original)
-        run.reporter.step(f"the fault can be injected: {check_fault(topology, params.scenario, cluster, target)}")
+        run.reporter.step(f"the fault can be injected: {injectable}")
         if params.recovery_path == "alert" and topology.alerting is None:
             raise run.refuse("recovery_path alert needs the topology's alerting section (the alert receiver)")
         plan = drill_plan(params, recovery_runbook(params.scenario), target, original, topology.writer_record(cluster))
@@ -137,11 +131,12 @@ def _drill(topology: Topology, params: DrillParams, run: RunbookRun, result: Dri
         PlannedWorkSilence(topology, cluster, "dr-drill", run.reporter, params.recovery_timeout_seconds + 900)
     )
     # 3. Action: canary, baseline, fault, recovery.
-    canary: CanaryWriter = start_canary(topology, cluster, result.canary_run_id, params.canary_interval_seconds)
+    canary, acked = start_canary_baseline(
+        topology, cluster, result.canary_run_id, params.canary_interval_seconds, params.baseline_writes, 30
+    )
     injection: FaultInjection | None = None
     recovery, measured, action_error = Recovery(), Measured(), None
     try:
-        acked = wait_for_acks(canary, params.baseline_writes, timeout=30)
         run.reporter.step(f"canary {result.canary_run_id} writing: {acked} writes acknowledged before the fault")
         run.remember(scenario=params.scenario, target=target, original_primary=result.original_primary)
         run.changed = True  # refused here, nothing injected, if a failover took the lock meanwhile
@@ -157,7 +152,7 @@ def _drill(topology: Topology, params: DrillParams, run: RunbookRun, result: Dri
         # 4. Measurement (only a fault that happened can be measured).
         if injection is not None:
             measured = _measure(topology, params, cluster, canary, injection, result.canary_run_id, recovery.ok, run)
-        journal = stop_canary(canary)
+        journal = canary.stop()  # again: a no-op when the measurement stopped it
     result = result.model_copy(update={"acknowledged": [w.seq for w in journal if w.acked]})
 
     # 5. Rollback, whatever happened above.
@@ -262,26 +257,20 @@ def _measure(
     """RTO, RPO, catch-up and consistency, from the canary and the nodes themselves."""
     out = Measured()
     try:
-        first = wait_first_ack_after(canary, injection.at, timeout=30 if recovered else 5)
-        if first is not None:
-            time.sleep(params.after_recovery_seconds)  # the canary keeps writing a little past recovery
-        journal = stop_canary(canary)
-        states = observe_cluster(topology, cluster)
-        view = find_primary(topology, cluster, states, writer_node(topology, cluster))
+        first, journal = canary_after_fault(canary, injection.at, 30 if recovered else 5, params.after_recovery_seconds)
+        states, view, present = primary_and_rows(topology, cluster, canary_run_id)
         out.new_primary = new = view.primary if view.reachable else None
         if new is None:
             run.reporter.step(f"no reachable primary after recovery ({view.reason}): RPO cannot be measured")
             return out
-        present = rows_on(topology, cluster, new, canary_run_id)
         out.measurement = measure(journal, injection.at, present, planned=params.scenario == "planned-switchover")
         out.verdicts = judge(out.measurement, topology.clusters[cluster].objectives)
         run.reporter.step(out.measurement.sentence())
         for verdict in out.verdicts:
             run.reporter.step(verdict.sentence())
         # Catch-up: every streaming replica replays the new primary's position after the last write.
-        position = current_lsn(topology, cluster, new)
         replicas = [n for n, s in states.items() if n != new and s.reachable and s.role == "replica"]
-        waits = [wait_replayed(topology, cluster, n, position, 60) for n in replicas]
+        waits = catch_up(topology, cluster, new, replicas, 60)
         out.catch_up = [w.sentence() for w in waits]
         out.catch_up_seconds = max((w.seconds for w in waits), default=0.0)
         for line in out.catch_up:
@@ -322,7 +311,7 @@ def _rollback(
         note(subflow_outcome("replica-resync", resync))
         if params.scenario == "replica-loss":
             note(resume_fault(topology, params.scenario, cluster, target).sentence())
-        view = find_primary(topology, cluster, observe_cluster(topology, cluster), writer_node(topology, cluster))
+        _, view, _ = primary_and_rows(topology, cluster)
         if view.primary != original:
             back = switchover(
                 SwitchoverParams(
@@ -336,9 +325,7 @@ def _rollback(
         out.steady_after = steady.healthy
         if steady.primary:
             others = [n for n in topology.clusters[cluster].nodes if n != steady.primary]
-            position = current_lsn(topology, cluster, steady.primary)
-            for node in others:
-                wait_replayed(topology, cluster, node, position, 60)
+            catch_up(topology, cluster, steady.primary, others, 60)
             out.final_consistency = consistency_at_common_point(topology, cluster, steady.primary, others)
             note(f"final check: {out.final_consistency.sentence()}")
     except Exception as exc:  # noqa: BLE001 - a failed rollback is reported, loudly

@@ -8,24 +8,31 @@ orchestration).
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from regionops.decisions import PrimaryView, find_primary
 from regionops.decisions.drill import ConsistencyCheck, Fingerprint, compare_fingerprints
 from regionops.drivers.alerts import AlertPosted, alert_client_for
 from regionops.drivers.canary import CANARY_TABLE, CanaryWrite, CanaryWriter, canary_rows
 from regionops.drivers.common_point import CommonPointReader
-from regionops.drivers.postgres import conninfo_for, sql_node_for
+from regionops.drivers.postgres import NodeState, conninfo_for, sql_node_for
 from regionops.errors import DeadlineExceeded
 from regionops.fault_injectors import fault_injector_for
+from regionops.ha import sqlsteps, writer
+from regionops.ha.fencing import FenceMarker, FenceStore
+from regionops.ha.sqlsteps import CatchUp
 from regionops.lsn import Lsn
 from regionops.model import CommonPoint
 from regionops.model.faults import FaultInjection, FaultName
 from regionops.topology import Topology
 from regionops.waiting import poll_until
 from tasks.common import TRANSIENT_RETRIES
+from tasks.observe import observe_nodes
 
 
 @task(name="check fault", cache_policy=NO_CACHE)
@@ -132,3 +139,83 @@ def consistency_at_common_point(
     tables = sorted({f"public.{CANARY_TABLE}", *topology.clusters[cluster].backup.fingerprint_tables})
     point, prints = fingerprint_at_common_point(topology, cluster, primary, replicas, tables)
     return compare_fingerprints(primary, prints, not_compared=skipped, point=point)
+
+
+# Coarse tasks: one task run per step of the drill, not per query.  A task is the unit of
+# retry and of the report; a task run per SQL call would only add API round trips.
+
+
+@task(name="drill preconditions", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def drill_preconditions(
+    topology: Topology, fault: FaultName, cluster: str, node: str | None
+) -> tuple[dict[str, FenceMarker], str | None]:
+    """The cluster's fenced nodes and, when none is, how the fault would be injected.
+
+    Raises FaultInjectionFailed when the fault cannot be injected (nothing is fenced).
+    """
+    fenced = FenceStore.for_topology(topology).fenced(cluster)
+    return fenced, None if fenced else fault_injector_for(topology).check(fault, cluster, node)
+
+
+@task(name="start canary", cache_policy=NO_CACHE, persist_result=False)
+def start_canary_baseline(
+    topology: Topology, cluster: str, run_id: str, interval: float, count: int, timeout: float
+) -> tuple[CanaryWriter, int]:
+    """Start the canary and wait for ``count`` acknowledged writes (its steady state); (canary, how many)."""
+    canary = CanaryWriter(topology, cluster, run_id, interval=interval)
+    canary.ensure_table()
+    canary.start()
+    try:
+
+        def acked() -> int:
+            n = sum(w.acked for w in canary.journal())
+            return n if n >= count else 0
+
+        return canary, poll_until(acked, timeout=timeout, interval=0.05, what=f"{count} acknowledged canary writes")
+    except BaseException:
+        canary.stop()  # no baseline, no drill: the canary must not keep writing
+        raise
+
+
+@task(name="canary after the fault", cache_policy=NO_CACHE, persist_result=False)
+def canary_after_fault(
+    canary: CanaryWriter, after: datetime, timeout: float, keep_writing: float
+) -> tuple[datetime | None, list[CanaryWrite]]:
+    """Wait for the first write acknowledged after ``after``, let the canary write ``keep_writing``
+    seconds more, stop it; (first acknowledgement or None within ``timeout``, its journal)."""
+
+    def first() -> datetime | None:
+        acks = [w.acked_at for w in canary.journal() if w.acked and w.acked_at and w.sent_at >= after]
+        return min(acks) if acks else None
+
+    try:
+        at = poll_until(first, timeout=timeout, interval=0.05, what="an acknowledged canary write after the fault")
+    except DeadlineExceeded:
+        at = None
+    if at is not None:
+        time.sleep(keep_writing)  # the canary keeps writing a little past recovery
+    return at, canary.stop()
+
+
+@task(name="find the primary", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def primary_and_rows(
+    topology: Topology, cluster: str, canary_run_id: str | None = None
+) -> tuple[dict[str, NodeState], PrimaryView, set[int]]:
+    """Every node's state (read in parallel), the primary they and the writer record name, and
+    (with ``canary_run_id``) the drill's canary rows present on that primary."""
+    states = observe_nodes(topology, cluster)
+    view = find_primary(topology, cluster, states, writer.writer_node(topology, cluster))
+    rows = canary_rows(topology, cluster, view.primary, canary_run_id) if canary_run_id and view.primary else set()
+    return states, view, rows
+
+
+@task(name="replicas catch up", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def catch_up(topology: Topology, cluster: str, primary: str, replicas: list[str], timeout: float) -> list[CatchUp]:
+    """Every replica replays the primary's WAL position of now: waited for in parallel, each with a deadline."""
+    c = topology.clusters[cluster]
+    position = sql_node_for(c, primary).current_lsn()
+    if not replicas:
+        return []
+    with ThreadPoolExecutor(max_workers=len(replicas), thread_name_prefix="catch-up") as pool:
+        waits = [pool.submit(sqlsteps.wait_replayed, c, n, position, timeout) for n in replicas]
+        return [w.result() for w in waits]
