@@ -164,19 +164,18 @@ def orchestration_share(flow_run_id: UUID) -> Share:
     items = [i for i in items if not any(i[2] == flow_names[r.id] for r in direct)]
     items += [(r.start_time, r.end_time, f"[{flow_names[r.id]}]") for r in direct if r.start_time]
     eps = timedelta(milliseconds=1)
+    spans = [(r.start_time, r.end_time, flow_names[r.id]) for r in direct if r.start_time]
     for gap in _gaps(work, root.start_time, root.end_time):
-        left = (gap[1] - gap[0]).total_seconds()
-        for r in direct:
-            inside = _overlap(gap, (r.start_time, r.end_time)) if r.start_time else 0.0
+        for start, end, name in spans:
+            inside = _overlap(gap, (start, end))
             if inside:
-                key = f"inside {flow_names[r.id]}"
-                share.phases[key] = share.phases.get(key, 0.0) + inside
-                left -= inside
-        if left > 1e-6:
-            before = max((i for i in items if i[1] <= gap[0] + eps), key=lambda i: i[1], default=None)
-            after = min((i for i in items if i[0] >= gap[1] - eps), key=lambda i: i[0], default=None)
+                share.phases[f"inside {name}"] = share.phases.get(f"inside {name}", 0.0) + inside
+        # The rest of the gap is the drill's own: name each piece by the work items either side.
+        for piece in _gaps([(s, e) for s, e, _ in spans], *gap):
+            before = max((i for i in items if i[1] <= piece[0] + eps), key=lambda i: i[1], default=None)
+            after = min((i for i in items if i[0] >= piece[1] - eps), key=lambda i: i[0], default=None)
             key = f"drill: {before[2] if before else 'start'} -> {after[2] if after else 'end'}"
-            share.phases[key] = share.phases.get(key, 0.0) + left
+            share.phases[key] = share.phases.get(key, 0.0) + (piece[1] - piece[0]).total_seconds()
     return share
 
 

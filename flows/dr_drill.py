@@ -16,7 +16,6 @@ from prefect import flow
 from prefect.runtime import flow_run as current_run
 
 from flows.failover import FailoverParams, failover
-from flows.region_health import RegionHealthParams, region_health
 from flows.replica_resync import ResyncParams, replica_resync
 from flows.switchover import SwitchoverParams, switchover
 from regionops.alerting.intents import intent_for
@@ -24,6 +23,7 @@ from regionops.decisions.drill import judge, measure
 from regionops.drivers.alerts import alertmanager_payload
 from regionops.drivers.canary import CanaryWriter
 from regionops.errors import PreconditionFailed
+from regionops.ha.fencing import FenceMarker
 from regionops.health import RegionHealthReport
 from regionops.model.faults import FaultInjection
 from regionops.runbook.common import subflow_outcome
@@ -47,13 +47,14 @@ from regionops.topology import Topology, load_topology
 from tasks.drill import (
     canary_after_fault,
     catch_up,
+    check_fault,
     consistency_at_common_point,
-    drill_preconditions,
     inject_fault,
     post_alert,
     primary_and_rows,
     resume_fault,
     start_canary_baseline,
+    steady_state,
 )
 from tasks.runbook_monitoring import PlannedWorkSilence
 
@@ -93,13 +94,9 @@ def dr_drill(params: DrillParams = DrillParams()) -> DrillResult:
     )
     # 1. Lock and steady state: the locks are taken before the drill looks.
     with run:
-        steady = _steady_state(params, cluster, run, "before the drill")
+        steady, fenced = _steady_state(topology, cluster, run, "before the drill")
         if not steady.healthy:
             raise run.refuse(not_steady(steady.problems))
-        original = steady.primary
-        assert original is not None  # a healthy steady state has one primary
-        target = choose_target(topology, cluster, params, original)
-        fenced, injectable = drill_preconditions(topology, params.scenario, cluster, target)
         if fenced:
             raise run.refuse(
                 "the drill did not start: "
@@ -107,7 +104,10 @@ def dr_drill(params: DrillParams = DrillParams()) -> DrillResult:
                     f"{n} is fenced ({m.sentence()}); run replica-resync to bring it back" for n, m in fenced.items()
                 )
             )
-        run.reporter.step(f"the fault can be injected: {injectable}")
+        original = steady.primary
+        assert original is not None  # a healthy steady state has one primary
+        target = choose_target(topology, cluster, params, original)
+        run.reporter.step(f"the fault can be injected: {check_fault(topology, params.scenario, cluster, target)}")
         if params.recovery_path == "alert" and topology.alerting is None:
             raise run.refuse("recovery_path alert needs the topology's alerting section (the alert receiver)")
         plan = drill_plan(params, recovery_runbook(params.scenario), target, original, topology.writer_record(cluster))
@@ -171,11 +171,15 @@ def _drill(topology: Topology, params: DrillParams, run: RunbookRun, result: Dri
     return result
 
 
-def _steady_state(params: DrillParams, cluster: str, run: RunbookRun, when: str) -> RegionHealthReport:
-    """Region health as a subflow (its own run and report), without its Slack alert."""
-    report = region_health(RegionHealthParams(topology=params.topology, cluster=cluster, notify=False))
+def _steady_state(
+    topology: Topology, cluster: str, run: RunbookRun, when: str
+) -> tuple[RegionHealthReport, dict[str, FenceMarker]]:
+    """Region health's assessment (one task, every read at once) and the fenced nodes, reported as steps."""
+    report, fenced = steady_state(topology, cluster)
     run.reporter.step(f"steady state {when}: {report.sentence()}")
-    return report
+    for problem in report.problems:
+        run.reporter.step(f"steady state {when}: {problem.message}", slack=False)
+    return report, fenced
 
 
 def _recover(
@@ -321,7 +325,7 @@ def _rollback(
             )
             out.ok &= back.is_completed()
             note(subflow_outcome(f"switchover back to {original}", back))
-        steady = _steady_state(params, cluster, run, "after the rollback")
+        steady, _ = _steady_state(topology, cluster, run, "after the rollback")
         out.steady_after = steady.healthy
         if steady.primary:
             others = [n for n in topology.clusters[cluster].nodes if n != steady.primary]

@@ -20,12 +20,16 @@ from regionops.decisions.drill import ConsistencyCheck, Fingerprint, compare_fin
 from regionops.drivers.alerts import AlertPosted, alert_client_for
 from regionops.drivers.canary import CANARY_TABLE, CanaryWrite, CanaryWriter, canary_rows
 from regionops.drivers.common_point import CommonPointReader
+from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.postgres import NodeState, conninfo_for, sql_node_for
-from regionops.errors import DeadlineExceeded
+from regionops.drivers.probes import prober_for
+from regionops.drivers.traffic import traffic_for
+from regionops.errors import DeadlineExceeded, RunbookError
 from regionops.fault_injectors import fault_injector_for
 from regionops.ha import sqlsteps, writer
 from regionops.ha.fencing import FenceMarker, FenceStore
 from regionops.ha.sqlsteps import CatchUp
+from regionops.health import RegionHealthReport, assess_health
 from regionops.lsn import Lsn
 from regionops.model import CommonPoint
 from regionops.model.faults import FaultInjection, FaultName
@@ -145,18 +149,6 @@ def consistency_at_common_point(
 # retry and of the report; a task run per SQL call would only add API round trips.
 
 
-@task(name="drill preconditions", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def drill_preconditions(
-    topology: Topology, fault: FaultName, cluster: str, node: str | None
-) -> tuple[dict[str, FenceMarker], str | None]:
-    """The cluster's fenced nodes and, when none is, how the fault would be injected.
-
-    Raises FaultInjectionFailed when the fault cannot be injected (nothing is fenced).
-    """
-    fenced = FenceStore.for_topology(topology).fenced(cluster)
-    return fenced, None if fenced else fault_injector_for(topology).check(fault, cluster, node)
-
-
 @task(name="start canary", cache_policy=NO_CACHE, persist_result=False)
 def start_canary_baseline(
     topology: Topology, cluster: str, run_id: str, interval: float, count: int, timeout: float
@@ -219,3 +211,41 @@ def catch_up(topology: Topology, cluster: str, primary: str, replicas: list[str]
     with ThreadPoolExecutor(max_workers=len(replicas), thread_name_prefix="catch-up") as pool:
         waits = [pool.submit(sqlsteps.wait_replayed, c, n, position, timeout) for n in replicas]
         return [w.result() for w in waits]
+
+
+@task(name="steady state", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def steady_state(topology: Topology, cluster: str) -> tuple[RegionHealthReport, dict[str, FenceMarker]]:
+    """Region health's own assessment of the cluster and its fenced nodes, every read at once.
+
+    The same reads (nodes, apps, buckets, writer record, fences) and the same pure
+    judgment (:func:`regionops.health.assess_health`) as the region-health runbook,
+    in one task: the drill needs the verdict, not a region-health run of thirteen
+    task runs with its own report.
+    """
+    regions = list(topology.regions)
+    zone, name = topology.traffic.route53_zone, topology.writer_record(cluster)
+    with ThreadPoolExecutor(max_workers=4 + 2 * len(regions), thread_name_prefix="steady") as pool:
+        nodes = pool.submit(observe_nodes, topology, cluster)
+        apps = [pool.submit(lambda r: prober_for(topology).probe(r, topology.regions[r].app_url), r) for r in regions]
+        buckets = [
+            pool.submit(lambda r: objectstore_for(topology).bucket_status(topology.regions[r].bucket), r)
+            for r in regions
+        ]
+        record = pool.submit(lambda: traffic_for(topology).get_record(zone, name))
+        fences = pool.submit(lambda: FenceStore.for_topology(topology).fenced(cluster))
+        writer_error = None
+        try:
+            writer_record = record.result()
+        except RunbookError as exc:  # reported as the writer record's problem
+            writer_record, writer_error = None, str(exc)
+        report = assess_health(
+            topology,
+            cluster,
+            nodes.result(),
+            [a.result() for a in apps],
+            [b.result() for b in buckets],
+            writer_record,
+            writer_error=writer_error,
+            fenced=set(fences.result()),
+        )
+        return report, fences.result()
