@@ -224,8 +224,10 @@ def steady_state(topology: Topology, cluster: str) -> tuple[RegionHealthReport, 
     """
     regions = list(topology.regions)
     zone, name = topology.traffic.route53_zone, topology.writer_record(cluster)
-    with ThreadPoolExecutor(max_workers=4 + 2 * len(regions), thread_name_prefix="steady") as pool:
-        nodes = pool.submit(observe_nodes, topology, cluster)
+    # The nodes first, on their own: their connect timeout must not be spent waiting for the
+    # interpreter while the other reads build their HTTP clients.
+    states = observe_nodes(topology, cluster)
+    with ThreadPoolExecutor(max_workers=2 + 2 * len(regions), thread_name_prefix="steady") as pool:
         apps = [pool.submit(lambda r: prober_for(topology).probe(r, topology.regions[r].app_url), r) for r in regions]
         buckets = [
             pool.submit(lambda r: objectstore_for(topology).bucket_status(topology.regions[r].bucket), r)
@@ -241,7 +243,7 @@ def steady_state(topology: Topology, cluster: str) -> tuple[RegionHealthReport, 
         report = assess_health(
             topology,
             cluster,
-            nodes.result(),
+            states,
             [a.result() for a in apps],
             [b.result() for b in buckets],
             writer_record,
