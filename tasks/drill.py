@@ -1,6 +1,7 @@
 """DR drill tasks: faults, the canary's measurements, table fingerprints, the alert post.
 
-Thin: each calls one driver function.  Injection does not retry (a fault happens once);
+Each task is one step of the drill (the unit of retry and of the report), not one query: a
+driver call, or the reads of one step at once.  Injection does not retry (a fault happens once);
 reads retry when the failure is transient.  The waits are tasks too, so the drill's
 time spent waiting shows in the Prefect UI (and bench/drill.py can tell it from
 orchestration).
@@ -30,7 +31,6 @@ from regionops.ha import sqlsteps, writer
 from regionops.ha.fencing import FenceMarker, FenceStore
 from regionops.ha.sqlsteps import CatchUp
 from regionops.health import RegionHealthReport, assess_health
-from regionops.lsn import Lsn
 from regionops.model import CommonPoint
 from regionops.model.faults import FaultInjection, FaultName
 from regionops.topology import Topology
@@ -57,52 +57,6 @@ def resume_fault(topology: Topology, fault: FaultName, cluster: str, node: str |
     return fault_injector_for(topology).resume(fault, cluster, node)
 
 
-@task(name="start canary", cache_policy=NO_CACHE, persist_result=False)
-def start_canary(topology: Topology, cluster: str, run_id: str, interval: float) -> CanaryWriter:
-    """Create the canary table if needed and start writing a numbered row every ``interval`` seconds."""
-    canary = CanaryWriter(topology, cluster, run_id, interval=interval)
-    canary.ensure_table()
-    canary.start()
-    return canary
-
-
-@task(name="stop canary", cache_policy=NO_CACHE, persist_result=False)
-def stop_canary(canary: CanaryWriter) -> list[CanaryWrite]:
-    """Stop the canary (again: a no-op); returns its journal of writes."""
-    return canary.stop()
-
-
-@task(name="canary baseline", cache_policy=NO_CACHE)
-def wait_for_acks(canary: CanaryWriter, count: int, timeout: float) -> int:
-    """Wait until the canary has ``count`` acknowledged writes (its steady state).  Returns how many."""
-
-    def acked() -> int:
-        n = sum(w.acked for w in canary.journal())
-        return n if n >= count else 0
-
-    return poll_until(acked, timeout=timeout, interval=0.05, what=f"{count} acknowledged canary writes")
-
-
-@task(name="wait for writes after the fault", cache_policy=NO_CACHE)
-def wait_first_ack_after(canary: CanaryWriter, after: datetime, timeout: float) -> datetime | None:
-    """When the first write sent after ``after`` was acknowledged (None if none within ``timeout``)."""
-
-    def first() -> datetime | None:
-        acks = [w.acked_at for w in canary.journal() if w.acked and w.acked_at and w.sent_at >= after]
-        return min(acks) if acks else None
-
-    try:
-        return poll_until(first, timeout=timeout, interval=0.05, what="an acknowledged canary write after the fault")
-    except DeadlineExceeded:
-        return None
-
-
-@task(name="canary rows on a node", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def rows_on(topology: Topology, cluster: str, node: str, run_id: str) -> set[int]:
-    """Sequence numbers of this drill's canary rows present on ``node``."""
-    return canary_rows(topology, cluster, node, run_id)
-
-
 @task(name="fingerprint at a common point", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
 def fingerprint_at_common_point(
     topology: Topology, cluster: str, primary: str, replicas: list[str], tables: list[str]
@@ -126,13 +80,6 @@ def fingerprint_at_common_point(
 def post_alert(topology: Topology, payload: dict) -> AlertPosted:
     """POST an Alertmanager notification to the topology's alert receiver."""
     return alert_client_for(topology).post(payload)
-
-
-@task(name="current WAL position", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def current_lsn(topology: Topology, cluster: str, node: str) -> Lsn:
-    """The primary's WAL insert position now (what replicas must replay to have caught up)."""
-    c = topology.clusters[cluster]
-    return sql_node_for(c, node).current_lsn()
 
 
 def consistency_at_common_point(
