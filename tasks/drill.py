@@ -141,10 +141,12 @@ def primary_and_rows(
     topology: Topology, cluster: str, canary_run_id: str | None = None
 ) -> tuple[dict[str, NodeState], PrimaryView, set[int]]:
     """Every node's state (read in parallel), the primary they and the writer record name, and
-    (with ``canary_run_id``) the drill's canary rows present on that primary."""
+    (with ``canary_run_id``) the drill's canary rows present on that primary when it is reachable."""
     states = observe_nodes(topology, cluster)
     view = find_primary(topology, cluster, states, writer.writer_node(topology, cluster))
-    rows = canary_rows(topology, cluster, view.primary, canary_run_id) if canary_run_id and view.primary else set()
+    rows: set[int] = set()
+    if canary_run_id and view.primary and view.reachable:  # no reachable primary: the flow says so
+        rows = canary_rows(topology, cluster, view.primary, canary_run_id)
     return states, view, rows
 
 
