@@ -10,22 +10,20 @@ A cancelled drill's hook leaves exactly one writable primary, from the run's jou
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run as current_run
 
 from flows.failover import FailoverParams, failover
-from flows.region_health import RegionHealthParams, region_health
 from flows.replica_resync import ResyncParams, replica_resync
 from flows.switchover import SwitchoverParams, switchover
 from regionops.alerting.intents import intent_for
-from regionops.decisions import find_primary
 from regionops.decisions.drill import judge, measure
 from regionops.drivers.alerts import alertmanager_payload
 from regionops.drivers.canary import CanaryWriter
 from regionops.errors import PreconditionFailed
+from regionops.ha.fencing import FenceMarker
 from regionops.health import RegionHealthReport
 from regionops.model.faults import FaultInjection
 from regionops.runbook.common import subflow_outcome
@@ -47,20 +45,17 @@ from regionops.runbook.journal import undo_on_cancel
 from regionops.runbook.triggered_runs import wait_for_run_end, wait_for_started_run
 from regionops.topology import Topology, load_topology
 from tasks.drill import (
+    canary_after_fault,
+    catch_up,
     check_fault,
     consistency_at_common_point,
-    current_lsn,
     inject_fault,
     post_alert,
+    primary_and_rows,
     resume_fault,
-    rows_on,
-    start_canary,
-    stop_canary,
-    wait_first_ack_after,
-    wait_for_acks,
+    start_canary_baseline,
+    steady_state,
 )
-from tasks.observe import observe_cluster
-from tasks.replication import fenced_nodes, wait_replayed, writer_node
 from tasks.runbook_monitoring import PlannedWorkSilence
 
 __all__ = ["DrillParams", "DrillResult", "dr_drill", "recovery_runbook", "trend_key"]
@@ -99,10 +94,9 @@ def dr_drill(params: DrillParams = DrillParams()) -> DrillResult:
     )
     # 1. Lock and steady state: the locks are taken before the drill looks.
     with run:
-        steady = _steady_state(params, cluster, run, "before the drill")
+        steady, fenced = _steady_state(topology, cluster, run, "before the drill")
         if not steady.healthy:
             raise run.refuse(not_steady(steady.problems))
-        fenced = fenced_nodes(topology, cluster)
         if fenced:
             raise run.refuse(
                 "the drill did not start: "
@@ -137,11 +131,12 @@ def _drill(topology: Topology, params: DrillParams, run: RunbookRun, result: Dri
         PlannedWorkSilence(topology, cluster, "dr-drill", run.reporter, params.recovery_timeout_seconds + 900)
     )
     # 3. Action: canary, baseline, fault, recovery.
-    canary: CanaryWriter = start_canary(topology, cluster, result.canary_run_id, params.canary_interval_seconds)
+    canary, acked = start_canary_baseline(
+        topology, cluster, result.canary_run_id, params.canary_interval_seconds, params.baseline_writes, 30
+    )
     injection: FaultInjection | None = None
     recovery, measured, action_error = Recovery(), Measured(), None
     try:
-        acked = wait_for_acks(canary, params.baseline_writes, timeout=30)
         run.reporter.step(f"canary {result.canary_run_id} writing: {acked} writes acknowledged before the fault")
         run.remember(scenario=params.scenario, target=target, original_primary=result.original_primary)
         run.changed = True  # refused here, nothing injected, if a failover took the lock meanwhile
@@ -157,7 +152,7 @@ def _drill(topology: Topology, params: DrillParams, run: RunbookRun, result: Dri
         # 4. Measurement (only a fault that happened can be measured).
         if injection is not None:
             measured = _measure(topology, params, cluster, canary, injection, result.canary_run_id, recovery.ok, run)
-        journal = stop_canary(canary)
+        journal = canary.stop()  # again: a no-op when the measurement stopped it
     result = result.model_copy(update={"acknowledged": [w.seq for w in journal if w.acked]})
 
     # 5. Rollback, whatever happened above.
@@ -176,11 +171,15 @@ def _drill(topology: Topology, params: DrillParams, run: RunbookRun, result: Dri
     return result
 
 
-def _steady_state(params: DrillParams, cluster: str, run: RunbookRun, when: str) -> RegionHealthReport:
-    """Region health as a subflow (its own run and report), without its Slack alert."""
-    report = region_health(RegionHealthParams(topology=params.topology, cluster=cluster, notify=False))
+def _steady_state(
+    topology: Topology, cluster: str, run: RunbookRun, when: str
+) -> tuple[RegionHealthReport, dict[str, FenceMarker]]:
+    """Region health's assessment (one task, every read at once) and the fenced nodes, reported as steps."""
+    report, fenced = steady_state(topology, cluster)
     run.reporter.step(f"steady state {when}: {report.sentence()}")
-    return report
+    for problem in report.problems:
+        run.reporter.step(f"steady state {when}: {problem.message}", slack=False)
+    return report, fenced
 
 
 def _recover(
@@ -262,26 +261,20 @@ def _measure(
     """RTO, RPO, catch-up and consistency, from the canary and the nodes themselves."""
     out = Measured()
     try:
-        first = wait_first_ack_after(canary, injection.at, timeout=30 if recovered else 5)
-        if first is not None:
-            time.sleep(params.after_recovery_seconds)  # the canary keeps writing a little past recovery
-        journal = stop_canary(canary)
-        states = observe_cluster(topology, cluster)
-        view = find_primary(topology, cluster, states, writer_node(topology, cluster))
+        first, journal = canary_after_fault(canary, injection.at, 30 if recovered else 5, params.after_recovery_seconds)
+        states, view, present = primary_and_rows(topology, cluster, canary_run_id)
         out.new_primary = new = view.primary if view.reachable else None
         if new is None:
             run.reporter.step(f"no reachable primary after recovery ({view.reason}): RPO cannot be measured")
             return out
-        present = rows_on(topology, cluster, new, canary_run_id)
         out.measurement = measure(journal, injection.at, present, planned=params.scenario == "planned-switchover")
         out.verdicts = judge(out.measurement, topology.clusters[cluster].objectives)
         run.reporter.step(out.measurement.sentence())
         for verdict in out.verdicts:
             run.reporter.step(verdict.sentence())
         # Catch-up: every streaming replica replays the new primary's position after the last write.
-        position = current_lsn(topology, cluster, new)
         replicas = [n for n, s in states.items() if n != new and s.reachable and s.role == "replica"]
-        waits = [wait_replayed(topology, cluster, n, position, 60) for n in replicas]
+        waits = catch_up(topology, cluster, new, replicas, 60)
         out.catch_up = [w.sentence() for w in waits]
         out.catch_up_seconds = max((w.seconds for w in waits), default=0.0)
         for line in out.catch_up:
@@ -322,7 +315,7 @@ def _rollback(
         note(subflow_outcome("replica-resync", resync))
         if params.scenario == "replica-loss":
             note(resume_fault(topology, params.scenario, cluster, target).sentence())
-        view = find_primary(topology, cluster, observe_cluster(topology, cluster), writer_node(topology, cluster))
+        _, view, _ = primary_and_rows(topology, cluster)
         if view.primary != original:
             back = switchover(
                 SwitchoverParams(
@@ -332,13 +325,11 @@ def _rollback(
             )
             out.ok &= back.is_completed()
             note(subflow_outcome(f"switchover back to {original}", back))
-        steady = _steady_state(params, cluster, run, "after the rollback")
+        steady, _ = _steady_state(topology, cluster, run, "after the rollback")
         out.steady_after = steady.healthy
         if steady.primary:
             others = [n for n in topology.clusters[cluster].nodes if n != steady.primary]
-            position = current_lsn(topology, cluster, steady.primary)
-            for node in others:
-                wait_replayed(topology, cluster, node, position, 60)
+            catch_up(topology, cluster, steady.primary, others, 60)
             out.final_consistency = consistency_at_common_point(topology, cluster, steady.primary, others)
             note(f"final check: {out.final_consistency.sentence()}")
     except Exception as exc:  # noqa: BLE001 - a failed rollback is reported, loudly
