@@ -43,6 +43,7 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterName  # noqa: E
 from prefect.client.schemas.objects import FlowRun, StateType  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
+from bench.goals import verdict  # noqa: E402
 from regionops.alerting.ledger import LEDGER_FILE  # noqa: E402
 from regionops.drivers.appwrite import app_writer_for  # noqa: E402
 from regionops.drivers.prometheus import PrometheusClient  # noqa: E402
@@ -51,8 +52,6 @@ from regionops.lab.lab import Lab, lab_env  # noqa: E402
 from regionops.monitoring.tools import LAB_TOOLS, missing_tools  # noqa: E402
 from regionops.topology import Topology  # noqa: E402
 from regionops.waiting import poll_until  # noqa: E402
-
-from bench.goals import verdict  # noqa: E402
 
 STEPS = ("firing", "received", "created", "picked", "started", "writes", "completed")
 GOAL_STARTED_SECONDS = 5.0
