@@ -204,10 +204,10 @@ def test_a_lab_style_config_with_capped_rules_passes_promtool(tmp_path):
         for r in g["rules"]
         if "for" in r
     }
-    # A refusing primary fires after 2 s; the conditions a 3 s stall also meets keep 5 s.
+    # A refusing primary fires after 2 s; the conditions a 3 s stall also meets keep 8 s.
     assert fors.pop(("PostgresPrimaryDown", "primary-refuses")) == "2s"
-    assert fors.pop(("PostgresPrimaryDown", "primary-unreachable")) == "5s"
-    assert fors.pop(("PostgresPrimaryDown", "no-writable-node")) == "5s"
+    assert fors.pop(("PostgresPrimaryDown", "primary-unreachable")) == "8s"
+    assert fors.pop(("PostgresPrimaryDown", "no-writable-node")) == "8s"
     assert set(fors.values()) == {"2s"}
     done = run_tool(PROMTOOL, "check", "config", "prometheus.yml", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
