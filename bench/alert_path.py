@@ -5,8 +5,9 @@ trigger opens a 15 min window per cluster, so one lab cannot be failed over twic
 row by alerts), a client writing through the apac app every 50 ms, then
 ``pg_ctl stop -m immediate`` on the primary.  Measured from the fault:
 
-    firing     PostgresPrimaryDown firing in Prometheus (scrape 1 s + evaluation 1 s + the
-               refusing primary's `for`, 2 s in the lab)
+    firing     PostgresPrimaryDown firing in Prometheus (scrape every 2 s, the exporter's ~1 s
+               to report a refusing database, evaluation every 1 s, the refusing
+               primary's `for`: 2 s in the lab)
     received   the alert receiver sent the failover event (the runbook route's group wait
                is 0 s; read from the receiver's ledger)
     created    the deployment trigger created the failover run (Prefect's triggers service)
