@@ -5,9 +5,11 @@ trigger opens a 15 min window per cluster, so one lab cannot be failed over twic
 row by alerts), a client writing through the apac app every 50 ms, then
 ``pg_ctl stop -m immediate`` on the primary.  Measured from the fault:
 
-    firing     PostgresPrimaryDown firing in Prometheus (scrape 1 s + evaluation 1 s + `for` 2 s)
-    received   the alert receiver sent the failover event (Alertmanager group wait 0.5 s;
-               read from the receiver's ledger)
+    firing     PostgresPrimaryDown firing in Prometheus (scrape every 2 s, the exporter's ~1 s
+               to report a refusing database, evaluation every 1 s, the refusing
+               primary's `for`: 2 s in the lab)
+    received   the alert receiver sent the failover event (the runbook route's group wait
+               is 0 s; read from the receiver's ledger)
     created    the deployment trigger created the failover run (Prefect's triggers service)
     picked     `prefect serve` picked the run up (Pending; it polls every second)
     started    the run is Running (its own Python process has imported the runbook)
@@ -15,7 +17,8 @@ row by alerts), a client writing through the apac app every 50 ms, then
     completed  the failover run finished (verification and data-loss estimate included)
 
 Each step's time over the runs (min / median / max), and the time between steps, which
-names where the time goes.  Goal: fault -> failover run started under 10 s.
+names where the time goes.  Goals (printed through bench/goals.py, medians): fault ->
+failover run started under 5 s, fault -> writes accepted under 10 s.
 
     python bench/alert_path.py --runs 3
 """
@@ -41,6 +44,7 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterName  # noqa: E
 from prefect.client.schemas.objects import FlowRun, StateType  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
+from bench.goals import verdict  # noqa: E402
 from regionops.alerting.ledger import LEDGER_FILE  # noqa: E402
 from regionops.drivers.appwrite import app_writer_for  # noqa: E402
 from regionops.drivers.prometheus import PrometheusClient  # noqa: E402
@@ -51,7 +55,8 @@ from regionops.topology import Topology  # noqa: E402
 from regionops.waiting import poll_until  # noqa: E402
 
 STEPS = ("firing", "received", "created", "picked", "started", "writes", "completed")
-GOAL_STARTED_SECONDS = 10.0
+GOAL_STARTED_SECONDS = 5.0
+GOAL_WRITES_SECONDS = 10.0
 
 
 def _epoch(when: datetime | None) -> float | None:
@@ -167,10 +172,18 @@ def main() -> int:
         print(f"  {label:<22} {stats([r[step] - b for r, b in zip(results, base, strict=True)])}")
         previous = step
     print()
-    for step, what in (("created", "created by the alert"), ("started", "running")):
+    for step, what, goal in (
+        ("started", "fault -> failover run started", GOAL_STARTED_SECONDS),
+        ("writes", "fault -> writes accepted", GOAL_WRITES_SECONDS),
+    ):
         median = statistics.median(r[step] for r in results)
-        verdict = "meets" if median < GOAL_STARTED_SECONDS else "MISSES"
-        print(f"fault -> failover run {what}: median {median:.1f} s ({verdict} the {GOAL_STARTED_SECONDS:.0f} s goal)")
+        verdict(
+            script="alert_path",
+            what=f"{what} (alert path)",
+            figure=f"{median:.1f} s",
+            goal=f"< {goal:.0f} s",
+            met=median < goal,
+        )
     return 0
 
 

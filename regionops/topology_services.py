@@ -98,7 +98,9 @@ class Monitoring(Strict):
     pushgateway_url: str | None = Field(None, description="Pushgateway base URL (backup and restore results)")
     alert_receiver_url: str | None = Field(None, description="the regionops alert receiver's POST /alerts URL")
     exporter_port: int = Field(9187, ge=1, le=65535, description="postgres_exporter port on each node's host")
-    scrape_interval_seconds: float = Field(15, gt=0)
+    scrape_interval_seconds: float = Field(
+        2, gt=0, description="Prometheus scrape and rule evaluation interval (2 s: a dead primary pages in seconds)"
+    )
     max_alert_for_seconds: float | None = Field(
         None, gt=0, description="cap on every alert rule's `for` (the lab uses a few seconds)"
     )

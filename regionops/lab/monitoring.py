@@ -1,8 +1,11 @@
 """The lab's monitoring stack: one postgres_exporter per node, Prometheus, Alertmanager, Pushgateway.
 
-Short lab intervals (scrape and evaluate every second, every alert's ``for`` capped at
-two seconds, Alertmanager's group wait half a second) so that a killed primary reaches
-the alert receiver within seconds.  The configuration is the shipped one generated for
+Short lab intervals (scrape every 2 s as production does, evaluate every second, every
+alert's ``for`` capped at two seconds except where a rule's ``min_for`` says more, no
+group wait on the runbook route) so that a killed primary reaches the alert receiver
+within seconds.  Not 1 s scrapes: postgres_exporter (0.11) answers a scrape of a
+database that refuses connections after about a second, so a 1 s scrape timeout would
+turn a crash into a failed scrape, the slow "unreachable" condition.  The configuration is the shipped one generated for
 the lab's topology (:mod:`regionops.monitoring.files`) and lives in ``<lab>/monitoring``.
 
 When a binary is missing, ``lab up`` says which Debian package provides it and starts
@@ -39,7 +42,8 @@ from regionops.monitoring.tools import (
 from regionops.topology import load_topology
 from regionops.waiting import poll_until
 
-LAB_SCRAPE_SECONDS = 1.0
+LAB_SCRAPE_SECONDS = 2.0
+LAB_EVALUATION_SECONDS = 1.0
 LAB_MAX_FOR_SECONDS = 2.0
 HOST = "127.0.0.1"
 
@@ -109,6 +113,7 @@ class LabMonitoring(LabComponent):
                 slack_api_url=f"http://{HOST}:{self.cfg.ports.slack}/api/chat.postMessage",
                 timings=LAB_TIMINGS,
             ),
+            evaluation_interval=LAB_EVALUATION_SECONDS,
         )
         return write(self.dir, files)
 

@@ -17,6 +17,8 @@ from regionops.lab.config import LabConfig
 from regionops.lab.processes import http_ok, pid_alive, running_pid, spawn
 from regionops.waiting import poll_until
 
+SERVER_START_SECONDS = 300
+
 
 def lab_env(cfg: LabConfig) -> dict[str, str]:
     """Environment for processes that talk to the lab's Prefect server."""
@@ -94,10 +96,13 @@ class LabPrefect(LabComponent):
             "prefect-server",
             [prefect_bin(self.python), "server", "start", "--host", "127.0.0.1", "--port", str(cfg.ports.prefect)],
             cfg.ports.prefect,
-            timeout=120,
+            # A fresh database runs every migration first: minutes on a loaded 2-core machine.
+            timeout=SERVER_START_SECONDS,
             env=env,
         )
-        poll_until(lambda: prefect_healthy(cfg), timeout=120, interval=0.5, what="Prefect server health")
+        poll_until(
+            lambda: prefect_healthy(cfg), timeout=SERVER_START_SECONDS, interval=0.5, what="Prefect server health"
+        )
 
     def status(self, seen: Observation) -> list[ComponentStatus]:
         """Whether the UI and API answer."""

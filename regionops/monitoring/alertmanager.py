@@ -23,15 +23,31 @@ INHIBITED_BY_PRIMARY_DOWN = ("PostgresReplicationBroken", "PostgresReplicaLaggin
 
 @dataclass(frozen=True)
 class Timings:
-    """How quickly Alertmanager notifies: production's defaults, or the lab's sub-second ones."""
+    """How quickly Alertmanager notifies: production's defaults, or the lab's sub-second ones.
+
+    The root route (Slack, for humans) batches: ``group_wait`` collects an incident's
+    alerts into one message.  The runbook route does not wait: the receiver and the
+    trigger window absorb duplicates, so every second of ``runbook_group_wait`` would
+    be a second of downtime before the failover starts.  ``runbook_group_interval``
+    is how late a *new* alert of an existing group (a second replica's resync) goes out.
+    """
 
     group_wait: float = 10
     group_interval: float = 60
     repeat_interval: float = 4 * 3600
     resolve_timeout: float = 300
+    runbook_group_wait: float = 0
+    runbook_group_interval: float = 5
 
 
-LAB_TIMINGS = Timings(group_wait=0.5, group_interval=2, repeat_interval=3600, resolve_timeout=300)
+LAB_TIMINGS = Timings(
+    group_wait=0.5,
+    group_interval=2,
+    repeat_interval=3600,
+    resolve_timeout=300,
+    runbook_group_wait=0,
+    runbook_group_interval=1,
+)
 
 
 def runbook_alertnames() -> list[str]:
@@ -80,6 +96,8 @@ def alertmanager_config(
                     "receiver": RUNBOOK_RECEIVER,
                     "matchers": [f'alertname=~"{names}"'],
                     "group_by": ["alertname", "cluster"],
+                    "group_wait": _seconds(timings.runbook_group_wait),
+                    "group_interval": _seconds(timings.runbook_group_interval),
                     "continue": True,
                 },
                 {"receiver": SLACK_RECEIVER},

@@ -51,7 +51,11 @@ class AlertmanagerInputs:
 
 
 def render(
-    topology: Topology, source: str, am: AlertmanagerInputs, scrape_interval: float | None = None
+    topology: Topology,
+    source: str,
+    am: AlertmanagerInputs,
+    scrape_interval: float | None = None,
+    evaluation_interval: float | None = None,
 ) -> dict[str, str]:
     """file name -> text of every generated file for ``topology`` (rules copied under rules/)."""
     mon = topology.monitoring
@@ -70,7 +74,12 @@ def render(
             files[name] = path.read_text()
     rule_names.append("thresholds.rules.yml")
     files["thresholds.rules.yml"] = dump(threshold_rules(topology), source)
-    files["prometheus.yml"] = dump(prometheus_config(topology, rule_names, scrape_interval=scrape_interval), source)
+    files["prometheus.yml"] = dump(
+        prometheus_config(
+            topology, rule_names, scrape_interval=scrape_interval, evaluation_interval=evaluation_interval
+        ),
+        source,
+    )
     if mon.alert_receiver_url and topology.notifications.slack:
         slack = topology.notifications.slack
         files["alertmanager.yml"] = dump(

@@ -25,7 +25,9 @@ THRESHOLD_GROUP = "regionops-thresholds"
 
 
 def _seconds(value: float) -> str:
-    """A Prometheus duration: whole seconds as ``15s``, fractions as ``500ms``."""
+    """A Prometheus duration: whole seconds as ``15s``, fractions as ``500ms``, zero as ``0s``."""
+    if value == 0:
+        return "0s"
     if value >= 1 and float(value).is_integer():
         return f"{int(value)}s"
     return f"{max(1, round(value * 1000))}ms"
@@ -157,11 +159,16 @@ def cap_for(rules_doc: dict[str, Any], max_seconds: float) -> dict[str, Any]:
     """A copy of a rules file whose alerts wait at most ``max_seconds`` (``for``) before firing.
 
     The lab's short intervals: the shipped rules keep production's patience, the lab's
-    copy fires within seconds.
+    copy fires within seconds.  A rule's ``min_for`` annotation bounds the cut: the
+    primary-unreachable alert keeps 5 s, so a 3 s stall fires nothing in the lab either.
     """
     doc = copy.deepcopy(rules_doc)
     for group in doc.get("groups", []):
         for rule in group.get("rules", []):
-            if "alert" in rule and "for" in rule and parse_duration(rule["for"]) > max_seconds:
-                rule["for"] = _seconds(max_seconds)
+            if "alert" not in rule or "for" not in rule:
+                continue
+            floor = (rule.get("annotations") or {}).get("min_for")
+            limit = max(max_seconds, parse_duration(floor)) if floor else max_seconds
+            if parse_duration(rule["for"]) > limit:
+                rule["for"] = _seconds(limit)
     return doc

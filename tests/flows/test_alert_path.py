@@ -7,18 +7,24 @@ by switchover, then by failover to the best replica):
 
 0. region health shows what Prometheus has firing;
 1. a planned switchover silences the alerts it causes: no failover run;
+1b. a 3 s freeze of the primary (SIGSTOP, then SIGCONT) fires no primary-down alert and
+   starts no run: the conditions a stall meets wait 5 s in the lab;
 2. a stopped replica: exactly one resync run, which brings it back;
 3. the receiver is down when Alertmanager posts: Alertmanager retries, one resync run;
-4. the primary is killed: the storm starts exactly one failover run, which completes;
+4. the primary is killed: the refusing-primary condition fires (the fast one), the storm
+   starts exactly one failover run, which completes;
    Slack has the alert and the run's thread.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from regionops.fault_injectors import fault_injector_for
+from regionops.lab.config import LAB_CLUSTER
 from regionops.lab.lab import Lab
 from regionops.waiting import poll_until
 from tests import ha_tools as ha
@@ -27,6 +33,7 @@ from tests.alert_path_tools import Http, monitored_lab, names, wait_steady
 pytestmark = pytest.mark.lab
 
 QUIET = 6  # seconds without a new run: three times the lab's `for` plus group wait and a trigger
+STALL = 3.0  # seconds a primary is frozen without being called down (issue 17)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +80,26 @@ def test_a_planned_switchover_silences_its_alerts_and_starts_no_failover(stack):
     states = {s["status"]["state"] for s in http.silences()}
     assert states == {"expired"}, http.silences()
     http.assert_quiet(before, QUIET)
+
+
+def test_a_3s_stall_of_the_primary_fires_no_primary_down_and_starts_no_run(stack):
+    lab, http = stack
+    wait_steady(http)
+    before = run_counts(http)
+    faults = fault_injector_for(lab.topology())
+    # The switchover above made us-1 the primary.
+    faults.inject("primary-freeze", LAB_CLUSTER, "us-1")
+    try:
+        time.sleep(STALL)
+    finally:
+        faults.resume("primary-freeze", LAB_CLUSTER, "us-1")
+    # The stall was seen (scrapes of us-1 failed), yet nothing fired: `for` outlasts it.
+    seen = http.query('max_over_time(regionops:pg_node_down{node="us-1"}[30s])')
+    assert seen and float(seen[0]["value"][1]) == 1, seen
+    http.assert_quiet(before, QUIET)
+    fired = http.query('max_over_time(ALERTS{alertname="PostgresPrimaryDown", alertstate="firing"}[30s])')
+    assert fired == [], fired
+    ha.expect_layout(lab, "us-1", timeout=30)
 
 
 def test_a_stopped_replica_starts_one_resync_that_brings_it_back(stack):
@@ -123,11 +150,12 @@ def test_a_killed_primary_starts_exactly_one_failover_which_completes(stack):
     wait_steady(http)
     before = run_counts(http)
     ha.crash(lab, "us-1")
+    # The exporter answers and the database refuses: the fast (2 s) condition fires.
     poll_until(
-        lambda: http.firing("PostgresPrimaryDown"),
+        lambda: any(a.get("condition") == "primary-refuses" for a in http.firing("PostgresPrimaryDown")),
         timeout=30,
         interval=0.3,
-        what="PostgresPrimaryDown to fire in Prometheus",
+        what="PostgresPrimaryDown (condition primary-refuses) to fire in Prometheus",
     )
     [failover] = http.wait_runs("failover", before["failover"] + 1)[before["failover"] :]
     assert failover["parameters"]["params"]["cluster"] == "core"

@@ -37,10 +37,10 @@ def test_promtool_accepts_the_shipped_prometheus_config_and_its_rules():
 
 def test_the_alert_rules_pass_their_promtool_tests():
     tests = sorted(str(p.relative_to(SHIPPED_DIR)) for p in (SHIPPED_DIR / "tests").glob("*_test.yml"))
-    assert len(tests) == 3
+    assert len(tests) == 4
     done = run_tool(PROMTOOL, "test", "rules", *tests)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("SUCCESS") == 3
+    assert done.stdout.count("SUCCESS") == 4
 
 
 def test_amtool_accepts_the_shipped_alertmanager_config():
@@ -116,6 +116,45 @@ def test_thresholds_come_from_the_topology():
     assert by[("regionops:threshold_backup_max_age_seconds", (("cluster", "core"),))] == "vector(93600)"
 
 
+def test_cap_for_never_cuts_below_a_rules_min_for():
+    doc = {
+        "groups": [
+            {
+                "name": "g",
+                "rules": [
+                    {"alert": "A", "expr": "1", "for": "15s", "annotations": {"min_for": "5s"}},
+                    {"alert": "B", "expr": "1", "for": "4s", "annotations": {"min_for": "5s"}},
+                    {"alert": "C", "expr": "1", "for": "15s", "annotations": {"min_for": "1s"}},
+                ],
+            }
+        ]
+    }
+    assert [r["for"] for r in cap_for(doc, 2)["groups"][0]["rules"]] == ["5s", "4s", "2s"]
+
+
+def test_the_shipped_config_pages_a_dead_primary_within_seconds():
+    """Scrape and evaluation every 2 s, a refusing primary after 4 s, runbook alerts not batched."""
+    prom = yaml.safe_load((SHIPPED_DIR / "prometheus.yml").read_text())["global"]
+    assert (prom["scrape_interval"], prom["evaluation_interval"]) == ("2s", "2s")
+    am = yaml.safe_load((SHIPPED_DIR / "alertmanager.yml").read_text())["route"]
+    runbooks = next(r for r in am["routes"] if r["receiver"] == RUNBOOK_RECEIVER)
+    assert (runbooks["group_wait"], runbooks["group_interval"]) == ("0s", "5s")
+    # Humans get one Slack message per incident, batched as before.
+    assert (am["group_wait"], am["group_interval"]) == ("10s", "60s")
+    rules = yaml.safe_load((RULES_DIR / "postgres.rules.yml").read_text())
+    down = {
+        r["labels"]["condition"]: r
+        for g in rules["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "PostgresPrimaryDown"
+    }
+    assert {c: r["for"] for c, r in down.items()} == {
+        "primary-refuses": "4s",
+        "primary-unreachable": "15s",
+        "no-writable-node": "30s",
+    }
+
+
 def test_cap_for_shortens_only_longer_waits():
     doc = {
         "groups": [
@@ -159,10 +198,23 @@ def test_a_lab_style_config_with_capped_rules_passes_promtool(tmp_path):
         *(f"rules/{p.name}" for p in RULES_DIR.glob("*.rules.yml")),
     }
     postgres = yaml.safe_load(files["rules/postgres.rules.yml"])
-    assert {r["for"] for g in postgres["groups"] for r in g["rules"] if "for" in r} == {"2s"}
+    fors = {
+        (r["alert"], r["labels"].get("condition")): r["for"]
+        for g in postgres["groups"]
+        for r in g["rules"]
+        if "for" in r
+    }
+    # A refusing primary fires after 2 s; the conditions a 3 s stall also meets keep 8 s.
+    assert fors.pop(("PostgresPrimaryDown", "primary-refuses")) == "2s"
+    assert fors.pop(("PostgresPrimaryDown", "primary-unreachable")) == "8s"
+    assert fors.pop(("PostgresPrimaryDown", "no-writable-node")) == "8s"
+    assert set(fors.values()) == {"2s"}
     done = run_tool(PROMTOOL, "check", "config", "prometheus.yml", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     done = run_tool(AMTOOL, "check-config", "alertmanager.yml", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     am = yaml.safe_load(files["alertmanager.yml"])
     assert am["route"]["group_wait"] == "500ms"
+    # The runbook route does not batch: a second of group wait is a second of downtime.
+    assert am["route"]["routes"][0]["receiver"] == RUNBOOK_RECEIVER
+    assert am["route"]["routes"][0]["group_wait"] == "0s"
