@@ -127,7 +127,7 @@ def decide_primary_down(
     is never called down while ``wal_receiver_timeout > 2 * (S + RTT)`` (an idle primary may
     have been silent ``timeout / 2 + RTT`` already when it stalls; a busy one is heard
     continuously).  With the shipped 8 s and a 240 ms WAN round trip with jitter that
-    tolerates a stall of 3.5 s, and a frozen primary is lost by every replica within 8 s.
+    tolerates a stall of about 3.4 s, and a frozen primary is lost by every replica within 8 s.
     The timeout is read from each replica (``receiver_timeouts``); unknown or 0 (disabled)
     means no window: such a streaming replica always hears.
 
