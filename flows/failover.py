@@ -6,8 +6,10 @@
    has changed the cluster is waited for (``lock_wait_seconds``; an alert's run waits up
    to 30 minutes) and the wait is reported.  An alert's run pages in Slack whenever it
    ends without failing over (``page_if_no_failover``).
-2. Find the primary and confirm it is down: several failed probes over a grace period,
-   and no replica's WAL receiver still hearing it.  Otherwise refuse, changing nothing.
+2. Find the primary and confirm it is down: failed probes and every reachable replica's
+   WAL receiver has lost it (not streaming, or silent past its wal_receiver_timeout), at
+   once; without replica evidence, only after the probes failed for ``grace_seconds`` (the
+   ceiling).  Never while a replica still hears it.  Otherwise refuse, changing nothing.
 3. Let replicas replay what they received; choose the most advanced healthy replica.
    None eligible: refuse, changing nothing.
 4. (Dry run: show the plan and stop.)  Optional typed approval.
@@ -15,8 +17,9 @@
    (read-only default, sessions terminated); stop it through the node seam if it
    still runs, make its data directory start read-only; record the fence in the
    cluster's home bucket, so no runbook on any worker, nor DNS, points at it again.
-6. Promote the candidate; slots for the others on it; move the writer record.
-7. Point the other replicas at it (they follow the new timeline).
+6. Promote the candidate; move the writer record (writes are accepted from here: only
+   now is Slack told of the steps so far).
+7. Slots for the others on it; point the other replicas at it (they follow the new timeline).
 8. Verify a write through the writer endpoint lands there and reaches every replica.
 9. Estimate the data lost (old primary's last WAL vs the promoted position) and report.
 """
@@ -128,9 +131,10 @@ def failover_plan(old: str, new: str, followers: list[str], writer_record: str) 
     return [
         f"fence {old}: refuse writes over SQL if it answers, stop it if it still runs, make its data directory "
         f"start read-only, record the fence in the cluster's home bucket",
-        f"promote {new}; create replication slots for the other nodes on it",
+        f"promote {new}",
         f"point {writer_record} at {new}",
-        f"point {', '.join(followers) or 'no other replica'} at {new} (they follow its new timeline)",
+        f"create replication slots for the other nodes on {new}; point {', '.join(followers) or 'no other replica'} "
+        f"at it (they follow its new timeline)",
         f"verify a write through the writer endpoint lands on {new} and reaches every replica",
         f"estimate the data lost: {old}'s last WAL vs the position {new} was promoted at",
     ]
