@@ -78,9 +78,12 @@ class _Watch:
     def _observe(self, node: str) -> None:
         while not self.stop.is_set():
             state = observe(self.cluster, node, connect_timeout=self.connect_timeout)
-            if state.reachable and self.timeouts.get(node) is None:
-                self.timeouts[node] = receiver_timeout(self.cluster, node, self.connect_timeout)
+            # Read once, before the first state is published: a state never goes without its window.
+            timeout = self.timeouts.get(node)
+            if state.reachable and timeout is None:
+                timeout = receiver_timeout(self.cluster, node, self.connect_timeout)
             with self.lock:
+                self.timeouts[node] = timeout
                 self.states[node] = state
             self.stop.wait(LOOK_INTERVAL)
 
