@@ -55,6 +55,7 @@ class _Watch:
     def __init__(self, cluster: Cluster, primary: str, replicas: list[str], connect_timeout: float):
         self.cluster, self.primary, self.connect_timeout = cluster, primary, connect_timeout
         self.stop = threading.Event()
+        self.reached = threading.Event()  # a probe reached the primary: no more probes
         self.lock = threading.Lock()
         self.probes: list[ProbeOutcome] = []
         self.states: dict[str, NodeState] = {}
@@ -65,15 +66,20 @@ class _Watch:
         ]
 
     def _probe(self) -> None:
-        while not self.stop.is_set():
-            started = time.monotonic()
-            at = datetime.now(UTC)
-            state = observe(self.cluster, self.primary, connect_timeout=self.connect_timeout)
-            with self.lock:
-                self.probes.append(ProbeOutcome(at=at, reachable=state.reachable, error=state.error))
-            if state.reachable:
-                return
-            self.stop.wait(max(0.0, PROBE_INTERVAL - (time.monotonic() - started)))
+        # A probe starts every PROBE_INTERVAL without waiting for the one before: on a frozen
+        # server each hangs for the whole connect timeout, and probes in a row would make the
+        # minimum number of failures cost that timeout each.
+        while not (self.stop.is_set() or self.reached.is_set()):
+            threading.Thread(target=self._one_probe, daemon=True, name=f"probe {self.primary}").start()
+            self.stop.wait(PROBE_INTERVAL)
+
+    def _one_probe(self) -> None:
+        at = datetime.now(UTC)
+        state = observe(self.cluster, self.primary, connect_timeout=self.connect_timeout)
+        with self.lock:
+            self.probes.append(ProbeOutcome(at=at, reachable=state.reachable, error=state.error))
+        if state.reachable:
+            self.reached.set()
 
     def _observe(self, node: str) -> None:
         while not self.stop.is_set():
@@ -105,10 +111,10 @@ def confirm_primary_down(
 
     It returns as soon as the decision is "down" (the evidence is complete), a probe
     reaches the primary ("not down"), or the probes have failed for ``grace_seconds`` (the
-    ceiling: the decision at that moment).  The primary is probed every
-    :data:`PROBE_INTERVAL` (a probe that hangs, on a frozen server, takes up to
-    ``connect_timeout``); every replica is observed continuously in its own thread, so one
-    that hangs delays nobody, and its ``wal_receiver_timeout`` is read once.
+    ceiling: the decision at that moment).  A probe of the primary starts every
+    :data:`PROBE_INTERVAL`, each in its own thread (one that hangs, on a frozen server,
+    takes up to ``connect_timeout``); every replica is observed continuously in its own
+    thread, so one that hangs delays nobody, and its ``wal_receiver_timeout`` is read once.
     """
     started = time.monotonic()
     watch = _Watch(cluster, node, replicas, connect_timeout)
