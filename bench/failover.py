@@ -56,6 +56,18 @@ FROZEN_GOAL_SECONDS = 10.0
 
 
 @contextlib.contextmanager
+def running_lab(lab_dir: str) -> Iterator[Lab]:
+    """A lab that already runs (``regionops lab up --lab-dir DIR``), left running afterwards."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    lab = Lab.open(Path(lab_dir))
+    env = lab_env(lab.cfg)
+    os.environ.update(env)
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        yield lab
+
+
+@contextlib.contextmanager
 def private_lab(keep: bool) -> Iterator[Lab]:
     """A lab on free ports in a fresh directory, with Prefect pointed at its server."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -331,11 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", default="us", help="the app the client writes through")
     parser.add_argument("--modes", default="failover,switchover,manual,frozen", help="comma-separated modes to run")
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab running afterwards")
+    parser.add_argument("--lab-dir", help="use the lab that already runs there (its primary moves), not a new one")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     results = Results()
     frozen: list[float] = []
-    with private_lab(args.keep_lab) as lab:
+    with running_lab(args.lab_dir) if args.lab_dir else private_lab(args.keep_lab) as lab:
         steady(lab, primary_of(lab))
         for i in range(args.runs):
             if "failover" in modes:
