@@ -26,7 +26,10 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from typing import Any
+
+from prefect import Task, flow
+from prefect.context import FlowRunContext
 from pydantic import BaseModel, Field
 
 from regionops.decisions import (
@@ -365,6 +368,28 @@ def _replay_received(
     return replay_received(topology, cluster_name, received, timeout)
 
 
+class _Done:
+    """A step already run (outside a flow): its result, or its error raised again."""
+
+    def __init__(self, value: Any = None, error: RunbookError | None = None):
+        self.value, self.error = value, error
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _begin(step: Task[..., Any], *args: Any) -> Any:
+    """Start ``step`` concurrently inside a flow run (a future); outside one, run it now."""
+    if FlowRunContext.get() is not None:
+        return step.submit(*args)
+    try:
+        return _Done(step(*args))
+    except RunbookError as exc:
+        return _Done(error=exc)
+
+
 def _fence(
     topology: Topology, cluster_name: str, old: str, states: dict[str, NodeState], reporter: RunReporter
 ) -> OldPrimaryFence:
@@ -382,8 +407,8 @@ def _fence(
     # The SQL fence and the look at the disk at once; then the stop and the standby.signal at once
     # (the signal is read only when the server starts, so writing it beside a running server is
     # harmless, and if the stop fails, the next start is read-only).  Two node-step round trips.
-    sql_fence = fence_writes.submit(topology, cluster_name, old)
-    on_disk = data_dir_exists.submit(topology, cluster_name, old)
+    sql_fence = _begin(fence_writes, topology, cluster_name, old)
+    on_disk = _begin(data_dir_exists, topology, cluster_name, old)
     try:
         notes.append(sql_fence.result().sentence())
         read_only = True
@@ -398,8 +423,8 @@ def _fence(
         if not reachable:
             notes.append(f"{old}'s data directory is not reachable from here, so it could not be stopped")
     if reachable:
-        stop = stop_node.submit(topology, cluster_name, old, "immediate")  # "was not running" after a crash
-        block = block_primary_start.submit(topology, cluster_name, old)
+        stop = _begin(stop_node, topology, cluster_name, old, "immediate")  # "was not running" after a crash
+        block = _begin(block_primary_start, topology, cluster_name, old)
         try:
             notes.append(stop.result().sentence())
             stopped = True
