@@ -6,8 +6,10 @@
    has changed the cluster is waited for (``lock_wait_seconds``; an alert's run waits up
    to 30 minutes) and the wait is reported.  An alert's run pages in Slack whenever it
    ends without failing over (``page_if_no_failover``).
-2. Find the primary and confirm it is down: several failed probes over a grace period,
-   and no replica's WAL receiver still hearing it.  Otherwise refuse, changing nothing.
+2. Find the primary and confirm it is down: failed probes and every reachable replica's
+   WAL receiver has lost it (not streaming, or silent past its wal_receiver_timeout), at
+   once; without replica evidence, only after the probes failed for ``grace_seconds`` (the
+   ceiling).  Never while a replica still hears it.  Otherwise refuse, changing nothing.
 3. Let replicas replay what they received; choose the most advanced healthy replica.
    None eligible: refuse, changing nothing.
 4. (Dry run: show the plan and stop.)  Optional typed approval.
@@ -15,15 +17,19 @@
    (read-only default, sessions terminated); stop it through the node seam if it
    still runs, make its data directory start read-only; record the fence in the
    cluster's home bucket, so no runbook on any worker, nor DNS, points at it again.
-6. Promote the candidate; slots for the others on it; move the writer record.
-7. Point the other replicas at it (they follow the new timeline).
+6. Promote the candidate; move the writer record (writes are accepted from here: only
+   now is Slack told of the steps so far).
+7. Slots for the others on it; point the other replicas at it (they follow the new timeline).
 8. Verify a write through the writer endpoint lands there and reaches every replica.
 9. Estimate the data lost (old primary's last WAL vs the promoted position) and report.
 """
 
 from __future__ import annotations
 
-from prefect import flow
+from typing import Any
+
+from prefect import Task, flow
+from prefect.context import FlowRunContext
 from pydantic import BaseModel, Field
 
 from regionops.decisions import (
@@ -31,7 +37,6 @@ from regionops.decisions import (
     PromotionDecision,
     assess_failover_loss,
     choose_promotion_candidate,
-    decide_primary_down,
     find_primary,
 )
 from regionops.errors import RunbookError, VerificationFailed
@@ -45,20 +50,19 @@ from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
 from regionops.runbook.params import ClusterChangeParams
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
-from tasks.nodeops import block_primary_start, data_dir_exists, node_running, read_wal_end, stop_node
+from tasks.nodeops import block_primary_start, data_dir_exists, read_wal_end, stop_node
 from tasks.observe import observe_cluster
 from tasks.replication import (
+    confirm_primary_down,
     current_fencer,
-    ensure_slots,
     fence_writes,
     fenced_nodes,
+    follow_new_primary,
     mark_fenced,
-    probe_primary,
     promote,
-    repoint_replica,
+    replay_received,
     switch_writer,
     verify_write,
-    wait_replayed,
     writer_node,
 )
 
@@ -71,7 +75,13 @@ class FailoverParams(ClusterChangeParams):
     reason: str | None = Field(None, description="What started this run (alert, human note); quoted in the report")
     exclude_regions: list[str] = Field(default_factory=list, description="Regions whose replicas must not be promoted")
     probes: int = Field(3, ge=2, description="Failed connection attempts needed to call the primary down")
-    grace_seconds: float = Field(10, ge=0, description="The probes must fail over at least this long")
+    grace_seconds: float = Field(
+        10,
+        ge=0,
+        description="The most confirmation waits: down as soon as the probes failed and every reachable "
+        "replica's WAL receiver lost the primary; without that evidence, down only after the probes failed "
+        "this long with no replica hearing it",
+    )
     probe_timeout_seconds: float = Field(2, gt=0, description="Connect timeout of one probe")
     replay_wait_seconds: float = Field(
         5, ge=0, description="How long replicas may take to replay WAL they received before one is chosen"
@@ -124,9 +134,10 @@ def failover_plan(old: str, new: str, followers: list[str], writer_record: str) 
     return [
         f"fence {old}: refuse writes over SQL if it answers, stop it if it still runs, make its data directory "
         f"start read-only, record the fence in the cluster's home bucket",
-        f"promote {new}; create replication slots for the other nodes on it",
+        f"promote {new}",
         f"point {writer_record} at {new}",
-        f"point {', '.join(followers) or 'no other replica'} at {new} (they follow its new timeline)",
+        f"create replication slots for the other nodes on {new}; point {', '.join(followers) or 'no other replica'} "
+        f"at it (they follow its new timeline)",
         f"verify a write through the writer endpoint lands on {new} and reaches every replica",
         f"estimate the data lost: {old}'s last WAL vs the position {new} was promoted at",
     ]
@@ -175,34 +186,66 @@ def _page_no_failover(cluster_name: str, params: FailoverParams, run: RunbookRun
     )
 
 
+class _SlackLater:
+    """Steps on the way to writes accepted are recorded at once and posted to Slack after them.
+
+    Nothing between the run's start and the writer record's move waits for Slack; the
+    thread still gets every step, in order, as soon as writes are accepted (or the run
+    stops, or asks for approval).
+    """
+
+    def __init__(self, reporter: RunReporter):
+        self.reporter = reporter
+        self.mark: int | None = len(reporter.steps)
+
+    def step(self, sentence: str) -> None:
+        self.reporter.step(sentence, slack=self.mark is None)
+
+    def flush(self) -> None:
+        if self.mark is None:
+            return
+        held, self.mark = self.reporter.steps[self.mark :], None
+        if self.reporter.thread is not None:
+            for _, sentence in held:
+                self.reporter.notifier.post(self.reporter.thread, sentence)
+
+
 def _failover(topology: Topology, cluster_name: str, params: FailoverParams, run: RunbookRun) -> FailoverResult:
+    later = _SlackLater(run.reporter)
+    try:
+        return _failover_steps(topology, cluster_name, params, run, later)
+    finally:
+        later.flush()
+
+
+def _failover_steps(
+    topology: Topology, cluster_name: str, params: FailoverParams, run: RunbookRun, later: _SlackLater
+) -> FailoverResult:
     cluster = topology.clusters[cluster_name]
     reporter = run.reporter
 
     # 2. Which node was the primary, and is it really down?
+    # The shared fence records and the writer record are read while the nodes are observed.
+    fenced_f = fenced_nodes.submit(topology, cluster_name)
+    writer_f = writer_node.submit(topology, cluster_name)
     states = observe_cluster(topology, cluster_name)
-    fenced = fenced_nodes(topology, cluster_name)
-    view = find_primary(topology, cluster_name, states, writer_node(topology, cluster_name))
+    fenced = fenced_f.result()
+    view = find_primary(topology, cluster_name, states, writer_f.result())
     if view.primary is None:
         raise run.refuse(f"cannot tell which node is the primary: {view.reason}")
     old = view.primary
     if params.node and params.node != old:
         raise run.refuse(f"the alert names {params.node}, but the primary is {old} ({view.reason})")
     replicas = [n for n in cluster.nodes if n != old]
-    probes = probe_primary(
-        topology, cluster_name, old, params.probes, params.grace_seconds, params.probe_timeout_seconds
+    check = confirm_primary_down(
+        topology, cluster_name, old, replicas, params.probes, params.grace_seconds, params.probe_timeout_seconds
     )
-    states = {**states, **observe_cluster(topology, cluster_name, replicas)}
-    down = decide_primary_down(
-        old,
-        probes,
-        {n: states[n] for n in replicas},
-        grace_seconds=params.grace_seconds,
-        min_failed_probes=params.probes,
-    )
+    states = {**states, **check.replica_states}
+    down = check.decision
     if not down.down:
-        raise run.refuse(f"failover refused: {down.reason}")
-    reporter.step(down.reason)
+        later.flush()
+        raise run.refuse(f"failover refused: {down.reason} (after {check.seconds:.1f} s)")
+    later.step(f"{down.reason} (confirmed in {check.seconds:.1f} s)")
 
     # 3. Choose the replica that holds the most WAL.
     states = {**states, **_replay_received(topology, cluster_name, states, replicas, params.replay_wait_seconds)}
@@ -210,13 +253,16 @@ def _failover(topology: Topology, cluster_name: str, params: FailoverParams, run
         topology, cluster_name, states, old_primary=old, exclude_regions=set(params.exclude_regions), fenced=set(fenced)
     )
     if choice.candidate is None:
+        later.flush()
         raise run.refuse(f"failover refused: {choice.reason}")
-    reporter.step(choice.reason)
+    later.step(choice.reason)
     new = choice.candidate
     followers = [n for n in replicas if n != new and states[n].reachable and states[n].role == "replica"]
     plan = failover_plan(old, new, followers, topology.writer_record(cluster_name))
 
     # 4. Dry run or approval.
+    if params.dry_run or params.require_approval:
+        later.flush()
     if params.dry_run:
         reporter.finish(
             "dry run",
@@ -243,21 +289,21 @@ def _failover(topology: Topology, cluster_name: str, params: FailoverParams, run
     # Only when the topology asks (application.traffic.drain_on_database_loss; off by default).
     drained = drain_for_lost_database(topology, cluster.nodes[old].region, f"failover: database {old} is lost")
     if drained is not None:
-        reporter.step(drained.sentence())
+        later.step(drained.sentence())
 
-    # 6. Promote, slots, writer record.
+    # 6. Promote, then the writer record: from here on writes reach the new primary.
     promotion = promote(topology, cluster_name, new)
-    reporter.step(promotion.sentence())
-    reporter.step(
-        ensure_slots(topology, cluster_name, new, [n for n in cluster.nodes if n != new]).sentence(), slack=False
-    )
-    reporter.step(switch_writer(topology, cluster_name, new).sentence())
+    later.step(promotion.sentence())
+    later.step(switch_writer(topology, cluster_name, new).sentence())
+    later.flush()  # writes are accepted from here on: the report may take its time
 
-    # 7. The other replicas follow the new timeline.
+    # 7. The other replicas follow the new timeline (their slots first).
+    slots, repoints = follow_new_primary(topology, cluster_name, new, followers, [n for n in cluster.nodes if n != new])
+    reporter.step(slots.sentence(), slack=False)  # detail: the report, not Slack
+    for repoint in repoints:
+        reporter.step(repoint.sentence())
     for node in replicas:
-        if node in followers:
-            reporter.step(repoint_replica(topology, cluster_name, node, new).sentence())
-        elif node != new:
+        if node not in followers and node != new:
             reporter.step(f"{node} is not a reachable replica ({states[node].sentence()}): left for replica-resync")
 
     # 8. Writes work, and reach every follower.
@@ -319,9 +365,29 @@ def _replay_received(
             received[n] = receive
     if not received:
         return {}
-    for node, position in received.items():
-        wait_replayed(topology, cluster_name, node, position, timeout)
-    return observe_cluster(topology, cluster_name, list(received))
+    return replay_received(topology, cluster_name, received, timeout)
+
+
+class _Done:
+    """A step already run (outside a flow): its result, or its error raised again."""
+
+    def __init__(self, value: Any = None, error: RunbookError | None = None):
+        self.value, self.error = value, error
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _begin(step: Task[..., Any], *args: Any) -> Any:
+    """Start ``step`` concurrently inside a flow run (a future); outside one, run it now."""
+    if FlowRunContext.get() is not None:
+        return step.submit(*args)
+    try:
+        return _Done(step(*args))
+    except RunbookError as exc:
+        return _Done(error=exc)
 
 
 def _fence(
@@ -338,24 +404,36 @@ def _fence(
     """
     notes: list[str] = []
     read_only = stopped = False
+    # The SQL fence and the look at the disk at once; then the stop and the standby.signal at once
+    # (the signal is read only when the server starts, so writing it beside a running server is
+    # harmless, and if the stop fails, the next start is read-only).  Two node-step round trips.
+    sql_fence = _begin(fence_writes, topology, cluster_name, old)
+    on_disk = _begin(data_dir_exists, topology, cluster_name, old)
     try:
-        notes.append(fence_writes(topology, cluster_name, old).sentence())
+        notes.append(sql_fence.result().sentence())
         read_only = True
     except RunbookError as exc:
         notes.append(f"{old} did not answer over SQL, so it could not be made read-only ({exc})")
     try:
-        if not data_dir_exists(topology, cluster_name, old):
-            notes.append(f"{old}'s data directory is not reachable from here, so it could not be stopped")
-        elif node_running(topology, cluster_name, old):
-            notes.append(stop_node(topology, cluster_name, old, "immediate").sentence())
-            stopped = True
-        else:
-            notes.append(f"{old} is not running")
-            stopped = True
-        if stopped:
-            notes.append(block_primary_start(topology, cluster_name, old).sentence())
+        reachable = on_disk.result()
     except RunbookError as exc:
+        reachable = False
         notes.append(f"{old} could not be stopped or fenced on disk: {exc}")
+    else:
+        if not reachable:
+            notes.append(f"{old}'s data directory is not reachable from here, so it could not be stopped")
+    if reachable:
+        stop = _begin(stop_node, topology, cluster_name, old, "immediate")  # "was not running" after a crash
+        block = _begin(block_primary_start, topology, cluster_name, old)
+        try:
+            notes.append(stop.result().sentence())
+            stopped = True
+        except RunbookError as exc:
+            notes.append(f"{old} could not be stopped: {exc}")
+        try:
+            notes.append(block.result().sentence())
+        except RunbookError as exc:
+            notes.append(f"{old} could not be fenced on disk: {exc}")
     last = states[old]
     marker = FenceMarker(
         cluster=cluster_name,
@@ -370,7 +448,7 @@ def _fence(
     fence = OldPrimaryFence(
         node=old, read_only=read_only, stopped=stopped, notes=notes, record=mark_fenced(topology, marker)
     )
-    reporter.step(fence.sentence())
+    reporter.step(fence.sentence(), slack=False)  # posted with the other steps once writes are accepted
     return fence
 
 

@@ -13,21 +13,31 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as current_run
 
-from regionops.decisions import ProbeOutcome
-from regionops.ha import sqlsteps, writer
+from regionops.ha import confirm, sqlsteps, writer
 from regionops.ha.fencing import FenceCleared, FenceMarker, Fencer, FenceStore, FenceWrite
 from regionops.lsn import Lsn
 from regionops.topology import Topology
 from tasks.common import TRANSIENT_RETRIES
 
 
-@task(name="probe primary", cache_policy=NO_CACHE)
-def probe_primary(
-    topology: Topology, cluster: str, node: str, probes: int, grace_seconds: float, connect_timeout: float
-) -> list[ProbeOutcome]:
-    """Several connection attempts to the primary, spread over the grace period."""
-    return sqlsteps.probe_primary(
-        topology.clusters[cluster], node, probes=probes, grace_seconds=grace_seconds, connect_timeout=connect_timeout
+@task(name="confirm primary down", cache_policy=NO_CACHE)
+def confirm_primary_down(
+    topology: Topology,
+    cluster: str,
+    node: str,
+    replicas: list[str],
+    probes: int,
+    grace_seconds: float,
+    connect_timeout: float,
+) -> confirm.PrimaryDownCheck:
+    """Probe the primary and watch the replicas' WAL receivers until the decision is sure (or at the ceiling)."""
+    return confirm.confirm_primary_down(
+        topology.clusters[cluster],
+        node,
+        replicas,
+        probes=probes,
+        grace_seconds=grace_seconds,
+        connect_timeout=connect_timeout,
     )
 
 
@@ -63,6 +73,14 @@ def wait_replayed(
     return sqlsteps.wait_replayed(topology.clusters[cluster], node, target, timeout, past=past)
 
 
+@task(name="let replicas replay", cache_policy=NO_CACHE)
+def replay_received(
+    topology: Topology, cluster: str, targets: dict[str, Lsn], timeout: float
+) -> dict[str, sqlsteps.NodeState]:
+    """Wait (together, one deadline) until each replica replayed the WAL it had received; their states then."""
+    return sqlsteps.replay_received(topology.clusters[cluster], targets, timeout)
+
+
 @task(name="promote", cache_policy=NO_CACHE)
 def promote(topology: Topology, cluster: str, node: str, timeout: int = 60) -> sqlsteps.Promotion:
     """Promote the replica (pg_promote, waiting) and clear its replica settings."""
@@ -91,6 +109,20 @@ def drop_stale_slots(topology: Topology, cluster: str, node: str) -> sqlsteps.Sl
 def repoint_replica(topology: Topology, cluster: str, node: str, primary: str) -> sqlsteps.Repoint:
     """primary_conninfo and slot of a running replica -> ``primary``, one reload (idempotent)."""
     return sqlsteps.repoint_replica(topology.clusters[cluster], node, primary)
+
+
+@task(name="point replicas at the new primary", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def follow_new_primary(
+    topology: Topology, cluster: str, primary: str, followers: list[str], others: list[str]
+) -> tuple[sqlsteps.SlotsEnsured, list[sqlsteps.Repoint]]:
+    """Slots for ``others`` on ``primary``, then each follower re-pointed at it (every part idempotent).
+
+    One task: a slot and a re-point are one SQL call each, and a retry of the whole is
+    harmless, so separate tasks would buy nothing but orchestration time.
+    """
+    spec = topology.clusters[cluster]
+    slots = sqlsteps.ensure_slots(spec, primary, others)
+    return slots, [sqlsteps.repoint_replica(spec, node, primary) for node in followers]
 
 
 @task(name="switch writer record", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)

@@ -18,6 +18,17 @@ AUTO_CONF = "postgresql.auto.conf"
 # Settings every node of a cluster shares.  wal_log_hints makes pg_rewind possible;
 # slots and wal_keep_size keep WAL for a replica that is briefly away; short receiver
 # and sender timeouts make a dead peer visible within seconds, not minutes.
+#
+# wal_receiver_timeout is what the failover's confirmation reads on each replica
+# (regionops/decisions/failure.py): a replica hears a live primary at least every
+# timeout/2 + RTT, so one whose receiver has been silent for the whole timeout (or has
+# ended itself) has lost it.  8 s: a frozen primary is lost by every replica within 8 s
+# (the failover's goal is 10 s), and a primary that stalls up to about 3.4 s on a 240 ms WAN
+# link with jitter is never called down (timeout > 2 * (stall + RTT)).  Lower is faster
+# but turns shorter stalls into failovers; the same as shipped in
+# deployments/postgresql/regionops.conf.  wal_sender_timeout matches it: the primary drops
+# a dead replica's sender as quickly.  Server-side TCP keepalives find a peer that
+# vanished without a FIN (a host that lost power) in 5 + 3 * 2 = 11 s on idle connections.
 COMMON_SETTINGS: dict[str, str] = {
     "wal_level": "replica",
     "max_wal_senders": "10",
@@ -31,8 +42,11 @@ COMMON_SETTINGS: dict[str, str] = {
     "hot_standby": "on",
     "hot_standby_feedback": "on",
     "wal_receiver_status_interval": "'1s'",
-    "wal_receiver_timeout": "'10s'",
-    "wal_sender_timeout": "'10s'",
+    "wal_receiver_timeout": "'8s'",
+    "wal_sender_timeout": "'8s'",
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
     "wal_retrieve_retry_interval": "'1s'",
     "shared_buffers": "'64MB'",
     "max_connections": "60",

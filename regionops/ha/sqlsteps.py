@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pydantic import BaseModel
 
-from regionops.decisions import ProbeOutcome
 from regionops.decisions._common import fmt_bytes
 from regionops.drivers.pgconf import slot_name
 from regionops.drivers.postgres import (
@@ -163,6 +162,18 @@ def wait_replayed(cluster: Cluster, node: str, target: Lsn, timeout: float, *, p
         reached=reached,
         seconds=round(time.monotonic() - started, 2),
     )
+
+
+def replay_received(cluster: Cluster, targets: dict[str, Lsn], timeout: float) -> dict[str, NodeState]:
+    """Wait until each replica in ``targets`` replayed its position (one shared deadline); their states then.
+
+    A replica that does not get there in time is simply observed as it is: the
+    promotion ranking reads what it holds.
+    """
+    deadline = time.monotonic() + timeout
+    for node, target in targets.items():
+        wait_replayed(cluster, node, target, max(0.0, deadline - time.monotonic()))
+    return {node: observe(cluster, node) for node in targets}
 
 
 class Promotion(BaseModel):
@@ -383,32 +394,3 @@ def require(check: StreamingCheck | CatchUp) -> None:
     ok = check.ok if isinstance(check, StreamingCheck) else check.reached
     if not ok:
         raise VerificationFailed(check.sentence())
-
-
-# --- is the primary down? -----------------------------------------------------------------------
-
-
-def probe_primary(
-    cluster: Cluster, node: str, *, probes: int, grace_seconds: float, connect_timeout: float = 2
-) -> list[ProbeOutcome]:
-    """Probe ``node`` ``probes`` times spread over ``grace_seconds``; stop early at the first success.
-
-    A single failed connection is not evidence of death (a restart, a blip): the
-    decision needs several failures spanning the grace period.
-    """
-    outcomes: list[ProbeOutcome] = []
-    interval = grace_seconds / max(1, probes - 1) + 0.01
-
-    def probe() -> bool:
-        at = datetime.now(UTC)
-        state = observe(cluster, node, connect_timeout=connect_timeout)
-        outcomes.append(ProbeOutcome(at=at, reachable=state.reachable, error=state.error))
-        return state.reachable or len(outcomes) >= probes
-
-    poll_until(
-        probe,
-        timeout=grace_seconds + probes * (connect_timeout + 1) + 5,
-        interval=interval,
-        what=f"{probes} probes of {node}",
-    )
-    return outcomes

@@ -38,6 +38,9 @@ from tests import labtools
 pytestmark = pytest.mark.lab
 
 FAST = {"grace_seconds": 1.0, "probes": 2, "probe_timeout_seconds": 1, "lock_wait_seconds": 15}
+# A frozen primary is called down once every replica's receiver has lost it (its 8 s
+# wal_receiver_timeout), so its failover needs the default 10 s ceiling, not FAST's 1 s.
+FROZEN = {**FAST, "grace_seconds": 10.0}
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +144,7 @@ def test_an_old_primary_that_comes_back_writable_is_fenced_by_region_health_as_s
     with ha.writing(lab, "us") as writes:
         faults.inject("primary-freeze", LAB_CLUSTER, "eu-1")
         try:
-            result = failover(FailoverParams(topology=remote, **FAST))
+            result = failover(FailoverParams(topology=remote, **FROZEN))
         finally:
             faults.resume("primary-freeze", LAB_CLUSTER, "eu-1")
         resumed = time.monotonic()
@@ -182,7 +185,7 @@ def test_a_frozen_primary_is_fenced_before_promotion_and_takes_no_write_when_res
     with ha.writing(lab, "us") as writes, ha.watching_primaries(lab) as watch:
         faults.inject("primary-freeze", LAB_CLUSTER, "eu-1")
         try:
-            result = failover(FailoverParams(topology=topology, **FAST))
+            result = failover(FailoverParams(topology=topology, **FROZEN))
             new = result.new_primary
             took_writes = poll_until(lambda: writes.first_ack_on(new, 0), timeout=10, what=f"a write on {new}")
         finally:

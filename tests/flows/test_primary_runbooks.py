@@ -20,8 +20,9 @@ from flows.failover import FailoverParams, failover
 from flows.replica_resync import ResyncParams, replica_resync
 from flows.switchover import SwitchoverParams, switchover
 from regionops import cli
+from regionops.fault_injectors import fault_injector_for
 from regionops.lab import pglab
-from regionops.lab.config import LAB_NODES
+from regionops.lab.config import LAB_CLUSTER, LAB_NODES
 from regionops.waiting import poll_until
 from tests import ha_tools as ha
 from tests import labtools
@@ -120,6 +121,51 @@ def test_failover_dry_run_shows_the_plan_and_changes_nothing(cluster):
         unchanged(lab, down=("eu-1",))
         assert ha.state(lab, "us-1").role == "replica"
     assert "dry run" in ha.report_markdown(ha.run_id(state))
+
+
+@contextmanager
+def primary_frozen(lab, *, for_seconds: float | None = None) -> Iterator[None]:
+    """eu-1 frozen (SIGSTOP: connections hang, its WAL senders fall silent); resumed after
+    ``for_seconds`` by a timer, or when the block ends (always, so the next test finds it running)."""
+    faults = fault_injector_for(lab.topology())
+    faults.inject("primary-freeze", LAB_CLUSTER, "eu-1")
+    timer = threading.Timer(for_seconds, lambda: faults.resume("primary-freeze", LAB_CLUSTER, "eu-1"))
+    if for_seconds is not None:
+        timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        faults.resume("primary-freeze", LAB_CLUSTER, "eu-1")
+
+
+def _receiver_timeouts(lab) -> dict[str, str]:
+    return {n: ha.sql(lab, n).show("wal_receiver_timeout") for n in ("us-1", "apac-1")}
+
+
+def test_a_primary_frozen_for_3s_is_not_failed_over(cluster):
+    """A 3 s stall: the probes fail, but the replicas still hear eu-1 (their 8 s wal_receiver_timeout)."""
+    lab = cluster
+    assert _receiver_timeouts(lab) == {"us-1": "8s", "apac-1": "8s"}
+    with primary_frozen(lab, for_seconds=3):
+        state = failover(FailoverParams(**_params(lab)), return_state=True)  # the default parameters
+    error = _refusal(state)
+    assert "PreconditionFailed" in error and "eu-1 is not down" in error, error
+    assert "nothing was changed" in error
+    unchanged(lab)
+    assert ha.write_rows(lab, 1)  # eu-1 still takes writes
+
+
+def test_a_frozen_primary_is_called_down_once_every_replica_has_lost_it(cluster):
+    """Frozen for good: each replica's receiver times out (8 s), and that completes the evidence
+    before the 10 s ceiling.  A dry run, so nothing changes."""
+    lab = cluster
+    with primary_frozen(lab):
+        result = failover(FailoverParams(**_params(lab, dry_run=True)))
+        assert result.dry_run and result.old_primary == "eu-1"
+    assert "eu-1 is down" in result.down_reason and "every reachable replica has lost it" in result.down_reason
+    assert "us-1" in result.down_reason and "apac-1" in result.down_reason
+    unchanged(lab)
 
 
 def test_failover_refuses_when_no_replica_is_healthy(cluster):

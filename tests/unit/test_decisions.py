@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,10 @@ from pydantic import ValidationError
 
 from regionops.decisions import (
     DataLossEstimate,
-    PrimaryDownDecision,
     ProbeOutcome,
     PromotionDecision,
     RepairDecision,
     choose_promotion_candidate,
-    decide_primary_down,
     decide_repair,
     estimate_data_loss,
 )
@@ -686,159 +684,6 @@ def test_decide_repair(case: dict[str, Any]) -> None:
     if "lag" in case:
         assert decision.lag_bytes == case["lag"]
     assert_mentions(decision.reason, *case["mentions"])
-
-
-# --- decide_primary_down ------------------------------------------------------------
-
-
-def probes(*spec: tuple[float, bool]) -> list[ProbeOutcome]:
-    """(seconds after NOW, reachable) pairs."""
-    return [
-        ProbeOutcome(at=NOW + timedelta(seconds=t), reachable=ok, error=None if ok else f"refused at +{t:g}s")
-        for t, ok in spec
-    ]
-
-
-FAILED_4_OVER_12 = probes((0, False), (4, False), (8, False), (12, False))
-SILENT_REPLICAS = states(replica("us-1", status="waiting"), down("apac-1"))
-
-PRIMARY_DOWN_CASES: list[tuple[str, dict[str, Any]]] = [
-    (
-        "down-all-evidence",
-        dict(
-            probes=FAILED_4_OVER_12,
-            replicas=SILENT_REPLICAS,
-            want=True,
-            mentions=[
-                "eu-1 is down",
-                "4 probe(s) failed over 12.0 s",
-                "last error: refused at +12s",
-                "grace period of 10.0 s",
-                "us-1's WAL receiver is waiting",
-                "apac-1 is unreachable",
-            ],
-        ),
-    ),
-    (
-        "down-span-exactly-grace",
-        dict(
-            probes=probes((0, False), (5, False), (10, False)),
-            replicas={},
-            want=True,
-            mentions=["3 probe(s) failed over 10.0 s", "no replicas observed"],
-        ),
-    ),
-    (
-        "down-probes-out-of-order",
-        dict(
-            probes=list(reversed(FAILED_4_OVER_12)),
-            replicas={},
-            want=True,
-            mentions=["failed over 12.0 s", "last error: refused at +12s"],
-        ),
-    ),
-    (
-        "down-replica-streaming-but-stale",
-        dict(
-            probes=FAILED_4_OVER_12,
-            replicas=states(replica("us-1", msg_age=30.0)),
-            want=True,
-            mentions=["us-1's last message is 30.0 s old"],
-        ),
-    ),
-    (
-        "down-replica-streaming-without-message-time",
-        dict(
-            probes=FAILED_4_OVER_12,
-            replicas=states(replica("us-1", msg_age=None)),
-            want=True,
-            mentions=["us-1 streams but has no message time"],
-        ),
-    ),
-    (
-        "down-replica-without-receiver",
-        dict(
-            probes=FAILED_4_OVER_12,
-            replicas=states(replica("us-1", status=None)),
-            want=True,
-            mentions=["us-1 has no WAL receiver"],
-        ),
-    ),
-    (
-        "down-with-min-failed-probes-one",
-        dict(
-            probes=probes((0, False), (10, False)), replicas={}, min_failed=1, want=True, mentions=["2 probe(s) failed"]
-        ),
-    ),
-    (
-        "not-down-no-probes",
-        dict(probes=[], replicas=SILENT_REPLICAS, want=False, mentions=["has not been probed yet"]),
-    ),
-    (
-        "not-down-single-failed-probe",
-        dict(
-            probes=probes((0, False)),
-            replicas=SILENT_REPLICAS,
-            want=False,
-            mentions=["not down yet: only 1 probe(s) failed", "3 failures are needed"],
-        ),
-    ),
-    (
-        "not-down-grace-not-elapsed",
-        dict(
-            probes=probes((0, False), (2, False), (4, False)),
-            replicas=SILENT_REPLICAS,
-            want=False,
-            mentions=["3 probe(s) failed over 4.0 s", "less than the grace period of 10.0 s"],
-        ),
-    ),
-    (
-        "not-down-one-success-among-failures",
-        dict(
-            probes=probes((0, False), (4, False), (6, True), (8, False), (12, False)),
-            replicas=SILENT_REPLICAS,
-            want=False,
-            mentions=["a probe reached it at 2024-05-01T12:00:06+00:00", "4 of 5 probes failed"],
-        ),
-    ),
-    (
-        "not-down-replica-still-streaming",
-        dict(
-            probes=FAILED_4_OVER_12,
-            replicas=states(replica("us-1", msg_age=1.5), replica("apac-1", msg_age=30.0)),
-            want=False,
-            hearing=("us-1",),
-            mentions=[
-                "eu-1 is not down",
-                "4 probe(s) failed over 12.0 s",
-                "us-1 streams from db-eu-1:5432, last message 1.5 s ago",
-                "orchestrator is probably cut off",
-            ],
-        ),
-    ),
-]
-
-
-@pytest.mark.parametrize("case", [c for _, c in PRIMARY_DOWN_CASES], ids=[i for i, _ in PRIMARY_DOWN_CASES])
-def test_decide_primary_down(case: dict[str, Any]) -> None:
-    decision = decide_primary_down(
-        "eu-1",
-        case["probes"],
-        case["replicas"],
-        grace_seconds=10,
-        min_failed_probes=case.get("min_failed", 3),
-    )
-    assert isinstance(decision, PrimaryDownDecision)
-    assert decision.down is case["want"], decision.reason
-    assert decision.replicas_hearing_primary == case.get("hearing", ())
-    assert_mentions(decision.reason, *case["mentions"])
-
-
-def test_primary_down_records_the_evidence() -> None:
-    decision = decide_primary_down("eu-1", FAILED_4_OVER_12, SILENT_REPLICAS, grace_seconds=10)
-    assert (decision.failed_probes, decision.failed_span_seconds, decision.last_error) == (4, 12.0, "refused at +12s")
-    empty = decide_primary_down("eu-1", [], {}, grace_seconds=10)
-    assert (empty.failed_probes, empty.failed_span_seconds, empty.last_error) == (0, None, None)
 
 
 # --- estimate_data_loss -------------------------------------------------------------
