@@ -42,14 +42,15 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from prefect import get_client  # noqa: E402
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName  # noqa: E402
 from prefect.client.schemas.objects import FlowRun, StateType  # noqa: E402
-from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
+from prefect.settings import temporary_settings  # noqa: E402
 
 from bench.goals import verdict  # noqa: E402
 from regionops.alerting.ledger import LEDGER_FILE  # noqa: E402
 from regionops.drivers.appwrite import app_writer_for  # noqa: E402
 from regionops.drivers.prometheus import PrometheusClient  # noqa: E402
 from regionops.lab import pglab  # noqa: E402
-from regionops.lab.lab import Lab, lab_env  # noqa: E402
+from regionops.lab.lab import Lab  # noqa: E402
+from regionops.lab.prefect_server import lab_prefect_settings  # noqa: E402
 from regionops.monitoring.tools import LAB_TOOLS, missing_tools  # noqa: E402
 from regionops.topology import Topology  # noqa: E402
 from regionops.waiting import poll_until  # noqa: E402
@@ -107,7 +108,7 @@ def one_run(index: int) -> dict[str, float]:
         at: dict[str, float] = {}
 
         def failover_runs() -> list[FlowRun]:
-            with temporary_settings(updates={PREFECT_API_URL: lab_env(lab.cfg)["PREFECT_API_URL"]}):
+            with temporary_settings(updates=lab_prefect_settings(lab.cfg)):
                 client = get_client(sync_client=True)
             with client:
                 return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["failover"])))

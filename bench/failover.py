@@ -47,6 +47,7 @@ from regionops.ha.writer import writer_node  # noqa: E402
 from regionops.lab import pglab  # noqa: E402
 from regionops.lab.config import LAB_CLUSTER, LAB_NODES  # noqa: E402
 from regionops.lab.lab import Lab, lab_env  # noqa: E402
+from regionops.lab.prefect_server import lab_prefect_settings  # noqa: E402
 from regionops.topology import Topology  # noqa: E402
 from regionops.waiting import poll_until  # noqa: E402
 
@@ -58,19 +59,19 @@ FROZEN_GOAL_SECONDS = 10.0
 @contextlib.contextmanager
 def running_lab(lab_dir: str) -> Iterator[Lab]:
     """A lab that already runs (``regionops lab up --lab-dir DIR``), left running afterwards."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
     lab = Lab.open(Path(lab_dir))
     env = lab_env(lab.cfg)
     os.environ.update(env)
-    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+    with temporary_settings(updates=lab_prefect_settings(lab.cfg)):
         yield lab
 
 
 @contextlib.contextmanager
 def private_lab(keep: bool) -> Iterator[Lab]:
     """A lab on free ports in a fresh directory, with Prefect pointed at its server."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
     lab_dir = Path(tempfile.mkdtemp(prefix="regionops-bench-lab-"))
     os.chmod(lab_dir, 0o755)
@@ -85,7 +86,7 @@ def private_lab(keep: bool) -> Iterator[Lab]:
             )
         env = lab_env(lab.cfg)
         os.environ.update(env)
-        with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        with temporary_settings(updates=lab_prefect_settings(lab.cfg)):
             yield lab
     finally:
         if keep:

@@ -50,7 +50,7 @@ from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
 from regionops.runbook.params import ClusterChangeParams
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
-from tasks.nodeops import block_primary_start, data_dir_exists, read_wal_end, stop_node
+from tasks.nodeops import fence_on_host, read_wal_end
 from tasks.observe import observe_cluster
 from tasks.replication import (
     confirm_primary_down,
@@ -404,36 +404,20 @@ def _fence(
     """
     notes: list[str] = []
     read_only = stopped = False
-    # The SQL fence and the look at the disk at once; then the stop and the standby.signal at once
-    # (the signal is read only when the server starts, so writing it beside a running server is
-    # harmless, and if the stop fails, the next start is read-only).  Two node-step round trips.
+    # The SQL fence and the fence on the old primary's host at once: one node step (stop it if
+    # it runs, write standby.signal), so the failover pays one round trip to that host.
     sql_fence = _begin(fence_writes, topology, cluster_name, old)
-    on_disk = _begin(data_dir_exists, topology, cluster_name, old)
+    on_host = _begin(fence_on_host, topology, cluster_name, old)
     try:
         notes.append(sql_fence.result().sentence())
         read_only = True
     except RunbookError as exc:
         notes.append(f"{old} did not answer over SQL, so it could not be made read-only ({exc})")
     try:
-        reachable = on_disk.result()
+        notes.append(on_host.result().sentence())
+        stopped = True
     except RunbookError as exc:
-        reachable = False
         notes.append(f"{old} could not be stopped or fenced on disk: {exc}")
-    else:
-        if not reachable:
-            notes.append(f"{old}'s data directory is not reachable from here, so it could not be stopped")
-    if reachable:
-        stop = _begin(stop_node, topology, cluster_name, old, "immediate")  # "was not running" after a crash
-        block = _begin(block_primary_start, topology, cluster_name, old)
-        try:
-            notes.append(stop.result().sentence())
-            stopped = True
-        except RunbookError as exc:
-            notes.append(f"{old} could not be stopped: {exc}")
-        try:
-            notes.append(block.result().sentence())
-        except RunbookError as exc:
-            notes.append(f"{old} could not be fenced on disk: {exc}")
     last = states[old]
     marker = FenceMarker(
         cluster=cluster_name,

@@ -321,8 +321,13 @@ class LocalNodeOperator:
         started = time.monotonic()
         if not (self.data_dir(node) / "PG_VERSION").exists():
             raise PreconditionFailed(f"{node} has no data directory here, so it could not be stopped or fenced on disk")
-        stopped = self.stop(node, "immediate")
+        # standby.signal first: it is read only when the server starts, so it is harmless beside
+        # a running one, and if the stop below fails, whatever starts the node next starts read-only.
         blocked = self.block_primary_start(node)
+        try:
+            stopped = self.stop(node, "immediate")
+        except RunbookError as exc:
+            raise ExternalSystemError(f"{blocked.detail}; but stopping {node} failed: {exc}") from exc
         return NodeOpResult(
             node=node,
             operation="fence-on-host",

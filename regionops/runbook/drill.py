@@ -66,7 +66,10 @@ class DrillParams(RunbookParams):
         "receiver and follow the run its automation starts",
     )
     confirmation_seconds: float = Field(
-        10, ge=0, description="direct failover: how long the primary must stay unreachable before it is called down"
+        10,
+        ge=0,
+        description="direct failover: the most the failover waits for evidence that the primary is down (its "
+        "grace_seconds ceiling; a crash is called down as soon as the replicas have lost it)",
     )
     canary_interval_seconds: float = Field(0.05, gt=0, le=5, description="How often the canary writes")
     baseline_writes: int = Field(10, ge=1, description="Acknowledged canary writes needed before the fault")

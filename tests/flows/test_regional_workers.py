@@ -204,7 +204,7 @@ def test_failover_on_the_us_pool_runs_eu_steps_on_the_eu_executor_then_resync_re
     assert run.state.is_completed(), run.state
     steps = assert_on_executors(node_steps(run.id), run.id)
     assert set(steps) == {"eu-1"}  # promotion and re-pointing are SQL: no other node's host was needed
-    assert "block-primary-start" in steps["eu-1"]
+    assert "fence-on-host" in steps["eu-1"]  # stop if running + standby.signal: one round trip
     shape = ha.layout(cluster)
     assert shape["us-1"] == "primary" and list(shape.values()).count("primary") == 1
     assert ha.writer(cluster) == "us-1"
