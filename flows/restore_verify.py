@@ -27,6 +27,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -116,13 +117,16 @@ def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> Resto
             return phase
 
         timed: list[Phase] = []
-        # The named set's proof record is read while the directories are made and pgBackRest lists the sets.
-        proof_read = rt.read_proof.submit(topology, cluster_name, repo.region, params.label) if params.label else None
+        # The proof store's S3 client is built (and the named set's proof record read) while the
+        # directories are made and pgBackRest lists the sets; the verdict goes through it too.
+        opener = ThreadPoolExecutor(1, thread_name_prefix="proof-store")
+        opening = opener.submit(rt.open_proof_store, topology, cluster_name, repo.region, params.label)
+        opener.shutdown(wait=False)
         try:
             for phase in rt.prepare_dirs([str(work), str(data_dir)], cluster.os_user):
                 done(phase)
             sets = rt.backup_sets(topology, cluster_name, str(data_dir), str(pgbackrest_dir), repo.index)
-            proofs = {params.label: proof_read.result()} if params.label and proof_read else None
+            _, proofs = opening.result()
             target = rt.choose_target(
                 topology,
                 cluster_name,
@@ -189,10 +193,9 @@ def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> Resto
             tables=tables,
             error=str(error) if error else None,
         )
+        store, _ = opening.result()
         recorded = rt.record_verification.submit(
-            topology,
-            cluster_name,
-            repo.region,
+            store,
             Verification(
                 cluster=cluster_name,
                 label=target.label,

@@ -8,20 +8,15 @@ second full read of the database is a decision for the schedule or a human.  Rea
 
 from __future__ import annotations
 
-import logging
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from regionops.backup.proof import BackupProof, ProofStore, take_fingerprint_point
 from regionops.drivers.pgbackrest import BackupInfo, BackupResult, BackupType, CommandResult, PgBackRest, VerifyResult
-from regionops.errors import RunbookError
 from regionops.node import node_operator_for
 from regionops.node.pgbackrest_step import seam_driver
 from regionops.topology import Topology
 from tasks.common import TRANSIENT_RETRIES
-
-log = logging.getLogger(__name__)
 
 
 def _driver(topology: Topology, cluster: str, node: str) -> PgBackRest:
@@ -83,16 +78,7 @@ def store_proof(store: ProofStore, proof: BackupProof) -> str:
 def open_proof_stores(topology: Topology, cluster: str, regions: list[str]) -> dict[str, ProofStore]:
     """The proof store of each repository region, its S3 client built and its connection open.
 
-    Building a boto3 client and its TLS connection takes about a second on a busy host:
-    the backup runbook calls this beside the backup, so storing the proof does not wait
-    for it.  A failed warm-up listing is only logged: the real calls retry on their own.
+    The backup runbook calls this beside the backup, so storing the proof does not wait
+    for the clients (see :meth:`ProofStore.warm`).
     """
-    stores = {}
-    for region in regions:
-        store = ProofStore.for_cluster(topology, cluster, region)
-        try:
-            store.labels()
-        except RunbookError as exc:
-            log.info("warming the proof store of %s in %s failed: %s", cluster, region, exc)
-        stores[region] = store
-    return stores
+    return {region: ProofStore.for_cluster(topology, cluster, region).warm() for region in regions}

@@ -85,10 +85,16 @@ def choose_target(
     )
 
 
-@task(name="read proof record", cache_policy=NO_CACHE)
-def read_proof(topology: Topology, cluster: str, region: str | None, label: str) -> BackupProof | None:
-    """The proof record of backup ``label`` in the region's repository, or None when it has none."""
-    return ProofStore.for_cluster(topology, cluster, region).proof(label)
+def open_proof_store(
+    topology: Topology, cluster: str, region: str | None, label: str | None
+) -> tuple[ProofStore, dict[str, BackupProof | None] | None]:
+    """The region's proof store, warmed, and the proof record of ``label`` when one is named.
+
+    Not a task: restore verification runs it in a thread beside ``pgbackrest info``, and
+    keeps the store (a live S3 client) for the verdict.
+    """
+    store = ProofStore.for_cluster(topology, cluster, region).warm()
+    return store, ({label: store.proof(label)} if label else None)
 
 
 @task(name="pgbackrest restore", cache_policy=NO_CACHE)
@@ -140,9 +146,9 @@ def remove_dir(path: str, os_user: str | None) -> Phase:
 
 
 @task(name="record verification", cache_policy=NO_CACHE)
-def record_verification(topology: Topology, cluster: str, region: str | None, verdict: Verification) -> str:
+def record_verification(store: ProofStore, verdict: Verification) -> str:
     """Store the verdict beside the set's proof record (the monitoring reads the newest)."""
-    return ProofStore.for_cluster(topology, cluster, region).record_verification(verdict)
+    return store.record_verification(verdict)
 
 
 # -- restore onto a node: its disk steps go through the node seam -------------------------
