@@ -260,6 +260,8 @@ def main() -> int:
             )
         )
         info = {b.label: b for b in driver.info(repo=1).backups}
+        # Read while the lab's Prefect server still runs.
+        where = [line for name, runs in profiles.items() for line in profile(name, *min(runs, key=lambda r: r[0]))]
 
     full, inc = info.get(label), info.get(incr.label or "")
     b, rb = min(bare_b), min(run_b)
@@ -280,8 +282,7 @@ def main() -> int:
         f"{stall['runbook'] * 1000:.0f} ms, during bare pgbackrest's {stall['bare'] * 1000:.0f} ms; the proof point "
         f"held writes {max(held, default=0):.0f} ms at most (goal: stall under 50 ms)"
     )
-    for name, runs in profiles.items():
-        print_profile(name, *min(runs, key=lambda r: r[0]))
+    print("\n".join(where))
     for name, bi in (("full", full), ("incr", inc)):
         if bi is not None:
             print(
@@ -320,7 +321,7 @@ def main() -> int:
     return 0
 
 
-def print_profile(name: str, wall: float, state) -> None:
+def profile(name: str, wall: float, state) -> list[str]:
     """Where one runbook run's time went: each task run's start (from the flow run's start) and duration.
 
     Read back from the Prefect server, so it costs the run nothing; what no task covers is
@@ -339,12 +340,13 @@ def print_profile(name: str, wall: float, state) -> None:
 
     run, tasks = asyncio.run(read())
     if run.start_time is None or run.end_time is None:
-        return
+        return []
     flow_s = (run.end_time - run.start_time).total_seconds()
-    print(f"where the {name} runbook's time went (its best run: {wall:.2f} s wall, {flow_s:.2f} s in the flow run):")
+    lines = [f"where the {name} runbook's time went (its best run: {wall:.2f} s wall, {flow_s:.2f} s in the flow run):"]
     for t in sorted((t for t in tasks if t.start_time and t.end_time), key=lambda t: t.start_time):
         at = (t.start_time - run.start_time).total_seconds()
-        print(f"  {t.name:<32} at {at:6.2f} s  {(t.end_time - t.start_time).total_seconds():6.2f} s")
+        lines.append(f"  {t.name:<38} at {at:6.2f} s  {(t.end_time - t.start_time).total_seconds():6.2f} s")
+    return lines
 
 
 if __name__ == "__main__":
