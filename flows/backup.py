@@ -17,9 +17,12 @@ Steps, in the order the flow below takes them:
 5. **Proof**: on the primary, the fingerprint tables are counted and checksummed and a
    restore point ``regionops-<cluster>-<label of repo1's backup>`` is created;
    ``pgbackrest check`` switches WAL and waits until the archive holds it; the proof
-   record goes into every written repository's bucket, under that repository's label.
-6. **Retention**: ``pgbackrest expire`` per repository (its retention-full/-diff); proof
-   records of backups pgBackRest no longer lists are deleted.
+   record goes into every written repository's bucket, under that repository's label
+   (only after the check; the buckets' S3 clients were opened while the backup ran).
+6. **Retention**, beside the proof: ``pgbackrest expire`` per repository (its
+   retention-full/-diff); proof records of backups pgBackRest no longer lists are
+   deleted.  The ``info`` read after expire is also where the new set's sizes come from
+   (no second ``info`` after the backup).
 7. **Verify** (default on): ``pgbackrest verify`` of each written repository; a bad
    object fails the run, naming it.
 8. **Publish** the backup gauges to the Pushgateway and **report** (UI artifact, Slack
@@ -31,6 +34,7 @@ Steps, in the order the flow below takes them:
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from prefect import flow
 from pydantic import BaseModel, Field
@@ -233,12 +237,16 @@ def _run(
         )
     run.changed = True
 
-    # 4. One backup per repository, from the source's host.
-    for repo in repos:
-        taken = bt.take(topology, cluster_name, primary, params.backup_type, repo.index)
-        part = RepoBackup(repository=repo, backup=taken)
-        result.repos.append(part)
-        reporter.step(part.backup.sentence())
+    # 4. One backup per repository, from the source's host; meanwhile the proof stores'
+    #    S3 clients are built (they cost about a second, the backup far more).
+    with ThreadPoolExecutor(1, thread_name_prefix="proof-stores") as opener:
+        opening = opener.submit(bt.open_proof_stores, topology, cluster_name, [r.region for r in repos])
+        for repo in repos:
+            taken = bt.take(topology, cluster_name, primary, params.backup_type, repo.index)
+            part = RepoBackup(repository=repo, backup=taken)
+            result.repos.append(part)
+            reporter.step(part.backup.sentence())
+        stores = opening.result()
     result.label = result.repos[0].backup.label
 
     # 5. Retention runs beside the proof (they touch different things): each repository's
@@ -246,7 +254,7 @@ def _run(
     #    backup's own label is listed, so its proof record is never pruned.
     retention = {
         part.repository.index: bt.apply_retention.submit(
-            topology, cluster_name, primary, part.repository.index, part.repository.region
+            topology, cluster_name, primary, part.repository.index, stores[part.repository.region]
         )
         for part in result.repos
     }
@@ -256,20 +264,28 @@ def _run(
     if result.label and tables:
         proof = bt.fingerprint_point(topology, cluster_name, primary, result.label, tables)
         reporter.step(bt.check(topology, cluster_name, primary).sentence(), slack=False)
+        # Only once the restore point is archived (check above) is a proof record written;
+        # the records of the repositories go up side by side.
+        stored = {
+            part.repository.index: bt.store_proof.submit(
+                stores[part.repository.region], proof.model_copy(update={"label": part.backup.label})
+            )
+            for part in result.repos
+            if part.backup.label
+        }
         for part in result.repos:
-            if part.backup.label:
-                part.proof_key = bt.store_proof(
-                    topology,
-                    cluster_name,
-                    part.repository.region,
-                    proof.model_copy(update={"label": part.backup.label}),
-                )
+            if part.repository.index in stored:
+                part.proof_key = stored[part.repository.index].result()
         result.proof = proof
         reporter.step(proof.sentence())
     elif not tables:
         reporter.step("no fingerprint tables: no proof record (restore verification can only check that it starts)")
     for part in result.repos:
-        part.listed, part.pruned_proofs = retention[part.repository.index].result()
+        kept, part.pruned_proofs = retention[part.repository.index].result()
+        part.listed = [b.label for b in kept]
+        # The new set's sizes come from the info retention read (one info per repository, not two).
+        entry = next((b for b in kept if b.label == part.backup.label), None)
+        part.backup = part.backup.model_copy(update={"backup": entry})
         reporter.step(
             f"repo{part.repository.index}: retention applied, {len(part.listed)} backup(s) kept"
             + (f", proof records of {', '.join(part.pruned_proofs)} removed" if part.pruned_proofs else ""),

@@ -13,9 +13,12 @@ instance on the machine running this flow, then looks at the data.
    loopback-only pg_hba) and wait until recovery reached the target and promoted.
 4. Prove the data: at the proof's restore point every fingerprint table's rows and
    checksum equal the proof; at any other target, report their row counts.
-5. Time it (restore time = restore + start + recovery), tear the scratch instance down
-   whatever happens, store the verdict beside the proof, publish the Pushgateway gauges,
-   report (UI artifacts, Slack thread).  Runs daily.
+5. Time it (restore time = restore + start + recovery; total = up to the data check),
+   tear the scratch instance down whatever happens, store the verdict beside the proof
+   and publish the Pushgateway gauges (the three side by side: the verdict is known
+   before the teardown), report (UI artifacts, Slack thread).  Runs daily.
+
+The named set's proof record is read while ``pgbackrest info`` lists the sets.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_run
 from pydantic import Field
 
@@ -40,6 +46,7 @@ from regionops.model.restore import Phase, RestoreTarget, TableCheck
 from regionops.runbook.context import REPORT_HOOKS, RunbookRun
 from regionops.runbook.monitoring import RESTORE_VERIFY_JOB, restore_verification_gauges
 from regionops.runbook.params import RestoreTargetParams, RunbookParams
+from regionops.runbook.reporting import RunReporter
 from regionops.topology import load_topology
 from tasks import restore as rt
 from tasks.runbook_monitoring import publish
@@ -110,21 +117,42 @@ def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> Resto
             return phase
 
         timed: list[Phase] = []
+        # The proof store's S3 client is built (and the named set's proof record read) while the
+        # directories are made and pgBackRest lists the sets; the verdict goes through it too.
+        opener = ThreadPoolExecutor(1, thread_name_prefix="proof-store")
+        opening = opener.submit(rt.open_proof_store, topology, cluster_name, repo.region, params.label)
+        opener.shutdown(wait=False)
         try:
-            done(rt.prepare_dir(str(work), cluster.os_user))
-            done(rt.prepare_dir(str(data_dir), cluster.os_user))
+            for phase in rt.prepare_dirs([str(work), str(data_dir)], cluster.os_user):
+                done(phase)
             sets = rt.backup_sets(topology, cluster_name, str(data_dir), str(pgbackrest_dir), repo.index)
+            _, proofs = opening.result()
             target = rt.choose_target(
-                topology, cluster_name, repo.region, sets, repo.index, params.label, params.target_type, params.target
+                topology,
+                cluster_name,
+                repo.region,
+                sets,
+                repo.index,
+                params.label,
+                params.target_type,
+                params.target,
+                proofs,
             )
             reporter.step(f"verifying {target.sentence()}")
             timed.append(
                 done(rt.restore_into(topology, cluster_name, str(data_dir), str(pgbackrest_dir), target, "promoted"))
             )
-            done(rt.configure_instance(topology, cluster_name, str(data_dir), f"verify-{target.label}", info.port))
-            timed.append(
-                done(rt.start_instance(str(data_dir), str(log_file), cluster.os_user, params.start_timeout_seconds))
+            configured, start = rt.configure_and_start(
+                topology,
+                cluster_name,
+                str(data_dir),
+                f"verify-{target.label}",
+                info.port,
+                str(log_file),
+                params.start_timeout_seconds,
             )
+            done(configured)
+            timed.append(done(start))
             timed.append(
                 done(
                     rt.wait_recovered(
@@ -142,17 +170,18 @@ def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> Resto
             done(phase)
         except RunbookError as exc:
             error = exc
-        finally:
-            try:
-                done(rt.remove_dir(str(work), cluster.os_user))
-            except Exception as exc:  # noqa: BLE001 - reported; the verdict below still stands
-                reporter.step(f"teardown failed: {exc}")
+        except BaseException:
+            _torn_down(rt.remove_dir.submit(str(work), cluster.os_user), done, reporter)
+            raise
+        # The verdict is known: the scratch instance goes while the verdict is recorded and published.
+        teardown = rt.remove_dir.submit(str(work), cluster.os_user)
 
         if target is None:  # no set to verify (none, or not the one asked for): nothing to record
             assert error is not None
+            _torn_down(teardown, done, reporter)
             reporter.finish("failed", [f"{type(error).__name__}: {error}"])
             raise error
-        result = RestoreVerification(
+        checked = RestoreVerification(
             label=target.label,
             cluster=cluster_name,
             repo=repo.index,
@@ -164,18 +193,17 @@ def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> Resto
             tables=tables,
             error=str(error) if error else None,
         )
-        rt.record_verification(
-            topology,
-            cluster_name,
-            repo.region,
+        store, _ = opening.result()
+        recorded = rt.record_verification.submit(
+            store,
             Verification(
                 cluster=cluster_name,
                 label=target.label,
-                status="passed" if result.passed else "failed",
+                status="passed" if checked.passed else "failed",
                 at=datetime.now(UTC),
                 target=target.describe(),
-                restore_seconds=result.restore_seconds if result.passed else None,
-                detail=result.sentence(),
+                restore_seconds=checked.restore_seconds if checked.passed else None,
+                detail=checked.sentence(),
                 flow_run=str(current_run.get_id() or ""),
             ),
         )
@@ -183,9 +211,12 @@ def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> Resto
             topology,
             RESTORE_VERIFY_JOB,
             cluster_name,
-            restore_verification_gauges(datetime.now(UTC), result.passed, result.restore_seconds),
+            restore_verification_gauges(datetime.now(UTC), checked.passed, checked.restore_seconds),
             reporter,
         )
+        _torn_down(teardown, done, reporter)
+        recorded.result()
+        result = checked.model_copy(update={"phases": list(phases)})
         reporter.finish(
             "passed" if result.passed else "failed",
             [result.sentence()],
@@ -197,3 +228,11 @@ def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> Resto
         if error is not None:
             raise error
         return result
+
+
+def _torn_down(teardown: PrefectFuture[Phase], done: Callable[[Phase], Phase], reporter: RunReporter) -> None:
+    """Wait for the scratch instance's teardown; a failure is reported, the verdict stands."""
+    try:
+        done(teardown.result())
+    except Exception as exc:  # noqa: BLE001 - reported; the verdict stands
+        reporter.step(f"teardown failed: {exc}")

@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from regionops.backup.proof import BackupProof, ProofStore, take_fingerprint_point
-from regionops.drivers.pgbackrest import BackupResult, BackupType, CommandResult, PgBackRest, VerifyResult
+from regionops.drivers.pgbackrest import BackupInfo, BackupResult, BackupType, CommandResult, PgBackRest, VerifyResult
 from regionops.node import node_operator_for
 from regionops.node.pgbackrest_step import seam_driver
 from regionops.topology import Topology
@@ -26,8 +26,12 @@ def _driver(topology: Topology, cluster: str, node: str) -> PgBackRest:
 
 @task(name="pgbackrest backup", cache_policy=NO_CACHE)
 def take(topology: Topology, cluster: str, node: str, backup_type: BackupType, repo: int) -> BackupResult:
-    """``pgbackrest backup --type=... --repo=N`` on ``node``, described by its ``info`` entry (sizes)."""
-    return _driver(topology, cluster, node).backup(backup_type, repo, describe=True)
+    """``pgbackrest backup --type=... --repo=N`` on ``node``; its label from its own log.
+
+    Not described here: the ``info`` that retention reads right after (:func:`apply_retention`)
+    carries the new set's sizes, so the runbook asks pgBackRest once, not twice.
+    """
+    return _driver(topology, cluster, node).backup(backup_type, repo)
 
 
 @task(name="pgbackrest check", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
@@ -37,16 +41,19 @@ def check(topology: Topology, cluster: str, primary: str) -> CommandResult:
 
 
 @task(name="retention", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def apply_retention(topology: Topology, cluster: str, node: str, repo: int, region: str) -> tuple[list[str], list[str]]:
-    """``pgbackrest expire`` of one repository, then the labels it still lists and the proof records pruned.
+def apply_retention(
+    topology: Topology, cluster: str, node: str, repo: int, store: ProofStore
+) -> tuple[list[BackupInfo], list[str]]:
+    """``pgbackrest expire`` of one repository, then the backups it still lists and the proof records pruned.
 
     Expire is pgBackRest's own retention; the proof records of the sets it expired go
-    with them.  Returns (labels kept, labels whose proof records were removed).
+    with them.  Returns (the ``info`` entries kept, oldest first: the new backup's sizes
+    are read from there; labels whose proof records were removed).
     """
     driver = _driver(topology, cluster, node)
     driver.expire(repo=repo)
-    kept = [b.label for b in driver.info(repo=repo).backups]
-    return kept, ProofStore.for_cluster(topology, cluster, region).prune(set(kept))
+    kept = driver.info(repo=repo).backups
+    return kept, store.prune({b.label for b in kept})
 
 
 @task(name="pgbackrest verify", cache_policy=NO_CACHE)
@@ -63,6 +70,15 @@ def fingerprint_point(topology: Topology, cluster: str, primary: str, label: str
 
 
 @task(name="store proof", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
-def store_proof(topology: Topology, cluster: str, region: str, proof: BackupProof) -> str:
-    """Put the proof record beside the backup in the region's repository; returns its key."""
-    return ProofStore.for_cluster(topology, cluster, region).put_proof(proof)
+def store_proof(store: ProofStore, proof: BackupProof) -> str:
+    """Put the proof record beside the backup in the store's repository; returns its key."""
+    return store.put_proof(proof)
+
+
+def open_proof_stores(topology: Topology, cluster: str, regions: list[str]) -> dict[str, ProofStore]:
+    """The proof store of each repository region, its S3 client built and its connection open.
+
+    The backup runbook calls this beside the backup, so storing the proof does not wait
+    for the clients (see :meth:`ProofStore.warm`).
+    """
+    return {region: ProofStore.for_cluster(topology, cluster, region).warm() for region in regions}

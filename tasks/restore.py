@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from regionops.backup import restore as real
 from regionops.backup import scratch
-from regionops.backup.proof import ProofStore, Verification
+from regionops.backup.proof import BackupProof, ProofStore, Verification
 from regionops.drivers.pgbackrest import restore_driver
 from regionops.drivers.postgres import ConnInfo, sql_node_at
 from regionops.model.restore import (
@@ -37,10 +37,10 @@ from regionops.node import node_operator_for
 from regionops.topology import Topology
 
 
-@task(name="prepare directory", cache_policy=NO_CACHE)
-def prepare_dir(path: str, os_user: str | None) -> Phase:
-    """An empty directory the PostgreSQL OS user owns (a used one is refused, naming it)."""
-    return scratch.prepare_empty_dir(Path(path), os_user)
+@task(name="prepare directories", cache_policy=NO_CACHE)
+def prepare_dirs(paths: list[str], os_user: str | None) -> list[Phase]:
+    """An empty directory the PostgreSQL OS user owns at each path, parent first (a used one is refused)."""
+    return [scratch.prepare_empty_dir(Path(path), os_user) for path in paths]
 
 
 @task(name="pgbackrest info", cache_policy=NO_CACHE)
@@ -59,10 +59,18 @@ def choose_target(
     label: str | None,
     target_type: RequestedTarget,
     target: str | None,
+    proofs: dict[str, BackupProof | None] | None = None,
 ) -> RestoreTarget:
-    """The set (refused when missing or ending after the target) and where recovery stops, from its proof."""
+    """The set (refused when missing or ending after the target) and where recovery stops, from its proof.
+
+    ``proofs``: proof records already read, by label (the runbook reads the named set's
+    while ``pgbackrest info`` runs); the chosen set's is read here when it is not among them.
+    """
     chosen = real.choose_set(cluster, sets, repo, label, target_type, target)
-    proof = ProofStore.for_cluster(topology, cluster, region).proof(chosen.label)
+    if proofs is not None and chosen.label in proofs:
+        proof = proofs[chosen.label]
+    else:
+        proof = ProofStore.for_cluster(topology, cluster, region).proof(chosen.label)
     expected = {
         t: Fingerprint(rows=f.rows, checksum=f.checksum) for t, f in (proof.fingerprint if proof else {}).items()
     }
@@ -77,6 +85,18 @@ def choose_target(
     )
 
 
+def open_proof_store(
+    topology: Topology, cluster: str, region: str | None, label: str | None
+) -> tuple[ProofStore, dict[str, BackupProof | None] | None]:
+    """The region's proof store, warmed, and the proof record of ``label`` when one is named.
+
+    Not a task: restore verification runs it in a thread beside ``pgbackrest info``, and
+    keeps the store (a live S3 client) for the verdict.
+    """
+    store = ProofStore.for_cluster(topology, cluster, region).warm()
+    return store, ({label: store.proof(label)} if label else None)
+
+
 @task(name="pgbackrest restore", cache_policy=NO_CACHE)
 def restore_into(
     topology: Topology, cluster: str, data_dir: str, work_dir: str, target: RestoreTarget, ending: scratch.Ending
@@ -86,17 +106,17 @@ def restore_into(
     return scratch.restore_into(driver, Path(data_dir), target, ending)
 
 
-@task(name="configure restored instance", cache_policy=NO_CACHE)
-def configure_instance(topology: Topology, cluster: str, data_dir: str, name: str, port: int) -> Phase:
-    """Loopback port, private pg_hba, no archiving, small buffers."""
+@task(name="configure and start restored instance", cache_policy=NO_CACHE)
+def configure_and_start(
+    topology: Topology, cluster: str, data_dir: str, name: str, port: int, log_file: str, timeout: int
+) -> list[Phase]:
+    """Loopback port, private pg_hba, no archiving, small buffers; then pg_ctl start -w (two phases, one step)."""
     c = topology.clusters[cluster]
-    return scratch.configure_instance(Path(data_dir), name=name, port=port, cluster=c, os_user=c.os_user)
-
-
-@task(name="start restored instance", cache_policy=NO_CACHE)
-def start_instance(data_dir: str, log_file: str, os_user: str | None, timeout: int) -> Phase:
-    """pg_ctl start -w on the restored directory."""
-    return scratch.start_instance(Path(data_dir), Path(log_file), os_user, timeout)
+    data = Path(data_dir)
+    return [
+        scratch.configure_instance(data, name=name, port=port, cluster=c, os_user=c.os_user),
+        scratch.start_instance(data, Path(log_file), c.os_user, timeout),
+    ]
 
 
 @task(name="wait for recovery target", cache_policy=NO_CACHE)
@@ -126,9 +146,9 @@ def remove_dir(path: str, os_user: str | None) -> Phase:
 
 
 @task(name="record verification", cache_policy=NO_CACHE)
-def record_verification(topology: Topology, cluster: str, region: str | None, verdict: Verification) -> str:
+def record_verification(store: ProofStore, verdict: Verification) -> str:
     """Store the verdict beside the set's proof record (the monitoring reads the newest)."""
-    return ProofStore.for_cluster(topology, cluster, region).record_verification(verdict)
+    return store.record_verification(verdict)
 
 
 # -- restore onto a node: its disk steps go through the node seam -------------------------

@@ -19,6 +19,7 @@ removes records of labels pgBackRest no longer lists).
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -28,8 +29,10 @@ from regionops.drivers.backupsql import BackupSql
 from regionops.drivers.objectstore import ObjectNotFound, ObjectStore, objectstore_for
 from regionops.drivers.pgbackrest import Repository, plan_stanza
 from regionops.drivers.postgres import conninfo_for
-from regionops.errors import TransientError
+from regionops.errors import RunbookError, TransientError
 from regionops.topology import Topology
+
+log = logging.getLogger(__name__)
 
 
 class TableFingerprint(BaseModel):
@@ -138,6 +141,19 @@ class ProofStore:
         plan = plan_stanza(topology, cluster)
         repo = plan.repository(region) if region else plan.repositories[0]
         return cls(objectstore_for(topology), plan.cluster, repo)
+
+    def warm(self) -> ProofStore:
+        """Build the S3 client and open its connection now (one listing); returns itself.
+
+        A boto3 client takes up to a second or two to build on a busy host: a runbook warms
+        its store beside slower work.  A failed listing is only logged; the real calls that
+        follow retry or fail on their own.
+        """
+        try:
+            self.labels()
+        except RunbookError as exc:
+            log.info("warming the proof store of %s in s3://%s failed: %s", self.cluster, self.repo.bucket, exc)
+        return self
 
     def _key(self, kind: str, label: str) -> str:
         return f"{self.prefix}{kind}/{label}.json"

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import os
+import re
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,12 +30,13 @@ from flows.restore_verify import RestoreVerifyParams, restore_verify, scratch_ro
 from regionops.backup.proof import ProofStore
 from regionops.backup.scratch import free_port
 from regionops.drivers.aws import s3_client
-from regionops.drivers.pgbackrest import PgBackRest, plan_stanza
+from regionops.drivers.pgbackrest import PgBackRest, plan_stanza, write_config
 from regionops.drivers.pgtools import PgCtl
 from regionops.drivers.postgres import ConnInfo, SqlNode
 from regionops.errors import ApprovalRejected, PreconditionFailed, VerificationFailed
 from regionops.lab import pglab
 from regionops.runbook.locks import cluster_lock
+from regionops.topology import load_topology
 from regionops.waiting import poll_until
 from tests import ha_tools as ha
 from tests import labtools
@@ -72,19 +76,63 @@ def proof(lab):
 
 
 @pytest.fixture
-def damaged_bundle(lab, proof):
-    """The largest repository object of the proof's backup set, corrupted (put back afterwards)."""
-    topo = lab.topology()
+def lone_set(lab, proof, tmp_path):
+    """A repository holding one full backup set and its proof record only: (topology path, label).
+
+    A topology whose repo1 has a path of its own (no copy), with the configuration, lock
+    and log directories of its own: the lab's nodes never archive there, so the set is
+    taken without archive-check (the test's restore fails before it would need WAL).  The
+    runbook asks ``pgbackrest verify`` after a failed restore, which reads the whole
+    repository: here one set, not every backup the session took.  Removed afterwards.
+    """
+    work = Path(tempfile.mkdtemp(prefix="regionops-lone-set-"))
+    os.chmod(work, 0o755)  # pgBackRest runs as PostgreSQL's OS user and reads its configuration in there
+
+    def own_repository(cluster: dict) -> None:
+        cluster["backup"]["copy_to"] = []
+        cluster["backup"]["pgbackrest"] |= {
+            "repo_path": f"/pgbackrest-lone-{work.name}",
+            "config_dir": str(work / "conf"),
+            "spool_dir": str(work / "spool"),
+            "lock_dir": str(work / "lock"),
+            "log_dir": str(work / "log"),
+        }
+
+    path = variant(lab, tmp_path, "lone-set", own_repository)
+    topo = load_topology(path)
+    pgbr = PgBackRest.for_node(topo, "core", "eu-1")
+    repo = pgbr.plan.repositories[0]
+    try:
+        write_config(topo, pgbr.plan, "eu-1")
+        pgbr.stanza_create()
+        out = pgbr.run("backup", "--type=full", "--repo=1", "--no-archive-check", "--log-level-console=info")
+        label = re.search(r"new backup label = (\S+)", out.stdout + out.stderr).group(1)
+        ProofStore.for_cluster(topo, "core").put_proof(proof.model_copy(update={"label": label}))
+        yield path, label
+    finally:
+        s3 = s3_client(topo, repo.aws_region)
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=repo.bucket, Prefix=repo.path.strip("/") + "/")
+        for page in pages:
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=repo.bucket, Delete={"Objects": keys})
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def damaged_bundle(lab, lone_set):
+    """The largest repository object of the lone set, corrupted (the repository goes afterwards)."""
+    path, label = lone_set
+    topo = load_topology(path)
     repo = plan_stanza(topo, "core").repositories[0]
     s3 = s3_client(topo, repo.aws_region)
-    prefix = f"{repo.path.strip('/')}/backup/core/{proof.label}/"
+    prefix = f"{repo.path.strip('/')}/backup/core/{label}/"
     objects = s3.list_objects_v2(Bucket=repo.bucket, Prefix=prefix)["Contents"]
     key = max(objects, key=lambda o: o["Size"])["Key"]
     original = s3.get_object(Bucket=repo.bucket, Key=key)["Body"].read()
     middle = len(original) // 2
     s3.put_object(Bucket=repo.bucket, Key=key, Body=original[:middle] + bytes(64) + original[middle + 64 :])
-    yield key
-    s3.put_object(Bucket=repo.bucket, Key=key, Body=original)
+    return key
 
 
 # --- restore verification -----------------------------------------------------------------
@@ -112,19 +160,18 @@ def test_restore_verify_of_a_full_backup_matches_its_proof_and_stores_the_verdic
     assert not (scratch_root(None) / f"restore-verify-core-{str(ha.run_id(state))[:8]}").exists()  # torn down
 
 
-def test_a_corrupted_repository_object_fails_restore_verification_naming_it(lab, proof, damaged_bundle):
-    # (pgBackRest retries the failing restore job after 15 s, then verify reads the repository: ~40 s)
-    state = restore_verify(
-        RestoreVerifyParams(topology=topo_path(lab), label=proof.label, notify=False), return_state=True
-    )
+def test_a_corrupted_repository_object_fails_restore_verification_naming_it(lab, lone_set, damaged_bundle):
+    # (pgBackRest retries the failing restore job after 15 s, then verify reads the lone set's repository)
+    path, label = lone_set
+    state = restore_verify(RestoreVerifyParams(topology=path, label=label, notify=False), return_state=True)
     assert state.is_failed()
     with pytest.raises(VerificationFailed) as err:
         state.result()
     message = str(err.value)
     # pgBackRest's restore error names no object; the runbook asks verify, which does.
-    assert "pgbackrest restore" in message and f"invalid checksum '{proof.label}/pg_data/" in message, message
-    stored = ProofStore.for_cluster(lab.topology(), "core").verification(proof.label)
-    assert stored and stored.status == "failed" and proof.label in stored.detail
+    assert "pgbackrest restore" in message and f"invalid checksum '{label}/pg_data/" in message, message
+    stored = ProofStore.for_cluster(load_topology(path), "core").verification(label)
+    assert stored and stored.status == "failed" and label in stored.detail
     assert not (scratch_root(None) / f"restore-verify-core-{str(ha.run_id(state))[:8]}").exists()
 
 
