@@ -57,7 +57,9 @@ PGBENCH_MB_PER_SCALE = 15.5  # pgbench_accounts (100,000 rows per scale) with it
 @contextmanager
 def private_lab() -> Iterator[Lab]:
     """A lab on free ports in a fresh directory, with Prefect pointed at it; removed afterwards."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
+
+    from regionops.lab.prefect_server import lab_prefect_settings
 
     lab_dir = Path(tempfile.mkdtemp(prefix="regionops-bench-lab-"))
     os.chmod(lab_dir, 0o755)
@@ -66,7 +68,7 @@ def private_lab() -> Iterator[Lab]:
         print(f"starting a private lab in {lab_dir} ...", flush=True)
         lab.up(progress=lambda m: None, with_prefect=True)
         os.environ.update(lab_env(lab.cfg))
-        with temporary_settings(updates={PREFECT_API_URL: lab_env(lab.cfg)["PREFECT_API_URL"]}):
+        with temporary_settings(updates=lab_prefect_settings(lab.cfg)):
             yield lab
     finally:
         lab.down(progress=lambda m: None, purge=True)
