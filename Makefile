@@ -24,8 +24,11 @@ monitoring-tools: setup
 demo: setup monitoring-tools
 	$(VENV)/bin/regionops demo
 
+# Two pytest workers, each with its own session lab (labs take free ports), whole modules per
+# worker (module fixtures such as private clusters stay in one process).  TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 test: setup monitoring-tools
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 test-unit: setup
 	$(PY) -m pytest tests/unit
