@@ -370,8 +370,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fence":
             return cmd_fence(args)
         if args.command == "executor":
+            import importlib
+
+            from flows.registry import RUNBOOKS
             from regionops.node.executor import main as serve
 
+            # Imported now rather than by the first step: a step's run context names its runbook's module.
+            for rb in RUNBOOKS.values():
+                importlib.import_module(rb.module)
             serve(["--region", args.region, "--limit", str(args.limit)])
             return EXIT_OK
         from flows.registry import RUNBOOKS

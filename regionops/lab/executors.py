@@ -41,7 +41,7 @@ class LabExecutors(LabComponent):
             spawn(
                 self.cfg.lab_dir,
                 name,
-                [self.python, "-m", "regionops.node.executor", "--region", region],
+                [self.python, "-m", "regionops.cli", "executor", "--region", region],
                 env=self.env(region),
             )
             started.append(region)
