@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import State
-from prefect.context import FlowRunContext
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled
 
-from regionops.errors import DeadlineExceeded, NodeStepFailed
+from regionops.errors import DeadlineExceeded, NodeStepFailed, RunbookError
 from regionops.node import operations
 from regionops.node.executor import RUNBOOK_STAND_IN, claim_sync, node_step_task
 from regionops.node.messages import NodeOpParams, NodeOpReply
@@ -38,6 +38,47 @@ from regionops.waiting import poll_until
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 3600.0  # once picked up: a re-clone of a large node takes a while
+
+
+@contextmanager
+def _submission_context() -> Iterator[None]:
+    """The run context a step's submission carries to the executor: the flow run's, stripped.
+
+    The task run must belong to the runbook's flow run (the flow run context), but what
+    Prefect serialises with it must be loadable by the executor: the runbook's flow (loaded
+    by a worker under a module name the executor cannot import) is replaced by an
+    importable stand-in, its parameters dropped, and the calling task's context (whose
+    parameters may hold clients with locks that do not pickle) is left out.
+    """
+    flow_context = FlowRunContext.get()
+    hidden = TaskRunContext.__var__.set(None)  # type: ignore[arg-type]
+    try:
+        if flow_context is None:
+            yield
+        else:
+            with flow_context.model_copy(update={"flow": RUNBOOK_STAND_IN, "parameters": {}}):
+                yield
+    finally:
+        TaskRunContext.__var__.reset(hidden)
+
+
+def _as_raised_there(state: State, where: str, region: str, url: str) -> RunbookError | None:
+    """The runbook error the step raised on its host, re-raised here with where it ran (None: not one).
+
+    A refusal (PreconditionFailed), a failed proof (VerificationFailed) or a transient
+    error keeps its type across the seam, so a runbook reacts to a regional step exactly
+    as to a local one (a refusal changes nothing, a transient error is retried).
+    """
+    try:
+        remote = state.result(raise_on_failure=False)
+    except Exception:  # the reply could not be read: the caller names the step instead
+        return None
+    if not isinstance(remote, RunbookError):
+        return None
+    try:
+        return type(remote)(f"{remote} ({where} on the {region} executor: {url})")
+    except TypeError:  # an error with a constructor of its own: raise it as it was
+        return remote
 
 
 class RegionalNodeOperator(NodeOperator):
@@ -82,20 +123,22 @@ class RegionalNodeOperator(NodeOperator):
         step = node_step_task(region).with_options(tags=["regionops", "node-step", f"node:{node}", f"region:{region}"])
         # Submitted, not called: the region's executor runs it.  Inside a runbook the task run
         # belongs to the runbook's flow run, so the Prefect UI shows the step under it.
-        run_context = FlowRunContext.get()
-        carried = run_context.model_copy(update={"flow": RUNBOOK_STAND_IN}) if run_context else nullcontext()
-        with carried:
+        with _submission_context():
             future = step.apply_async(kwargs={"params": params})
         run_id = future.task_run_id
         url = self.run_url(run_id)
         state = self._wait(run_id, where, node, region, operation, url)
         if not state.is_completed():
-            raise NodeStepFailed(
+            failure = NodeStepFailed(
                 f"{where} ended {state.name}: {state.message or 'no message'}",
                 node=node,
                 operation=operation,
                 run_url=url,
             )
+            remote = _as_raised_there(state, where, region, url)
+            if remote is not None:
+                raise remote from failure
+            raise failure
         reply = state.result()
         if not isinstance(reply, NodeOpReply):
             raise NodeStepFailed(

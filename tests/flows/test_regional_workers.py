@@ -122,17 +122,19 @@ def test_pgbackrest_through_the_seam_runs_on_the_nodes_executor_with_its_own_con
     assert {r.state.result().worker_region for r in runs} == {"apac"}
 
 
-def test_a_failing_node_step_is_a_named_error_with_the_steps_link(regional):
+def test_a_refused_node_step_keeps_its_error_type_and_names_the_step_and_its_link(regional):
+    from regionops.errors import PreconditionFailed
     from regionops.node import node_operator_for
 
     cluster, path = regional
     operator = node_operator_for(load_topology(path), "core")
-    with pytest.raises(NodeStepFailed) as err:
-        operator.rewind("eu-1", "us-1")  # refused on the EU worker: eu-1 runs
+    with pytest.raises(PreconditionFailed) as err:
+        operator.rewind("eu-1", "us-1")  # refused on the EU executor: eu-1 runs
     message = str(err.value)
-    assert message.startswith("node step rewind of eu-1 (region eu) ended Failed")
-    assert "cannot rewind eu-1 while it runs" in message
-    assert err.value.run_url and err.value.run_url in message and "/runs/task-run/" in err.value.run_url
+    assert message.startswith("cannot rewind eu-1 while it runs")
+    assert "(node step rewind of eu-1 (region eu) on the eu executor: " in message and "/runs/task-run/" in message
+    cause = err.value.__cause__
+    assert isinstance(cause, NodeStepFailed) and cause.run_url and cause.run_url in message
     assert ha.layout(cluster)["eu-1"] == "primary"
 
 

@@ -123,7 +123,7 @@ def test_cli_up_status_down_leaves_no_process_and_no_port():
     try:
         up = _cli("lab", "up", "--free-ports", env=env)
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "[1/12]" in up.stdout  # progress is reported (monitoring is the 12th step, after the workers)
+        assert "[1/13]" in up.stdout  # progress is reported (monitoring is the 13th step, after the workers)
 
         status = _cli("lab", "status", "--json", env=env)
         assert status.returncode == 0, status.stderr
