@@ -152,76 +152,64 @@ class RegionalNodeOperator(NodeOperator):
 
     def _wait(self, run_id: UUID, where: str, node: str, region: str, operation: str, url: str) -> State:
         """Wait for the region's executor to claim the step (pickup deadline), then for it to end (step deadline)."""
-        seen: list[State | None] = [None]
         with get_client(sync_client=True) as client:
-            return self._wait_with(client, run_id, where, node, region, operation, url, seen)
+            seen: list[State | None] = [None]
 
-    def _wait_with(
-        self,
-        client: SyncPrefectClient,
-        run_id: UUID,
-        where: str,
-        node: str,
-        region: str,
-        operation: str,
-        url: str,
-        seen: list[State | None],
-    ) -> State:
-        def reached(done: Callable[[State], bool]) -> Callable[[], bool]:
-            def check() -> bool:
-                try:
-                    seen[0] = client.read_task_run(run_id).state
-                except ObjectNotFound as exc:
-                    # A task worker deletes a step it cannot load (its parameters unreadable,
-                    # e.g. an executor running another regionops version): say so, do not hang.
+            def reached(done: Callable[[State], bool]) -> Callable[[], bool]:
+                def check() -> bool:
+                    try:
+                        seen[0] = client.read_task_run(run_id).state
+                    except ObjectNotFound as exc:
+                        # A task worker deletes a step it cannot load (its parameters unreadable,
+                        # e.g. an executor running another regionops version): say so, do not hang.
+                        raise NodeStepFailed(
+                            f"{where}: the {region} executor dropped the step without running it (it could "
+                            f"not load it: see the executor's log, and check it runs the same regionops "
+                            f"version and shares the step storage)",
+                            node=node,
+                            operation=operation,
+                            run_url=url,
+                        ) from exc
+                    return seen[0] is not None and done(seen[0])
+
+                return check
+
+            pickup = self.topology.prefect.node_pickup_seconds
+            try:
+                poll_until(
+                    reached(lambda s: not s.is_scheduled()),
+                    timeout=pickup,
+                    interval=self.poll_interval,
+                    what=f"the {region} executor to pick up {where}",
+                )
+            except DeadlineExceeded as exc:
+                if self._cancel_unclaimed(client, run_id):
                     raise NodeStepFailed(
-                        f"{where}: the {region} executor dropped the step without running it (it could "
-                        f"not load it: see the executor's log, and check it runs the same regionops "
-                        f"version and shares the step storage)",
+                        f"{where}: no executor of region {region} picked it up within {pickup:g} s "
+                        f"(is the {region} executor running?); the step was cancelled so it cannot act later",
                         node=node,
                         operation=operation,
                         run_url=url,
                     ) from exc
-                return seen[0] is not None and done(seen[0])
-
-            return check
-
-        pickup = self.topology.prefect.node_pickup_seconds
-        try:
-            poll_until(
-                reached(lambda s: not s.is_scheduled()),
-                timeout=pickup,
-                interval=self.poll_interval,
-                what=f"the {region} executor to pick up {where}",
-            )
-        except DeadlineExceeded as exc:
-            if self._cancel_unclaimed(client, run_id):
+                # An executor claimed it at the last moment: it runs; wait for it like any other.
+            try:
+                poll_until(
+                    reached(lambda s: s.is_final()),
+                    timeout=self.timeout,
+                    interval=self.poll_interval,
+                    what=f"{where} to finish",
+                )
+            except DeadlineExceeded as exc:
                 raise NodeStepFailed(
-                    f"{where}: no executor of region {region} picked it up within {pickup:g} s "
-                    f"(is the {region} executor running?); the step was cancelled so it cannot act later",
+                    f"{where} did not finish within {self.timeout:g} s (last state "
+                    f"{seen[0].name if seen[0] else 'unknown'}); it may still be running on the {region} host: "
+                    f"look at the step's run before acting on {node}",
                     node=node,
                     operation=operation,
                     run_url=url,
                 ) from exc
-            # An executor claimed it at the last moment: it runs; wait for it like any other.
-        try:
-            poll_until(
-                reached(lambda s: s.is_final()),
-                timeout=self.timeout,
-                interval=self.poll_interval,
-                what=f"{where} to finish",
-            )
-        except DeadlineExceeded as exc:
-            raise NodeStepFailed(
-                f"{where} did not finish within {self.timeout:g} s (last state "
-                f"{seen[0].name if seen[0] else 'unknown'}); it may still be running on the {region} host: "
-                f"look at the step's run before acting on {node}",
-                node=node,
-                operation=operation,
-                run_url=url,
-            ) from exc
-        assert seen[0] is not None
-        return seen[0]
+            assert seen[0] is not None
+            return seen[0]
 
     @staticmethod
     def _cancel_unclaimed(client: SyncPrefectClient, run_id: UUID) -> bool:
