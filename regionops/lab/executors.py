@@ -15,7 +15,7 @@ from regionops.lab.component import ComponentStatus, LabComponent, Observation, 
 from regionops.lab.config import LAB_REGIONS
 from regionops.lab.prefect_server import lab_env, prefect_healthy, prefect_post
 from regionops.lab.processes import running_pid, spawn, stop
-from regionops.node.executor import step_key
+from regionops.node.messages import step_key
 from regionops.waiting import poll_until
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from typing import Any
 from uuid import UUID
 
@@ -40,7 +39,7 @@ from prefect.states import Pending
 from prefect.task_worker import TaskWorker
 
 from regionops.node.local import LocalNodeOperator
-from regionops.node.messages import NodeOpParams, NodeOpReply
+from regionops.node.messages import NodeOpParams, NodeOpReply, step_key
 from regionops.node.operations import operation
 
 log = logging.getLogger(__name__)
@@ -56,11 +55,6 @@ def perform(params: NodeOpParams, worker_region: str | None) -> NodeOpReply:
     reply = NodeOpReply(node=node, operation=step.name, worker_region=worker_region, standing=standing)
     setattr(reply, step.reply, op.perform(step.name, node, *step.received(node, params)))
     return reply
-
-
-def step_key(region: str) -> str:
-    """The name of a region's node-step task (its task key's stem): ``node_step_<region>``."""
-    return "node_step_" + re.sub(r"\W", "_", region)
 
 
 def node_step_task(region: str) -> Task[[NodeOpParams], NodeOpReply]:

@@ -6,6 +6,8 @@ reply is pickled by the executor and read back by the runbook.
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, Field, field_validator
 
 from regionops.model import ControlData, WalEnd
@@ -69,3 +71,11 @@ class NodeOpReply(BaseModel):
         shown = self.control or self.wal_end or self.restore_facts or self.staged or self.activated or self.pgbackrest
         value = shown.sentence() if shown is not None else self.flag
         return f"{self.operation} of {self.node} on the {self.worker_region} worker: {value}"
+
+
+def step_key(region: str) -> str:
+    """The name of a region's node-step task (its task key's stem): ``node_step_<region>``.
+
+    Here, not in the executor's module, so the lab can name it without importing Prefect.
+    """
+    return "node_step_" + re.sub(r"\W", "_", region)

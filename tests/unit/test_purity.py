@@ -51,3 +51,14 @@ def test_pure_modules_import_no_driver_library_and_no_prefect() -> None:
     assert {"regionops.decisions.repair", "regionops.model.state", "regionops.model.faults"} <= set(result["checked"])
     assert "regionops.health" in result["checked"]
     assert result["loaded"] == {}, "pure modules that load a driver library or Prefect: " + json.dumps(result["loaded"])
+
+
+def test_the_lab_and_the_cli_load_without_prefect() -> None:
+    """``regionops demo`` and ``regionops run`` point Prefect at the lab after ``lab up``.
+
+    Prefect reads PREFECT_API_URL when it is imported: if starting the lab imported it
+    first, the runbook would run against a temporary server instead of the lab's.
+    """
+    code = "import sys, regionops.cli, regionops.lab.lab; print('prefect' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
