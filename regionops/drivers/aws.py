@@ -10,6 +10,7 @@ names the CA it trusts (the lab's own CA: the lab serves S3 over TLS).
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import boto3
@@ -68,22 +69,36 @@ def _credentials(topology: Topology) -> dict[str, str]:
     return {}
 
 
-def _client(topology: Topology, service: str, aws_region: str, config: Config) -> Any:
-    """One boto3 client, for the topology's endpoint, credentials and CA bundle."""
+# Clients by everything that configures them.  A boto3 client is thread-safe and costs
+# 0.1-0.4 s to build (its service model is read from disk, a TLS session opened); a runbook
+# builds a handful on a failover's critical path, so one per configuration per process.
+_clients: dict[tuple[Any, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(topology: Topology, service: str, aws_region: str, extra: dict[str, Any] | None = None) -> Any:
+    """The process's boto3 client for ``service`` in ``aws_region``, for the topology's endpoint,
+    credentials and CA bundle (built once, then shared)."""
     aws = topology.aws
-    return _session().client(
-        service,
-        region_name=aws_region,
-        endpoint_url=aws.endpoint_url,
-        config=config,
-        verify=aws.ca_bundle if aws.ca_bundle else None,
-        **_credentials(topology),
-    )
+    credentials = _credentials(topology)
+    key = (service, aws_region, aws.endpoint_url, aws.ca_bundle, tuple(sorted(credentials.items())), repr(extra))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = _session().client(
+                service,
+                region_name=aws_region,
+                endpoint_url=aws.endpoint_url,
+                config=_config(**(extra or {})),
+                verify=aws.ca_bundle if aws.ca_bundle else None,
+                **credentials,
+            )
+        return client
 
 
 def _session() -> boto3.session.Session:
     # A fresh Session per client: boto3's default session is not safe to share across
-    # the threads Prefect runs tasks in.
+    # the threads Prefect runs tasks in (the clients it builds are).
     return boto3.session.Session()
 
 
@@ -98,17 +113,21 @@ def s3_client(topology: Topology, aws_region: str | None = None) -> Any:
             "request_checksum_calculation": "when_required",
             "response_checksum_validation": "when_required",
         }
-    return _client(topology, "s3", aws_region or _session().region_name or DEFAULT_REGION, _config(**extra))
+    return _client(topology, "s3", aws_region or _default_region(), extra)
+
+
+def _default_region() -> str:
+    return _session().region_name or DEFAULT_REGION
 
 
 def route53_client(topology: Topology) -> Any:
     """A Route53 client (Route53 is a global service; its API lives in us-east-1)."""
-    return _client(topology, "route53", DEFAULT_REGION, _config())
+    return _client(topology, "route53", DEFAULT_REGION)
 
 
 def service_client(topology: Topology, service: str, aws_region: str | None = None) -> Any:
     """A boto3 client for ``service`` (ECS, CloudFront, ...) configured like the S3 and Route53 ones."""
-    return _client(topology, service, aws_region or DEFAULT_REGION, _config())
+    return _client(topology, service, aws_region or DEFAULT_REGION)
 
 
 def error_code(exc: BaseException | None) -> str:

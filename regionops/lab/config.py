@@ -32,6 +32,7 @@ class LabPorts(BaseModel):
     slack: int
     prefect: int
     alerts: int | None = None  # absent in labs created before the alert receiver joined
+    prefect_db: int | None = None  # the Prefect server's PostgreSQL (absent in labs made before it)
     # Monitoring (absent in labs created before it joined): Prometheus, Alertmanager,
     # the Pushgateway and one postgres_exporter per node.
     prometheus: int | None = None
@@ -44,6 +45,7 @@ class LabPorts(BaseModel):
         ports = {f"postgres {n}": p for n, p in self.postgres.items()}
         ports |= {f"app {r}": p for r, p in self.apps.items()}
         ports |= {"moto": self.moto, "slack sink": self.slack, "prefect": self.prefect}
+        ports |= {"prefect database": self.prefect_db} if self.prefect_db else {}
         ports |= {f"postgres_exporter {n}": p for n, p in (self.exporters or {}).items()}
         ports |= {
             name: port
@@ -66,6 +68,7 @@ class LabPorts(BaseModel):
             slack=base + 91,
             prefect=base + 92,
             alerts=base + 93,
+            prefect_db=base + 94,
             prometheus=base + 70,
             alertmanager=base + 71,
             pushgateway=base + 72,
@@ -77,7 +80,7 @@ class LabPorts(BaseModel):
         """Ports the kernel says are free right now (tests use these so they never collide)."""
         socks = []
         try:
-            for _ in range(2 * len(LAB_NODES) + len(LAB_REGIONS) + 7):
+            for _ in range(2 * len(LAB_NODES) + len(LAB_REGIONS) + 8):
                 s = socket.socket()
                 s.bind(("127.0.0.1", 0))
                 socks.append(s)
@@ -93,6 +96,7 @@ class LabPorts(BaseModel):
             slack=next(it),
             prefect=next(it),
             alerts=next(it),
+            prefect_db=next(it),
             prometheus=next(it),
             alertmanager=next(it),
             pushgateway=next(it),

@@ -41,6 +41,7 @@ from regionops.lab.component import ComponentStatus, LabComponent, Observation, 
 from regionops.lab.config import LAB_CLUSTER, LabConfig
 from regionops.lab.executors import LabExecutors
 from regionops.lab.monitoring import LabMonitoring
+from regionops.lab.prefect_db import LabPrefectDatabase
 from regionops.lab.prefect_server import LabPrefect, LabRunbookServe, lab_env
 from regionops.lab.processes import port_open, stop, wait_port_free
 from regionops.lab.reconcile import advice_for, reconcile_writer
@@ -74,6 +75,7 @@ class Lab:
         self.aws = LabAws(cfg, self.postgres)
         self.slack = LabSlackSink(cfg)
         self.apps = LabApps(cfg)
+        self.prefect_db = LabPrefectDatabase(cfg)
         self.prefect = LabPrefect(cfg)
         self.alerts = LabAlertReceiver(cfg)
         self.monitoring = LabMonitoring(cfg)
@@ -94,6 +96,7 @@ class Lab:
             self.aws,
             self.slack,
             self.apps,
+            self.prefect_db,
             self.prefect,
             self.executors,
             self.alerts,
@@ -143,6 +146,7 @@ class Lab:
             ("regional apps", self.apps.start),
         ]
         if with_prefect:
+            steps.append(("Prefect server's PostgreSQL database", self.prefect_db.start))
             steps.append(("Prefect server and UI", self.prefect.start))
             steps.append(("node-step executors, one per region", self.executors.start))
             steps.append(("runbook deployments served to the UI", self.serve.start))
@@ -257,6 +261,7 @@ class Lab:
             self.alerts,
             self.serve,
             self.prefect,
+            self.prefect_db,
             self.apps,
             self.slack,
             self.postgres,

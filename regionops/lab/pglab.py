@@ -136,11 +136,18 @@ def _prepare_pg_root(cfg: LabConfig) -> Path:
 
 def _init_primary(cfg: LabConfig) -> None:
     data = cfg.data_dir(LAB_PRIMARY)
+    initdb(cfg, data)
+    write_node_settings(data, node=LAB_PRIMARY, host=HOST, port=cfg.ports.postgres[LAB_PRIMARY], os_user=cfg.os_user)
+    write_hba(data, HBA_LINES, cfg.os_user)
+
+
+def initdb(cfg: LabConfig, data: Path) -> None:
+    """Create an instance in ``data`` as the lab's OS user, its superuser with the lab's password."""
     password = cfg.pg_password()
     if password is None:
         raise ConfigurationError(f"the lab's PostgreSQL password file {cfg.pg_password_file} is missing")
     # initdb reads the password as the server's OS user: a private copy it can read, removed at once.
-    pwfile = cfg.pg_dir / ".initdb-password"
+    pwfile = cfg.pg_dir / f".initdb-password-{data.name}"
     pwfile.write_text(password + "\n")
     pwfile.chmod(0o600)
     chown_to(pwfile, cfg.os_user)
@@ -164,8 +171,6 @@ def _init_primary(cfg: LabConfig) -> None:
         )
     finally:
         pwfile.unlink(missing_ok=True)
-    write_node_settings(data, node=LAB_PRIMARY, host=HOST, port=cfg.ports.postgres[LAB_PRIMARY], os_user=cfg.os_user)
-    write_hba(data, HBA_LINES, cfg.os_user)
 
 
 def _clone_replica(cfg: LabConfig, node: str, source: str) -> None:

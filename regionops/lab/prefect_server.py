@@ -14,6 +14,7 @@ from typing import Any
 from regionops.errors import ExternalSystemError
 from regionops.lab.component import ComponentStatus, LabComponent, Observation, Progress, http_service_status
 from regionops.lab.config import LabConfig
+from regionops.lab.prefect_db import database_url
 from regionops.lab.processes import http_ok, pid_alive, running_pid, spawn
 from regionops.waiting import poll_until
 
@@ -74,7 +75,7 @@ def prefect_post(cfg: LabConfig, path: str) -> Any:
 
 
 class LabPrefect(LabComponent):
-    """The Prefect server and UI, its database under ``<lab>/prefect``."""
+    """The Prefect server and UI; its database is :class:`regionops.lab.prefect_db.LabPrefectDatabase`."""
 
     def process_names(self) -> list[str]:
         """The one server process."""
@@ -88,9 +89,8 @@ class LabPrefect(LabComponent):
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_API_URL": f"http://127.0.0.1:{cfg.ports.prefect}/api",
             "PREFECT_LOGGING_LEVEL": "WARNING",
-            # SQLite: a writer waits up to 30 s for the lock (default 10) before the API answers
-            # 503; two labs' servers and their runbooks on a 2-core machine do contend.
-            "PREFECT_API_DATABASE_TIMEOUT": "30",
+            # PostgreSQL, not SQLite (regionops.lab.prefect_db says why).
+            "PREFECT_API_DATABASE_CONNECTION_URL": database_url(cfg),
         }
         self.start_process(
             "prefect-server",

@@ -123,14 +123,14 @@ def test_cli_up_status_down_leaves_no_process_and_no_port():
     try:
         up = _cli("lab", "up", "--free-ports", env=env)
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "[1/13]" in up.stdout  # progress is reported (monitoring is the 13th step, after the workers)
+        assert "[1/14]" in up.stdout  # progress is reported (monitoring is the 14th step, after the workers)
 
         status = _cli("lab", "status", "--json", env=env)
         assert status.returncode == 0, status.stderr
         doc = json.loads(status.stdout)
         # 11 components + 3 postgres_exporters, Prometheus, Alertmanager, Pushgateway + 3 regional workers
         # + 3 node-step executors.
-        assert doc["healthy"] and len(doc["components"]) == 23
+        assert doc["healthy"] and len(doc["components"]) == 24
         workers = {c["name"]: c for c in doc["components"] if c["name"].startswith("worker ")}
         assert sorted(workers) == ["worker apac", "worker eu", "worker us"]
         assert all(w["healthy"] and "online" in w["detail"] for w in workers.values())
