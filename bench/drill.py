@@ -24,7 +24,7 @@ Goals, each printed against its figure through bench/goals.py:
 - RPO 0 rows for planned-switchover;
 - orchestration under 10 % of the drill's wall time.
 
-    python bench/drill.py --runs 2 [--scenarios primary-crash,planned-switchover] [--skip-default-window]
+    python bench/drill.py --runs 2 [--scenarios primary-crash,planned-switchover] [--skip-default-window] [--lab-dir DIR]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 
-from bench.failover import private_lab  # noqa: E402
+from bench.failover import private_lab, running_lab  # noqa: E402
 
 SCENARIOS = ("primary-crash", "region-outage", "primary-freeze", "replica-loss", "planned-switchover")
 RTO_GOAL_SECONDS = 5.0
@@ -191,11 +191,11 @@ def _spread(values: list[float]) -> str:
     return f"min {min(values):.2f} / median {statistics.median(values):.2f} / max {max(values):.2f}"
 
 
-def run(scenarios: list[str], runs: int, window: float, keep: bool) -> int:
+def run(scenarios: list[str], runs: int, window: float, keep: bool, lab_dir: str | None = None) -> int:
     from flows.dr_drill import DrillParams, dr_drill
 
     failed = 0
-    with private_lab(keep) as lab:
+    with running_lab(lab_dir) if lab_dir else private_lab(keep) as lab:
         for scenario in scenarios:
             rto, rpo_rows, rpo_s, shares = [], [], [], []
             for i in range(runs):
@@ -306,14 +306,15 @@ def main(argv: list[str] | None = None) -> int:
         help="do not also run primary-crash with the failover's default 10 s confirmation window",
     )
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab running afterwards")
+    parser.add_argument("--lab-dir", help="drill the lab that already runs there, not a new one")
     args = parser.parse_args(argv)
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
-    code = run(scenarios, args.runs, 2.0, args.keep_lab)
+    code = run(scenarios, args.runs, 2.0, args.keep_lab, args.lab_dir)
     if "primary-crash" in scenarios and not args.skip_default_window:
-        code |= run(["primary-crash"], args.runs, 10.0, args.keep_lab)
+        code |= run(["primary-crash"], args.runs, 10.0, args.keep_lab, args.lab_dir)
     return code
 
 

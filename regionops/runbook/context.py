@@ -27,6 +27,7 @@ from prefect.runtime import flow_run as current_run
 from pydantic import BaseModel
 
 from regionops.errors import PreconditionFailed
+from regionops.runbook import prefect_engine
 from regionops.runbook.approval import Approval, request_approval
 from regionops.runbook.common import refuse, report_error
 from regionops.runbook.journal import RunJournal
@@ -57,6 +58,8 @@ CHANGE_HOOKS: FlowHooks = {
     "on_crashed": [release_leases_hook, report_failure],
     "on_cancellation": [release_leases_hook, report_failure],
 }
+prefect_engine.install()  # a run's end does not wait on its heartbeat thread (prefect_engine says why)
+
 # Flow state hooks of a read-only runbook: it holds no lock, it only reports.
 REPORT_HOOKS: FlowHooks = {"on_failure": [report_failure], "on_crashed": [report_failure]}
 
