@@ -8,9 +8,13 @@ the report says that Slack delivery failed.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, cast
 
 from prefect import get_run_logger
@@ -139,15 +143,28 @@ class RunReporter:
     def _artifacts(self, markdown: str, tables: dict[str, list[dict[str, Any]]]) -> None:
         if not current_run.get_id():
             return
-        try:
-            create_markdown_artifact(
-                key=artifact_key(f"{self.runbook}-report"), markdown=markdown, description=f"{self.title} report"
+        jobs: list[Callable[[], Any]] = [
+            partial(
+                create_markdown_artifact,
+                key=artifact_key(f"{self.runbook}-report"),
+                markdown=markdown,
+                description=f"{self.title} report",
             )
-            for name, rows in tables.items():
-                if rows:
-                    create_table_artifact(key=artifact_key(f"{self.runbook}-{name}"), table=rows, description=name)
-        except Exception as exc:  # noqa: BLE001 - a UI artifact must not fail the runbook
-            self.log.warning("could not create report artifacts: %s", exc)
+        ]
+        jobs += [
+            partial(create_table_artifact, key=artifact_key(f"{self.runbook}-{name}"), table=rows, description=name)
+            for name, rows in tables.items()
+            if rows
+        ]
+        # Side by side: each is one API call, and a run's end (a drill's subflows' too) waits for them.
+        # Each thread runs in a copy of this run's context, so the artifact belongs to this run.
+        with ThreadPoolExecutor(len(jobs), thread_name_prefix="artifacts") as pool:
+            futures = [pool.submit(contextvars.copy_context().run, job) for job in jobs]
+        for future in futures:
+            try:
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - a UI artifact must not fail the runbook
+                self.log.warning("could not create report artifacts: %s", exc)
 
 
 def append_trend(key: str, row: dict[str, Any], description: str, keep: int = 200) -> list[dict[str, Any]]:
