@@ -24,7 +24,8 @@ Goals, each printed against its figure through bench/goals.py:
 - RPO 0 rows for planned-switchover;
 - orchestration under 10 % of the drill's wall time.
 
-    python bench/drill.py --runs 2 [--scenarios primary-crash,planned-switchover] [--skip-default-window] [--lab-dir DIR]
+    python bench/drill.py --runs 2 [--scenarios primary-crash,planned-switchover] [--skip-default-window]
+    python bench/drill.py --runs 3 --scenarios primary-crash --lab-dir .lab   # the lab that runs
 """
 
 from __future__ import annotations
