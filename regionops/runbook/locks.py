@@ -357,10 +357,20 @@ def _variable_name(root_run_id: str) -> str:
     return f"regionops-leases-{root_run_id}"
 
 
+# flow run id -> its root flow run's id.  A subflow's root is found by walking its parents through
+# the API (two reads per level, each on a new client: ~0.1-0.2 s), and a run asks for it at each
+# lock it shares, takes or releases; a run's root never changes, so it is asked once per process.
+_roots: dict[str, str] = {}
+
+
 def _root_run_id() -> str | None:
-    if not flow_run.get_id():
+    run_id = flow_run.get_id()
+    if not run_id:
         return None
-    return str(flow_run.get_root_flow_run_id())
+    root = _roots.get(run_id)
+    if root is None:
+        root = _roots[run_id] = str(flow_run.get_root_flow_run_id())
+    return root
 
 
 def _leases(name: str) -> list[str]:
