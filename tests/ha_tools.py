@@ -50,8 +50,7 @@ def private_cluster() -> Iterator[Lab]:
     lab = Lab.open(lab_dir, free_ports=True)
     try:
         status = lab.up(progress=lambda m: None, with_prefect=False)
-        prefect_parts = ("prefect database", "prefect server", "runbook deployments", "alert receiver")
-        unhealthy = [c for c in status.components if not c.healthy and c.name not in prefect_parts]
+        unhealthy = [c for c in status.components if not c.healthy and c.name not in labtools.PREFECT_PARTS]
         assert not unhealthy, unhealthy
         yield lab
     finally:

@@ -17,6 +17,9 @@ from regionops.lab.config import LAB_CLUSTER, LAB_NODES, LAB_PRIMARY
 from regionops.lab.slack_sink import read_messages
 from regionops.waiting import poll_until
 
+# The lab's parts that a lab started without Prefect (``lab.up(with_prefect=False)``) does not run.
+PREFECT_PARTS = ("prefect database", "prefect server", "runbook deployments", "alert receiver")
+
 
 def sql(lab, node: str, dbname: str = "app") -> SqlNode:
     """SQL access to a lab node."""

@@ -31,7 +31,6 @@ from tests.pgbackrest_tools import take_backup
 pytestmark = pytest.mark.lab
 
 TABLE = "public.app_events"
-PREFECT_PARTS = ("prefect server", "runbook deployments", "alert receiver")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,7 @@ def restart(lab: Lab) -> LabStatus:
 
 
 def unhealthy_parts(status: LabStatus) -> list[str]:
-    return [c.name for c in status.components if not c.healthy and c.name not in PREFECT_PARTS]
+    return [c.name for c in status.components if not c.healthy and c.name not in labtools.PREFECT_PARTS]
 
 
 def write_through_every_app(lab: Lab) -> dict[str, str]:
