@@ -373,6 +373,11 @@ def parse_topology(data: Any, source: str = "<data>") -> Topology:
     return topo
 
 
+# Every runbook run parses the topology file at its start: libyaml's safe loader does it in
+# a sixth of the pure-Python one's time (2 ms against 14 ms on the lab's file).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
     """Load and validate a topology file: ``path``, else ``$REGIONOPS_TOPOLOGY``, else the lab's."""
     resolved = Path(path or os.environ.get("REGIONOPS_TOPOLOGY") or default_lab_topology_path())
@@ -386,11 +391,6 @@ def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
     except yaml.YAMLError as exc:
         raise TopologyError(str(resolved), [f"(file): not valid YAML: {exc}"]) from None
     return parse_topology(data, str(resolved))
-
-
-# Every runbook run parses the topology file at its start: libyaml's safe loader does it in
-# a sixth of the pure-Python one's time (2 ms against 14 ms on the lab's file).
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def default_lab_dir() -> Path:

@@ -141,11 +141,17 @@ def _init_primary(cfg: LabConfig) -> None:
     write_hba(data, HBA_LINES, cfg.os_user)
 
 
-def initdb(cfg: LabConfig, data: Path) -> None:
-    """Create an instance in ``data`` as the lab's OS user, its superuser with the lab's password."""
+def lab_password(cfg: LabConfig) -> str:
+    """The lab's PostgreSQL password (ConfigurationError naming its file when it is missing)."""
     password = cfg.pg_password()
     if password is None:
         raise ConfigurationError(f"the lab's PostgreSQL password file {cfg.pg_password_file} is missing")
+    return password
+
+
+def initdb(cfg: LabConfig, data: Path) -> None:
+    """Create an instance in ``data`` as the lab's OS user, its superuser with the lab's password."""
+    password = lab_password(cfg)
     # initdb reads the password as the server's OS user: a private copy it can read, removed at once.
     pwfile = cfg.pg_dir / f".initdb-password-{data.name}"
     pwfile.write_text(password + "\n")

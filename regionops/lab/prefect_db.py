@@ -17,7 +17,7 @@ from urllib.parse import quote
 from regionops.drivers.pgconf import write_hba, write_node_settings
 from regionops.drivers.pgtools import PgCtl, chown_to
 from regionops.drivers.postgres import ConnInfo, connect
-from regionops.errors import ConfigurationError, RunbookError
+from regionops.errors import RunbookError
 from regionops.lab import pglab
 from regionops.lab.component import ComponentStatus, LabComponent, Observation, Progress, indented
 from regionops.lab.config import LabConfig
@@ -49,20 +49,13 @@ def prefect_db_port(cfg: LabConfig) -> int:
 
 def conninfo(cfg: LabConfig, dbname: str = DATABASE) -> ConnInfo:
     """How the lab reaches the instance (as its superuser, with the lab's password)."""
-    return ConnInfo(HOST, prefect_db_port(cfg), dbname, SUPERUSER, cfg.pg_password())
+    return ConnInfo(HOST, prefect_db_port(cfg), dbname, SUPERUSER, pglab.lab_password(cfg))
 
 
 def database_url(cfg: LabConfig) -> str:
     """``PREFECT_API_DATABASE_CONNECTION_URL`` of the lab's Prefect server."""
-    password = quote(_password(cfg), safe="")
+    password = quote(pglab.lab_password(cfg), safe="")
     return f"postgresql+asyncpg://{SUPERUSER}:{password}@{HOST}:{prefect_db_port(cfg)}/{DATABASE}"
-
-
-def _password(cfg: LabConfig) -> str:
-    password = cfg.pg_password()
-    if password is None:
-        raise ConfigurationError(f"the lab's PostgreSQL password file {cfg.pg_password_file} is missing")
-    return password
 
 
 class LabPrefectDatabase(LabComponent):

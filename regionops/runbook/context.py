@@ -43,6 +43,8 @@ from regionops.runbook.locks import (
 from regionops.runbook.reporting import RunReporter, report_failure
 from regionops.topology import Topology
 
+prefect_engine.install()  # a run's end does not wait on its heartbeat thread (prefect_engine says why)
+
 
 class FlowHooks(TypedDict, total=False):
     """Flow state hooks, as ``@flow(name=..., **HOOKS)`` takes them (typed per keyword)."""
@@ -58,8 +60,6 @@ CHANGE_HOOKS: FlowHooks = {
     "on_crashed": [release_leases_hook, report_failure],
     "on_cancellation": [release_leases_hook, report_failure],
 }
-prefect_engine.install()  # a run's end does not wait on its heartbeat thread (prefect_engine says why)
-
 # Flow state hooks of a read-only runbook: it holds no lock, it only reports.
 REPORT_HOOKS: FlowHooks = {"on_failure": [report_failure], "on_crashed": [report_failure]}
 
