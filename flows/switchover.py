@@ -26,8 +26,10 @@ from regionops.decisions import check_switchover, decide_switchover_recovery, fi
 from regionops.errors import RolledBack, VerificationFailed
 from regionops.ha.sqlsteps import Promotion
 from regionops.lsn import Lsn
+from regionops.rescue import rescue_switchover
 from regionops.runbook.common import plan_table
-from regionops.runbook.context import CHANGE_HOOKS, RunbookRun
+from regionops.runbook.context import CHANGE_HOOKS, FlowHooks, RunbookRun
+from regionops.runbook.journal import undo_on_cancel
 from regionops.runbook.params import ClusterChangeParams
 from regionops.runbook.reporting import RunReporter
 from regionops.topology import Topology, load_topology
@@ -115,7 +117,15 @@ def switchover_plan(old: str, new: str, others: list[str], writer_record: str) -
     ]
 
 
-@flow(name="switchover", **CHANGE_HOOKS)
+# A cancelled switchover's hook frees its locks and, from its journal, leaves exactly one
+# writable primary: the old one given its writes back, or the promotion completed.
+SWITCHOVER_HOOKS: FlowHooks = {
+    **CHANGE_HOOKS,
+    "on_cancellation": [undo_on_cancel("switchover", "Switchover cancelled", rescue_switchover)],
+}
+
+
+@flow(name="switchover", **SWITCHOVER_HOOKS)
 def switchover(params: SwitchoverParams = SwitchoverParams()) -> SwitchoverResult:
     """Move the primary of a cluster to a healthy replica with zero data loss."""
     topology = load_topology(params.topology)
@@ -187,20 +197,25 @@ def _switchover(
         run.approve(plan, f"switchover to {new}")
 
     # 3-4. Stop writes on the old primary and let the target catch up to its very last WAL.
+    #    From here until the writer record names the target, no node may take writes: the
+    #    journal says where the run is, so a cancel hook can give them back (SWITCHOVER_HOOKS).
     quiet.begin()  # the primary is about to stop: its alerts must not start a failover
     run.changed = True
+    run.remember(old=old, new=new, phase="stopping")
     reporter.step(fence_writes(topology, cluster_name, old).sentence())
     final_lsn = _stop_and_catch_up(topology, cluster_name, old, new, params, reporter)
 
     # 5. Promote, give everyone a slot on the new primary, move writes there.  From here until
     #    the writer record names the new primary, a failure must still leave exactly one
     #    writable primary: the old one given back its writes, or the move completed.
+    run.remember(old=old, new=new, phase="promoting")
     try:
         promotion = promote(topology, cluster_name, new)
         reporter.step(promotion.sentence())
         _move_writes(topology, cluster_name, old, new, others, reporter)
     except Exception as exc:  # noqa: BLE001 - re-raised unless the move could be completed
         promotion = _recover_failed_move(topology, cluster_name, old, new, others, exc, run)
+    run.remember(old=old, new=new, phase="moved")
 
     # 6. Everyone else follows; the old primary becomes a replica of the new one.
     for node in others:

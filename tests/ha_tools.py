@@ -148,6 +148,20 @@ def fences(lab) -> dict:
     return FenceStore.for_topology(lab.topology()).fenced(LAB_CLUSTER)
 
 
+def cancel_run(run_id: UUID, what: str) -> None:
+    """Cancel a flow run as the UI's *Cancel* does, and wait until the runner has cancelled it."""
+    from prefect.states import Cancelling
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, Cancelling(), force=True)
+        poll_until(
+            lambda: client.read_flow_run(run_id).state.is_cancelled(),
+            timeout=60,
+            interval=0.5,
+            what=f"{what} to be cancelled",
+        )
+
+
 def slack_texts(lab) -> str:
     return " ".join(m.get("text", "") for m in labtools.slack_messages(lab))
 

@@ -1,5 +1,6 @@
-"""DR drill decisions, pure: what the canary's journal says about RTO and RPO, objectives, consistency,
-and what to do when a drill is cancelled half-way.
+"""DR drill decisions, pure: what the canary's journal says about RTO and RPO, objectives and consistency.
+
+What a cancelled drill's hook does is decided in :mod:`regionops.decisions.rescue`.
 
 No I/O here.  The drill flow gathers the canary journal, the rows present on the new
 primary and the table fingerprints of every node; these functions turn them into
@@ -14,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from regionops.model import CanaryWrite, CommonPoint, NodeState
+from regionops.model import CanaryWrite, CommonPoint
 from regionops.topology import Objectives
 
 
@@ -179,119 +180,3 @@ def compare_fingerprints(
         not_compared={**(not_compared or {}), **missed},
         point=point,
     )
-
-
-RescueKind = Literal[
-    "resume", "kill", "start", "unfence-start", "point-writer", "fence-writes", "start-app", "escalate"
-]
-
-
-class RescueAction(BaseModel):
-    """One step that brings a cancelled drill's cluster back to exactly one writable primary."""
-
-    kind: RescueKind
-    node: str | None = None
-    why: str
-
-    def sentence(self) -> str:
-        return f"{self.kind} {self.node or ''}: {self.why}".replace("  ", " ")
-
-
-def decide_rescue(
-    fault: str,
-    target: str | None,
-    states: dict[str, NodeState],
-    writer: str | None,
-    *,
-    target_frozen: bool,
-    target_fenced_on_disk: bool,
-    fenced_by_this_drill: bool = False,
-) -> list[RescueAction]:
-    """What a cancelled drill must do so that exactly one writable primary remains, named by the writer record.
-
-    Never makes a second primary: a frozen target is resumed only when nobody else took
-    writes (else it is killed), a crashed target is started only when no other node is
-    writable and its data directory is not fenced.  A fence the drill's own failover laid
-    before it was cancelled (``fenced_by_this_drill``: fenced after the drill took the
-    cluster lock, so no other runbook could have) is lifted when nobody was promoted: the
-    fenced old primary is then the only node that can take writes.  What needs a runbook
-    is named, not done.
-    """
-    writable = [n for n, s in states.items() if s.reachable and s.role == "primary" and not s.read_only and n != target]
-    actions: list[RescueAction] = []
-    if fault == "region-outage" and target:
-        actions.append(RescueAction(kind="start-app", node=target, why="the region's app was stopped by the drill"))
-    if target and target_frozen:
-        if writable:
-            actions.append(
-                RescueAction(
-                    kind="kill",
-                    node=target,
-                    why=f"{', '.join(writable)} took writes: the frozen old primary must not resume",
-                )
-            )
-        else:
-            actions.append(RescueAction(kind="resume", node=target, why="no other node took writes: it is the primary"))
-            writable = [target]
-    elif (
-        target
-        and states.get(target) is not None
-        and not states[target].reachable
-        and fault in ("primary-crash", "region-outage")
-    ):
-        if writable:
-            pass  # left down: replica-resync rewinds it later
-        elif target_fenced_on_disk and fenced_by_this_drill:
-            actions.append(
-                RescueAction(
-                    kind="unfence-start",
-                    node=target,
-                    why="the drill's own failover fenced it and was cancelled before promoting "
-                    "anyone: lifting that fence and starting it keeps one primary",
-                )
-            )
-            writable = [target]
-        elif target_fenced_on_disk:
-            actions.append(
-                RescueAction(
-                    kind="escalate",
-                    node=target,
-                    why="no node is writable and the old primary is fenced: run the failover runbook",
-                )
-            )
-        else:
-            actions.append(
-                RescueAction(
-                    kind="start",
-                    node=target,
-                    why="no other node took writes: restarting the crashed primary keeps one primary",
-                )
-            )
-            writable = [target]
-    elif (
-        target
-        and states.get(target) is not None
-        and states[target].reachable
-        and states[target].role == "primary"
-        and not states[target].read_only
-    ):
-        writable = [target, *writable]
-    if len(writable) > 1:
-        keep = writer if writer in writable else writable[0]
-        for node in writable:
-            if node != keep:
-                actions.append(
-                    RescueAction(
-                        kind="fence-writes", node=node, why=f"two writable primaries: the writer record names {keep}"
-                    )
-                )
-        writable = [keep]
-    if len(writable) == 1 and writer != writable[0]:
-        actions.append(
-            RescueAction(
-                kind="point-writer",
-                node=writable[0],
-                why=f"the writer record names {writer or 'no node'}, the primary is {writable[0]}",
-            )
-        )
-    return actions

@@ -13,10 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from regionops.decisions.drill import ConsistencyCheck, DrillMeasurement, ObjectiveVerdict
-from regionops.drill_rescue import rescue_cluster
 from regionops.errors import ConfigurationError
 from regionops.health import HealthProblem
 from regionops.model.faults import PRIMARY_FAULTS, FaultName
+from regionops.rescue import rescue_cluster, switchover_window
+from regionops.runbook.journal import RunJournal
 from regionops.runbook.params import ClusterChangeParams, RunbookParams
 from regionops.topology import Topology
 
@@ -260,6 +261,14 @@ def not_steady(problems: list[HealthProblem]) -> str:
 
 
 def rescue_from_journal(topology: Topology, cluster: str, record: dict[str, Any]) -> list[str]:
-    """A cancelled drill's undo: one writable primary, from what its journal says it disturbed."""
+    """A cancelled drill's undo: one writable primary, from what its journal says it disturbed.
+
+    The drill's switchover subflows (planned-switchover, the switch back) were killed with
+    it: where one was, its own journal says, if written since the drill took the lock.
+    """
     since = datetime.fromisoformat(record["locked_at"]) if record.get("locked_at") else None
-    return rescue_cluster(topology, cluster, record.get("scenario"), record.get("target"), since)
+    switchover_journal = RunJournal(topology, "switchover", cluster)
+    window = switchover_window(switchover_journal.read_written_since(since))
+    lines = rescue_cluster(topology, cluster, record.get("scenario"), record.get("target"), since, window)
+    switchover_journal.clear()
+    return lines

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,14 @@ class RunJournal:
         self.path = Path(topology.state_dir) / "journals" / f"{runbook}-{cluster}.json" if topology.state_dir else None
 
     def write(self, record: dict[str, Any]) -> None:
-        """Record what the run is about to disturb (replacing what it recorded before)."""
+        """Record what the run is about to disturb (replacing what it recorded before), with when."""
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(record))
+            written = {**record, "written_at": datetime.now(UTC).isoformat()}
+            # Written whole then renamed: a kill mid-write leaves the previous record, never half of one.
+            partial = self.path.with_suffix(".partial")
+            partial.write_text(json.dumps(written))
+            partial.replace(self.path)
 
     def read(self, run_id: str) -> dict[str, Any]:
         """What run ``run_id`` recorded; empty when nothing is recorded, or the record is another run's."""
@@ -44,6 +49,14 @@ class RunJournal:
             return {}
         record = json.loads(self.path.read_text())
         return record if record.get("run") in (None, "", run_id) else {}
+
+    def read_written_since(self, since: datetime | None) -> dict[str, Any]:
+        """The record of any run, if written at or after ``since`` (a subflow's, killed with its parent)."""
+        if self.path is None or not self.path.exists() or since is None:
+            return {}
+        record = json.loads(self.path.read_text())
+        written = record.get("written_at")
+        return record if written and datetime.fromisoformat(written) >= since else {}
 
     def clear(self) -> None:
         """The run ended: nothing is left to undo."""
@@ -68,11 +81,18 @@ def undo_on_cancel(runbook: str, title: str, undo: Undo) -> Callable[[Any, Any, 
             cluster, _ = topology.cluster(params.get("cluster"))
         except Exception:  # noqa: BLE001 - no cluster to undo anything on
             return
-        released = release_run_leases(str(flow_run.id))
+        # Undo first, still holding the run's locks: no other runbook (an alert's failover) may
+        # act on the cluster while the rescue decides from what it observed.
         journal = RunJournal(topology, runbook, cluster)
-        lines = [f"released {released} lock(s) the cancelled {runbook} held"]
-        lines += undo(topology, cluster, journal.read(str(flow_run.id)))
-        journal.clear()
+        try:
+            undone = undo(topology, cluster, journal.read(str(flow_run.id)))
+            journal.clear()
+        except Exception as exc:  # noqa: BLE001 - the locks go and the failure is said either way
+            log.exception("undoing cancelled %s run %s failed", runbook, flow_run.name)
+            undone = [f"undoing failed, look at the cluster now: {type(exc).__name__}: {exc}"]
+        finally:
+            released = release_run_leases(str(flow_run.id))
+        lines = [f"released {released} lock(s) the cancelled {runbook} held", *undone]
         notifier_for(topology).alert(f"{title}: {cluster} made safe", lines, topology.prefect.run_link(flow_run.id))
 
     return hook

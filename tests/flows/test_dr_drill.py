@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import UTC
 
 import pytest
-from prefect import get_client
 
 from flows.dr_drill import DrillParams, dr_drill, trend_key
 from regionops.drivers.canary import canary_rows
@@ -142,7 +141,6 @@ def test_a_fault_that_cannot_be_injected_changes_nothing_and_says_why(lab, tmp_p
 
 def test_cancelling_a_drill_mid_action_leaves_one_writable_primary_and_resync_repairs_the_rest(lab):
     from prefect.deployments import run_deployment
-    from prefect.states import Cancelling
 
     from flows.replica_resync import ResyncParams, replica_resync
     from flows.switchover import SwitchoverParams, switchover
@@ -169,14 +167,7 @@ def test_cancelling_a_drill_mid_action_leaves_one_writable_primary_and_resync_re
             interval=0.1,
             what="the drill to kill eu-1",
         )
-        with get_client(sync_client=True) as client:
-            client.set_flow_run_state(run.id, Cancelling(), force=True)
-            poll_until(
-                lambda: client.read_flow_run(run.id).state.is_cancelled(),
-                timeout=60,
-                interval=0.5,
-                what="the drill run to be cancelled",
-            )
+        ha.cancel_run(run.id, "the drill run")
         # Then exactly one node takes writes, and the writer record names it
         layout = ha.layout(lab)
         writable = [n for n in layout if layout[n] == "primary" and not ha.state(lab, n).read_only]

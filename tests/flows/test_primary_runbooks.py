@@ -8,6 +8,7 @@ private lab for the module; each test leaves eu-1 primary with both replicas str
 from __future__ import annotations
 
 import contextvars
+import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -240,7 +241,6 @@ def test_a_primary_down_alert_that_does_not_lead_to_a_failover_pages(cluster):
 def test_a_cancelled_switchover_releases_the_cluster_lock_at_once(cluster):
     from prefect import get_client
     from prefect.deployments import run_deployment
-    from prefect.states import Cancelling
 
     from regionops.runbook.locks import LEASE_SECONDS, lock_name
 
@@ -256,17 +256,61 @@ def test_a_cancelled_switchover_releases_the_cluster_lock_at_once(cluster):
     )
     paused = ha.paused_run(lab, "switchover")
     assert paused.id == run.id and lock_holders() == 1
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(run.id, Cancelling(), force=True)
-        poll_until(
-            lambda: client.read_flow_run(run.id).state.is_cancelled(),
-            timeout=60,
-            interval=0.5,
-            what="the switchover run to be cancelled",
-        )
+    ha.cancel_run(run.id, "the switchover run")
     # Its on_cancellation hook frees the lock long before the lease would expire
     poll_until(lambda: lock_holders() == 0, timeout=LEASE_SECONDS / 10, interval=0.5, what="the lock to be free")
     unchanged(lab)
+
+
+def test_a_switchover_cancelled_after_stopping_the_primary_gives_it_its_writes_back(cluster):
+    """Killed between stopping the old primary and promoting: no node took writes until its hook ran."""
+    from prefect.deployments import run_deployment
+
+    lab = cluster
+    replica = labtools.sql(lab, "us-1")
+    with ha.watching_primaries(lab) as watch:
+        run = run_deployment(
+            "switchover/lab",
+            parameters={"params": _params(lab, target="us-1", catch_up_timeout_seconds=120)},
+            timeout=0,
+        )
+        # Once its checks passed and it fenced eu-1, us-1 stops replaying: the run then waits in its
+        # critical window (eu-1 stopped, us-1 not promoted) for the old primary's last WAL.
+        poll_until(lambda: _write_fenced(lab, "eu-1"), timeout=90, interval=0.02, what="the switchover to fence eu-1")
+        replica.pause_replay()
+        try:
+            poll_until(
+                lambda: not pglab.pgctl(lab.cfg, "eu-1").is_running(),
+                timeout=30,
+                interval=0.1,
+                what="the switchover to stop eu-1",
+            )
+            ha.cancel_run(run.id, "the switchover run")
+            # The hook gave eu-1 back its writes: the one writable primary, named by the writer record
+            poll_until(lambda: _takes_writes(lab, "eu-1"), timeout=30, interval=0.2, what="eu-1 to take writes again")
+            labtools.sql(lab, "eu-1").query("CREATE TABLE IF NOT EXISTS test_after_cancel (id int)")
+            assert ha.writer(lab) == "eu-1"
+            assert ha.state(lab, "us-1").role == "replica"
+            assert "Switchover cancelled" in ha.slack_texts(lab)
+            assert "gave writes back to eu-1" in json.dumps(labtools.slack_messages(lab))  # what the hook did, said
+        finally:
+            replica.resume_replay()
+        labtools.sql(lab, "eu-1").query("DROP TABLE test_after_cancel")
+        labtools.wait_steady(lab)
+    assert watch.looks > 5 and not watch.seen_two, watch.seen_two
+    unchanged(lab)
+
+
+def _write_fenced(lab, node: str) -> bool:
+    try:
+        return labtools.sql(lab, node).show("default_transaction_read_only") == "on"
+    except Exception:  # noqa: BLE001 - stopping already
+        return True
+
+
+def _takes_writes(lab, node: str) -> bool:
+    now = ha.state(lab, node)
+    return now.role == "primary" and not now.read_only
 
 
 def test_cli_runs_failover_by_name_and_exits_1_on_refusal(cluster, capsys):

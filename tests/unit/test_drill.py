@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from regionops.decisions.drill import Fingerprint, compare_fingerprints, decide_rescue, judge, measure
+from regionops.decisions.drill import Fingerprint, compare_fingerprints, judge, measure
 from regionops.drivers.faults import CommandFaultInjector
-from regionops.drivers.postgres import NodeState
 from regionops.model import CanaryWrite
 from regionops.model.faults import FaultInjectionFailed
 from regionops.topology import Objectives, parse_topology
@@ -89,79 +88,6 @@ def test_consistency_names_each_table_that_differs():
     assert compare_fingerprints("us-1", {"us-1": same, "apac-1": same}).ok
 
 
-def state(node: str, role: str = "replica", reachable: bool = True, read_only: bool = False) -> NodeState:
-    return NodeState(
-        node=node, reachable=reachable, role=role if reachable else "unknown", read_only=read_only, observed_at=T0
-    )
-
-
-@pytest.mark.parametrize(
-    "case, states, writer, frozen, fenced, expected",
-    [
-        (
-            "crash before promotion: restart the old primary",
-            {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1")},
-            "eu-1",
-            False,
-            False,
-            [("start", "eu-1")],
-        ),
-        (
-            "crash after promotion, writer already moved: nothing to do",
-            {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1", "primary")},
-            "us-1",
-            False,
-            True,
-            [],
-        ),
-        (
-            "promoted but the writer record not moved yet",
-            {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1", "primary")},
-            "eu-1",
-            False,
-            True,
-            [("point-writer", "us-1")],
-        ),
-        (
-            "fenced and nobody promoted: a human runs failover",
-            {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1")},
-            "eu-1",
-            False,
-            True,
-            [("escalate", "eu-1")],
-        ),
-        (
-            "frozen, nobody took writes: resume it",
-            {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1")},
-            "eu-1",
-            True,
-            False,
-            [("resume", "eu-1")],
-        ),
-        (
-            "frozen while another took writes: kill it, never resume",
-            {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1", "primary")},
-            "us-1",
-            True,
-            False,
-            [("kill", "eu-1")],
-        ),
-    ],
-)
-def test_rescue_after_a_cancelled_drill_leaves_exactly_one_writable_primary(
-    case, states, writer, frozen, fenced, expected
-):
-    fault = "primary-freeze" if frozen else "primary-crash"
-    actions = decide_rescue(fault, "eu-1", states, writer, target_frozen=frozen, target_fenced_on_disk=fenced)
-    assert [(a.kind, a.node) for a in actions] == expected, case
-
-
-def test_rescue_fences_a_second_writable_primary_the_writer_does_not_name():
-    states = {"eu-1": state("eu-1", "primary"), "us-1": state("us-1", "primary")}
-    actions = decide_rescue("primary-crash", "eu-1", states, "us-1", target_frozen=False, target_fenced_on_disk=False)
-    assert [(a.kind, a.node) for a in actions] == [("fence-writes", "eu-1")]
-
-
 def test_a_bad_scenario_or_an_alert_started_switchover_is_a_named_parameter_error():
     from flows.dr_drill import DrillParams
 
@@ -222,35 +148,6 @@ def test_an_unknown_fault_in_the_topology_is_named():
 
     with pytest.raises(TopologyError, match="unknown fault"):
         topology({"meteor": "true"})
-
-
-def test_rescue_lifts_the_drills_own_fence_when_nobody_was_promoted():
-    states = {"eu-1": state("eu-1", reachable=False), "us-1": state("us-1"), "apac-1": state("apac-1")}
-    ours = decide_rescue(
-        "primary-crash",
-        "eu-1",
-        states,
-        "eu-1",
-        target_frozen=False,
-        target_fenced_on_disk=True,
-        fenced_by_this_drill=True,
-    )
-    assert [(a.kind, a.node) for a in ours] == [("unfence-start", "eu-1")]
-    # someone else's fence (laid before the drill held the lock) is never lifted by the rescue
-    theirs = decide_rescue("primary-crash", "eu-1", states, "eu-1", target_frozen=False, target_fenced_on_disk=True)
-    assert [(a.kind, a.node) for a in theirs] == [("escalate", "eu-1")]
-    # and once a replica was promoted, the drill's fence stays: eu-1 is left for replica-resync
-    promoted = {**states, "us-1": state("us-1", "primary")}
-    after = decide_rescue(
-        "primary-crash",
-        "eu-1",
-        promoted,
-        "us-1",
-        target_frozen=False,
-        target_fenced_on_disk=True,
-        fenced_by_this_drill=True,
-    )
-    assert after == []
 
 
 def test_a_planned_switchover_rto_is_its_write_outage():

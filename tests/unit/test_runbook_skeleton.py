@@ -143,3 +143,18 @@ def test_the_drill_verdict_needs_every_step() -> None:
     assert not planned.with_outcomes(Recovery(ok=True), measured, Rollback(ok=True, steady_after=False)).ok
     result = planned.with_outcomes(Recovery(ok=True, sentence="done"), measured, steady)
     assert result.new_primary == "us-1" and result.rollback == ["ok"] and result.recovery == "done"
+
+
+def test_a_killed_subflows_journal_is_read_by_its_parent_only_when_written_during_the_parents_run(tmp_path) -> None:
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from regionops.runbook.journal import RunJournal
+
+    journal = RunJournal(SimpleNamespace(state_dir=str(tmp_path)), "switchover", "core")  # type: ignore[arg-type]
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    journal.write({"run": "subflow-1", "old": "us-1", "new": "eu-1", "phase": "stopping"})
+    assert journal.read_written_since(before)["phase"] == "stopping"  # the drill's own switchover subflow
+    assert journal.read_written_since(datetime.now(UTC) + timedelta(seconds=1)) == {}  # older than the drill: stale
+    assert journal.read_written_since(None) == {}
+    assert not list(tmp_path.rglob("*.partial"))  # written whole, then renamed
