@@ -37,10 +37,10 @@ from regionops.runbook.locks import (
     backup_lock,
     cluster_lock,
     drill_lock,
-    release_leases_hook,
     release_lock,
 )
 from regionops.runbook.reporting import RunReporter, report_failure
+from regionops.runbook.run_leases import release_leases_hook
 from regionops.topology import Topology
 
 prefect_engine.install()  # a run's end does not wait on its heartbeat thread (prefect_engine says why)
@@ -99,6 +99,7 @@ class RunbookRun:
         self.params = params
         self.dry_run = bool(getattr(params, "dry_run", False))
         self.reporter = RunReporter(topology, runbook, title, slack=bool(getattr(params, "notify", True)))
+        self.reporter.defer_artifacts = True  # written while the run winds down, waited for at its end
         self._changed = False
         self.held: HeldLock | None = None
         self.approval: Approval | None = None
@@ -117,6 +118,7 @@ class RunbookRun:
         except Exception as exc:
             self._stack.close()  # a drill's lock, taken before the change lock was refused
             self._report(exc, changed=False)
+            self.reporter.flush_artifacts()
             raise
         return self
 
@@ -147,7 +149,10 @@ class RunbookRun:
             # (a cancellation arrives as a BaseException): its cancel hook reads the journal next.
             if self._journaled and (exc is None or isinstance(exc, Exception)):
                 self.journal.clear()
-            self._stack.close()  # the lock goes on success, failure and error alike
+            try:
+                self._stack.close()  # the lock goes on success, failure and error alike
+            finally:
+                self.reporter.flush_artifacts()
 
     def _report(self, exc: BaseException, *, changed: bool) -> None:
         if self._on_error is not None:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from regionops.drivers.notify import notifier_for
-from regionops.runbook.locks import release_run_leases
 from regionops.runbook.reporting import topology_from_parameters
+from regionops.runbook.run_leases import release_run_leases
 from regionops.topology import Topology
 
 log = logging.getLogger(__name__)

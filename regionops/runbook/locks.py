@@ -3,7 +3,7 @@
 The lock is a lease on the Prefect server, so it holds across processes and machines,
 and a crashed holder's lease expires on its own (``LEASE_SECONDS``) instead of wedging
 the cluster forever; a cancelled run's locks are released at once by its cancellation
-hook (:func:`release_run_leases`).
+hook (:func:`regionops.runbook.run_leases.release_run_leases`).
 
 The rules of the cluster lock, in order (who holds it: :mod:`regionops.runbook.lock_holders`):
 
@@ -20,10 +20,13 @@ The rules of the cluster lock, in order (who holds it: :mod:`regionops.runbook.l
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -32,7 +35,6 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectAlreadyExists, PrefectHTTPStatusError
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.variables import Variable
 
 from regionops.errors import DeadlineExceeded, PreconditionFailed
 from regionops.model.locks import backup_lock_name, drill_lock_name, lock_name, release_lock_name
@@ -40,12 +42,18 @@ from regionops.runbook.lock_holders import (
     LockHolder,
     Preemption,
     current_holder,
-    forget_holder,
     now,
     read_holder_record,
     read_preemption,
     record_preemption,
     write_holder,
+)
+from regionops.runbook.run_leases import (
+    forget_holder_record,
+    forget_lease,
+    release_lease,
+    remember_lease,
+    root_run_id,
 )
 from regionops.waiting import poll_until
 
@@ -64,13 +72,23 @@ def ensure_cluster_lock(cluster: str) -> str:
     return ensure_limit(lock_name(cluster))
 
 
+# (API URL, limit name) of limits this process created or found: a limit is never deleted by
+# regionops, so it is created once per process, not at every lock (~30-60 ms each).  A lock
+# taken on a limit that went away anyway is caught by _try_acquire and the limit made again.
+_known_limits: set[tuple[str, str]] = set()
+
+
 def ensure_limit(name: str) -> str:
     """Create global concurrency limit ``name`` (limit 1) on the Prefect server if it does not exist."""
+    key = (str(PREFECT_API_URL.value()), name)
+    if key in _known_limits:
+        return name
     with get_client(sync_client=True) as client:
         try:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
         except ObjectAlreadyExists:
             pass
+    _known_limits.add(key)
     return name
 
 
@@ -185,15 +203,33 @@ def _me(lock: str, lease_id: str, runbook: str) -> LockHolder:
         lease_id=lease_id,
         runbook=runbook,
         run_id=str(run_id) if run_id else None,
-        root_run_id=_root_run_id(),
+        root_run_id=root_run_id(),
         run_name=flow_run.get_name(),
         since=now(),
     )
 
 
+# The locks held by the runs enclosing this code in this process (a drill's, while its subflows
+# run inline in its thread): a subflow shares them without asking the API who holds them.
+# Set and reset by held_lock around its block, so it never outlives the holder's block.
+_HELD_HERE: contextvars.ContextVar[dict[str, HeldLock]] = contextvars.ContextVar("regionops_held_locks")
+
+
 def _shared_with_root(name: str, lease_seconds: float) -> HeldLock | None:
-    """The lock held by this run's root run (a subflow shares it), if it is and the lease is valid."""
-    root = _root_run_id()
+    """The lock held by this run's root run (a subflow shares it), if it is and the lease is valid.
+
+    Held by an enclosing run in this process: shared at once (the subflow's first change
+    confirms the lease, as any run's does).  Else the holder record says whether the root
+    run holds it, and the lease is confirmed now.
+    """
+    enclosing = _HELD_HERE.get({}).get(name)
+    me = flow_run.get_id()
+    if enclosing is not None and enclosing.holder.run_id not in (None, str(me)) and me:
+        # Taken by another flow run whose block encloses this flow run: this one is its subflow.
+        # (Not a lock taken outside any flow run, by a script or a test; nor the run's own lock,
+        # which it asks the API about: a failover may have taken it over, see take_back.)
+        return HeldLock(enclosing.holder, lease_seconds, nested=True)
+    root = root_run_id()
     if root is None:
         return None
     holder = current_holder(name)
@@ -228,7 +264,7 @@ def _preempt(name: str, holder: LockHolder, runbook: str) -> bool:
             ),
         ),
     )
-    _release(holder.lease_id)
+    release_lease(holder.lease_id)
     # Read again *after* the revocation: a holder that announced its first change before it
     # noticed may be acting now, without a lease; then it must be waited for, not overtaken.
     after = read_holder_record(holder.lease_id) or holder
@@ -250,7 +286,7 @@ def held_lock(
 
     The slot is a lease on the Prefect server, renewed in the background.  Its id is
     recorded in a Prefect variable under the run's root flow run, so that when a run is
-    cancelled (its process killed), :func:`release_run_leases` frees the locks it held
+    cancelled (its process killed), :func:`regionops.runbook.run_leases.release_run_leases` frees the locks it held
     at once instead of leaving the cluster locked until the lease expires.  Who holds
     it is recorded beside it (:mod:`regionops.runbook.lock_holders`): a subflow of the
     holder's run shares the lock; with ``preempt`` a holder that may be overtaken
@@ -291,8 +327,14 @@ def held_lock(
         by = f", by {waiting_on[0].sentence()}" if waiting_on else ""
         raise PreconditionFailed(f"{what} (lock {name} is held{by}); nothing was changed") from exc
     held = HeldLock(_me(name, lease_id, runbook), lease_seconds, nested=False)
-    write_holder(held.holder, point=True)
-    _remember_lease(lease_id)
+    # Who holds it, and the run's record of its leases (for its cancel hook): independent writes.
+    try:
+        _side_by_side(
+            partial(write_holder, held.holder, point=True), partial(remember_lease, lease_id), raise_first=True
+        )
+    except Exception:
+        release_lease(lease_id)  # not recorded, so no hook could free it: free it now
+        raise
     stop = threading.Event()
     renewer = threading.Thread(
         target=_renew_until,
@@ -301,24 +343,40 @@ def held_lock(
         daemon=True,
     )
     renewer.start()
+    here = _HELD_HERE.set({**_HELD_HERE.get({}), name: held})
     try:
         yield held
     finally:
+        try:
+            _HELD_HERE.reset(here)
+        except ValueError:  # left in another context than it was entered in: drop just this lock
+            _HELD_HERE.set({k: v for k, v in _HELD_HERE.get({}).items() if k != name})
         stop.set()
+        # Freeing the slot, removing the holder record and the run's lease record are independent
+        # calls (about ten round trips in all): side by side.
+        for failure in _side_by_side(
+            partial(release_lease, lease_id),
+            partial(forget_holder_record, name, lease_id),
+            partial(forget_lease, lease_id),
+        ):
+            log.warning("releasing lock %s: %s", name, failure)  # a stale record of a released lease only
         renewer.join(5)
-        _forget(name, lease_id)
-        _release(lease_id)
-        _forget_lease(lease_id)
 
 
-def _forget(name: str, lease_id: str) -> None:
-    try:
-        forget_holder(name, lease_id)
-    except Exception as exc:  # noqa: BLE001 - a stale record is overwritten by the next holder
-        log.warning("could not remove the holder record of lock %s: %s", name, exc)
+def _side_by_side(*jobs: Callable[[], Any], raise_first: bool = False) -> list[BaseException]:
+    """Run independent API calls at once, each in a copy of the run's context; their exceptions.
+
+    ``raise_first``: raise the first exception instead of returning it.
+    """
+    with ThreadPoolExecutor(len(jobs), thread_name_prefix="lock-io") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, job) for job in jobs]
+    failures = [exc for f in futures if (exc := f.exception()) is not None]
+    if failures and raise_first:
+        raise failures[0]
+    return failures
 
 
-def _try_acquire(name: str, lease_seconds: float) -> str | None:
+def _try_acquire(name: str, lease_seconds: float, *, again: bool = True) -> str | None:
     with get_client(sync_client=True) as client:
         try:
             resp = client.increment_concurrency_slots_with_lease(
@@ -328,7 +386,18 @@ def _try_acquire(name: str, lease_seconds: float) -> str | None:
             if exc.response.status_code == 423:  # Locked: every slot is taken
                 return None
             raise
-    return str(resp.json()["lease_id"])
+    body = resp.json()
+    lease_id = str(body["lease_id"])
+    if not any(limit.get("name") == name for limit in body.get("limits", [])):
+        # The server grants a lease on a limit that does not exist (it holds nothing): make the
+        # limit, then take the lock for real.
+        release_lease(lease_id)
+        if not again:
+            raise RuntimeError(f"the Prefect server has no concurrency limit {name} even after creating it")
+        _known_limits.discard((str(PREFECT_API_URL.value()), name))
+        ensure_limit(name)
+        return _try_acquire(name, lease_seconds, again=False)
+    return lease_id
 
 
 def _renew_until(lease_id: str, stop: threading.Event, lease_seconds: float, api_url: str | None) -> None:
@@ -343,90 +412,6 @@ def _renew_until(lease_id: str, stop: threading.Event, lease_seconds: float, api
                     client.renew_concurrency_lease(UUID(lease_id), lease_seconds)
             except Exception as exc:  # noqa: BLE001 - logged, retried at the next interval
                 log.warning("could not renew lease %s: %s", lease_id, exc)
-
-
-def _release(lease_id: str) -> None:
-    try:
-        with get_client(sync_client=True) as client:
-            client.release_concurrency_slots_with_lease(UUID(lease_id))
-    except Exception as exc:  # noqa: BLE001 - the lease expires on its own
-        log.warning("could not release lease %s (it expires within %s s): %s", lease_id, LEASE_SECONDS, exc)
-
-
-def _variable_name(root_run_id: str) -> str:
-    return f"regionops-leases-{root_run_id}"
-
-
-# flow run id -> its root flow run's id.  A subflow's root is found by walking its parents through
-# the API (two reads per level, each on a new client: ~0.1-0.2 s), and a run asks for it at each
-# lock it shares, takes or releases; a run's root never changes, so it is asked once per process.
-_roots: dict[str, str] = {}
-
-
-def _root_run_id() -> str | None:
-    run_id = flow_run.get_id()
-    if not run_id:
-        return None
-    root = _roots.get(run_id)
-    if root is None:
-        root = _roots[run_id] = str(flow_run.get_root_flow_run_id())
-    return root
-
-
-def _leases(name: str) -> list[str]:
-    """The lease ids recorded in variable ``name`` (none when it does not exist)."""
-    recorded: list[Any] = Variable.get(name, default=[]) or []
-    return [str(x) for x in recorded]
-
-
-def _remember_lease(lease_id: str) -> None:
-    root = _root_run_id()
-    if root is None:
-        return
-    name = _variable_name(root)
-    held = _leases(name)
-    Variable.set(name, [*held, lease_id], overwrite=True)
-
-
-def _forget_lease(lease_id: str) -> None:
-    root = _root_run_id()
-    if root is None:
-        return
-    name = _variable_name(root)
-    held = [x for x in _leases(name) if x != lease_id]
-    if held:
-        Variable.set(name, held, overwrite=True)
-    else:
-        Variable.unset(name)
-
-
-def release_run_leases(root_run_id: str) -> int:
-    """Release every lock a run (and its subflows) still held; for a cancelled or crashed run.  Returns how many."""
-    name = _variable_name(root_run_id)
-    held = _leases(name)
-    for lease_id in held:
-        record = read_holder_record(lease_id)
-        if record is not None:
-            _forget(record.lock, lease_id)
-        _release(lease_id)
-    if held:
-        Variable.unset(name)
-    return len(held)
-
-
-def release_leases_hook(flow: Any, flow_run: Any, state: Any) -> None:
-    """Flow state hook (on_cancellation, on_crashed): free the locks the run held at once.
-
-    A cancelled run's process is killed, so its ``finally`` never releases its leases;
-    without this hook the cluster stays locked until they expire (``LEASE_SECONDS``).
-    """
-    try:
-        released = release_run_leases(str(flow_run.id))
-    except Exception as exc:  # noqa: BLE001 - the leases expire on their own
-        log.warning("could not release the locks of %s run %s: %s", flow.name, flow_run.name, exc)
-        return
-    if released:
-        log.warning("released %d lock(s) held by %s run %s (%s)", released, flow.name, flow_run.name, state.name)
 
 
 def _held(name: str) -> bool:

@@ -12,7 +12,7 @@ import contextvars
 import json
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
@@ -75,6 +75,10 @@ class RunReporter:
         self.log = _logger()
         self.approval: str | None = None  # who approved and why, once someone did
         self.status: str | None = None  # set by finish(): the report is written
+        # Inside a RunbookRun the report's artifacts are written while the run winds down (lifting
+        # its silence, freeing its locks) and waited for at its very end (flush_artifacts).
+        self.defer_artifacts = False
+        self._pending: list[Future[Any]] = []
 
     def start(self, lines: list[str] | None = None) -> None:
         """Open the run's Slack thread."""
@@ -158,9 +162,16 @@ class RunReporter:
         ]
         # Side by side: each is one API call, and a run's end (a drill's subflows' too) waits for them.
         # Each thread runs in a copy of this run's context, so the artifact belongs to this run.
-        with ThreadPoolExecutor(len(jobs), thread_name_prefix="artifacts") as pool:
-            futures = [pool.submit(contextvars.copy_context().run, job) for job in jobs]
-        for future in futures:
+        pool = ThreadPoolExecutor(len(jobs), thread_name_prefix="artifacts")
+        self._pending += [pool.submit(contextvars.copy_context().run, job) for job in jobs]
+        pool.shutdown(wait=False)
+        if not self.defer_artifacts:
+            self.flush_artifacts()
+
+    def flush_artifacts(self) -> None:
+        """Wait until the report's artifacts are written (a failure is logged, never raised)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
             try:
                 future.result()
             except Exception as exc:  # noqa: BLE001 - a UI artifact must not fail the runbook
