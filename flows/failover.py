@@ -205,9 +205,8 @@ class _SlackLater:
         if self.mark is None:
             return
         held, self.mark = self.reporter.steps[self.mark :], None
-        if self.reporter.thread is not None:
-            for _, sentence in held:
-                self.reporter.notifier.post(self.reporter.thread, sentence)
+        for _, sentence in held:
+            self.reporter.post_to_thread(sentence)
 
 
 def _failover(topology: Topology, cluster_name: str, params: FailoverParams, run: RunbookRun) -> FailoverResult:

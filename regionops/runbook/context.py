@@ -119,6 +119,7 @@ class RunbookRun:
             self._stack.close()  # a drill's lock, taken before the change lock was refused
             self._report(exc, changed=False)
             self.reporter.flush_artifacts()
+            self.reporter.flush_slack()
             raise
         return self
 
@@ -153,6 +154,7 @@ class RunbookRun:
                 self._stack.close()  # the lock goes on success, failure and error alike
             finally:
                 self.reporter.flush_artifacts()
+                self.reporter.flush_slack()
 
     def _report(self, exc: BaseException, *, changed: bool) -> None:
         if self._on_error is not None:
