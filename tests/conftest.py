@@ -10,6 +10,7 @@ node is primary use a lab of their own (`started_lab`).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,7 +61,15 @@ def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Ite
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        _keep_logs(lab_dir)
         lab.down(progress=lambda m: None, purge=True)
+
+
+def _keep_logs(lab_dir: Path) -> None:
+    """Copy the lab's process logs to $REGIONOPS_KEEP_LAB_LOGS (CI prints their tails when a test failed)."""
+    keep = os.environ.get("REGIONOPS_KEEP_LAB_LOGS")
+    if keep and (lab_dir / "logs").is_dir():
+        shutil.copytree(lab_dir / "logs", Path(keep) / lab_dir.name, dirs_exist_ok=True)
 
 
 @contextmanager
