@@ -35,6 +35,7 @@ from prefect.client.orchestration import PrefectClient, SyncPrefectClient
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
 from prefect.context import TaskRunContext
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.states import Pending
 from prefect.task_worker import TaskWorker
 
@@ -108,10 +109,27 @@ def _claim_state() -> State[Any]:
     return state
 
 
+# The server can deliver a step to its executor before the step's row is visible in its
+# database (seen on PostgreSQL: the claim answered 404 "Task run not found" 40 ms after the step
+# was received, and the step was dropped until its pickup deadline cancelled it).  A claim that
+# finds no run is tried again for this long before the step is given up.
+CLAIM_NOT_FOUND_SECONDS = 5.0
+
+
 async def claim(client: PrefectClient, task_run_id: UUID) -> bool:
     """Move a scheduled step to Pending; True when this caller won (the server refuses a second claim)."""
-    result: OrchestrationResult[Any] = await client.set_task_run_state(task_run_id, _claim_state(), force=False)
-    return result.status == SetStateStatus.ACCEPT
+    deadline = asyncio.get_running_loop().time() + CLAIM_NOT_FOUND_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            result: OrchestrationResult[Any] = await client.set_task_run_state(task_run_id, _claim_state(), force=False)
+            return result.status == SetStateStatus.ACCEPT
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 404 or asyncio.get_running_loop().time() >= deadline:
+                raise
+            log.info("node step %s is not visible on the server yet: claiming it again in %.2f s", task_run_id, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 def claim_sync(client: SyncPrefectClient, task_run_id: UUID) -> bool:
