@@ -19,6 +19,8 @@ from regionops.errors import RunbookError
 from regionops.model.faults import FAULT_NAMES
 from regionops.topology import PrefectSettings, default_lab_dir
 
+REGION_FAULT_NAMES = ("region-outage", "region-partition", "wan-degraded")  # regionops.lab.region_faults
+
 EXIT_OK, EXIT_FAILED, EXIT_PROBLEMS = 0, 1, 3
 
 
@@ -26,7 +28,12 @@ def _lab(args: argparse.Namespace):
     from regionops.lab.lab import Lab
 
     lab_dir = Path(args.lab_dir) if args.lab_dir else default_lab_dir()
-    lab = Lab.open(lab_dir, base_port=getattr(args, "base_port", None), free_ports=getattr(args, "free_ports", False))
+    lab = Lab.open(
+        lab_dir,
+        base_port=getattr(args, "base_port", None),
+        free_ports=getattr(args, "free_ports", False),
+        wan=getattr(args, "wan", None),
+    )
     if getattr(args, "seed_rows", None) is not None:
         lab.cfg.seed_rows = args.seed_rows
     return lab
@@ -83,12 +90,20 @@ def _lab_fault(lab: Any, args: argparse.Namespace) -> int:
     from regionops.ha.writer import writer_node
     from regionops.lab.config import LAB_CLUSTER
     from regionops.lab.faults import LabFaultInjector
+    from regionops.lab.region_faults import REGION_FAULTS, heal_regions, inject_region_fault
 
     topology = lab.topology()
     injector = LabFaultInjector(topology, lab.cfg.lab_dir)
     if args.lab_command == "heal":
-        for line in injector.heal(LAB_CLUSTER):
+        for line in [*heal_regions(lab), *injector.heal(LAB_CLUSTER)]:
             print(line)
+        return EXIT_OK
+    if args.name in REGION_FAULTS:
+        if not args.region:
+            raise RunbookError(f"{args.name} acts on a whole region: name it with --region (eu, us or apac)")
+        for line in inject_region_fault(lab, args.name, args.region):
+            print(line)
+        print("undo with `regionops lab heal`")
         return EXIT_OK
     if args.name == "planned-switchover":
         print("planned-switchover injects no fault: run `regionops run switchover`")
@@ -307,6 +322,11 @@ def make_parser() -> argparse.ArgumentParser:
         if name == "up":
             p.add_argument("--base-port", type=int, help="first port of the lab's range (first up only)")
             p.add_argument("--free-ports", action="store_true", help="pick free ports (first up only)")
+            p.add_argument(
+                "--wan",
+                help="the WAN between the regions: realistic (AWS inter-region round trips), scaled:F "
+                "(those times F), off (one loopback network); default: as the lab was made, initially off",
+            )
             p.add_argument("--no-prefect", action="store_true", help="skip the Prefect server")
             p.add_argument(
                 "--no-workers", action="store_true", help="skip the work pools and the one process worker per region"
@@ -325,7 +345,8 @@ def make_parser() -> argparse.ArgumentParser:
         if name == "down":
             p.add_argument("--purge", action="store_true", help="also remove the lab directory")
     fault = lab_sub.add_parser("fault", help="inject a DR drill fault by hand")
-    fault.add_argument("name", choices=FAULT_NAMES, help="the fault")
+    fault.add_argument("name", choices=(*FAULT_NAMES, *REGION_FAULT_NAMES), help="the fault")
+    fault.add_argument("--region", help="the region (region-outage, region-partition, wan-degraded)")
     fault.add_argument("--node", help="the node (default: the primary; for replica-loss the lowest-priority replica)")
     heal = lab_sub.add_parser("heal", help="undo what faults left: resume, restart apps, start nodes that are safe to")
     for p in (fault, heal):

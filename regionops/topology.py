@@ -56,6 +56,11 @@ class Node(Strict):
     data_dir: str = Field(description="data directory on the node's machine")
     priority: int = Field(100, description="higher wins among equally advanced promotion candidates")
     dns_name: str | None = Field(None, description="the node's DNS name; default <node>.<cluster>.<zone>")
+    netns: str | None = Field(
+        None,
+        description="the network namespace that stands for the node's host (the lab's WAN regions); "
+        "its server is started inside it",
+    )
     exporter_port: int | None = Field(
         None, ge=1, le=65535, description="port of this node's postgres_exporter; default monitoring.exporter_port"
     )

@@ -28,14 +28,26 @@ class Notifications(Strict):
 
 
 class AwsSettings(Strict):
-    """How to reach AWS.  ``endpoint_url`` is for S3/Route53 compatible servers (the lab)."""
+    """How to reach AWS.  ``endpoint_url`` is for S3/Route53 compatible servers (the lab).
+
+    ``s3_endpoints`` names each region's own S3 endpoint: a bucket is reached only through
+    its region's, so a lost region's buckets are unreachable from everywhere, as in AWS.
+    """
 
     endpoint_url: str | None = None
+    s3_endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="S3 endpoint per AWS region (production: the regional endpoints); default endpoint_url",
+    )
     access_key_id: SecretRef | None = None
     secret_access_key: SecretRef | None = None
     ca_bundle: str | None = Field(
         None, description="CA certificate file (PEM) that S3/Route53 clients and pgBackRest trust; default the system's"
     )
+
+    def s3_endpoint(self, aws_region: str | None) -> str | None:
+        """The S3 endpoint for buckets in ``aws_region``."""
+        return self.s3_endpoints.get(aws_region or "", self.endpoint_url)
 
 
 class FaultSettings(Strict):

@@ -295,7 +295,7 @@ def start_node(plan: RestorePlan, topology: Topology, timeout: float = 120) -> P
     started = time.monotonic()
     _, cluster = topology.cluster(plan.cluster)
     node = topology.node(plan.cluster, plan.node)
-    PgCtl(plan.data_dir, cluster.os_user, node_log(plan)).start(timeout=int(timeout))
+    PgCtl(plan.data_dir, cluster.os_user, node_log(plan), netns=node.netns).start(timeout=int(timeout))
     info = conninfo_for(cluster, node)
     observer = observer_for(connect_timeout=2)
 

@@ -76,19 +76,22 @@ _clients: dict[tuple[Any, ...], Any] = {}
 _clients_lock = threading.Lock()
 
 
-def _client(topology: Topology, service: str, aws_region: str, extra: dict[str, Any] | None = None) -> Any:
-    """The process's boto3 client for ``service`` in ``aws_region``, for the topology's endpoint,
-    credentials and CA bundle (built once, then shared)."""
+def _client(
+    topology: Topology, service: str, aws_region: str, extra: dict[str, Any] | None = None, endpoint: str | None = None
+) -> Any:
+    """The process's boto3 client for ``service`` in ``aws_region``, for ``endpoint`` (default the
+    topology's), credentials and CA bundle (built once, then shared)."""
     aws = topology.aws
+    endpoint = endpoint or aws.endpoint_url
     credentials = _credentials(topology)
-    key = (service, aws_region, aws.endpoint_url, aws.ca_bundle, tuple(sorted(credentials.items())), repr(extra))
+    key = (service, aws_region, endpoint, aws.ca_bundle, tuple(sorted(credentials.items())), repr(extra))
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
             client = _clients[key] = _session().client(
                 service,
                 region_name=aws_region,
-                endpoint_url=aws.endpoint_url,
+                endpoint_url=endpoint,
                 config=_config(**(extra or {})),
                 verify=aws.ca_bundle if aws.ca_bundle else None,
                 **credentials,
@@ -113,7 +116,8 @@ def s3_client(topology: Topology, aws_region: str | None = None) -> Any:
             "request_checksum_calculation": "when_required",
             "response_checksum_validation": "when_required",
         }
-    return _client(topology, "s3", aws_region or _default_region(), extra)
+    region = aws_region or _default_region()
+    return _client(topology, "s3", region, extra, endpoint=topology.aws.s3_endpoint(region))
 
 
 def _default_region() -> str:

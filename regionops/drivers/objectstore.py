@@ -171,9 +171,18 @@ def _info(key: str, meta: dict[str, Any], size_field: str) -> ObjectInfo:
 class S3ObjectStore:
     """ObjectStore over S3.  ``client_for(aws_region)`` builds a boto3 S3 client (None: default region)."""
 
-    def __init__(self, client_for: Callable[[str | None], Any]):
+    def __init__(self, client_for: Callable[[str | None], Any], bucket_regions: dict[str, str] | None = None):
         self._client_for = client_for
         self._clients: dict[str | None, Any] = {}
+        self._bucket_regions = bucket_regions or {}
+
+    def _region_of(self, bucket: str) -> str | None:
+        """The AWS region of a bucket the topology names (its client uses that region's endpoint)."""
+        return self._bucket_regions.get(bucket)
+
+    def _bucket_client(self, bucket: str) -> Any:
+        """The client for ``bucket``: its region's, so it goes to that region's S3 endpoint."""
+        return self._client(self._region_of(bucket))
 
     def _client(self, aws_region: str | None = None) -> Any:
         # boto3 clients are thread-safe and costly to build: one per region.
@@ -187,8 +196,8 @@ class S3ObjectStore:
         """Whether ``bucket`` answers and its region.  Never raises: reports the error instead."""
         try:
             with _s3_errors(bucket):
-                self._client().head_bucket(Bucket=bucket)
-                location = self._client().get_bucket_location(Bucket=bucket).get("LocationConstraint")
+                self._bucket_client(bucket).head_bucket(Bucket=bucket)
+                location = self._bucket_client(bucket).get_bucket_location(Bucket=bucket).get("LocationConstraint")
         except RunbookError as exc:
             log.info("bucket %s is unreachable: %s", bucket, exc)
             return BucketStatus(bucket=bucket, reachable=False, error=str(exc))
@@ -249,7 +258,8 @@ class S3ObjectStore:
         }
         try:
             with _s3_errors(bucket, key):
-                reply = self._client().put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata or {}, **extra)
+                client = self._bucket_client(bucket)
+                reply = client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata or {}, **extra)
         except RunbookError as exc:
             if if_absent and error_code(exc.__cause__) in _EXISTS_CODES:
                 raise ObjectExists(bucket, key) from exc.__cause__
@@ -260,7 +270,7 @@ class S3ObjectStore:
         """The object's user metadata plus ``content-type`` and ``cache-control``; None when absent."""
         try:
             with _s3_errors(bucket, key):
-                reply = self._client().head_object(Bucket=bucket, Key=key)
+                reply = self._bucket_client(bucket).head_object(Bucket=bucket, Key=key)
         except ObjectNotFound:
             return None
         meta = {k.lower(): v for k, v in (reply.get("Metadata") or {}).items()}
@@ -271,12 +281,12 @@ class S3ObjectStore:
     def get_bytes(self, bucket: str, key: str) -> bytes:
         """The whole object in memory (small objects only; see :meth:`iter_object`)."""
         with _s3_errors(bucket, key):
-            return self._client().get_object(Bucket=bucket, Key=key)["Body"].read()
+            return self._bucket_client(bucket).get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def iter_object(self, bucket: str, key: str, chunk_size: int = MiB) -> Iterator[bytes]:
         """The object's bytes in chunks of at most ``chunk_size``, read as they are consumed."""
         with _s3_errors(bucket, key):
-            body = self._client().get_object(Bucket=bucket, Key=key)["Body"]
+            body = self._bucket_client(bucket).get_object(Bucket=bucket, Key=key)["Body"]
         try:
             with _s3_errors(bucket, key):
                 yield from body.iter_chunks(chunk_size)
@@ -287,7 +297,7 @@ class S3ObjectStore:
         """The object's size and etag, or None when there is no such key."""
         try:
             with _s3_errors(bucket, key):
-                reply = self._client().head_object(Bucket=bucket, Key=key)
+                reply = self._bucket_client(bucket).head_object(Bucket=bucket, Key=key)
         except ObjectNotFound:
             return None
         return _info(key, reply, "ContentLength")
@@ -299,7 +309,7 @@ class S3ObjectStore:
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
             batch = keys[start : start + 1000]
             with _s3_errors(bucket):
-                reply = self._client().delete_objects(
+                reply = self._bucket_client(bucket).delete_objects(
                     Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": False}
                 )
             if reply.get("Errors"):
@@ -326,7 +336,7 @@ class S3ObjectStore:
         Memory stays around one part.  ``on_progress`` gets the bytes sent so far after
         each part.  The sha256 covers the whole stream.
         """
-        return self._upload(self._client(), bucket, key, stream, part_size, on_progress)
+        return self._upload(self._bucket_client(bucket), bucket, key, stream, part_size, on_progress)
 
     def _upload(
         self,
@@ -403,7 +413,8 @@ class S3ObjectStore:
         """Unfinished multipart uploads under ``prefix`` as (key, upload_id)."""
         found: list[tuple[str, str]] = []
         with _s3_errors(bucket):
-            pages = self._client().get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
+            paginator = self._bucket_client(bucket).get_paginator("list_multipart_uploads")
+            pages = paginator.paginate(Bucket=bucket, Prefix=prefix)
             for page in pages:
                 found += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
         # Filter again: not every S3-compatible server honours Prefix here.
@@ -414,7 +425,7 @@ class S3ObjectStore:
         pending = self.pending_uploads(bucket, prefix)
         for key, upload_id in pending:
             with _s3_errors(bucket, key):
-                self._client().abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                self._bucket_client(bucket).abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
             log.info("aborted orphaned multipart upload %s of s3://%s/%s", upload_id, bucket, key)
         return len(pending)
 
@@ -434,10 +445,11 @@ class S3ObjectStore:
         """
         dst_key = dst_key or key
         with _s3_errors(src_bucket, key):
-            body = self._client().get_object(Bucket=src_bucket, Key=key)["Body"]
+            body = self._bucket_client(src_bucket).get_object(Bucket=src_bucket, Key=key)["Body"]
         try:
             source = _TranslatingReader(body, src_bucket, key)
-            return self._upload(self._client(dst_region), dst_bucket, dst_key, source, part_size, None)
+            client = self._client(dst_region or self._region_of(dst_bucket))
+            return self._upload(client, dst_bucket, dst_key, source, part_size, None)
         finally:
             body.close()
 
@@ -445,11 +457,13 @@ class S3ObjectStore:
         """Every object under ``prefix``, in key order."""
         objects: builtins.list[ObjectInfo] = []
         with _s3_errors(bucket):
-            for page in self._client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            paginator = self._bucket_client(bucket).get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
                 objects += [_info(o["Key"], o, "Size") for o in page.get("Contents", [])]
         return objects
 
 
 def objectstore_for(topology: Topology) -> S3ObjectStore:
     """The S3 object store of ``topology`` (endpoint and credentials from ``topology.aws``)."""
-    return S3ObjectStore(lambda aws_region: s3_client(topology, aws_region))
+    regions = {r.bucket: r.aws_region for r in topology.regions.values()}
+    return S3ObjectStore(lambda aws_region: s3_client(topology, aws_region), regions)

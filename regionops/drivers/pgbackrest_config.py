@@ -121,7 +121,7 @@ def plan_stanza(topology: Topology, cluster_name: str) -> StanzaPlan:
 
 def _s3_endpoint(topology: Topology, aws_region: str) -> tuple[str, int | None]:
     """pgBackRest's repo-s3-endpoint (a host) and repo-storage-port for a region."""
-    url = topology.aws.endpoint_url
+    url = topology.aws.s3_endpoint(aws_region)
     if not url:
         return f"s3.{aws_region}.amazonaws.com", None
     parts = urlsplit(url)

@@ -69,6 +69,7 @@ def run_tool(
     input_bytes: bytes | None = None,
     env: dict[str, str] | None = None,
     transient: bool = False,
+    netns: str | None = None,
 ) -> str:
     """Run a tool to completion and return its combined output.
 
@@ -76,6 +77,8 @@ def run_tool(
     lines when it exits non-zero, and TransientError when it runs past ``timeout``.
     """
     full = as_user(argv, os_user)
+    if netns:
+        full = ["ip", "netns", "exec", netns, *full]
     log.debug("running %s", " ".join(full))
     try:
         proc = subprocess.run(
@@ -198,10 +201,19 @@ def kill_instance(ctl: PgCtl, timeout: float = 10) -> int:
 class PgCtl:
     """pg_ctl for one data directory."""
 
-    def __init__(self, data_dir: str | Path, os_user: str | None = None, log_file: str | Path | None = None):
+    def __init__(
+        self,
+        data_dir: str | Path,
+        os_user: str | None = None,
+        log_file: str | Path | None = None,
+        netns: str | None = None,
+    ):
         self.data_dir = str(data_dir)
         self.os_user = os_user
         self.log_file = str(log_file) if log_file else None
+        # The network namespace the server runs in (the lab's WAN regions): a server started
+        # anywhere else could not bind its region's address.
+        self.netns = netns
 
     def is_running(self) -> bool:
         """pg_ctl status: True when a postmaster runs on this data directory.
@@ -227,7 +239,7 @@ class PgCtl:
         argv = [tool("pg_ctl"), "start", "-w", "-t", str(timeout), "-D", self.data_dir]
         if self.log_file:
             argv += ["-l", self.log_file]
-        return run_tool(argv, os_user=self.os_user, timeout=timeout + 10)
+        return run_tool(argv, os_user=self.os_user, timeout=timeout + 10, netns=self.netns)
 
     def stop(self, mode: str = "fast", timeout: int = 60) -> str:
         """Stop the server: ``fast`` (clean), ``smart`` or ``immediate`` (crash-like)."""

@@ -51,15 +51,18 @@ class LabApps(LabComponent):
                 str(port),
                 "--version-file",
                 str(version_file),
+                "--host",
+                cfg.region_host(region),
             ],
             port,
+            region=region,
         )
 
     def set_version(self, region: str, version: str) -> None:
         """Write the region's VERSION file and restart its app with it."""
         self.cfg.path("apps", region, "VERSION").write_text(version + "\n")
         stop(self.cfg.lab_dir, f"app-{region}")
-        if not wait_port_free(self.cfg.ports.apps[region], 10):
+        if not wait_port_free(self.cfg.ports.apps[region], 10, self.cfg.region_host(region)):
             # Something else answers on the app's port: a restart would "succeed" against it.
             raise ExternalSystemError(f"app-{region} stopped but port {self.cfg.ports.apps[region]} is still held")
         self.start_app(region)  # this region only: regions of one wave restart in parallel
@@ -74,8 +77,8 @@ class LabApps(LabComponent):
             comps.append(
                 ComponentStatus(
                     name=f"app {region}",
-                    endpoint=f"http://127.0.0.1:{port}",
-                    running=port_open(port),
+                    endpoint=f"http://{self.cfg.region_host(region)}:{port}",
+                    running=port_open(port, self.cfg.region_host(region)),
                     healthy=probe is not None and probe.healthy and not problems,
                     detail="; ".join(problems) or (probe.sentence() if probe else "not probed"),
                 )

@@ -85,14 +85,14 @@ class LabCluster(LabComponent):
             problems = seen.problems_about(node)
             if split and state.role == "primary":
                 problems = [*problems, f"{node} is one of several primaries"]
-            running = port_open(port)
+            running = port_open(port, self.cfg.node_host(node))
             detail = state.sentence() if state.reachable or running else "not running"
             if node in seen.fenced:
                 detail += "; fenced (left stopped until replica-resync)"
             comps.append(
                 ComponentStatus(
                     name=f"postgres {node}",
-                    endpoint=f"127.0.0.1:{port}",
+                    endpoint=f"{self.cfg.node_host(node)}:{port}",
                     running=running,
                     healthy=report is not None and state.reachable and not problems,
                     detail="; ".join([detail, *(p for p in problems if not p.startswith(f"node {node} ("))]),

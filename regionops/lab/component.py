@@ -20,6 +20,7 @@ from regionops.drivers.postgres import NodeState
 from regionops.health import RegionHealthReport
 from regionops.lab.config import LabConfig
 from regionops.lab.processes import http_ok, port_open, running_pid, spawn, stop, wait_for_port
+from regionops.lab.wan import in_namespace
 from regionops.topology import Topology
 
 Progress = Callable[[str], None]
@@ -81,14 +82,26 @@ class LabComponent:
         raise NotImplementedError
 
     def start_process(
-        self, name: str, argv: list[str], port: int, timeout: float = 30, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        timeout: float = 30,
+        env: dict[str, str] | None = None,
+        region: str | None = None,
     ) -> None:
-        """Start the process ``name`` serving on ``port`` unless it runs and answers already."""
-        if running_pid(self.cfg.lab_dir, name) and port_open(port):
+        """Start the process ``name`` serving on ``port`` unless it runs and answers already.
+
+        With ``region`` (in a lab with a WAN) it runs inside that region's namespace and
+        serves on the region's address.
+        """
+        host = self.cfg.region_host(region) if region else HOST
+        if running_pid(self.cfg.lab_dir, name) and port_open(port, host):
             return
         stop(self.cfg.lab_dir, name)
-        pid = spawn(self.cfg.lab_dir, name, argv, env=env)
-        wait_for_port(port, timeout=timeout, what=name, pid=pid, log=self.cfg.path("logs", f"{name}.log"))
+        netns = self.cfg.netns(region) if region else None
+        pid = spawn(self.cfg.lab_dir, name, in_namespace(netns, argv), env=env)
+        wait_for_port(port, timeout=timeout, what=name, pid=pid, log=self.cfg.path("logs", f"{name}.log"), host=host)
 
 
 def indented(progress: Progress) -> Progress:

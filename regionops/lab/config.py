@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from regionops.drivers.pgtools import reachable_by
+from regionops.errors import ConfigurationError
+from regionops.lab.wan import WanPlan, WanProfile, parse_wan
 
 # The lab's fixed shape: three regions, cluster core with one node per region.
 LAB_REGIONS: dict[str, str] = {"eu": "eu-west-1", "us": "us-east-1", "apac": "ap-southeast-1"}
@@ -21,6 +23,7 @@ LAB_CLUSTER = "core"
 LAB_ZONE = "lab.regionops.internal."
 LAB_DATABASE = "app"
 DEFAULT_BASE_PORT = 15400
+LOOPBACK = "127.0.0.1"
 
 
 class LabPorts(BaseModel):
@@ -39,6 +42,7 @@ class LabPorts(BaseModel):
     alertmanager: int | None = None
     pushgateway: int | None = None
     exporters: dict[str, int] | None = None
+    wan_relay: int | None = None  # the WAN relay (labs made with --wan other than off)
 
     def all(self) -> dict[str, int]:
         """component name -> port, for status and for checking nothing is left after down."""
@@ -56,6 +60,7 @@ class LabPorts(BaseModel):
             )
             if port
         }
+        ports |= {"wan relay": self.wan_relay} if self.wan_relay else {}
         return ports | ({"alert receiver": self.alerts} if self.alerts else {})
 
     @classmethod
@@ -73,6 +78,7 @@ class LabPorts(BaseModel):
             alertmanager=base + 71,
             pushgateway=base + 72,
             exporters={n: base + 75 + i for i, n in enumerate(LAB_NODES)},
+            wan_relay=base + 60,
         )
 
     @classmethod
@@ -80,7 +86,7 @@ class LabPorts(BaseModel):
         """Ports the kernel says are free right now (tests use these so they never collide)."""
         socks = []
         try:
-            for _ in range(2 * len(LAB_NODES) + len(LAB_REGIONS) + 8):
+            for _ in range(2 * len(LAB_NODES) + len(LAB_REGIONS) + 9):
                 s = socket.socket()
                 s.bind(("127.0.0.1", 0))
                 socks.append(s)
@@ -101,6 +107,7 @@ class LabPorts(BaseModel):
             alertmanager=next(it),
             pushgateway=next(it),
             exporters={n: next(it) for n in LAB_NODES},
+            wan_relay=next(it),
         )
 
 
@@ -114,6 +121,47 @@ class LabConfig(BaseModel):
     app_version: str = "1.0.0"
     seed_rows: int = Field(1000, ge=0, description="customers seeded into the application database (5x orders)")
     monitoring: bool = Field(True, description="run Prometheus, Alertmanager, exporters (`lab up --no-monitoring`)")
+    wan: str = Field("off", description="the WAN profile: off (loopback), realistic or scaled:F (`lab up --wan`)")
+    wan_index: int | None = Field(None, description="this lab's slot on the host's WAN (namespaces ro<N>-*)")
+
+    def wan_profile(self) -> WanProfile:
+        """The lab's WAN profile (``off``: one loopback network, as labs were before regions had namespaces)."""
+        return parse_wan(self.wan)
+
+    def wan_plan(self) -> WanPlan | None:
+        """The lab's namespaces and addresses, or None for a loopback lab."""
+        if not self.wan_profile().namespaced or self.wan_index is None:
+            return None
+        return WanPlan(self.wan_index)
+
+    def region_host(self, region: str) -> str:
+        """The address a region's services listen on: its namespace's, or loopback."""
+        plan = self.wan_plan()
+        return plan.address(region) if plan else LOOPBACK
+
+    def node_host(self, node: str) -> str:
+        """The address a node listens on (its region's)."""
+        return self.region_host(LAB_NODES[node])
+
+    def netns(self, region: str) -> str | None:
+        """The network namespace a region's processes run in (None for a loopback lab)."""
+        plan = self.wan_plan()
+        return plan.netns(region) if plan else None
+
+    def backbone_host(self) -> str:
+        """Where the host's shared services (the AWS backbone) listen so every region reaches them."""
+        plan = self.wan_plan()
+        return plan.backbone if plan else LOOPBACK
+
+    def wan_addresses(self) -> tuple[str, ...]:
+        """Every address of the lab's WAN (the backbone's and each region's), or none for a loopback lab."""
+        plan = self.wan_plan()
+        return (plan.backbone, *(plan.address(r) for r in plan.regions)) if plan else ()
+
+    @property
+    def wan_state_path(self) -> Path:
+        """The WAN's conditions now (profile, partitions, degraded regions): the relay follows this file."""
+        return self.path("state", "wan.json")
 
     @property
     def topology_path(self) -> Path:
@@ -167,8 +215,11 @@ class LabConfig(BaseModel):
         return cls.model_validate(json.loads(path.read_text()))
 
     @classmethod
-    def create(cls, lab_dir: Path, base_port: int | None = None, free_ports: bool = False) -> LabConfig:
-        """A new config: free ports, consecutive ports from ``base_port``, or the defaults."""
+    def create(
+        cls, lab_dir: Path, base_port: int | None = None, free_ports: bool = False, wan: str = "off"
+    ) -> LabConfig:
+        """A new config: free ports, consecutive ports from ``base_port``, or the defaults; ``wan`` its WAN profile."""
+        profile = parse_wan(wan)
         ports = LabPorts.free() if free_ports else LabPorts.from_base(base_port or DEFAULT_BASE_PORT)
         os_user = "postgres" if os.geteuid() == 0 else None
         lab_dir = lab_dir.absolute()
@@ -178,4 +229,21 @@ class LabConfig(BaseModel):
             # directories live in a per-lab directory under the system temp dir instead.
             digest = hashlib.sha1(str(lab_dir).encode()).hexdigest()[:10]
             pg_root = Path(tempfile.gettempdir()) / f"regionops-lab-pg-{digest}"
-        return cls(lab_dir=lab_dir, ports=ports, os_user=os_user, pg_root=pg_root)
+        index = None
+        if profile.namespaced:
+            from regionops.lab.wan import free_index, require_tools
+
+            require_tools()
+            index = free_index()
+        return cls(lab_dir=lab_dir, ports=ports, os_user=os_user, pg_root=pg_root, wan=profile.name, wan_index=index)
+
+    def change_wan(self, wan: str) -> None:
+        """Move this lab to another WAN profile; a loopback lab cannot gain namespaces (nor lose them) in place."""
+        new, old = parse_wan(wan), self.wan_profile()
+        if new.namespaced != old.namespaced:
+            raise ConfigurationError(
+                f"the lab in {self.lab_dir} was made with --wan {old.name}; its servers listen on "
+                f"{'region namespaces' if old.namespaced else 'loopback'}, so it cannot become --wan {new.name} "
+                f"in place: `regionops lab down --purge`, then `regionops lab up --wan {new.name}`"
+            )
+        self.wan = new.name

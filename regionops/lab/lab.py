@@ -41,6 +41,7 @@ from regionops.lab.component import ComponentStatus, LabComponent, Observation, 
 from regionops.lab.config import LAB_CLUSTER, LabConfig
 from regionops.lab.executors import LabExecutors
 from regionops.lab.monitoring import LabMonitoring
+from regionops.lab.network import LabWan
 from regionops.lab.prefect_db import LabPrefectDatabase
 from regionops.lab.prefect_server import LabPrefect, LabRunbookServe, lab_env
 from regionops.lab.processes import port_open, stop, wait_port_free
@@ -82,16 +83,26 @@ class Lab:
         self.serve = LabRunbookServe(cfg)
         self.workers = LabWorkers(cfg)
         self.executors = LabExecutors(cfg)
+        self.wan = LabWan(cfg)
 
     @classmethod
-    def open(cls, lab_dir: Path, base_port: int | None = None, free_ports: bool = False) -> Lab:
-        """The lab in ``lab_dir``: its saved config, or a new one (not yet started)."""
-        cfg = LabConfig.load(lab_dir) or LabConfig.create(lab_dir, base_port, free_ports)
+    def open(cls, lab_dir: Path, base_port: int | None = None, free_ports: bool = False, wan: str | None = None) -> Lab:
+        """The lab in ``lab_dir``: its saved config, or a new one (not yet started).
+
+        ``wan`` (``off``, ``realistic``, ``scaled:F``; default: as made, initially off) may
+        change an existing lab's delays, not whether its regions are namespaces.
+        """
+        cfg = LabConfig.load(lab_dir)
+        if cfg is None:
+            cfg = LabConfig.create(lab_dir, base_port, free_ports, wan=wan or "off")
+        elif wan is not None:
+            cfg.change_wan(wan)
         return cls(cfg)
 
     def components(self) -> list[LabComponent]:
         """Every component, in the order ``status`` reports them."""
         return [
+            self.wan,
             self.postgres,
             self.aws,
             self.slack,
@@ -136,6 +147,10 @@ class Lab:
         pgbackrest.binary()  # a missing pgBackRest is named (with its package) before anything starts
         steps: list[tuple[str, Callable[[Progress], object]]] = [
             ("topology file and TLS certificate", lambda _: write_topology(cfg)),
+        ]
+        if cfg.wan_plan():
+            steps.append((f"regions' networks and the WAN ({cfg.wan})", self.wan.start))
+        steps += [
             # moto first: the fences (in the home bucket) say which nodes must stay stopped,
             # and the nodes archive their WAL into it as soon as they start.
             ("moto server (S3, Route53) over TLS", self.aws.start),
@@ -266,6 +281,7 @@ class Lab:
             self.slack,
             self.postgres,
             self.aws,
+            self.wan,  # last: the namespaces go once nothing runs in them
         ):
             component.stop(progress)
         held = [f"{what} ({port})" for what, port in cfg.ports.all().items() if not wait_port_free(port, 10)]

@@ -94,9 +94,17 @@ HBA_LINES = [
 ]
 
 
+def hba_lines(cfg: LabConfig) -> list[str]:
+    """Who may connect: loopback, and with a WAN the lab's whole /16 (clients arrive from the host's side)."""
+    plan = cfg.wan_plan()
+    if plan is None:
+        return HBA_LINES
+    return [*HBA_LINES, *(f"host {db} all {plan.subnet} scram-sha-256" for db in ("all", "replication"))]
+
+
 def conninfo(cfg: LabConfig, node: str, dbname: str = LAB_DATABASE) -> ConnInfo:
     """How to reach a lab node (with the lab's password)."""
-    return ConnInfo(HOST, cfg.ports.postgres[node], dbname, SUPERUSER, cfg.pg_password())
+    return ConnInfo(cfg.node_host(node), cfg.ports.postgres[node], dbname, SUPERUSER, cfg.pg_password())
 
 
 def socket_dir(cfg: LabConfig) -> Path:
@@ -111,7 +119,7 @@ def pgbackrest_dir(cfg: LabConfig) -> Path:
 
 def pgctl(cfg: LabConfig, node: str) -> PgCtl:
     """pg_ctl for a lab node, logging beside its data directory (which its OS user can write)."""
-    return PgCtl(cfg.data_dir(node), cfg.os_user, cfg.pg_dir / f"{node}.log")
+    return PgCtl(cfg.data_dir(node), cfg.os_user, cfg.pg_dir / f"{node}.log", netns=cfg.netns(LAB_NODES[node]))
 
 
 def _check_reachable_by_os_user(cfg: LabConfig, path: Path) -> None:
@@ -137,8 +145,9 @@ def _prepare_pg_root(cfg: LabConfig) -> Path:
 def _init_primary(cfg: LabConfig) -> None:
     data = cfg.data_dir(LAB_PRIMARY)
     initdb(cfg, data)
-    write_node_settings(data, node=LAB_PRIMARY, host=HOST, port=cfg.ports.postgres[LAB_PRIMARY], os_user=cfg.os_user)
-    write_hba(data, HBA_LINES, cfg.os_user)
+    host, port = cfg.node_host(LAB_PRIMARY), cfg.ports.postgres[LAB_PRIMARY]
+    write_node_settings(data, node=LAB_PRIMARY, host=host, port=port, os_user=cfg.os_user)
+    write_hba(data, hba_lines(cfg), cfg.os_user)
 
 
 def lab_password(cfg: LabConfig) -> str:
@@ -185,7 +194,7 @@ def _clone_replica(cfg: LabConfig, node: str, source: str) -> None:
         [
             tool("pg_basebackup"),
             "-h",
-            HOST,
+            cfg.node_host(source),
             "-p",
             str(cfg.ports.postgres[source]),
             "-U",
@@ -203,8 +212,9 @@ def _clone_replica(cfg: LabConfig, node: str, source: str) -> None:
         os_user=cfg.os_user,
         timeout=300,
         env={"PGPASSWORD": cfg.pg_password() or ""},  # never on the command line
+        netns=cfg.netns(LAB_NODES[node]),  # from the replica's host, across the WAN
     )
-    write_node_settings(data, node=node, host=HOST, port=cfg.ports.postgres[node], os_user=cfg.os_user)
+    write_node_settings(data, node=node, host=cfg.node_host(node), port=cfg.ports.postgres[node], os_user=cfg.os_user)
     primary = conninfo(cfg, source, dbname="postgres")
     configure_standby(
         data,
@@ -309,7 +319,7 @@ def _require_passwords(cfg: LabConfig, primary: str, progress: Callable[[str], N
                 "primary_conninfo", replica.libpq(application_name=node)
             )
     for node in LAB_NODES:
-        write_hba(cfg.data_dir(node), HBA_LINES, cfg.os_user)
+        write_hba(cfg.data_dir(node), hba_lines(cfg), cfg.os_user)
         sql_node_at(conninfo(cfg, node, "postgres")).query("SELECT pg_reload_conf()")
     progress("the nodes now require a password (scram-sha-256) for every TCP connection")
 

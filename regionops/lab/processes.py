@@ -102,14 +102,16 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_for_port(port: int, *, timeout: float, what: str, pid: int | None = None, log: Path | None = None) -> None:
+def wait_for_port(
+    port: int, *, timeout: float, what: str, pid: int | None = None, log: Path | None = None, host: str = "127.0.0.1"
+) -> None:
     """Wait until ``port`` accepts connections; fail early (with the log's tail) if ``pid`` dies."""
 
     def ready() -> bool:
         if pid is not None and not pid_alive(pid):
             tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log and log.exists() else []
             raise ExternalSystemError(f"{what} exited during start-up: " + " | ".join(tail))
-        return port_open(port)
+        return port_open(port, host)
 
     poll_until(ready, timeout=timeout, interval=0.2, what=f"{what} on port {port}")
 
@@ -123,10 +125,10 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def wait_port_free(port: int, timeout: float = 10) -> bool:
-    """Wait until nothing listens on ``port``; True when free."""
+def wait_port_free(port: int, timeout: float = 10, host: str = "127.0.0.1") -> bool:
+    """Wait until nothing listens on ``host:port``; True when free."""
     try:
-        poll_until(lambda: not port_open(port), timeout=timeout, interval=0.1, what=f"port {port} to be free")
+        poll_until(lambda: not port_open(port, host), timeout=timeout, interval=0.1, what=f"port {port} to be free")
         return True
     except DeadlineExceeded:
         return False

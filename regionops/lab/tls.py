@@ -36,6 +36,8 @@ class LabTls:
     """Where the lab's CA and server certificate live."""
 
     directory: Path
+    # More addresses the server certificate must name (a WAN lab's regional S3 endpoints and backbone).
+    addresses: tuple[str, ...] = ()
 
     @property
     def ca_file(self) -> Path:
@@ -75,7 +77,8 @@ class LabTls:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except (ValueError, x509.ExtensionNotFound, OSError):
             return False
-        return cert.issuer == ca.subject and set(DNS_NAMES) <= set(san.get_values_for_type(x509.DNSName))
+        names = set(san.get_values_for_type(x509.DNSName))
+        return cert.issuer == ca.subject and {*DNS_NAMES, *self.addresses} <= names
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -137,8 +140,13 @@ def _write_server_cert(tls: LabTls) -> None:
         raise ConfigurationError(f"{tls.ca_key} is not an EC private key: remove the lab's tls directory to remake it")
     ca = x509.load_pem_x509_certificate(tls.ca_file.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
+    # Each address as an IP and as a DNS name: pgBackRest matches the host it connects to against DNS names.
+    ips = (HOST, *tls.addresses)
     san = x509.SubjectAlternativeName(
-        [x509.IPAddress(ipaddress.ip_address(HOST)), *(x509.DNSName(n) for n in DNS_NAMES)]
+        [
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips),
+            *(x509.DNSName(n) for n in dict.fromkeys((*DNS_NAMES, *tls.addresses))),
+        ]
     )
     cert = (
         _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]), ca.subject, key.public_key())

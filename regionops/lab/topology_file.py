@@ -34,7 +34,7 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
             region: {
                 "aws_region": aws_region,
                 "residency": region,
-                "app_url": f"http://127.0.0.1:{cfg.ports.apps[region]}",
+                "app_url": f"http://{cfg.region_host(region)}:{cfg.ports.apps[region]}",
                 "bucket": bucket_name(region),
                 "work_pool": f"regionops-{region}",
             }
@@ -52,8 +52,9 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
                 "nodes": {
                     node: {
                         "region": region,
-                        "host": pglab.HOST,
+                        "host": cfg.node_host(node),
                         "port": cfg.ports.postgres[node],
+                        **({"netns": cfg.netns(region)} if cfg.netns(region) else {}),
                         "data_dir": str(cfg.data_dir(node)),
                         "priority": PRIORITIES[node],
                         **({"exporter_port": labmon.exporter_port(cfg, node)} if labmon.enabled(cfg) else {}),
@@ -81,7 +82,7 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
                 "base_url": f"http://127.0.0.1:{cfg.ports.slack}/api/",
             }
         },
-        "aws": {"endpoint_url": f"https://127.0.0.1:{cfg.ports.moto}", "ca_bundle": str(LabTls(cfg.tls_dir).ca_file)},
+        "aws": aws_section(cfg),
         "prefect": {"ui_url": f"http://127.0.0.1:{cfg.ports.prefect}"},
         "drills": {"faults": {"driver": "lab", "lab_dir": str(cfg.lab_dir)}},
         **(
@@ -116,6 +117,18 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
     }
 
 
+def aws_section(cfg: LabConfig) -> dict[str, Any]:
+    """moto on the backbone for Route53 and CloudFront; with a WAN, each region's buckets behind its own endpoint."""
+    section: dict[str, Any] = {
+        "endpoint_url": f"https://{cfg.backbone_host()}:{cfg.ports.moto}",
+        "ca_bundle": str(LabTls(cfg.tls_dir).ca_file),
+    }
+    if cfg.wan_plan():
+        port = cfg.ports.moto
+        section["s3_endpoints"] = {aws: f"https://{cfg.region_host(r)}:{port}" for r, aws in LAB_REGIONS.items()}
+    return section
+
+
 def pgbackrest_section(cfg: LabConfig) -> dict[str, Any]:
     """The lab's pgBackRest settings: every path under the lab, small retention, an encrypted repository."""
     root = pglab.pgbackrest_dir(cfg)
@@ -144,7 +157,7 @@ def write_topology(cfg: LabConfig) -> None:
         if not secret_file.exists():
             secret_file.write_text(value)
             secret_file.chmod(0o600)
-    LabTls(cfg.tls_dir).ensure()
+    LabTls(cfg.tls_dir, cfg.wan_addresses()).ensure()
     cfg.topology_path.write_text(
         "# written by `regionops lab up`; production differs only by this file\n"
         + yaml.safe_dump(topology_document(cfg), sort_keys=False)

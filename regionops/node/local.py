@@ -136,7 +136,8 @@ class LocalNodeOperator:
 
     def _pgctl(self, node: str, data_dir: Path | None = None) -> PgCtl:
         data = data_dir or self.data_dir(node)
-        return PgCtl(data, self.cluster.os_user, server_log(data, node))
+        spec = self.cluster.nodes.get(node)
+        return PgCtl(data, self.cluster.os_user, server_log(data, node), netns=spec.netns if spec else None)
 
     def _source_conninfo(self, source: str, for_node: str) -> str:
         return replication_conninfo(self.cluster, source, for_node)

@@ -1,0 +1,200 @@
+"""The lab's WAN component: the regions' namespaces, the nft rules, the WAN relay and each region's S3 endpoint.
+
+Only labs made with ``--wan`` other than ``off`` have one (see :mod:`regionops.lab.wan`
+for the design).  ``start`` builds what is missing and starts the relay, the host's
+backbone forwarder (moto, which listens on loopback, seen from the regions) and one S3
+endpoint per region inside its namespace; ``stop`` stops them and removes every
+namespace, link, address and rule; ``status`` measures the round trip between every
+pair of regions and each replica's lag.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from regionops.errors import ConfigurationError
+from regionops.lab.component import ComponentStatus, LabComponent, Observation, Progress, indented
+from regionops.lab.config import LAB_NODES, LabConfig
+from regionops.lab.processes import port_open, running_pid, spawn, stop, wait_for_port
+from regionops.lab.wan import (
+    WanPlan,
+    WanState,
+    apply_rules,
+    build,
+    existing_namespaces,
+    leftovers,
+    require_tools,
+    teardown,
+)
+
+RELAY = "wan-relay"
+BACKBONE = "aws-backbone"
+
+
+def s3_endpoint_process(region: str) -> str:
+    """The process name of a region's S3 endpoint."""
+    return f"s3-{region}"
+
+
+class LabWan(LabComponent):
+    """The WAN between the regions (absent from a loopback lab)."""
+
+    @property
+    def plan(self) -> WanPlan | None:
+        return self.cfg.wan_plan()
+
+    def process_names(self) -> list[str]:
+        """The relay, the backbone forwarder and one S3 endpoint per region."""
+        plan = self.plan
+        return [RELAY, BACKBONE, *(s3_endpoint_process(r) for r in plan.regions)] if plan else []
+
+    def state(self) -> WanState:
+        """The WAN's conditions now (what the relay follows)."""
+        return WanState.load(self.cfg.wan_state_path)
+
+    def save_state(self, state: WanState) -> None:
+        """Change the WAN's conditions: the relay follows the file, the nft rules are replaced now."""
+        plan = self.plan
+        if plan is None:
+            raise ConfigurationError("this lab has no WAN (made with --wan off): region faults need `lab up --wan ...`")
+        self.cfg.wan_state_path.parent.mkdir(parents=True, exist_ok=True)
+        state.save(self.cfg.wan_state_path)
+        apply_rules(plan, self._relay_port(), state.partitioned)
+
+    def _relay_port(self) -> int:
+        port = self.cfg.ports.wan_relay
+        if port is None:
+            raise ConfigurationError(f"lab {self.cfg.lab_dir} has no port for the WAN relay: make it again")
+        return port
+
+    def start(self, progress: Progress) -> None:
+        """Namespaces, links, rules, relay, backbone and regional S3 endpoints: whatever is missing."""
+        plan = self.plan
+        if plan is None:
+            return
+        say = indented(progress)
+        require_tools()
+        for line in build(plan):
+            say(f"made {line}")
+        state = self.state()
+        state.profile = self.cfg.wan
+        self.save_state(state)
+        say(f"WAN {self.cfg.wan}: regions {', '.join(f'{r} {plan.address(r)}' for r in plan.regions)}")
+        py = sys.executable
+        port = self._relay_port()
+        self.start_process(
+            RELAY,
+            [py, "-m", "regionops.lab.relay", "--lab-index", str(plan.index), "--port", str(port)]
+            + ["--state", str(self.cfg.wan_state_path)],
+            port,
+        )
+        moto = self.cfg.ports.moto
+        backbone = f"{plan.backbone}:{moto}"
+        self._start_forwarder(BACKBONE, backbone, f"127.0.0.1:{moto}", None)
+        for region in plan.regions:
+            self._start_forwarder(s3_endpoint_process(region), f"{plan.address(region)}:{moto}", backbone, region)
+
+    def start_s3_endpoint(self, region: str) -> None:
+        """Start one region's S3 endpoint again (after a region outage)."""
+        plan = self.plan
+        if plan:
+            moto = self.cfg.ports.moto
+            self._start_forwarder(
+                s3_endpoint_process(region), f"{plan.address(region)}:{moto}", f"{plan.backbone}:{moto}", region
+            )
+
+    def _start_forwarder(self, name: str, listen: str, target: str, region: str | None) -> None:
+        argv = [sys.executable, "-m", "regionops.lab.relay", "--forward", listen, "--to", target]
+        host, _, port = listen.rpartition(":")
+        if region is None:
+            # On the host, at the backbone address (not loopback): start_process checks loopback.
+            if running_pid(self.cfg.lab_dir, name) and port_open(int(port), host):
+                return
+            stop(self.cfg.lab_dir, name)
+            pid = spawn(self.cfg.lab_dir, name, argv)
+            wait_for_port(int(port), timeout=15, what=name, pid=pid, host=host)
+            return
+        self.start_process(name, argv, int(port), timeout=15, region=region)
+
+    def stop(self, progress: Progress) -> None:
+        """Stop the WAN's processes and remove every namespace, link, address and rule of this lab."""
+        super().stop(progress)
+        plan = self.plan
+        if plan is not None:
+            for line in teardown(plan):
+                progress(f"removed {line}")
+
+    def leftovers(self) -> list[str]:
+        """What of the WAN is still on the host (after ``down``: nothing)."""
+        return leftovers(self.plan) if self.plan else []
+
+    def status(self, seen: Observation) -> list[ComponentStatus]:
+        """The relay, and per region its namespace, its measured round trips and its S3 endpoint."""
+        plan = self.plan
+        if plan is None:
+            return []
+        state = self.state()
+        relay_ok = running_pid(self.cfg.lab_dir, RELAY) is not None
+        lines = [
+            ComponentStatus(
+                name="wan relay",
+                endpoint=f"port {self.cfg.ports.wan_relay}",
+                running=relay_ok,
+                healthy=relay_ok,
+                detail=f"WAN {self.cfg.wan}"
+                + (f"; partitioned: {', '.join(state.partitioned)}" if state.partitioned else "")
+                + (f"; degraded: {', '.join(state.degraded)}" if state.degraded else ""),
+            )
+        ]
+        rtts = measure_rtts(self.cfg) if relay_ok else {}
+        for region in plan.regions:
+            name = s3_endpoint_process(region)
+            s3_up = port_open(self.cfg.ports.moto, plan.address(region))
+            trips = ", ".join(
+                f"{other} {rtts[(region, other)]:.0f} ms" if rtts.get((region, other)) is not None else f"{other} -"
+                for other in plan.regions
+                if other != region
+            )
+            lines.append(
+                ComponentStatus(
+                    name=f"region {region}",
+                    endpoint=f"{plan.address(region)} (netns {plan.netns(region)})",
+                    running=plan.netns(region) in existing_namespaces(),
+                    healthy=s3_up,
+                    detail=f"round trip to {trips}; S3 endpoint {'up' if s3_up else 'DOWN'} ({name})",
+                )
+            )
+        return lines
+
+
+def measure_rtts(cfg: LabConfig, samples: int = 5) -> dict[tuple[str, str], float | None]:
+    """The round trip from each region to each other region's node, measured from inside the region.
+
+    The minimum of ``samples`` ``SELECT 1`` round trips on one connection, from a client in
+    the source region's namespace to the destination region's node: what a query really
+    costs across that WAN path (None when the node does not answer).
+    """
+    plan = cfg.wan_plan()
+    if plan is None:
+        return {}
+    targets = {region: (cfg.node_host(node), cfg.ports.postgres[node]) for node, region in LAB_NODES.items()}
+    result: dict[tuple[str, str], float | None] = {}
+    for region in plan.regions:
+        job = {r: targets[r] for r in plan.regions if r != region}
+        argv = ["ip", "netns", "exec", plan.netns(region), sys.executable, "-m", "regionops.lab.wan_probe"]
+        try:
+            proc = subprocess.run(
+                argv,
+                input=json.dumps({"targets": job, "password": cfg.pg_password(), "samples": samples}),
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            measured = json.loads(proc.stdout or "{}")
+        except (subprocess.TimeoutExpired, json.JSONDecodeError):
+            measured = {}
+        for other in job:
+            result[(region, other)] = measured.get(other)
+    return result
