@@ -23,7 +23,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 @contextmanager
-def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Iterator[Lab]:  # noqa: F821
+def started_lab(with_prefect: bool = True, with_monitoring: bool = False, wan: str = "off") -> Iterator[Lab]:  # noqa: F821
     """A running lab in a fresh directory on free ports; stopped and removed afterwards.
 
     Without monitoring by default: the session lab's faults (stopped replicas, paused
@@ -40,7 +40,7 @@ def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Ite
 
     lab_dir = Path(tempfile.mkdtemp(prefix="regionops-test-lab-"))
     os.chmod(lab_dir, 0o755)  # PostgreSQL runs as another user when tests run as root
-    lab = Lab.open(lab_dir, free_ports=True)
+    lab = Lab.open(lab_dir, free_ports=True, wan=wan)
     env = lab_env(lab.cfg)
     old = {k: os.environ.get(k) for k in env}
     try:
@@ -49,7 +49,10 @@ def started_lab(with_prefect: bool = True, with_monitoring: bool = False) -> Ite
             c
             for c in status.components
             if not c.healthy
-            and (with_prefect or c.name not in ("prefect server", "runbook deployments", "alert receiver"))
+            and (
+                with_prefect
+                or c.name not in ("prefect database", "prefect server", "runbook deployments", "alert receiver")
+            )
         ]
         assert not unhealthy, unhealthy
         os.environ.update(env)

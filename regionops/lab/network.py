@@ -14,7 +14,9 @@ import json
 import subprocess
 import sys
 
-from regionops.errors import ConfigurationError
+from regionops.drivers.postgres import sql_node_at
+from regionops.errors import ConfigurationError, RunbookError
+from regionops.lab import pglab
 from regionops.lab.component import ComponentStatus, LabComponent, Observation, Progress, indented
 from regionops.lab.config import LAB_NODES, LabConfig
 from regionops.lab.processes import port_open, running_pid, spawn, stop, wait_for_port
@@ -149,6 +151,7 @@ class LabWan(LabComponent):
             )
         ]
         rtts = measure_rtts(self.cfg) if relay_ok else {}
+        lags = replica_lags(self.cfg, seen)
         for region in plan.regions:
             name = s3_endpoint_process(region)
             s3_up = port_open(self.cfg.ports.moto, plan.address(region))
@@ -163,10 +166,27 @@ class LabWan(LabComponent):
                     endpoint=f"{plan.address(region)} (netns {plan.netns(region)})",
                     running=plan.netns(region) in existing_namespaces(),
                     healthy=s3_up,
-                    detail=f"round trip to {trips}; S3 endpoint {'up' if s3_up else 'DOWN'} ({name})",
+                    detail=f"round trip to {trips}; S3 endpoint {'up' if s3_up else 'DOWN'} ({name})"
+                    + "".join(f"; {lags[n]}" for n, r in LAB_NODES.items() if r == region and n in lags),
                 )
             )
         return lines
+
+
+def replica_lags(cfg: LabConfig, seen: Observation) -> dict[str, str]:
+    """Each streaming replica's lag behind the primary, in bytes and ms, as the primary reports it."""
+    primary = next((n for n, st in seen.states.items() if st.reachable and st.role == "primary"), None)
+    if primary is None:
+        return {}
+    sql = (
+        "SELECT application_name AS name, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS lag_b,"
+        " coalesce(extract(epoch FROM replay_lag) * 1000, 0)::float AS lag_ms FROM pg_stat_replication"
+    )
+    try:
+        rows = sql_node_at(pglab.conninfo(cfg, primary, "postgres")).query(sql)
+    except RunbookError:
+        return {}
+    return {r["name"]: f"replica lag {int(r['lag_b'] or 0)} B, {r['lag_ms']:.0f} ms" for r in rows}
 
 
 def measure_rtts(cfg: LabConfig, samples: int = 5) -> dict[tuple[str, str], float | None]:

@@ -10,15 +10,14 @@ import json
 import sys
 import time
 
-import psycopg
+from regionops.drivers.postgres import ConnInfo, connect
+from regionops.errors import RunbookError
 
 
 def round_trip_ms(host: str, port: int, password: str | None, samples: int) -> float | None:
     """The fastest ``SELECT 1`` round trip to ``host:port`` in milliseconds (None when it does not answer)."""
     try:
-        with psycopg.connect(
-            host=host, port=port, dbname="postgres", user="postgres", password=password, connect_timeout=5
-        ) as conn:
+        with connect(ConnInfo(host, port, "postgres", "postgres", password), connect_timeout=5) as conn:
             best = None
             for _ in range(samples):
                 started = time.perf_counter()
@@ -26,7 +25,7 @@ def round_trip_ms(host: str, port: int, password: str | None, samples: int) -> f
                 elapsed = (time.perf_counter() - started) * 1000
                 best = elapsed if best is None else min(best, elapsed)
             return best
-    except psycopg.Error:
+    except RunbookError:
         return None
 
 

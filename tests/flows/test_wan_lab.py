@@ -1,0 +1,177 @@
+"""The lab's regions as failure domains: a real WAN (realistic delays), partitions, whole-region outages.
+
+One lab with ``--wan realistic`` (no Prefect: these tests are about the network and the
+data plane).  Every reachability check is made from inside a region's namespace, as a
+client there would; the host stands for the operator's VPN.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from regionops.lab.lab import Lab
+from regionops.lab.region_faults import heal_regions, inject_region_fault
+from regionops.lab.wan import REALISTIC_RTT_MS, existing_namespaces, leftovers
+from tests.conftest import started_lab
+
+REGIONS = ("eu", "us", "apac")
+
+_PROBE = """
+import socket, sys, time
+host, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+try:
+    socket.create_connection((host, port), timeout=timeout).close()
+    print("open")
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
+
+@pytest.fixture(scope="module")
+def wan_lab() -> Iterator[Lab]:
+    with started_lab(with_prefect=False, wan="realistic") as lab:
+        yield lab
+        heal_regions(lab)
+
+
+def reaches(lab: Lab, region: str, host: str, port: int, timeout: float = 1.5) -> bool:
+    """True when a client inside ``region``'s namespace connects to ``host:port`` within ``timeout``."""
+    netns = lab.cfg.netns(region)
+    assert netns
+    out = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", _PROBE, host, str(port), str(timeout)],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 10,
+    ).stdout.strip()
+    return out == "open"
+
+
+def host_reaches(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def app_url(lab: Lab, region: str) -> str:
+    return f"http://{lab.cfg.region_host(region)}:{lab.cfg.ports.apps[region]}"
+
+
+def timed_request(url: str, body: dict | None = None) -> tuple[float, dict]:
+    """(seconds, answer) of one GET (or POST of ``body``) to the app."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    started = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=20) as resp:  # noqa: S310 - the lab's own app
+        answer = json.loads(resp.read())
+    return time.perf_counter() - started, answer
+
+
+def test_an_apac_write_costs_an_eu_apac_round_trip_more_than_a_local_read_and_replication_is_measured(wan_lab):
+    lab = wan_lab
+    apac, eu = app_url(lab, "apac"), app_url(lab, "eu")
+    writes = [timed_request(f"{apac}/write", {"payload": f"apac-{i}"}) for i in range(5)]
+    reads = [timed_request(f"{apac}/read?id={writes[0][1]['id']}") for _ in range(5)]
+    assert all(answer["node"] == "eu-1" for _, answer in writes), writes  # the writer is in eu
+    assert all(answer["node"] == "apac-1" for _, answer in reads), reads  # reads stay in apac
+    write_p50 = statistics.median(t for t, _ in writes)
+    read_p50 = statistics.median(t for t, _ in reads)
+    eu_apac_rtt = REALISTIC_RTT_MS[frozenset({"eu", "apac"})] / 1000
+    print(f"apac app: write p50 {write_p50 * 1000:.0f} ms, read p50 {read_p50 * 1000:.0f} ms")
+    assert write_p50 - read_p50 >= 0.9 * eu_apac_rtt  # at least one round trip (5 % jitter allowed, twice)
+
+    # A row written in eu: how long until the apac app serves it from apac-1 (measured, not assumed).
+    _, written = timed_request(f"{eu}/write", {"payload": "read-after-write"})
+    started = time.perf_counter()
+    while True:
+        try:
+            _, seen = timed_request(f"{apac}/read?id={written['id']}")
+            if seen.get("payload") == "read-after-write":
+                break
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404, exc
+        assert time.perf_counter() - started < 10, "the row never reached apac-1"
+        time.sleep(0.01)
+    visible_after = time.perf_counter() - started
+    print(f"a row written in eu was served by the apac app {visible_after * 1000:.0f} ms later")
+    # Replication crosses the ocean once: never faster than the one-way delay.
+    assert visible_after >= 0.9 * eu_apac_rtt / 2
+
+
+def test_lab_status_measures_every_round_trip_and_each_replicas_lag(wan_lab):
+    lines = {c.name: c for c in wan_lab.status().components}
+    for region in REGIONS:
+        line = lines[f"region {region}"]
+        assert line.healthy, line
+        for other in REGIONS:
+            if other == region:
+                continue
+            expected = REALISTIC_RTT_MS[frozenset({region, other})]
+            measured = float(line.detail.split(f"{other} ", 1)[1].split(" ms", 1)[0])
+            assert 0.85 * expected <= measured <= 1.3 * expected, (region, other, line.detail)
+    for region in ("us", "apac"):
+        assert "replica lag" in lines[f"region {region}"].detail, lines[f"region {region}"]
+
+
+def test_a_partitioned_region_keeps_serving_itself_and_nothing_else_reaches_it(wan_lab):
+    lab = wan_lab
+    eu_host, eu1_port, app_port = lab.cfg.region_host("eu"), lab.cfg.ports.postgres["eu-1"], lab.cfg.ports.apps["eu"]
+    inject_region_fault(lab, "region-partition", "eu")
+    try:
+        assert reaches(lab, "eu", eu_host, eu1_port) and reaches(lab, "eu", eu_host, app_port)
+        for region in ("us", "apac"):
+            assert not reaches(lab, region, eu_host, eu1_port), f"{region} reached eu-1 through the partition"
+            assert not reaches(lab, region, eu_host, app_port), f"{region} reached the eu app through the partition"
+        assert host_reaches(eu_host, eu1_port)  # the operator's VPN still sees it
+        _, written = timed_request(f"{app_url(lab, 'eu')}/write", {"payload": "written while cut off"})
+        assert written["node"] == "eu-1"  # the partitioned primary keeps taking its region's writes
+    finally:
+        notes = heal_regions(lab)
+    assert any("restored the links of eu" in n for n in notes), notes
+    for region in ("us", "apac"):
+        assert reaches(lab, region, eu_host, eu1_port) and reaches(lab, region, eu_host, app_port)
+
+
+def test_a_region_outage_takes_its_bucket_endpoint_with_it(wan_lab):
+    lab = wan_lab
+    eu_host, s3_port = lab.cfg.region_host("eu"), lab.cfg.ports.moto
+    assert all(reaches(lab, r, eu_host, s3_port) for r in REGIONS)
+    inject_region_fault(lab, "region-outage", "eu")
+    try:
+        for region in REGIONS:
+            assert not reaches(lab, region, eu_host, s3_port), f"eu's S3 endpoint answered from {region}"
+        assert not host_reaches(eu_host, s3_port)
+        assert not host_reaches(eu_host, lab.cfg.ports.postgres["eu-1"])  # the node is gone too
+        assert reaches(lab, "us", lab.cfg.region_host("us"), s3_port)  # the other regions' endpoints are not
+    finally:
+        heal_regions(lab)
+        from regionops.lab.config import LAB_CLUSTER
+        from regionops.lab.faults import LabFaultInjector
+
+        LabFaultInjector(lab.topology(), lab.cfg.lab_dir).heal(LAB_CLUSTER)
+    assert all(reaches(lab, r, eu_host, s3_port) for r in REGIONS)
+    assert lab.observe_nodes()["eu-1"].role == "primary"
+
+
+def test_up_again_changes_nothing_and_down_removes_every_namespace_link_and_rule(wan_lab):
+    lab = wan_lab
+    plan = lab.cfg.wan_plan()
+    assert plan is not None
+    before = existing_namespaces()
+    status = lab.up(progress=lambda m: None, with_prefect=False)
+    assert status.cluster_healthy, status.problems
+    assert existing_namespaces() == before
+    lab.down(progress=lambda m: None)
+    assert leftovers(plan) == []

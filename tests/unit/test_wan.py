@@ -1,0 +1,69 @@
+"""The lab WAN's pure parts: profiles, the addressing plan, the nft ruleset, the lab config's WAN rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from regionops.errors import ConfigurationError
+from regionops.lab.config import LabConfig, LabPorts
+from regionops.lab.wan import WanPlan, WanState, parse_wan, ruleset
+
+
+def test_profiles_scale_the_public_round_trips():
+    realistic = parse_wan("realistic")
+    assert realistic.rtt_ms("eu", "apac") == 239 and realistic.one_way_ms("us", "eu") == 40
+    assert parse_wan("scaled:0.1").rtt_ms("us", "apac") == pytest.approx(21.7)
+    assert parse_wan("scaled:0").rtt_ms("eu", "us") == 0 and parse_wan("scaled:0").namespaced
+    assert parse_wan("realistic").rtt_ms("eu", "eu") == 0
+    assert not parse_wan("off").namespaced
+
+
+@pytest.mark.parametrize("bad", ["fast", "scaled:", "scaled:-1", "scaled:x", ""])
+def test_a_bad_profile_is_named(bad):
+    with pytest.raises(ConfigurationError, match="expected off, realistic or scaled:F"):
+        parse_wan(bad)
+
+
+def test_the_plan_gives_each_region_its_own_subnet_and_names_fit_the_kernel():
+    plan = WanPlan(7)
+    assert plan.address("eu") == "10.157.1.2" and plan.gateway("apac") == "10.157.3.1"
+    assert plan.region_of("10.157.2.1") == "us" and plan.region_of("10.157.0.1") is None
+    assert plan.region_of("192.0.2.1") is None
+    assert all(len(plan.host_link(r)) <= 15 and len(plan.ns_link(r)) <= 15 for r in plan.regions)
+    with pytest.raises(ConfigurationError):
+        WanPlan(50)
+
+
+def test_the_ruleset_redirects_cross_region_tcp_forwards_nothing_and_cuts_a_partitioned_region_both_ways():
+    plan = WanPlan(0)
+    healthy = ruleset(plan, 4000, [])
+    assert "redirect to :4000" in healthy and 'iifname "ro0h*" drop' in healthy and "10.150.1.0/24 drop" not in healthy
+    cut = ruleset(plan, 4000, ["eu"])
+    # eu's packets to the other regions, and the other regions' packets to eu; the host's own answers from eu pass.
+    assert 'iifname "ro0h1" ip daddr { 10.150.2.0/24, 10.150.3.0/24 } drop' in cut
+    assert 'iifname "ro0h*" iifname != "ro0h1" ip daddr 10.150.1.0/24 drop' in cut
+
+
+def test_the_state_file_round_trips(tmp_path: Path):
+    path = tmp_path / "wan.json"
+    WanState("scaled:0.5", ["eu"], {"us": {"extra_ms": 100, "loss": 0.1}}, ["eu"]).save(path)
+    state = WanState.load(path)
+    assert (state.profile, state.partitioned, state.degraded["us"]["loss"], state.down) == (
+        "scaled:0.5",
+        ["eu"],
+        0.1,
+        ["eu"],
+    )
+
+
+def test_a_loopback_lab_is_refused_namespaces_in_place_with_the_way_out(tmp_path: Path):
+    cfg = LabConfig(lab_dir=tmp_path, ports=LabPorts.from_base(20000))  # a lab made before the WAN: off
+    assert cfg.wan == "off" and cfg.wan_plan() is None and cfg.node_host("eu-1") == "127.0.0.1"
+    with pytest.raises(ConfigurationError, match="lab down --purge"):
+        cfg.change_wan("realistic")
+    realistic = LabConfig(lab_dir=tmp_path, ports=LabPorts.from_base(20000), wan="realistic", wan_index=3)
+    assert realistic.node_host("apac-1") == "10.153.3.2" and realistic.netns("us") == "ro3-us"
+    realistic.change_wan("scaled:0.1")  # delays may change in place
+    assert realistic.wan == "scaled:0.1"
