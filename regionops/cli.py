@@ -98,7 +98,9 @@ def _lab_fault(lab: Any, args: argparse.Namespace) -> int:
         for line in [*heal_regions(lab), *injector.heal(LAB_CLUSTER)]:
             print(line)
         return EXIT_OK
-    if args.name in REGION_FAULTS:
+    # With --region a fault acts on the whole region (labs made with --wan); region-outage without it
+    # is the DR drill's node-level fault (the primary's node and its region's app).
+    if args.name in REGION_FAULTS and (args.region or args.name not in FAULT_NAMES):
         if not args.region:
             raise RunbookError(f"{args.name} acts on a whole region: name it with --region (eu, us or apac)")
         for line in inject_region_fault(lab, args.name, args.region):
@@ -345,7 +347,7 @@ def make_parser() -> argparse.ArgumentParser:
         if name == "down":
             p.add_argument("--purge", action="store_true", help="also remove the lab directory")
     fault = lab_sub.add_parser("fault", help="inject a DR drill fault by hand")
-    fault.add_argument("name", choices=(*FAULT_NAMES, *REGION_FAULT_NAMES), help="the fault")
+    fault.add_argument("name", choices=tuple(dict.fromkeys((*FAULT_NAMES, *REGION_FAULT_NAMES))), help="the fault")
     fault.add_argument("--region", help="the region (region-outage, region-partition, wan-degraded)")
     fault.add_argument("--node", help="the node (default: the primary; for replica-loss the lowest-priority replica)")
     heal = lab_sub.add_parser("heal", help="undo what faults left: resume, restart apps, start nodes that are safe to")
