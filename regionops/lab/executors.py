@@ -1,7 +1,8 @@
 """The lab's node-step executors: one long-lived process per region (:mod:`regionops.node.executor`).
 
 Each stands for the executor on that region's database hosts: it runs with only its
-``REGIONOPS_REGION`` and serves only that region's node steps.  ``regionops lab up``
+``REGIONOPS_REGION`` and serves only that region's node steps (in a lab with a WAN,
+inside the region's namespace, so its steps' connections cross the WAN from there).  ``regionops lab up``
 starts them with the Prefect server, because the lab's topology runs node steps through
 them (``node_operator: regional``); drills and tests stop one to lose a region's hands.
 """
@@ -15,6 +16,7 @@ from regionops.lab.component import ComponentStatus, LabComponent, Observation, 
 from regionops.lab.config import LAB_REGIONS
 from regionops.lab.prefect_server import lab_env, prefect_healthy, prefect_post
 from regionops.lab.processes import running_pid, spawn, stop
+from regionops.lab.wan import in_namespace
 from regionops.node.messages import step_key
 from regionops.waiting import poll_until
 
@@ -27,7 +29,11 @@ class LabExecutors(LabComponent):
         return [f"executor-{r}" for r in LAB_REGIONS]
 
     def env(self, region: str) -> dict[str, str]:
-        """A region's executor environment: the lab's Prefect settings and its own region."""
+        """A region's executor environment: the lab's Prefect settings and its own region.
+
+        In a lab with a WAN it runs inside its region's namespace and reaches the Prefect
+        API at the backbone address (the control plane, outside the regions; see :func:`lab_env`).
+        """
         return {**lab_env(self.cfg), "REGIONOPS_REGION": region, "PREFECT_LOGGING_LEVEL": "INFO"}
 
     def start(self, progress: Progress = print, regions: list[str] | None = None) -> None:
@@ -41,7 +47,9 @@ class LabExecutors(LabComponent):
             spawn(
                 self.cfg.lab_dir,
                 name,
-                [self.python, "-m", "regionops.cli", "executor", "--region", region],
+                in_namespace(
+                    self.cfg.netns(region), [self.python, "-m", "regionops.cli", "executor", "--region", region]
+                ),
                 env=self.env(region),
             )
             started.append(region)

@@ -33,6 +33,7 @@ from regionops.lab.wan import (
 
 RELAY = "wan-relay"
 BACKBONE = "aws-backbone"
+CONTROL_BACKBONE = "prefect-backbone"  # the Prefect API, seen from the regions (their executors)
 
 
 def s3_endpoint_process(region: str) -> str:
@@ -50,7 +51,7 @@ class LabWan(LabComponent):
     def process_names(self) -> list[str]:
         """The relay, the backbone forwarder and one S3 endpoint per region."""
         plan = self.plan
-        return [RELAY, BACKBONE, *(s3_endpoint_process(r) for r in plan.regions)] if plan else []
+        return [RELAY, BACKBONE, CONTROL_BACKBONE, *(s3_endpoint_process(r) for r in plan.regions)] if plan else []
 
     def state(self) -> WanState:
         """The WAN's conditions now (what the relay follows)."""
@@ -63,7 +64,7 @@ class LabWan(LabComponent):
             raise ConfigurationError("this lab has no WAN (made with --wan off): region faults need `lab up --wan ...`")
         self.cfg.wan_state_path.parent.mkdir(parents=True, exist_ok=True)
         state.save(self.cfg.wan_state_path)
-        apply_rules(plan, self._relay_port(), state.partitioned)
+        apply_rules(plan, self._relay_port(), state.partitioned, self.cfg.ports.moto)
 
     def _relay_port(self) -> int:
         port = self.cfg.ports.wan_relay
@@ -95,6 +96,8 @@ class LabWan(LabComponent):
         moto = self.cfg.ports.moto
         backbone = f"{plan.backbone}:{moto}"
         self._start_forwarder(BACKBONE, backbone, f"127.0.0.1:{moto}", None)
+        prefect = self.cfg.ports.prefect
+        self._start_forwarder(CONTROL_BACKBONE, f"{plan.backbone}:{prefect}", f"127.0.0.1:{prefect}", None)
         for region in plan.regions:
             self._start_forwarder(s3_endpoint_process(region), f"{plan.address(region)}:{moto}", backbone, region)
 

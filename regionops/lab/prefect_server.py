@@ -22,9 +22,14 @@ SERVER_START_SECONDS = 300
 
 
 def lab_env(cfg: LabConfig) -> dict[str, str]:
-    """Environment for processes that talk to the lab's Prefect server."""
+    """Environment for processes that talk to the lab's Prefect server.
+
+    In a lab with a WAN the API is named by the backbone address, which the host and every
+    region reach: a node step runs with the settings of the process that submitted it, so
+    host and executors must name the API the same way.
+    """
     return {
-        "PREFECT_API_URL": f"http://127.0.0.1:{cfg.ports.prefect}/api",
+        "PREFECT_API_URL": f"http://{cfg.backbone_host()}:{cfg.ports.prefect}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "REGIONOPS_TOPOLOGY": str(cfg.topology_path),
         "REGIONOPS_LAB_DIR": str(cfg.lab_dir),

@@ -19,6 +19,7 @@ from regionops.drivers.pgtools import kill_instance
 from regionops.errors import ConfigurationError
 from regionops.lab.config import LAB_CLUSTER, LAB_NODES
 from regionops.lab.network import s3_endpoint_process
+from regionops.lab.prefect_server import prefect_healthy
 from regionops.lab.processes import stop
 from regionops.node.local import LocalNodeOperator
 
@@ -92,8 +93,8 @@ def heal_regions(lab) -> list[str]:  # noqa: ANN001 - a Lab (import cycle)
     lab.wan.save_state(state)
     for region in was_down:
         lab.wan.start_s3_endpoint(region)
-        notes.append(
-            f"started {s3_endpoint_process(region)} again; `regionops lab up` starts {region}'s executor, "
-            "worker and exporters"
-        )
+        notes.append(f"started {s3_endpoint_process(region)} again")
+        if prefect_healthy(lab.cfg):
+            lab.executors.start(lambda _: None, regions=[region])
+            notes.append(f"started executor-{region} again; `regionops lab up` starts its worker and exporters")
     return notes

@@ -192,13 +192,14 @@ class WanState:
         tmp.replace(path)
 
 
-def ruleset(plan: WanPlan, relay_port: int, partitioned: list[str]) -> str:
+def ruleset(plan: WanPlan, relay_port: int, partitioned: list[str], aws_port: int | None = None) -> str:
     """The lab's nft table: redirect cross-region TCP to the relay, forward nothing, drop what a partition cuts.
 
-    A partition drops the region's packets to the other regions and theirs to it.  The
-    host keeps reaching the region (the operator's VPN: its answers go to the host's end
-    of the veth), and so does the backbone (AWS's own network behind the region's S3
-    endpoint, and Route53's answers, which every region gets from a nearby edge).
+    A partition drops the region's packets to the other regions and theirs to it, and
+    its packets to the control plane on the backbone (the ops site: Prefect), all but
+    ``aws_port`` (AWS's own network behind the region's S3 endpoint, and Route53's answers,
+    which every region gets from a nearby edge).  The host keeps reaching the region (the
+    operator's VPN: the region's answers go to the host's end of its veth).
     """
     links = plan.link_prefix() + "*"
     lines = [
@@ -210,6 +211,8 @@ def ruleset(plan: WanPlan, relay_port: int, partitioned: list[str]) -> str:
     for region in partitioned:
         others = ", ".join(plan.region_subnet(r) for r in plan.regions if r != region)
         lines.append(f'    iifname "{plan.host_link(region)}" ip daddr {{ {others} }} drop')
+        aws = f" tcp dport != {aws_port}" if aws_port else ""
+        lines.append(f'    iifname "{plan.host_link(region)}" ip daddr {plan.backbone}{aws} drop')
         lines.append(
             f'    iifname "{links}" iifname != "{plan.host_link(region)}" ip daddr {plan.region_subnet(region)} drop'
         )
@@ -295,9 +298,9 @@ def build(plan: WanPlan) -> list[str]:
     return made
 
 
-def apply_rules(plan: WanPlan, relay_port: int, partitioned: list[str]) -> None:
+def apply_rules(plan: WanPlan, relay_port: int, partitioned: list[str], aws_port: int | None = None) -> None:
     """Replace the lab's nft table with the rules for now (atomically: one nft transaction)."""
-    text = ruleset(plan, relay_port, partitioned)
+    text = ruleset(plan, relay_port, partitioned, aws_port)
     exists = _run(["nft", "list", "table", "ip", plan.table], check=False).returncode == 0
     prelude = f"delete table ip {plan.table}\n" if exists else ""
     _run(["nft", "-f", "-"], stdin=prelude + text)

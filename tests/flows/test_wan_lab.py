@@ -1,7 +1,7 @@
 """The lab's regions as failure domains: a real WAN (realistic delays), partitions, whole-region outages.
 
-One lab with ``--wan realistic`` (no Prefect: these tests are about the network and the
-data plane).  Every reachability check is made from inside a region's namespace, as a
+One lab with ``--wan realistic``, its Prefect server on the host and its node-step
+executors in their regions' namespaces.  Every reachability check is made from inside a region's namespace, as a
 client there would; the host stands for the operator's VPN.
 """
 
@@ -18,8 +18,10 @@ from collections.abc import Iterator
 import pytest
 
 from regionops.lab.lab import Lab
+from regionops.lab.processes import running_pid
 from regionops.lab.region_faults import heal_regions, inject_region_fault
 from regionops.lab.wan import REALISTIC_RTT_MS, existing_namespaces, leftovers
+from regionops.waiting import poll_until
 from tests.conftest import started_lab
 
 REGIONS = ("eu", "us", "apac")
@@ -37,7 +39,7 @@ except OSError as exc:
 
 @pytest.fixture(scope="module")
 def wan_lab() -> Iterator[Lab]:
-    with started_lab(with_prefect=False, wan="realistic") as lab:
+    with started_lab(wan="realistic") as lab:
         yield lab
         heal_regions(lab)
 
@@ -142,6 +144,8 @@ def test_a_partitioned_region_keeps_serving_itself_and_nothing_else_reaches_it(w
     assert any("restored the links of eu" in n for n in notes), notes
     for region in ("us", "apac"):
         assert reaches(lab, region, eu_host, eu1_port) and reaches(lab, region, eu_host, app_port)
+    # eu's executor lost the control plane while cut off; it serves eu's node steps again after the heal.
+    poll_until(lambda: lab.executors.serving("eu"), timeout=60, interval=0.5, what="eu's executor to serve again")
 
 
 def test_a_region_outage_takes_its_bucket_endpoint_with_it(wan_lab):
@@ -155,6 +159,7 @@ def test_a_region_outage_takes_its_bucket_endpoint_with_it(wan_lab):
         assert not host_reaches(eu_host, s3_port)
         assert not host_reaches(eu_host, lab.cfg.ports.postgres["eu-1"])  # the node is gone too
         assert reaches(lab, "us", lab.cfg.region_host("us"), s3_port)  # the other regions' endpoints are not
+        assert running_pid(lab.cfg.lab_dir, "executor-eu") is None  # the region's hands are gone too
     finally:
         heal_regions(lab)
         from regionops.lab.config import LAB_CLUSTER
@@ -163,6 +168,23 @@ def test_a_region_outage_takes_its_bucket_endpoint_with_it(wan_lab):
         LabFaultInjector(lab.topology(), lab.cfg.lab_dir).heal(LAB_CLUSTER)
     assert all(reaches(lab, r, eu_host, s3_port) for r in REGIONS)
     assert lab.observe_nodes()["eu-1"].role == "primary"
+    assert lab.executors.serving("eu")  # heal started eu's executor again
+
+
+def test_a_node_step_runs_inside_its_region_and_reaches_both_repositories_across_the_wan(wan_lab):
+    from regionops.node import node_operator_for
+    from regionops.node.pgbackrest_step import seam_driver
+
+    lab = wan_lab
+    topo = lab.topology()
+    # pgbackrest info of apac-1: a node step on apac's executor, reading repo1 (eu's bucket) and repo2 (us's).
+    info = seam_driver(topo, "core", "apac-1", node_operator_for(topo, "core")).info()
+    assert info.stanza == "core" and [r.repo for r in info.repos] == [1, 2], info.sentence()
+    for region in REGIONS:
+        pid = running_pid(lab.cfg.lab_dir, f"executor-{region}")
+        assert pid is not None
+        where = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True).stdout.strip()
+        assert where == lab.cfg.netns(region), (region, where)
 
 
 def test_up_again_changes_nothing_and_down_removes_every_namespace_link_and_rule(wan_lab):
@@ -170,7 +192,7 @@ def test_up_again_changes_nothing_and_down_removes_every_namespace_link_and_rule
     plan = lab.cfg.wan_plan()
     assert plan is not None
     before = existing_namespaces()
-    status = lab.up(progress=lambda m: None, with_prefect=False)
+    status = lab.up(progress=lambda m: None)
     assert status.cluster_healthy, status.problems
     assert existing_namespaces() == before
     lab.down(progress=lambda m: None)

@@ -40,10 +40,12 @@ def test_the_ruleset_redirects_cross_region_tcp_forwards_nothing_and_cuts_a_part
     plan = WanPlan(0)
     healthy = ruleset(plan, 4000, [])
     assert "redirect to :4000" in healthy and 'iifname "ro0h*" drop' in healthy and "10.150.1.0/24 drop" not in healthy
-    cut = ruleset(plan, 4000, ["eu"])
+    cut = ruleset(plan, 4000, ["eu"], aws_port=443)
     # eu's packets to the other regions, and the other regions' packets to eu; the host's own answers from eu pass.
     assert 'iifname "ro0h1" ip daddr { 10.150.2.0/24, 10.150.3.0/24 } drop' in cut
     assert 'iifname "ro0h*" iifname != "ro0h1" ip daddr 10.150.1.0/24 drop' in cut
+    # eu loses the control plane on the backbone too, but not AWS (its own S3 endpoint's storage, Route53).
+    assert 'iifname "ro0h1" ip daddr 10.150.0.1 tcp dport != 443 drop' in cut
 
 
 def test_the_state_file_round_trips(tmp_path: Path):
