@@ -55,6 +55,7 @@ class NodeHealth(BaseModel):
     position: str | None
     lag_bytes: int | None
     lag_seconds: float | None
+    lag_ms: int | None = None  # the same lag in ms (replay_lag; None while the replica has nothing to replay)
     streaming: bool | None
     fenced: bool = False
     detail: str
@@ -209,6 +210,7 @@ def _assess_nodes(
                 position=str(s.position) if s.position else None,
                 lag_bytes=lag_bytes,
                 lag_seconds=round(lag_seconds, 1) if lag_seconds is not None else None,
+                lag_ms=round(lag_seconds * 1000) if lag_seconds is not None else None,
                 streaming=streaming,
                 fenced=name in fenced,
                 detail=s.sentence(),

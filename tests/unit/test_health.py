@@ -181,3 +181,10 @@ def test_a_fenced_node_made_read_only_is_no_split_brain():
     assert "split_brain" not in kinds(report) and report.primary == "us-1"
     # Not fenced, the same two writable primaries are the plain two-primaries problem.
     assert kinds(assess([primary("eu-1"), primary("us-1", tl=2)], writer=writer)) == ["multiple_primaries"]
+
+
+def test_each_replicas_lag_is_reported_in_ms_as_well():
+    report = assess([primary(), replica(lag_s=0.0425)])
+    row = next(r for r in report.nodes if r.node == "us-1")
+    assert row.lag_ms == 42 and row.lag_seconds == 0.0
+    assert next(r for r in report.nodes if r.node == "eu-1").lag_ms is None  # the primary has no lag
