@@ -89,13 +89,14 @@ class LabComponent:
         timeout: float = 30,
         env: dict[str, str] | None = None,
         region: str | None = None,
+        host: str | None = None,
     ) -> None:
         """Start the process ``name`` serving on ``port`` unless it runs and answers already.
 
         With ``region`` (in a lab with a WAN) it runs inside that region's namespace and
-        serves on the region's address.
+        serves on the region's address; ``host`` names another address it serves on.
         """
-        host = self.cfg.region_host(region) if region else HOST
+        host = host or (self.cfg.region_host(region) if region else HOST)
         if running_pid(self.cfg.lab_dir, name) and port_open(port, host):
             return
         stop(self.cfg.lab_dir, name)

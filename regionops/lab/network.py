@@ -19,7 +19,7 @@ from regionops.errors import ConfigurationError, RunbookError
 from regionops.lab import pglab
 from regionops.lab.component import ComponentStatus, LabComponent, Observation, Progress, indented
 from regionops.lab.config import LAB_NODES, LabConfig
-from regionops.lab.processes import port_open, running_pid, spawn, stop, wait_for_port
+from regionops.lab.processes import port_open, running_pid
 from regionops.lab.wan import (
     WanPlan,
     WanState,
@@ -111,17 +111,10 @@ class LabWan(LabComponent):
             )
 
     def _start_forwarder(self, name: str, listen: str, target: str, region: str | None) -> None:
+        """A plain forwarder: in ``region``'s namespace, or on the host (at the backbone address) when None."""
         argv = [sys.executable, "-m", "regionops.lab.relay", "--forward", listen, "--to", target]
         host, _, port = listen.rpartition(":")
-        if region is None:
-            # On the host, at the backbone address (not loopback): start_process checks loopback.
-            if running_pid(self.cfg.lab_dir, name) and port_open(int(port), host):
-                return
-            stop(self.cfg.lab_dir, name)
-            pid = spawn(self.cfg.lab_dir, name, argv)
-            wait_for_port(int(port), timeout=15, what=name, pid=pid, host=host)
-            return
-        self.start_process(name, argv, int(port), timeout=15, region=region)
+        self.start_process(name, argv, int(port), timeout=15, region=region, host=host)
 
     def stop(self, progress: Progress) -> None:
         """Stop the WAN's processes and remove every namespace, link, address and rule of this lab."""

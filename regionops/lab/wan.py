@@ -278,7 +278,7 @@ def build(plan: WanPlan) -> list[str]:
         if ns not in have:
             _run(["ip", "netns", "add", ns])
             made.append(f"namespace {ns}")
-        if _run(["ip", "link", "show", host], check=False).returncode != 0:
+        if not _link_exists(host):
             _run(["ip", "link", "add", host, "type", "veth", "peer", "name", inner])
             _run(["ip", "link", "set", inner, "netns", ns])
             made.append(f"link {host}")
@@ -292,7 +292,7 @@ def build(plan: WanPlan) -> list[str]:
         _run([*inside, "ip", "link", "set", inner, "up"])
         _run([*inside, "ip", "link", "set", "lo", "up"])
         _run([*inside, "ip", "route", "replace", "default", "via", plan.gateway(region)])
-    if f"{plan.backbone}/32" not in _run(["ip", "-4", "addr", "show", "lo"]).stdout:
+    if not _backbone_exists(plan):
         _run(["ip", "addr", "add", f"{plan.backbone}/32", "dev", "lo"])
         made.append(f"backbone address {plan.backbone}")
     return made
@@ -301,26 +301,40 @@ def build(plan: WanPlan) -> list[str]:
 def apply_rules(plan: WanPlan, relay_port: int, partitioned: list[str], aws_port: int | None = None) -> None:
     """Replace the lab's nft table with the rules for now (atomically: one nft transaction)."""
     text = ruleset(plan, relay_port, partitioned, aws_port)
-    exists = _run(["nft", "list", "table", "ip", plan.table], check=False).returncode == 0
-    prelude = f"delete table ip {plan.table}\n" if exists else ""
+    prelude = f"delete table ip {plan.table}\n" if _table_exists(plan) else ""
     _run(["nft", "-f", "-"], stdin=prelude + text)
+
+
+def _link_exists(name: str) -> bool:
+    return _run(["ip", "link", "show", name], check=False).returncode == 0
+
+
+def _table_exists(plan: WanPlan) -> bool:
+    return (
+        shutil.which("nft") is not None
+        and _run(["nft", "list", "table", "ip", plan.table], check=False).returncode == 0
+    )
+
+
+def _backbone_exists(plan: WanPlan) -> bool:
+    return f"{plan.backbone}/32" in _run(["ip", "-4", "addr", "show", "lo"], check=False).stdout
 
 
 def teardown(plan: WanPlan) -> list[str]:
     """Remove every namespace, link, address and rule of this lab; say what was removed."""
     removed = []
-    if _run(["nft", "list", "table", "ip", plan.table], check=False).returncode == 0:
+    if _table_exists(plan):
         _run(["nft", "delete", "table", "ip", plan.table])
         removed.append(f"nft table {plan.table}")
     have = existing_namespaces()
     for region in plan.regions:
-        if _run(["ip", "link", "show", plan.host_link(region)], check=False).returncode == 0:
+        if _link_exists(plan.host_link(region)):
             _run(["ip", "link", "del", plan.host_link(region)], check=False)
             removed.append(f"link {plan.host_link(region)}")
         if plan.netns(region) in have:
             _run(["ip", "netns", "del", plan.netns(region)])
             removed.append(f"namespace {plan.netns(region)}")
-    if f"{plan.backbone}/32" in _run(["ip", "-4", "addr", "show", "lo"], check=False).stdout:
+    if _backbone_exists(plan):
         _run(["ip", "addr", "del", f"{plan.backbone}/32", "dev", "lo"], check=False)
         removed.append(f"backbone address {plan.backbone}")
     return removed
@@ -329,14 +343,10 @@ def teardown(plan: WanPlan) -> list[str]:
 def leftovers(plan: WanPlan) -> list[str]:
     """What of this lab's WAN still exists on the host (empty after a clean ``down``)."""
     left = [f"namespace {plan.netns(r)}" for r in plan.regions if plan.netns(r) in existing_namespaces()]
-    left += [
-        f"link {plan.host_link(r)}"
-        for r in plan.regions
-        if _run(["ip", "link", "show", plan.host_link(r)], check=False).returncode == 0
-    ]
-    if shutil.which("nft") and _run(["nft", "list", "table", "ip", plan.table], check=False).returncode == 0:
+    left += [f"link {plan.host_link(r)}" for r in plan.regions if _link_exists(plan.host_link(r))]
+    if _table_exists(plan):
         left.append(f"nft table {plan.table}")
-    if f"{plan.backbone}/32" in _run(["ip", "-4", "addr", "show", "lo"], check=False).stdout:
+    if _backbone_exists(plan):
         left.append(f"backbone address {plan.backbone}")
     return left
 

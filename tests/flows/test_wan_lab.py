@@ -17,11 +17,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from regionops.lab.config import LAB_CLUSTER
+from regionops.lab.faults import LabFaultInjector
 from regionops.lab.lab import Lab
 from regionops.lab.processes import running_pid
 from regionops.lab.region_faults import heal_regions, inject_region_fault
 from regionops.lab.wan import REALISTIC_RTT_MS, existing_namespaces, leftovers
 from regionops.waiting import poll_until
+from tests import ha_tools as ha
 from tests.conftest import started_lab
 
 REGIONS = ("eu", "us", "apac")
@@ -130,18 +133,27 @@ def test_lab_status_measures_every_round_trip_and_each_replicas_lag(wan_lab):
 def test_a_partitioned_region_keeps_serving_itself_and_nothing_else_reaches_it(wan_lab):
     lab = wan_lab
     eu_host, eu1_port, app_port = lab.cfg.region_host("eu"), lab.cfg.ports.postgres["eu-1"], lab.cfg.ports.apps["eu"]
-    inject_region_fault(lab, "region-partition", "eu")
-    try:
-        assert reaches(lab, "eu", eu_host, eu1_port) and reaches(lab, "eu", eu_host, app_port)
-        for region in ("us", "apac"):
-            assert not reaches(lab, region, eu_host, eu1_port), f"{region} reached eu-1 through the partition"
-            assert not reaches(lab, region, eu_host, app_port), f"{region} reached the eu app through the partition"
-        assert host_reaches(eu_host, eu1_port)  # the operator's VPN still sees it
-        _, written = timed_request(f"{app_url(lab, 'eu')}/write", {"payload": "written while cut off"})
-        assert written["node"] == "eu-1"  # the partitioned primary keeps taking its region's writes
-    finally:
-        notes = heal_regions(lab)
+    # The witness: every node polled for writable primaries, and eu's app writing throughout.
+    with ha.watching_primaries(lab) as watch, ha.writing(lab, region="eu") as writer:
+        inject_region_fault(lab, "region-partition", "eu")
+        try:
+            assert reaches(lab, "eu", eu_host, eu1_port) and reaches(lab, "eu", eu_host, app_port)
+            for region in ("us", "apac"):
+                assert not reaches(lab, region, eu_host, eu1_port), f"{region} reached eu-1 through the partition"
+                assert not reaches(lab, region, eu_host, app_port), f"{region} reached the eu app through the partition"
+            assert host_reaches(eu_host, eu1_port)  # the operator's VPN still sees it
+            _, written = timed_request(f"{app_url(lab, 'eu')}/write", {"payload": "written while cut off"})
+            assert written["node"] == "eu-1"  # the partitioned primary keeps taking its region's writes
+        finally:
+            notes = heal_regions(lab)
     assert any("restored the links of eu" in n for n in notes), notes
+    lost = writer.ids - ha.row_ids(lab, "eu-1")
+    print(
+        f"partition of eu: {len(writer.acked)} writes acknowledged by the eu app, {len(lost)} lost; "
+        f"at most {watch.most} writable primary at once in {watch.looks} looks"
+    )
+    assert writer.acked and not lost  # nothing promoted elsewhere: eu-1 kept every write it acknowledged
+    assert watch.most == 1 and not watch.seen_two
     for region in ("us", "apac"):
         assert reaches(lab, region, eu_host, eu1_port) and reaches(lab, region, eu_host, app_port)
     # eu's executor lost the control plane while cut off; it serves eu's node steps again after the heal.
@@ -152,20 +164,27 @@ def test_a_region_outage_takes_its_bucket_endpoint_with_it(wan_lab):
     lab = wan_lab
     eu_host, s3_port = lab.cfg.region_host("eu"), lab.cfg.ports.moto
     assert all(reaches(lab, r, eu_host, s3_port) for r in REGIONS)
-    inject_region_fault(lab, "region-outage", "eu")
-    try:
-        for region in REGIONS:
-            assert not reaches(lab, region, eu_host, s3_port), f"eu's S3 endpoint answered from {region}"
-        assert not host_reaches(eu_host, s3_port)
-        assert not host_reaches(eu_host, lab.cfg.ports.postgres["eu-1"])  # the node is gone too
-        assert reaches(lab, "us", lab.cfg.region_host("us"), s3_port)  # the other regions' endpoints are not
-        assert running_pid(lab.cfg.lab_dir, "executor-eu") is None  # the region's hands are gone too
-    finally:
-        heal_regions(lab)
-        from regionops.lab.config import LAB_CLUSTER
-        from regionops.lab.faults import LabFaultInjector
-
-        LabFaultInjector(lab.topology(), lab.cfg.lab_dir).heal(LAB_CLUSTER)
+    # The witness: every node polled for writable primaries, and us's app writing (to eu-1) throughout.
+    with ha.watching_primaries(lab) as watch, ha.writing(lab, region="us", interval=0.2) as writer:
+        poll_until(lambda: writer.acked, timeout=20, interval=0.1, what="a first acknowledged write")
+        inject_region_fault(lab, "region-outage", "eu")
+        try:
+            for region in REGIONS:
+                assert not reaches(lab, region, eu_host, s3_port), f"eu's S3 endpoint answered from {region}"
+            assert not host_reaches(eu_host, s3_port)
+            assert not host_reaches(eu_host, lab.cfg.ports.postgres["eu-1"])  # the node is gone too
+            assert reaches(lab, "us", lab.cfg.region_host("us"), s3_port)  # the other regions' endpoints are not
+            assert running_pid(lab.cfg.lab_dir, "executor-eu") is None  # the region's hands are gone too
+        finally:
+            heal_regions(lab)
+            LabFaultInjector(lab.topology(), lab.cfg.lab_dir).heal(LAB_CLUSTER)
+    lost = writer.ids - ha.row_ids(lab, "eu-1")
+    print(
+        f"outage of eu: {len(writer.acked)} writes acknowledged, {len(lost)} lost after the heal; "
+        f"at most {watch.most} writable primary at once in {watch.looks} looks"
+    )
+    assert not lost  # eu-1's crash recovery kept every write it acknowledged (nothing was promoted)
+    assert watch.most <= 1 and not watch.seen_two
     assert all(reaches(lab, r, eu_host, s3_port) for r in REGIONS)
     assert lab.observe_nodes()["eu-1"].role == "primary"
     assert lab.executors.serving("eu")  # heal started eu's executor again
