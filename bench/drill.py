@@ -222,8 +222,9 @@ def run(scenarios: list[str], runs: int, window: float, keep: bool, lab_dir: str
                 if m is not None:
                     if m.rto_seconds is not None:
                         rto.append(m.rto_seconds)
-                    rpo_rows.append(m.rpo_rows)
-                    rpo_s.append(m.rpo_seconds)
+                    if m.rpo_rows is not None and m.rpo_seconds is not None:  # None: no primary to read
+                        rpo_rows.append(m.rpo_rows)
+                        rpo_s.append(m.rpo_seconds)
                 failed += 0 if result.ok else 1
                 print(
                     f"  {scenario} #{i + 1}: {result.sentence()} (run {run_id}; wall {share.wall:.1f} s, "

@@ -264,14 +264,17 @@ def _measure(
         first, journal = canary_after_fault(canary, injection.at, 30 if recovered else 5, params.after_recovery_seconds)
         states, view, present = primary_and_rows(topology, cluster, canary_run_id)
         out.new_primary = new = view.primary if view.reachable else None
-        if new is None:
-            run.reporter.step(f"no reachable primary after recovery ({view.reason}): RPO cannot be measured")
-            return out
-        out.measurement = measure(journal, injection.at, present, planned=params.scenario == "planned-switchover")
+        planned = params.scenario == "planned-switchover"
+        # With no primary the write outage is still measured (it is the news); the RPO is unknown.
+        out.measurement = measure(journal, injection.at, present if new else None, planned=planned)
         out.verdicts = judge(out.measurement, topology.clusters[cluster].objectives)
+        if new is None:
+            run.reporter.step(f"no reachable primary after recovery ({view.reason})")
         run.reporter.step(out.measurement.sentence())
         for verdict in out.verdicts:
             run.reporter.step(verdict.sentence())
+        if new is None:
+            return out
         # Catch-up: every streaming replica replays the new primary's position after the last write.
         replicas = [n for n, s in states.items() if n != new and s.reachable and s.role == "replica"]
         waits = catch_up(topology, cluster, new, replicas, 60)
@@ -299,7 +302,7 @@ def _rollback(
         run.reporter.step(f"rollback: {line}")
 
     try:
-        if params.scenario in ("region-outage", "primary-freeze"):
+        if params.scenario in ("region-outage", "region-partition", "primary-freeze"):
             note(resume_fault(topology, params.scenario, cluster, target).sentence())
         resync = replica_resync(
             ResyncParams(

@@ -19,7 +19,7 @@ from regionops.errors import RunbookError
 from regionops.model.faults import FAULT_NAMES
 from regionops.topology import PrefectSettings, default_lab_dir
 
-REGION_FAULT_NAMES = ("region-outage", "region-partition", "wan-degraded")  # regionops.lab.region_faults
+REGION_FAULT_NAMES = ("region-outage", "region-partition", "wan-degraded", "ops-outage")  # regionops.lab.region_faults
 
 EXIT_OK, EXIT_FAILED, EXIT_PROBLEMS = 0, 1, 3
 
@@ -90,7 +90,7 @@ def _lab_fault(lab: Any, args: argparse.Namespace) -> int:
     from regionops.ha.writer import writer_node
     from regionops.lab.config import LAB_CLUSTER
     from regionops.lab.faults import LabFaultInjector
-    from regionops.lab.region_faults import REGION_FAULTS, heal_regions, inject_region_fault
+    from regionops.lab.region_faults import REGION_FAULTS, heal_regions, inject_ops_outage, inject_region_fault
 
     topology = lab.topology()
     injector = LabFaultInjector(topology, lab.cfg.lab_dir)
@@ -106,6 +106,11 @@ def _lab_fault(lab: Any, args: argparse.Namespace) -> int:
         for line in inject_region_fault(lab, args.name, args.region):
             print(line)
         print("undo with `regionops lab heal`")
+        return EXIT_OK
+    if args.name == "ops-outage":
+        for line in inject_ops_outage(lab):
+            print(line)
+        print("undo with `regionops lab heal` (it starts the Prefect server again)")
         return EXIT_OK
     if args.name == "planned-switchover":
         print("planned-switchover injects no fault: run `regionops run switchover`")
@@ -164,7 +169,8 @@ def _use_lab_prefect_server() -> None:
     from regionops.lab.processes import port_open
 
     cfg = LabConfig.load(default_lab_dir())
-    if cfg and port_open(cfg.ports.prefect):
+    # At the ops site's address: reachable from the host and from inside any site of a WAN lab.
+    if cfg and port_open(cfg.ports.prefect, cfg.control_host()):
         _use_lab_env(cfg)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -270,8 +276,8 @@ def _demo_drill(lab: Any) -> Any:
     print(f"\nresult: {result.sentence()}")
     if m is not None:
         print(
-            f"  RTO {m.rto_seconds} s (fault -> first acknowledged write), RPO {m.rpo_rows} rows "
-            f"({m.rpo_seconds} s of writes); objectives: " + ", ".join(v.sentence() for v in result.verdicts)
+            f"  RTO {m.rto_seconds} s (fault -> first acknowledged write), {m.rpo_sentence()}; "
+            "objectives: " + ", ".join(v.sentence() for v in result.verdicts)
         )
     return state
 

@@ -22,6 +22,7 @@ from regionops.ha import sqlsteps
 from regionops.ha.fencing import Fencer, FenceStore
 from regionops.ha.writer import switch_writer, writer_node
 from regionops.model import NodeState
+from regionops.model.faults import FaultName
 from regionops.node import NodeOperator, node_operator_for
 from regionops.topology import Topology
 from regionops.waiting import poll_until
@@ -157,7 +158,8 @@ def _apply(
         if action.kind == "resume" and node:
             return fault_injector_for(topology).resume("primary-freeze", cluster, node).sentence(), True
         if action.kind == "start-app" and node:
-            return fault_injector_for(topology).resume("region-outage", cluster, node).sentence(), True
+            region_fault: FaultName = "region-partition" if fault == "region-partition" else "region-outage"
+            return fault_injector_for(topology).resume(region_fault, cluster, node).sentence(), True
         if action.kind == "kill" and node:
             stopped = ops.stop(node, "immediate").sentence()
             return f"{stopped}; {ops.block_primary_start(node).sentence()}", True

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from regionops.lsn import Lsn
 from regionops.model import CanaryWrite, CommonPoint
 from regionops.topology import Objectives
 
@@ -27,11 +28,20 @@ class DrillMeasurement(BaseModel):
     injected_at: datetime
     first_ack_after_fault_at: datetime | None
     rto_seconds: float | None  # fault injected -> first acknowledged write sent after it
-    unavailable_seconds: float  # the longest time without any acknowledged write
-    rpo_rows: int  # acknowledged writes missing on the new primary
-    rpo_seconds: float  # the span of time those lost writes cover
+    unavailable_seconds: float  # the longest time without any acknowledged write (to the last write sent)
+    still_unavailable: bool = False  # no write was acknowledged after the fault when the canary stopped
+    rpo_rows: int | None  # acknowledged writes missing on the new primary (None: no primary answers)
+    rpo_seconds: float | None  # the span of time those lost writes cover
+    rpo_bytes: int | None = None  # WAL from the last kept write to the last lost one, on the old primary
     lost_seqs: list[int]
     late_acks: list[int]  # committed after the client had given up on them
+
+    def rpo_sentence(self) -> str:
+        """The RPO in rows, seconds and bytes (or why it is unknown)."""
+        if self.rpo_rows is None:
+            return "RPO unknown: no node answers as primary, so which acknowledged writes survive cannot be read"
+        wal = f", {self.rpo_bytes} bytes of WAL" if self.rpo_bytes is not None else ""
+        return f"RPO {self.rpo_rows} acknowledged write(s) lost ({self.rpo_seconds or 0:.2f} s of writes{wal})"
 
     def sentence(self) -> str:
         rto = (
@@ -39,15 +49,17 @@ class DrillMeasurement(BaseModel):
             if self.rto_seconds is not None
             else "RTO not reached (no write acknowledged after the fault)"
         )
+        outage = f"writes unavailable for {self.unavailable_seconds:.2f} s" + (
+            " and still unavailable when the canary stopped" if self.still_unavailable else ""
+        )
         return (
-            f"{rto}; RPO {self.rpo_rows} acknowledged write(s) lost ({self.rpo_seconds:.2f} s of writes); "
-            f"writes unavailable for {self.unavailable_seconds:.2f} s; {self.writes_acknowledged} of "
+            f"{rto}; {self.rpo_sentence()}; {outage}; {self.writes_acknowledged} of "
             f"{self.writes_sent} canary writes acknowledged"
         )
 
 
 def measure(
-    journal: list[CanaryWrite], injected_at: datetime, present_on_primary: set[int], *, planned: bool = False
+    journal: list[CanaryWrite], injected_at: datetime, present_on_primary: set[int] | None, *, planned: bool = False
 ) -> DrillMeasurement:
     """Compute RTO, RPO and the outage from the canary journal and the rows really on the new primary.
 
@@ -56,18 +68,31 @@ def measure(
     move (switchover) starts with writes still flowing: its "fault" is the switchover's
     start, and what users feel is the write outage, so its RTO is the outage.  RPO
     counts the acknowledged writes absent from the new primary; its seconds are the time
-    from the first lost write being sent to the last one being acknowledged.
+    from the first lost write being sent to the last one being acknowledged; its bytes
+    the WAL between the last write the new primary kept and the last one it lost, on the
+    node that acknowledged them.  With no primary to read (``present_on_primary`` None)
+    the RPO is unknown, and said so; the outage is still measured.  The outage runs to
+    the last write sent: a canary that ends without an acknowledgement after the fault
+    was unavailable until then, not "0 s".
     """
     # Each acknowledged write with its acknowledgement time (never None for these).
     acked = [(w, w.acked_at) for w in journal if w.acked and w.acked_at is not None]
     after = [(w, at) for w, at in acked if w.sent_at >= injected_at]
     first_ack = min((at for _, at in after), default=None)
-    lost = sorted(((w, at) for w, at in acked if w.seq not in present_on_primary), key=lambda pair: pair[0].seq)
-    rpo_seconds = (max(at for _, at in lost) - min(w.sent_at for w, _ in lost)).total_seconds() if lost else 0.0
     ack_times = sorted(at for _, at in acked)
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(ack_times)]
+    last_sent = max((w.sent_at for w in journal), default=None)
+    if ack_times and last_sent is not None and last_sent > ack_times[-1]:
+        gaps.append((last_sent - ack_times[-1]).total_seconds())
     outage = round(max(gaps, default=0.0), 3)
     rto = round((first_ack - injected_at).total_seconds(), 3) if first_ack else None
+    lost = (
+        sorted(((w, at) for w, at in acked if w.seq not in present_on_primary), key=lambda pair: pair[0].seq)
+        if present_on_primary is not None
+        else []
+    )
+    rpo_seconds = (max(at for _, at in lost) - min(w.sent_at for w, _ in lost)).total_seconds() if lost else 0.0
+    known = present_on_primary is not None
     return DrillMeasurement(
         writes_sent=len(journal),
         writes_acknowledged=len(acked),
@@ -75,11 +100,30 @@ def measure(
         first_ack_after_fault_at=first_ack,
         rto_seconds=outage if planned and rto is not None else rto,
         unavailable_seconds=outage,
-        rpo_rows=len(lost),
-        rpo_seconds=round(rpo_seconds, 3),
+        still_unavailable=first_ack is None and not planned,
+        rpo_rows=len(lost) if known else None,
+        rpo_seconds=round(rpo_seconds, 3) if known else None,
+        rpo_bytes=_lost_wal_bytes([w for w, _ in lost], [w for w, _ in acked]) if known else None,
         lost_seqs=[w.seq for w, _ in lost],
         late_acks=[w.seq for w in journal if w.late_ack_at is not None],
     )
+
+
+def _lost_wal_bytes(lost: list[CanaryWrite], acked: list[CanaryWrite]) -> int | None:
+    """WAL bytes from the last kept write to the last lost one, both on the node that acknowledged the lost ones.
+
+    A lower bound of what the promoted node lacked (it may have lacked up to one canary
+    interval more); None when the writes carry no WAL position (an older canary).
+    """
+    if not lost:
+        return 0
+    last_lost = max(lost, key=lambda w: w.seq)
+    lost_seqs = {w.seq for w in lost}
+    node = last_lost.node
+    kept = [w for w in acked if w.node == node and w.seq not in lost_seqs and w.seq < min(lost_seqs) and w.lsn]
+    if last_lost.lsn is None or not kept:
+        return None
+    return max(0, Lsn.parse(last_lost.lsn) - Lsn.parse(max(kept, key=lambda w: w.seq).lsn or "0/0"))
 
 
 class ObjectiveVerdict(BaseModel):
@@ -91,7 +135,8 @@ class ObjectiveVerdict(BaseModel):
     passed: bool
 
     def sentence(self) -> str:
-        shown = "not reached" if self.measured is None else f"{self.measured:.2f} s"
+        unmeasured = "not reached" if self.name == "RTO" else "unknown"
+        shown = unmeasured if self.measured is None else f"{self.measured:.2f} s"
         return f"{self.name} {shown} vs objective {self.objective:g} s: {'pass' if self.passed else 'FAIL'}"
 
 
@@ -109,7 +154,7 @@ def judge(measurement: DrillMeasurement, objectives: Objectives) -> list[Objecti
             name="RPO",
             measured=measurement.rpo_seconds,
             objective=objectives.rpo_seconds,
-            passed=measurement.rpo_seconds <= objectives.rpo_seconds,
+            passed=measurement.rpo_seconds is not None and measurement.rpo_seconds <= objectives.rpo_seconds,
         ),
     ]
 

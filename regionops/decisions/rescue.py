@@ -96,8 +96,10 @@ def decide_rescue(
     """
     writable = [n for n, s in states.items() if s.reachable and s.role == "primary" and not s.read_only and n != target]
     actions: list[RescueAction] = []
-    if fault == "region-outage" and target:
-        actions.append(RescueAction(kind="start-app", node=target, why="the region's app was stopped by the drill"))
+    if fault in ("region-outage", "region-partition") and target:
+        actions.append(
+            RescueAction(kind="start-app", node=target, why="the drill's region fault: heal its links, start its app")
+        )
     if target and target_frozen:
         if writable:
             actions.append(

@@ -39,7 +39,11 @@ CREATE TABLE IF NOT EXISTS {CANARY_TABLE} (
     PRIMARY KEY (run_id, seq)
 )
 """
-_INSERT_SQL = f"INSERT INTO {CANARY_TABLE} (run_id, seq, sent_at, node) VALUES (%s, %s, %s, %s)"
+# The WAL position comes back with the acknowledgement: the bytes a failover lost are measured by it.
+_INSERT_SQL = (
+    f"INSERT INTO {CANARY_TABLE} (run_id, seq, sent_at, node) VALUES (%s, %s, %s, %s)"
+    " RETURNING pg_current_wal_insert_lsn()::text AS lsn"
+)
 
 
 class CanaryWriter:
@@ -138,8 +142,9 @@ class CanaryWriter:
                 statement_timeout_ms=self.statement_timeout_ms,
                 application_name="regionops-canary",
             ) as conn:
-                conn.execute(_INSERT_SQL, (self.run_id, write.seq, write.sent_at, node))
+                row = conn.execute(_INSERT_SQL, (self.run_id, write.seq, write.sent_at, node)).fetchone()
             now = datetime.now(UTC)
+            write.lsn = str(row["lsn"]) if row else None
             with self._lock:
                 if write._given_up:
                     write.late_ack_at = now

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from regionops.drivers.pgtools import reachable_by
 from regionops.errors import ConfigurationError
-from regionops.lab.wan import WanPlan, WanProfile, parse_wan
+from regionops.lab.wan import OPS_SITE, WanPlan, WanProfile, parse_wan
 
 # The lab's fixed shape: three regions, cluster core with one node per region.
 LAB_REGIONS: dict[str, str] = {"eu": "eu-west-1", "us": "us-east-1", "apac": "ap-southeast-1"}
@@ -144,7 +144,7 @@ class LabConfig(BaseModel):
         return self.region_host(LAB_NODES[node])
 
     def netns(self, region: str) -> str | None:
-        """The network namespace a region's processes run in (None for a loopback lab)."""
+        """The network namespace a region's (or the ops site's) processes run in (None for a loopback lab)."""
         plan = self.wan_plan()
         return plan.netns(region) if plan else None
 
@@ -153,10 +153,25 @@ class LabConfig(BaseModel):
         plan = self.wan_plan()
         return plan.backbone if plan else LOOPBACK
 
-    def wan_addresses(self) -> tuple[str, ...]:
-        """Every address of the lab's WAN (the backbone's and each region's), or none for a loopback lab."""
+    def control_host(self) -> str:
+        """Where every lab process reaches the control plane (Prefect's API, Slack, monitoring): the ops site.
+
+        In a lab with a WAN that is the ops site's address, so a region's calls to it cross
+        the WAN (and a partition cuts them); the host, the operator's VPN, reaches it directly.
+        """
         plan = self.wan_plan()
-        return (plan.backbone, *(plan.address(r) for r in plan.regions)) if plan else ()
+        return plan.address(OPS_SITE) if plan else LOOPBACK
+
+    def control_ports(self) -> list[int]:
+        """The ports of the control plane's services (those this lab has)."""
+        p = self.ports
+        ports = [p.prefect, p.slack, p.alerts, p.prometheus, p.alertmanager, p.pushgateway]
+        return [port for port in ports if port]
+
+    def wan_addresses(self) -> tuple[str, ...]:
+        """Every address of the lab's WAN (the backbone's and each site's), or none for a loopback lab."""
+        plan = self.wan_plan()
+        return (plan.backbone, *(plan.address(r) for r in plan.sites)) if plan else ()
 
     @property
     def wan_state_path(self) -> Path:

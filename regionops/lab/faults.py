@@ -7,24 +7,40 @@ the tests, and by a person: ``regionops lab fault NAME [--node N]`` and
 
 from __future__ import annotations
 
+import functools
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from regionops.drivers.pgtools import PgCtl, kill_instance, signal_instance
 from regionops.drivers.postgres import conninfo_for, observer_for
 from regionops.errors import ConfigurationError
 from regionops.ha.fencing import FenceStore
 from regionops.lab.processes import running_pid, stop
-from regionops.model.faults import FaultInjection, FaultInjectionFailed, FaultName
+from regionops.lab.wan import host_network
+from regionops.model.faults import REGION_WIDE_FAULTS, FaultInjection, FaultInjectionFailed, FaultName
 from regionops.node import LocalNodeOperator
 from regionops.topology import Topology
 
+T = TypeVar("T")
 # A data directory "lost" by replica-loss is moved aside under this suffix, not deleted:
 # a drill pointed at the wrong lab must never destroy data for good.
 LOST_MARK = ".lost-"
+
+
+def _on_host(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a lab hand on the host's network (a drill may call it from the ops site's namespace)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        with host_network():
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 class LabFaultInjector:
@@ -63,7 +79,15 @@ class LabFaultInjector:
     def _signal(self, ctl: PgCtl, sig: signal.Signals) -> int:
         return signal_instance(ctl, sig)
 
+    def _wan_lab(self):  # noqa: ANN202 - a Lab (imported here: the lab imports this module's neighbours)
+        """The lab, when its regions are namespaces (region faults then act on the whole region), else None."""
+        from regionops.lab.lab import Lab
+
+        lab = Lab.open(self.lab_dir)
+        return lab if lab.cfg.wan_plan() is not None else None
+
     # -- the protocol -------------------------------------------------------------------
+    @_on_host
     def check(self, fault: FaultName, cluster: str, node: str | None) -> str:
         if fault == "planned-switchover":
             return "planned-switchover injects no fault: the switchover runbook is the action"
@@ -74,10 +98,20 @@ class LabFaultInjector:
             raise FaultInjectionFailed(f"cannot inject {fault} into {node}: its PostgreSQL is not running")
         if ctl.is_frozen():
             raise FaultInjectionFailed(f"cannot inject {fault} into {node}: it is frozen already (run `lab heal`)")
-        if fault == "region-outage":
+        if fault in REGION_WIDE_FAULTS:
             region = self.topology.node(cluster, node).region
             if running_pid(self.lab_dir, f"app-{region}") is None:
-                raise FaultInjectionFailed(f"cannot inject region-outage into {region}: its app is not running")
+                raise FaultInjectionFailed(f"cannot inject {fault} into {region}: its app is not running")
+            wan = self._wan_lab()
+            if fault == "region-partition" and wan is None:
+                raise FaultInjectionFailed(
+                    "region-partition needs a lab whose regions are namespaces: "
+                    "`regionops lab down --purge`, then `regionops lab up --wan realistic`"
+                )
+            if fault == "region-partition":
+                return f"would cut every link between {region} and the other regions and the ops site"
+            if wan is not None:
+                return f"would take region {region} out: kill {node} (SIGKILL), stop everything in it, cut its links"
             return f"would kill {node} (SIGKILL) and stop app {region}"
         verbs = {
             "primary-crash": "kill {n} (SIGKILL)",
@@ -86,14 +120,22 @@ class LabFaultInjector:
         }
         return "would " + verbs[fault].format(n=node)
 
+    @_on_host
     def inject(self, fault: FaultName, cluster: str, node: str | None) -> FaultInjection:
         started = time.monotonic()
         if fault == "planned-switchover":
             return self._result(fault, cluster, node, started, "planned-switchover: no fault injected", changed=False)
         self.check(fault, cluster, node)
         assert node is not None
-        ctl = self._pgctl(cluster, node)
         at = datetime.now(UTC)
+        wan = self._wan_lab() if fault in REGION_WIDE_FAULTS else None
+        if wan is not None:
+            from regionops.lab.region_faults import inject_region_fault
+
+            region = self.topology.node(cluster, node).region
+            detail = "; ".join(inject_region_fault(wan, fault, region))
+            return self._result(fault, cluster, node, started, detail, at=at)
+        ctl = self._pgctl(cluster, node)
         if fault == "primary-freeze":
             n = self._signal(ctl, signal.SIGSTOP)
             return self._result(fault, cluster, node, started, f"froze {node}: SIGSTOP to {n} process(es)", at=at)
@@ -110,6 +152,7 @@ class LabFaultInjector:
             detail += f"; its data directory is gone (moved aside to {aside.name}): resync must re-clone it"
         return self._result(fault, cluster, node, started, detail, at=at)
 
+    @_on_host
     def resume(self, fault: FaultName, cluster: str, node: str | None) -> FaultInjection:
         started = time.monotonic()
         notes = []
@@ -120,7 +163,15 @@ class LabFaultInjector:
                 if n
                 else f"{node} has no processes left to resume (its fence stopped it)"
             )
-        if fault == "region-outage" and node:
+        wan = self._wan_lab() if fault in REGION_WIDE_FAULTS else None
+        if wan is not None:
+            from regionops.lab.region_faults import heal_regions
+
+            notes += heal_regions(wan)
+            # What the fault stopped comes back where that is safe: a node is started only
+            # when it cannot become a second writable primary (else replica-resync rebuilds it).
+            notes += self.heal(cluster)
+        if fault in REGION_WIDE_FAULTS and node:
             region = self.topology.node(cluster, node).region
             notes.append(self._start_app(region))
         if fault == "replica-loss" and node:
@@ -145,6 +196,7 @@ class LabFaultInjector:
             _remove_tree(path)
         return f"removed {len(lost)} lost data director{'y' if len(lost) == 1 else 'ies'} of {node}"
 
+    @_on_host
     def heal(self, cluster: str) -> list[str]:
         """Undo what the lab's faults left behind, without ever making a second primary.
 

@@ -60,10 +60,11 @@ def topology_section(cfg: LabConfig) -> dict[str, Any] | None:
     if not enabled(cfg):
         return None
     p = cfg.ports
+    ops = cfg.control_host()  # the stack listens on the host; runbooks reach it at the ops site
     return {
-        "prometheus_url": f"http://{HOST}:{p.prometheus}",
-        "alertmanager_url": f"http://{HOST}:{p.alertmanager}",
-        "pushgateway_url": f"http://{HOST}:{p.pushgateway}",
+        "prometheus_url": f"http://{ops}:{p.prometheus}",
+        "alertmanager_url": f"http://{ops}:{p.alertmanager}",
+        "pushgateway_url": f"http://{ops}:{p.pushgateway}",
         "alert_receiver_url": f"http://{HOST}:{p.alerts}/alerts",
         "scrape_interval_seconds": LAB_SCRAPE_SECONDS,
         "max_alert_for_seconds": LAB_MAX_FOR_SECONDS,
@@ -131,11 +132,14 @@ class LabMonitoring(LabComponent):
         assert p.prometheus and p.alertmanager and p.pushgateway and p.exporters
         self.write_config()
         for node, port in p.exporters.items():
+            # Beside its node, as in production: in a lab with a WAN, inside the node's region,
+            # where Prometheus's scrape target (the node's host) names it.
+            host = self.cfg.node_host(node)
             self.start_process(
                 f"postgres-exporter-{node}",
                 [
                     _binary(POSTGRES_EXPORTER),
-                    f"--web.listen-address={HOST}:{port}",
+                    f"--web.listen-address={host}:{port}",
                     f"--extend.query-path={EXPORTER_QUERIES}",
                     # The lab's rules need only pg_up and the custom queries: keep 1 s scrapes cheap.
                     "--disable-default-metrics",
@@ -148,8 +152,10 @@ class LabMonitoring(LabComponent):
                 # The password in the exporter's environment, never on its command line.
                 env={
                     "DATA_SOURCE_NAME": f"postgresql://postgres:{quote(self.cfg.pg_password() or '', safe='')}"
-                    f"@{HOST}:{p.postgres[node]}/postgres?sslmode=disable&connect_timeout=2"
+                    f"@{host}:{p.postgres[node]}/postgres?sslmode=disable&connect_timeout=2"
                 },
+                region=LAB_NODES[node],
+                host=host,
             )
         data = self.dir / "data"
         self.start_process(
@@ -241,13 +247,13 @@ class LabMonitoring(LabComponent):
             ]
         comps = []
         for node, port in p.exporters.items():
-            url = f"http://{HOST}:{port}/metrics"
+            url = f"http://{cfg.node_host(node)}:{port}/metrics"
             ok = _exporter_sees_database(url)
             comps.append(
                 ComponentStatus(
                     name=f"postgres_exporter {node}",
                     endpoint=url,
-                    running=port_open(port),
+                    running=port_open(port, cfg.node_host(node)),
                     healthy=ok is not None,
                     detail=("not answering" if ok is None else "pg_up 1" if ok else "pg_up 0 (database unreachable)"),
                 )

@@ -21,6 +21,7 @@ from regionops.lab.component import ComponentStatus, LabComponent, Observation, 
 from regionops.lab.config import LAB_NODES, LabConfig
 from regionops.lab.processes import port_open, running_pid
 from regionops.lab.wan import (
+    OPS_SITE,
     WanPlan,
     WanState,
     apply_rules,
@@ -33,7 +34,11 @@ from regionops.lab.wan import (
 
 RELAY = "wan-relay"
 BACKBONE = "aws-backbone"
-CONTROL_BACKBONE = "prefect-backbone"  # the Prefect API, seen from the regions (their executors)
+# The control plane's services listen on the host's loopback; the ops site's gateway serves
+# them at the ops address (through the host's control backbone), so every lab process names
+# them there and a region's calls to them cross the WAN to the ops site.
+CONTROL_BACKBONE = "control-backbone"
+OPS_GATEWAY = "ops-gateway"
 
 
 def s3_endpoint_process(region: str) -> str:
@@ -51,7 +56,9 @@ class LabWan(LabComponent):
     def process_names(self) -> list[str]:
         """The relay, the backbone forwarder and one S3 endpoint per region."""
         plan = self.plan
-        return [RELAY, BACKBONE, CONTROL_BACKBONE, *(s3_endpoint_process(r) for r in plan.regions)] if plan else []
+        if not plan:
+            return []
+        return [RELAY, BACKBONE, CONTROL_BACKBONE, OPS_GATEWAY, *(s3_endpoint_process(r) for r in plan.regions)]
 
     def state(self) -> WanState:
         """The WAN's conditions now (what the relay follows)."""
@@ -95,11 +102,20 @@ class LabWan(LabComponent):
         )
         moto = self.cfg.ports.moto
         backbone = f"{plan.backbone}:{moto}"
-        self._start_forwarder(BACKBONE, backbone, f"127.0.0.1:{moto}", None)
-        prefect = self.cfg.ports.prefect
-        self._start_forwarder(CONTROL_BACKBONE, f"{plan.backbone}:{prefect}", f"127.0.0.1:{prefect}", None)
+        self._start_forwarder(BACKBONE, [(backbone, f"127.0.0.1:{moto}")], None)
+        control = self.cfg.control_ports()
+        self._start_forwarder(CONTROL_BACKBONE, [(f"{plan.backbone}:{p}", f"127.0.0.1:{p}") for p in control], None)
+        self.start_ops_gateway()
         for region in plan.regions:
-            self._start_forwarder(s3_endpoint_process(region), f"{plan.address(region)}:{moto}", backbone, region)
+            self._start_forwarder(s3_endpoint_process(region), [(f"{plan.address(region)}:{moto}", backbone)], region)
+
+    def start_ops_gateway(self) -> None:
+        """The control plane's services at the ops site's address (again, after an ops outage)."""
+        plan = self.plan
+        if plan:
+            ops = plan.address(OPS_SITE)
+            pairs = [(f"{ops}:{p}", f"{plan.backbone}:{p}") for p in self.cfg.control_ports()]
+            self._start_forwarder(OPS_GATEWAY, pairs, OPS_SITE)
 
     def start_s3_endpoint(self, region: str) -> None:
         """Start one region's S3 endpoint again (after a region outage)."""
@@ -107,14 +123,16 @@ class LabWan(LabComponent):
         if plan:
             moto = self.cfg.ports.moto
             self._start_forwarder(
-                s3_endpoint_process(region), f"{plan.address(region)}:{moto}", f"{plan.backbone}:{moto}", region
+                s3_endpoint_process(region), [(f"{plan.address(region)}:{moto}", f"{plan.backbone}:{moto}")], region
             )
 
-    def _start_forwarder(self, name: str, listen: str, target: str, region: str | None) -> None:
-        """A plain forwarder: in ``region``'s namespace, or on the host (at the backbone address) when None."""
-        argv = [sys.executable, "-m", "regionops.lab.relay", "--forward", listen, "--to", target]
-        host, _, port = listen.rpartition(":")
-        self.start_process(name, argv, int(port), timeout=15, region=region, host=host)
+    def _start_forwarder(self, name: str, pairs: list[tuple[str, str]], site: str | None) -> None:
+        """A plain forwarder of each (listen, target) pair: in ``site``'s namespace, or on the host when None."""
+        argv = [sys.executable, "-m", "regionops.lab.relay"]
+        for listen, target in pairs:
+            argv += ["--forward", listen, "--to", target]
+        host, _, port = pairs[0][0].rpartition(":")
+        self.start_process(name, argv, int(port), timeout=15, region=site, host=host)
 
     def stop(self, progress: Progress) -> None:
         """Stop the WAN's processes and remove every namespace, link, address and rule of this lab."""
@@ -166,6 +184,21 @@ class LabWan(LabComponent):
                     + "".join(f"; {lags[n]}" for n, r in LAB_NODES.items() if r == region and n in lags),
                 )
             )
+        ops_up = port_open(self.cfg.ports.prefect, plan.address(OPS_SITE))
+        trips = ", ".join(
+            f"{r} {rtts[(OPS_SITE, r)]:.0f} ms" if rtts.get((OPS_SITE, r)) is not None else f"{r} -"
+            for r in plan.regions
+        )
+        lines.append(
+            ComponentStatus(
+                name="ops site",
+                endpoint=f"{plan.address(OPS_SITE)} (netns {plan.netns(OPS_SITE)})",
+                running=plan.netns(OPS_SITE) in existing_namespaces(),
+                healthy=ops_up,
+                detail=f"the control plane (Prefect API, Slack, monitoring) at this address; round trip to {trips}"
+                + ("" if ops_up else "; its gateway does NOT answer (ops outage?)"),
+            )
+        )
         return lines
 
 
@@ -186,7 +219,7 @@ def replica_lags(cfg: LabConfig, seen: Observation) -> dict[str, str]:
 
 
 def measure_rtts(cfg: LabConfig, samples: int = 5) -> dict[tuple[str, str], float | None]:
-    """The round trip from each region to each other region's node, measured from inside the region.
+    """The round trip from each site (region or ops) to each other region's node, measured from inside the site.
 
     The minimum of ``samples`` ``SELECT 1`` round trips on one connection, from a client in
     the source region's namespace to the destination region's node: what a query really
@@ -197,7 +230,7 @@ def measure_rtts(cfg: LabConfig, samples: int = 5) -> dict[tuple[str, str], floa
         return {}
     targets = {region: (cfg.node_host(node), cfg.ports.postgres[node]) for node, region in LAB_NODES.items()}
     result: dict[tuple[str, str], float | None] = {}
-    for region in plan.regions:
+    for region in plan.sites:
         job = {r: targets[r] for r in plan.regions if r != region}
         argv = ["ip", "netns", "exec", plan.netns(region), sys.executable, "-m", "regionops.lab.wan_probe"]
         try:

@@ -16,6 +16,7 @@ from regionops.lab.component import ComponentStatus, LabComponent, Observation, 
 from regionops.lab.config import LabConfig
 from regionops.lab.prefect_db import database_url
 from regionops.lab.processes import http_ok, pid_alive, running_pid, spawn
+from regionops.lab.wan import OPS_SITE, in_namespace
 from regionops.waiting import poll_until
 
 SERVER_START_SECONDS = 300
@@ -24,12 +25,12 @@ SERVER_START_SECONDS = 300
 def lab_env(cfg: LabConfig) -> dict[str, str]:
     """Environment for processes that talk to the lab's Prefect server.
 
-    In a lab with a WAN the API is named by the backbone address, which the host and every
-    region reach: a node step runs with the settings of the process that submitted it, so
-    host and executors must name the API the same way.
+    In a lab with a WAN the API is named by the ops site's address, which the host (directly)
+    and every region (across the WAN) reach: a node step runs with the settings of the
+    process that submitted it, so host and executors must name the API the same way.
     """
     return {
-        "PREFECT_API_URL": f"http://{cfg.backbone_host()}:{cfg.ports.prefect}/api",
+        "PREFECT_API_URL": f"http://{cfg.control_host()}:{cfg.ports.prefect}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "REGIONOPS_TOPOLOGY": str(cfg.topology_path),
         "REGIONOPS_LAB_DIR": str(cfg.lab_dir),
@@ -117,7 +118,7 @@ class LabPrefect(LabComponent):
 
 
 class LabRunbookServe(LabComponent):
-    """``deployments.serve``: every runbook served as a deployment the UI can start."""
+    """``deployments.serve``: every runbook served as a deployment the UI can start (run in the ops site)."""
 
     def process_names(self) -> list[str]:
         """The one serving process."""
@@ -130,12 +131,10 @@ class LabRunbookServe(LabComponent):
             return
         # Poll for runs every second: an alert-started failover should not wait 10 s to begin.
         env = lab_env(self.cfg) | {"PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-        pid = spawn(
-            self.cfg.lab_dir,
-            name,
-            [self.python, "-m", "deployments.serve", "--topology", str(self.cfg.topology_path)],
-            env=env,
-        )
+        # It runs the runbooks the UI, a schedule or an alert starts: in a lab with a WAN it runs
+        # in the ops site's namespace, so their SQL and API calls cross the WAN as production's do.
+        argv = [self.python, "-m", "deployments.serve", "--topology", str(self.cfg.topology_path)]
+        pid = spawn(self.cfg.lab_dir, name, in_namespace(self.cfg.netns(OPS_SITE), argv), env=env)
         poll_until(lambda: self._ready(pid), timeout=90, interval=0.5, what="runbook deployments")
 
     def _ready(self, pid: int) -> bool:

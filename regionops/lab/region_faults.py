@@ -7,6 +7,9 @@
   packets both ways, so connections stall rather than reset); everything inside keeps
   running, and its app keeps serving and writing to whatever its database is.
 - ``wan-degraded``: extra delay and loss on the region's links.
+- ``ops-outage``: the control plane's site is gone: its links are cut, and the Prefect
+  server, its database, the runbooks it serves and the ops site's gateway stop (no
+  ``--region``: the ops site is not a region).
 
 ``heal`` undoes each: the links come back, then what an outage stopped is started again
 through the node-level heal (which never starts a second writable primary).  The host
@@ -18,12 +21,15 @@ from __future__ import annotations
 from regionops.drivers.pgtools import kill_instance
 from regionops.errors import ConfigurationError
 from regionops.lab.config import LAB_CLUSTER, LAB_NODES
-from regionops.lab.network import s3_endpoint_process
+from regionops.lab.network import OPS_GATEWAY, s3_endpoint_process
 from regionops.lab.prefect_server import prefect_healthy
 from regionops.lab.processes import stop
+from regionops.lab.wan import OPS_SITE
 from regionops.node.local import LocalNodeOperator
 
 REGION_FAULTS = ("region-outage", "region-partition", "wan-degraded")
+SITE_FAULTS = ("ops-outage",)  # faults of the ops site, not of a region
+OPS_PROCESSES = (OPS_GATEWAY, "prefect-serve", "prefect-server")  # stopped in this order by an ops outage
 
 
 def region_processes(region: str) -> list[str]:
@@ -76,6 +82,27 @@ def inject_region_fault(lab, name: str, region: str, extra_ms: float = 200.0, lo
     return done
 
 
+def inject_ops_outage(lab) -> list[str]:  # noqa: ANN001 - a Lab (import cycle)
+    """The control plane's site is lost: its links are cut, its services stop (Prefect's database last)."""
+    if lab.cfg.wan_plan() is None:
+        raise ConfigurationError(
+            "ops-outage needs a lab with an ops site: `regionops lab down --purge`, "
+            "then `regionops lab up --wan realistic`"
+        )
+    state = lab.wan.state()
+    for field in (state.partitioned, state.down):
+        if OPS_SITE not in field:
+            field.append(OPS_SITE)
+    lab.wan.save_state(state)
+    done = ["cut every link between the ops site and the regions"]
+    for process in OPS_PROCESSES:
+        if stop(lab.cfg.lab_dir, process):
+            done.append(f"stopped {process}")
+    lab.prefect_db.stop(lambda _: None)
+    done.append("stopped the Prefect server's database")
+    return done
+
+
 def heal_regions(lab) -> list[str]:  # noqa: ANN001 - a Lab (import cycle)
     """Restore every link, then start what an outage stopped (nodes only where that is safe)."""
     if lab.cfg.wan_plan() is None:
@@ -91,6 +118,13 @@ def heal_regions(lab) -> list[str]:  # noqa: ANN001 - a Lab (import cycle)
     was_down = list(state.down)
     state.partitioned, state.degraded, state.down = [], {}, []
     lab.wan.save_state(state)
+    if OPS_SITE in was_down:
+        was_down.remove(OPS_SITE)
+        lab.wan.start_ops_gateway()
+        lab.prefect_db.start(lambda _: None)
+        lab.prefect.start(lambda _: None)
+        lab.serve.start(lambda _: None)
+        notes.append("started the ops site again: its gateway, the Prefect server, its database, the served runbooks")
     for region in was_down:
         lab.wan.start_s3_endpoint(region)
         notes.append(f"started {s3_endpoint_process(region)} again")

@@ -16,8 +16,9 @@ after it arrived (plus jitter; order kept).  So:
 
 It re-reads the WAN state file (profile, partitions, degraded regions) whenever it changes.
 
-``--forward LISTEN TARGET`` runs a plain forwarder instead (no delay): a region's S3
-endpoint, in the region's namespace, in front of the AWS backbone on the host.
+``--forward LISTEN --to TARGET`` (repeatable, in pairs) runs a plain forwarder instead
+(no delay): a region's S3 endpoint, in the region's namespace, in front of the AWS
+backbone on the host; the control plane's services at the ops site's address.
 
     python -m regionops.lab.relay --lab-index 0 --port 15460 --state STATE
     python -m regionops.lab.relay --forward 10.150.1.2:15490 --to 10.150.0.1:15490
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -212,12 +214,13 @@ async def serve_relay(plan: WanPlan, port: int, state_file: Path) -> None:
         await server.serve_forever()
 
 
-async def serve_forward(listen: tuple[str, int], target: tuple[str, int]) -> None:
-    """Forward every connection on ``listen`` to ``target`` until killed."""
-    server = await asyncio.start_server(lambda r, w: _forward(target, r, w), *listen, reuse_address=True)
-    log.info("forwarding %s:%s to %s:%s", *listen, *target)
-    async with server:
-        await server.serve_forever()
+async def serve_forward(pairs: list[tuple[tuple[str, int], tuple[str, int]]]) -> None:
+    """Forward every connection on each listen address to its target until killed."""
+    servers = []
+    for listen, target in pairs:
+        servers.append(await asyncio.start_server(functools.partial(_forward, target), *listen, reuse_address=True))
+        log.info("forwarding %s:%s to %s:%s", *listen, *target)
+    await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -230,12 +233,14 @@ def main() -> None:
     parser.add_argument("--lab-index", type=int)
     parser.add_argument("--port", type=int)
     parser.add_argument("--state", type=Path)
-    parser.add_argument("--forward", type=_address, help="listen address HOST:PORT (forwarder mode)")
-    parser.add_argument("--to", type=_address, help="target HOST:PORT (forwarder mode)")
+    parser.add_argument("--forward", type=_address, action="append", help="listen address HOST:PORT (forwarder mode)")
+    parser.add_argument("--to", type=_address, action="append", help="target HOST:PORT of the --forward before")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.forward:
-        asyncio.run(serve_forward(args.forward, args.to))
+        if len(args.forward) != len(args.to or []):
+            parser.error("every --forward needs its --to")
+        asyncio.run(serve_forward(list(zip(args.forward, args.to, strict=True))))
     else:
         asyncio.run(serve_relay(WanPlan(args.lab_index), args.port, args.state))
 

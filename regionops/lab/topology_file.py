@@ -79,16 +79,16 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
             "slack": {
                 "channel": "#regionops-lab",
                 "token": {"file": str(cfg.path("secrets", "slack-token"))},
-                "base_url": f"http://127.0.0.1:{cfg.ports.slack}/api/",
+                "base_url": f"http://{cfg.control_host()}:{cfg.ports.slack}/api/",
             }
         },
         "aws": aws_section(cfg),
-        "prefect": {"ui_url": f"http://127.0.0.1:{cfg.ports.prefect}"},
+        "prefect": {"ui_url": f"http://{cfg.control_host()}:{cfg.ports.prefect}"},
         "drills": {"faults": {"driver": "lab", "lab_dir": str(cfg.lab_dir)}},
         **(
             {
                 "alerting": {
-                    "receiver_url": f"http://127.0.0.1:{cfg.ports.alerts}",
+                    "receiver_url": f"http://{cfg.control_host()}:{cfg.ports.alerts}",
                     "token": {"file": str(cfg.path("secrets", "alert-token"))},
                 }
             }

@@ -40,10 +40,14 @@ unit-tested), and applies and removes them with ``ip`` and ``nft``.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +59,13 @@ REALISTIC_RTT_MS: dict[frozenset[str], float] = {
     frozenset({"eu", "us"}): 80.0,
     frozenset({"us", "apac"}): 217.0,
     frozenset({"eu", "apac"}): 239.0,
+    # The ops site (the control plane) stands in a fourth region, outside the three it
+    # protects: us-east-2's public round trips to us-east-1, eu-west-1 and ap-southeast-1.
+    frozenset({"ops", "us"}): 13.0,
+    frozenset({"ops", "eu"}): 87.0,
+    frozenset({"ops", "apac"}): 200.0,
 }
+OPS_SITE = "ops"  # the control plane's site: Prefect's API, Slack, Alertmanager and Prometheus are reached here
 JITTER_FRACTION = 0.05  # +-5 % of the one-way delay, per chunk, order kept
 SITE_ORDER = ("eu", "us", "apac")  # a region's index in the addressing plan is its place here, from 1
 MAX_LABS = 50  # labs side by side on one host (each takes a /16 of 10.0.0.0/8)
@@ -104,6 +114,11 @@ class WanPlan:
     index: int
     regions: tuple[str, ...] = SITE_ORDER
 
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The regions and the ops site: every namespace of the lab."""
+        return (*self.regions, OPS_SITE)
+
     def __post_init__(self) -> None:
         if not 0 <= self.index < MAX_LABS:
             raise ConfigurationError(f"WAN lab index {self.index} is outside 0..{MAX_LABS - 1}")
@@ -123,7 +138,7 @@ class WanPlan:
         return f"{self.prefix}.0.1"
 
     def number(self, region: str) -> int:
-        return self.regions.index(region) + 1
+        return self.sites.index(region) + 1
 
     def address(self, region: str) -> str:
         """Where the region's services listen (inside its namespace)."""
@@ -142,10 +157,15 @@ class WanPlan:
         if len(parts) != 4 or ".".join(parts[:2]) != self.prefix:
             return None
         n = int(parts[2])
-        return self.regions[n - 1] if 1 <= n <= len(self.regions) else None
+        return self.sites[n - 1] if 1 <= n <= len(self.sites) else None
 
     def netns(self, region: str) -> str:
         return f"ro{self.index}-{region}"
+
+    @property
+    def host_netns(self) -> str:
+        """The name under which the host's own network namespace is referenced."""
+        return f"ro{self.index}-host"
 
     def host_link(self, region: str) -> str:
         return f"ro{self.index}h{self.number(region)}"
@@ -209,7 +229,7 @@ def ruleset(plan: WanPlan, relay_port: int, partitioned: list[str], aws_port: in
         "    type filter hook prerouting priority raw; policy accept;",
     ]
     for region in partitioned:
-        others = ", ".join(plan.region_subnet(r) for r in plan.regions if r != region)
+        others = ", ".join(plan.region_subnet(r) for r in plan.sites if r != region)
         lines.append(f'    iifname "{plan.host_link(region)}" ip daddr {{ {others} }} drop')
         aws = f" tcp dport != {aws_port}" if aws_port else ""
         lines.append(f'    iifname "{plan.host_link(region)}" ip daddr {plan.backbone}{aws} drop')
@@ -240,13 +260,64 @@ def require_tools() -> None:
         raise ConfigurationError(
             f"--wan needs {' and '.join(missing)} (Debian: apt-get install iproute2 nftables), or use --wan off"
         )
-    import os
-
     if os.geteuid() != 0:
         raise ConfigurationError("--wan needs root (network namespaces and nft rules); run as root or use --wan off")
 
 
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = Path("/run/netns")
+
+
+def _host_reference() -> Path | None:
+    """A named reference to the host's network namespace (``ro<N>-host``, made by ``build``), if any."""
+    refs = sorted(NETNS_DIR.glob("ro*-host")) if NETNS_DIR.is_dir() else []
+    return refs[0] if refs else None
+
+
+def _on_host_network(ref: Path | None) -> bool:
+    """True when this thread is in the host's network namespace (or no lab has named it)."""
+    if ref is None:
+        return True
+    try:
+        return os.stat(ref).st_ino == os.stat("/proc/thread-self/ns/net").st_ino
+    except OSError:
+        return True
+
+
+@contextmanager
+def host_network() -> Iterator[None]:
+    """Run the block (this thread, and what it starts) in the host's network namespace.
+
+    The lab's hands (faults, heal) act on the host: its loopback services, its links and
+    rules, the processes it starts.  A drill run in the ops site, as production runs it,
+    calls them from the ops site's namespace, where ``127.0.0.1`` is another machine's
+    loopback; so the calling thread steps into the host's namespace for the block and
+    back after it (``setns`` acts on one thread only).  The host's namespace is found by
+    the reference ``build`` names (``/proc/1`` may not be readable in a container).
+    """
+    ref = _host_reference()
+    if _on_host_network(ref):
+        yield
+        return
+    assert ref is not None
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(ref) as host, open("/proc/thread-self/ns/net") as here:
+        if libc.setns(host.fileno(), CLONE_NEWNET) != 0:
+            raise ExternalSystemError(f"cannot enter the host's network namespace: {os.strerror(ctypes.get_errno())}")
+        try:
+            yield
+        finally:
+            libc.setns(here.fileno(), CLONE_NEWNET)
+
+
+def _in_host_network(argv: list[str]) -> list[str]:
+    """``argv`` run in the host's network namespace, also when called from a site's."""
+    ref = _host_reference()
+    return argv if _on_host_network(ref) else ["nsenter", f"--net={ref}", *argv]
+
+
 def _run(argv: list[str], check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    argv = _in_host_network(argv)
     proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
     if check and proc.returncode != 0:
         raise ExternalSystemError(f"{' '.join(argv)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
@@ -273,7 +344,7 @@ def build(plan: WanPlan) -> list[str]:
     """Create the namespaces, veth pairs, addresses and routes that are missing (idempotent); say what was made."""
     made = []
     have = existing_namespaces()
-    for region in plan.regions:
+    for region in plan.sites:
         ns, host, inner = plan.netns(region), plan.host_link(region), plan.ns_link(region)
         if ns not in have:
             _run(["ip", "netns", "add", ns])
@@ -295,6 +366,10 @@ def build(plan: WanPlan) -> list[str]:
     if not _backbone_exists(plan):
         _run(["ip", "addr", "add", f"{plan.backbone}/32", "dev", "lo"])
         made.append(f"backbone address {plan.backbone}")
+    if plan.host_netns not in have and _on_host_network(_host_reference()):
+        # So code running in a site (a drill in the ops site) can find the host's network.
+        _run(["ip", "netns", "attach", plan.host_netns, str(os.getpid())])
+        made.append(f"host network reference {plan.host_netns}")
     return made
 
 
@@ -327,7 +402,7 @@ def teardown(plan: WanPlan) -> list[str]:
         _run(["nft", "delete", "table", "ip", plan.table])
         removed.append(f"nft table {plan.table}")
     have = existing_namespaces()
-    for region in plan.regions:
+    for region in plan.sites:
         if _link_exists(plan.host_link(region)):
             _run(["ip", "link", "del", plan.host_link(region)], check=False)
             removed.append(f"link {plan.host_link(region)}")
@@ -337,13 +412,18 @@ def teardown(plan: WanPlan) -> list[str]:
     if _backbone_exists(plan):
         _run(["ip", "addr", "del", f"{plan.backbone}/32", "dev", "lo"], check=False)
         removed.append(f"backbone address {plan.backbone}")
+    if plan.host_netns in have:
+        # Only the name goes: the host's namespace itself lives on, as every host process uses it.
+        _run(["ip", "netns", "del", plan.host_netns], check=False)
+        removed.append(f"host network reference {plan.host_netns}")
     return removed
 
 
 def leftovers(plan: WanPlan) -> list[str]:
     """What of this lab's WAN still exists on the host (empty after a clean ``down``)."""
-    left = [f"namespace {plan.netns(r)}" for r in plan.regions if plan.netns(r) in existing_namespaces()]
-    left += [f"link {plan.host_link(r)}" for r in plan.regions if _link_exists(plan.host_link(r))]
+    have = existing_namespaces()
+    left = [f"namespace {n}" for n in (*(plan.netns(r) for r in plan.sites), plan.host_netns) if n in have]
+    left += [f"link {plan.host_link(r)}" for r in plan.sites if _link_exists(plan.host_link(r))]
     if _table_exists(plan):
         left.append(f"nft table {plan.table}")
     if _backbone_exists(plan):

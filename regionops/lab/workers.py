@@ -17,6 +17,7 @@ from regionops.lab.component import ComponentStatus, LabComponent, Observation, 
 from regionops.lab.config import LAB_REGIONS
 from regionops.lab.prefect_server import lab_env, prefect_bin, prefect_healthy, prefect_post
 from regionops.lab.processes import running_pid, spawn, stop
+from regionops.lab.wan import in_namespace
 from regionops.topology import load_topology
 from regionops.waiting import poll_until
 
@@ -31,14 +32,11 @@ class LabWorkers(LabComponent):
     def env(self, region: str) -> dict[str, str]:
         """A region's worker environment: its region, the topology, the API, the shared result storage."""
         return {
-            "PREFECT_API_URL": f"http://127.0.0.1:{self.cfg.ports.prefect}/api",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "REGIONOPS_TOPOLOGY": str(self.cfg.topology_path),
+            # The API at the ops site, and the shared result storage node steps persist their typed results in.
+            **lab_env(self.cfg),
             "REGIONOPS_REGION": region,
             # Poll every second: a node step should not wait 10 s for its worker.
             "PREFECT_WORKER_QUERY_SECONDS": "1",
-            # Node steps persist their typed results here; the runbooks read them back.
-            "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.cfg.path("results")),
         }
 
     def start(self, progress: Progress = print, regions: list[str] | None = None, deploy: bool = True) -> None:
@@ -62,11 +60,13 @@ class LabWorkers(LabComponent):
             if running_pid(self.cfg.lab_dir, name):
                 continue
             pool = topo.regions[region].work_pool
+            # In a lab with a WAN the worker runs in its region's namespace: the runbooks it
+            # starts reach nodes, buckets and the control plane across the WAN from there.
+            argv = [prefect_bin(self.python), "worker", "start", "--pool", pool, "--type", "process"]
             spawn(
                 self.cfg.lab_dir,
                 name,
-                [prefect_bin(self.python), "worker", "start", "--pool", pool, "--type", "process"]
-                + ["--name", f"lab-{region}"],
+                in_namespace(self.cfg.netns(region), [*argv, "--name", f"lab-{region}"]),
                 env=self.env(region),
             )
             started.append(region)

@@ -13,11 +13,16 @@ from pydantic import BaseModel
 
 from regionops.errors import PreconditionFailed
 
-FaultName = Literal["primary-crash", "region-outage", "primary-freeze", "replica-loss", "planned-switchover"]
+FaultName = Literal[
+    "primary-crash", "region-outage", "region-partition", "primary-freeze", "replica-loss", "planned-switchover"
+]
 FAULT_NAMES: tuple[str, ...] = get_args(FaultName)
 
-# Faults aimed at the primary; replica-loss aims at a replica; planned-switchover at nothing.
-PRIMARY_FAULTS: frozenset[str] = frozenset({"primary-crash", "region-outage", "primary-freeze"})
+# Faults aimed at the primary (a region fault at the primary's region); replica-loss aims at
+# a replica; planned-switchover at nothing.
+PRIMARY_FAULTS: frozenset[str] = frozenset({"primary-crash", "region-outage", "region-partition", "primary-freeze"})
+# Faults that act on the target's whole region (in a lab whose regions are namespaces).
+REGION_WIDE_FAULTS: frozenset[str] = frozenset({"region-outage", "region-partition"})
 
 
 class FaultInjectionFailed(PreconditionFailed):

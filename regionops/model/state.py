@@ -24,6 +24,7 @@ class CanaryWrite(BaseModel):
     acked: bool = False
     acked_at: datetime | None = None
     node: str | None = None  # where the writer record pointed
+    lsn: str | None = None  # the node's WAL insert position at the write (what a lost write's bytes are measured by)
     error: str | None = None
     late_ack_at: datetime | None = None  # committed after the canary had given up on it
     _given_up: bool = PrivateAttr(False)

@@ -26,6 +26,7 @@ from regionops.topology import Topology
 ALERT_FOR: dict[str, str] = {
     "primary-crash": "PostgresPrimaryDown",
     "region-outage": "PostgresPrimaryDown",
+    "region-partition": "PostgresPrimaryDown",
     "primary-freeze": "PostgresPrimaryDown",
     "replica-loss": "PostgresReplicationBroken",
 }
@@ -54,7 +55,9 @@ class DrillParams(RunbookParams):
 
     cluster: str | None = Field(None, description="Cluster to drill; default the topology's only cluster")
     scenario: FaultName = Field(
-        "primary-crash", description="primary-crash, region-outage, primary-freeze, replica-loss or planned-switchover"
+        "primary-crash",
+        description="primary-crash, region-outage, region-partition (a lab with --wan), primary-freeze, "
+        "replica-loss or planned-switchover",
     )
     node: str | None = Field(
         None,

@@ -73,8 +73,12 @@ def _figures(params: DrillParams, result: DrillResult) -> list[dict[str, Any]]:
     rto = "RTO (write outage)" if params.scenario == "planned-switchover" else "RTO (fault -> first acknowledged write)"
     return [
         {"figure": rto, "value": f"{m.rto_seconds} s"},
-        {"figure": "RPO (acknowledged writes lost)", "value": f"{m.rpo_rows} rows, {m.rpo_seconds:.2f} s of writes"},
-        {"figure": "write outage (longest gap between acknowledgements)", "value": f"{m.unavailable_seconds:.2f} s"},
+        {"figure": "RPO (acknowledged writes lost)", "value": m.rpo_sentence().removeprefix("RPO ")},
+        {
+            "figure": "write outage (longest gap between acknowledgements)",
+            "value": f"{m.unavailable_seconds:.2f} s"
+            + (" and still unavailable at the end" if m.still_unavailable else ""),
+        },
         {"figure": "replicas caught up within", "value": f"{result.catch_up_seconds} s"},
         {"figure": "canary writes acknowledged", "value": f"{m.writes_acknowledged} of {m.writes_sent}"},
         {"figure": "late acknowledgements (committed after the client gave up)", "value": str(len(m.late_acks))},
@@ -92,6 +96,7 @@ def _trend_row(params: DrillParams, result: DrillResult) -> dict[str, Any]:
         "RTO s": m.rto_seconds if m else None,
         "RPO rows": m.rpo_rows if m else None,
         "RPO s": m.rpo_seconds if m else None,
+        "RPO bytes": m.rpo_bytes if m else None,
         "outage s": m.unavailable_seconds if m else None,
         "consistent": bool(result.consistency and result.consistency.ok),
         "result": "pass" if result.ok else "FAIL",

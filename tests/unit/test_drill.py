@@ -59,8 +59,29 @@ def test_rpo_counts_acknowledged_writes_missing_on_the_new_primary_and_the_time_
 def test_no_write_after_the_fault_means_rto_not_reached_and_the_objective_fails():
     m = measure(JOURNAL[:7], T0, present_on_primary={1, 2, 3, 4})
     assert m.rto_seconds is None
+    # Unavailable from the last acknowledgement (-0.04) to the last write sent (2.0), and still then.
+    assert m.unavailable_seconds == pytest.approx(2.04) and m.still_unavailable
+    assert "still unavailable when the canary stopped" in m.sentence()
     rto, rpo = judge(m, Objectives(rto_seconds=30, rpo_seconds=5))
     assert not rto.passed and "not reached" in rto.sentence() and rpo.passed
+
+
+def test_lost_bytes_are_the_wal_from_the_last_kept_write_to_the_last_lost_one():
+    journal = [w(1, -0.2, -0.19), w(2, -0.15, -0.14), w(3, -0.1, -0.09), w(4, 3.0, 3.02, "us-1")]
+    for write, lsn in zip(journal, ("0/3000000", "0/3000200", "0/3000450", "0/4000000"), strict=True):
+        write.lsn = lsn
+    m = measure(journal, T0, present_on_primary={1, 4})
+    assert m.lost_seqs == [2, 3] and m.rpo_bytes == 0x450  # from write 1's position to write 3's
+    assert "1104 bytes of WAL" in m.sentence()
+    assert measure(journal, T0, present_on_primary={1, 2, 3, 4}).rpo_bytes == 0
+
+
+def test_with_no_primary_to_read_the_rpo_is_unknown_and_fails_but_the_outage_is_measured():
+    m = measure(JOURNAL[:7], T0, present_on_primary=None)
+    assert m.rpo_rows is None and m.rpo_seconds is None and m.rpo_bytes is None
+    assert "RPO unknown: no node answers as primary" in m.sentence() and m.unavailable_seconds == pytest.approx(2.04)
+    rto, rpo = judge(m, Objectives(rto_seconds=30, rpo_seconds=5))
+    assert not rto.passed and not rpo.passed and "RPO unknown" in rpo.sentence()
 
 
 def test_verdicts_compare_with_the_objectives():

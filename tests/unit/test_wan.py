@@ -42,10 +42,29 @@ def test_the_ruleset_redirects_cross_region_tcp_forwards_nothing_and_cuts_a_part
     assert "redirect to :4000" in healthy and 'iifname "ro0h*" drop' in healthy and "10.150.1.0/24 drop" not in healthy
     cut = ruleset(plan, 4000, ["eu"], aws_port=443)
     # eu's packets to the other regions, and the other regions' packets to eu; the host's own answers from eu pass.
-    assert 'iifname "ro0h1" ip daddr { 10.150.2.0/24, 10.150.3.0/24 } drop' in cut
+    assert 'iifname "ro0h1" ip daddr { 10.150.2.0/24, 10.150.3.0/24, 10.150.4.0/24 } drop' in cut
     assert 'iifname "ro0h*" iifname != "ro0h1" ip daddr 10.150.1.0/24 drop' in cut
     # eu loses the control plane on the backbone too, but not AWS (its own S3 endpoint's storage, Route53).
     assert 'iifname "ro0h1" ip daddr 10.150.0.1 tcp dport != 443 drop' in cut
+    # The ops site (the control plane) is cut off by its own partition (an ops outage) from every region.
+    ops = ruleset(plan, 4000, ["ops"], aws_port=443)
+    assert 'iifname "ro0h4" ip daddr { 10.150.1.0/24, 10.150.2.0/24, 10.150.3.0/24 } drop' in ops
+    assert 'iifname "ro0h*" iifname != "ro0h4" ip daddr 10.150.4.0/24 drop' in ops
+
+
+def test_the_ops_site_is_a_fourth_site_at_its_own_distance_and_names_the_control_plane(tmp_path: Path):
+    plan = WanPlan(2)
+    assert plan.sites == ("eu", "us", "apac", "ops") and "ops" not in plan.regions
+    assert plan.address("ops") == "10.152.4.2" and plan.region_of("10.152.4.2") == "ops"
+    realistic = parse_wan("realistic")
+    # Outside the three regions, nearest to us: us-east-2's round trips.
+    assert realistic.rtt_ms("ops", "us") == 13 and realistic.rtt_ms("eu", "ops") == 87
+    assert realistic.rtt_ms("apac", "ops") == 200
+    wan = LabConfig(lab_dir=tmp_path, ports=LabPorts.from_base(20000), wan="realistic", wan_index=2)
+    assert wan.control_host() == "10.152.4.2" and wan.netns("ops") == "ro2-ops"
+    assert wan.ports.prefect in wan.control_ports() and wan.ports.slack in wan.control_ports()
+    loopback = LabConfig(lab_dir=tmp_path, ports=LabPorts.from_base(20000))
+    assert loopback.control_host() == "127.0.0.1"
 
 
 def test_the_state_file_round_trips(tmp_path: Path):
