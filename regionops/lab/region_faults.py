@@ -124,6 +124,7 @@ def heal_regions(lab) -> list[str]:  # noqa: ANN001 - a Lab (import cycle)
         lab.prefect_db.start(lambda _: None)
         lab.prefect.start(lambda _: None)
         lab.serve.start(lambda _: None)
+        lab.executors.start(lambda _: None)  # any that gave up while the API was gone
         notes.append("started the ops site again: its gateway, the Prefect server, its database, the served runbooks")
     for region in was_down:
         lab.wan.start_s3_endpoint(region)

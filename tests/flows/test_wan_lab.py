@@ -8,21 +8,25 @@ client there would; the host stands for the operator's VPN.
 from __future__ import annotations
 
 import json
+import os
+import re
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from regionops.lab.config import LAB_CLUSTER
 from regionops.lab.faults import LabFaultInjector
 from regionops.lab.lab import Lab
+from regionops.lab.prefect_server import lab_env, prefect_healthy
 from regionops.lab.processes import running_pid
-from regionops.lab.region_faults import heal_regions, inject_region_fault
-from regionops.lab.wan import REALISTIC_RTT_MS, existing_namespaces, leftovers
+from regionops.lab.region_faults import heal_regions, inject_ops_outage, inject_region_fault
+from regionops.lab.wan import OPS_SITE, REALISTIC_RTT_MS, existing_namespaces, leftovers
 from regionops.waiting import poll_until
 from tests import ha_tools as ha
 from tests.conftest import started_lab
@@ -190,6 +194,70 @@ def test_a_region_outage_takes_its_bucket_endpoint_with_it(wan_lab):
     assert lab.executors.serving("eu")  # heal started eu's executor again
 
 
+def run_in_ops_site(lab: Lab, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``regionops ARGV`` run in the ops site's namespace, as production's control plane runs runbooks."""
+    netns = lab.cfg.netns(OPS_SITE)
+    assert netns
+    # The API at the ops site's address; the run's log (its steps) on stderr, as a person sees it.
+    env = {**os.environ, **lab_env(lab.cfg), "PREFECT_LOGGING_LEVEL": "INFO"}
+    regionops = str(Path(sys.executable).parent / "regionops")
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, regionops, *argv], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def drill_from_ops_site(lab: Lab, scenario: str, writer_region: str, interval: float) -> tuple[str, object, object]:
+    """A DR drill of ``scenario`` run from the ops site, witnessed from the host: (its output, the watch, the writer)."""
+    with ha.watching_primaries(lab) as watch, ha.writing(lab, region=writer_region, interval=interval) as writer:
+        poll_until(lambda: writer.acked, timeout=20, interval=0.1, what="a first acknowledged write")
+        out = run_in_ops_site(lab, "run", "dr-drill", "--set", f"scenario={scenario}")
+    text = out.stdout + out.stderr
+    print(f"{scenario} drill from the ops site (exit {out.returncode}):")
+    print("\n".join(line for line in text.splitlines() if f"{scenario} drill of" in line or "recovery:" in line))
+    return text, watch, writer
+
+
+def test_a_partition_drill_from_the_ops_site_reports_the_outage_it_measured(wan_lab):
+    """Today's failover keeps its fences in eu's bucket, which a partition of eu cuts off: the drill says so."""
+    lab = wan_lab
+    text, watch, writer = drill_from_ops_site(lab, "region-partition", "eu", 0.1)
+    assert "region-partition drill of core FAILED" in text, text[-3000:]
+    # The failover (run from the ops site, cut off from eu) could not read the fence records in eu's bucket.
+    assert "recovery: failover failed" in text and "regionops-lab-eu" in text, text[-3000:]
+    outage = re.search(r"writes unavailable for (\d+\.\d+) s and still unavailable when the canary stopped", text)
+    assert outage and float(outage.group(1)) > 10, text[-3000:]
+    assert "RPO unknown: no node answers as primary" in text  # from the ops site, none did
+    assert "steady state after the rollback: cluster core is healthy" in text  # the heal gave eu back
+    # The witness: eu's app wrote to eu-1 throughout (cut off, it kept serving its region); nothing was promoted,
+    # so eu-1 kept every write it acknowledged, and never were two primaries writable.
+    lost = writer.ids - ha.row_ids(lab, "eu-1")
+    print(f"witness: eu app {len(writer.acked)} acknowledged, {len(lost)} lost; at most {watch.most} writable primary")
+    assert len(writer.acked) > 50 and not lost
+    assert watch.most == 1 and not watch.seen_two
+    assert lab.observe_nodes()["eu-1"].role == "primary"
+
+
+def test_a_whole_region_outage_drill_from_the_ops_site_reports_the_outage_and_rolls_back(wan_lab):
+    """eu's node, bucket, executor and worker are gone: today's failover cannot read its fences; the drill says so."""
+    lab = wan_lab
+    text, watch, writer = drill_from_ops_site(lab, "region-outage", "us", 0.2)
+    assert "region-outage drill of core FAILED" in text, text[-3000:]
+    assert "would take region eu out" in text
+    assert "recovery: failover failed" in text and "regionops-lab-eu" in text, text[-3000:]
+    assert re.search(r"writes unavailable for \d+\.\d+ s and still unavailable", text), text[-3000:]
+    # The rollback healed the region and started eu-1 again (nobody else took writes), then resynced.
+    assert "steady state after the rollback: cluster core is healthy" in text, text[-3000:]
+    lost = writer.ids - ha.row_ids(lab, "eu-1")
+    print(f"witness: us app {len(writer.acked)} acknowledged, {len(lost)} lost; at most {watch.most} writable primary")
+    assert not lost and watch.most <= 1 and not watch.seen_two
+    assert lab.observe_nodes()["eu-1"].role == "primary"
+    for process in ("moto", "slack-sink", "prefect-server"):  # the drill's hands acted on the host, not in ops
+        pid = running_pid(lab.cfg.lab_dir, process)
+        assert pid is not None
+        where = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True).stdout.strip()
+        assert where in ("", lab.cfg.wan_plan().host_netns), (process, where)
+
+
 def test_a_node_step_runs_inside_its_region_and_reaches_both_repositories_across_the_wan(wan_lab):
     from regionops.node import node_operator_for
     from regionops.node.pgbackrest_step import seam_driver
@@ -204,6 +272,30 @@ def test_a_node_step_runs_inside_its_region_and_reaches_both_repositories_across
         assert pid is not None
         where = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True).stdout.strip()
         assert where == lab.cfg.netns(region), (region, where)
+
+
+def test_an_ops_outage_takes_the_control_plane_from_every_region_and_heal_brings_it_back(wan_lab):
+    lab = wan_lab
+    ops, api = lab.cfg.control_host(), lab.cfg.ports.prefect
+    assert all(reaches(lab, r, ops, api) for r in REGIONS)
+    serve = running_pid(lab.cfg.lab_dir, "prefect-serve")
+    assert serve is not None  # the UI's runbooks run in the ops site
+    where = subprocess.run(["ip", "netns", "identify", str(serve)], capture_output=True, text=True).stdout.strip()
+    assert where == lab.cfg.netns(OPS_SITE)
+    done = inject_ops_outage(lab)
+    try:
+        assert any("stopped prefect-server" in line for line in done), done
+        for region in REGIONS:
+            assert not reaches(lab, region, ops, api), f"{region} reached the Prefect API during an ops outage"
+        assert not host_reaches(ops, api) and not prefect_healthy(lab.cfg)
+        # The regions themselves keep working: us still reaches eu-1 across the WAN.
+        assert reaches(lab, "us", lab.cfg.node_host("eu-1"), lab.cfg.ports.postgres["eu-1"])
+    finally:
+        notes = heal_regions(lab)
+    assert any("started the ops site again" in n for n in notes), notes
+    assert prefect_healthy(lab.cfg) and all(reaches(lab, r, ops, api) for r in REGIONS)
+    for region in REGIONS:
+        poll_until(lambda r=region: lab.executors.serving(r), timeout=60, interval=0.5, what=f"{region}'s executor")
 
 
 def test_up_again_changes_nothing_and_down_removes_every_namespace_link_and_rule(wan_lab):
