@@ -155,7 +155,7 @@ class BackupRunResult(BaseModel):
         )
 
 
-@flow(name="backup", **CHANGE_HOOKS)
+@flow(name="backup", persist_result=True, **CHANGE_HOOKS)
 def backup(params: BackupParams = BackupParams()) -> BackupRunResult:
     """Back up a cluster with pgBackRest into every repository its residency allows, prove it, verify it."""
     topology = load_topology(params.topology)

@@ -75,7 +75,7 @@ DRILL_HOOKS: FlowHooks = {
 }
 
 
-@flow(name="dr-drill", **DRILL_HOOKS)
+@flow(name="dr-drill", persist_result=True, **DRILL_HOOKS)
 def dr_drill(params: DrillParams = DrillParams()) -> DrillResult:
     """Inject a fault, recover the way production does, measure RTO and RPO from real writes, roll back."""
     topology = load_topology(params.topology)

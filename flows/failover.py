@@ -143,7 +143,7 @@ def failover_plan(old: str, new: str, followers: list[str], writer_record: str) 
     ]
 
 
-@flow(name="failover", **CHANGE_HOOKS)
+@flow(name="failover", persist_result=True, **CHANGE_HOOKS)
 def failover(params: FailoverParams = FailoverParams()) -> FailoverResult:
     """Promote the best replica of a cluster whose primary is down, fencing the old one."""
     topology = load_topology(params.topology)

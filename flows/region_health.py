@@ -36,7 +36,7 @@ class RegionHealthParams(BaseModel):
     notify: bool = Field(True, description="Post to Slack when a problem is found")
 
 
-@flow(name="region-health", **REPORT_HOOKS)
+@flow(name="region-health", persist_result=True, **REPORT_HOOKS)
 def region_health(params: RegionHealthParams = RegionHealthParams()) -> RegionHealthReport:
     """Probe every region of a cluster and report role, lag, apps, buckets and the writer record."""
     topology = load_topology(params.topology)

@@ -63,7 +63,7 @@ class RegionTrafficResult(BaseModel):
         return f"{self.action} {self.region}: serving now from {', '.join(self.serving_after) or 'no region'}"
 
 
-@flow(name="region-traffic", **REPORT_HOOKS)
+@flow(name="region-traffic", persist_result=True, **REPORT_HOOKS)
 def region_traffic(params: RegionTrafficParams) -> RegionTrafficResult:
     """Drain a region's application traffic (after checking the others can take it), or restore it."""
     topology = load_topology(params.topology)

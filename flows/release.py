@@ -150,7 +150,7 @@ class _Changed:
         self.assets = False
 
 
-@flow(name="release", **CHANGE_HOOKS)
+@flow(name="release", persist_result=True, **CHANGE_HOOKS)
 def release(params: ReleaseParams) -> ReleaseResult:
     """Release a version of the application region by region, stopping and rolling back when one gets worse."""
     topology = load_topology(params.topology)

@@ -110,7 +110,7 @@ class ResyncResult(BaseModel):
         )
 
 
-@flow(name="replica-resync", **CHANGE_HOOKS)
+@flow(name="replica-resync", persist_result=True, **CHANGE_HOOKS)
 def replica_resync(params: ResyncParams = ResyncParams()) -> ResyncResult:
     """Detect lagging, broken or diverged replicas and repair them (wait, repoint, pg_rewind or re-clone)."""
     topology = load_topology(params.topology)

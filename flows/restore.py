@@ -109,7 +109,7 @@ class RestoreResult(BaseModel):
         )
 
 
-@flow(name="restore", **CHANGE_HOOKS)
+@flow(name="restore", persist_result=True, **CHANGE_HOOKS)
 def restore(params: RestoreParams) -> RestoreResult:
     """Restore a backup onto a node: beside its data, verified, then swapped in."""
     topology = load_topology(params.topology)

@@ -73,7 +73,7 @@ def scratch_root(param: str | None) -> Path:
     return root
 
 
-@flow(name="restore-verify", **REPORT_HOOKS)
+@flow(name="restore-verify", persist_result=True, **REPORT_HOOKS)
 def restore_verify(params: RestoreVerifyParams = RestoreVerifyParams()) -> RestoreVerification:
     """Restore a backup set into a scratch instance, prove it, measure the restore time, tear it down."""
     topology = load_topology(params.topology)

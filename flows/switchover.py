@@ -125,7 +125,7 @@ SWITCHOVER_HOOKS: FlowHooks = {
 }
 
 
-@flow(name="switchover", **SWITCHOVER_HOOKS)
+@flow(name="switchover", persist_result=True, **SWITCHOVER_HOOKS)
 def switchover(params: SwitchoverParams = SwitchoverParams()) -> SwitchoverResult:
     """Move the primary of a cluster to a healthy replica with zero data loss."""
     topology = load_topology(params.topology)

@@ -185,8 +185,9 @@ def _use_lab_env(cfg: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run one runbook in this process and print its typed result."""
+    """Start one runbook's deployment and follow it (``--here``: run it in this process); print its typed result."""
     from flows.registry import runbook
+    from regionops.runbook import remote_run
 
     rb = runbook(args.name)
     values = parse_sets(args.set or [])
@@ -194,15 +195,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         values["topology"] = str(Path(args.topology).absolute())
     _use_lab_prefect_server()
     flow, model = rb.load()
-    params = build_params(model, values, rb.name)
-    state = flow(params, return_state=True)
+    params = build_params(model, values, rb.name)  # bad input is named here, before anything starts
+    if args.here:
+        print(f"running {rb.name} here, in this process: {remote_run.where_this_runs()}", file=sys.stderr)
+        state = flow(params, return_state=True)
+    else:
+        say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.json else (lambda _line: None)
+        state = remote_run.start_and_follow(rb.name, args.deployment, params, say)
     if not state.is_completed():
-        try:
-            state.result()
-        except Exception as exc:  # noqa: BLE001 - report the runbook's own error and exit non-zero
-            message = f"{type(exc).__name__}: {exc}"
-        else:
-            message = state.message or state.name
+        message = remote_run.failure_message(state, in_process=args.here)
         print(
             json.dumps({"runbook": rb.name, "state": state.name, "error": message})
             if args.json
@@ -360,11 +361,21 @@ def make_parser() -> argparse.ArgumentParser:
     for p in (fault, heal):
         p.add_argument("--lab-dir", help="lab state directory (default $REGIONOPS_LAB_DIR or ./.lab)")
 
-    run = sub.add_parser("run", help="run a runbook locally against a topology")
+    run = sub.add_parser("run", help="start a runbook's deployment and follow it (--here: in this process)")
     run.add_argument("name", help="runbook name, e.g. region-health")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="a runbook parameter (repeatable)")
     run.add_argument("--topology", help="topology file (default $REGIONOPS_TOPOLOGY or the lab's)")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument(
+        "--here",
+        action="store_true",
+        help="run it in this process (for debugging; it says where that is) instead of where its deployment runs",
+    )
+    run.add_argument(
+        "--deployment",
+        default="lab",
+        help="the deployment to start: <runbook>/DEPLOYMENT (default lab: the lab's served runbooks)",
+    )
 
     fence = sub.add_parser("fence", help="the shared fences: list them, or clear one deliberately")
     fence_sub = fence.add_subparsers(dest="fence_command", required=True)

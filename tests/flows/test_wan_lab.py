@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -65,7 +66,6 @@ def reaches(lab: Lab, region: str, host: str, port: int, timeout: float = 1.5) -
 
 
 def host_reaches(host: str, port: int) -> bool:
-    import socket
 
     try:
         socket.create_connection((host, port), timeout=2).close()
@@ -215,6 +215,27 @@ def drill_from_ops_site(lab: Lab, scenario: str, writer_region: str, interval: f
     print(f"{scenario} drill from the ops site (exit {out.returncode}):")
     print("\n".join(line for line in text.splitlines() if f"{scenario} drill of" in line or "recovery:" in line))
     return text, watch, writer
+
+
+def test_regionops_run_starts_the_deployment_and_here_says_where_this_process_is(wan_lab):
+    lab = wan_lab
+    regionops = str(Path(sys.executable).parent / "regionops")
+    env = {**os.environ, **lab_env(lab.cfg)}
+    out = subprocess.run([regionops, "run", "region-health"], capture_output=True, text=True, timeout=300, env=env)
+    # Started as a run of its deployment (served from the ops site) and followed to the end, from the host.
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "started deployment region-health/lab" in out.stderr and ": Completed" in out.stderr, out.stderr
+    assert "cluster core is healthy" in out.stdout
+    here = run_in_ops_site(lab, "run", "region-health", "--here")
+    assert here.returncode == 0, here.stderr[-2000:]
+    assert f"running region-health here, in this process: host {socket.gethostname()}, network namespace " in (
+        here.stderr
+    )
+    assert f"network namespace {lab.cfg.netns(OPS_SITE)}" in here.stderr
+    refused = subprocess.run(
+        [regionops, "run", "region-health", "--deployment", "nowhere"], capture_output=True, text=True, env=env
+    )
+    assert refused.returncode != 0 and "no deployment region-health/nowhere" in refused.stderr, refused.stderr
 
 
 def test_a_partition_drill_from_the_ops_site_reports_the_outage_it_measured(wan_lab):

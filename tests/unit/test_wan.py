@@ -88,3 +88,14 @@ def test_a_loopback_lab_is_refused_namespaces_in_place_with_the_way_out(tmp_path
     assert realistic.node_host("apac-1") == "10.153.3.2" and realistic.netns("us") == "ro3-us"
     realistic.change_wan("scaled:0.1")  # delays may change in place
     assert realistic.wan == "scaled:0.1"
+
+
+def test_regionops_run_names_the_deployment_and_says_where_an_in_process_run_is():
+    from types import SimpleNamespace
+
+    from regionops.runbook.remote_run import deployment_name, failure_message, where_this_runs
+
+    assert deployment_name("failover", "lab") == "failover/lab"
+    failed = SimpleNamespace(message="Flow run encountered an exception: PreconditionFailed: no", name="Failed")
+    assert failure_message(failed, in_process=False) == "PreconditionFailed: no"
+    assert where_this_runs().startswith("host ")
