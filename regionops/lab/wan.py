@@ -1,21 +1,24 @@
-"""The lab's wide-area network: a network namespace per region, and delay on every path between them.
+"""The lab's wide-area network: a network namespace per region and for the ops site, and delay between them.
 
 ::
 
-                      operator host (tests, CLI, Prefect, monitoring, Slack sink,
+                      operator host (tests, CLI; the control plane's processes on loopback;
                       the AWS backbone: moto for S3 storage and Route53)
-         10.B.0.1 ───┬──────────────────┬──────────────────┬─────────
-                     │ veth roNh1       │ veth roNh2       │ veth roNh3
-        nft: cross-region TCP ──► wan relay (delay, jitter, loss, cuts) ──► destination
-                     │                  │                  │
-              ┌──────┴──────┐    ┌──────┴──────┐    ┌──────┴──────┐
-              │ ns roN-eu   │    │ ns roN-us   │    │ ns roN-apac │
-              │ 10.B.1.2    │    │ 10.B.2.2    │    │ 10.B.3.2    │
-              │ eu-1, app,  │    │ us-1, app,  │    │ apac-1, app,│
-              │ S3 endpoint │    │ S3 endpoint │    │ S3 endpoint │
-              └─────────────┘    └─────────────┘    └─────────────┘
+         10.B.0.1 ───┬──────────────────┬──────────────────┬──────────────────┬────
+                     │ veth roNh1       │ veth roNh2       │ veth roNh3       │ veth roNh4
+        nft: cross-site TCP ──► wan relay (delay, jitter, loss, cuts) ──► destination
+                     │                  │                  │                  │
+              ┌──────┴──────┐    ┌──────┴──────┐    ┌──────┴──────┐    ┌──────┴──────┐
+              │ ns roN-eu   │    │ ns roN-us   │    │ ns roN-apac │    │ ns roN-ops  │
+              │ 10.B.1.2    │    │ 10.B.2.2    │    │ 10.B.3.2    │    │ 10.B.4.2    │
+              │ eu-1, app,  │    │ us-1, app,  │    │ apac-1, app,│    │ the control │
+              │ S3 endpoint │    │ S3 endpoint │    │ S3 endpoint │    │ plane's     │
+              │ executor,   │    │ executor,   │    │ executor,   │    │ address;    │
+              │ worker      │    │ worker      │    │ worker      │    │ runbooks    │
+              └─────────────┘    └─────────────┘    └─────────────┘    └─────────────┘
 
-Each region is a namespace with one address (``10.B.i.2``) on a veth pair to the host.
+Each region, and the ops site (the control plane, outside the regions it protects), is a
+namespace with one address (``10.B.i.2``) on a veth pair to the host.
 The kernel enforces that nothing crosses regions except through the host: packets are
 never forwarded between the veths (an nft ``forward`` rule drops them), and every TCP
 connection from one region to another region's address is redirected (nft ``redirect``)
