@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +222,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Start the lab, run region health and a primary-crash DR drill on it, and say where to look."""
+    """Start the lab (a new one with the realistic WAN), run region health and a primary-crash DR drill
+    where production runs runbooks (the lab's ops site, through their deployments), and say where to look."""
+    args.wan = args.wan or _demo_wan(Path(args.lab_dir) if args.lab_dir else default_lab_dir())
     lab = _lab(args)
     status = lab.up(progress=print, with_workers=True)  # one worker per region pool, as `lab up`
     _print_status(status, as_json=False)
@@ -233,10 +236,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     _use_lab_env(lab.cfg)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.region_health import RegionHealthParams, region_health
+    from flows.region_health import RegionHealthParams
+    from regionops.runbook.remote_run import start_and_follow
 
-    print("\nrunning the region-health runbook on the lab ...")
-    state = region_health(RegionHealthParams(topology=str(lab.cfg.topology_path)), return_state=True)
+    def say(line: str) -> None:
+        print(f"  {line}", flush=True)
+
+    print(f"\nrunning the region-health runbook on the lab (WAN {lab.cfg.wan}), through its deployment ...")
+    state = start_and_follow("region-health", "lab", RegionHealthParams(topology=str(lab.cfg.topology_path)), say)
     ui = f"http://127.0.0.1:{lab.cfg.ports.prefect}"
     runs = PrefectSettings(ui_url=ui)
     if state.is_completed():
@@ -244,7 +251,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(f"\nregion-health {state.type.value.lower()}: {state.message}", file=sys.stderr)
         return EXIT_FAILED
-    drill_state = _demo_drill(lab)
+    drill_state = _demo_drill(lab, say)
     drill_ok = drill_state.is_completed() and drill_state.result().ok
     print(
         "\nwhere to look:\n"
@@ -260,15 +267,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if drill_ok else EXIT_FAILED
 
 
-def _demo_drill(lab: Any) -> Any:
-    """A primary-crash DR drill on the lab, its RTO and RPO printed."""
-    from flows.dr_drill import DrillParams, dr_drill
+def _demo_wan(lab_dir: Path) -> str | None:
+    """The demo's WAN: a lab that exists keeps its own; a new one gets the realistic WAN where it can be built."""
+    from regionops.lab.config import LabConfig
+    from regionops.monitoring.tools import WAN_TOOLS, missing_tools
+
+    if LabConfig.load(lab_dir) is not None:
+        return None
+    missing = missing_tools(WAN_TOOLS)
+    if os.geteuid() == 0 and not missing:
+        return "realistic"
+    why = "it needs root" if os.geteuid() != 0 else "; ".join(t.missing() for t in missing)
+    print(f"note: the demo's lab runs without the WAN (--wan off): {why}")
+    return "off"
+
+
+def _demo_drill(lab: Any, say: Callable[[str], None]) -> Any:
+    """A primary-crash DR drill on the lab, run through its deployment; its RTO and RPO printed."""
+    from flows.dr_drill import DrillParams
+    from regionops.runbook.remote_run import start_and_follow
 
     print("\nrunning a primary-crash DR drill (eu-1 is killed, failover, measured, rolled back) ...")
-    state = dr_drill(
-        DrillParams(topology=str(lab.cfg.topology_path), scenario="primary-crash", confirmation_seconds=2),
-        return_state=True,
-    )
+    params = DrillParams(topology=str(lab.cfg.topology_path), scenario="primary-crash", confirmation_seconds=2)
+    state = start_and_follow("dr-drill", "lab", params, say)
     if not state.is_completed():
         print(f"dr-drill {state.type.value.lower()}: {state.message}", file=sys.stderr)
         return state
@@ -394,6 +415,11 @@ def make_parser() -> argparse.ArgumentParser:
     executor.add_argument("--limit", type=int, default=4, help="node steps run at once")
     demo = sub.add_parser("demo", help="start the lab, run region health, print where to look")
     demo.add_argument("--lab-dir", help="lab state directory (default $REGIONOPS_LAB_DIR or ./.lab)")
+    demo.add_argument(
+        "--wan",
+        help="a new lab's WAN: realistic (the default where root and ip/nft allow), scaled:F or off; "
+        "a lab that exists keeps its own",
+    )
     return parser
 
 

@@ -146,6 +146,7 @@ def activate(topology: Topology, request: ActivateRequest) -> ActivatedRestore:
     """
     plan = request.plan
     _, cluster = topology.cluster(plan.cluster)
+    netns = topology.node(plan.cluster, plan.node).netns  # the old server restarts where it ran
     activation: Activation | None = None
     phases: list[Phase] = []
     try:
@@ -154,10 +155,10 @@ def activate(topology: Topology, request: ActivateRequest) -> ActivatedRestore:
         phases.append(start_node(plan, topology, request.start_timeout_seconds))
     except Exception as exc:
         # The message travels back from the node's worker: it must say what was undone.
-        undone = swap_back(plan, activation, cluster.os_user, plan.node_running)
+        undone = swap_back(plan, activation, cluster.os_user, plan.node_running, netns)
         raise VerificationFailed(f"restore of {plan.node} failed after the swap: {exc}; {undone}") from exc
     except BaseException:
-        swap_back(plan, activation, cluster.os_user, plan.node_running)
+        swap_back(plan, activation, cluster.os_user, plan.node_running, netns)
         raise
     cleanup = activation.sentence() if request.keep_old else remove_old(plan, activation)
     return ActivatedRestore(activation=activation, phases=phases, cleanup=cleanup)
@@ -253,8 +254,15 @@ def _queue_history_files(data_dir: Path, os_user: str | None) -> None:
             chown_to(ready, os_user)
 
 
-def swap_back(plan: RestorePlan, activation: Activation | None, os_user: str | None, restart_old: bool) -> str:
-    """Undo :func:`swap_in` after a failure: the new data aside, the old data back, old server restarted."""
+def swap_back(
+    plan: RestorePlan,
+    activation: Activation | None,
+    os_user: str | None,
+    restart_old: bool,
+    netns: str | None = None,
+) -> str:
+    """Undo :func:`swap_in` after a failure: the new data aside, the old data back, old server restarted
+    (in the node's network namespace, ``netns``, where it has one: a lab region's)."""
     data_dir, old = Path(plan.data_dir), Path(plan.old_dir)
     failed = Path(f"{plan.data_dir}.failed-restore-{plan.label}")
     try:
@@ -267,7 +275,7 @@ def swap_back(plan: RestorePlan, activation: Activation | None, os_user: str | N
     if activation is not None and activation.old_dir and old.exists():
         os.rename(old, data_dir)
         if restart_old:
-            PgCtl(data_dir, os_user, node_log(plan)).start()
+            PgCtl(data_dir, os_user, node_log(plan), netns=netns).start()
         return f"swapped back: the old data is in {data_dir} again; the failed restore is in {failed}"
     return f"the failed restore is in {failed}; there was no old data to put back"
 
