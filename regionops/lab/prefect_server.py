@@ -130,7 +130,8 @@ class LabRunbookServe(LabComponent):
         if running_pid(self.cfg.lab_dir, name):
             return
         # Poll for runs every second: an alert-started failover should not wait 10 s to begin.
-        env = lab_env(self.cfg) | {"PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+        # INFO: a runbook's steps are INFO lines, and the person on call reads them in the UI.
+        env = lab_env(self.cfg) | {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
         # It runs the runbooks the UI, a schedule or an alert starts: in a lab with a WAN it runs
         # in the ops site's namespace, so their SQL and API calls cross the WAN as production's do.
         argv = [self.python, "-m", "deployments.serve", "--topology", str(self.cfg.topology_path)]

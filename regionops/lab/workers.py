@@ -35,6 +35,7 @@ class LabWorkers(LabComponent):
             # The API at the ops site, and the shared result storage node steps persist their typed results in.
             **lab_env(self.cfg),
             "REGIONOPS_REGION": region,
+            "PREFECT_LOGGING_LEVEL": "INFO",  # the runbook's steps reach the UI
             # Poll every second: a node step should not wait 10 s for its worker.
             "PREFECT_WORKER_QUERY_SECONDS": "1",
         }

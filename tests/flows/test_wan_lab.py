@@ -243,7 +243,14 @@ def drill_from_ops_site(lab: Lab, scenario: str, writer_region: str, interval: f
         )
     started = re.search(r"started deployment dr-drill/lab: flow run \S+ \(([0-9a-f-]{36})\)", out.stderr)
     assert started, out.stderr[-2000:]
-    text = out.stdout + out.stderr + "\n" + run_log(lab, started.group(1))
+
+    # The run's log reaches the API in batches: wait for its last line.
+    def whole_log() -> str | None:
+        log = run_log(lab, started.group(1))
+        return log if "Finished in state" in log else None
+
+    log = poll_until(whole_log, timeout=30, interval=1, what="the drill run's whole log in the Prefect API")
+    text = out.stdout + out.stderr + "\n" + log
     print(f"{scenario} drill started from the host, run in the ops site (exit {out.returncode}):")
     print("\n".join(line for line in text.splitlines() if f"{scenario} drill of" in line or "recovery:" in line))
     return text, watch, writer
