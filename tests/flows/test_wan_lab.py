@@ -321,17 +321,30 @@ def test_an_ops_outage_takes_the_control_plane_from_every_region_and_heal_brings
     assert serve is not None  # the UI's runbooks run in the ops site
     where = subprocess.run(["ip", "netns", "identify", str(serve)], capture_output=True, text=True).stdout.strip()
     assert where == lab.cfg.netns(OPS_SITE)
-    done = inject_ops_outage(lab)
-    try:
-        assert any("stopped prefect-server" in line for line in done), done
-        for region in REGIONS:
-            assert not reaches(lab, region, ops, api), f"{region} reached the Prefect API during an ops outage"
-        assert not host_reaches(ops, api) and not prefect_healthy(lab.cfg)
-        # The regions themselves keep working: us still reaches eu-1 across the WAN.
-        assert reaches(lab, "us", lab.cfg.node_host("eu-1"), lab.cfg.ports.postgres["eu-1"])
-    finally:
-        notes = heal_regions(lab)
+    # The witness: every node polled for writable primaries, and us's app writing (to eu-1) throughout.
+    with ha.watching_primaries(lab) as watch, ha.writing(lab, region="us", interval=0.2) as writer:
+        poll_until(lambda: writer.acked, timeout=20, interval=0.1, what="a first acknowledged write")
+        done = inject_ops_outage(lab)
+        before = len(writer.acked)
+        try:
+            assert any("stopped prefect-server" in line for line in done), done
+            for region in REGIONS:
+                assert not reaches(lab, region, ops, api), f"{region} reached the Prefect API during an ops outage"
+            assert not host_reaches(ops, api) and not prefect_healthy(lab.cfg)
+            # The regions themselves keep working: us still reaches eu-1 across the WAN.
+            assert reaches(lab, "us", lab.cfg.node_host("eu-1"), lab.cfg.ports.postgres["eu-1"])
+            during = len(writer.acked) - before  # acknowledged while the control plane was gone
+        finally:
+            notes = heal_regions(lab)
     assert any("started the ops site again" in n for n in notes), notes
+    lost = writer.ids - ha.row_ids(lab, "eu-1")
+    print(
+        f"ops outage: the us app's writes {len(writer.acked)} acknowledged ({during} while the control plane was "
+        f"gone), {len(lost)} lost; at most {watch.most} writable primary at once in {watch.looks} looks"
+    )
+    # Losing the control plane changes nothing in the data path: writes go on, none is lost, one primary.
+    assert during > 0 and not lost
+    assert watch.most == 1 and not watch.seen_two
     assert prefect_healthy(lab.cfg) and all(reaches(lab, r, ops, api) for r in REGIONS)
     for region in REGIONS:
         poll_until(lambda r=region: lab.executors.serving(r), timeout=60, interval=0.5, what=f"{region}'s executor")
