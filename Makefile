@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# pgBackRest (the backup engine; the lab archives WAL through it), Prometheus, Alertmanager,
-# postgres_exporter, Pushgateway (Debian packages): installed when missing and root, else
-# named.  Without pgBackRest this fails; without monitoring the lab runs, its tests do not.
+# pgBackRest (the backup engine; the lab archives WAL through it), etcd (the quorum store),
+# Prometheus, Alertmanager, postgres_exporter, Pushgateway (Debian packages): installed when
+# missing and root, else named.  Without pgBackRest or etcd this fails; without monitoring
+# the lab runs, its tests do not.
 monitoring-tools: setup
 	@$(PY) -m regionops.monitoring.tools --install
 

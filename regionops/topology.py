@@ -32,6 +32,7 @@ from regionops.topology_services import (
     DrillSettings,
     Monitoring,
     Notifications,
+    QuorumSettings,
 )
 
 GLOBAL_RESIDENCY = "global"
@@ -197,6 +198,9 @@ class Topology(Strict):
     traffic: Traffic
     notifications: Notifications = Notifications()
     aws: AwsSettings = AwsSettings()
+    quorum: QuorumSettings | None = Field(
+        None, description="the etcd quorum store (fences, locks, the writer's term); runbooks that fence need it"
+    )
     prefect: PrefectSettings = PrefectSettings()
     drills: DrillSettings = DrillSettings()
     alerting: AlertingSettings | None = None
@@ -268,6 +272,10 @@ def _check_references(topo: Topology) -> list[str]:
     for bucket, count in buckets.items():
         if count > 1:
             problems.append(f"regions: bucket {bucket!r} is used by {count} regions")
+
+    if topo.quorum is not None:
+        for name in sorted(set(topo.quorum.endpoints) - set(topo.regions)):
+            problems.append(f"quorum.endpoints: unknown region {name!r} (regions: {', '.join(sorted(topo.regions))})")
 
     endpoints: Counter[tuple[str, int]] = Counter()
     for cname, cluster in topo.clusters.items():

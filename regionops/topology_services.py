@@ -50,6 +50,35 @@ class AwsSettings(Strict):
         return self.s3_endpoints.get(aws_region or "", self.endpoint_url)
 
 
+class QuorumSettings(Strict):
+    """The quorum store: an etcd cluster with one member per region (any one region can be lost).
+
+    Fences, cluster locks and the writer's term live here, never in one region's bucket:
+    a write is acknowledged only by a majority of regions, so every region that can still
+    reach the majority reads the same state.  ``endpoints`` maps each region to its own
+    member's client URL; a runbook asks its own region's member first.
+    """
+
+    endpoints: dict[str, str] = Field(description="region -> its etcd member's client URL (http://host:2379)")
+    prefix: str = Field("/regionops", description="the keys' common prefix (several environments can share etcd)")
+    timeout_seconds: float = Field(2.0, gt=0, description="how long one member may take to answer before the next")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _three_sites(cls, endpoints: dict[str, str]) -> dict[str, str]:
+        if len(endpoints) < 3:
+            raise ValueError(
+                f"a quorum needs members in at least three regions (two is not enough: losing either "
+                f"loses the majority); got {len(endpoints)}: {', '.join(sorted(endpoints)) or 'none'}"
+            )
+        return endpoints
+
+    def endpoints_from(self, region: str | None) -> list[str]:
+        """Every member's URL, ``region``'s own first (the nearest answers fastest)."""
+        own = [self.endpoints[region]] if region in self.endpoints else []
+        return own + [url for r, url in sorted(self.endpoints.items()) if r != region]
+
+
 class FaultSettings(Strict):
     """How a DR drill injects faults into this environment.
 

@@ -43,6 +43,9 @@ class LabPorts(BaseModel):
     pushgateway: int | None = None
     exporters: dict[str, int] | None = None
     wan_relay: int | None = None  # the WAN relay (labs made with --wan other than off)
+    # The quorum store: one etcd member per region, its client and its peer port (absent in labs made before it).
+    etcd: dict[str, int] | None = None
+    etcd_peers: dict[str, int] | None = None
 
     def all(self) -> dict[str, int]:
         """component name -> port, for status and for checking nothing is left after down."""
@@ -61,6 +64,8 @@ class LabPorts(BaseModel):
             if port
         }
         ports |= {"wan relay": self.wan_relay} if self.wan_relay else {}
+        ports |= {f"etcd {r}": p for r, p in (self.etcd or {}).items()}
+        ports |= {f"etcd {r} peers": p for r, p in (self.etcd_peers or {}).items()}
         return ports | ({"alert receiver": self.alerts} if self.alerts else {})
 
     @classmethod
@@ -79,6 +84,8 @@ class LabPorts(BaseModel):
             pushgateway=base + 72,
             exporters={n: base + 75 + i for i, n in enumerate(LAB_NODES)},
             wan_relay=base + 60,
+            etcd={r: base + 40 + i for i, r in enumerate(LAB_REGIONS)},
+            etcd_peers={r: base + 45 + i for i, r in enumerate(LAB_REGIONS)},
         )
 
     @classmethod
@@ -86,7 +93,7 @@ class LabPorts(BaseModel):
         """Ports the kernel says are free right now (tests use these so they never collide)."""
         socks = []
         try:
-            for _ in range(2 * len(LAB_NODES) + len(LAB_REGIONS) + 9):
+            for _ in range(2 * len(LAB_NODES) + 3 * len(LAB_REGIONS) + 9):
                 s = socket.socket()
                 s.bind(("127.0.0.1", 0))
                 socks.append(s)
@@ -108,6 +115,8 @@ class LabPorts(BaseModel):
             pushgateway=next(it),
             exporters={n: next(it) for n in LAB_NODES},
             wan_relay=next(it),
+            etcd={r: next(it) for r in LAB_REGIONS},
+            etcd_peers={r: next(it) for r in LAB_REGIONS},
         )
 
 
@@ -227,7 +236,13 @@ class LabConfig(BaseModel):
         path = lab_dir / "lab.json"
         if not path.exists():
             return None
-        return cls.model_validate(json.loads(path.read_text()))
+        cfg = cls.model_validate(json.loads(path.read_text()))
+        if cfg.ports.etcd is None or cfg.ports.etcd_peers is None:
+            # A lab made before the quorum store: its members get ports the kernel says are
+            # free now, kept from the next `lab up` on (which saves the config and starts them).
+            free = LabPorts.free()
+            cfg.ports.etcd, cfg.ports.etcd_peers = free.etcd, free.etcd_peers
+        return cfg
 
     @classmethod
     def create(

@@ -45,6 +45,7 @@ from regionops.lab.network import LabWan
 from regionops.lab.prefect_db import LabPrefectDatabase
 from regionops.lab.prefect_server import LabPrefect, LabRunbookServe, lab_env
 from regionops.lab.processes import port_open, stop, wait_port_free
+from regionops.lab.quorum import LabQuorum, etcd_binary
 from regionops.lab.reconcile import advice_for, reconcile_writer
 from regionops.lab.services import LabAlertReceiver, LabSlackSink
 from regionops.lab.topology_file import LAB_CDN, topology_document, write_topology
@@ -84,6 +85,7 @@ class Lab:
         self.workers = LabWorkers(cfg)
         self.executors = LabExecutors(cfg)
         self.wan = LabWan(cfg)
+        self.quorum = LabQuorum(cfg)
 
     @classmethod
     def open(cls, lab_dir: Path, base_port: int | None = None, free_ports: bool = False, wan: str | None = None) -> Lab:
@@ -103,6 +105,7 @@ class Lab:
         """Every component, in the order ``status`` reports them."""
         return [
             self.wan,
+            self.quorum,
             self.postgres,
             self.aws,
             self.slack,
@@ -145,12 +148,15 @@ class Lab:
         for sub in ("secrets", "state", "apps"):
             cfg.path(sub).mkdir(parents=True, exist_ok=True)
         pgbackrest.binary()  # a missing pgBackRest is named (with its package) before anything starts
+        etcd_binary()  # so is a missing etcd
         steps: list[tuple[str, Callable[[Progress], object]]] = [
             ("topology file and TLS certificate", lambda _: write_topology(cfg)),
         ]
         if cfg.wan_plan():
             steps.append((f"regions' networks and the WAN ({cfg.wan})", self.wan.start))
         steps += [
+            # The quorum store before the nodes: it holds the fences that say which nodes must stay stopped.
+            ("quorum store: one etcd member per region", self.quorum.start),
             # moto first: the fences (in the home bucket) say which nodes must stay stopped,
             # and the nodes archive their WAL into it as soon as they start.
             ("moto server (S3, Route53) over TLS", self.aws.start),
@@ -280,6 +286,7 @@ class Lab:
             self.apps,
             self.slack,
             self.postgres,
+            self.quorum,
             self.aws,
             self.wan,  # last: the namespaces go once nothing runs in them
         ):

@@ -131,32 +131,7 @@ class LabMonitoring(LabComponent):
         p = self.cfg.ports
         assert p.prometheus and p.alertmanager and p.pushgateway and p.exporters
         self.write_config()
-        for node, port in p.exporters.items():
-            # Beside its node, as in production: in a lab with a WAN, inside the node's region,
-            # where Prometheus's scrape target (the node's host) names it.
-            host = self.cfg.node_host(node)
-            self.start_process(
-                f"postgres-exporter-{node}",
-                [
-                    _binary(POSTGRES_EXPORTER),
-                    f"--web.listen-address={host}:{port}",
-                    f"--extend.query-path={EXPORTER_QUERIES}",
-                    # The lab's rules need only pg_up and the custom queries: keep 1 s scrapes cheap.
-                    "--disable-default-metrics",
-                    "--disable-settings-metrics",
-                    "--no-collector.database",
-                    "--no-collector.bgwriter",
-                    "--log.level=warn",
-                ],
-                port,
-                # The password in the exporter's environment, never on its command line.
-                env={
-                    "DATA_SOURCE_NAME": f"postgresql://postgres:{quote(self.cfg.pg_password() or '', safe='')}"
-                    f"@{host}:{p.postgres[node]}/postgres?sslmode=disable&connect_timeout=2"
-                },
-                region=LAB_NODES[node],
-                host=host,
-            )
+        self.start_exporters(list(p.exporters))
         data = self.dir / "data"
         self.start_process(
             "pushgateway",
@@ -210,6 +185,38 @@ class LabMonitoring(LabComponent):
             interval=0.5,
             what="Prometheus to scrape every target once",
         )
+
+    def start_exporters(self, nodes: list[str]) -> None:
+        """Start the postgres_exporter of each of ``nodes`` that is not running (beside its node)."""
+        p = self.cfg.ports
+        if not p.exporters or missing_tools():
+            return
+        for node, port in ((n, p.exporters[n]) for n in nodes):
+            # Beside its node, as in production: in a lab with a WAN, inside the node's region,
+            # where Prometheus's scrape target (the node's host) names it.
+            host = self.cfg.node_host(node)
+            self.start_process(
+                f"postgres-exporter-{node}",
+                [
+                    _binary(POSTGRES_EXPORTER),
+                    f"--web.listen-address={host}:{port}",
+                    f"--extend.query-path={EXPORTER_QUERIES}",
+                    # The lab's rules need only pg_up and the custom queries: keep 1 s scrapes cheap.
+                    "--disable-default-metrics",
+                    "--disable-settings-metrics",
+                    "--no-collector.database",
+                    "--no-collector.bgwriter",
+                    "--log.level=warn",
+                ],
+                port,
+                # The password in the exporter's environment, never on its command line.
+                env={
+                    "DATA_SOURCE_NAME": f"postgresql://postgres:{quote(self.cfg.pg_password() or '', safe='')}"
+                    f"@{host}:{p.postgres[node]}/postgres?sslmode=disable&connect_timeout=2"
+                },
+                region=LAB_NODES[node],
+                host=host,
+            )
 
     def _targets(self) -> tuple[int, int, int]:
         """(targets, not yet scraped, down) as Prometheus reports them; (0, -1, 0) when it does not answer."""

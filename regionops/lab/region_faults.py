@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from regionops.drivers.pgtools import kill_instance
 from regionops.errors import ConfigurationError
-from regionops.lab.config import LAB_CLUSTER, LAB_NODES
+from regionops.lab.config import LAB_CLUSTER, LAB_NODES, LAB_REGIONS
 from regionops.lab.network import OPS_GATEWAY, s3_endpoint_process
 from regionops.lab.prefect_server import prefect_healthy
-from regionops.lab.processes import stop
+from regionops.lab.processes import running_pid, stop
+from regionops.lab.quorum import member_name
 from regionops.lab.wan import OPS_SITE
 from regionops.node.local import LocalNodeOperator
 
@@ -37,6 +38,7 @@ def region_processes(region: str) -> list[str]:
     nodes = [n for n, r in LAB_NODES.items() if r == region]
     return [
         f"app-{region}",
+        member_name(region),  # its etcd member: the quorum goes on with the other two regions
         s3_endpoint_process(region),
         f"executor-{region}",
         f"worker-{region}",
@@ -129,7 +131,17 @@ def heal_regions(lab) -> list[str]:  # noqa: ANN001 - a Lab (import cycle)
     for region in was_down:
         lab.wan.start_s3_endpoint(region)
         notes.append(f"started {s3_endpoint_process(region)} again")
+        if lab.cfg.ports.etcd:
+            lab.quorum.start(lambda _: None, regions=[region])
+            notes.append(f"started {member_name(region)} again (it rejoined the quorum)")
+        nodes = [n for n, r in LAB_NODES.items() if r == region]
+        if lab.cfg.monitoring and lab.cfg.ports.exporters:
+            lab.monitoring.start_exporters(nodes)
+            notes.append(f"started {', '.join(f'postgres-exporter-{n}' for n in nodes)} again")
         if prefect_healthy(lab.cfg):
             lab.executors.start(lambda _: None, regions=[region])
-            notes.append(f"started executor-{region} again; `regionops lab up` starts its worker and exporters")
+            notes.append(f"started executor-{region} again")
+            if any(running_pid(lab.cfg.lab_dir, f"worker-{r}") for r in LAB_REGIONS if r != region):
+                lab.workers.start(lambda _: None, regions=[region], deploy=False)
+                notes.append(f"started worker-{region} again")
     return notes

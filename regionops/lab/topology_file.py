@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from regionops.lab import monitoring as labmon
-from regionops.lab import pglab
+from regionops.lab import pglab, quorum
 from regionops.lab.assets import assets_root
 from regionops.lab.config import LAB_CLUSTER, LAB_DATABASE, LAB_NODES, LAB_REGIONS, LAB_ZONE, LabConfig
 from regionops.lab.tls import LabTls
@@ -83,6 +83,7 @@ def topology_document(cfg: LabConfig) -> dict[str, Any]:
             }
         },
         "aws": aws_section(cfg),
+        **({"quorum": {"endpoints": quorum.endpoints(cfg)}} if cfg.ports.etcd else {}),
         "prefect": {"ui_url": f"http://{cfg.control_host()}:{cfg.ports.prefect}"},
         "drills": {"faults": {"driver": "lab", "lab_dir": str(cfg.lab_dir)}},
         **(

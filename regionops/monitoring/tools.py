@@ -48,7 +48,9 @@ ALL_TOOLS: tuple[Tool, ...] = (*LAB_TOOLS, PROMTOOL, AMTOOL)
 # Not monitoring, but installed the same way: the backup engine.  The lab needs it (every
 # node archives WAL through it) and says so when it is missing.
 PGBACKREST = Tool("pgbackrest", ("pgbackrest",), "pgbackrest")
-REQUIRED_TOOLS: tuple[Tool, ...] = (PGBACKREST,)
+# And the quorum store: one etcd member per region holds what every region must agree on.
+ETCD = Tool("etcd", ("etcd",), "etcd-server")
+REQUIRED_TOOLS: tuple[Tool, ...] = (PGBACKREST, ETCD)
 # Nor these: the lab's WAN (`lab up --wan`, the demo's default) builds namespaces, links and nft rules.
 WAN_TOOLS: tuple[Tool, ...] = (Tool("ip", ("ip",), "iproute2"), Tool("nft", ("nft",), "nftables"))
 
@@ -66,7 +68,7 @@ def packages_for(tools: list[Tool]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m regionops.monitoring.tools [--install]``: report (and, as root, install) what is missing.
 
-    Exits 1 when pgBackRest (required by the lab) is still missing; missing monitoring
+    Exits 1 when pgBackRest or etcd (required by the lab) is still missing; missing monitoring
     tools are only named (the lab runs without monitoring).
     """
     import argparse

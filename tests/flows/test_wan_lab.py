@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from regionops.drivers.etcd import EtcdClient, QuorumUnavailable
 from regionops.lab.config import LAB_CLUSTER
 from regionops.lab.faults import LabFaultInjector
 from regionops.lab.lab import Lab
@@ -148,9 +149,21 @@ def test_a_partitioned_region_keeps_serving_itself_and_nothing_else_reaches_it(w
             assert host_reaches(eu_host, eu1_port)  # the operator's VPN still sees it
             _, written = timed_request(f"{app_url(lab, 'eu')}/write", {"payload": "written while cut off"})
             assert written["node"] == "eu-1"  # the partitioned primary keeps taking its region's writes
+            # The quorum store: eu's member lost the majority and answers nothing; us and apac go on.
+            members = lab.quorum.endpoints()
+            with pytest.raises(QuorumUnavailable):
+                EtcdClient([members["eu"]], timeout=1).get("/regionops/partition-test")
+            # (10 s: when eu's member was the leader, us and apac elect a new one first)
+            EtcdClient([members["us"]], timeout=10).put("/regionops/partition-test", "written by the majority")
         finally:
             notes = heal_regions(lab)
     assert any("restored the links of eu" in n for n in notes), notes
+    # Back in the majority, eu's member catches up: it serves what was written without it.
+    eu_member = EtcdClient([lab.quorum.endpoints()["eu"]], timeout=3)
+    poll_until(
+        lambda: eu_member.member_health(lab.quorum.endpoints()["eu"]), timeout=30, interval=0.3, what="etcd-eu back"
+    )
+    assert eu_member.get("/regionops/partition-test").value == b"written by the majority"  # type: ignore[union-attr]
     lost = writer.ids - ha.row_ids(lab, "eu-1")
     print(
         f"partition of eu: {len(writer.acked)} writes acknowledged by the eu app, {len(lost)} lost; "
@@ -179,6 +192,12 @@ def test_a_region_outage_takes_its_bucket_endpoint_with_it(wan_lab):
             assert not host_reaches(eu_host, lab.cfg.ports.postgres["eu-1"])  # the node is gone too
             assert reaches(lab, "us", lab.cfg.region_host("us"), s3_port)  # the other regions' endpoints are not
             assert running_pid(lab.cfg.lab_dir, "executor-eu") is None  # the region's hands are gone too
+            # Its etcd member is gone with it; the quorum answers with us and apac.
+            assert running_pid(lab.cfg.lab_dir, "etcd-eu") is None
+            members = lab.quorum.endpoints()
+            EtcdClient([members["eu"], members["us"], members["apac"]], timeout=10).put(
+                "/regionops/outage-test", "2 of 3"
+            )
         finally:
             heal_regions(lab)
             LabFaultInjector(lab.topology(), lab.cfg.lab_dir).heal(LAB_CLUSTER)
@@ -192,6 +211,7 @@ def test_a_region_outage_takes_its_bucket_endpoint_with_it(wan_lab):
     assert all(reaches(lab, r, eu_host, s3_port) for r in REGIONS)
     assert lab.observe_nodes()["eu-1"].role == "primary"
     assert lab.executors.serving("eu")  # heal started eu's executor again
+    assert EtcdClient([lab.quorum.endpoints()["eu"]], timeout=3).get("/regionops/outage-test") is not None
 
 
 def run_in_ops_site(lab: Lab, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -123,14 +123,17 @@ def test_cli_up_status_down_leaves_no_process_and_no_port():
     try:
         up = _cli("lab", "up", "--free-ports", env=env)
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "[1/14]" in up.stdout  # progress is reported (monitoring is the 14th step, after the workers)
+        assert "[1/15]" in up.stdout  # progress is reported (monitoring is the 15th step, after the workers)
 
         status = _cli("lab", "status", "--json", env=env)
         assert status.returncode == 0, status.stderr
         doc = json.loads(status.stdout)
         # 11 components + 3 postgres_exporters, Prometheus, Alertmanager, Pushgateway + 3 regional workers
-        # + 3 node-step executors.
-        assert doc["healthy"] and len(doc["components"]) == 24
+        # + 3 node-step executors + 3 etcd members.
+        assert doc["healthy"] and len(doc["components"]) == 27
+        members = {c["name"]: c for c in doc["components"] if c["name"].startswith("etcd ")}
+        assert sorted(members) == ["etcd apac", "etcd eu", "etcd us"]
+        assert all(m["healthy"] and "sees a leader" in m["detail"] for m in members.values())
         workers = {c["name"]: c for c in doc["components"] if c["name"].startswith("worker ")}
         assert sorted(workers) == ["worker apac", "worker eu", "worker us"]
         assert all(w["healthy"] and "online" in w["detail"] for w in workers.values())
@@ -151,6 +154,8 @@ def test_cli_up_status_down_leaves_no_process_and_no_port():
             cfg["ports"]["prometheus"],
             cfg["ports"]["alertmanager"],
             cfg["ports"]["pushgateway"],
+            *cfg["ports"]["etcd"].values(),
+            *cfg["ports"]["etcd_peers"].values(),
         ]
     finally:
         down = _cli("lab", "down", "--purge", env=env)

@@ -17,8 +17,8 @@ def test_free_ports_allocate_every_monitoring_port_distinctly():
     assert set(ports.exporters) == set(LAB_NODES)
     values = list(ports.all().values())
     # postgres, apps, moto+slack+prefect+its database, exporters, prometheus+alertmanager+pushgateway, receiver,
-    # the WAN relay
-    assert len(values) == len(set(values)) == 3 + 3 + 4 + 3 + 3 + 1 + 1
+    # the WAN relay, the etcd members' client and peer ports
+    assert len(values) == len(set(values)) == 3 + 3 + 4 + 3 + 3 + 1 + 1 + 3 + 3
 
 
 def test_a_lab_created_before_monitoring_loads_and_runs_without_it(tmp_path):

@@ -210,3 +210,15 @@ def test_example_topology_runs_node_steps_through_regional_pools():
     core = topo.clusters["core"]
     assert core.node_operator == "regional"
     assert len({n.host for n in core.nodes.values()}) == len(core.nodes)
+
+
+def test_the_quorum_needs_a_member_in_three_known_regions_and_asks_its_own_region_first():
+    data = base()
+    data["quorum"] = {"endpoints": {"eu": "http://e:2379", "us": "http://u:2379"}}
+    assert any("at least three regions (two is not enough" in p for p in problems(data))
+    data["quorum"]["endpoints"]["mars"] = "http://m:2379"
+    assert any("quorum.endpoints: unknown region 'mars'" in p for p in problems(data))
+    example = load_topology(EXAMPLE)
+    assert example.quorum is not None and sorted(example.quorum.endpoints) == ["apac", "eu", "us"]
+    assert example.quorum.endpoints_from("us")[0] == "http://etcd.us.internal.example.com:2379"
+    assert len(example.quorum.endpoints_from(None)) == 3
