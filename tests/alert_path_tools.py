@@ -11,35 +11,74 @@ never sees these alerts.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from regionops.lab.lab import Lab
+from regionops.lab.processes import pid_alive, port_open
 from regionops.waiting import poll_until
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
+def lab_cli(*args: str, lab_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``regionops ARGS`` as a person runs it, for the lab in ``lab_dir`` (not the session lab's Prefect)."""
+    env = {**os.environ, "REGIONOPS_LAB_DIR": str(lab_dir)}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "regionops.cli", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+@dataclass
+class LabProcesses:
+    """What a lab runs, read before ``lab down`` so the test can check that nothing of it is left."""
+
+    pids: list[int]
+    ports: list[int]
+
+
+def lab_processes(lab: Lab) -> LabProcesses:
+    """Every pid the lab recorded (its PostgreSQL postmasters included) and every port it listens on."""
+    pids = [int(p.read_text()) for p in lab.cfg.path("run").glob("*.pid")]
+    pids += [int((lab.cfg.data_dir(n) / "postmaster.pid").read_text().split()[0]) for n in ("eu-1", "us-1", "apac-1")]
+    return LabProcesses(pids=pids, ports=list(lab.cfg.ports.all().values()))
+
+
 @contextmanager
 def monitored_lab() -> Iterator[Lab]:
-    """A full lab with the monitoring stack on free ports; stopped and removed afterwards."""
+    """A full lab on free ports, made and removed with the CLI as a person does: ``regionops lab up``
+    (monitoring, the regional workers, every component), then ``regionops lab down --purge``,
+    after which no process of it runs and none of its ports is open.
+    """
     lab_dir = Path(tempfile.mkdtemp(prefix="regionops-test-alerts-"))
     os.chmod(lab_dir, 0o755)  # PostgreSQL runs as another user when tests run as root
-    lab = Lab.open(lab_dir, free_ports=True)
+    processes = None
     try:
-        status = lab.up(progress=lambda m: None, with_prefect=True, with_monitoring=True)
-        unhealthy = [c for c in status.components if not c.healthy]
-        assert not unhealthy, unhealthy
+        up = lab_cli("lab", "up", "--free-ports", lab_dir=lab_dir)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        assert "[1/15]" in up.stdout  # progress is reported (monitoring is the 15th step, after the workers)
+        lab = Lab.open(lab_dir)
+        processes = lab_processes(lab)
         yield lab
     finally:
-        held = lab.down(progress=lambda m: None, purge=True)
-        assert not held, f"lab down left ports held: {held}"
+        if processes is None and (lab_dir / "lab.json").exists():
+            processes = lab_processes(Lab.open(lab_dir))
+        down = lab_cli("lab", "down", "--purge", lab_dir=lab_dir)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert processes is not None
+    assert [p for p in processes.pids if pid_alive(p)] == []
+    assert [p for p in processes.ports if port_open(p)] == []
+    assert not lab_dir.exists()
 
 
 class Http:

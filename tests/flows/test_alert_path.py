@@ -1,11 +1,13 @@
 """The real alert path, end to end: fault -> postgres_exporter -> Prometheus -> Alertmanager ->
 alert receiver -> Prefect event -> deployment trigger -> run served by `prefect serve`.
 
-One lab of its own with the whole stack (tests/alert_path_tools.py); the tests run in
-order and each leaves the cluster healthy for the next (the primary moves eu-1 -> us-1
-by switchover, then by failover to the best replica):
+One lab of its own with the whole stack (tests/alert_path_tools.py), made with
+`regionops lab up` and removed with `regionops lab down --purge` (which must leave no
+process and no port); the tests run in order and each leaves the cluster healthy for the
+next (the primary moves eu-1 -> us-1 by switchover, then by failover to the best replica):
 
-0. region health shows what Prometheus has firing;
+0. `lab status --json`: every component healthy, the workers online, the etcd members
+   seeing a leader; region health shows what Prometheus has firing;
 1. a planned switchover silences the alerts it causes: no failover run;
 1b. a 3 s freeze of the primary (SIGSTOP, then SIGCONT) fires no primary-down alert and
    starts no run: the conditions a stall meets wait 5 s in the lab;
@@ -18,6 +20,7 @@ by switchover, then by failover to the best replica):
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -29,7 +32,7 @@ from regionops.lab.config import LAB_CLUSTER
 from regionops.lab.lab import Lab
 from regionops.waiting import poll_until
 from tests import ha_tools as ha
-from tests.alert_path_tools import Http, monitored_lab, names, wait_steady
+from tests.alert_path_tools import Http, lab_cli, monitored_lab, names, wait_steady
 
 pytestmark = pytest.mark.lab
 
@@ -47,6 +50,22 @@ def stack() -> Iterator[tuple[Lab, Http]]:
 
 def run_counts(http: Http) -> dict[str, int]:
     return {name: len(http.runs(name)) for name in ("failover", "replica-resync")}
+
+
+def test_cli_status_reports_every_component_healthy_with_its_workers_and_quorum_members(stack):
+    lab, _ = stack
+    status = lab_cli("lab", "status", "--json", lab_dir=lab.cfg.lab_dir)
+    assert status.returncode == 0, status.stderr
+    doc = json.loads(status.stdout)
+    # 11 components + 3 postgres_exporters, Prometheus, Alertmanager, Pushgateway + 3 regional workers
+    # + 3 node-step executors + 3 etcd members.
+    assert doc["healthy"] and len(doc["components"]) == 27, [c for c in doc["components"] if not c["healthy"]]
+    workers = {c["name"]: c for c in doc["components"] if c["name"].startswith("worker ")}
+    assert sorted(workers) == ["worker apac", "worker eu", "worker us"]
+    assert all(w["healthy"] and "online" in w["detail"] for w in workers.values())
+    members = {c["name"]: c for c in doc["components"] if c["name"].startswith("etcd ")}
+    assert sorted(members) == ["etcd apac", "etcd eu", "etcd us"]
+    assert all(m["healthy"] and "sees a leader" in m["detail"] for m in members.values())
 
 
 def test_region_health_reports_what_prometheus_has_firing(stack):

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import tempfile
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from regionops.drivers.objectstore import objectstore_for
 from regionops.drivers.traffic import traffic_for
-from regionops.lab.processes import pid_alive, port_open
 from regionops.waiting import poll_until
 from tests import labtools
 
@@ -107,59 +101,3 @@ def test_up_again_is_idempotent(lab):
     status = lab.up(progress=lambda m: None)
     assert status.healthy
     assert {p.name: p.read_text() for p in (lab.cfg.lab_dir / "run").glob("*.pid")} == pids
-
-
-def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "regionops.cli", *args], capture_output=True, text=True, env=env, timeout=300
-    )
-
-
-def test_cli_up_status_down_leaves_no_process_and_no_port():
-    lab_dir = Path(tempfile.mkdtemp(prefix="regionops-cli-lab-"))
-    os.chmod(lab_dir, 0o755)
-    env = {**os.environ, "REGIONOPS_LAB_DIR": str(lab_dir)}
-    env.pop("PREFECT_API_URL", None)
-    try:
-        up = _cli("lab", "up", "--free-ports", env=env)
-        assert up.returncode == 0, up.stdout + up.stderr
-        assert "[1/15]" in up.stdout  # progress is reported (monitoring is the 15th step, after the workers)
-
-        status = _cli("lab", "status", "--json", env=env)
-        assert status.returncode == 0, status.stderr
-        doc = json.loads(status.stdout)
-        # 11 components + 3 postgres_exporters, Prometheus, Alertmanager, Pushgateway + 3 regional workers
-        # + 3 node-step executors + 3 etcd members.
-        assert doc["healthy"] and len(doc["components"]) == 27
-        members = {c["name"]: c for c in doc["components"] if c["name"].startswith("etcd ")}
-        assert sorted(members) == ["etcd apac", "etcd eu", "etcd us"]
-        assert all(m["healthy"] and "sees a leader" in m["detail"] for m in members.values())
-        workers = {c["name"]: c for c in doc["components"] if c["name"].startswith("worker ")}
-        assert sorted(workers) == ["worker apac", "worker eu", "worker us"]
-        assert all(w["healthy"] and "online" in w["detail"] for w in workers.values())
-
-        cfg = json.loads((lab_dir / "lab.json").read_text())
-        pids = [int(p.read_text()) for p in (lab_dir / "run").glob("*.pid")]
-        postmasters = [
-            int((lab_dir / "pg" / n / "postmaster.pid").read_text().split()[0]) for n in ("eu-1", "us-1", "apac-1")
-        ]
-        ports = [
-            *cfg["ports"]["postgres"].values(),
-            *cfg["ports"]["apps"].values(),
-            cfg["ports"]["alerts"],
-            cfg["ports"]["moto"],
-            cfg["ports"]["slack"],
-            cfg["ports"]["prefect"],
-            *cfg["ports"]["exporters"].values(),
-            cfg["ports"]["prometheus"],
-            cfg["ports"]["alertmanager"],
-            cfg["ports"]["pushgateway"],
-            *cfg["ports"]["etcd"].values(),
-            *cfg["ports"]["etcd_peers"].values(),
-        ]
-    finally:
-        down = _cli("lab", "down", "--purge", env=env)
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert [p for p in pids + postmasters if pid_alive(p)] == []
-    assert [p for p in ports if port_open(p)] == []
-    assert not lab_dir.exists()
