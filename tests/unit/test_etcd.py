@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ def quorum() -> Iterator[LabQuorum]:
         yield members
     finally:
         members.stop(lambda _: None)
+        shutil.rmtree(lab_dir, ignore_errors=True)
 
 
 @pytest.fixture
