@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from itertools import combinations
 
-from regionops.drivers.etcd import EtcdClient
+from regionops.drivers.etcd import EtcdClient, QuorumRefused, QuorumUnavailable
 from regionops.errors import ConfigurationError, ExternalSystemError
 from regionops.lab.component import ComponentStatus, LabComponent, Observation, Progress
 from regionops.lab.config import LAB_REGIONS, LabConfig
@@ -138,9 +138,7 @@ class LabQuorum(LabComponent):
         client = EtcdClient(list(self.endpoints().values()), timeout=2)
         try:
             client.get("/regionops/lab-ping")
-        except ExternalSystemError:
-            return False
-        except Exception:  # noqa: BLE001 - QuorumUnavailable and friends: not yet
+        except (QuorumUnavailable, QuorumRefused):  # no leader yet, or a member still joining
             return False
         finally:
             client.close()
